@@ -1,0 +1,14 @@
+//! `runner`: cutover playbooks run over SSH, WinRM or locally, only outside business hours,
+//! checkpointed in a journal so that any stop can be resumed.
+//!
+//! Data flows one way: [`playbook`] (load and validate) → [`plan`] (schedule and review) →
+//! engine → [`transport`], with the [`journal`] beside the engine. [`window`] is the pure
+//! business-hours rule everything else asks.
+
+pub mod clock;
+pub mod exit;
+pub mod journal;
+pub mod playbook;
+pub mod secret;
+pub mod transport;
+pub mod window;
