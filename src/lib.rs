@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod exit;
 pub mod journal;
+pub mod plan;
 pub mod playbook;
 pub mod secret;
 pub mod transport;

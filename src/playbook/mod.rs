@@ -1,1 +1,261 @@
-//! TODO
+//! Playbooks: the YAML format, loading, and validation into a checked model.
+//!
+//! Loading runs in three passes, each reporting every problem it finds: the positioned tree
+//! (`source`) and its shape check (`structure`), then serde into the `raw` types, then
+//! `validate` into [`Playbook`]. Nothing here touches a machine or writes a file.
+
+pub mod diagnostic;
+pub mod raw;
+pub mod schema;
+pub mod source;
+mod structure;
+pub mod template;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jiff::SignedDuration;
+
+pub use diagnostic::Diagnostic;
+pub use raw::{BusinessHoursPolicy, OnFailure, ShellKind, TransportKind, WhenClosed, WinrmAuth};
+
+use crate::secret::SecretRef;
+use crate::window::Window;
+
+/// Largest playbook accepted. Real ones are a few hundred KiB at most; the cap bounds the
+/// memory and time any input can cost.
+pub const MAX_PLAYBOOK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Target name used for the pair of a manual step: the operator, not a machine.
+pub const OPERATOR: &str = "operator";
+
+/// A validated playbook: every reference resolved, every template rendered for every target.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    /// The path as the user gave it (shown in messages).
+    pub path: PathBuf,
+    /// The directory relative paths in the playbook are resolved against.
+    pub dir: PathBuf,
+    /// SHA-256 of the playbook file's bytes.
+    pub sha256: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub window: Window,
+    /// The IANA name, for display; None when there are no business hours.
+    pub timezone: Option<String>,
+    pub when_closed: WhenClosed,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    pub targets: BTreeMap<String, Target>,
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub steps: Vec<Step>,
+    pub on_failure: OnFailure,
+    /// Every local file the playbook sends (scripts, uploads), with its SHA-256.
+    pub files: Vec<FileRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileRef {
+    /// As written in the playbook.
+    pub written: String,
+    /// Resolved against the playbook's directory.
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub transport: TransportKind,
+    pub host: Option<String>,
+    /// The effective port (defaults applied); None for local targets.
+    pub port: Option<u16>,
+    pub https: bool,
+    pub user: Option<String>,
+    pub password: Option<SecretRef>,
+    /// Resolved key path.
+    pub key: Option<PathBuf>,
+    pub passphrase: Option<SecretRef>,
+    /// Resolved known_hosts path; None means the user's `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    pub shell: ShellKind,
+    pub auth: Option<WinrmAuth>,
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+impl Target {
+    /// "ssh root@127.0.0.2:22" — what the plan and errors show; never a secret.
+    pub fn address(&self) -> String {
+        match self.transport {
+            TransportKind::Local => "local".to_string(),
+            kind => {
+                let scheme = match kind {
+                    TransportKind::Winrm if self.https => "winrm+https",
+                    TransportKind::Winrm => "winrm",
+                    _ => "ssh",
+                };
+                let user = self
+                    .user
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default();
+                let host = self.host.as_deref().unwrap_or("?");
+                match self.port {
+                    Some(p) => format!("{scheme} {user}{host}:{p}"),
+                    None => format!("{scheme} {user}{host}"),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Position in the playbook, from 0.
+    pub index: usize,
+    pub id: String,
+    pub name: Option<String>,
+    pub phase: Option<String>,
+    /// `on` as written (targets and groups).
+    pub on: Vec<String>,
+    /// Targets after expanding groups, without duplicates, in order; `[operator]` for a
+    /// manual step.
+    pub targets: Vec<String>,
+    pub action: Action,
+    pub ok_codes: Vec<i64>,
+    pub check: Option<String>,
+    pub rollback: Option<String>,
+    pub estimate: Option<SignedDuration>,
+    pub timeout: Option<SignedDuration>,
+    pub retries: u32,
+    pub retry_delay: SignedDuration,
+    pub idempotent: bool,
+    pub point_of_no_return: bool,
+    pub business_hours: BusinessHoursPolicy,
+    pub deadline: Option<Deadline>,
+    /// The line of the step's `id`, for messages.
+    pub line: usize,
+    /// The step rendered for each of its targets, in `targets` order.
+    pub rendered: Vec<Rendered>,
+}
+
+impl Step {
+    pub fn title(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn is_manual(&self) -> bool {
+        matches!(self.action, Action::Manual(_))
+    }
+
+    /// The estimate the window gate uses: a step without one counts as zero.
+    pub fn gate_estimate(&self) -> SignedDuration {
+        self.estimate.unwrap_or(SignedDuration::ZERO)
+    }
+
+    pub fn rendered_for(&self, target: &str) -> Option<&Rendered> {
+        self.rendered.iter().find(|r| r.target == target)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Run(String),
+    Script(FileRef),
+    Upload { src: FileRef, dest: String },
+    Manual(String),
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Run(_) => "run",
+            Action::Script(_) => "script",
+            Action::Upload { .. } => "upload",
+            Action::Manual(_) => "manual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    pub after: String,
+    pub within: SignedDuration,
+}
+
+/// A step as it will run on one target: templates rendered with that target's variables.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rendered {
+    pub target: String,
+    /// The command, script path, upload (`src -> dest`) or manual instructions.
+    pub action: RenderedAction,
+    pub check: Option<String>,
+    pub rollback: Option<String>,
+    /// SHA-256 over what decides whether this pair's work is "the same work": the rendered
+    /// action (with script and upload contents' hashes), the check and the ok codes. A resume
+    /// refuses to trust an old success when this changed.
+    pub def_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderedAction {
+    Run {
+        command: String,
+    },
+    Script {
+        path: PathBuf,
+        sha256: String,
+    },
+    Upload {
+        src: PathBuf,
+        sha256: String,
+        bytes: u64,
+        dest: String,
+    },
+    Manual {
+        instructions: String,
+    },
+}
+
+/// Why a playbook could not be loaded: every problem found, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", render_all(.0))]
+pub struct LoadError(pub Vec<Diagnostic>);
+
+fn render_all(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&d.to_string());
+        out.push('\n');
+    }
+    let n = diags.len();
+    out.push_str(&format!(
+        "{n} error{} found; nothing was run and nothing was written",
+        if n == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+/// Reads, parses and validates a playbook file.
+pub fn load(path: &Path) -> Result<Playbook, LoadError> {
+    validate::load(path)
+}
+
+/// Expands a leading `~/` to the home directory.
+pub fn expand_home(path: &Path) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Lowercase hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,277 @@
+//! The review: when each step will start across nights, and what a reviewer should look at.
+//!
+//! A plan is computed, never executed: it connects to nothing. `apply` runs the same
+//! playbook; `--plan` makes it refuse when the playbook or a file it sends changed since the
+//! review (see [`saved`]).
+
+mod render;
+pub mod saved;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::playbook::{BusinessHoursPolicy, Playbook, Step};
+use crate::window::Window;
+
+pub use render::{render_markdown, render_text};
+
+/// How far ahead a step may be pushed before the plan calls it unschedulable.
+pub const HORIZON: SignedDuration = SignedDuration::from_hours(14 * 24);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub format: u32,
+    pub name: String,
+    pub playbook: String,
+    pub playbook_sha256: String,
+    pub files: Vec<crate::playbook::FileRef>,
+    pub timezone: Option<String>,
+    pub start: Timestamp,
+    pub finish: Timestamp,
+    pub steps: Vec<PlannedStep>,
+    pub nights: Vec<Night>,
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub id: String,
+    pub name: String,
+    pub phase: Option<String>,
+    pub kind: &'static str,
+    pub targets: Vec<String>,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Estimate in seconds; None when the playbook gives none (counted as 0).
+    pub estimate_secs: Option<i64>,
+    pub timeout_secs: Option<i64>,
+    pub retries: u32,
+    pub idempotent: bool,
+    pub point_of_no_return: bool,
+    pub business_hours: BusinessHoursPolicy,
+    /// 1-based night this step starts in.
+    pub night: usize,
+    /// True when the step waits for the window rather than starting right after the previous one.
+    pub waits_for_window: bool,
+    /// The step as it will run on each target.
+    pub rendered: Vec<crate::playbook::Rendered>,
+}
+
+/// A stretch of work between two business-hours intervals.
+#[derive(Debug, Clone, Serialize)]
+pub struct Night {
+    pub number: usize,
+    /// When its first step starts.
+    pub start: Timestamp,
+    /// When work must be over: the next business hours minus the margin (None: no limit).
+    pub closes: Option<Timestamp>,
+    /// When its last step is expected to end.
+    pub finish: Timestamp,
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub code: &'static str,
+    pub step: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("step `{step}` (line {line}) cannot be scheduled within 14 days of {after}: no gap between business hours is long enough for its estimate plus the margin\n  = help: split the step, shorten its estimate, or set `business_hours: allow` if it is read-only")]
+    Unschedulable {
+        step: String,
+        line: usize,
+        after: String,
+    },
+}
+
+/// Places each step at its earliest allowed start after the previous one ends.
+pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
+    let w = &pb.window;
+    let mut cursor = start;
+    let mut steps: Vec<PlannedStep> = Vec::with_capacity(pb.steps.len());
+    for step in &pb.steps {
+        let s = earliest(w, step, cursor).ok_or_else(|| PlanError::Unschedulable {
+            step: step.id.clone(),
+            line: step.line,
+            after: crate::window::local_label(cursor, w.time_zone()),
+        })?;
+        let end = s.saturating_add(step.gate_estimate()).unwrap_or(s);
+        steps.push(PlannedStep {
+            id: step.id.clone(),
+            name: step.title().to_string(),
+            phase: step.phase.clone(),
+            kind: step.action.kind(),
+            targets: step.targets.clone(),
+            start: s,
+            end,
+            estimate_secs: step.estimate.map(|d| d.as_secs()),
+            timeout_secs: step.timeout.map(|d| d.as_secs()),
+            retries: step.retries,
+            idempotent: step.idempotent,
+            point_of_no_return: step.point_of_no_return,
+            business_hours: step.business_hours,
+            night: 0,
+            waits_for_window: s > cursor,
+            rendered: step.rendered.clone(),
+        });
+        cursor = end;
+    }
+    let nights = group_nights(w, &mut steps);
+    let warnings = warnings(pb, &steps);
+    Ok(Plan {
+        format: 1,
+        name: pb.name.clone(),
+        playbook: pb.path.display().to_string(),
+        playbook_sha256: pb.sha256.clone(),
+        files: pb.files.clone(),
+        timezone: pb.timezone.clone(),
+        start,
+        finish: cursor,
+        steps,
+        nights,
+        warnings,
+    })
+}
+
+/// The earliest instant >= `t` at which `step` may start under the window.
+pub fn earliest(w: &Window, step: &Step, t: Timestamp) -> Option<Timestamp> {
+    match step.business_hours {
+        BusinessHoursPolicy::Allow => Some(t),
+        BusinessHoursPolicy::Refuse => w.earliest_start(t, step.gate_estimate(), HORIZON),
+    }
+}
+
+/// A new night begins whenever business hours lie between the previous step's end and this
+/// step's start.
+fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
+    let mut nights: Vec<Night> = Vec::new();
+    let mut prev_end: Option<Timestamp> = None;
+    for s in steps.iter_mut() {
+        let new_night = match prev_end {
+            None => true,
+            Some(pe) => pe < s.start && !w.business_intervals(pe, s.start).is_empty(),
+        };
+        if new_night {
+            let closes = w
+                .next_business_start(s.start)
+                .and_then(|b| b.checked_sub(w.margin()).ok());
+            nights.push(Night {
+                number: nights.len() + 1,
+                start: s.start,
+                closes,
+                finish: s.end,
+                steps: Vec::new(),
+            });
+        }
+        if let Some(n) = nights.last_mut() {
+            n.steps.push(s.id.clone());
+            n.finish = n.finish.max(s.end);
+            s.night = n.number;
+        }
+        prev_end = Some(s.end);
+    }
+    nights
+}
+
+fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let last_ponr = pb.steps.iter().rposition(|s| s.point_of_no_return);
+    let mut warn = |code: &'static str, step: &Step, message: String| {
+        out.push(Warning {
+            code,
+            step: Some(step.id.clone()),
+            message,
+        })
+    };
+    for (i, step) in pb.steps.iter().enumerate() {
+        if step.is_manual() {
+            continue;
+        }
+        let verifies_itself = matches!(step.action, crate::playbook::Action::Upload { .. });
+        if step.check.is_none() && !verifies_itself {
+            warn(
+                "no-check",
+                step,
+                format!(
+                    "`{}` has no check: success is judged by its exit code alone",
+                    step.id
+                ),
+            );
+            if !step.idempotent {
+                warn("interruption-needs-human", step, format!("`{}` is not idempotent and has no check: if it is interrupted, an operator must inspect the target and use `runner mark`", step.id));
+            }
+        }
+        if step.rollback.is_none() && last_ponr.is_some_and(|p| i < p) && !step.point_of_no_return {
+            warn(
+                "no-rollback-before-ponr",
+                step,
+                format!(
+                    "`{}` has no rollback and comes before the point of no return `{}`",
+                    step.id,
+                    pb.steps[last_ponr.unwrap_or(i)].id
+                ),
+            );
+        }
+        match (step.estimate, step.timeout) {
+            (None, _) => warn("no-estimate", step, format!("`{}` has no estimate: the window gate counts it as 0 and it may run into business hours", step.id)),
+            (Some(e), Some(t)) if t < e => warn("timeout-below-estimate", step, format!("`{}` times out after {} but is estimated at {}", step.id, human_duration(t), human_duration(e))),
+            _ => {}
+        }
+    }
+    for (step, p) in pb.steps.iter().zip(planned) {
+        if let Some(d) = &step.deadline {
+            if let Some(after) = planned.iter().find(|x| x.id == d.after) {
+                let limit = after.end.saturating_add(d.within).unwrap_or(after.end);
+                if p.end > limit {
+                    out.push(Warning {
+                        code: "deadline-missed",
+                        step: Some(step.id.clone()),
+                        message: format!(
+                            "`{}` is scheduled to end {} after `{}` ends, beyond its deadline of {}",
+                            step.id,
+                            human_duration(p.end.duration_since(after.end)),
+                            d.after,
+                            human_duration(d.within)
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `1d2h`, `1h30m`, `45m`, `90s` → compact text, largest units first, seconds only when needed.
+pub fn human_duration(d: SignedDuration) -> String {
+    let mut secs = d.as_secs().max(0);
+    if secs == 0 {
+        return "0m".into();
+    }
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        let n = secs / len;
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+            secs %= len;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(SignedDuration::from_mins(90)), "1h30m");
+        assert_eq!(
+            human_duration(SignedDuration::from_secs(86_400 + 61)),
+            "1d1m1s"
+        );
+        assert_eq!(human_duration(SignedDuration::ZERO), "0m");
+    }
+}

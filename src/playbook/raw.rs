@@ -1,0 +1,265 @@
+//! The playbook exactly as written: serde types that mirror the YAML, with loose scalar types
+//! (durations, times and zones are text here). `validate` turns them into the checked model.
+//!
+//! These types are also the source of `runner schema`, so doc comments here become the
+//! descriptions editors show. The key lists in `structure` must match the fields here; a test
+//! keeps them in step.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A cutover playbook (format v1).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlaybook {
+    /// What this cutover is, e.g. "Acme SBS 2000 to SBS 2003 cutover".
+    pub name: String,
+    /// Free text for the review document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// When the customer works: no step may start if it could still run in business hours.
+    pub window: RawWindow,
+    /// Template variables, available as `{{ name }}` in commands.
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// The machines steps run on, by name.
+    #[serde(default)]
+    pub targets: BTreeMap<String, RawTarget>,
+    /// Named lists of targets, usable in a step's `on`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// The steps, run in the listed order.
+    pub steps: Vec<RawStep>,
+    /// What `apply` does after a failed step: stop (default) or roll back what ran.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    #[default]
+    Stop,
+    Rollback,
+}
+
+/// The customer's business hours.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// IANA time zone name, e.g. America/Chicago. Required unless business_hours is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Business-hours rules; an empty list means no restriction.
+    pub business_hours: Vec<RawHours>,
+    /// Whole local dates (YYYY-MM-DD) without business hours.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+    /// No step may still be running this long before business hours (e.g. 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<String>,
+    /// What apply does when nothing may start: stop (checkpoint and exit 3) or wait.
+    #[serde(default)]
+    pub when_closed: WhenClosed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenClosed {
+    #[default]
+    Stop,
+    Wait,
+}
+
+/// One business-hours rule.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHours {
+    /// A range (mon-fri), a list ([mon, wed, fri]) or one day (sat).
+    pub days: RawDays,
+    /// Local start time, "HH:MM".
+    pub from: String,
+    /// Local end time, "HH:MM"; at or before `from` means the next day.
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawDays {
+    One(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    Ssh,
+    Winrm,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShellKind {
+    Sh,
+    Cmd,
+    Powershell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WinrmAuth {
+    Basic,
+    Ntlm,
+}
+
+/// A machine steps run on.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// How to reach it: ssh, winrm or local.
+    pub transport: TransportKind,
+    /// Host name or address (ssh, winrm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port; default ssh 22, winrm 5985 (5986 with https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// WinRM over HTTPS.
+    #[serde(default)]
+    pub https: bool,
+    /// Login user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password, by reference only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<RawSecretRef>,
+    /// SSH private key file (`~` is expanded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Passphrase of the SSH key, by reference only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<RawSecretRef>,
+    /// known_hosts file to check the SSH host key against (default ~/.ssh/known_hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    /// How run, check and rollback execute: sh, cmd or powershell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<ShellKind>,
+    /// WinRM authentication: basic (HTTPS only) or ntlm (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<WinrmAuth>,
+    /// The target's own template variables (override playbook vars).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+/// A secret reference: exactly one of `env` or `file`. Literal secrets are refused.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (relative to the playbook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// Where a step runs: a target, a group, or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawOn {
+    One(String),
+    List(Vec<String>),
+}
+
+/// One step of the cutover. Exactly one of run, script, upload, manual.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Unique id, [a-z0-9_-]+; used by resume, mark and rollback.
+    pub id: String,
+    /// Human title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A label grouping steps in the review, e.g. "Phase 2 - Active Directory".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// A target, a group, or a list; several targets run in parallel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<RawOn>,
+    /// Command run with the target's shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Local file sent to the target and run with its shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// A local file copied to the target and verified by SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<RawUpload>,
+    /// Instructions an operator carries out and confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<String>,
+    /// Exit codes that mean success (default [0]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_codes: Option<Vec<i64>>,
+    /// Command run after success; must exit 0 for the step to count as done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// Command that undoes the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
+    /// Expected duration (e.g. 3h): used by the window gate and the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<String>,
+    /// Longest the command may run before it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Extra attempts after a failure (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Pause between attempts (default 0s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<String>,
+    /// Safe to run again after an interruption.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Rollback never goes past this step.
+    #[serde(default)]
+    pub point_of_no_return: bool,
+    /// refuse (default) or allow: allow only for read-only steps.
+    #[serde(default)]
+    pub business_hours: BusinessHoursPolicy,
+    /// Must finish within `within` of the end of step `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<RawDeadline>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BusinessHoursPolicy {
+    #[default]
+    Refuse,
+    Allow,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpload {
+    /// Local file, relative to the playbook.
+    pub src: String,
+    /// Destination path on the target.
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadline {
+    /// An earlier step's id.
+    pub after: String,
+    /// Duration from that step's end, e.g. 21d.
+    pub within: String,
+}

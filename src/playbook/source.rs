@@ -1,0 +1,330 @@
+//! The playbook's text and a positioned tree of it, so that every error can point at a line.
+//!
+//! serde gives us typed values but no positions once parsing succeeded; this tree, built from
+//! the YAML event stream, answers "where is `steps[3].on`?" for every later check. Aliases
+//! are kept as aliases (never expanded), so an alias bomb costs nothing here.
+
+use std::path::{Path, PathBuf};
+
+use saphyr_parser::{Event, Parser};
+
+/// A 1-based line and column.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Debug)]
+pub enum NodeKind {
+    Map(Vec<Entry>),
+    Seq(Vec<Node>),
+    Scalar(String),
+    Alias,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub pos: Pos,
+    /// Width of the node's first line, for the caret under it.
+    pub width: usize,
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+/// One step of a path into the tree: `steps[3].on` is `[Key("steps"), Index(3), Key("on")]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Renders a path the way users read it: `steps[3].on`, `targets.old-sbs.host`.
+pub fn path_text(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The playbook file: its name as the user gave it, its text, and the tree.
+#[derive(Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+    pub root: Option<Node>,
+}
+
+/// A syntax error found while building the tree.
+#[derive(Debug)]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl Source {
+    /// Parses `text` into the positioned tree. Only the first document is used.
+    pub fn parse(path: &Path, text: String) -> Result<Source, SyntaxError> {
+        let root = build(&text)?;
+        Ok(Source {
+            path: path.to_path_buf(),
+            text,
+            root,
+        })
+    }
+
+    /// The text of a 1-based line.
+    pub fn line(&self, line: usize) -> Option<&str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+
+    /// The node at `path`, if it exists (no alias is followed).
+    pub fn node(&self, path: &[Seg]) -> Option<&Node> {
+        let mut node = self.root.as_ref()?;
+        for seg in path {
+            node = match (&node.kind, seg) {
+                (NodeKind::Map(entries), Seg::Key(k)) => {
+                    &entries.iter().find(|e| &e.key == k)?.value
+                }
+                (NodeKind::Seq(items), Seg::Index(i)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// Position and width of the value at `path`, or of its nearest existing ancestor: an error
+    /// about a missing key points at the mapping that lacks it.
+    pub fn locate(&self, path: &[Seg]) -> (Pos, usize) {
+        for len in (0..=path.len()).rev() {
+            if let Some(node) = self.node(&path[..len]) {
+                return (node.pos, node.width);
+            }
+        }
+        (Pos { line: 1, col: 1 }, 1)
+    }
+
+    /// Position and width of the KEY at the end of `path` (for unknown or duplicate keys).
+    pub fn locate_key(&self, path: &[Seg]) -> (Pos, usize) {
+        if let Some((Seg::Key(k), parent)) = path.split_last() {
+            if let Some(Node {
+                kind: NodeKind::Map(entries),
+                ..
+            }) = self.node(parent)
+            {
+                if let Some(e) = entries.iter().find(|e| &e.key == k) {
+                    return (e.key_pos, k.chars().count().max(1));
+                }
+            }
+        }
+        self.locate(path)
+    }
+}
+
+fn pos_of(m: &saphyr_parser::Marker) -> Pos {
+    Pos {
+        line: m.line().max(1),
+        col: m.col() + 1,
+    }
+}
+
+/// Deepest nesting accepted; deeper input is refused rather than risking the stack.
+const MAX_DEPTH: usize = 64;
+
+fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
+    enum Frame {
+        Map {
+            pos: Pos,
+            entries: Vec<Entry>,
+            key: Option<(String, Pos)>,
+        },
+        Seq {
+            pos: Pos,
+            items: Vec<Node>,
+        },
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut root: Option<Node> = None;
+    let mut seen_document = false;
+
+    // Pushes a finished node into its parent; returns the node if there is no parent.
+    fn attach(stack: &mut [Frame], node: Node) -> Result<Option<Node>, SyntaxError> {
+        match stack.last_mut() {
+            None => Ok(Some(node)),
+            Some(Frame::Seq { items, .. }) => {
+                items.push(node);
+                Ok(None)
+            }
+            Some(Frame::Map { entries, key, .. }) => {
+                match key.take() {
+                    None => {
+                        // This node is a key. Only scalar keys are meaningful in a playbook.
+                        let text = match node.kind {
+                            NodeKind::Scalar(s) => s,
+                            _ => {
+                                return Err(SyntaxError {
+                                    pos: node.pos,
+                                    message: "a mapping key must be plain text".into(),
+                                })
+                            }
+                        };
+                        *key = Some((text, node.pos));
+                    }
+                    Some((k, key_pos)) => entries.push(Entry {
+                        key: k,
+                        key_pos,
+                        value: node,
+                    }),
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| SyntaxError {
+            pos: pos_of(e.marker()),
+            message: e.info().to_string(),
+        })?;
+        let pos = pos_of(&span.start);
+        let finished = match event {
+            Event::DocumentStart(_) => {
+                if seen_document {
+                    break;
+                }
+                seen_document = true;
+                None
+            }
+            Event::MappingStart(..) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+                stack.push(Frame::Map {
+                    pos,
+                    entries: Vec::new(),
+                    key: None,
+                });
+                None
+            }
+            Event::SequenceStart(..) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+                stack.push(Frame::Seq {
+                    pos,
+                    items: Vec::new(),
+                });
+                None
+            }
+            Event::MappingEnd | Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Map { pos, entries, .. }) => Some(Node {
+                    kind: NodeKind::Map(entries),
+                    pos,
+                    width: 1,
+                }),
+                Some(Frame::Seq { pos, items }) => Some(Node {
+                    kind: NodeKind::Seq(items),
+                    pos,
+                    width: 1,
+                }),
+                None => None,
+            },
+            Event::Scalar(value, ..) => {
+                let width = span_width(text, &span).max(1);
+                Some(Node {
+                    kind: NodeKind::Scalar(value.into_owned()),
+                    pos,
+                    width,
+                })
+            }
+            Event::Alias(_) => Some(Node {
+                kind: NodeKind::Alias,
+                pos,
+                width: 1,
+            }),
+            _ => None,
+        };
+        if let Some(node) = finished {
+            if let Some(top) = attach(&mut stack, node)? {
+                root = Some(top);
+            }
+        }
+    }
+    Ok(root)
+}
+
+/// Characters on the first line of a span, so the caret covers `comand` and not the rest.
+fn span_width(text: &str, span: &saphyr_parser::Span) -> usize {
+    if span.start.line() != span.end.line() {
+        return 1;
+    }
+    span.end
+        .index()
+        .saturating_sub(span.start.index())
+        .max(1)
+        .min(
+            text.chars()
+                .count()
+                .saturating_sub(span.start.index())
+                .max(1),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source {
+        Source::parse(Path::new("t.yaml"), text.to_string()).unwrap()
+    }
+
+    #[test]
+    fn locates_nested_values_with_one_based_columns() {
+        let s = src("name: x\nsteps:\n  - id: a\n    on: web\n");
+        let path = [
+            Seg::Key("steps".into()),
+            Seg::Index(0),
+            Seg::Key("on".into()),
+        ];
+        let (pos, width) = s.locate(&path);
+        assert_eq!(pos, Pos { line: 4, col: 9 });
+        assert_eq!(width, 3);
+        assert_eq!(s.locate_key(&path).0, Pos { line: 4, col: 5 });
+        assert_eq!(path_text(&path), "steps[0].on");
+    }
+
+    #[test]
+    fn missing_path_points_at_the_nearest_parent() {
+        let s = src("window:\n  timezone: UTC\n");
+        let (pos, _) = s.locate(&[Seg::Key("window".into()), Seg::Key("margin".into())]);
+        assert_eq!(pos.line, 2);
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let err = Source::parse(Path::new("t.yaml"), "a: [1, 2\nb: c\n".into()).unwrap_err();
+        assert!(err.pos.line >= 1);
+        assert!(!err.message.is_empty());
+    }
+}

@@ -1,0 +1,1163 @@
+//! From the raw serde types to the checked [`Playbook`], collecting every problem with its
+//! position. Each check says what is wrong and what would be valid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use jiff::civil::{Date, Time, Weekday};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Span, SpanRelativeTo};
+use minijinja::Value;
+
+use super::diagnostic::{suggestion_or_choices, Diagnostic};
+use super::raw::{RawDays, RawOn, RawPlaybook, RawSecretRef, RawStep, RawTarget};
+use super::source::{Pos, Seg, Source};
+use super::template::{json_to_value, TemplateError, Templates};
+use super::{
+    expand_home, sha256_hex, structure, Action, Deadline, FileRef, LoadError, Playbook, Rendered,
+    RenderedAction, ShellKind, Step, Target, TransportKind, WinrmAuth, MAX_PLAYBOOK_BYTES,
+    OPERATOR,
+};
+use crate::secret::SecretRef;
+use crate::window::{DaySet, HoursRule, Window};
+
+/// Most retries a step may ask for: more is a loop, not a retry policy.
+const MAX_RETRIES: u32 = 100;
+
+pub fn load(path: &Path) -> Result<Playbook, LoadError> {
+    let fail = |msg: String| LoadError(vec![Diagnostic::whole_file(path, msg)]);
+    let meta =
+        std::fs::metadata(path).map_err(|e| fail(format!("cannot read the playbook: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("the playbook path is not a file".into()));
+    }
+    if meta.len() > MAX_PLAYBOOK_BYTES {
+        return Err(fail(format!(
+            "the playbook is {} bytes; the limit is {MAX_PLAYBOOK_BYTES}",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the playbook: {e}")))?;
+    let sha256 = sha256_hex(&bytes);
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "the playbook is not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+
+    let src = match Source::parse(path, text) {
+        Ok(src) => src,
+        Err(e) => {
+            let src = Source {
+                path: path.to_path_buf(),
+                text: std::fs::read_to_string(path).unwrap_or_default(),
+                root: None,
+            };
+            return Err(LoadError(vec![Diagnostic::at_pos(
+                &src,
+                e.pos,
+                String::new(),
+                format!("YAML syntax error: {}", e.message),
+            )]));
+        }
+    };
+
+    let shape = structure::check(&src);
+    if !shape.is_empty() {
+        return Err(LoadError(shape));
+    }
+
+    let raw: RawPlaybook = match serde_yaml_ng::from_str(&src.text) {
+        Ok(raw) => raw,
+        Err(e) => return Err(LoadError(vec![serde_diagnostic(&src, &e)])),
+    };
+
+    let dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut v = Validator {
+        src: &src,
+        dir,
+        diags: Vec::new(),
+        templates: Templates::new(),
+    };
+    let playbook = v.playbook(raw, sha256);
+    if v.diags.is_empty() {
+        if let Some(pb) = playbook {
+            return Ok(pb);
+        }
+    }
+    v.diags.sort_by_key(|d| (d.pos.line, d.pos.col));
+    Err(LoadError(v.diags))
+}
+
+/// serde's message plus where it happened. serde_yaml_ng names the type it expected; we add
+/// the key path by finding the deepest node at that position.
+fn serde_diagnostic(src: &Source, e: &serde_yaml_ng::Error) -> Diagnostic {
+    let pos = e
+        .location()
+        .map(|l| Pos {
+            line: l.line(),
+            col: l.column(),
+        })
+        .unwrap_or(Pos { line: 1, col: 1 });
+    let message = e.to_string();
+    // serde_yaml_ng appends " at line N column M"; the position is shown separately.
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    let message = message
+        .replace("RawPlaybook", "the playbook")
+        .replace("struct RawStep", "a step (a mapping)")
+        .replace("struct RawTarget", "a target (a mapping)")
+        .replace("struct RawWindow", "the window (a mapping)")
+        .replace("struct RawHours", "a business_hours rule (a mapping)")
+        .replace("struct RawUpload", "`upload: { src: FILE, dest: PATH }`")
+        .replace(
+            "struct RawDeadline",
+            "`deadline: { after: STEP, within: DURATION }`",
+        )
+        .replace("struct RawSecretRef", "`{ env: NAME }` or `{ file: PATH }`")
+        .replace(
+            "untagged enum RawOn",
+            "a target or group name, or a list of them",
+        )
+        .replace(
+            "untagged enum RawDays",
+            "a day (mon), a range (mon-fri) or a list ([mon, wed])",
+        );
+    Diagnostic::at_pos(src, pos, String::new(), message)
+}
+
+struct Validator<'a> {
+    src: &'a Source,
+    dir: PathBuf,
+    diags: Vec<Diagnostic>,
+    templates: Templates,
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses `90s`, `15m`, `1h30m`, `2d` (a day is 24 hours here: durations are elapsed time).
+pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    let span: Span = t.parse().map_err(|e: jiff::Error| e.to_string())?;
+    let d = span
+        .to_duration(SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| e.to_string())?;
+    if d.is_negative() {
+        return Err("a duration cannot be negative".into());
+    }
+    Ok(d)
+}
+
+fn parse_day(s: &str) -> Option<Weekday> {
+    Some(match s.trim().to_ascii_lowercase().as_str() {
+        "mon" | "monday" => Weekday::Monday,
+        "tue" | "tuesday" => Weekday::Tuesday,
+        "wed" | "wednesday" => Weekday::Wednesday,
+        "thu" | "thursday" => Weekday::Thursday,
+        "fri" | "friday" => Weekday::Friday,
+        "sat" | "saturday" => Weekday::Saturday,
+        "sun" | "sunday" => Weekday::Sunday,
+        _ => return None,
+    })
+}
+
+const DAY_HELP: &str = "days are mon, tue, wed, thu, fri, sat, sun: one day, a range like mon-fri, or a list like [mon, wed, fri]";
+
+fn parse_hhmm(s: &str) -> Option<Time> {
+    let (h, m) = s.trim().split_once(':')?;
+    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+        return None;
+    }
+    let h: i8 = h.parse().ok()?;
+    let m: i8 = m.parse().ok()?;
+    Time::new(h, m, 0, 0).ok()
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: &[Seg], msg: impl Into<String>, help: impl Into<Option<String>>) {
+        let d = Diagnostic::at(self.src, path, msg).with_help(help.into());
+        self.diags.push(d);
+    }
+
+    fn duration(&mut self, path: &[Seg], text: Option<&str>) -> Option<SignedDuration> {
+        let text = text?;
+        match parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("`{text}` is not a duration ({e})"),
+                    Some("write durations like 90s, 15m, 1h30m or 2d".to_string()),
+                );
+                None
+            }
+        }
+    }
+
+    fn playbook(&mut self, raw: RawPlaybook, sha256: String) -> Option<Playbook> {
+        if raw.name.trim().is_empty() {
+            self.err(
+                &[key("name")],
+                "the playbook's `name` is empty",
+                Some(
+                    "say what this cutover is, e.g. `name: Acme SBS 2000 to SBS 2003 cutover`"
+                        .into(),
+                ),
+            );
+        }
+        for name in raw.vars.keys() {
+            if !is_identifier(name) {
+                self.err(
+                    &[key("vars"), key(name)],
+                    format!("`{name}` cannot be used as a template variable"),
+                    Some("use letters, digits and `_`, starting with a letter".into()),
+                );
+            }
+        }
+        let (window, timezone) = self.window(&raw);
+        let targets = self.targets(&raw);
+        let groups = self.groups(&raw, &targets);
+        let mut files = Vec::new();
+        let steps = self.steps(&raw, &targets, &groups, window.as_ref(), &mut files);
+        Some(Playbook {
+            path: self.src.path.clone(),
+            dir: self.dir.clone(),
+            sha256,
+            name: raw.name,
+            description: raw.description,
+            window: window?,
+            timezone,
+            when_closed: raw.window.when_closed,
+            vars: raw.vars,
+            targets,
+            groups,
+            steps,
+            on_failure: raw.on_failure,
+            files,
+        })
+    }
+
+    fn window(&mut self, raw: &RawPlaybook) -> (Option<Window>, Option<String>) {
+        let w = &raw.window;
+        let base = [key("window")];
+        let at = |k: &str| vec![key("window"), key(k)];
+        let margin = self
+            .duration(&at("margin"), w.margin.as_deref())
+            .unwrap_or(SignedDuration::ZERO);
+        let mut ok = true;
+        let mut holidays = Vec::new();
+        for (i, h) in w.holidays.iter().enumerate() {
+            match h.trim().parse::<Date>() {
+                Ok(d) => holidays.push(d),
+                Err(_) => {
+                    ok = false;
+                    self.err(
+                        &[key("window"), key("holidays"), Seg::Index(i)],
+                        format!("`{h}` is not a date"),
+                        Some("write holidays as YYYY-MM-DD, e.g. 2026-12-24".into()),
+                    );
+                }
+            }
+        }
+        let tz = match (&w.timezone, w.business_hours.is_empty()) {
+            (None, true) => None,
+            (None, false) => {
+                self.err(
+                    &base,
+                    "the window has business hours but no `timezone`",
+                    Some(
+                        "add the customer's IANA time zone, e.g. `timezone: America/Chicago`"
+                            .into(),
+                    ),
+                );
+                ok = false;
+                None
+            }
+            (Some(name), _) => {
+                match TimeZone::get(name) {
+                    Ok(tz) => Some((tz, name.clone())),
+                    Err(_) => {
+                        let names: Vec<String> =
+                            jiff::tz::db().available().map(|n| n.to_string()).collect();
+                        let help = match super::diagnostic::suggest(name, names.iter().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "use an IANA time zone name such as America/Chicago or Europe/Berlin".into(),
+                    };
+                        self.err(
+                            &at("timezone"),
+                            format!("`{name}` is not a known IANA time zone"),
+                            Some(help),
+                        );
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let mut rules = Vec::new();
+        for (i, h) in w.business_hours.iter().enumerate() {
+            let p = |k: &str| vec![key("window"), key("business_hours"), Seg::Index(i), key(k)];
+            let days = self.days(&p("days"), &h.days);
+            let from = parse_hhmm(&h.from);
+            let to = parse_hhmm(&h.to);
+            if from.is_none() {
+                self.err(
+                    &p("from"),
+                    format!("`{}` is not a time of day", h.from),
+                    Some("write times as \"HH:MM\" in 24-hour form, e.g. \"07:30\"".into()),
+                );
+            }
+            if to.is_none() {
+                self.err(
+                    &p("to"),
+                    format!("`{}` is not a time of day", h.to),
+                    Some("write times as \"HH:MM\" in 24-hour form, e.g. \"18:00\"".into()),
+                );
+            }
+            match (days, from, to) {
+                (Some(days), Some(from), Some(to)) => rules.push(HoursRule { days, from, to }),
+                _ => ok = false,
+            }
+        }
+        if !ok {
+            return (None, None);
+        }
+        match tz {
+            None if !ok => (None, None),
+            None => (Some(Window::unrestricted()), None),
+            Some((tz, name)) => (Some(Window::new(tz, rules, holidays, margin)), Some(name)),
+        }
+    }
+
+    fn days(&mut self, path: &[Seg], days: &RawDays) -> Option<DaySet> {
+        let mut set = DaySet::default();
+        let items: Vec<(Vec<Seg>, &str)> = match days {
+            RawDays::One(s) => vec![(path.to_vec(), s.as_str())],
+            RawDays::List(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let mut p = path.to_vec();
+                    p.push(Seg::Index(i));
+                    (p, s.as_str())
+                })
+                .collect(),
+        };
+        let mut ok = true;
+        for (p, item) in items {
+            let parsed = match item.split_once('-') {
+                Some((a, b)) => parse_day(a)
+                    .zip(parse_day(b))
+                    .map(|(a, b)| DaySet::range(a, b)),
+                None => parse_day(item).map(DaySet::single),
+            };
+            match parsed {
+                Some(d) => {
+                    for w in [
+                        Weekday::Monday,
+                        Weekday::Tuesday,
+                        Weekday::Wednesday,
+                        Weekday::Thursday,
+                        Weekday::Friday,
+                        Weekday::Saturday,
+                        Weekday::Sunday,
+                    ] {
+                        if d.contains(w) {
+                            set.insert(w);
+                        }
+                    }
+                }
+                None => {
+                    ok = false;
+                    self.err(
+                        &p,
+                        format!("`{item}` is not a day or a range of days"),
+                        Some(DAY_HELP.to_string()),
+                    );
+                }
+            }
+        }
+        if ok && set.is_empty() {
+            self.err(path, "no days given", Some(DAY_HELP.to_string()));
+            return None;
+        }
+        ok.then_some(set)
+    }
+
+    fn secret(&mut self, path: &[Seg], raw: &Option<RawSecretRef>) -> Option<SecretRef> {
+        let r = raw.as_ref()?;
+        match (&r.env, &r.file) {
+            (Some(env), None) if !env.trim().is_empty() => Some(SecretRef::Env(env.clone())),
+            (None, Some(file)) if !file.trim().is_empty() => {
+                Some(SecretRef::File(PathBuf::from(file)))
+            }
+            _ => {
+                self.err(
+                    path,
+                    "a secret reference needs exactly one non-empty `env` or `file`",
+                    Some("for example `{ env: OLD_SBS_PASSWORD }`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn targets(&mut self, raw: &RawPlaybook) -> BTreeMap<String, Target> {
+        let mut out = BTreeMap::new();
+        for (name, t) in &raw.targets {
+            if let Some(target) = self.target(name, t) {
+                out.insert(name.clone(), target);
+            }
+        }
+        out
+    }
+
+    fn target(&mut self, name: &str, t: &RawTarget) -> Option<Target> {
+        let p = |k: &str| vec![key("targets"), key(name), key(k)];
+        let base = vec![key("targets"), key(name)];
+        let before = self.diags.len();
+        if !is_name(name) || name == OPERATOR {
+            self.err(&base, format!("`{name}` is not a valid target name"), Some(format!("use lowercase letters, digits, `-` and `_` (and not `{OPERATOR}`, which names the person confirming manual steps)")));
+        }
+        let kind = t.transport;
+        let remote = kind != TransportKind::Local;
+        if remote && t.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+            self.err(
+                &base,
+                format!("target `{name}` uses {} but has no `host`", kind_name(kind)),
+                Some("add `host: NAME-OR-ADDRESS`".into()),
+            );
+        }
+        if remote && t.user.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            self.err(
+                &base,
+                format!("target `{name}` has no `user`"),
+                Some("add the login user, e.g. `user: administrator`".into()),
+            );
+        }
+        if !remote {
+            for (k, present) in [
+                ("host", t.host.is_some()),
+                ("port", t.port.is_some()),
+                ("user", t.user.is_some()),
+                ("password", t.password.is_some()),
+            ] {
+                if present {
+                    self.err(
+                        &p(k),
+                        format!("a local target has no `{k}`"),
+                        Some("remove it, or use `transport: ssh`".into()),
+                    );
+                }
+            }
+        }
+        if kind != TransportKind::Ssh {
+            for (k, present) in [
+                ("key", t.key.is_some()),
+                ("passphrase", t.passphrase.is_some()),
+                ("known_hosts", t.known_hosts.is_some()),
+            ] {
+                if present {
+                    self.err(
+                        &p(k),
+                        format!("`{k}` applies only to ssh targets"),
+                        Some(format!("remove it, or use `transport: ssh` for `{name}`")),
+                    );
+                }
+            }
+        }
+        if kind != TransportKind::Winrm {
+            for (k, present) in [("https", t.https), ("auth", t.auth.is_some())] {
+                if present {
+                    self.err(
+                        &p(k),
+                        format!("`{k}` applies only to winrm targets"),
+                        Some(format!("remove it, or use `transport: winrm` for `{name}`")),
+                    );
+                }
+            }
+        }
+        if kind == TransportKind::Winrm {
+            if t.password.is_none() {
+                self.err(
+                    &base,
+                    format!("winrm target `{name}` has no `password`"),
+                    Some("add `password: { env: VARIABLE }`".into()),
+                );
+            }
+            if t.auth == Some(WinrmAuth::Basic) && !t.https {
+                self.err(
+                    &p("auth"),
+                    "Basic authentication over plain HTTP would send the password readably",
+                    Some("set `https: true`, or use `auth: ntlm` (which encrypts messages)".into()),
+                );
+            }
+        }
+        if t.port == Some(0) {
+            self.err(
+                &p("port"),
+                "port 0 is not a port",
+                Some("use the service's TCP port, e.g. 22".into()),
+            );
+        }
+        if t.passphrase.is_some() && t.key.is_none() {
+            self.err(
+                &p("passphrase"),
+                "a passphrase without a `key`",
+                Some("add `key: PATH` or remove the passphrase".into()),
+            );
+        }
+        for vname in t.vars.keys() {
+            if !is_identifier(vname) {
+                self.err(
+                    &[key("targets"), key(name), key("vars"), key(vname)],
+                    format!("`{vname}` cannot be used as a template variable"),
+                    Some("use letters, digits and `_`, starting with a letter".into()),
+                );
+            }
+        }
+        let password = self.secret(&p("password"), &t.password);
+        let passphrase = self.secret(&p("passphrase"), &t.passphrase);
+        if self.diags.len() != before {
+            return None;
+        }
+        let port = match kind {
+            TransportKind::Local => None,
+            TransportKind::Ssh => Some(t.port.unwrap_or(22)),
+            TransportKind::Winrm => Some(t.port.unwrap_or(if t.https { 5986 } else { 5985 })),
+        };
+        let shell = t.shell.unwrap_or(match kind {
+            TransportKind::Winrm => ShellKind::Cmd,
+            _ => ShellKind::Sh,
+        });
+        let resolve =
+            |s: &Option<String>| s.as_ref().map(|k| self.dir.join(expand_home(Path::new(k))));
+        Some(Target {
+            name: name.to_string(),
+            transport: kind,
+            host: t.host.clone(),
+            port,
+            https: t.https,
+            user: t.user.clone(),
+            password,
+            key: resolve(&t.key),
+            passphrase,
+            known_hosts: resolve(&t.known_hosts),
+            shell,
+            auth: match kind {
+                TransportKind::Winrm => Some(t.auth.unwrap_or(WinrmAuth::Ntlm)),
+                _ => None,
+            },
+            vars: t.vars.clone(),
+        })
+    }
+
+    fn groups(
+        &mut self,
+        raw: &RawPlaybook,
+        targets: &BTreeMap<String, Target>,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        for (name, members) in &raw.groups {
+            let base = vec![key("groups"), key(name)];
+            if !is_name(name) {
+                self.err(
+                    &base,
+                    format!("`{name}` is not a valid group name"),
+                    Some("use lowercase letters, digits, `-` and `_`".into()),
+                );
+            }
+            if raw.targets.contains_key(name) {
+                self.err(
+                    &base,
+                    format!("`{name}` is both a target and a group"),
+                    Some("rename one of them so that `on:` is unambiguous".into()),
+                );
+            }
+            if members.is_empty() {
+                self.err(
+                    &base,
+                    format!("group `{name}` is empty"),
+                    Some("list at least one target".into()),
+                );
+            }
+            for (i, m) in members.iter().enumerate() {
+                if !raw.targets.contains_key(m) {
+                    let mut p = base.clone();
+                    p.push(Seg::Index(i));
+                    let help = suggestion_or_choices(m, raw.targets.keys().map(String::as_str));
+                    self.err(
+                        &p,
+                        format!("group `{name}` names `{m}`, which is not a target"),
+                        Some(help),
+                    );
+                }
+            }
+            let _ = targets;
+            out.insert(name.clone(), members.clone());
+        }
+        out
+    }
+
+    fn steps(
+        &mut self,
+        raw: &RawPlaybook,
+        targets: &BTreeMap<String, Target>,
+        groups: &BTreeMap<String, Vec<String>>,
+        window: Option<&Window>,
+        files: &mut Vec<FileRef>,
+    ) -> Vec<Step> {
+        if raw.steps.is_empty() {
+            self.err(
+                &[key("steps")],
+                "the playbook has no steps",
+                Some("add at least one step with `id:` and `run:`".into()),
+            );
+        }
+        let gap = window.and_then(|w| w.longest_regular_gap());
+        let margin = window.map(|w| w.margin()).unwrap_or(SignedDuration::ZERO);
+        let mut seen: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for (i, s) in raw.steps.iter().enumerate() {
+            if let Some(step) = self.step(i, s, raw, targets, groups, &seen, gap, margin, files) {
+                out.push(step);
+            }
+            seen.push(s.id.clone());
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        i: usize,
+        s: &RawStep,
+        raw: &RawPlaybook,
+        targets: &BTreeMap<String, Target>,
+        groups: &BTreeMap<String, Vec<String>>,
+        earlier: &[String],
+        gap: Option<SignedDuration>,
+        margin: SignedDuration,
+        files: &mut Vec<FileRef>,
+    ) -> Option<Step> {
+        let base = vec![key("steps"), Seg::Index(i)];
+        let p = |k: &str| {
+            let mut v = base.clone();
+            v.push(key(k));
+            v
+        };
+        let before = self.diags.len();
+        if !is_name(&s.id) {
+            self.err(
+                &p("id"),
+                format!("`{}` is not a valid step id", s.id),
+                Some(
+                    "use lowercase letters, digits, `-` and `_`, e.g. `copy-company-share`".into(),
+                ),
+            );
+        } else if earlier.contains(&s.id) {
+            self.err(
+                &p("id"),
+                format!("step id `{}` is used twice", s.id),
+                Some("step ids must be unique: resume and rollback find steps by id".into()),
+            );
+        }
+
+        let actions: Vec<&str> = [
+            ("run", s.run.is_some()),
+            ("script", s.script.is_some()),
+            ("upload", s.upload.is_some()),
+            ("manual", s.manual.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, present)| present.then_some(k))
+        .collect();
+        match actions.len() {
+            0 => self.err(&base, format!("step `{}` has nothing to do", s.id), Some("give it exactly one of `run`, `script`, `upload` or `manual`".into())),
+            1 => {}
+            _ => self.err(&p(actions[1]), format!("step `{}` has both `{}` and `{}`", s.id, actions[0], actions[1]), Some("a step has exactly one of `run`, `script`, `upload` or `manual`: split it into two steps".into())),
+        }
+        let manual = s.manual.is_some();
+        if manual {
+            for (k, present) in [
+                ("check", s.check.is_some()),
+                ("rollback", s.rollback.is_some()),
+                ("ok_codes", s.ok_codes.is_some()),
+                ("timeout", s.timeout.is_some()),
+                ("retries", s.retries.is_some()),
+                ("retry_delay", s.retry_delay.is_some()),
+            ] {
+                if present {
+                    self.err(&p(k), format!("a manual step has no `{k}`"), Some("write what the operator must verify into the `manual` text, or make it a separate step".into()));
+                }
+            }
+        }
+
+        // Where it runs.
+        let mut on = Vec::new();
+        let mut expanded: Vec<String> = Vec::new();
+        match &s.on {
+            None if !manual => self.err(
+                &base,
+                format!("step `{}` has no `on`", s.id),
+                Some(format!(
+                    "say where it runs: a target or group ({})",
+                    names_list(targets.keys().chain(groups.keys()))
+                )),
+            ),
+            None => {}
+            Some(o) => {
+                let items: Vec<(Vec<Seg>, &String)> = match o {
+                    RawOn::One(n) => vec![(p("on"), n)],
+                    RawOn::List(list) => list
+                        .iter()
+                        .enumerate()
+                        .map(|(j, n)| {
+                            let mut q = p("on");
+                            q.push(Seg::Index(j));
+                            (q, n)
+                        })
+                        .collect(),
+                };
+                if items.is_empty() {
+                    self.err(
+                        &p("on"),
+                        "`on` is an empty list",
+                        Some("name at least one target or group".into()),
+                    );
+                }
+                for (q, n) in items {
+                    on.push(n.clone());
+                    if let Some(members) = groups.get(n) {
+                        for m in members {
+                            if !expanded.contains(m) {
+                                expanded.push(m.clone());
+                            }
+                        }
+                    } else if raw.targets.contains_key(n) {
+                        if !expanded.contains(n) {
+                            expanded.push(n.clone());
+                        }
+                    } else {
+                        let help = suggestion_or_choices(
+                            n,
+                            raw.targets
+                                .keys()
+                                .chain(raw.groups.keys())
+                                .map(String::as_str),
+                        );
+                        self.err(
+                            &q,
+                            format!("`{n}` is neither a target nor a group"),
+                            Some(help),
+                        );
+                    }
+                }
+            }
+        }
+
+        let estimate = self.duration(&p("estimate"), s.estimate.as_deref());
+        let timeout = self.duration(&p("timeout"), s.timeout.as_deref());
+        let retry_delay = self
+            .duration(&p("retry_delay"), s.retry_delay.as_deref())
+            .unwrap_or(SignedDuration::ZERO);
+        if timeout == Some(SignedDuration::ZERO) {
+            self.err(
+                &p("timeout"),
+                "a timeout of 0 would stop the step at once",
+                Some("give a real limit, e.g. `timeout: 2h`, or leave it out".into()),
+            );
+        }
+        let retries = s.retries.unwrap_or(0);
+        if retries > MAX_RETRIES {
+            self.err(
+                &p("retries"),
+                format!("{retries} retries is more than the limit of {MAX_RETRIES}"),
+                Some("use fewer retries with a longer `retry_delay`".into()),
+            );
+        }
+        let ok_codes = s.ok_codes.clone().unwrap_or_else(|| vec![0]);
+        if ok_codes.is_empty() {
+            self.err(
+                &p("ok_codes"),
+                "`ok_codes` is empty, so the step could never succeed",
+                Some("list the exit codes that mean success, e.g. [0]".into()),
+            );
+        }
+        if s.business_hours == super::BusinessHoursPolicy::Refuse {
+            if let Some(gap) = gap {
+                let need = estimate.unwrap_or(SignedDuration::ZERO) + margin;
+                if need > gap {
+                    self.err(&p("estimate"), format!(
+                        "step `{}` could never start: its estimate plus the window margin ({}) is longer than the longest gap between business hours ({})",
+                        s.id, crate::plan::human_duration(need), crate::plan::human_duration(gap)),
+                        Some("split the step into parts that fit a night, or set `business_hours: allow` if it is truly read-only".into()));
+                }
+            }
+        }
+        let deadline = match &s.deadline {
+            None => None,
+            Some(d) => {
+                if !earlier.contains(&d.after) {
+                    let help = if d.after == s.id {
+                        "a deadline counts from an earlier step's end, not the step's own"
+                            .to_string()
+                    } else if raw.steps.iter().any(|x| x.id == d.after) {
+                        format!("`{}` comes later in the playbook; a deadline counts from an earlier step", d.after)
+                    } else {
+                        suggestion_or_choices(&d.after, earlier.iter().map(String::as_str))
+                    };
+                    let mut q = p("deadline");
+                    q.push(key("after"));
+                    self.err(
+                        &q,
+                        format!(
+                            "`deadline.after` names `{}`, which is not an earlier step",
+                            d.after
+                        ),
+                        Some(help),
+                    );
+                }
+                let mut q = p("deadline");
+                q.push(key("within"));
+                self.duration(&q, Some(&d.within)).map(|within| Deadline {
+                    after: d.after.clone(),
+                    within,
+                })
+            }
+        };
+
+        // What it does.
+        let action = if let Some(cmd) = &s.run {
+            if cmd.trim().is_empty() {
+                self.err(
+                    &p("run"),
+                    "`run` is empty",
+                    Some("give the command to run".into()),
+                );
+            }
+            Some(Action::Run(cmd.clone()))
+        } else if let Some(script) = &s.script {
+            self.file(&p("script"), script, files).map(Action::Script)
+        } else if let Some(up) = &s.upload {
+            let mut q = p("upload");
+            q.push(key("src"));
+            let src = self.file(&q, &up.src, files);
+            if up.dest.trim().is_empty() {
+                let mut q = p("upload");
+                q.push(key("dest"));
+                self.err(
+                    &q,
+                    "`upload.dest` is empty",
+                    Some("give the destination path on the target".into()),
+                );
+            }
+            src.map(|src| Action::Upload {
+                src,
+                dest: up.dest.clone(),
+            })
+        } else {
+            s.manual.clone().map(Action::Manual)
+        };
+
+        if self.diags.len() != before {
+            return None;
+        }
+        let action = action?;
+        let pair_targets = if manual {
+            vec![OPERATOR.to_string()]
+        } else {
+            expanded.clone()
+        };
+        let mut rendered = Vec::new();
+        for t in &pair_targets {
+            rendered.push(self.render(&base, s, &action, raw, targets.get(t), t, &ok_codes)?);
+        }
+        Some(Step {
+            index: i,
+            id: s.id.clone(),
+            name: s.name.clone(),
+            phase: s.phase.clone(),
+            on,
+            targets: pair_targets,
+            action,
+            ok_codes,
+            check: s.check.clone(),
+            rollback: s.rollback.clone(),
+            estimate,
+            timeout,
+            retries,
+            retry_delay,
+            idempotent: s.idempotent,
+            point_of_no_return: s.point_of_no_return,
+            business_hours: s.business_hours,
+            deadline,
+            line: self.src.locate(&p("id")).0.line,
+            rendered,
+        })
+    }
+
+    /// A local file the step sends: it must exist now, and its hash goes into the plan.
+    fn file(&mut self, path: &[Seg], written: &str, files: &mut Vec<FileRef>) -> Option<FileRef> {
+        if let Some(known) = files.iter().find(|f| f.written == written) {
+            return Some(known.clone());
+        }
+        let full = self.dir.join(expand_home(Path::new(written)));
+        match sha256_file(&full) {
+            Ok((sha256, bytes)) => {
+                let f = FileRef {
+                    written: written.to_string(),
+                    path: full,
+                    sha256,
+                    bytes,
+                };
+                files.push(f.clone());
+                Some(f)
+            }
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("cannot read `{written}`: {e}"),
+                    Some(format!(
+                        "paths are relative to the playbook's folder ({})",
+                        self.dir.display()
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn render(
+        &mut self,
+        base: &[Seg],
+        s: &RawStep,
+        action: &Action,
+        raw: &RawPlaybook,
+        target: Option<&Target>,
+        target_name: &str,
+        ok_codes: &[i64],
+    ) -> Option<Rendered> {
+        let ctx = context(raw, target, target_name);
+        let render = |field: &str, text: &str, v: &mut Validator<'_>| -> Option<String> {
+            match v.templates.render(text, &ctx) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let mut q = base.to_vec();
+                    q.push(key(field));
+                    if field == "dest" {
+                        q.insert(q.len() - 1, key("upload"));
+                    }
+                    let on = if target.is_some() {
+                        format!(" for target `{target_name}`")
+                    } else {
+                        String::new()
+                    };
+                    let (msg, help) = match e {
+                        TemplateError::Undefined(names) => {
+                            let known: Vec<String> = ctx_names(raw, target);
+                            let first = &names[0];
+                            (
+                                format!("`{field}` uses undefined variable{} {}{on}", if names.len() == 1 { "" } else { "s" }, names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                                suggestion_or_choices(first, known.iter().map(String::as_str)),
+                            )
+                        }
+                        TemplateError::Invalid(m) => (format!("`{field}` is not a valid template{on}: {m}"), "templates look like `{{ var }}`; write `{{ '{{' }}` for a literal `{{`".to_string()),
+                    };
+                    v.err(&q, msg, Some(help));
+                    None
+                }
+            }
+        };
+        let rendered_action = match action {
+            Action::Run(cmd) => RenderedAction::Run {
+                command: render("run", cmd, self)?,
+            },
+            Action::Script(f) => RenderedAction::Script {
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+            },
+            Action::Upload { src, dest } => RenderedAction::Upload {
+                src: src.path.clone(),
+                sha256: src.sha256.clone(),
+                bytes: src.bytes,
+                dest: render("dest", dest, self)?,
+            },
+            Action::Manual(text) => RenderedAction::Manual {
+                instructions: render("manual", text, self)?,
+            },
+        };
+        let check = match &s.check {
+            Some(c) => Some(render("check", c, self)?),
+            None => None,
+        };
+        let rollback = match &s.rollback {
+            Some(c) => Some(render("rollback", c, self)?),
+            None => None,
+        };
+        let def_hash = {
+            let basis = serde_json::json!({
+                "action": &rendered_action,
+                "check": &check,
+                "ok_codes": ok_codes,
+            });
+            sha256_hex(basis.to_string().as_bytes())
+        };
+        Some(Rendered {
+            target: target_name.to_string(),
+            action: rendered_action,
+            check,
+            rollback,
+            def_hash,
+        })
+    }
+}
+
+fn kind_name(k: TransportKind) -> &'static str {
+    match k {
+        TransportKind::Ssh => "ssh",
+        TransportKind::Winrm => "winrm",
+        TransportKind::Local => "local",
+    }
+}
+
+fn names_list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "none is defined yet: add one under `targets:`".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The variables a template sees: playbook vars, the target's vars over them, and `target`.
+fn context(raw: &RawPlaybook, target: Option<&Target>, target_name: &str) -> Value {
+    let mut map: BTreeMap<String, Value> = raw
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), json_to_value(v)))
+        .collect();
+    if let Some(t) = target {
+        for (k, v) in &t.vars {
+            map.insert(k.clone(), json_to_value(v));
+        }
+        let info: BTreeMap<String, Value> = [
+            ("name", Value::from(t.name.clone())),
+            ("host", Value::from(t.host.clone().unwrap_or_default())),
+            ("user", Value::from(t.user.clone().unwrap_or_default())),
+            ("port", t.port.map(Value::from).unwrap_or(Value::from(()))),
+            ("transport", Value::from(kind_name(t.transport))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        map.insert("target".into(), Value::from(info));
+    } else {
+        let info: BTreeMap<String, Value> = [("name".to_string(), Value::from(target_name))]
+            .into_iter()
+            .collect();
+        map.insert("target".into(), Value::from(info));
+    }
+    Value::from(map)
+}
+
+fn ctx_names(raw: &RawPlaybook, target: Option<&Target>) -> Vec<String> {
+    let mut names: BTreeSet<String> = raw.vars.keys().cloned().collect();
+    if let Some(t) = target {
+        names.extend(t.vars.keys().cloned());
+    }
+    names.insert("target".into());
+    names.into_iter().collect()
+}
+
+/// SHA-256 and size of a file, streamed (uploads can be large).
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        total,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("90s").unwrap(),
+            SignedDuration::from_secs(90)
+        );
+        assert_eq!(
+            parse_duration("1h30m").unwrap(),
+            SignedDuration::from_mins(90)
+        );
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            SignedDuration::from_hours(48)
+        );
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5m").is_err());
+    }
+
+    #[test]
+    fn times_and_days() {
+        assert_eq!(parse_hhmm("07:30"), Some(Time::constant(7, 30, 0, 0)));
+        assert_eq!(parse_hhmm("24:00"), None);
+        assert_eq!(parse_hhmm("7:5"), None);
+        assert_eq!(parse_day("Fri"), Some(Weekday::Friday));
+        assert_eq!(parse_day("fry"), None);
+    }
+}
