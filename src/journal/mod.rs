@@ -396,6 +396,20 @@ pub enum PairState {
     },
 }
 
+impl PairState {
+    /// Whether this pair is `Running` but its runner cannot still be working on it: the pid is
+    /// gone on this host, or the attempt was started on another machine. An attempt from another
+    /// host counts as in doubt because the caller is expected to hold the state lock, which that
+    /// runner would need too. In doubt means the step may or may not have had its effect; the
+    /// engine must not silently re-run a non-idempotent step.
+    pub fn is_in_doubt(&self, this_host: &str) -> bool {
+        match self {
+            PairState::Running { pid, host, .. } => host != this_host || !process_alive(*pid),
+            _ => false,
+        }
+    }
+}
+
 /// One entry of a pair's history as [`derive_pair_state`] sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryEntry {
@@ -508,6 +522,22 @@ pub fn derive_pair_state(history: &[HistoryEntry]) -> PairState {
             }
         }
     }
+}
+
+/// See [`Journal::settings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `wal` when open.
+    pub journal_mode: String,
+    /// SQLite's number: 2 is FULL.
+    pub synchronous: i64,
+    pub foreign_keys: bool,
+    pub schema_version: i64,
+}
+
+/// The journal-wide schema version this build writes.
+pub fn schema_version() -> i64 {
+    schema::current_version()
 }
 
 pub struct Journal {
@@ -633,6 +663,18 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The durability settings actually in force on this connection, for diagnostics and
+    /// tests: a journal that silently fell back to a weaker mode would be worse than an error.
+    pub fn settings(&self) -> Result<Settings, JournalError> {
+        let conn = &self.conn;
+        Ok(Settings {
+            journal_mode: conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+            synchronous: conn.pragma_query_value(None, "synchronous", |r| r.get(0))?,
+            foreign_keys: conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?,
+            schema_version: schema::version(conn)?,
+        })
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits before returning. IMMEDIATE
@@ -1288,6 +1330,24 @@ mod tests {
             derive_pair_state(&[old, new]),
             PairState::Succeeded { by_mark: false, .. }
         ));
+    }
+
+    #[test]
+    fn in_doubt_needs_a_running_pair_without_its_runner() {
+        let running = |pid: u32, host: &str| PairState::Running {
+            attempt: AttemptId(1),
+            kind: AttemptKind::Run,
+            pid,
+            host: host.into(),
+            started_at: t(0),
+        };
+        let me = std::process::id();
+        assert!(!running(me, "jump").is_in_doubt("jump"));
+        assert!(running(me, "other").is_in_doubt("jump"));
+        // pid 0 is never a live runner.
+        assert!(running(0, "jump").is_in_doubt("jump"));
+        assert!(!PairState::Pending.is_in_doubt("jump"));
+        assert!(!PairState::RolledBack { at: t(0) }.is_in_doubt("jump"));
     }
 
     #[test]
