@@ -1,0 +1,898 @@
+//! The journal on real SQLite files, and the state lock across real processes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use jiff::Timestamp;
+use runner::journal::{
+    self, acquire, process_alive, AttemptId, AttemptKind, AttemptState, EventKind, Holder, Journal,
+    JournalError, LockError, MarkKind, NewAttempt, NewEvent, NewMark, NewRun, PairState,
+    RunCommand, RunId,
+};
+
+/// Set in the environment of a child copy of this test binary to make `child_helper` act.
+const CHILD_ENV: &str = "RUNNER_JOURNAL_TEST_CHILD";
+const READY: &str = "CHILD-READY";
+
+fn t(sec: i64) -> Timestamp {
+    // 2026-11-30T23:00:00Z plus `sec`.
+    Timestamp::from_second(1_796_079_600 + sec).unwrap()
+}
+
+fn new_run(command: RunCommand, sec: i64) -> NewRun {
+    NewRun {
+        command,
+        playbook_path: PathBuf::from("plays/cutover.yaml"),
+        playbook_sha256: "ab".repeat(32),
+        started_at: t(sec),
+        user: "alice".into(),
+        host: "jump1".into(),
+        pid: 4242,
+        args: vec![
+            "apply".into(),
+            "cutover.yaml".into(),
+            "--var=pw=<redacted>".into(),
+        ],
+    }
+}
+
+fn new_attempt(run: &RunId, step: &str, target: &str, kind: AttemptKind, sec: i64) -> NewAttempt {
+    NewAttempt {
+        run: run.clone(),
+        step_id: step.into(),
+        target: target.into(),
+        kind,
+        number: 1,
+        started_at: t(sec),
+        pid: 4242,
+        host: "jump1".into(),
+        def_hash: format!("def-{step}"),
+    }
+}
+
+fn new_mark(step: &str, target: &str, mark: MarkKind, sec: i64) -> NewMark {
+    NewMark {
+        run: None,
+        step_id: step.into(),
+        target: target.into(),
+        mark,
+        def_hash: format!("mark-def-{step}"),
+        user: "bob".into(),
+        host: "jump2".into(),
+        at: t(sec),
+        reason: Some("checked by hand".into()),
+    }
+}
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join(".runner").join("cutover.db")
+}
+
+/// Runs one attempt to completion.
+fn run_step(
+    j: &Journal,
+    run: &RunId,
+    step: &str,
+    target: &str,
+    kind: AttemptKind,
+    state: AttemptState,
+    sec: i64,
+) -> AttemptId {
+    let id = j
+        .begin_attempt(&new_attempt(run, step, target, kind, sec))
+        .unwrap();
+    j.finish_attempt(id, state, Some(0), t(sec + 1), None)
+        .unwrap();
+    id
+}
+
+#[test]
+fn open_creates_directory_and_durable_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let j = Journal::open(&path).unwrap();
+    assert!(path.is_file());
+    assert_eq!(j.path(), path);
+    let s = j.settings().unwrap();
+    assert_eq!(s.journal_mode.to_ascii_lowercase(), "wal");
+    assert_eq!(s.synchronous, 2, "synchronous=FULL");
+    assert!(s.foreign_keys);
+    assert_eq!(s.schema_version, journal::schema_version());
+}
+
+#[test]
+fn open_existing_does_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    assert!(Journal::open_existing(&path).unwrap().is_none());
+    assert!(!path.exists());
+    assert!(!path.parent().unwrap().exists());
+
+    let j = Journal::open(&path).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    drop(j);
+    let j = Journal::open_existing(&path).unwrap().unwrap();
+    assert_eq!(j.runs().unwrap()[0].id, run);
+}
+
+#[test]
+fn runs_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let nr = new_run(RunCommand::Apply, 0);
+    let id = j.begin_run(&nr).unwrap();
+    assert_eq!(id.as_str(), "20261130T230000Z-4242");
+    // Same second, same pid: a distinct id, not an error.
+    let id2 = j.begin_run(&new_run(RunCommand::Rollback, 0)).unwrap();
+    assert_eq!(id2.as_str(), "20261130T230000Z-4242-2");
+
+    j.end_run(&id, "completed", t(3600)).unwrap();
+    let runs = j.runs().unwrap();
+    assert_eq!(runs.len(), 2);
+    let r = &runs[0];
+    assert_eq!(r.id, id);
+    assert_eq!(r.command, RunCommand::Apply);
+    assert_eq!(r.playbook_path, "plays/cutover.yaml");
+    assert_eq!(r.playbook_sha256, nr.playbook_sha256);
+    assert_eq!(r.started_at, t(0));
+    assert_eq!(r.ended_at, Some(t(3600)));
+    assert_eq!(r.outcome.as_deref(), Some("completed"));
+    assert_eq!(r.user, "alice");
+    assert_eq!(r.host, "jump1");
+    assert_eq!(r.pid, 4242);
+    assert_eq!(r.runner_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(r.args, nr.args);
+    assert_eq!(runs[1].command, RunCommand::Rollback);
+    assert_eq!(runs[1].ended_at, None);
+    assert_eq!(runs[1].outcome, None);
+
+    let unknown = RunId("nope".into());
+    assert!(matches!(
+        j.end_run(&unknown, "x", t(1)),
+        Err(JournalError::UnknownRun(ref r)) if r == "nope"
+    ));
+}
+
+#[test]
+fn definitions_round_trip_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    let defs = vec![
+        ("stop-app".to_string(), "h1".to_string()),
+        ("copy-db".to_string(), "h2".to_string()),
+    ];
+    j.record_definitions(&run, &defs).unwrap();
+    j.record_definitions(&run, &[("copy-db".into(), "h3".into())])
+        .unwrap();
+    assert_eq!(
+        j.definitions(&run).unwrap(),
+        vec![
+            ("copy-db".to_string(), "h3".to_string()),
+            ("stop-app".to_string(), "h1".to_string()),
+        ]
+    );
+    assert!(matches!(
+        j.record_definitions(&RunId("nope".into()), &defs),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+#[test]
+fn attempts_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run1 = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    let run2 = j.begin_run(&new_run(RunCommand::Apply, 10)).unwrap();
+
+    let mut na = new_attempt(&run1, "copy-db", "db1", AttemptKind::Run, 5);
+    na.number = 2;
+    let a1 = j.begin_attempt(&na).unwrap();
+    // Intent is visible before any outcome.
+    let running = j.attempts(None).unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].state, AttemptState::Running);
+    assert_eq!(running[0].ended_at, None);
+    assert_eq!(running[0].finish_seq, None);
+
+    j.finish_attempt(a1, AttemptState::Failed, Some(3), t(6), Some("disk full"))
+        .unwrap();
+    let kinds = [
+        AttemptKind::Check,
+        AttemptKind::Rollback,
+        AttemptKind::Reboot,
+        AttemptKind::Upload,
+        AttemptKind::Other("snapshot".into()),
+    ];
+    for kind in &kinds {
+        j.begin_attempt(&new_attempt(&run2, "copy-db", "db1", kind.clone(), 11))
+            .unwrap();
+    }
+
+    let all = j.attempts(None).unwrap();
+    assert_eq!(all.len(), 6);
+    let a = &all[0];
+    assert_eq!(a.id, a1);
+    assert_eq!(a.run, run1);
+    assert_eq!(a.step_id, "copy-db");
+    assert_eq!(a.target, "db1");
+    assert_eq!(a.kind, AttemptKind::Run);
+    assert_eq!(a.number, 2);
+    assert_eq!(a.state, AttemptState::Failed);
+    assert_eq!(a.exit_code, Some(3));
+    assert_eq!(a.started_at, t(5));
+    assert_eq!(a.ended_at, Some(t(6)));
+    assert_eq!(a.pid, 4242);
+    assert_eq!(a.host, "jump1");
+    assert_eq!(a.message.as_deref(), Some("disk full"));
+    assert_eq!(a.def_hash, "def-copy-db");
+    assert!(a.finish_seq.is_some_and(|s| s > a1.0));
+    let got: Vec<AttemptKind> = all[1..].iter().map(|a| a.kind.clone()).collect();
+    assert_eq!(got, kinds);
+    // Ids grow in start order.
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+
+    let only2 = j.attempts(Some(&run2)).unwrap();
+    assert_eq!(only2.len(), 5);
+    assert!(only2.iter().all(|a| a.run == run2));
+}
+
+#[test]
+fn finish_attempt_refuses_misuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    let id = j
+        .begin_attempt(&new_attempt(&run, "s", "t", AttemptKind::Run, 1))
+        .unwrap();
+
+    assert!(matches!(
+        j.finish_attempt(id, AttemptState::Running, None, t(2), None),
+        Err(JournalError::FinishAsRunning(i)) if i == id
+    ));
+    j.finish_attempt(id, AttemptState::Succeeded, Some(0), t(2), None)
+        .unwrap();
+    let again = j.finish_attempt(id, AttemptState::Failed, Some(1), t(3), None);
+    assert!(matches!(
+        again,
+        Err(JournalError::AttemptNotRunning { id: i, state: AttemptState::Succeeded }) if i == id
+    ));
+    // The refused second outcome changed nothing.
+    assert_eq!(j.attempts(None).unwrap()[0].state, AttemptState::Succeeded);
+
+    assert!(matches!(
+        j.finish_attempt(AttemptId(999), AttemptState::Failed, None, t(3), None),
+        Err(JournalError::UnknownAttempt(AttemptId(999)))
+    ));
+    let bad = new_attempt(&RunId("nope".into()), "s", "t", AttemptKind::Run, 1);
+    assert!(matches!(
+        j.begin_attempt(&bad),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+#[test]
+fn marks_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Mark, 0)).unwrap();
+    let mut m1 = new_mark("copy-db", "db1", MarkKind::Done, 1);
+    m1.run = Some(run.clone());
+    j.mark(&m1).unwrap();
+    let mut m2 = new_mark("copy-db", "db2", MarkKind::Skip, 2);
+    m2.reason = None;
+    let m3 = new_mark("copy-db", "db3", MarkKind::Retry, 2);
+    j.mark_all(&[m2.clone(), m3]).unwrap();
+
+    let marks = j.marks().unwrap();
+    assert_eq!(marks.len(), 3);
+    let m = &marks[0];
+    assert_eq!(m.run.as_ref(), Some(&run));
+    assert_eq!(m.step_id, "copy-db");
+    assert_eq!(m.target, "db1");
+    assert_eq!(m.mark, MarkKind::Done);
+    assert_eq!(m.def_hash, "mark-def-copy-db");
+    assert_eq!(m.user, "bob");
+    assert_eq!(m.host, "jump2");
+    assert_eq!(m.at, t(1));
+    assert_eq!(m.reason.as_deref(), Some("checked by hand"));
+    assert_eq!(marks[1].mark, MarkKind::Skip);
+    assert_eq!(marks[1].reason, None);
+    assert_eq!(marks[1].run, None);
+    assert_eq!(marks[2].mark, MarkKind::Retry);
+}
+
+#[test]
+fn mark_all_is_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let good = new_mark("s", "a", MarkKind::Done, 1);
+    let mut bad = new_mark("s", "b", MarkKind::Done, 1);
+    bad.run = Some(RunId("missing".into()));
+    assert!(matches!(
+        j.mark_all(&[good, bad]),
+        Err(JournalError::UnknownRun(_))
+    ));
+    assert!(j.marks().unwrap().is_empty());
+    assert_eq!(j.pair("s", "a").unwrap(), PairState::Pending);
+}
+
+#[test]
+fn events_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run1 = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    let run2 = j.begin_run(&new_run(RunCommand::Apply, 100)).unwrap();
+    let e1 = NewEvent {
+        run: run1.clone(),
+        at: t(5),
+        step_id: Some("copy-db".into()),
+        kind: EventKind::Override,
+        detail: "override by alice: customer approved".into(),
+    };
+    let e2 = NewEvent {
+        run: run2.clone(),
+        at: t(105),
+        step_id: None,
+        kind: EventKind::Stopped,
+        detail: "window closes at 06:00".into(),
+    };
+    j.record_event(&e1).unwrap();
+    j.record_event(&e2).unwrap();
+    for kind in [EventKind::Waited, EventKind::Overrun] {
+        j.record_event(&NewEvent { kind, ..e2.clone() }).unwrap();
+    }
+
+    let all = j.events(None).unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].run, run1);
+    assert_eq!(all[0].at, t(5));
+    assert_eq!(all[0].step_id.as_deref(), Some("copy-db"));
+    assert_eq!(all[0].kind, EventKind::Override);
+    assert_eq!(all[0].detail, e1.detail);
+    assert_eq!(all[1].step_id, None);
+    let kinds: Vec<EventKind> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Override,
+            EventKind::Stopped,
+            EventKind::Waited,
+            EventKind::Overrun
+        ]
+    );
+    let only1 = j.events(Some(&run1)).unwrap();
+    assert_eq!(only1.len(), 1);
+    assert!(matches!(
+        j.record_event(&NewEvent {
+            run: RunId("nope".into()),
+            ..e1
+        }),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+#[test]
+fn pair_state_follows_history_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    assert_eq!(j.pair("copy-db", "db1").unwrap(), PairState::Pending);
+
+    let a = j
+        .begin_attempt(&new_attempt(&run, "copy-db", "db1", AttemptKind::Run, 1))
+        .unwrap();
+    assert_eq!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::Running {
+            attempt: a,
+            kind: AttemptKind::Run,
+            pid: 4242,
+            host: "jump1".into(),
+            started_at: t(1),
+        }
+    );
+    j.finish_attempt(a, AttemptState::TimedOut, None, t(2), Some("timeout 600s"))
+        .unwrap();
+    assert_eq!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::Failed {
+            at: t(2),
+            state: AttemptState::TimedOut,
+            exit_code: None,
+            message: Some("timeout 600s".into()),
+        }
+    );
+    // A check afterwards does not change it.
+    run_step(
+        &j,
+        &run,
+        "copy-db",
+        "db1",
+        AttemptKind::Check,
+        AttemptState::Succeeded,
+        3,
+    );
+    assert!(matches!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::Failed { .. }
+    ));
+
+    run_step(
+        &j,
+        &run,
+        "copy-db",
+        "db1",
+        AttemptKind::Run,
+        AttemptState::Succeeded,
+        4,
+    );
+    assert_eq!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::Succeeded {
+            at: t(5),
+            def_hash: "def-copy-db".into(),
+            by_mark: false,
+        }
+    );
+    // Other pairs are untouched.
+    assert_eq!(j.pair("copy-db", "db2").unwrap(), PairState::Pending);
+
+    let rb = j
+        .begin_attempt(&new_attempt(
+            &run,
+            "copy-db",
+            "db1",
+            AttemptKind::Rollback,
+            6,
+        ))
+        .unwrap();
+    assert!(matches!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::Running { kind: AttemptKind::Rollback, attempt, .. } if attempt == rb
+    ));
+    j.finish_attempt(rb, AttemptState::Failed, Some(2), t(7), None)
+        .unwrap();
+    assert_eq!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::RollbackFailed {
+            at: t(7),
+            exit_code: Some(2)
+        }
+    );
+    run_step(
+        &j,
+        &run,
+        "copy-db",
+        "db1",
+        AttemptKind::Rollback,
+        AttemptState::Succeeded,
+        8,
+    );
+    assert_eq!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::RolledBack { at: t(9) }
+    );
+
+    j.mark(&new_mark("copy-db", "db1", MarkKind::Done, 10))
+        .unwrap();
+    assert_eq!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::Succeeded {
+            at: t(10),
+            def_hash: "mark-def-copy-db".into(),
+            by_mark: true,
+        }
+    );
+    j.mark(&new_mark("copy-db", "db1", MarkKind::Retry, 11))
+        .unwrap();
+    assert_eq!(j.pair("copy-db", "db1").unwrap(), PairState::Pending);
+    j.mark(&new_mark("copy-db", "db1", MarkKind::Skip, 12))
+        .unwrap();
+    assert_eq!(
+        j.pair("copy-db", "db1").unwrap(),
+        PairState::Skipped { at: t(12) }
+    );
+}
+
+#[test]
+fn pairs_lists_every_pair_in_first_appearance_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    run_step(
+        &j,
+        &run,
+        "b",
+        "x",
+        AttemptKind::Run,
+        AttemptState::Succeeded,
+        1,
+    );
+    j.mark(&new_mark("a", "y", MarkKind::Skip, 2)).unwrap();
+    run_step(
+        &j,
+        &run,
+        "b",
+        "x",
+        AttemptKind::Run,
+        AttemptState::Failed,
+        3,
+    );
+    let pairs = j.pairs().unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!((pairs[0].0.as_str(), pairs[0].1.as_str()), ("b", "x"));
+    assert!(matches!(pairs[0].2, PairState::Failed { .. }));
+    assert_eq!((pairs[1].0.as_str(), pairs[1].1.as_str()), ("a", "y"));
+    assert_eq!(pairs[1].2, PairState::Skipped { at: t(2) });
+}
+
+#[test]
+fn completion_order_is_by_completion_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    // Two targets in parallel: db1 starts first, db2 finishes first.
+    let a1 = j
+        .begin_attempt(&new_attempt(&run, "copy", "db1", AttemptKind::Run, 1))
+        .unwrap();
+    let a2 = j
+        .begin_attempt(&new_attempt(&run, "copy", "db2", AttemptKind::Run, 2))
+        .unwrap();
+    j.finish_attempt(a2, AttemptState::Succeeded, Some(0), t(3), None)
+        .unwrap();
+    j.finish_attempt(a1, AttemptState::Succeeded, Some(0), t(4), None)
+        .unwrap();
+    // Marked done counts; skipped, failed and rolled back do not.
+    j.mark(&new_mark("manual", "db1", MarkKind::Done, 5))
+        .unwrap();
+    j.mark(&new_mark("optional", "db1", MarkKind::Skip, 6))
+        .unwrap();
+    run_step(
+        &j,
+        &run,
+        "broken",
+        "db1",
+        AttemptKind::Run,
+        AttemptState::Failed,
+        7,
+    );
+    run_step(
+        &j,
+        &run,
+        "undone",
+        "db1",
+        AttemptKind::Run,
+        AttemptState::Succeeded,
+        9,
+    );
+    run_step(
+        &j,
+        &run,
+        "undone",
+        "db1",
+        AttemptKind::Rollback,
+        AttemptState::Succeeded,
+        11,
+    );
+    run_step(
+        &j,
+        &run,
+        "last",
+        "db1",
+        AttemptKind::Reboot,
+        AttemptState::Succeeded,
+        13,
+    );
+
+    let order = j.completion_order().unwrap();
+    let got: Vec<(&str, &str, Timestamp)> = order
+        .iter()
+        .map(|(s, t, at)| (s.as_str(), t.as_str(), *at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("copy", "db2", t(3)),
+            ("copy", "db1", t(4)),
+            ("manual", "db1", t(5)),
+            ("last", "db1", t(14)),
+        ]
+    );
+}
+
+#[test]
+fn reopen_after_drop_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let (run, before_attempts, before_pairs) = {
+        let j = Journal::open(&path).unwrap();
+        let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+        j.record_definitions(&run, &[("s".into(), "h".into())])
+            .unwrap();
+        run_step(
+            &j,
+            &run,
+            "s",
+            "t1",
+            AttemptKind::Run,
+            AttemptState::Succeeded,
+            1,
+        );
+        j.begin_attempt(&new_attempt(&run, "s", "t2", AttemptKind::Run, 3))
+            .unwrap();
+        j.mark(&new_mark("s", "t3", MarkKind::Skip, 4)).unwrap();
+        j.record_event(&NewEvent {
+            run: run.clone(),
+            at: t(5),
+            step_id: None,
+            kind: EventKind::Waited,
+            detail: "until 20:00".into(),
+        })
+        .unwrap();
+        (run, j.attempts(None).unwrap(), j.pairs().unwrap())
+    };
+
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.runs().unwrap().len(), 1);
+    assert_eq!(j.definitions(&run).unwrap().len(), 1);
+    assert_eq!(j.attempts(None).unwrap(), before_attempts);
+    assert_eq!(j.pairs().unwrap(), before_pairs);
+    assert_eq!(j.marks().unwrap().len(), 1);
+    assert_eq!(j.events(None).unwrap().len(), 1);
+    // The sequence continues after reopening instead of reusing ids.
+    let next = j
+        .begin_attempt(&new_attempt(&run, "s", "t4", AttemptKind::Run, 6))
+        .unwrap();
+    assert!(before_attempts.iter().all(|a| a.id < next));
+}
+
+#[test]
+fn second_connection_sees_committed_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let writer = Journal::open(&path).unwrap();
+    let reader = Journal::open_existing(&path).unwrap().unwrap();
+    let run = writer.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    let id = writer
+        .begin_attempt(&new_attempt(&run, "s", "t", AttemptKind::Run, 1))
+        .unwrap();
+    assert!(matches!(
+        reader.pair("s", "t").unwrap(),
+        PairState::Running { attempt, .. } if attempt == id
+    ));
+}
+
+#[test]
+fn garbage_file_is_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.db");
+    std::fs::write(&path, "this is a playbook, not a journal\n".repeat(200)).unwrap();
+    let err = Journal::open(&path).unwrap_err();
+    assert!(matches!(err, JournalError::NotADatabase { .. }), "{err:?}");
+    assert!(err.to_string().contains("not an SQLite database"));
+    assert!(matches!(
+        Journal::open_existing(&path),
+        Err(JournalError::NotADatabase { .. })
+    ));
+}
+
+#[test]
+fn foreign_sqlite_database_is_refused_and_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE customers (name TEXT); INSERT INTO customers VALUES ('x');",
+        )
+        .unwrap();
+    }
+    let err = Journal::open(&path).unwrap_err();
+    assert!(matches!(err, JournalError::NotAJournal { .. }), "{err:?}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1);
+}
+
+#[test]
+fn newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    drop(Journal::open(&path).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+    }
+    let err = Journal::open(&path).unwrap_err();
+    match &err {
+        JournalError::TooNew { found, known, .. } => {
+            assert_eq!(*found, 999);
+            assert_eq!(*known, journal::schema_version());
+        }
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+    assert!(err.to_string().contains("newer runner"), "{err}");
+    assert!(matches!(
+        Journal::open_existing(&path),
+        Err(JournalError::TooNew { .. })
+    ));
+}
+
+fn holder(command: &str) -> Holder {
+    Holder::this_process(command, "alice", t(0))
+}
+
+#[test]
+fn lock_is_exclusive_and_released_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = db_path(&dir);
+    let guard = acquire(&state, &holder("apply")).unwrap();
+    assert_eq!(guard.path(), journal::lock_path(&state));
+    assert_eq!(journal::read_holder_of(&state), Some(holder("apply")));
+
+    // A second open file description conflicts even inside one process.
+    match acquire(&state, &holder("rollback")) {
+        Err(LockError::Held {
+            holder: Some(h), ..
+        }) => {
+            assert_eq!(h, holder("apply"));
+        }
+        other => panic!("expected Held, got {other:?}"),
+    }
+    drop(guard);
+    assert_eq!(journal::read_holder_of(&state), None);
+    let again = acquire(&state, &holder("rollback")).unwrap();
+    assert_eq!(again.holder().command, "rollback");
+    // The lock file stays (see lock.rs on why it is never deleted).
+    drop(again);
+    assert!(journal::lock_path(&state).exists());
+}
+
+#[test]
+fn held_error_names_the_holder() {
+    let h = Holder {
+        pid: 4242,
+        host: "jump1".into(),
+        user: "alice".into(),
+        since: t(900),
+        command: "apply".into(),
+    };
+    let err = LockError::Held {
+        path: PathBuf::from("cutover.db.lock"),
+        holder: Some(h),
+    };
+    let text = err.to_string();
+    assert!(text.contains("pid 4242 on host jump1"), "{text}");
+    assert!(text.contains("2026-11-30T23:15:00Z"), "{text}");
+    assert!(text.contains("runner apply"), "{text}");
+}
+
+/// Starts a copy of this test binary that runs `child_helper` with `action`, and waits until it
+/// reports that it has done its part.
+fn spawn_child(action: &str, path: &Path) -> (Child, BufReader<ChildStdout>) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "child_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("{action}:{}", path.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "child exited before it was ready");
+        if line.contains(READY) {
+            break;
+        }
+    }
+    (child, out)
+}
+
+fn kill_and_reap(mut child: Child) -> u32 {
+    let pid = child.id();
+    child.kill().unwrap(); // SIGKILL: no destructors, no cleanup.
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    pid
+}
+
+#[test]
+fn lock_held_by_another_process_is_freed_by_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = db_path(&dir);
+    let (child, _out) = spawn_child("lock", &state);
+    let child_pid = child.id();
+
+    match acquire(&state, &holder("apply")) {
+        Err(LockError::Held {
+            holder: Some(h), ..
+        }) => {
+            assert_eq!(h.pid, child_pid);
+            assert_eq!(h.command, "apply");
+        }
+        other => panic!("expected Held by the child, got {other:?}"),
+    }
+    assert!(process_alive(child_pid));
+
+    let pid = kill_and_reap(child);
+    assert!(!process_alive(pid));
+    let guard = acquire(&state, &holder("apply")).unwrap();
+    assert_eq!(guard.holder().pid, std::process::id());
+}
+
+#[test]
+fn running_attempt_survives_kill_9_and_is_in_doubt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let (child, _out) = spawn_child("attempt", &path);
+    let pid = kill_and_reap(child);
+
+    let j = Journal::open_existing(&path).unwrap().unwrap();
+    match j.pair("copy-db", "db1").unwrap() {
+        PairState::Running {
+            pid: recorded,
+            kind,
+            ..
+        } => {
+            assert_eq!(recorded, pid);
+            assert_eq!(kind, AttemptKind::Run);
+            assert!(!process_alive(recorded), "the runner is gone");
+            let state = j.pair("copy-db", "db1").unwrap();
+            assert!(state.is_in_doubt(&journal::host_name().unwrap()));
+        }
+        other => panic!("expected Running, got {other:?}"),
+    }
+    let runs = j.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].ended_at, None);
+}
+
+/// Not a test on its own: the body a child copy of this binary runs (see `spawn_child`). It does
+/// its action, says it is ready, then blocks until its parent kills it or closes stdin.
+#[test]
+#[ignore = "helper run by other tests in a child process"]
+fn child_helper() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (action, path) = spec.split_once(':').unwrap();
+    let path = Path::new(path);
+    let _keep: Box<dyn std::any::Any> = match action {
+        "lock" => Box::new(acquire(path, &holder("apply")).unwrap()),
+        "attempt" => {
+            let j = Journal::open(path).unwrap();
+            let mut nr = new_run(RunCommand::Apply, 0);
+            nr.pid = std::process::id();
+            let run = j.begin_run(&nr).unwrap();
+            let mut na = new_attempt(&run, "copy-db", "db1", AttemptKind::Run, 1);
+            na.pid = std::process::id();
+            na.host = journal::host_name().unwrap();
+            j.begin_attempt(&na).unwrap();
+            Box::new(j)
+        }
+        other => panic!("unknown child action {other}"),
+    };
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{READY}").unwrap();
+    stdout.flush().unwrap();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
