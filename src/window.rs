@@ -224,7 +224,7 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// Does `[t, t + need)` touch this interval? `need` is at least [`MIN_NEED`] here.
+    /// Does `[t, t + need)` touch this interval? Callers pass a `need` of at least `MIN_NEED`.
     fn blocks(&self, t: Timestamp, need_end: Timestamp) -> bool {
         self.start < need_end && self.end > t
     }
@@ -298,7 +298,7 @@ impl Window {
     ///
     /// Intervals are reported whole, even where they reach outside the asked range, so the
     /// user sees e.g. the full weekend. An unbroken run of business hours is followed for at
-    /// most [`MAX_CHAIN_DAYS`] days beyond the range and reported cut there.
+    /// most five weeks beyond the range and reported cut there.
     pub fn business_intervals(&self, from: Timestamp, until: Timestamp) -> Vec<Interval> {
         if until <= from || self.is_unrestricted() {
             return Vec::new();
@@ -325,17 +325,17 @@ impl Window {
             let end_is_real = selected
                 .last()
                 .is_none_or(|iv| self.midnight(d1).is_some_and(|m| iv.end < m));
-            let at_limit = before >= PAD_BEFORE_DAYS + MAX_CHAIN_DAYS
-                || after >= PAD_AFTER_DAYS + MAX_CHAIN_DAYS
-                || d0 == Date::MIN
-                || d1 == Date::MAX;
-            if (start_is_real && end_is_real) || at_limit {
+            let low_done =
+                start_is_real || before >= PAD_BEFORE_DAYS + MAX_CHAIN_DAYS || d0 == Date::MIN;
+            let high_done =
+                end_is_real || after >= PAD_AFTER_DAYS + MAX_CHAIN_DAYS || d1 == Date::MAX;
+            if low_done && high_done {
                 return selected;
             }
-            if !start_is_real {
+            if !low_done {
                 before += 7;
             }
-            if !end_is_real {
+            if !high_done {
                 after += 7;
             }
         }
