@@ -1,1 +1,369 @@
-//! TODO
+//! Transports run steps on targets: on this machine ([`LocalTransport`]) or over SSH
+//! ([`SshTransport`]), behind the one [`Transport`] trait the engine talks to.
+//!
+//! The engine gives every step × target its own OS thread, so everything here is blocking.
+//! A transport is owned by one thread at a time (`Send`, not `Sync`).
+
+pub mod known_hosts;
+pub mod local;
+pub mod shell;
+pub mod ssh;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use known_hosts::{check_host_key, scan_host_key, trust, HostKey, HostKeyStatus, TrustOutcome};
+pub use local::LocalTransport;
+pub use ssh::{SshAuth, SshConfig, SshTransport};
+
+/// The interpreter a step's script is written for (playbook `shell:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shell {
+    /// POSIX `sh`; never the login shell, whose dialect we cannot know.
+    Sh,
+    /// Windows `cmd.exe`.
+    Cmd,
+    /// Windows PowerShell (`powershell.exe`), or `pwsh` when run locally on Unix.
+    PowerShell,
+}
+
+impl fmt::Display for Shell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Shell::Sh => "sh",
+            Shell::Cmd => "cmd",
+            Shell::PowerShell => "powershell",
+        })
+    }
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Per-exec limits. The engine keeps a clone of `cancel` and sets it on the second Ctrl-C.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// Wall-clock limit for the command; `None` waits for ever.
+    pub timeout: Option<Duration>,
+    /// Set to stop the command now; polled at least every few hundred milliseconds.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Control {
+    pub fn new(timeout: Option<Duration>) -> Self {
+        Control {
+            timeout,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The exit code. `i64` so that Windows' unsigned codes (3010, 4294967295) survive intact;
+    /// a Unix command killed by signal N reports 128 + N, as shells do.
+    Code(i64),
+    /// The timeout expired; the command and its children were stopped.
+    TimedOut,
+    /// [`Control::cancel`] was set; the command and its children were stopped.
+    Cancelled,
+}
+
+/// What an upload put on the target, as verified there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub bytes: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+/// A password or passphrase. Its `Debug` never shows the value, so it can sit in configs that
+/// get logged; call [`Secret::expose`] only where the value is handed to the library that needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best effort: do not leave the value lying around in freed memory.
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        for b in bytes.iter_mut() {
+            // SAFETY: `b` is a valid, exclusive reference into the vector we own.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+/// Everything a transport can fail with. Each message names the target and says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("cannot reach {target}: {source}; check the address and port, that the machine is up and that sshd listens there")]
+    Connect {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("SSH handshake with {target} failed: {message}; check that an SSH server answers on that port")]
+    Handshake { target: String, message: String },
+
+    #[error("the host key of {host} port {port} is not trusted yet: the server presents {key_type} {fingerprint}, which is not in {}; run `runner trust PLAYBOOK TARGET` after checking the fingerprint with the server's administrator", known_hosts.display())]
+    HostKeyUnknown {
+        host: String,
+        port: u16,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+
+    #[error("THE HOST KEY OF {host} PORT {port} HAS CHANGED: the server presents {key_type} {fingerprint}, but {} records a different key. This is a reinstalled server or someone intercepting the connection; refusing to connect. Ask the server's administrator whether the key changed; only then remove the old entry (ssh-keygen -R '{}' -f {}) and run `runner trust PLAYBOOK TARGET`", known_hosts.display(), known_hosts::host_pattern(host, *port), known_hosts.display())]
+    HostKeyChanged {
+        host: String,
+        port: u16,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+
+    #[error("the host key of {host} port {port} ({key_type} {fingerprint}) is marked @revoked in {}; refusing to connect, ask the server's administrator", known_hosts.display())]
+    HostKeyRevoked {
+        host: String,
+        port: u16,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+
+    #[error("cannot use the known_hosts file {}: {message}", path.display())]
+    KnownHosts { path: PathBuf, message: String },
+
+    #[error("authentication as {user} on {target} with {method} failed: {message}; {hint}")]
+    Auth {
+        target: String,
+        user: String,
+        method: &'static str,
+        message: String,
+        hint: &'static str,
+    },
+
+    #[error("connection to {target} lost while {during}: {message}")]
+    ConnectionLost {
+        target: String,
+        /// What was going on, e.g. "running a command (it may have run partly or fully)".
+        during: String,
+        message: String,
+    },
+
+    #[error("SSH error on {target} while {during}: {message}")]
+    Ssh {
+        target: String,
+        during: String,
+        message: String,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot upload to {dest} on {target}: the directory {parent} does not exist; create it first (for example with a step that runs mkdir)")]
+    UploadParentMissing {
+        target: String,
+        dest: String,
+        parent: String,
+    },
+
+    #[error("upload to {dest} on {target} failed: {message}")]
+    Upload {
+        target: String,
+        dest: String,
+        message: String,
+    },
+
+    #[error("upload to {dest} on {target} did not verify: {expected_bytes} bytes with SHA-256 {expected_sha256} were sent, the target has {actual_bytes} bytes with SHA-256 {actual_sha256}; the file there is not the intended one, upload it again")]
+    UploadVerify {
+        target: String,
+        dest: String,
+        expected_bytes: u64,
+        expected_sha256: String,
+        actual_bytes: u64,
+        actual_sha256: String,
+    },
+
+    #[error("the {shell} shell cannot be used on {target}: {message}")]
+    ShellUnavailable {
+        target: String,
+        shell: Shell,
+        message: String,
+    },
+
+    #[error("the script cannot be run on {target}: {message}")]
+    InvalidScript { target: String, message: String },
+
+    #[error("could not stop the command on {target} after it {reason}: {message}; it may still be running there, check the target and stop it by hand")]
+    KillFailed {
+        target: String,
+        /// "timed out" or "was cancelled".
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl TransportError {
+    /// True when the connection itself failed, so reconnecting ([`Transport::connect`]) and
+    /// retrying is sensible. It says nothing about whether a command already ran: the engine
+    /// must consult the step's idempotency before re-running it.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connect { .. } | TransportError::ConnectionLost { .. }
+        )
+    }
+}
+
+/// One way of reaching a target. See the module documentation for threading.
+pub trait Transport: Send {
+    /// E.g. "ssh root@127.0.0.2:2201", for logs and errors (never contains secrets).
+    fn describe(&self) -> String;
+
+    /// Connect if not connected; re-establish a session that was lost. Cheap when already up.
+    fn connect(&mut self) -> Result<(), TransportError>;
+
+    /// Run `script` with `shell` on the target, streaming output chunks as they arrive.
+    /// On timeout or cancel the command and its children no longer run when this returns
+    /// (or the error says they might).
+    fn exec(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError>;
+
+    /// Copy a local file to `dest` on the target, then verify size and SHA-256 on the target.
+    /// `shell` selects how the target is asked for the hash. A missing parent directory of
+    /// `dest` is an error naming it; it is not created.
+    fn upload(
+        &mut self,
+        src: &Path,
+        dest: &str,
+        shell: Shell,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Uploaded, TransportError>;
+
+    /// Put `local` on the target as a temporary file, run it with `shell`, remove it again
+    /// (also when it fails, times out or is cancelled).
+    fn run_script(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError>;
+}
+
+/// A name for temporary files that nobody can guess (they live in shared temp directories).
+pub(crate) fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 12];
+    let from_os = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !from_os {
+        // No /dev/urandom (Windows): std's per-process random hash keys are good enough for a
+        // file name that is also created exclusively.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        let a = h.finish().to_le_bytes();
+        bytes[..8].copy_from_slice(&a);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase hex of a digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn random_tokens_differ() {
+        let a = random_token();
+        let b = random_token();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn connection_errors_are_retryable_others_not() {
+        let lost = TransportError::ConnectionLost {
+            target: "t".into(),
+            during: "x".into(),
+            message: "m".into(),
+        };
+        assert!(lost.is_connection_lost());
+        let auth = TransportError::Auth {
+            target: "t".into(),
+            user: "u".into(),
+            method: "password",
+            message: "m".into(),
+            hint: "h",
+        };
+        assert!(!auth.is_connection_lost());
+    }
+}

@@ -1,0 +1,410 @@
+//! How a script becomes a command line, per shell. Pure functions: everything that quotes,
+//! encodes or parses shell text lives here so it can be tested without a target.
+
+use base64::Engine as _;
+
+use super::Shell;
+
+/// First bytes of the line a tracked command prints on stderr to report the PID of its shell.
+/// Starts with ASCII RS (0x1e) so that it cannot be confused with anything a login script
+/// prints before it; [`PidMarkerFilter`] removes the line from the stream the user sees.
+pub const PID_MARKER: &str = "\u{1e}runner-pid:";
+
+/// Environment variable that carries the per-run token of a `cmd` command over SSH; the token
+/// is how the process is found again to stop it (cmd cannot report its own PID).
+pub const CMD_TOKEN_VAR: &str = "RUNNER_RUN";
+
+/// What to run: script text, or a script file already on the target.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    Inline(&'a str),
+    File(&'a str),
+}
+
+/// Quote `s` as one word for a POSIX shell. Single quotes keep everything literal (`$`, `` ` ``,
+/// `\`, newlines); a single quote itself is closed, escaped and reopened.
+pub fn sh_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Quote `s` as a PowerShell single-quoted string. PowerShell also treats the typographic
+/// single quotes as quote characters, so those are doubled too.
+pub fn ps_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}') {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// The argument of `-EncodedCommand`: base64 of the script's UTF-16LE bytes. This sidesteps
+/// every layer of Windows command-line quoting.
+pub fn powershell_encode(script: &str) -> String {
+    let bytes: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+const POWERSHELL: &str = "powershell.exe -NoProfile -NonInteractive";
+
+/// The plain command line that runs `script`, as documented for playbooks:
+/// `sh -c '<script>'`, `cmd.exe /c <script>`, or PowerShell with `-EncodedCommand`.
+pub fn command_line(shell: Shell, script: &str) -> String {
+    match shell {
+        Shell::Sh => format!("sh -c {}", sh_quote(script)),
+        Shell::Cmd => format!("cmd.exe /c {script}"),
+        Shell::PowerShell => format!("{POWERSHELL} -EncodedCommand {}", powershell_encode(script)),
+    }
+}
+
+/// The command line sent to a remote target. Before the script starts it reports what is
+/// needed to stop it later: `sh` and PowerShell print [`PID_MARKER`] and their PID on stderr,
+/// `cmd` carries `token` in its command line (see [`kill_command_line`]).
+///
+/// For `sh` the login shell is replaced (`exec`) by our `sh`, so the reported PID is the
+/// session leader sshd created with `setsid()`, i.e. the process group of everything the
+/// script starts. The script itself still runs as `sh -c '<script>'`, untouched.
+pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> String {
+    match shell {
+        Shell::Sh => {
+            let run = match payload {
+                Payload::Inline(_) => "exec sh -c \"$1\" sh",
+                Payload::File(_) => "exec sh \"$1\"",
+            };
+            let wrapper = format!("printf '\\036runner-pid:%s\\n' \"$$\" >&2 && {run}");
+            let arg = match payload {
+                Payload::Inline(s) | Payload::File(s) => s,
+            };
+            format!("exec sh -c {} runner {}", sh_quote(&wrapper), sh_quote(arg))
+        }
+        Shell::PowerShell => {
+            let announce = "[Console]::Error.WriteLine([string][char]30 + 'runner-pid:' + $PID)";
+            let script = match payload {
+                Payload::Inline(s) => format!("{announce}\n{s}"),
+                Payload::File(p) => format!(
+                    "{announce}\n& {}\nif ($LASTEXITCODE) {{ exit $LASTEXITCODE }}",
+                    ps_quote(p)
+                ),
+            };
+            format!(
+                "{POWERSHELL} -ExecutionPolicy Bypass -EncodedCommand {}",
+                powershell_encode(&script)
+            )
+        }
+        Shell::Cmd => {
+            let what = match payload {
+                Payload::Inline(s) => s.to_string(),
+                Payload::File(p) => format!("\"{p}\""),
+            };
+            format!("cmd.exe /d /c set \"{CMD_TOKEN_VAR}={token}\" & {what}")
+        }
+    }
+}
+
+/// The command line, sent on a second channel, that stops a tracked command: the whole process
+/// group for `sh` (TERM, up to two seconds of grace, then KILL), the process tree for Windows.
+pub fn kill_command_line(shell: Shell, pid: Option<u32>, token: &str) -> Option<String> {
+    match (shell, pid) {
+        (Shell::Sh, Some(pid)) => {
+            // dash's `kill` needs `-s SIG --` to accept a negative (group) id.
+            let script = format!(
+                "p={pid}\n\
+                 kill -s TERM -- -$p 2>/dev/null || kill -s TERM $p 2>/dev/null\n\
+                 i=0\n\
+                 while [ $i -lt 20 ] && kill -s 0 -- -$p 2>/dev/null; do\n\
+                 sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))\n\
+                 done\n\
+                 kill -s KILL -- -$p 2>/dev/null\n\
+                 kill -s KILL $p 2>/dev/null\n\
+                 exit 0\n"
+            );
+            Some(command_line(Shell::Sh, &script))
+        }
+        (Shell::PowerShell, Some(pid)) => Some(command_line(
+            Shell::PowerShell,
+            &format!("& taskkill.exe /T /F /PID {pid} | Out-Null; exit 0"),
+        )),
+        (Shell::Cmd, _) => {
+            // The killer's own command line is base64, so it never matches the token itself.
+            let script = format!(
+                "$t = {}\n\
+                 Get-CimInstance Win32_Process | Where-Object {{ $_.CommandLine -and $_.CommandLine.Contains($t) }} | \
+                 ForEach-Object {{ & taskkill.exe /T /F /PID $_.ProcessId | Out-Null }}\n\
+                 exit 0",
+                ps_quote(&format!("{CMD_TOKEN_VAR}={token}"))
+            );
+            Some(command_line(Shell::PowerShell, &script))
+        }
+        (_, None) => None,
+    }
+}
+
+/// A script (for `shell`) that prints the SHA-256 of `path` on the target, in some form
+/// [`parse_sha256`] reads.
+pub fn sha256_script(shell: Shell, path: &str) -> String {
+    match shell {
+        Shell::Sh => format!(
+            "f={}\n\
+             if command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\"\n\
+             elif command -v shasum >/dev/null 2>&1; then shasum -a 256 < \"$f\"\n\
+             elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 < \"$f\"\n\
+             else echo 'none of sha256sum, shasum, openssl is installed on the target' >&2; exit 127\n\
+             fi\n",
+            sh_quote(path)
+        ),
+        Shell::PowerShell => format!(
+            "$ErrorActionPreference = 'Stop'\n(Get-FileHash -LiteralPath {} -Algorithm SHA256).Hash",
+            ps_quote(path)
+        ),
+        Shell::Cmd => format!("certutil -hashfile \"{path}\" SHA256"),
+    }
+}
+
+/// Finds a SHA-256 in the output of `sha256sum`, `shasum`, `openssl dgst`, `Get-FileHash` or
+/// `certutil` (older versions print the hex in space-separated pairs). Lowercase hex.
+pub fn parse_sha256(output: &str) -> Option<String> {
+    let is_digest = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    for line in output.lines() {
+        for token in line.split(|c: char| c.is_whitespace() || c == '=') {
+            if is_digest(token) {
+                return Some(token.to_ascii_lowercase());
+            }
+        }
+        let joined: String = line.split_whitespace().collect();
+        if is_digest(&joined) {
+            return Some(joined.to_ascii_lowercase());
+        }
+    }
+    None
+}
+
+/// Removes the PID marker line from a stderr stream and remembers the PID. Everything else,
+/// including output a login script prints before the marker, passes through unchanged.
+#[derive(Debug, Default)]
+pub struct PidMarkerFilter {
+    /// Bytes held back because they might be the start of the marker line.
+    held: Vec<u8>,
+    pid: Option<u32>,
+}
+
+/// A marker line longer than this is not ours; give the bytes back.
+const MAX_MARKER_LINE: usize = 64;
+
+impl PidMarkerFilter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Feed a chunk; returns the bytes to show. Only the first marker is stripped.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.pid.is_some() {
+            return chunk.to_vec();
+        }
+        self.held.extend_from_slice(chunk);
+        let mut shown = Vec::new();
+        loop {
+            let Some(start) = self.held.iter().position(|&b| b == 0x1e) else {
+                shown.append(&mut self.held);
+                return shown;
+            };
+            shown.extend(self.held.drain(..start));
+            // `held` now starts with 0x1e.
+            match self.held.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    let line = &self.held[..end];
+                    if let Some(pid) = parse_marker(line) {
+                        self.pid = Some(pid);
+                        self.held.drain(..=end);
+                        shown.append(&mut self.held);
+                        return shown;
+                    }
+                    // Not our marker: pass the RS byte on and keep looking after it.
+                    shown.push(0x1e);
+                    self.held.drain(..1);
+                }
+                None => {
+                    let could_be_marker = self.held.len() <= MAX_MARKER_LINE
+                        && (self.held.starts_with(PID_MARKER.as_bytes())
+                            || PID_MARKER.as_bytes().starts_with(&self.held));
+                    if could_be_marker {
+                        return shown;
+                    }
+                    shown.push(0x1e);
+                    self.held.drain(..1);
+                }
+            }
+        }
+    }
+
+    /// The stream ended: whatever is still held back was not a marker.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+fn parse_marker(line: &[u8]) -> Option<u32> {
+    let rest = line.strip_prefix(PID_MARKER.as_bytes())?;
+    let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+    let text = std::str::from_utf8(rest).ok()?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sh_quote_keeps_everything_literal() {
+        assert_eq!(sh_quote("echo hi"), "'echo hi'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote("$HOME `x` \\n"), "'$HOME `x` \\n'");
+        assert_eq!(sh_quote("a\nb"), "'a\nb'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn sh_quote_round_trips_through_a_real_shell() {
+        let nasty = "it's $HOME `id` \"q\" \\ \n second line; exit 3";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", sh_quote(nasty)))
+            .output()
+            .expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), nasty);
+    }
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(
+            command_line(Shell::Sh, "echo 'a'"),
+            r"sh -c 'echo '\''a'\'''"
+        );
+        assert_eq!(command_line(Shell::Cmd, "dir C:\\"), "cmd.exe /c dir C:\\");
+        assert_eq!(
+            command_line(Shell::PowerShell, "dir"),
+            "powershell.exe -NoProfile -NonInteractive -EncodedCommand ZABpAHIA"
+        );
+    }
+
+    #[test]
+    fn encoded_command_is_base64_of_utf16le() {
+        // "Hi" = 48 00 69 00 -> base64 "SABpAA==" (worked out by hand from the bytes).
+        assert_eq!(powershell_encode("Hi"), "SABpAA==");
+        // "é" (U+00E9) = E9 00 -> "6QA=".
+        assert_eq!(powershell_encode("é"), "6QA=");
+        // A character outside the BMP becomes a surrogate pair: U+1F600 = D83D DE00
+        // -> bytes 3D D8 00 DE -> "PdgA3g==".
+        assert_eq!(powershell_encode("\u{1f600}"), "PdgA3g==");
+    }
+
+    #[test]
+    fn ps_quote_doubles_all_single_quotes() {
+        assert_eq!(ps_quote("a'b"), "'a''b'");
+        assert_eq!(ps_quote("a\u{2019}b"), "'a\u{2019}\u{2019}b'");
+        assert_eq!(ps_quote("$x"), "'$x'");
+    }
+
+    #[test]
+    fn tracked_sh_reports_pid_and_keeps_exit_code_and_output() {
+        let line = tracked_command_line(
+            Shell::Sh,
+            Payload::Inline("echo out; echo err >&2; exit 7"),
+            "t",
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .output()
+            .expect("sh runs");
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(out.stdout, b"out\n");
+        let mut filter = PidMarkerFilter::new();
+        let mut shown = filter.feed(&out.stderr);
+        shown.extend(filter.finish());
+        assert_eq!(shown, b"err\n");
+        assert!(filter.pid().is_some());
+    }
+
+    #[test]
+    fn tracked_cmd_carries_token() {
+        let line = tracked_command_line(Shell::Cmd, Payload::Inline("dir"), "abc");
+        assert_eq!(line, "cmd.exe /d /c set \"RUNNER_RUN=abc\" & dir");
+        let kill = kill_command_line(Shell::Cmd, None, "abc");
+        assert!(kill.is_some());
+        assert_eq!(kill_command_line(Shell::Sh, None, "abc"), None);
+    }
+
+    #[test]
+    fn sha256_parsing() {
+        let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(parse_sha256(&format!("{h}  -\n")).as_deref(), Some(h));
+        assert_eq!(
+            parse_sha256(&format!("SHA2-256(stdin)= {h}\n")).as_deref(),
+            Some(h)
+        );
+        assert_eq!(parse_sha256(&h.to_uppercase()).as_deref(), Some(h));
+        let pairs: Vec<String> = h
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        let certutil = format!(
+            "SHA256 hash of file x:\r\n{}\r\nCertUtil: -hashfile command completed successfully.\r\n",
+            pairs.join(" ")
+        );
+        assert_eq!(parse_sha256(&certutil).as_deref(), Some(h));
+        assert_eq!(parse_sha256("no hash here"), None);
+        assert_eq!(parse_sha256(&h[..63]), None);
+    }
+
+    #[test]
+    fn marker_is_stripped_even_when_split_across_chunks() {
+        let mut f = PidMarkerFilter::new();
+        let mut shown = f.feed(b"motd line\n\x1erunner-");
+        shown.extend(f.feed(b"pid:4242"));
+        shown.extend(f.feed(b"\nreal error\n"));
+        shown.extend(f.finish());
+        assert_eq!(shown, b"motd line\nreal error\n");
+        assert_eq!(f.pid(), Some(4242));
+        // After the marker, a second one is ordinary output.
+        assert_eq!(f.feed(b"\x1erunner-pid:1\n"), b"\x1erunner-pid:1\n");
+    }
+
+    #[test]
+    fn marker_filter_passes_other_rs_bytes() {
+        let mut f = PidMarkerFilter::new();
+        let mut shown = f.feed(b"a\x1eb\n");
+        shown.extend(f.feed(b"\x1erunner-pid:x\n"));
+        shown.extend(f.finish());
+        assert_eq!(shown, b"a\x1eb\n\x1erunner-pid:x\n");
+        assert_eq!(f.pid(), None);
+    }
+
+    #[test]
+    fn kill_line_for_sh_targets_the_group() {
+        let line = kill_command_line(Shell::Sh, Some(1234), "t").unwrap_or_default();
+        assert!(line.contains("kill -s TERM -- -$p"), "{line}");
+        assert!(line.contains("p=1234"), "{line}");
+    }
+}

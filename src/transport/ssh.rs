@@ -1,0 +1,1172 @@
+//! Steps on a target reached over SSH (libssh2, blocking API).
+//!
+//! One authenticated session per target, reused by every exec, upload and script: opening a
+//! session costs several round trips and a key exchange, a channel costs one round trip.
+//!
+//! Stopping a remote command: the command line first reports the PID of its shell (see
+//! [`shell::tracked_command_line`]); on timeout or cancel a second channel kills that process
+//! group (or, on Windows, the process tree).
+
+use std::borrow::Cow;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use ssh2::{Channel, ErrorCode, OpenFlags, OpenType, Session, Sftp};
+
+use super::known_hosts::{
+    check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
+};
+use super::shell::{self, Payload, PidMarkerFilter};
+use super::{
+    hex, random_token, Control, Exit, Secret, Shell, Stream, Transport, TransportError, Uploaded,
+};
+
+/// How to reach one SSH target.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    /// The target's name in the playbook, for logs.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: SshAuth,
+    /// The OpenSSH-format file host keys are checked against (never written here).
+    pub known_hosts: PathBuf,
+    /// Limit for TCP connect and for key exchange plus authentication.
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum SshAuth {
+    Key {
+        path: PathBuf,
+        passphrase: Option<Secret>,
+    },
+    Password(Secret),
+    Agent,
+}
+
+/// Limit for one blocking libssh2 call (an SFTP write, a channel open). Generous: it only
+/// exists so that a silently dead network cannot hang a step for ever.
+const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a running command checks for cancel, timeout and keepalives.
+const TICK: Duration = Duration::from_millis(100);
+/// After the kill, how long the command's channel gets to report its end.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// After a timeout or cancel, how long to wait for a command to report its PID (it does so
+/// first thing, so only an overloaded target needs more than milliseconds).
+const PID_WAIT: Duration = Duration::from_secs(10);
+/// Scripts longer than this go through a temporary file: command lines have length limits
+/// (128 KiB per argument on Linux, 8191 characters for cmd.exe).
+const INLINE_LIMIT: usize = 64 * 1024;
+/// SFTP write size. libssh2 pipelines one write call into many 30 kB requests in flight, so
+/// larger buffers mean fewer stalls waiting for acknowledgements.
+const UPLOAD_CHUNK: usize = 4 * 1024 * 1024;
+const READ_CHUNK: usize = 32 * 1024;
+const KEEPALIVE_SECS: u32 = 15;
+
+/// A transport that runs steps on one SSH target.
+pub struct SshTransport {
+    cfg: SshConfig,
+    conn: Option<Conn>,
+    /// The target's temporary directory (Windows targets only; asked once).
+    windows_temp: Option<String>,
+}
+
+/// One authenticated session and what hangs off it.
+struct Conn {
+    sess: Session,
+    /// The session's socket, kept to check for a peer that went away.
+    #[cfg(unix)]
+    fd: std::os::unix::io::RawFd,
+    /// Opened on first use; `Arc` so that callers can hold it while `self` is borrowed mutably.
+    sftp: Option<Arc<Sftp>>,
+    /// Set when an operation failed in a way that leaves the session unusable.
+    broken: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.sftp = None;
+        if !self.broken {
+            // Bounded: a dead network must not hang the drop.
+            self.sess.set_blocking(true);
+            self.sess.set_timeout(2000);
+            let _ = self.sess.disconnect(None, "runner done", None);
+        }
+    }
+}
+
+enum Opened {
+    Ready(Conn),
+    /// The host is recorded with other key types; connect again offering those.
+    RetryWith(Vec<String>, HostKey),
+}
+
+/// What an exec is running, so that it can be stopped.
+struct Tracking<'a> {
+    shell: Shell,
+    token: &'a str,
+}
+
+impl SshTransport {
+    pub fn new(cfg: SshConfig) -> Self {
+        SshTransport {
+            cfg,
+            conn: None,
+            windows_temp: None,
+        }
+    }
+
+    pub fn config(&self) -> &SshConfig {
+        &self.cfg
+    }
+
+    /// Whether a session is currently up (as far as can be told without a round trip).
+    pub fn is_connected(&self) -> bool {
+        self.conn.as_ref().is_some_and(Conn::alive)
+    }
+
+    fn lost(&self, during: &str, message: impl Into<String>) -> TransportError {
+        TransportError::ConnectionLost {
+            target: self.describe(),
+            during: during.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn mark_broken(&mut self) {
+        if let Some(c) = self.conn.as_mut() {
+            c.broken = true;
+        }
+    }
+
+    /// Map a libssh2 error: socket-level trouble marks the session broken and becomes
+    /// `ConnectionLost`, anything else an `Ssh` error.
+    fn ssh_err(&mut self, during: &str, e: &ssh2::Error) -> TransportError {
+        if is_connection_error(e) {
+            self.mark_broken();
+            self.lost(during, e.message())
+        } else {
+            TransportError::Ssh {
+                target: self.describe(),
+                during: during.to_string(),
+                message: e.to_string(),
+            }
+        }
+    }
+
+    fn session(&self) -> Result<Session, TransportError> {
+        match &self.conn {
+            Some(c) => Ok(c.sess.clone()),
+            None => Err(self.lost("starting an operation", "not connected")),
+        }
+    }
+
+    fn open(&self, only_types: Option<&[String]>) -> Result<Opened, TransportError> {
+        let cfg = &self.cfg;
+        let target = self.describe();
+        let tcp = tcp_connect(&cfg.host, cfg.port, cfg.connect_timeout).map_err(|source| {
+            TransportError::Connect {
+                target: target.clone(),
+                source,
+            }
+        })?;
+        tune_socket(&tcp);
+        #[cfg(unix)]
+        let fd = {
+            use std::os::unix::io::AsRawFd;
+            tcp.as_raw_fd()
+        };
+        let early = |e: ssh2::Error| {
+            if is_connection_error(&e) {
+                TransportError::Connect {
+                    target: target.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        e.message().to_string(),
+                    ),
+                }
+            } else {
+                TransportError::Handshake {
+                    target: target.clone(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        let mut sess = Session::new().map_err(early)?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(timeout_ms(cfg.connect_timeout));
+        set_hostkey_preference(&sess, only_types).map_err(early)?;
+        if let Err(e) = sess.handshake() {
+            return Err(early(e));
+        }
+
+        let key = sess
+            .host_key()
+            .and_then(|(blob, _)| HostKey::from_blob(blob))
+            .ok_or_else(|| TransportError::Handshake {
+                target: target.clone(),
+                message: "the server sent no usable host key".into(),
+            })?;
+        let key_err = |status: &HostKeyStatus| {
+            let (host, port, key_type, fingerprint, known_hosts) = (
+                cfg.host.clone(),
+                cfg.port,
+                key.key_type().to_string(),
+                key.fingerprint_sha256(),
+                cfg.known_hosts.clone(),
+            );
+            match status {
+                HostKeyStatus::Changed => TransportError::HostKeyChanged {
+                    host,
+                    port,
+                    key_type,
+                    fingerprint,
+                    known_hosts,
+                },
+                HostKeyStatus::Revoked => TransportError::HostKeyRevoked {
+                    host,
+                    port,
+                    key_type,
+                    fingerprint,
+                    known_hosts,
+                },
+                _ => TransportError::HostKeyUnknown {
+                    host,
+                    port,
+                    key_type,
+                    fingerprint,
+                    known_hosts,
+                },
+            }
+        };
+        match check_host_key(&cfg.known_hosts, &cfg.host, cfg.port, &key)? {
+            HostKeyStatus::Trusted => {}
+            HostKeyStatus::OtherTypesKnown(types) if only_types.is_none() => {
+                return Ok(Opened::RetryWith(types, key));
+            }
+            status => return Err(key_err(&status)),
+        }
+
+        self.authenticate(&sess)?;
+        sess.set_keepalive(true, KEEPALIVE_SECS);
+        sess.set_timeout(timeout_ms(IO_TIMEOUT));
+        Ok(Opened::Ready(Conn {
+            sess,
+            #[cfg(unix)]
+            fd,
+            sftp: None,
+            broken: false,
+        }))
+    }
+
+    fn authenticate(&self, sess: &Session) -> Result<(), TransportError> {
+        let cfg = &self.cfg;
+        let target = self.describe();
+        let (method, hint, result) = match &cfg.auth {
+            SshAuth::Key { path, passphrase } => {
+                let hint = "check that the key's public half is in the user's authorized_keys on the target, and the key file and its passphrase";
+                if !path.is_file() {
+                    return Err(TransportError::Auth {
+                        target,
+                        user: cfg.user.clone(),
+                        method: "public key",
+                        message: format!("the key file {} does not exist", path.display()),
+                        hint,
+                    });
+                }
+                let r = sess.userauth_pubkey_file(
+                    &cfg.user,
+                    None,
+                    path,
+                    passphrase.as_ref().map(Secret::expose),
+                );
+                ("public key", hint, r)
+            }
+            SshAuth::Password(pw) => (
+                "password",
+                "check the user name and password, and that the server allows password authentication",
+                sess.userauth_password(&cfg.user, pw.expose()),
+            ),
+            SshAuth::Agent => (
+                "ssh-agent",
+                "check that ssh-agent runs (SSH_AUTH_SOCK) and holds a key the target accepts",
+                agent_auth(sess, &cfg.user),
+            ),
+        };
+        let failure = match result {
+            Ok(()) if sess.authenticated() => return Ok(()),
+            Ok(()) => "the server did not accept the authentication".to_string(),
+            Err(e) if is_connection_error(&e) => {
+                return Err(TransportError::Connect {
+                    target,
+                    source: io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        format!("during authentication: {}", e.message()),
+                    ),
+                })
+            }
+            Err(e) => e.message().to_string(),
+        };
+        Err(TransportError::Auth {
+            target,
+            user: cfg.user.clone(),
+            method,
+            message: failure,
+            hint,
+        })
+    }
+
+    fn sftp(&mut self) -> Result<Arc<Sftp>, TransportError> {
+        if let Some(sftp) = self.conn.as_ref().and_then(|c| c.sftp.clone()) {
+            return Ok(sftp);
+        }
+        let sess = self.session()?;
+        sess.set_blocking(true);
+        match sess.sftp() {
+            Ok(sftp) => {
+                let sftp = Arc::new(sftp);
+                if let Some(c) = self.conn.as_mut() {
+                    c.sftp = Some(Arc::clone(&sftp));
+                }
+                Ok(sftp)
+            }
+            Err(e) => {
+                Err(self.ssh_err("starting SFTP (is the sftp subsystem enabled in sshd?)", &e))
+            }
+        }
+    }
+
+    /// Run an already tracked command line, streaming its output.
+    fn run_tracked(
+        &mut self,
+        line: &str,
+        tracking: Tracking<'_>,
+        ctl: &Control,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.connect()?;
+        let mut sess = self.session()?;
+        sess.set_blocking(true);
+        let mut channel = match sess.channel_session() {
+            Ok(c) => c,
+            // Nothing was sent yet, so a session that died while idle can be replaced
+            // without any risk of running the command twice.
+            Err(e) if is_connection_error(&e) => {
+                tracing::info!(target = %self.describe(), error = %e.message(), "SSH session lost while idle; reconnecting");
+                self.conn = None;
+                self.connect()?;
+                sess = self.session()?;
+                sess.channel_session()
+                    .map_err(|e| self.ssh_err("opening a channel", &e))?
+            }
+            Err(e) => return Err(self.ssh_err("opening a channel", &e)),
+        };
+        if let Err(e) = channel.exec(line) {
+            return Err(self.ssh_err("starting a command (it may or may not have started)", &e));
+        }
+        let result = self.pump(&sess, &mut channel, tracking, ctl, out);
+        sess.set_blocking(true);
+        result
+    }
+
+    /// Stream the channel's output until it ends, stopping it on timeout or cancel.
+    fn pump(
+        &mut self,
+        sess: &Session,
+        channel: &mut Channel,
+        tracking: Tracking<'_>,
+        ctl: &Control,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        const DURING: &str = "running a command (it may have run partly or fully)";
+        let started = Instant::now();
+        let mut marker = PidMarkerFilter::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut stop: Option<(Exit, Instant)> = None;
+        let mut kill_sent_at: Option<Instant> = None;
+        sess.set_blocking(false);
+        loop {
+            let mut progressed = false;
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let mut reader = match stream {
+                    Stream::Stdout => channel.stream(0),
+                    Stream::Stderr => channel.stderr(),
+                };
+                loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            progressed = true;
+                            match stream {
+                                Stream::Stdout => out(Stream::Stdout, &buf[..n]),
+                                Stream::Stderr => {
+                                    let shown = marker.feed(&buf[..n]);
+                                    if !shown.is_empty() {
+                                        out(Stream::Stderr, &shown);
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            self.mark_broken();
+                            return Err(self.lost(DURING, e.to_string()));
+                        }
+                    }
+                }
+            }
+            if channel.eof() {
+                break;
+            }
+
+            if stop.is_none() {
+                if ctl.is_cancelled() {
+                    stop = Some((Exit::Cancelled, Instant::now()));
+                } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+                    stop = Some((Exit::TimedOut, Instant::now()));
+                }
+            }
+            if let Some((exit, asked)) = stop {
+                let reason = if exit == Exit::Cancelled {
+                    "was cancelled"
+                } else {
+                    "timed out"
+                };
+                match kill_sent_at {
+                    None => {
+                        let pid = marker.pid();
+                        let can_kill = pid.is_some() || tracking.shell == Shell::Cmd;
+                        if can_kill {
+                            sess.set_blocking(true);
+                            let killed =
+                                self.kill_remote(sess, tracking.shell, pid, tracking.token);
+                            sess.set_blocking(false);
+                            if let Err(message) = killed {
+                                return Err(TransportError::KillFailed {
+                                    target: self.describe(),
+                                    reason,
+                                    message,
+                                });
+                            }
+                            kill_sent_at = Some(Instant::now());
+                        } else if asked.elapsed() >= PID_WAIT {
+                            let _ = channel.close();
+                            return Err(TransportError::KillFailed {
+                                target: self.describe(),
+                                reason,
+                                message: "the command never reported its process id, so it cannot be stopped; is the login shell of the SSH user a POSIX shell?".into(),
+                            });
+                        }
+                    }
+                    Some(at) if at.elapsed() >= KILL_WAIT => {
+                        // The process group is dead; something that left it keeps the output
+                        // open. Stop listening.
+                        tracing::warn!(target = %self.describe(), "the command's output stayed open after it was stopped; a process it started may have escaped");
+                        let _ = channel.close();
+                        return Ok(exit);
+                    }
+                    Some(_) => {}
+                }
+            }
+
+            if !progressed {
+                if let Err(e) = sess.keepalive_send() {
+                    if e.code() != ErrorCode::Session(-37) && is_connection_error(&e) {
+                        self.mark_broken();
+                        return Err(self.lost(DURING, e.message()));
+                    }
+                }
+                let mut wait = TICK;
+                if let (Some(t), None) = (ctl.timeout, stop) {
+                    wait = wait.min(t.saturating_sub(started.elapsed()));
+                }
+                self.wait_socket(sess, wait);
+            }
+        }
+
+        let rest = marker.finish();
+        if !rest.is_empty() {
+            out(Stream::Stderr, &rest);
+        }
+        sess.set_blocking(true);
+        if let Err(e) = channel.wait_close() {
+            return Err(self.ssh_err(DURING, &e));
+        }
+        if let Some((exit, _)) = stop {
+            if kill_sent_at.is_some() {
+                return Ok(exit);
+            }
+        }
+        if let Ok(sig) = channel.exit_signal() {
+            if let Some(name) = sig.exit_signal {
+                return Ok(Exit::Code(128 + signal_number(&name)));
+            }
+        }
+        let code = channel
+            .exit_status()
+            .map_err(|e| self.ssh_err(DURING, &e))?;
+        // The SSH exit status is a u32 on the wire; libssh2 hands it out as i32.
+        Ok(Exit::Code(i64::from(code as u32)))
+    }
+
+    /// Stop a tracked remote command from a second channel. Err carries a message for the user.
+    fn kill_remote(
+        &mut self,
+        sess: &Session,
+        shell: Shell,
+        pid: Option<u32>,
+        token: &str,
+    ) -> Result<(), String> {
+        let Some(line) = shell::kill_command_line(shell, pid, token) else {
+            return Err("the command's process id is unknown".into());
+        };
+        tracing::info!(target = %self.describe(), ?pid, "stopping the remote command");
+        let run = || -> Result<(), ssh2::Error> {
+            let mut ch = sess.channel_session()?;
+            ch.exec(&line)?;
+            let mut sink = Vec::new();
+            // Errors while reading the (empty) output are caught by wait_close below.
+            let _ = ch.read_to_end(&mut sink);
+            let _ = ch.stderr().read_to_end(&mut sink);
+            ch.wait_close()?;
+            Ok(())
+        };
+        run().map_err(|e| {
+            if is_connection_error(&e) {
+                self.mark_broken();
+            }
+            format!("the kill command failed: {}", e.message())
+        })
+    }
+
+    #[cfg(unix)]
+    fn wait_socket(&self, sess: &Session, wait: Duration) {
+        let Some(conn) = &self.conn else { return };
+        let mut events: libc::c_short = 0;
+        match sess.block_directions() {
+            ssh2::BlockDirections::Inbound => events |= libc::POLLIN,
+            ssh2::BlockDirections::Outbound => events |= libc::POLLOUT,
+            ssh2::BlockDirections::Both => events |= libc::POLLIN | libc::POLLOUT,
+            ssh2::BlockDirections::None => events |= libc::POLLIN,
+        }
+        let mut pfd = libc::pollfd {
+            fd: conn.fd,
+            events,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd; the result only decides how soon we look again.
+        unsafe {
+            libc::poll(&mut pfd, 1, ms);
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn wait_socket(&self, _sess: &Session, wait: Duration) {
+        std::thread::sleep(wait.min(Duration::from_millis(10)));
+    }
+
+    /// Write `content` to a new file on the target (exclusively: it must not exist).
+    fn write_new_file(&mut self, sftp_path: &str, content: &[u8]) -> Result<(), TransportError> {
+        let sftp = self.sftp()?;
+        let mut file = match sftp.open_mode(
+            Path::new(sftp_path),
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+            0o600,
+            OpenType::File,
+        ) {
+            Ok(f) => f,
+            Err(e) => return Err(self.ssh_err(&format!("creating {sftp_path}"), &e)),
+        };
+        let written = file.write_all(content);
+        let closed = file.close();
+        if let Err(e) = written {
+            self.mark_broken_if_dead();
+            return Err(TransportError::Upload {
+                target: self.describe(),
+                dest: sftp_path.to_string(),
+                message: e.to_string(),
+            });
+        }
+        closed.map_err(|e| self.ssh_err(&format!("writing {sftp_path}"), &e))
+    }
+
+    fn mark_broken_if_dead(&mut self) {
+        if self.conn.as_ref().is_some_and(|c| !c.alive()) {
+            self.mark_broken();
+        }
+    }
+
+    fn remove_file(&mut self, sftp_path: &str) {
+        let attempt = |t: &mut Self| -> Result<(), TransportError> {
+            t.connect()?;
+            let sftp = t.sftp()?;
+            sftp.unlink(Path::new(sftp_path))
+                .map_err(|e| t.ssh_err(&format!("removing {sftp_path}"), &e))
+        };
+        if let Err(e) = attempt(self) {
+            tracing::warn!(target = %self.describe(), file = sftp_path, error = %e, "could not remove a temporary script; remove it by hand");
+        }
+    }
+
+    /// The target's temporary directory in Windows form, e.g. `C:\Users\x\AppData\Local\Temp`.
+    fn windows_temp_dir(&mut self, shell: Shell) -> Result<String, TransportError> {
+        if let Some(t) = &self.windows_temp {
+            return Ok(t.clone());
+        }
+        let script = match shell {
+            Shell::Cmd => "echo %TEMP%",
+            _ => "[Console]::Out.Write([IO.Path]::GetTempPath())",
+        };
+        let (exit, stdout, stderr) = self.capture(script, shell)?;
+        let dir = stdout.trim().trim_end_matches('\\').to_string();
+        if exit != Exit::Code(0) || dir.is_empty() || dir.contains('%') {
+            return Err(TransportError::ShellUnavailable {
+                target: self.describe(),
+                shell,
+                message: format!(
+                    "could not find the temporary directory ({exit:?}): {}",
+                    stderr.trim()
+                ),
+            });
+        }
+        self.windows_temp = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Run a short helper script and collect its output.
+    fn capture(
+        &mut self,
+        script: &str,
+        shell: Shell,
+    ) -> Result<(Exit, String, String), TransportError> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let ctl = Control::new(None);
+        let exit = self.exec(script, shell, &ctl, &mut |s, b| match s {
+            Stream::Stdout => stdout.extend_from_slice(b),
+            Stream::Stderr => stderr.extend_from_slice(b),
+        })?;
+        Ok((
+            exit,
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        ))
+    }
+
+    /// Upload `content` as a temporary script, run it, and remove it whatever happens.
+    fn run_content(
+        &mut self,
+        content: &[u8],
+        shell: Shell,
+        ctl: &Control,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.connect()?;
+        let token = random_token();
+        let (run_path, sftp_path) = match shell {
+            Shell::Sh => {
+                let p = format!("/tmp/runner-{token}.sh");
+                (p.clone(), p)
+            }
+            Shell::Cmd | Shell::PowerShell => {
+                let ext = if shell == Shell::Cmd { "cmd" } else { "ps1" };
+                let dir = self.windows_temp_dir(shell)?;
+                let p = format!("{dir}\\runner-{token}.{ext}");
+                let s = sftp_path(&p, shell);
+                (p, s)
+            }
+        };
+        self.write_new_file(&sftp_path, content)?;
+        let line = shell::tracked_command_line(shell, Payload::File(&run_path), &token);
+        let result = self.run_tracked(
+            &line,
+            Tracking {
+                shell,
+                token: &token,
+            },
+            ctl,
+            out,
+        );
+        self.remove_file(&sftp_path);
+        result
+    }
+
+    fn upload_inner(
+        &mut self,
+        src: &Path,
+        dest: &str,
+        shell: Shell,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Uploaded, TransportError> {
+        let target = self.describe();
+        let upload_err = |message: String| TransportError::Upload {
+            target: target.clone(),
+            dest: dest.to_string(),
+            message,
+        };
+        if dest.is_empty() || dest.contains('\0') {
+            return Err(upload_err(
+                "the destination path is empty or contains a NUL byte".into(),
+            ));
+        }
+        let mut input = fs::File::open(src).map_err(|source| TransportError::Io {
+            context: format!("cannot read {}", src.display()),
+            source,
+        })?;
+        let mode = local_mode(&input);
+        let remote_path = sftp_path(dest, shell);
+        self.connect()?;
+        let sftp = self.sftp()?;
+
+        if let Some(parent) = parent_dir(&remote_path) {
+            match sftp.stat(Path::new(parent)) {
+                Ok(st) if st.is_dir() => {}
+                Ok(_) => {
+                    return Err(upload_err(format!(
+                        "{parent} exists but is not a directory"
+                    )))
+                }
+                Err(e) if is_not_found(&e) => {
+                    return Err(TransportError::UploadParentMissing {
+                        target: target.clone(),
+                        dest: dest.to_string(),
+                        parent: parent.to_string(),
+                    })
+                }
+                Err(e) => return Err(self.ssh_err(&format!("checking {parent}"), &e)),
+            }
+        }
+
+        let mut remote = match sftp.open_mode(
+            Path::new(&remote_path),
+            OpenFlags::WRITE | OpenFlags::TRUNCATE,
+            mode,
+            OpenType::File,
+        ) {
+            Ok(f) => f,
+            Err(e) if is_connection_error(&e) => {
+                return Err(self.ssh_err("opening the destination", &e))
+            }
+            Err(e) => return Err(upload_err(format!("cannot create it: {}", e.message()))),
+        };
+        let mut hasher = Sha256::new();
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            let n = match read_full(&mut input, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(source) => {
+                    return Err(TransportError::Io {
+                        context: format!("cannot read {}", src.display()),
+                        source,
+                    })
+                }
+            };
+            hasher.update(&buf[..n]);
+            if let Err(e) = remote.write_all(&buf[..n]) {
+                drop(remote);
+                self.mark_broken_if_dead();
+                if self.conn.as_ref().is_some_and(|c| c.broken) {
+                    return Err(
+                        self.lost("uploading (the destination is incomplete)", e.to_string())
+                    );
+                }
+                return Err(upload_err(format!(
+                    "writing failed after {sent} bytes: {e}"
+                )));
+            }
+            sent += n as u64;
+            progress(sent);
+        }
+        if let Err(e) = remote.close() {
+            return Err(self.ssh_err("finishing the upload", &e));
+        }
+        drop(remote);
+        let expected = hex(&hasher.finalize());
+
+        // Verify on the target: size from the server's file system, hash computed there.
+        let actual_bytes = match sftp.stat(Path::new(&remote_path)) {
+            Ok(st) => st.size.unwrap_or(0),
+            Err(e) => return Err(self.ssh_err("checking the uploaded file", &e)),
+        };
+        let script = shell::sha256_script(shell, dest);
+        let (exit, stdout, stderr) = self.capture(&script, shell)?;
+        let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
+            (Exit::Code(0), Some(h)) => h,
+            _ => {
+                return Err(upload_err(format!(
+                    "cannot compute its SHA-256 on the target ({exit:?}): {}",
+                    stderr.trim()
+                )))
+            }
+        };
+        if actual_bytes != sent || actual_sha256 != expected {
+            return Err(TransportError::UploadVerify {
+                target,
+                dest: dest.to_string(),
+                expected_bytes: sent,
+                expected_sha256: expected,
+                actual_bytes,
+                actual_sha256,
+            });
+        }
+        Ok(Uploaded {
+            bytes: sent,
+            sha256: expected,
+        })
+    }
+}
+
+impl Conn {
+    /// Whether the peer is still there, without a round trip: a closed or reset socket shows
+    /// up as readable with end-of-file or an error.
+    #[cfg(unix)]
+    fn alive(&self) -> bool {
+        if self.broken {
+            return false;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if r <= 0 {
+            return true; // nothing pending (or EINTR): assume fine
+        }
+        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        // SAFETY: peeking one byte into a valid buffer; nothing is consumed.
+        let n = unsafe {
+            libc::recv(
+                self.fd,
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 0 {
+            return false;
+        }
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            );
+        }
+        true
+    }
+
+    #[cfg(not(unix))]
+    fn alive(&self) -> bool {
+        !self.broken
+    }
+}
+
+impl Transport for SshTransport {
+    fn describe(&self) -> String {
+        format!("ssh {}@{}:{}", self.cfg.user, self.cfg.host, self.cfg.port)
+    }
+
+    fn connect(&mut self) -> Result<(), TransportError> {
+        if let Some(conn) = &self.conn {
+            if conn.alive() {
+                return Ok(());
+            }
+            tracing::info!(target = %self.describe(), "SSH session lost; reconnecting");
+            self.conn = None;
+        }
+        let conn = match self.open(None)? {
+            Opened::Ready(c) => c,
+            Opened::RetryWith(types, first_key) => match self.open(Some(&types)) {
+                Ok(Opened::Ready(c)) => c,
+                // The server no longer offers any key type we have on record: treat it as a
+                // changed key, which it is from our point of view.
+                Ok(Opened::RetryWith(..)) | Err(TransportError::Handshake { .. }) => {
+                    return Err(TransportError::HostKeyChanged {
+                        host: self.cfg.host.clone(),
+                        port: self.cfg.port,
+                        key_type: first_key.key_type().to_string(),
+                        fingerprint: first_key.fingerprint_sha256(),
+                        known_hosts: self.cfg.known_hosts.clone(),
+                    })
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        tracing::debug!(target = %self.describe(), "SSH session established");
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    fn exec(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        if script.contains('\0') {
+            return Err(TransportError::InvalidScript {
+                target: self.describe(),
+                message: "it contains a NUL byte".into(),
+            });
+        }
+        let multi_line_cmd = shell == Shell::Cmd && script.contains(['\n', '\r']);
+        if multi_line_cmd || script.len() > INLINE_LIMIT {
+            // `cmd.exe /c` takes a single line, and long scripts exceed command-line limits.
+            let content: Cow<'_, [u8]> = match shell {
+                Shell::Cmd => Cow::Owned(
+                    format!(
+                        "@echo off\r\n{}\r\n",
+                        script.replace("\r\n", "\n").replace('\n', "\r\n")
+                    )
+                    .into_bytes(),
+                ),
+                _ => Cow::Borrowed(script.as_bytes()),
+            };
+            return self.run_content(&content, shell, ctl, out);
+        }
+        let token = random_token();
+        let line = shell::tracked_command_line(shell, Payload::Inline(script), &token);
+        self.run_tracked(
+            &line,
+            Tracking {
+                shell,
+                token: &token,
+            },
+            ctl,
+            out,
+        )
+    }
+
+    fn upload(
+        &mut self,
+        src: &Path,
+        dest: &str,
+        shell: Shell,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Uploaded, TransportError> {
+        self.upload_inner(src, dest, shell, progress)
+    }
+
+    fn run_script(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let content = fs::read(local).map_err(|source| TransportError::Io {
+            context: format!("cannot read script {}", local.display()),
+            source,
+        })?;
+        self.run_content(&content, shell, ctl, out)
+    }
+}
+
+/// libssh2 errors after which the session cannot be used any more.
+fn is_connection_error(e: &ssh2::Error) -> bool {
+    match e.code() {
+        ErrorCode::Session(code) => matches!(
+            code,
+            -1 // SOCKET_NONE
+            | -2 // BANNER_RECV
+            | -3 // BANNER_SEND
+            | -4 // INVALID_MAC
+            | -7 // SOCKET_SEND
+            | -9 // TIMEOUT: a blocking call stalled for IO_TIMEOUT
+            | -12 // DECRYPT
+            | -13 // SOCKET_DISCONNECT
+            | -30 // SOCKET_TIMEOUT
+            | -43 // SOCKET_RECV
+            | -45 // BAD_SOCKET
+        ),
+        ErrorCode::SFTP(code) => matches!(code, 6 | 7), // NO_CONNECTION, CONNECTION_LOST
+    }
+}
+
+fn is_not_found(e: &ssh2::Error) -> bool {
+    matches!(e.code(), ErrorCode::SFTP(2) | ErrorCode::SFTP(10))
+}
+
+/// Try every identity the agent holds; `Session::userauth_agent` only tries the first.
+fn agent_auth(sess: &Session, user: &str) -> Result<(), ssh2::Error> {
+    let mut agent = sess.agent()?;
+    agent.connect()?;
+    agent.list_identities()?;
+    let identities = agent.identities()?;
+    let mut last = ssh2::Error::new(ErrorCode::Session(-18), "the SSH agent holds no keys");
+    for identity in &identities {
+        match agent.userauth(user, identity) {
+            Ok(()) => {
+                let _ = agent.disconnect();
+                return Ok(());
+            }
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    let _ = agent.disconnect();
+    Err(last)
+}
+
+/// Latency and dead-peer detection on the raw socket.
+fn tune_socket(tcp: &TcpStream) {
+    // Without this every small request waits ~40 ms for the delayed ACK of the previous one.
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let fd = tcp.as_raw_fd();
+        let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+            // SAFETY: setsockopt with a pointer to a live c_int of the size passed.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        };
+        set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 30);
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6);
+        // Data unacknowledged for two minutes means the peer is gone: fail instead of waiting
+        // for the kernel's ~15 minutes of retransmissions.
+        set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 120_000);
+    }
+}
+
+/// SFTP wants forward slashes, and a leading slash before a drive letter on Windows servers.
+fn sftp_path(path: &str, shell: Shell) -> String {
+    if shell == Shell::Sh {
+        return path.to_string();
+    }
+    let forward = path.replace('\\', "/");
+    let b = forward.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        format!("/{forward}")
+    } else {
+        forward
+    }
+}
+
+/// The directory part of an SFTP path, if it has one worth checking.
+fn parent_dir(path: &str) -> Option<&str> {
+    let idx = path.rfind('/')?;
+    let parent = &path[..idx];
+    if parent.is_empty() || parent.ends_with(':') {
+        None // "/" or a drive root
+    } else {
+        Some(parent)
+    }
+}
+
+fn local_mode(file: &fs::File) -> i32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = file.metadata() {
+            return (meta.permissions().mode() & 0o777) as i32;
+        }
+    }
+    let _ = file;
+    0o644
+}
+
+/// Fill `buf` as far as the file allows, so that SFTP writes stay large.
+fn read_full(input: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Signal numbers as Linux numbers them, for "killed by signal" exit codes (128 + N).
+fn signal_number(name: &str) -> i64 {
+    match name.trim_start_matches("SIG") {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "TRAP" => 5,
+        "ABRT" => 6,
+        "BUS" => 7,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 127,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_paths_for_sftp() {
+        assert_eq!(sftp_path("C:\\Temp\\a.zip", Shell::Cmd), "/C:/Temp/a.zip");
+        assert_eq!(sftp_path("/tmp/a", Shell::Sh), "/tmp/a");
+        assert_eq!(sftp_path("rel\\a", Shell::PowerShell), "rel/a");
+    }
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_dir("/tmp/x/a"), Some("/tmp/x"));
+        assert_eq!(parent_dir("/a"), None);
+        assert_eq!(parent_dir("a"), None);
+        assert_eq!(parent_dir("/C:/a"), None);
+        assert_eq!(parent_dir("/C:/d/a"), Some("/C:/d"));
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(signal_number("KILL"), 9);
+        assert_eq!(signal_number("SIGTERM"), 15);
+    }
+
+    #[test]
+    fn describe_has_no_secrets() {
+        let t = SshTransport::new(SshConfig {
+            name: "web1".into(),
+            host: "127.0.0.2".into(),
+            port: 2201,
+            user: "root".into(),
+            auth: SshAuth::Password(Secret::new("hunter2")),
+            known_hosts: PathBuf::from("kh"),
+            connect_timeout: Duration::from_secs(5),
+        });
+        assert_eq!(t.describe(), "ssh root@127.0.0.2:2201");
+        assert!(!format!("{:?}", t.config()).contains("hunter2"));
+    }
+}

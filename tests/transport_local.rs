@@ -1,0 +1,190 @@
+//! LocalTransport with real processes.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{process_running, pseudo_random_bytes, read_pid, run_sh};
+use runner::transport::{Control, Exit, LocalTransport, Shell, Stream, Transport, TransportError};
+use sha2::{Digest, Sha256};
+
+fn local(dir: &Path) -> LocalTransport {
+    LocalTransport::new(dir.to_path_buf())
+}
+
+#[test]
+fn exit_codes_and_separate_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    t.connect().expect("connect is a no-op");
+    let out = run_sh(&mut t, "echo out; echo err >&2; exit 3", None).expect("exec");
+    assert_eq!(out.exit, Exit::Code(3));
+    assert_eq!(out.stdout, "out\n");
+    assert_eq!(out.stderr, "err\n");
+    assert_eq!(
+        run_sh(&mut t, "true", None).expect("exec").exit,
+        Exit::Code(0)
+    );
+    assert_eq!(
+        run_sh(&mut t, "exit 255", None).expect("exec").exit,
+        Exit::Code(255)
+    );
+    // Killed by a signal: 128 + N, as shells report it.
+    assert_eq!(
+        run_sh(&mut t, "kill -s KILL $$", None).expect("exec").exit,
+        Exit::Code(128 + 9)
+    );
+}
+
+#[test]
+fn output_is_streamed_while_the_command_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    let flag = dir.path().join("seen-first");
+    let script = format!(
+        "echo first\n\
+         i=0; while [ ! -e '{f}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         [ -e '{f}' ] && echo second",
+        f = flag.display()
+    );
+    let ctl = Control::new(Some(Duration::from_secs(60)));
+    let mut stdout = String::new();
+    let exit = t
+        .exec(&script, Shell::Sh, &ctl, &mut |s, b| {
+            if s == Stream::Stdout {
+                stdout.push_str(&String::from_utf8_lossy(b));
+                if stdout.contains("first") && !flag.exists() {
+                    fs::write(&flag, b"").expect("create flag");
+                }
+            }
+        })
+        .expect("exec");
+    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(stdout, "first\nsecond\n");
+}
+
+#[test]
+fn timeout_kills_the_process_group_including_children() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    let script = "sleep 300 & echo $! > child; echo $$ > shell; wait";
+    let out = run_sh(&mut t, script, Some(Duration::from_secs(1))).expect("exec");
+    assert_eq!(out.exit, Exit::TimedOut);
+    let shell = read_pid(dir.path(), "shell");
+    let child = read_pid(dir.path(), "child");
+    assert!(!process_running(shell), "the shell {shell} still runs");
+    assert!(!process_running(child), "its child {child} still runs");
+}
+
+#[test]
+fn cancel_escalates_to_sigkill_for_processes_ignoring_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    let script = "trap '' TERM; sleep 300 & echo $! > child; echo $$ > shell; echo ready; wait";
+    let ctl = Control::new(None);
+    let cancel = ctl.cancel.clone();
+    let mut stdout = String::new();
+    let exit = t
+        .exec(script, Shell::Sh, &ctl, &mut |s, b| {
+            if s == Stream::Stdout {
+                stdout.push_str(&String::from_utf8_lossy(b));
+                if stdout.contains("ready") {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .expect("exec");
+    assert_eq!(exit, Exit::Cancelled);
+    let shell = read_pid(dir.path(), "shell");
+    let child = read_pid(dir.path(), "child");
+    assert!(!process_running(shell), "the shell {shell} still runs");
+    assert!(!process_running(child), "its child {child} still runs");
+}
+
+#[test]
+fn working_directory_is_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    let out = run_sh(&mut t, "pwd -P; echo hi > made-here", None).expect("exec");
+    let expected = dir.path().canonicalize().expect("canonicalize");
+    assert_eq!(out.stdout.trim(), expected.display().to_string());
+    assert!(dir.path().join("made-here").exists());
+    assert!(t.describe().starts_with("local"));
+
+    let mut gone = local(&dir.path().join("missing"));
+    assert!(run_sh(&mut gone, "true", None).is_err());
+}
+
+#[test]
+fn upload_copies_and_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 7, 7);
+    let src = dir.path().join("src.bin");
+    fs::write(&src, &data).expect("write");
+    fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let mut last = 0;
+    let up = t
+        .upload(&src, "sub/copy.bin", Shell::Sh, &mut |n| last = n)
+        .expect("upload");
+    let expected: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(up.bytes, data.len() as u64);
+    assert_eq!(up.sha256, expected);
+    assert_eq!(last, data.len() as u64);
+    assert_eq!(
+        fs::read(dir.path().join("sub/copy.bin")).expect("read"),
+        data
+    );
+
+    let err = t
+        .upload(&src, "nope/copy.bin", Shell::Sh, &mut |_| {})
+        .expect_err("missing parent");
+    assert!(
+        matches!(err, TransportError::UploadParentMissing { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn run_script_runs_the_file_in_the_working_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    let script = dir.path().join("step.sh");
+    fs::write(&script, "echo \"in $(pwd -P)\"\necho bad >&2\nexit 5\n").expect("write");
+    let ctl = Control::new(None);
+    let mut chunks = Vec::new();
+    let exit = t
+        .run_script(&script, Shell::Sh, &ctl, &mut |s, b| {
+            chunks.push((s, b.to_vec()))
+        })
+        .expect("run_script");
+    let out = common::collect(exit, chunks);
+    assert_eq!(out.exit, Exit::Code(5));
+    let expected = dir.path().canonicalize().expect("canonicalize");
+    assert_eq!(out.stdout, format!("in {}\n", expected.display()));
+    assert_eq!(out.stderr, "bad\n");
+    assert!(script.exists(), "the caller's script must be left alone");
+}
+
+#[test]
+fn unavailable_shell_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    if cfg!(unix) {
+        let ctl = Control::new(None);
+        let err = t
+            .exec("dir", Shell::Cmd, &ctl, &mut |_, _| {})
+            .expect_err("no cmd.exe here");
+        assert!(
+            matches!(err, TransportError::ShellUnavailable { .. }),
+            "{err:?}"
+        );
+    }
+}

@@ -1,0 +1,516 @@
+//! SshTransport against a real OpenSSH server on loopback. The target is this machine, so
+//! tests can check remote effects (files, processes) directly.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{process_running, pseudo_random_bytes, read_pid, run_sh, ssh_config, Sshd};
+use runner::transport::{
+    scan_host_key, trust, Control, Exit, HostKey, Shell, SshAuth, SshTransport, Stream, Transport,
+    TransportError, TrustOutcome,
+};
+use sha2::{Digest, Sha256};
+
+fn transport(sshd: &Sshd) -> SshTransport {
+    SshTransport::new(ssh_config(sshd))
+}
+
+/// The fingerprint as OpenSSH itself prints it.
+fn openssh_fingerprint(pub_path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pub_path)
+        .output()
+        .expect("run ssh-keygen -lf");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
+        .to_string()
+}
+
+#[test]
+fn exec_reports_exit_codes_and_separates_streams() {
+    let sshd = Sshd::start("127.0.0.2");
+    let mut t = transport(&sshd);
+    t.connect().expect("connect");
+
+    let out = run_sh(&mut t, "echo out; echo err >&2; exit 3", None).expect("exec");
+    assert_eq!(out.exit, Exit::Code(3));
+    assert_eq!(out.stdout, "out\n");
+    assert_eq!(
+        out.stderr, "err\n",
+        "the PID marker must not leak into stderr"
+    );
+
+    assert_eq!(
+        run_sh(&mut t, "true", None).expect("exec").exit,
+        Exit::Code(0)
+    );
+    assert_eq!(
+        run_sh(&mut t, "exit 255", None).expect("exec").exit,
+        Exit::Code(255)
+    );
+
+    // Quoting survives the trip: single quotes, $, backslashes, newlines.
+    let out = run_sh(
+        &mut t,
+        "x='it'\\''s $HOME'\nprintf '%s\\n' \"$x\" 'a\\b'",
+        None,
+    )
+    .expect("exec");
+    assert_eq!(out.stdout, "it's $HOME\na\\b\n");
+
+    // Plenty of output on both streams at once must neither block nor get lost.
+    let out = run_sh(
+        &mut t,
+        "head -c 3000000 /dev/zero | tr '\\0' o & head -c 2000000 /dev/zero | tr '\\0' e >&2; wait",
+        None,
+    )
+    .expect("exec");
+    assert_eq!(out.exit, Exit::Code(0));
+    assert_eq!(out.stdout.len(), 3_000_000);
+    assert!(out.stdout.bytes().all(|b| b == b'o'));
+    assert_eq!(out.stderr.len(), 2_000_000);
+    assert!(out.stderr.bytes().all(|b| b == b'e'));
+}
+
+#[test]
+fn output_is_streamed_while_the_command_runs() {
+    let sshd = Sshd::start("127.0.0.3");
+    let mut t = transport(&sshd);
+    let flag = sshd.dir().join("seen-first");
+    // The command only prints "second" if the test saw "first" while the command still ran.
+    let script = format!(
+        "echo first\n\
+         i=0; while [ ! -e '{f}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         [ -e '{f}' ] && echo second",
+        f = flag.display()
+    );
+    let ctl = Control::new(Some(Duration::from_secs(60)));
+    let mut stdout = String::new();
+    let exit = t
+        .exec(&script, Shell::Sh, &ctl, &mut |s, b| {
+            if s == Stream::Stdout {
+                stdout.push_str(&String::from_utf8_lossy(b));
+                if stdout.contains("first") && !flag.exists() {
+                    fs::write(&flag, b"").expect("create flag");
+                }
+            }
+        })
+        .expect("exec");
+    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(stdout, "first\nsecond\n");
+}
+
+#[test]
+fn sequential_execs_reuse_one_session() {
+    let sshd = Sshd::start("127.0.0.4");
+    let mut t = transport(&sshd);
+    // $PPID of the command is sshd's per-connection process: one value means one session.
+    let mut parents = Vec::new();
+    for i in 0..25 {
+        let out = run_sh(&mut t, &format!("echo $PPID; exit {}", i % 3), None).expect("exec");
+        assert_eq!(out.exit, Exit::Code(i64::from(i % 3)));
+        parents.push(out.stdout.trim().to_string());
+    }
+    parents.dedup();
+    assert_eq!(parents.len(), 1, "several sessions: {parents:?}");
+}
+
+#[test]
+fn unknown_host_key_is_refused_with_its_fingerprint() {
+    let sshd = Sshd::start("127.0.0.5");
+    let empty = sshd.dir().join("empty_known_hosts");
+    fs::write(&empty, "").expect("write");
+    let mut cfg = ssh_config(&sshd);
+    cfg.known_hosts = empty.clone();
+    let mut t = SshTransport::new(cfg.clone());
+    let err = t.connect().expect_err("must refuse an unknown key");
+    let fingerprint = openssh_fingerprint(&sshd.host_pub_path());
+    match &err {
+        TransportError::HostKeyUnknown {
+            fingerprint: f,
+            port,
+            ..
+        } => {
+            assert_eq!(f, &fingerprint);
+            assert_eq!(*port, sshd.port());
+        }
+        other => panic!("expected HostKeyUnknown, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&fingerprint), "{msg}");
+    assert!(msg.contains("runner trust"), "{msg}");
+    assert!(!err.is_connection_lost());
+
+    // A missing file is no different from an empty one.
+    cfg.known_hosts = sshd.dir().join("does-not-exist");
+    let err = SshTransport::new(cfg).connect().expect_err("must refuse");
+    assert!(
+        matches!(err, TransportError::HostKeyUnknown { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn changed_host_key_is_refused() {
+    let sshd = Sshd::start("127.0.0.6");
+    // Another ed25519 key recorded for the same [host]:port.
+    let other = sshd.dir().join("other_key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let other_pub = fs::read_to_string(other.with_extension("pub")).expect("read");
+    let mut fields = other_pub.split_whitespace();
+    let (kt, b64) = (fields.next().expect("type"), fields.next().expect("key"));
+    let kh = sshd.dir().join("changed_known_hosts");
+    fs::write(
+        &kh,
+        format!("[{}]:{} {kt} {b64}\n", sshd.host(), sshd.port()),
+    )
+    .expect("write");
+
+    let mut cfg = ssh_config(&sshd);
+    cfg.known_hosts = kh.clone();
+    let err = SshTransport::new(cfg.clone())
+        .connect()
+        .expect_err("must refuse a changed key");
+    assert!(
+        matches!(err, TransportError::HostKeyChanged { .. }),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .contains(&openssh_fingerprint(&sshd.host_pub_path())));
+
+    // Trusting cannot paper over a changed key either.
+    let key = scan_host_key(sshd.host(), sshd.port(), Duration::from_secs(10)).expect("scan");
+    assert!(matches!(
+        trust(&kh, sshd.host(), sshd.port(), &key),
+        Err(TransportError::HostKeyChanged { .. })
+    ));
+    let err = SshTransport::new(cfg).connect().expect_err("still refused");
+    assert!(
+        matches!(err, TransportError::HostKeyChanged { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn hashed_known_hosts_entries_work() {
+    let sshd = Sshd::start("127.0.0.7");
+    let kh = sshd.dir().join("hashed_known_hosts");
+    fs::copy(sshd.known_hosts_path(), &kh).expect("copy");
+    let status = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .expect("ssh-keygen -H");
+    assert!(status.status.success());
+    let text = fs::read_to_string(&kh).expect("read");
+    assert!(text.starts_with("|1|"), "not hashed: {text}");
+    assert!(!text.contains(sshd.host()));
+
+    let mut cfg = ssh_config(&sshd);
+    cfg.known_hosts = kh;
+    let mut t = SshTransport::new(cfg);
+    let out = run_sh(&mut t, "echo ok", None).expect("exec");
+    assert_eq!(out.stdout, "ok\n");
+}
+
+#[test]
+fn scan_and_trust_then_connect() {
+    let sshd = Sshd::start("127.0.0.8");
+    let key = scan_host_key(sshd.host(), sshd.port(), Duration::from_secs(10)).expect("scan");
+    let (kt, b64) = sshd.host_key();
+    assert_eq!(key.key_type(), kt);
+    assert_eq!(key.base64(), b64);
+    assert_eq!(
+        key.fingerprint_sha256(),
+        openssh_fingerprint(&sshd.host_pub_path())
+    );
+    assert_eq!(HostKey::from_openssh(&kt, &b64).as_ref(), Some(&key));
+
+    let kh = sshd.dir().join("trusted_known_hosts");
+    let mut cfg = ssh_config(&sshd);
+    cfg.known_hosts = kh.clone();
+    let err = SshTransport::new(cfg.clone())
+        .connect()
+        .expect_err("not trusted yet");
+    assert!(
+        matches!(err, TransportError::HostKeyUnknown { .. }),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        trust(&kh, sshd.host(), sshd.port(), &key).expect("trust"),
+        TrustOutcome::Added
+    );
+    assert_eq!(
+        trust(&kh, sshd.host(), sshd.port(), &key).expect("trust again"),
+        TrustOutcome::AlreadyTrusted
+    );
+    // The line is one OpenSSH itself accepts.
+    let out = Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(format!("[{}]:{}", sshd.host(), sshd.port()))
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .expect("ssh-keygen -F");
+    assert!(out.status.success(), "ssh-keygen -F did not find the entry");
+
+    let mut t = SshTransport::new(cfg);
+    assert_eq!(
+        run_sh(&mut t, "echo trusted", None).expect("exec").stdout,
+        "trusted\n"
+    );
+}
+
+#[test]
+fn timeout_kills_the_remote_process_tree() {
+    let sshd = Sshd::start("127.0.0.9");
+    let mut t = transport(&sshd);
+    let d = sshd.dir().display().to_string();
+    let script = format!("sleep 300 & echo $! > '{d}/child'; echo $$ > '{d}/shell'; wait");
+    let out = run_sh(&mut t, &script, Some(Duration::from_secs(1))).expect("exec");
+    assert_eq!(out.exit, Exit::TimedOut);
+    let shell = read_pid(sshd.dir(), "shell");
+    let child = read_pid(sshd.dir(), "child");
+    assert!(!process_running(shell), "the shell {shell} still runs");
+    assert!(!process_running(child), "its child {child} still runs");
+    assert!(!out.stderr.contains("runner-pid"), "{:?}", out.stderr);
+
+    // The session is still good for the next step.
+    assert_eq!(
+        run_sh(&mut t, "echo next", None).expect("exec").stdout,
+        "next\n"
+    );
+}
+
+#[test]
+fn cancel_kills_the_remote_process_tree() {
+    let sshd = Sshd::start("127.0.0.10");
+    let mut t = transport(&sshd);
+    let d = sshd.dir().display().to_string();
+    // The child ignores SIGTERM, so stopping it needs the SIGKILL that follows the grace.
+    let script = format!(
+        "(trap '' TERM; sleep 300) & echo $! > '{d}/child'; echo $$ > '{d}/shell'; echo ready; wait"
+    );
+    let ctl = Control::new(None);
+    let cancel = ctl.cancel.clone();
+    let mut stdout = String::new();
+    let exit = t
+        .exec(&script, Shell::Sh, &ctl, &mut |s, b| {
+            if s == Stream::Stdout {
+                stdout.push_str(&String::from_utf8_lossy(b));
+                if stdout.contains("ready") {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .expect("exec");
+    assert_eq!(exit, Exit::Cancelled);
+    let shell = read_pid(sshd.dir(), "shell");
+    let child = read_pid(sshd.dir(), "child");
+    assert!(!process_running(shell), "the shell {shell} still runs");
+    assert!(!process_running(child), "its child {child} still runs");
+}
+
+#[test]
+fn upload_verifies_size_and_sha256_on_the_target() {
+    let sshd = Sshd::start("127.0.0.11");
+    let mut t = transport(&sshd);
+    let data = pseudo_random_bytes(5 * 1024 * 1024 + 123, 42);
+    let src = sshd.dir().join("payload.bin");
+    fs::write(&src, &data).expect("write payload");
+    let dest = sshd.dir().join("dest").join("payload.copy");
+    fs::create_dir(dest.parent().expect("parent")).expect("mkdir");
+
+    let mut reports = Vec::new();
+    let up = t
+        .upload(&src, &dest.display().to_string(), Shell::Sh, &mut |n| {
+            reports.push(n)
+        })
+        .expect("upload");
+    let expected = runner_hex(&Sha256::digest(&data));
+    assert_eq!(up.bytes, data.len() as u64);
+    assert_eq!(up.sha256, expected);
+    assert_eq!(fs::read(&dest).expect("read dest"), data);
+    assert_eq!(reports.last().copied(), Some(data.len() as u64));
+    assert!(
+        reports.windows(2).all(|w| w[0] < w[1]),
+        "progress must grow"
+    );
+
+    // Uploading again overwrites.
+    let small = b"small".to_vec();
+    fs::write(&src, &small).expect("write");
+    let up = t
+        .upload(&src, &dest.display().to_string(), Shell::Sh, &mut |_| {})
+        .expect("upload again");
+    assert_eq!(up.bytes, 5);
+    assert_eq!(fs::read(&dest).expect("read"), small);
+
+    // A destination in a directory that does not exist is an error naming that directory.
+    let missing_dir = sshd.dir().join("no-such-dir");
+    let bad = missing_dir.join("x.bin");
+    let err = t
+        .upload(&src, &bad.display().to_string(), Shell::Sh, &mut |_| {})
+        .expect_err("missing parent");
+    match &err {
+        TransportError::UploadParentMissing { parent, .. } => {
+            assert_eq!(parent, &missing_dir.display().to_string())
+        }
+        other => panic!("expected UploadParentMissing, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&missing_dir.display().to_string()));
+    assert!(!missing_dir.exists(), "the directory must not be created");
+
+    // The session survives the failed upload.
+    assert_eq!(
+        run_sh(&mut t, "echo after", None).expect("exec").stdout,
+        "after\n"
+    );
+}
+
+fn runner_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn run_script_runs_the_file_and_removes_it() {
+    let sshd = Sshd::start("127.0.0.12");
+    let mut t = transport(&sshd);
+    let d = sshd.dir().display().to_string();
+    let script = sshd.dir().join("step.sh");
+    fs::write(
+        &script,
+        format!("echo \"$0\" > '{d}/script-path'\necho from-script\necho oops >&2\nexit 4\n"),
+    )
+    .expect("write script");
+    let ctl = Control::new(Some(Duration::from_secs(60)));
+    let mut chunks = Vec::new();
+    let exit = t
+        .run_script(&script, Shell::Sh, &ctl, &mut |s, b| {
+            chunks.push((s, b.to_vec()))
+        })
+        .expect("run_script");
+    let out = common::collect(exit, chunks);
+    assert_eq!(out.exit, Exit::Code(4));
+    assert_eq!(out.stdout, "from-script\n");
+    assert_eq!(out.stderr, "oops\n");
+    let remote_path = fs::read_to_string(sshd.dir().join("script-path")).expect("read");
+    let remote_path = remote_path.trim();
+    assert!(remote_path.starts_with("/tmp/runner-"), "{remote_path}");
+    assert!(
+        !Path::new(remote_path).exists(),
+        "{remote_path} was not removed"
+    );
+
+    // Removed also when the script is stopped.
+    fs::write(
+        &script,
+        format!("echo \"$0\" > '{d}/script-path2'\nsleep 300\n"),
+    )
+    .expect("write script");
+    let ctl = Control::new(Some(Duration::from_secs(1)));
+    let exit = t
+        .run_script(&script, Shell::Sh, &ctl, &mut |_, _| {})
+        .expect("run_script");
+    assert_eq!(exit, Exit::TimedOut);
+    let remote_path = fs::read_to_string(sshd.dir().join("script-path2")).expect("read");
+    assert!(!Path::new(remote_path.trim()).exists());
+}
+
+#[test]
+fn reconnects_after_the_server_restarts() {
+    let mut sshd = Sshd::start("127.0.0.13");
+    let mut t = transport(&sshd);
+    let before = run_sh(&mut t, "echo $PPID", None).expect("exec").stdout;
+    sshd.restart();
+    t.connect().expect("reconnect");
+    let after = run_sh(&mut t, "echo $PPID", None).expect("exec after restart");
+    assert_eq!(after.exit, Exit::Code(0));
+    assert_ne!(before, after.stdout, "must be a new session");
+}
+
+#[test]
+fn connection_lost_during_a_command_is_reported_as_such() {
+    let mut sshd = Sshd::start("127.0.0.14");
+    let mut t = transport(&sshd);
+    t.connect().expect("connect");
+    let ctl = Control::new(Some(Duration::from_secs(120)));
+    let mut restarted = false;
+    let err = t
+        .exec("echo started; sleep 300", Shell::Sh, &ctl, &mut |s, b| {
+            if s == Stream::Stdout && b.starts_with(b"started") && !restarted {
+                restarted = true;
+                sshd.restart();
+            }
+        })
+        .expect_err("the connection dropped");
+    assert!(err.is_connection_lost(), "{err:?}");
+    assert!(
+        matches!(err, TransportError::ConnectionLost { .. }),
+        "{err:?}"
+    );
+    // And the next connect() brings it back.
+    t.connect().expect("reconnect");
+    assert_eq!(
+        run_sh(&mut t, "echo back", None).expect("exec").stdout,
+        "back\n"
+    );
+}
+
+#[test]
+fn wrong_key_is_an_auth_error_and_refused_port_a_connect_error() {
+    let sshd = Sshd::start("127.0.0.15");
+    let wrong = sshd.dir().join("wrong_key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&wrong)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let mut cfg = ssh_config(&sshd);
+    cfg.auth = SshAuth::Key {
+        path: wrong,
+        passphrase: None,
+    };
+    let err = SshTransport::new(cfg.clone())
+        .connect()
+        .expect_err("wrong key");
+    assert!(matches!(err, TransportError::Auth { .. }), "{err:?}");
+    assert!(!err.is_connection_lost());
+
+    cfg.auth = SshAuth::Key {
+        path: sshd.dir().join("no-such-key"),
+        passphrase: None,
+    };
+    let err = SshTransport::new(cfg.clone())
+        .connect()
+        .expect_err("missing key");
+    assert!(err.to_string().contains("no-such-key"), "{err}");
+
+    // Nothing listens on this port any more.
+    let port = {
+        let l = std::net::TcpListener::bind(("127.0.0.15", 0)).expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut cfg = ssh_config(&sshd);
+    cfg.port = port;
+    let err = SshTransport::new(cfg).connect().expect_err("refused");
+    assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+    assert!(err.is_connection_lost());
+}
