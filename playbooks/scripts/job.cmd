@@ -9,7 +9,7 @@ rem new-sbs by the step deploy-job-tool.
 rem
 rem Why a scheduled task: a WinRM session authenticated with NTLM holds no
 rem reusable credentials, so a command started over WinRM cannot open
-rem \\old-sbs\D$, authenticate dcpromo to old-sbs or move a mailbox between
+rem \\old-sbs\D$, manage old-sbs's shares or move a mailbox between
 rem the two servers (the "double hop"). The task runs as ACME\Administrator
 rem with the password Windows stored when the operator created it at the
 rem console (step create-job-task), so its jobs can reach the other server.
