@@ -6,10 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::io::IsTerminal;
+
 use runner::clock::{self, Clock};
+use runner::engine::{self, event::Reporter, interrupt::Interrupt};
 use runner::exit::Exit;
+use runner::journal::{Journal, MarkKind};
 use runner::plan::{self, saved::SavedPlanError, PlanError};
 use runner::playbook::{self, LoadError, Playbook};
+use runner::progress;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,8 +42,137 @@ enum Command {
     Plan(PlanArgs),
     /// Run the playbook (or, with --dry-run, show what would run).
     Apply(ApplyArgs),
+    /// Undo succeeded steps in reverse order, stopping before a point of no return.
+    Rollback(RollbackArgs),
+    /// Record an operator's decision about a step: done, retry or skip.
+    Mark(MarkArgs),
+    /// Show what is done, in doubt, failed or next, from the journal.
+    Status(StatusArgs),
+    /// Write the run record for the customer.
+    Report(ReportArgs),
+    /// Connect to every target (host key, authentication) and run a no-op.
+    Ping(PingArgs),
+    /// Record an SSH target's host key as trusted, after checking its fingerprint.
+    Trust(TrustArgs),
     /// Print the JSON Schema of the playbook format, for editors.
     Schema,
+}
+
+#[derive(clap::Args, Debug)]
+struct StateArg {
+    /// The journal (SQLite); default `.runner/<playbook-stem>.db` beside the playbook.
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct RollbackArgs {
+    /// The playbook (YAML).
+    file: PathBuf,
+    /// Roll back only the steps after this one.
+    #[arg(long, value_name = "STEP")]
+    to: Option<String>,
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long)]
+    yes: bool,
+    /// Start even if the business-hours window is closed (needs --reason; journaled).
+    #[arg(long, requires = "reason")]
+    override_window: bool,
+    /// Why the window is overridden (recorded with who and when).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    #[command(flatten)]
+    state: StateArg,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct OutputArgs {
+    /// Only failures and the result.
+    #[arg(short, long)]
+    quiet: bool,
+    /// One JSON event per line on stdout, for tools.
+    #[arg(long, conflicts_with = "quiet")]
+    json: bool,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum MarkValue {
+    /// The step did its work (verified by a person).
+    Done,
+    /// Run the step again on the next apply.
+    Retry,
+    /// Do not run it; count it as done.
+    Skip,
+}
+
+#[derive(clap::Args, Debug)]
+struct MarkArgs {
+    /// The playbook (YAML).
+    file: PathBuf,
+    /// STEP or STEP@TARGET.
+    step: String,
+    #[arg(value_enum)]
+    mark: MarkValue,
+    /// Why (recorded in the journal and the report).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    #[command(flatten)]
+    state: StateArg,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct StatusArgs {
+    /// The playbook (YAML).
+    file: PathBuf,
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    format: TextOrJson,
+    #[command(flatten)]
+    state: StateArg,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum ReportFormatArg {
+    Markdown,
+    Html,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReportArgs {
+    /// The playbook (YAML).
+    file: PathBuf,
+    #[arg(long, value_enum, default_value_t = ReportFormatArg::Markdown)]
+    format: ReportFormatArg,
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateArg,
+}
+
+#[derive(clap::Args, Debug)]
+struct PingArgs {
+    /// The playbook (YAML).
+    file: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct TrustArgs {
+    /// The playbook (YAML).
+    file: PathBuf,
+    /// Only this target (default: every ssh target).
+    target: Option<String>,
+    /// Trust without asking (only after checking the fingerprint another way).
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +206,22 @@ struct ApplyArgs {
     /// With --dry-run: output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     format: PlanFormat,
+    /// How many targets of one step run at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    max_parallel: u16,
+    /// Start even if the business-hours window is closed (needs --reason; journaled).
+    #[arg(long, requires = "reason")]
+    override_window: bool,
+    /// Why the window is overridden (recorded with who and when).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Keep earlier successes of steps that changed in the playbook since.
+    #[arg(long)]
+    accept_changed: bool,
+    #[command(flatten)]
+    state: StateArg,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -139,6 +289,12 @@ fn exit_for(e: &anyhow::Error) -> Exit {
         if cause.is::<LoadError>() || cause.is::<PlanError>() || cause.is::<InvalidArg>() {
             return Exit::InvalidInput;
         }
+        if let Some(e) = cause.downcast_ref::<engine::EngineError>() {
+            return e.exit();
+        }
+        if let Some(e) = cause.downcast_ref::<runner::ping::PingError>() {
+            return e.exit();
+        }
         if let Some(s) = cause.downcast_ref::<SavedPlanError>() {
             return match s {
                 SavedPlanError::Mismatch { .. } => Exit::Conflict,
@@ -203,9 +359,147 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             if args.dry_run {
                 return show_plan(&pb, args.start.as_deref(), args.format, None, &clock);
             }
-            anyhow::bail!("apply is not available yet: use --dry-run")
+            let state = state_path(&pb, &args.state);
+            let opts = engine::ApplyOptions {
+                runs_dir: engine::runs_dir(&state),
+                state,
+                max_parallel: usize::from(args.max_parallel),
+                override_reason: args.override_window.then(|| args.reason.clone()).flatten(),
+                accept_changed: args.accept_changed,
+                interactive: engine::stdin_is_terminal(),
+                args: std::env::args().collect(),
+            };
+            let reporter = reporter(&args.output, clock);
+            let interrupt = interrupt(reporter.as_ref());
+            let outcome = engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
+            Ok(conclude(outcome))
+        }
+        Command::Rollback(args) => {
+            let pb = playbook::load(&args.file)?;
+            let state = state_path(&pb, &args.state);
+            let opts = engine::RollbackOptions {
+                runs_dir: engine::runs_dir(&state),
+                state,
+                to: args.to.clone(),
+                yes: args.yes,
+                interactive: engine::stdin_is_terminal(),
+                override_reason: args.override_window.then(|| args.reason.clone()).flatten(),
+                args: std::env::args().collect(),
+            };
+            let reporter = reporter(&args.output, clock);
+            let interrupt = interrupt(reporter.as_ref());
+            let outcome = engine::rollback(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
+            Ok(conclude(outcome))
+        }
+        Command::Mark(args) => {
+            let pb = playbook::load(&args.file)?;
+            let opts = engine::MarkOptions {
+                state: state_path(&pb, &args.state),
+                pair: args.step.clone(),
+                mark: match args.mark {
+                    MarkValue::Done => MarkKind::Done,
+                    MarkValue::Retry => MarkKind::Retry,
+                    MarkValue::Skip => MarkKind::Skip,
+                },
+                reason: args.reason.clone(),
+            };
+            Ok(conclude(engine::mark(&pb, &opts, clock)?))
+        }
+        Command::Status(args) => {
+            let pb = playbook::load(&args.file)?;
+            let state = state_path(&pb, &args.state);
+            let journal = Journal::open_existing(&state)?;
+            let host = runner::journal::lock::host_name().unwrap_or_default();
+            let view = runner::status::status(&pb, journal.as_ref(), clock.now(), &host)?;
+            let text = match args.format {
+                TextOrJson::Text => runner::status::render_status_text(&view, &pb),
+                TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",
+            };
+            print!("{text}");
+            Ok(Exit::Success)
+        }
+        Command::Report(args) => {
+            let pb = playbook::load(&args.file)?;
+            let state = state_path(&pb, &args.state);
+            let Some(journal) = Journal::open_existing(&state)? else {
+                anyhow::bail!(
+                    "no journal at {}: the playbook has not been applied yet",
+                    state.display()
+                );
+            };
+            let format = match args.format {
+                ReportFormatArg::Markdown => runner::report::ReportFormat::Markdown,
+                ReportFormatArg::Html => runner::report::ReportFormat::Html,
+                ReportFormatArg::Json => runner::report::ReportFormat::Json,
+            };
+            let text = runner::report::report(&pb, &journal, &engine::runs_dir(&state), format)?;
+            match &args.out {
+                Some(path) => {
+                    std::fs::write(path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(Exit::Success)
+        }
+        Command::Ping(args) => {
+            let pb = playbook::load(&args.file)?;
+            Ok(runner::ping::ping(&pb)?)
+        }
+        Command::Trust(args) => {
+            let pb = playbook::load(&args.file)?;
+            Ok(runner::ping::trust(&pb, args.target.as_deref(), args.yes)?)
         }
     }
+}
+
+fn state_path(pb: &Playbook, arg: &StateArg) -> PathBuf {
+    arg.state
+        .clone()
+        .unwrap_or_else(|| engine::default_state_path(pb))
+}
+
+fn reporter(o: &OutputArgs, clock: Clock) -> Box<dyn Reporter> {
+    if o.json {
+        Box::new(progress::JsonLines)
+    } else if !o.quiet && std::io::stdout().is_terminal() {
+        Box::new(progress::Bars::new(clock))
+    } else {
+        Box::new(progress::Plain {
+            quiet: o.quiet,
+            clock,
+        })
+    }
+}
+
+/// Ctrl-C handling for a run: the first stops new work, the second stops running commands.
+fn interrupt(reporter: &dyn Reporter) -> Interrupt {
+    let i = Interrupt::new();
+    let _ = reporter;
+    let installed = i.install(|n| {
+        if n == 1 {
+            eprintln!("\ninterrupt: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now.");
+        } else if n == 2 {
+            eprintln!("\ninterrupt: stopping running commands; they will be recorded as interrupted.");
+        }
+    });
+    if let Err(e) = installed {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+    i
+}
+
+/// Prints an outcome's message and turns it into the exit code.
+fn conclude(o: engine::Outcome) -> Exit {
+    if !o.message.is_empty() {
+        if o.exit == Exit::Success {
+            println!("{}", o.message.trim_end());
+        } else {
+            eprintln!("{}", o.message.trim_end());
+        }
+    }
+    o.exit
 }
 
 fn show_plan(

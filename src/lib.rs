@@ -6,10 +6,15 @@
 //! business-hours rule everything else asks.
 
 pub mod clock;
+pub mod engine;
 pub mod exit;
 pub mod journal;
+pub mod ping;
 pub mod plan;
 pub mod playbook;
+pub mod progress;
+pub mod report;
 pub mod secret;
+pub mod status;
 pub mod transport;
 pub mod window;

@@ -13,7 +13,7 @@
 //!
 //! Only the CLI chooses where the file lives; the journal creates the directory.
 
-mod lock;
+pub mod lock;
 mod schema;
 
 pub use lock::{

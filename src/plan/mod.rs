@@ -26,8 +26,15 @@ pub struct Plan {
     pub playbook_sha256: String,
     pub files: Vec<crate::playbook::FileRef>,
     pub timezone: Option<String>,
+    #[serde(skip)]
     pub start: Timestamp,
+    #[serde(skip)]
     pub finish: Timestamp,
+    /// RFC 3339 with the window's UTC offset, as are all times in the JSON.
+    #[serde(rename = "start")]
+    pub start_text: String,
+    #[serde(rename = "finish")]
+    pub finish_text: String,
     pub steps: Vec<PlannedStep>,
     pub nights: Vec<Night>,
     pub warnings: Vec<Warning>,
@@ -40,8 +47,14 @@ pub struct PlannedStep {
     pub phase: Option<String>,
     pub kind: &'static str,
     pub targets: Vec<String>,
+    #[serde(skip)]
     pub start: Timestamp,
+    #[serde(skip)]
     pub end: Timestamp,
+    #[serde(rename = "start")]
+    pub start_text: String,
+    #[serde(rename = "end")]
+    pub end_text: String,
     /// Estimate in seconds; None when the playbook gives none (counted as 0).
     pub estimate_secs: Option<i64>,
     pub timeout_secs: Option<i64>,
@@ -62,11 +75,20 @@ pub struct PlannedStep {
 pub struct Night {
     pub number: usize,
     /// When its first step starts.
+    #[serde(skip)]
     pub start: Timestamp,
     /// When work must be over: the next business hours minus the margin (None: no limit).
+    #[serde(skip)]
     pub closes: Option<Timestamp>,
     /// When its last step is expected to end.
+    #[serde(skip)]
     pub finish: Timestamp,
+    #[serde(rename = "start")]
+    pub start_text: String,
+    #[serde(rename = "closes")]
+    pub closes_text: Option<String>,
+    #[serde(rename = "finish")]
+    pub finish_text: String,
     pub steps: Vec<String>,
 }
 
@@ -107,6 +129,8 @@ pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
             targets: step.targets.clone(),
             start: s,
             end,
+            start_text: rfc3339(s, w),
+            end_text: rfc3339(end, w),
             estimate_secs: step.estimate.map(|d| d.as_secs()),
             timeout_secs: step.timeout.map(|d| d.as_secs()),
             retries: step.retries,
@@ -130,10 +154,19 @@ pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
         timezone: pb.timezone.clone(),
         start,
         finish: cursor,
+        start_text: rfc3339(start, w),
+        finish_text: rfc3339(cursor, w),
         steps,
         nights,
         warnings,
     })
+}
+
+/// An instant as RFC 3339 with the window's UTC offset at that instant.
+pub fn rfc3339(t: Timestamp, w: &Window) -> String {
+    t.to_zoned_datetime(w.time_zone().clone())
+        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
 }
 
 /// The earliest instant >= `t` at which `step` may start under the window.
@@ -163,12 +196,16 @@ fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
                 start: s.start,
                 closes,
                 finish: s.end,
+                start_text: rfc3339(s.start, w),
+                closes_text: closes.map(|c| rfc3339(c, w)),
+                finish_text: String::new(),
                 steps: Vec::new(),
             });
         }
         if let Some(n) = nights.last_mut() {
             n.steps.push(s.id.clone());
             n.finish = n.finish.max(s.end);
+            n.finish_text = rfc3339(n.finish, w);
             s.night = n.number;
         }
         prev_end = Some(s.end);

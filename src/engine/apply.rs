@@ -1,0 +1,617 @@
+//! `runner apply`: run the steps in order, skipping what the journal says is done, deciding
+//! safely about what was in flight, and stopping cleanly for the window, an operator, a
+//! failure or Ctrl-C.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::event::{Event, Reporter};
+use super::interrupt::Interrupt;
+use super::pair::{run_pair, verify_in_doubt, PairEnd};
+use super::runlog::RunLog;
+use super::targets::{Pool, Secrets};
+use super::{Blocked, EngineError, Outcome, Session, Who};
+use crate::clock::Clock;
+use crate::exit::Exit;
+use crate::journal::{
+    lock, AttemptKind, AttemptState, Journal, MarkKind, NewAttempt, NewMark, NewRun, PairState,
+    RunCommand,
+};
+use crate::playbook::{OnFailure, Playbook, Step};
+use crate::secret::Redactor;
+
+pub struct ApplyOptions {
+    pub state: PathBuf,
+    pub runs_dir: PathBuf,
+    pub max_parallel: usize,
+    pub override_reason: Option<String>,
+    pub accept_changed: bool,
+    /// Whether an operator can answer at this terminal (manual steps, confirmations).
+    pub interactive: bool,
+    /// The command line, for the journal (the caller leaves secrets out: there are none in
+    /// arguments by design).
+    pub args: Vec<String>,
+}
+
+/// What the journal says about a pair, as apply sees it.
+fn is_done(state: &PairState) -> bool {
+    matches!(
+        state,
+        PairState::Succeeded { .. } | PairState::Skipped { .. }
+    )
+}
+
+pub fn apply(
+    pb: &Playbook,
+    opts: &ApplyOptions,
+    clock: Clock,
+    reporter: &dyn Reporter,
+    interrupt: Interrupt,
+) -> Result<Outcome, EngineError> {
+    let who = Who::current();
+    let _lock = lock::acquire(
+        &opts.state,
+        &lock::Holder::this_process("apply", &who.user, clock.now()),
+    )?;
+    let journal = Journal::open(&opts.state)?;
+
+    let states: BTreeMap<(String, String), PairState> = journal
+        .pairs()?
+        .into_iter()
+        .map(|(s, t, st)| ((s, t), st))
+        .collect();
+    let state_of = |step: &str, target: &str| {
+        states
+            .get(&(step.to_string(), target.to_string()))
+            .cloned()
+            .unwrap_or(PairState::Pending)
+    };
+
+    // A success recorded for other work than what the playbook now says is not a success.
+    let mut changed = Vec::new();
+    for step in &pb.steps {
+        for r in &step.rendered {
+            if let PairState::Succeeded { def_hash, .. } = state_of(&step.id, &r.target) {
+                if def_hash != r.def_hash {
+                    changed.push(format!("`{}` on `{}`", step.id, r.target));
+                }
+            }
+        }
+    }
+    if !changed.is_empty() && !opts.accept_changed {
+        return Err(EngineError::Changed(changed));
+    }
+
+    // Resolve secrets of every target that still has work, before anything runs.
+    let mut pending_targets = BTreeSet::new();
+    for step in &pb.steps {
+        for t in &step.targets {
+            if !is_done(&state_of(&step.id, t)) && pb.targets.contains_key(t) {
+                pending_targets.insert(t.as_str());
+            }
+        }
+    }
+    let mut redactor = Redactor::new();
+    let secrets = Secrets::resolve(pb, pending_targets.iter().copied(), &mut redactor)?;
+
+    let mut earlier_attempts: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for a in journal.attempts(None)? {
+        if a.kind == AttemptKind::Run {
+            *earlier_attempts.entry((a.step_id, a.target)).or_default() += 1;
+        }
+    }
+
+    let run = journal.begin_run(&NewRun {
+        command: RunCommand::Apply,
+        playbook_path: pb.path.clone(),
+        playbook_sha256: pb.sha256.clone(),
+        started_at: clock.now(),
+        user: who.user.clone(),
+        host: who.host.clone(),
+        pid: who.pid,
+        args: opts.args.clone(),
+    })?;
+    let defs: Vec<(String, String)> = pb
+        .steps
+        .iter()
+        .flat_map(|s| {
+            s.rendered
+                .iter()
+                .map(move |r| (format!("{}@{}", s.id, r.target), r.def_hash.clone()))
+        })
+        .collect();
+    journal.record_definitions(&run, &defs)?;
+    let run_dir = opts.runs_dir.join(run.as_str());
+    let runlog = RunLog::create(run_dir.clone()).map_err(|source| EngineError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
+
+    let session = Session {
+        pb,
+        journal: Mutex::new(journal),
+        run,
+        clock,
+        reporter,
+        runlog,
+        redactor,
+        secrets,
+        pool: Pool::new(pb.targets.keys().map(String::as_str)),
+        interrupt,
+        who,
+        override_reason: opts.override_reason.clone(),
+    };
+
+    let pairs_total: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
+    let pairs_done = pb
+        .steps
+        .iter()
+        .flat_map(|s| s.targets.iter().map(move |t| (s, t)))
+        .filter(|(s, t)| is_done(&state_of(&s.id, t)))
+        .count();
+    session.emit(&Event::RunStarted {
+        run_id: session.run.to_string(),
+        command: "apply".into(),
+        playbook: pb.path.display().to_string(),
+        steps: pb.steps.len(),
+        pairs_total,
+        pairs_done,
+        run_dir: run_dir.display().to_string(),
+        business_hours_at: pb.window.next_business_start(session.clock.now()),
+    });
+    if !changed.is_empty() {
+        session.emit(&Event::Notice {
+            text: format!(
+                "--accept-changed: keeping earlier results of changed steps: {}",
+                changed.join(", ")
+            ),
+        });
+    }
+
+    for step in &pb.steps {
+        if session.interrupt.stopping() {
+            return Ok(interrupted(&session));
+        }
+        let mut todo = Vec::new();
+        for t in &step.targets {
+            let st = state_of(&step.id, t);
+            if is_done(&st) {
+                session.emit(&Event::PairSkipped {
+                    step: step.id.clone(),
+                    target: t.clone(),
+                    reason: match st {
+                        PairState::Skipped { .. } => "marked skip".into(),
+                        PairState::Succeeded { by_mark: true, .. } => "marked done".into(),
+                        _ => "done in an earlier run".into(),
+                    },
+                });
+            } else {
+                todo.push((t.clone(), st));
+            }
+        }
+        if todo.is_empty() {
+            continue;
+        }
+        session.emit(&Event::StepStarted {
+            step: step.id.clone(),
+            title: step.title().to_string(),
+            index: step.index,
+            targets: todo.iter().map(|(t, _)| t.clone()).collect(),
+        });
+
+        let mut run_on = Vec::new();
+        let mut need_operator = Vec::new();
+        for (t, st) in todo {
+            let earlier = earlier_attempts
+                .get(&(step.id.clone(), t.clone()))
+                .copied()
+                .unwrap_or(0);
+            match resolve_doubt(&session, step, &t, &st, earlier) {
+                Doubt::Run => run_on.push((t, earlier)),
+                Doubt::Done => {}
+                Doubt::Operator(why) => need_operator.push((t, why)),
+            }
+        }
+        if !need_operator.is_empty() {
+            let file = pb.path.display();
+            let list = need_operator
+                .iter()
+                .map(|(t, why)| {
+                    format!(
+                        "  - `{}` on `{t}`: {why}\n    inspect the target, then run `runner mark {file} {}@{t} done` (it did its work), `retry` (run it again) or `skip`",
+                        step.id, step.id
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            session.emit(&Event::OperatorNeeded {
+                step: step.id.clone(),
+                instructions: list.clone(),
+            });
+            return Ok(session.finish(
+                Exit::StepFailed,
+                "needs-operator",
+                format!(
+                    "stopped: an operator must decide about step `{}`:\n{list}",
+                    step.id
+                ),
+            ));
+        }
+        if run_on.is_empty() {
+            session.emit(&Event::StepFinished {
+                step: step.id.clone(),
+                ok: true,
+            });
+            continue;
+        }
+
+        match session.gate(step) {
+            Ok(()) => {}
+            Err(Blocked::Interrupted) => return Ok(interrupted(&session)),
+            Err(Blocked::Window(next)) => return Ok(window_stop(&session, step, next)),
+        }
+
+        if step.is_manual() {
+            match manual(&session, step, opts.interactive) {
+                ManualEnd::Confirmed => {
+                    session.emit(&Event::StepFinished {
+                        step: step.id.clone(),
+                        ok: true,
+                    });
+                    continue;
+                }
+                ManualEnd::Waiting(o) | ManualEnd::Failed(o) => return Ok(o),
+            }
+        }
+
+        let ends = run_parallel(&session, step, &run_on, opts.max_parallel.max(1));
+        let failed: Vec<String> = ends
+            .iter()
+            .filter_map(|(t, e)| match e {
+                PairEnd::Failed(m) => Some(format!("`{t}`: {m}")),
+                _ => None,
+            })
+            .collect();
+        let ok = failed.is_empty() && ends.iter().all(|(_, e)| *e == PairEnd::Done);
+        session.emit(&Event::StepFinished {
+            step: step.id.clone(),
+            ok,
+        });
+        if ends.iter().any(|(_, e)| *e == PairEnd::Interrupted) && failed.is_empty() {
+            return Ok(interrupted(&session));
+        }
+        if !failed.is_empty() {
+            let mut message = format!(
+                "step `{}` failed on {}:\n  {}\nfix the cause, then run `runner apply {}` again to resume from this step",
+                step.id,
+                if failed.len() == 1 { "1 target".to_string() } else { format!("{} targets", failed.len()) },
+                failed.join("\n  "),
+                pb.path.display()
+            );
+            if pb.on_failure == OnFailure::Rollback && !session.interrupt.stopping() {
+                let rb = super::rollback::automatic(&session, step);
+                message.push_str(&format!("\n\non_failure: rollback\n{rb}"));
+            }
+            return Ok(session.finish(Exit::StepFailed, "failed", message));
+        }
+        if let Some(next) = ends.iter().find_map(|(_, e)| match e {
+            PairEnd::WindowClosed(n) => Some(*n),
+            _ => None,
+        }) {
+            return Ok(window_stop(&session, step, next));
+        }
+        if session.interrupt.stopping() {
+            return Ok(interrupted(&session));
+        }
+    }
+    Ok(session.finish(
+        Exit::Success,
+        "succeeded",
+        format!("all {} steps are done", pb.steps.len()),
+    ))
+}
+
+fn interrupted(s: &Session<'_>) -> Outcome {
+    s.finish(
+        Exit::Interrupted,
+        "interrupted",
+        format!(
+            "interrupted; run `runner apply {}` to resume",
+            s.pb.path.display()
+        ),
+    )
+}
+
+fn window_stop(s: &Session<'_>, step: &Step, next: Option<jiff::Timestamp>) -> Outcome {
+    s.finish(
+        Exit::WindowClosed,
+        "stopped-window",
+        format!(
+            "stopped before `{}`: it could still be running in business hours if started now. It may start {}; run `runner apply {}` then",
+            step.id,
+            super::when(s.pb, next),
+            s.pb.path.display()
+        ),
+    )
+}
+
+enum Doubt {
+    Run,
+    Done,
+    Operator(String),
+}
+
+/// Decides about a pair that is not done.
+///
+/// In doubt are pairs whose last run attempt is `running` (left by a process that no longer
+/// runs: we hold the lock, so no live runner can be running it) or `interrupted` (stopped
+/// part-way by a second Ctrl-C, or closed as in doubt by an earlier resume). Either may have
+/// had part or all of its effect, so a step that is not idempotent is verified with its check
+/// or left to an operator; it is never simply run again.
+fn resolve_doubt(
+    s: &Session<'_>,
+    step: &Step,
+    target: &str,
+    st: &PairState,
+    earlier: u32,
+) -> Doubt {
+    let why = match st {
+        PairState::Running {
+            attempt,
+            kind,
+            pid,
+            host,
+            ..
+        } => {
+            let why = format!(
+                "runner (pid {pid} on {host}) stopped while this {kind} was running; its outcome is unknown"
+            );
+            if let Err(e) = s.journal().finish_attempt(
+                *attempt,
+                AttemptState::Interrupted,
+                None,
+                s.clock.now(),
+                Some(&why),
+            ) {
+                tracing::error!("cannot close the in-doubt attempt {attempt}: {e}");
+            }
+            if *kind == AttemptKind::Rollback {
+                return emit_doubt(
+                    s,
+                    step,
+                    target,
+                    "operator",
+                    Doubt::Operator(format!("{why} (a rollback)")),
+                );
+            }
+            why
+        }
+        PairState::Failed {
+            state: AttemptState::Interrupted,
+            message,
+            ..
+        } => message
+            .clone()
+            .unwrap_or_else(|| "it was interrupted part-way; its outcome is unknown".into()),
+        PairState::RollbackFailed { .. } => {
+            return Doubt::Operator(
+                "its rollback failed earlier; the target is in an unknown state".into(),
+            )
+        }
+        _ => return Doubt::Run,
+    };
+    if step.is_manual() {
+        return emit_doubt(s, step, target, "ask the operator again", Doubt::Run);
+    }
+    match verify_in_doubt(s, step, target, earlier) {
+        Some(true) => {
+            let def_hash = step.rendered_for(target).map(|r| r.def_hash.clone()).unwrap_or_default();
+            let mark = NewMark {
+                run: Some(s.run.clone()),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                mark: MarkKind::Done,
+                def_hash,
+                user: format!("runner (check, for {})", s.who.user),
+                host: s.who.host.clone(),
+                at: s.clock.now(),
+                reason: Some("in doubt after an interruption; the check passed".into()),
+            };
+            match s.journal().mark(&mark) {
+                Ok(()) => emit_doubt(s, step, target, "check passed: done", Doubt::Done),
+                Err(e) => emit_doubt(s, step, target, "check passed but cannot be recorded", Doubt::Operator(format!("the journal cannot record it: {e}"))),
+            }
+        }
+        Some(false) => emit_doubt(s, step, target, "check failed: run again", Doubt::Run),
+        None if step.idempotent => emit_doubt(s, step, target, "idempotent: run again", Doubt::Run),
+        None => emit_doubt(
+            s,
+            step,
+            target,
+            "operator",
+            Doubt::Operator(format!("{why}; the step has no check and is not idempotent, so it is not run again blindly")),
+        ),
+    }
+}
+
+fn emit_doubt(s: &Session<'_>, step: &Step, target: &str, decision: &str, d: Doubt) -> Doubt {
+    s.emit(&Event::InDoubt {
+        step: step.id.clone(),
+        target: target.to_string(),
+        decision: decision.to_string(),
+    });
+    d
+}
+
+/// Runs the pairs of a step on up to `max` threads at once. A failure does not stop the
+/// siblings already running; no later step starts (the caller's job).
+fn run_parallel(
+    s: &Session<'_>,
+    step: &Step,
+    pairs: &[(String, u32)],
+    max: usize,
+) -> Vec<(String, PairEnd)> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, String, PairEnd)>> = Mutex::new(Vec::with_capacity(pairs.len()));
+    let workers = max.min(pairs.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((t, earlier)) = pairs.get(i) else {
+                    break;
+                };
+                // After the first Ctrl-C, pairs not yet started are not started.
+                let end = if s.interrupt.stopping() {
+                    PairEnd::Interrupted
+                } else {
+                    let started = std::time::Instant::now();
+                    let end = run_pair(s, step, t, *earlier);
+                    s.emit(&Event::PairFinished {
+                        step: step.id.clone(),
+                        target: t.clone(),
+                        ok: end == PairEnd::Done,
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                    });
+                    end
+                };
+                if let Ok(mut r) = results.lock() {
+                    r.push((i, t.clone(), end));
+                }
+            });
+        }
+    });
+    let mut r = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    r.sort_by_key(|(i, _, _)| *i);
+    r.into_iter().map(|(_, t, e)| (t, e)).collect()
+}
+
+enum ManualEnd {
+    Confirmed,
+    Waiting(Outcome),
+    Failed(Outcome),
+}
+
+/// A manual step: on a terminal, show the instructions and wait for `done` or `fail`;
+/// otherwise stop (exit 5) and say how to confirm with `runner mark`.
+fn manual(s: &Session<'_>, step: &Step, interactive: bool) -> ManualEnd {
+    let target = crate::playbook::OPERATOR;
+    let Some(r) = step.rendered_for(target) else {
+        return ManualEnd::Confirmed;
+    };
+    let instructions = match &r.action {
+        crate::playbook::RenderedAction::Manual { instructions } => instructions.clone(),
+        _ => String::new(),
+    };
+    s.emit(&Event::OperatorNeeded {
+        step: step.id.clone(),
+        instructions: instructions.clone(),
+    });
+    if !interactive {
+        return ManualEnd::Waiting(s.finish(
+            Exit::WaitingForOperator,
+            "waiting-for-operator",
+            format!(
+                "step `{}` waits for an operator:\n\n  {}\n\nwhen it is done, run `runner mark {} {} done`, then `runner apply {}` again",
+                step.id,
+                instructions.trim().replace('\n', "\n  "),
+                s.pb.path.display(),
+                step.id,
+                s.pb.path.display()
+            ),
+        ));
+    }
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(
+        stderr,
+        "\n== Manual step `{}`: {}\n\n  {}\n",
+        step.id,
+        step.title(),
+        instructions.trim().replace('\n', "\n  ")
+    );
+    let stdin = std::io::stdin();
+    loop {
+        let _ = write!(stderr, "Type `done` when finished, or `fail`: ");
+        let _ = stderr.flush();
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                return ManualEnd::Waiting(s.finish(
+                    Exit::WaitingForOperator,
+                    "waiting-for-operator",
+                    format!(
+                        "no answer for manual step `{}`; confirm it with `runner mark {} {} done`",
+                        step.id,
+                        s.pb.path.display(),
+                        step.id
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
+        match line.trim() {
+            "done" => {
+                let mark = NewMark {
+                    run: Some(s.run.clone()),
+                    step_id: step.id.clone(),
+                    target: target.to_string(),
+                    mark: MarkKind::Done,
+                    def_hash: r.def_hash.clone(),
+                    user: s.who.user.clone(),
+                    host: s.who.host.clone(),
+                    at: s.clock.now(),
+                    reason: Some("confirmed at the terminal".into()),
+                };
+                return match s.journal().mark(&mark) {
+                    Ok(()) => ManualEnd::Confirmed,
+                    Err(e) => ManualEnd::Failed(s.finish(
+                        Exit::StepFailed,
+                        "failed",
+                        format!("cannot record the confirmation: {e}"),
+                    )),
+                };
+            }
+            "fail" => {
+                let j = s.journal();
+                let rec = j.begin_attempt(&NewAttempt {
+                    run: s.run.clone(),
+                    step_id: step.id.clone(),
+                    target: target.to_string(),
+                    kind: AttemptKind::Run,
+                    number: 1,
+                    started_at: s.clock.now(),
+                    pid: s.who.pid,
+                    host: s.who.host.clone(),
+                    def_hash: r.def_hash.clone(),
+                });
+                if let Ok(id) = rec {
+                    let _ = j.finish_attempt(
+                        id,
+                        AttemptState::Failed,
+                        None,
+                        s.clock.now(),
+                        Some("the operator reported a failure"),
+                    );
+                }
+                drop(j);
+                return ManualEnd::Failed(s.finish(
+                    Exit::StepFailed,
+                    "failed",
+                    format!(
+                        "the operator reported that manual step `{}` failed",
+                        step.id
+                    ),
+                ));
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Whether stdin is a terminal an operator can answer at.
+pub fn stdin_is_terminal() -> bool {
+    std::io::stdin().is_terminal()
+}

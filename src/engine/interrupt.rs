@@ -1,0 +1,114 @@
+//! Ctrl-C (and SIGTERM), handled in two stages: the first stops starting new work and lets
+//! running commands finish; the second stops running commands (they are recorded as
+//! interrupted). Waits in the engine (retry delays, the window) end at once on either.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Default)]
+pub struct Interrupt {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    count: AtomicUsize,
+    /// Shared with every running command's `Control`.
+    cancel: Arc<AtomicBool>,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Interrupt {
+    pub fn new() -> Interrupt {
+        Interrupt::default()
+    }
+
+    /// Installs handlers for SIGINT and SIGTERM that feed this interrupt; `notify` is told of
+    /// each (from the signal thread) so the user sees that it was heard.
+    pub fn install(&self, notify: impl Fn(usize) + Send + 'static) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    let n = me.trigger();
+                    notify(n);
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Records one interrupt; returns how many there have been.
+    pub fn trigger(&self) -> usize {
+        let n = self.inner.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= 2 {
+            self.inner.cancel.store(true, Ordering::SeqCst);
+        }
+        let _guard = self.inner.lock.lock();
+        self.inner.wake.notify_all();
+        n
+    }
+
+    /// True after the first interrupt: start nothing new.
+    pub fn stopping(&self) -> bool {
+        self.inner.count.load(Ordering::SeqCst) > 0
+    }
+
+    /// The flag running commands watch; set on the second interrupt.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.inner.cancel.clone()
+    }
+
+    /// Sleeps up to `d`; returns false if interrupted meanwhile.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let deadline = std::time::Instant::now() + d;
+        let Ok(mut guard) = self.inner.lock.lock() else {
+            return !self.stopping();
+        };
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            match self.inner.wake.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => guard = g,
+                Err(_) => return !self.stopping(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_interrupt_stops_new_work_second_cancels_commands() {
+        let i = Interrupt::new();
+        assert!(!i.stopping());
+        i.trigger();
+        assert!(i.stopping());
+        assert!(!i.cancel_flag().load(Ordering::SeqCst));
+        i.trigger();
+        assert!(i.cancel_flag().load(Ordering::SeqCst));
+        // A sleep after an interrupt returns at once with false.
+        assert!(!i.sleep(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn sleep_is_woken_by_an_interrupt_from_another_thread() {
+        let i = Interrupt::new();
+        let j = i.clone();
+        let t = std::thread::spawn(move || j.sleep(Duration::from_secs(3600)));
+        // Whether the trigger lands before or during the sleep, the sleep must end with false.
+        i.trigger();
+        assert!(!t.join().unwrap());
+    }
+}

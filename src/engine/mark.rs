@@ -1,0 +1,84 @@
+//! `runner mark FILE STEP[@TARGET] done|retry|skip`: an operator's decision about a pair,
+//! recorded in the journal for the next apply.
+
+use std::path::PathBuf;
+
+use super::{EngineError, Outcome, Who};
+use crate::clock::Clock;
+use crate::exit::Exit;
+use crate::journal::{lock, Journal, MarkKind, NewMark};
+use crate::playbook::Playbook;
+
+pub struct MarkOptions {
+    pub state: PathBuf,
+    /// `STEP` or `STEP@TARGET`.
+    pub pair: String,
+    pub mark: MarkKind,
+    pub reason: Option<String>,
+}
+
+pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, EngineError> {
+    let (step_id, target) = match opts.pair.split_once('@') {
+        Some((s, t)) => (s, Some(t)),
+        None => (opts.pair.as_str(), None),
+    };
+    let step = pb.steps.iter().find(|s| s.id == step_id).ok_or_else(|| {
+        let ids: Vec<&str> = pb.steps.iter().map(|s| s.id.as_str()).collect();
+        EngineError::Usage(format!(
+            "`{step_id}` is not a step of {}; {}",
+            pb.path.display(),
+            crate::playbook::diagnostic::suggestion_or_choices(step_id, ids.iter().copied())
+        ))
+    })?;
+    let targets: Vec<&str> = match target {
+        Some(t) if step.targets.iter().any(|x| x == t) => vec![t],
+        Some(t) => {
+            return Err(EngineError::Usage(format!(
+                "step `{}` does not run on `{t}`; it runs on {}",
+                step.id,
+                step.targets.join(", ")
+            )))
+        }
+        None => step.targets.iter().map(String::as_str).collect(),
+    };
+    let who = Who::current();
+    // Marks change what the next apply does: never while an apply is running.
+    let _lock = lock::acquire(
+        &opts.state,
+        &lock::Holder::this_process("mark", &who.user, clock.now()),
+    )?;
+    let journal = Journal::open(&opts.state)?;
+    let marks: Vec<NewMark> = targets
+        .iter()
+        .map(|t| NewMark {
+            run: None,
+            step_id: step.id.clone(),
+            target: t.to_string(),
+            mark: opts.mark,
+            def_hash: step
+                .rendered_for(t)
+                .map(|r| r.def_hash.clone())
+                .unwrap_or_default(),
+            user: who.user.clone(),
+            host: who.host.clone(),
+            at: clock.now(),
+            reason: opts.reason.clone(),
+        })
+        .collect();
+    journal.mark_all(&marks)?;
+    Ok(Outcome {
+        exit: Exit::Success,
+        message: format!(
+            "recorded `{}` for step `{}` on {}; the next `runner apply {}` {}",
+            opts.mark,
+            step.id,
+            targets.join(", "),
+            pb.path.display(),
+            match opts.mark {
+                MarkKind::Done => "treats it as done",
+                MarkKind::Retry => "runs it again",
+                MarkKind::Skip => "skips it",
+            }
+        ),
+    })
+}

@@ -1,0 +1,273 @@
+//! The engine: apply, resume and rollback, with the journal beside it.
+//!
+//! Invariants (each one a promise to the person asleep while this runs):
+//! 1. Intent before action: an attempt is committed to the journal as `running` before its
+//!    command starts, and its outcome after. A crash leaves at worst a `running` row, which
+//!    the next apply treats as *in doubt*, never as done.
+//! 2. Nothing starts inside business hours: the window gate is asked before every attempt,
+//!    including retries, rollbacks and manual steps (unless the step is `business_hours:
+//!    allow` or the operator overrode the window, which is journaled with a reason).
+//! 3. A step without `idempotent: true` is never run twice silently: in doubt, it is verified
+//!    with its `check` or left to an operator (`runner mark`).
+//! 4. One apply or rollback per state file: an advisory lock the kernel releases when the
+//!    process dies, so a crash never blocks the resume.
+//! 5. Secrets are masked in everything that leaves a command (logs, events, journal, report).
+
+pub mod event;
+pub mod interrupt;
+pub mod runlog;
+pub mod targets;
+
+mod apply;
+mod mark;
+mod output;
+mod pair;
+mod rollback;
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use jiff::{SignedDuration, Timestamp};
+
+pub use apply::{apply, stdin_is_terminal, ApplyOptions};
+pub use mark::{mark, MarkOptions};
+pub use rollback::{rollback, RollbackOptions};
+
+use crate::clock::Clock;
+use crate::exit::Exit;
+use crate::journal::{self, EventKind, Journal, NewEvent, RunId};
+use crate::playbook::{BusinessHoursPolicy, Playbook, Step, WhenClosed};
+use crate::secret::Redactor;
+use event::{Event, Reporter};
+use interrupt::Interrupt;
+use runlog::RunLog;
+use targets::{Pool, Secrets};
+
+/// How a command ended, for the CLI to print and exit with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit: Exit,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error("{0}\n  = help: wait for it to finish; if that process is gone, the lock is already free and this message will not repeat")]
+    Locked(#[from] journal::lock::LockError),
+    #[error(transparent)]
+    Target(#[from] targets::TargetError),
+    #[error("these steps succeeded earlier but have changed in the playbook since:\n{}\n  = help: review the changes; to keep the earlier results and go on, run again with --accept-changed; to run a changed step again, `runner mark FILE STEP retry` first", .0.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
+    Changed(Vec<String>),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot create the run folder {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl EngineError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            EngineError::Locked(_) | EngineError::Changed(_) => Exit::Conflict,
+            EngineError::Target(_) | EngineError::Usage(_) => Exit::InvalidInput,
+            EngineError::Journal(_) | EngineError::RunDir { .. } => Exit::StepFailed,
+        }
+    }
+}
+
+/// Who is running this, for the journal and the customer's report.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub user: String,
+    pub host: String,
+    pub pid: u32,
+}
+
+impl Who {
+    pub fn current() -> Who {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        Who {
+            user,
+            host: journal::lock::host_name().unwrap_or_else(|_| "unknown".into()),
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// Where a playbook's state lives unless `--state` says otherwise: `.runner/<stem>.db`
+/// beside the playbook.
+pub fn default_state_path(pb: &Playbook) -> PathBuf {
+    let stem = pb
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "playbook".into());
+    pb.dir.join(".runner").join(format!("{stem}.db"))
+}
+
+/// The runs folder beside a state file.
+pub fn runs_dir(state: &std::path::Path) -> PathBuf {
+    state
+        .parent()
+        .map(|p| p.join("runs"))
+        .unwrap_or_else(|| PathBuf::from("runs"))
+}
+
+/// Everything one run shares across its threads.
+pub(crate) struct Session<'a> {
+    pub pb: &'a Playbook,
+    journal: Mutex<Journal>,
+    pub run: RunId,
+    pub clock: Clock,
+    reporter: &'a dyn Reporter,
+    pub runlog: RunLog,
+    pub redactor: Redactor,
+    pub secrets: Secrets,
+    pub pool: Pool,
+    pub interrupt: Interrupt,
+    pub who: Who,
+    /// `--override-window --reason`: start even when the window is closed, journaled.
+    pub override_reason: Option<String>,
+}
+
+/// Why a step may not start now.
+pub(crate) enum Blocked {
+    /// The window is closed and `when_closed: stop`; carries when the step may start.
+    Window(Option<Timestamp>),
+    Interrupted,
+}
+
+impl<'a> Session<'a> {
+    pub fn journal(&self) -> MutexGuard<'_, Journal> {
+        // A thread that panicked while holding the journal left it consistent: every write is
+        // its own transaction. Carry on with it.
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn emit(&self, e: &Event) {
+        self.runlog.event(e);
+        self.reporter.event(e);
+    }
+
+    pub fn record(&self, step: Option<&str>, kind: EventKind, detail: String) {
+        let e = NewEvent {
+            run: self.run.clone(),
+            at: self.clock.now(),
+            step_id: step.map(str::to_string),
+            kind,
+            detail: self.redactor.redact(&detail),
+        };
+        if let Err(err) = self.journal().record_event(&e) {
+            tracing::error!("cannot record a window decision in the journal: {err}");
+        }
+    }
+
+    /// The window gate, asked before every attempt. With `when_closed: wait` it sleeps until
+    /// the step may start (interruptible); with `stop` it reports when.
+    pub fn gate(&self, step: &Step) -> Result<(), Blocked> {
+        if step.business_hours == BusinessHoursPolicy::Allow {
+            return Ok(());
+        }
+        let w = &self.pb.window;
+        let mut waited = false;
+        loop {
+            if self.interrupt.stopping() {
+                return Err(Blocked::Interrupted);
+            }
+            let now = self.clock.now();
+            let next = match w.gate(now, step.gate_estimate(), crate::plan::HORIZON) {
+                crate::window::Gate::Open => return Ok(()),
+                crate::window::Gate::Closed { next_start, .. } => next_start,
+            };
+            if let Some(reason) = &self.override_reason {
+                let detail = format!(
+                    "window overridden by {} on {} for step `{}`: {reason}",
+                    self.who.user, self.who.host, step.id
+                );
+                self.record(Some(&step.id), EventKind::Override, detail);
+                self.emit(&Event::WindowOverride {
+                    step: step.id.clone(),
+                    reason: reason.clone(),
+                });
+                return Ok(());
+            }
+            match self.pb.when_closed {
+                WhenClosed::Stop => {
+                    let when = next
+                        .map(|t| crate::window::local_label(t, w.time_zone()))
+                        .unwrap_or_else(|| "not within 14 days".into());
+                    self.record(
+                        Some(&step.id),
+                        EventKind::Stopped,
+                        format!("window closed for `{}`; next allowed start {when}", step.id),
+                    );
+                    self.emit(&Event::WindowClosed {
+                        step: step.id.clone(),
+                        next_start: next,
+                        action: "stop".into(),
+                    });
+                    return Err(Blocked::Window(next));
+                }
+                WhenClosed::Wait => {
+                    let Some(next) = next else {
+                        return Err(Blocked::Window(None));
+                    };
+                    if !waited {
+                        waited = true;
+                        self.record(
+                            Some(&step.id),
+                            EventKind::Waited,
+                            format!(
+                                "waiting for the window: `{}` may start {}",
+                                step.id,
+                                crate::window::local_label(next, w.time_zone())
+                            ),
+                        );
+                        self.emit(&Event::WindowClosed {
+                            step: step.id.clone(),
+                            next_start: Some(next),
+                            action: "wait".into(),
+                        });
+                    }
+                    let d = next
+                        .duration_since(now)
+                        .max(SignedDuration::from_millis(10));
+                    let d = std::time::Duration::try_from(d).unwrap_or_default();
+                    if !self.interrupt.sleep(d) {
+                        return Err(Blocked::Interrupted);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the run in the journal and reports it.
+    pub fn finish(&self, exit: Exit, outcome: &str, message: String) -> Outcome {
+        if let Err(e) = self.journal().end_run(&self.run, outcome, self.clock.now()) {
+            tracing::error!("cannot record the end of the run: {e}");
+        }
+        self.emit(&Event::RunFinished {
+            outcome: outcome.to_string(),
+            exit_code: exit.code(),
+            message: message.clone(),
+        });
+        Outcome { exit, message }
+    }
+}
+
+/// "Mon 30 Nov 18:00 CST" for messages.
+pub(crate) fn when(pb: &Playbook, t: Option<Timestamp>) -> String {
+    match t {
+        Some(t) => t
+            .to_zoned_datetime(pb.window.time_zone().clone())
+            .strftime("%a %-d %b %Y %H:%M %Z")
+            .to_string(),
+        None => "no time within 14 days".into(),
+    }
+}

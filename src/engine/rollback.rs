@@ -1,0 +1,375 @@
+//! `runner rollback`: undo succeeded pairs in reverse order of completion with each step's
+//! `rollback`, never crossing a point of no return, recording every attempt.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::event::{Event, Reporter};
+use super::interrupt::Interrupt;
+use super::output::PairOutput;
+use super::runlog::RunLog;
+use super::targets::{shell_of, Pool, Secrets};
+use super::{Blocked, EngineError, Outcome, Session, Who};
+use crate::clock::Clock;
+use crate::exit::Exit;
+use crate::journal::{
+    lock, AttemptKind, AttemptState, Journal, NewAttempt, NewRun, PairState, RunCommand,
+};
+use crate::playbook::{Playbook, Step};
+use crate::secret::Redactor;
+use crate::transport::{Control, Exit as CmdExit};
+
+pub struct RollbackOptions {
+    pub state: PathBuf,
+    pub runs_dir: PathBuf,
+    /// Roll back only the steps after this one.
+    pub to: Option<String>,
+    /// Answer yes to the confirmation (required without a terminal).
+    pub yes: bool,
+    pub interactive: bool,
+    pub override_reason: Option<String>,
+    pub args: Vec<String>,
+}
+
+/// What a rollback will do, worked out before it does anything.
+pub(crate) struct RollbackPlan<'a> {
+    /// Pairs to undo, in the order they will be undone.
+    pub items: Vec<(&'a Step, String)>,
+    /// Succeeded pairs whose step has no rollback: listed, never silently passed.
+    pub without: Vec<(&'a Step, String)>,
+    /// The point of no return the rollback stops before.
+    pub stops_at: Option<&'a Step>,
+}
+
+pub(crate) fn plan<'a>(
+    pb: &'a Playbook,
+    journal: &Journal,
+    to: Option<&str>,
+) -> Result<RollbackPlan<'a>, EngineError> {
+    let to_index = match to {
+        None => None,
+        Some(id) => Some(
+            pb.steps
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.index)
+                .ok_or_else(|| {
+                    EngineError::Usage(format!(
+                        "--to `{id}` is not a step of {}",
+                        pb.path.display()
+                    ))
+                })?,
+        ),
+    };
+    let states: BTreeMap<(String, String), PairState> = journal
+        .pairs()?
+        .into_iter()
+        .map(|(s, t, st)| ((s, t), st))
+        .collect();
+    let mut out = RollbackPlan {
+        items: Vec::new(),
+        without: Vec::new(),
+        stops_at: None,
+    };
+    let order = journal.completion_order()?;
+    for (step_id, target, _) in order.into_iter().rev() {
+        if !matches!(
+            states.get(&(step_id.clone(), target.clone())),
+            Some(PairState::Succeeded { .. })
+        ) {
+            continue;
+        }
+        let Some(step) = pb.steps.iter().find(|s| s.id == step_id) else {
+            continue;
+        };
+        if to_index.is_some_and(|ti| step.index <= ti) {
+            continue;
+        }
+        if step.point_of_no_return {
+            out.stops_at = Some(step);
+            break;
+        }
+        let has = step
+            .rendered_for(&target)
+            .and_then(|r| r.rollback.as_ref())
+            .is_some();
+        if has {
+            out.items.push((step, target));
+        } else {
+            out.without.push((step, target));
+        }
+    }
+    Ok(out)
+}
+
+fn describe(p: &RollbackPlan<'_>) -> String {
+    let mut o = String::new();
+    if p.items.is_empty() {
+        o.push_str("Nothing to roll back.\n");
+    } else {
+        o.push_str("Will undo, in this order:\n");
+        for (s, t) in &p.items {
+            o.push_str(&format!("  - `{}` on `{t}`\n", s.id));
+        }
+    }
+    if !p.without.is_empty() {
+        o.push_str("Cannot undo (no rollback given), check these by hand:\n");
+        for (s, t) in &p.without {
+            o.push_str(&format!("  - `{}` on `{t}`\n", s.id));
+        }
+    }
+    if let Some(s) = p.stops_at {
+        o.push_str(&format!(
+            "Stops before `{}`: it is a point of no return, so it and everything before it stay as they are.\n",
+            s.id
+        ));
+    }
+    o
+}
+
+pub fn rollback(
+    pb: &Playbook,
+    opts: &RollbackOptions,
+    clock: Clock,
+    reporter: &dyn Reporter,
+    interrupt: Interrupt,
+) -> Result<Outcome, EngineError> {
+    let who = Who::current();
+    let _lock = lock::acquire(
+        &opts.state,
+        &lock::Holder::this_process("rollback", &who.user, clock.now()),
+    )?;
+    let journal = Journal::open(&opts.state)?;
+    let plan_text;
+    let targets: Vec<String>;
+    {
+        let p = plan(pb, &journal, opts.to.as_deref())?;
+        plan_text = describe(&p);
+        targets = p.items.iter().map(|(_, t)| t.clone()).collect();
+        if p.items.is_empty() {
+            return Ok(Outcome {
+                exit: Exit::Success,
+                message: plan_text,
+            });
+        }
+    }
+    if !opts.yes {
+        if !opts.interactive {
+            return Err(EngineError::Usage(format!(
+                "{plan_text}rollback needs confirmation: run it on a terminal, or add --yes"
+            )));
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{plan_text}Proceed? Type `yes` to roll back: ");
+        let _ = err.flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        if line.trim() != "yes" {
+            return Ok(Outcome {
+                exit: Exit::Success,
+                message: "rollback cancelled; nothing was changed".into(),
+            });
+        }
+    }
+    let mut redactor = Redactor::new();
+    let secrets = Secrets::resolve(pb, targets.iter().map(String::as_str), &mut redactor)?;
+    let run = journal.begin_run(&NewRun {
+        command: RunCommand::Rollback,
+        playbook_path: pb.path.clone(),
+        playbook_sha256: pb.sha256.clone(),
+        started_at: clock.now(),
+        user: who.user.clone(),
+        host: who.host.clone(),
+        pid: who.pid,
+        args: opts.args.clone(),
+    })?;
+    let run_dir = opts.runs_dir.join(run.as_str());
+    let runlog = RunLog::create(run_dir.clone()).map_err(|source| EngineError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let session = Session {
+        pb,
+        journal: Mutex::new(journal),
+        run,
+        clock,
+        reporter,
+        runlog,
+        redactor,
+        secrets,
+        pool: Pool::new(pb.targets.keys().map(String::as_str)),
+        interrupt,
+        who,
+        override_reason: opts.override_reason.clone(),
+    };
+    session.emit(&Event::Notice { text: plan_text });
+    let p = {
+        let j = session.journal();
+        plan(pb, &j, opts.to.as_deref())?
+    };
+    Ok(execute(&session, &p))
+}
+
+/// `on_failure: rollback`: undo what succeeded, inside the failing apply's session.
+pub(crate) fn automatic(s: &Session<'_>, failed: &Step) -> String {
+    let p = {
+        let j = s.journal();
+        match plan(s.pb, &j, None) {
+            Ok(p) => p,
+            Err(e) => return format!("the automatic rollback could not be planned: {e}"),
+        }
+    };
+    let mut text = describe(&p);
+    // Secrets of targets that only earlier steps used may not be resolved yet; those pairs
+    // fail with a clear message rather than being skipped.
+    let o = execute(s, &p);
+    text.push_str(&format!(
+        "after the failure of `{}`: {}",
+        failed.id, o.message
+    ));
+    text
+}
+
+fn execute(s: &Session<'_>, p: &RollbackPlan<'_>) -> Outcome {
+    let mut undone = 0usize;
+    for (step, target) in &p.items {
+        if s.interrupt.stopping() {
+            return s.finish(Exit::Interrupted, "interrupted", format!("rollback interrupted after {undone} pairs; run `runner rollback {}` again to go on", s.pb.path.display()));
+        }
+        match s.gate(step) {
+            Ok(()) => {}
+            Err(Blocked::Interrupted) => {
+                return s.finish(Exit::Interrupted, "interrupted", "rollback interrupted".into())
+            }
+            Err(Blocked::Window(next)) => {
+                return s.finish(
+                    Exit::WindowClosed,
+                    "stopped-window",
+                    format!(
+                        "rollback stopped before `{}` on `{target}`: the window is closed; it may start {}",
+                        step.id,
+                        super::when(s.pb, next)
+                    ),
+                )
+            }
+        }
+        if let Err(msg) = undo(s, step, target) {
+            return s.finish(
+                Exit::StepFailed,
+                "rollback-failed",
+                format!("rollback of `{}` on `{target}` failed: {msg}\nthe rollback stopped here; {undone} pairs were undone", step.id),
+            );
+        }
+        undone += 1;
+    }
+    let mut msg = format!(
+        "rolled back {undone} pair{}",
+        if undone == 1 { "" } else { "s" }
+    );
+    if !p.without.is_empty() {
+        msg.push_str(&format!(
+            "; {} pair{} had no rollback and must be checked by hand: {}",
+            p.without.len(),
+            if p.without.len() == 1 { "" } else { "s" },
+            p.without
+                .iter()
+                .map(|(s, t)| format!("`{}` on `{t}`", s.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(stop) = p.stops_at {
+        msg.push_str(&format!(
+            "; stopped before the point of no return `{}`",
+            stop.id
+        ));
+    }
+    s.finish(Exit::Success, "rolled-back", msg)
+}
+
+fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
+    let r = step
+        .rendered_for(target)
+        .ok_or("no rendering for this target")?;
+    let cmd = r.rollback.as_deref().ok_or("no rollback")?;
+    let id = s
+        .journal()
+        .begin_attempt(&NewAttempt {
+            run: s.run.clone(),
+            step_id: step.id.clone(),
+            target: target.to_string(),
+            kind: AttemptKind::Rollback,
+            number: 1,
+            started_at: s.clock.now(),
+            pid: s.who.pid,
+            host: s.who.host.clone(),
+            def_hash: r.def_hash.clone(),
+        })
+        .map_err(|e| {
+            format!("the journal cannot record the rollback, so it was not started: {e}")
+        })?;
+    s.emit(&Event::AttemptStarted {
+        step: step.id.clone(),
+        target: target.to_string(),
+        kind: "rollback".into(),
+        attempt: 1,
+        of: 1,
+    });
+    let started = Instant::now();
+    let mut out = PairOutput::new(s, &step.id, target, "");
+    out.note("rollback");
+    let ctl = Control {
+        timeout: step
+            .timeout
+            .and_then(|d| std::time::Duration::try_from(d).ok()),
+        cancel: s.interrupt.cancel_flag(),
+    };
+    let shell =
+        s.pb.targets
+            .get(target)
+            .map(|t| shell_of(t.shell))
+            .unwrap_or(crate::transport::Shell::Sh);
+    let result = s.pool.with(s.pb, &s.secrets, target, |t| {
+        t.exec(cmd, shell, &ctl, &mut |st, b| out.push(st, b))
+    });
+    out.finish();
+    let (state, code, err) = match result {
+        Ok(Ok(CmdExit::Code(0))) => (AttemptState::Succeeded, Some(0), None),
+        Ok(Ok(CmdExit::Code(c))) => (
+            AttemptState::Failed,
+            Some(c),
+            Some(format!("exit code {c}")),
+        ),
+        Ok(Ok(CmdExit::TimedOut)) => (AttemptState::TimedOut, None, Some("timed out".to_string())),
+        Ok(Ok(CmdExit::Cancelled)) => (
+            AttemptState::Interrupted,
+            None,
+            Some("interrupted".to_string()),
+        ),
+        Ok(Err(e)) => (AttemptState::Failed, None, Some(e.to_string())),
+        Err(e) => (AttemptState::Failed, None, Some(e.to_string())),
+    };
+    if let Err(e) = s
+        .journal()
+        .finish_attempt(id, state, code, s.clock.now(), err.as_deref())
+    {
+        tracing::error!("cannot record the rollback's outcome: {e}");
+    }
+    s.emit(&Event::AttemptFinished {
+        step: step.id.clone(),
+        target: target.to_string(),
+        kind: "rollback".into(),
+        attempt: 1,
+        outcome: state.as_str().into(),
+        exit_code: code,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        message: err.clone(),
+    });
+    match err {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}

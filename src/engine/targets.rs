@@ -1,0 +1,176 @@
+//! One transport per target, created on first use and reused by every step (a session per
+//! target, not per command), with the target's secrets resolved before anything runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::playbook::{Playbook, ShellKind, Target, TransportKind};
+use crate::secret::{Redactor, Secret, SecretError};
+use crate::transport::{
+    LocalTransport, Shell, SshAuth, SshConfig, SshTransport, Transport, TransportError,
+};
+
+/// How long to wait for a TCP connection and handshake before calling a target unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn shell_of(kind: ShellKind) -> Shell {
+    match kind {
+        ShellKind::Sh => Shell::Sh,
+        ShellKind::Cmd => Shell::Cmd,
+        ShellKind::Powershell => Shell::PowerShell,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("target `{target}`: {source}")]
+    Secret { target: String, source: SecretError },
+    #[error("target `{target}`: {what} is not supported by this build yet")]
+    Unsupported { target: String, what: String },
+}
+
+/// Secrets of the targets, resolved once.
+#[derive(Default)]
+pub struct Secrets {
+    by_target: BTreeMap<String, (Option<Secret>, Option<Secret>)>,
+}
+
+impl Secrets {
+    /// Resolves the password and passphrase of every named target, and teaches `redactor`
+    /// their values so that no output can show them.
+    pub fn resolve<'a>(
+        pb: &Playbook,
+        targets: impl IntoIterator<Item = &'a str>,
+        redactor: &mut Redactor,
+    ) -> Result<Secrets, TargetError> {
+        let mut by_target = BTreeMap::new();
+        for name in targets {
+            let Some(t) = pb.targets.get(name) else {
+                continue;
+            };
+            let get =
+                |r: &Option<crate::secret::SecretRef>| -> Result<Option<Secret>, TargetError> {
+                    r.as_ref()
+                        .map(|r| {
+                            r.resolve(&pb.dir).map_err(|source| TargetError::Secret {
+                                target: name.to_string(),
+                                source,
+                            })
+                        })
+                        .transpose()
+                };
+            let password = get(&t.password)?;
+            let passphrase = get(&t.passphrase)?;
+            for s in password.iter().chain(passphrase.iter()) {
+                redactor.add(s);
+            }
+            by_target.insert(name.to_string(), (password, passphrase));
+        }
+        Ok(Secrets { by_target })
+    }
+
+    fn of(&self, target: &str) -> (Option<Secret>, Option<Secret>) {
+        self.by_target.get(target).cloned().unwrap_or((None, None))
+    }
+}
+
+/// Builds the transport for a target (without connecting).
+pub fn make_transport(
+    pb: &Playbook,
+    t: &Target,
+    secrets: &Secrets,
+) -> Result<Box<dyn Transport>, TargetError> {
+    let (password, passphrase) = secrets.of(&t.name);
+    match t.transport {
+        TransportKind::Local => Ok(Box::new(LocalTransport::new(pb.dir.clone()))),
+        TransportKind::Ssh => {
+            let auth = match (&t.key, password) {
+                (Some(key), _) => SshAuth::Key {
+                    path: key.clone(),
+                    passphrase: passphrase.map(|p| crate::transport::Secret::new(p.expose())),
+                },
+                (None, Some(pw)) => SshAuth::Password(crate::transport::Secret::new(pw.expose())),
+                (None, None) => SshAuth::Agent,
+            };
+            let known_hosts = t.known_hosts.clone().unwrap_or_else(default_known_hosts);
+            Ok(Box::new(SshTransport::new(SshConfig {
+                name: t.name.clone(),
+                host: t.host.clone().unwrap_or_default(),
+                port: t.port.unwrap_or(22),
+                user: t.user.clone().unwrap_or_default(),
+                auth,
+                known_hosts,
+                connect_timeout: CONNECT_TIMEOUT,
+            })))
+        }
+        TransportKind::Winrm => Err(TargetError::Unsupported {
+            target: t.name.clone(),
+            what: "transport: winrm".into(),
+        }),
+    }
+}
+
+/// `~/.ssh/known_hosts` of the user running runner.
+pub fn default_known_hosts() -> PathBuf {
+    crate::playbook::expand_home(std::path::Path::new("~/.ssh/known_hosts"))
+}
+
+/// The transports of a run, one per target, each used by one pair at a time.
+pub struct Pool {
+    slots: BTreeMap<String, Mutex<Option<Box<dyn Transport>>>>,
+}
+
+impl Pool {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Pool {
+        Pool {
+            slots: names
+                .into_iter()
+                .map(|n| (n.to_string(), Mutex::new(None)))
+                .collect(),
+        }
+    }
+
+    /// Runs `f` with the target's transport, creating it on first use and connecting (or
+    /// reconnecting) it first.
+    pub fn with<R>(
+        &self,
+        pb: &Playbook,
+        secrets: &Secrets,
+        target: &str,
+        f: impl FnOnce(&mut dyn Transport) -> R,
+    ) -> Result<R, PoolError> {
+        let slot = self
+            .slots
+            .get(target)
+            .ok_or_else(|| PoolError::UnknownTarget(target.to_string()))?;
+        let mut guard = slot
+            .lock()
+            .map_err(|_| PoolError::Poisoned(target.to_string()))?;
+        if guard.is_none() {
+            let t = pb
+                .targets
+                .get(target)
+                .ok_or_else(|| PoolError::UnknownTarget(target.to_string()))?;
+            *guard = Some(make_transport(pb, t, secrets)?);
+        }
+        let transport = guard
+            .as_mut()
+            .ok_or_else(|| PoolError::UnknownTarget(target.to_string()))?;
+        transport.connect()?;
+        Ok(f(transport.as_mut()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("unknown target `{0}`")]
+    UnknownTarget(String),
+    #[error("internal error: the connection to `{0}` was poisoned by a crashed thread")]
+    Poisoned(String),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}

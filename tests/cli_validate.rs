@@ -1,0 +1,429 @@
+//! `runner validate` on good and bad playbooks: exit codes, positions, messages, and that an
+//! invalid playbook changes nothing.
+
+mod common_cli;
+
+use common_cli::{fixture, runner};
+use std::path::Path;
+
+const BASE: &str = r#"name: T
+window:
+  timezone: America/Chicago
+  business_hours:
+    - days: mon-fri
+      from: "07:30"
+      to: "18:00"
+  margin: 15m
+vars:
+  drive: 'D:'
+targets:
+  web:
+    transport: ssh
+    host: 127.0.0.1
+    user: admin
+  db:
+    transport: local
+groups:
+  all: [web, db]
+steps:
+  - id: first
+    on: web
+    run: echo {{ drive }}
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Validates `text` as `c.yaml` in a fresh folder; returns the run and the folder.
+fn validate(text: &str) -> (common_cli::Run, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "c.yaml", text);
+    let r = runner(&["validate", "c.yaml"], dir.path(), &[]);
+    (r, dir)
+}
+
+#[test]
+fn the_shipped_playbooks_and_fixture_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for p in [
+        root.join("playbooks/sbs2000-to-sbs2003.yaml"),
+        root.join("playbooks/demo.yaml"),
+        fixture("small.yaml"),
+    ] {
+        let r = runner(&["validate", p.to_str().unwrap()], root, &[]);
+        assert_eq!(r.code, 0, "{}: {}{}", p.display(), r.stdout, r.stderr);
+        assert!(r.stdout.contains("valid"), "{}", r.stdout);
+    }
+}
+
+#[test]
+fn base_is_valid() {
+    let (r, _d) = validate(BASE);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("c.yaml: valid (1 steps, 1 step x target pairs, 2 targets)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_suggests() {
+    let text = BASE.replace(
+        "    run: echo {{ drive }}",
+        "    run: echo {{ drive }}\n    rollbak: echo undo",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("unknown key `rollbak` in a step"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("c.yaml:24:5"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("24 |     rollbak: echo undo"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("   |     ^^^^^^^\n"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("did you mean `rollback`?"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn words_from_other_tools_are_translated() {
+    let text = BASE.replace("    run: echo {{ drive }}", "    comand: echo hi");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("did you mean `command`? That is called `run`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn several_errors_are_reported_at_once_in_file_order() {
+    let text = BASE
+        .replace("America/Chicago", "America/Chicagoo")
+        .replace("on: web", "on: wbe")
+        .replace("{{ drive }}", "{{ driv }}");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    let tz = r
+        .stderr
+        .find("`America/Chicagoo` is not a known IANA time zone")
+        .expect(&r.stderr);
+    let on = r
+        .stderr
+        .find("`wbe` is neither a target nor a group")
+        .expect(&r.stderr);
+    assert!(tz < on);
+    assert!(r.stderr.contains("did you mean `America/Chicago`?"));
+    assert!(r.stderr.contains("did you mean `web`?"));
+    assert!(
+        r.stderr
+            .contains("2 errors found; nothing was run and nothing was written"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn undefined_template_variable() {
+    let (r, _d) = validate(&BASE.replace("{{ drive }}", "{{ driv }}"));
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("`run` uses undefined variable `driv` for target `web`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("did you mean `drive`?"), "{}", r.stderr);
+}
+
+#[test]
+fn target_vars_and_target_fields_are_available() {
+    let text = BASE
+        .replace(
+            "    transport: local\n",
+            "    transport: local\n    vars:\n      root: /srv\n",
+        )
+        .replace(
+            "    on: web\n    run: echo {{ drive }}",
+            "    on: db\n    run: echo {{ root }} {{ target.name }}",
+        );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn a_literal_secret_is_refused_without_echoing_it() {
+    let text = BASE.replace(
+        "    user: admin\n",
+        "    user: admin\n    password: Sup3rS3cret!\n",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("`password` is a literal secret"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("{ env: VARIABLE }"), "{}", r.stderr);
+    assert!(!r.stderr.contains("Sup3rS3cret!") && !r.stdout.contains("Sup3rS3cret!"));
+}
+
+#[test]
+fn bad_window_values_each_get_an_error() {
+    let text = BASE
+        .replace("days: mon-fri", "days: mon-fry")
+        .replace("\"18:00\"", "\"25:00\"")
+        .replace("margin: 15m", "margin: soon");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("`mon-fry` is not a day or a range of days"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("`25:00` is not a time of day"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("`soon` is not a duration"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn business_hours_without_timezone() {
+    let (r, _d) = validate(&BASE.replace("  timezone: America/Chicago\n", ""));
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("the window has business hours but no `timezone`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn steps_references_and_ids() {
+    let text = format!(
+        "{BASE}  - id: first\n    on: all\n    run: x\n  - id: Bad_Id\n    on: all\n    run: x\n  - id: dl\n    on: all\n    run: x\n    deadline: {{ after: later, within: 21d }}\n  - id: later\n    on: all\n    run: x\n"
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("step id `first` is used twice"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("`Bad_Id` is not a valid step id"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("`deadline.after` names `later`, which is not an earlier step"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("`later` comes later in the playbook"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn exactly_one_action() {
+    let text = format!(
+        "{BASE}  - id: two\n    on: web\n    run: a\n    manual: b\n  - id: none\n    on: web\n"
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("step `two` has both `run` and `manual`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("step `none` has nothing to do"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn missing_script_and_upload_files() {
+    let text = format!(
+        "{BASE}  - id: s\n    on: web\n    script: scripts/nope.sh\n  - id: u\n    on: web\n    upload: {{ src: files/nope.bin, dest: /tmp/x }}\n"
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("cannot read `scripts/nope.sh`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("cannot read `files/nope.bin`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_step_that_could_never_fit_between_business_hours() {
+    // Weeknights are 13h30m; the weekend gap is 61h30m. 3d cannot fit anywhere.
+    let text = BASE.replace("    run: echo {{ drive }}", "    run: x\n    estimate: 3d");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("step `first` could never start"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("(2d13h30m)"), "{}", r.stderr);
+    // The same step is fine when it is allowed during business hours.
+    let ok = BASE.replace(
+        "    run: echo {{ drive }}",
+        "    run: x\n    estimate: 3d\n    business_hours: allow",
+    );
+    assert_eq!(validate(&ok).0.code, 0);
+}
+
+#[test]
+fn transport_specific_keys_are_checked() {
+    let text = BASE
+        .replace(
+            "    transport: local\n",
+            "    transport: local\n    host: x\n",
+        )
+        .replace("    user: admin\n", "    user: admin\n    https: true\n");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("a local target has no `host`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("`https` applies only to winrm targets"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn yaml_syntax_and_type_errors_have_positions() {
+    let (r, _d) = validate("name: [unclosed\nsteps: x\n");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("YAML syntax error"), "{}", r.stderr);
+    assert!(r.stderr.contains("c.yaml:"), "{}", r.stderr);
+
+    let (r, _d) =
+        validate(&BASE.replace("  margin: 15m\n", "  margin: 15m\n  when_closed: later\n"));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("when_closed"), "{}", r.stderr);
+    assert!(r.stderr.contains("c.yaml:9:"), "{}", r.stderr);
+}
+
+#[test]
+fn an_alias_bomb_is_refused() {
+    let mut text = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let mut prev = 'a';
+    for c in 'b'..='j' {
+        text.push_str(&format!(
+            "{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+        prev = c;
+    }
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn garbage_input_never_panics() {
+    for text in [
+        "",
+        "---\n",
+        "- a\n- b\n",
+        "name: 3\nwindow: 4\nsteps: 5\n",
+        "\u{0}\u{1}",
+        "steps:\n  - {}\n",
+        "{{{{",
+    ] {
+        let (r, _d) = validate(text);
+        assert_eq!(r.code, 2, "input {text:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn invalid_playbooks_write_nothing_even_for_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "c.yaml",
+        &BASE.replace("on: web", "on: nowhere"),
+    );
+    for cmd in [
+        vec!["validate", "c.yaml"],
+        vec!["plan", "c.yaml"],
+        vec!["apply", "c.yaml"],
+    ] {
+        let r = runner(&cmd, dir.path(), &[]);
+        assert_eq!(r.code, 2, "{cmd:?}: {}", r.stderr);
+    }
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("c.yaml")]);
+}
+
+#[test]
+fn a_missing_file_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = runner(&["validate", "nope.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("nope.yaml"), "{}", r.stderr);
+}
+
+#[test]
+fn schema_is_json_with_the_step_keys() {
+    let r = runner(&["schema"], Path::new("."), &[]);
+    assert_eq!(r.code, 0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let step = &v["$defs"]["RawStep"]["properties"];
+    for k in [
+        "id",
+        "run",
+        "check",
+        "rollback",
+        "estimate",
+        "point_of_no_return",
+        "deadline",
+    ] {
+        assert!(step.get(k).is_some(), "schema lacks step key {k}");
+    }
+}
