@@ -238,3 +238,50 @@ fn a_changed_script_file_is_refused_too() {
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("`go.sh` changed"), "{}", r.stderr);
 }
+
+#[test]
+fn the_flagship_plan_separates_daytime_checks_from_nights_and_meets_its_deadline() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let r = runner(
+        &[
+            "plan",
+            "playbooks/sbs2000-to-sbs2003.yaml",
+            "--start",
+            "2026-12-14T13:00:00-06:00",
+        ],
+        root,
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let o = &r.stdout;
+    let day = o
+        .find("In business hours (steps allowed then): Mon 14 Dec 13:00")
+        .expect(o);
+    let night = o
+        .find("Night 1: Mon 14 Dec 18:00 -> Tue 15 Dec 07:15")
+        .expect(o);
+    assert!(day < night);
+    assert!(!o.contains("[deadline-missed]"), "{o}");
+}
+
+#[test]
+fn a_missed_deadline_is_a_review_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.yaml"),
+        "name: D\nwindow:\n  timezone: UTC\n  business_hours:\n    - { days: mon-sun, from: \"08:00\", to: \"20:00\" }\ntargets:\n  h:\n    transport: local\nsteps:\n  - id: a\n    on: h\n    run: 'true'\n    estimate: 1h\n  - id: b\n    on: h\n    run: 'true'\n    estimate: 10h\n  - id: c\n    on: h\n    run: 'true'\n    estimate: 10h\n    deadline: { after: a, within: 12h }\n",
+    )
+    .unwrap();
+    let r = runner(
+        &["plan", "d.yaml", "--start", "2026-12-01T20:00:00Z"],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("[deadline-missed] `c` is scheduled to end"),
+        "{}",
+        r.stdout
+    );
+}

@@ -62,7 +62,7 @@ pub struct PlannedStep {
     pub idempotent: bool,
     pub point_of_no_return: bool,
     pub business_hours: BusinessHoursPolicy,
-    /// 1-based night this step starts in.
+    /// The group (`Night::number`) this step starts in.
     pub night: usize,
     /// True when the step waits for the window rather than starting right after the previous one.
     pub waits_for_window: bool,
@@ -70,10 +70,16 @@ pub struct PlannedStep {
     pub rendered: Vec<crate::playbook::Rendered>,
 }
 
-/// A stretch of work between two business-hours intervals.
+/// A stretch of work between two business-hours intervals (a night), or a run of steps
+/// allowed inside business hours (daytime).
 #[derive(Debug, Clone, Serialize)]
 pub struct Night {
+    /// Position among all groups, from 1 (`PlannedStep::night` refers to it).
     pub number: usize,
+    /// True for steps that run inside business hours because they are allowed to.
+    pub daytime: bool,
+    /// "Night 2: Mon 30 Nov 18:00 -> Tue 1 Dec 07:15", as the review shows it.
+    pub title: String,
     /// When its first step starts.
     #[serde(skip)]
     pub start: Timestamp,
@@ -107,6 +113,13 @@ pub enum PlanError {
         line: usize,
         after: String,
     },
+}
+
+impl Plan {
+    /// Nights, not counting daytime groups.
+    pub fn night_count(&self) -> usize {
+        self.nights.iter().filter(|n| !n.daytime).count()
+    }
 }
 
 /// Places each step at its earliest allowed start after the previous one ends.
@@ -178,21 +191,39 @@ pub fn earliest(w: &Window, step: &Step, t: Timestamp) -> Option<Timestamp> {
 }
 
 /// A new night begins whenever business hours lie between the previous step's end and this
-/// step's start.
+/// step's start. Steps that start inside business hours (`business_hours: allow`) form groups
+/// of their own, shown as daytime work rather than as a night.
 fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
-    let mut nights: Vec<Night> = Vec::new();
+    let mut groups: Vec<Night> = Vec::new();
     let mut prev_end: Option<Timestamp> = None;
+    let mut nights = 0;
     for s in steps.iter_mut() {
-        let new_night = match prev_end {
-            None => true,
-            Some(pe) => pe < s.start && !w.business_intervals(pe, s.start).is_empty(),
+        let second = s
+            .start
+            .saturating_add(SignedDuration::from_secs(1))
+            .unwrap_or(s.start);
+        let daytime = !w.business_intervals(s.start, second).is_empty();
+        let new_group = match (prev_end, groups.last()) {
+            (Some(pe), Some(g)) => {
+                g.daytime != daytime
+                    || (pe < s.start && !w.business_intervals(pe, s.start).is_empty())
+            }
+            _ => true,
         };
-        if new_night {
-            let closes = w
-                .next_business_start(s.start)
-                .and_then(|b| b.checked_sub(w.margin()).ok());
-            nights.push(Night {
-                number: nights.len() + 1,
+        if new_group {
+            let closes = if daytime {
+                None
+            } else {
+                w.next_business_start(s.start)
+                    .and_then(|b| b.checked_sub(w.margin()).ok())
+            };
+            if !daytime {
+                nights += 1;
+            }
+            groups.push(Night {
+                number: groups.len() + 1,
+                daytime,
+                title: String::new(),
                 start: s.start,
                 closes,
                 finish: s.end,
@@ -201,16 +232,32 @@ fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
                 finish_text: String::new(),
                 steps: Vec::new(),
             });
+            if let Some(g) = groups.last_mut() {
+                g.title = if daytime {
+                    format!(
+                        "In business hours (steps allowed then): {}",
+                        crate::window::local_label(s.start, w.time_zone())
+                    )
+                } else {
+                    format!(
+                        "Night {nights}: {} -> {}",
+                        crate::window::local_label(s.start, w.time_zone()),
+                        closes
+                            .map(|c| crate::window::local_label(c, w.time_zone()))
+                            .unwrap_or_else(|| "no limit".into())
+                    )
+                };
+            }
         }
-        if let Some(n) = nights.last_mut() {
-            n.steps.push(s.id.clone());
-            n.finish = n.finish.max(s.end);
-            n.finish_text = rfc3339(n.finish, w);
-            s.night = n.number;
+        if let Some(g) = groups.last_mut() {
+            g.steps.push(s.id.clone());
+            g.finish = g.finish.max(s.end);
+            g.finish_text = rfc3339(g.finish, w);
+            s.night = g.number;
         }
         prev_end = Some(s.end);
     }
-    nights
+    groups
 }
 
 fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
@@ -241,7 +288,13 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
                 warn("interruption-needs-human", step, format!("`{}` is not idempotent and has no check: if it is interrupted, an operator must inspect the target and use `runner mark`", step.id));
             }
         }
-        if step.rollback.is_none() && last_ponr.is_some_and(|p| i < p) && !step.point_of_no_return {
+        // Read-only steps (allowed in business hours) have nothing to undo.
+        let read_only = step.business_hours == BusinessHoursPolicy::Allow;
+        if step.rollback.is_none()
+            && !read_only
+            && last_ponr.is_some_and(|p| i < p)
+            && !step.point_of_no_return
+        {
             warn(
                 "no-rollback-before-ponr",
                 step,

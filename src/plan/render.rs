@@ -133,11 +133,19 @@ fn indent(text: &str, pad: &str) -> String {
     out
 }
 
+fn shell_name(s: crate::playbook::ShellKind) -> &'static str {
+    match s {
+        crate::playbook::ShellKind::Sh => "sh",
+        crate::playbook::ShellKind::Cmd => "cmd",
+        crate::playbook::ShellKind::Powershell => "powershell",
+    }
+}
+
 fn targets_lines(pb: &Playbook) -> Vec<(String, String)> {
     pb.targets
         .values()
         .map(|t| {
-            let mut d = format!("{}, shell {:?}", t.address(), t.shell).to_lowercase();
+            let mut d = format!("{}, shell {}", t.address(), shell_name(t.shell));
             if let Some(p) = &t.password {
                 d.push_str(&format!(", password {p}"));
             }
@@ -145,7 +153,10 @@ fn targets_lines(pb: &Playbook) -> Vec<(String, String)> {
                 d.push_str(&format!(", key {}", k.display()));
             }
             if let Some(a) = t.auth {
-                d.push_str(&format!(", auth {a:?}").to_lowercase());
+                d.push_str(match a {
+                    crate::playbook::WinrmAuth::Basic => ", auth basic",
+                    crate::playbook::WinrmAuth::Ntlm => ", auth ntlm",
+                });
             }
             (t.name.clone(), d)
         })
@@ -166,10 +177,27 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
         Some(z) => {
             let _ = writeln!(
                 o,
-                "Window: business hours in {z}, margin {}, when closed: {:?}",
+                "Window: business hours in {z}, margin {}, when closed: {}",
                 human_duration(pb.window.margin()),
-                pb.when_closed
+                match pb.when_closed {
+                    crate::playbook::WhenClosed::Stop => "stop (checkpoint and exit)",
+                    crate::playbook::WhenClosed::Wait => "wait",
+                }
             );
+            for r in pb.window.rules() {
+                let _ = writeln!(
+                    o,
+                    "  business hours: {} {}-{}",
+                    r.days,
+                    r.from.strftime("%H:%M"),
+                    r.to.strftime("%H:%M")
+                );
+            }
+            if !pb.window.holidays().is_empty() {
+                let days: Vec<String> =
+                    pb.window.holidays().iter().map(|d| d.to_string()).collect();
+                let _ = writeln!(o, "  holidays: {}", days.join(", "));
+            }
         }
         None => {
             let _ = writeln!(o, "Window: no business hours (steps may start any time)");
@@ -181,16 +209,10 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
         let _ = writeln!(o, "  {name:<16} {d}");
     }
     for night in &plan.nights {
-        let closes = match night.closes {
-            Some(c) => short(c, &tz),
-            None => "no limit".into(),
-        };
         let _ = writeln!(
             o,
-            "\nNight {}: {} -> {}  (work expected to end {})",
-            night.number,
-            short(night.start, &tz),
-            closes,
+            "\n{}  (work expected to end {})",
+            night.title,
             short(night.finish, &tz)
         );
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
@@ -233,8 +255,8 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
         long(plan.finish, &tz),
         plan.steps.len(),
         if plan.steps.len() == 1 { "" } else { "s" },
-        plan.nights.len(),
-        if plan.nights.len() == 1 { "" } else { "s" }
+        plan.night_count(),
+        if plan.night_count() == 1 { "" } else { "s" }
     );
     if plan.warnings.is_empty() {
         let _ = writeln!(o, "\nNo review warnings.");
@@ -279,7 +301,7 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
         o,
         "| Steps / nights | {} / {} |",
         plan.steps.len(),
-        plan.nights.len()
+        plan.night_count()
     );
     let _ = writeln!(o, "\n## Targets\n\n| Target | Connection |\n|---|---|");
     for (name, d) in targets_lines(pb) {
@@ -314,16 +336,10 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
     }
     let _ = writeln!(o, "\n## Nights");
     for night in &plan.nights {
-        let closes = night
-            .closes
-            .map(|c| short(c, &tz))
-            .unwrap_or_else(|| "no limit".into());
         let _ = writeln!(
             o,
-            "\n### Night {}: {} -> {}\n\nWork is expected to end {}.\n",
-            night.number,
-            short(night.start, &tz),
-            closes,
+            "\n### {}\n\nWork is expected to end {}.\n",
+            night.title,
             short(night.finish, &tz)
         );
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
