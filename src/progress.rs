@@ -123,6 +123,16 @@ fn line(e: &Event, quiet: bool) -> Option<String> {
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "not within 14 days".into())
         ),
+        // Plain output repeats the countdown about every ten minutes; the wait itself was
+        // announced by WindowClosed.
+        Event::Waiting {
+            step,
+            until,
+            remaining_secs,
+        } if !quiet && remaining_secs % 600 >= 570 => format!(
+            "  waiting for the window: {step} may start at {until} (in {})",
+            crate::plan::human_duration(jiff::SignedDuration::from_secs(*remaining_secs))
+        ),
         Event::WindowOverride { step, reason } => {
             format!("  WINDOW OVERRIDDEN for {step}: {reason}")
         }
@@ -267,6 +277,16 @@ impl Reporter for Bars {
                 if let Some(t) = line(e, false) {
                     self.println(t);
                 }
+            }
+            Event::Waiting {
+                step,
+                remaining_secs,
+                ..
+            } => {
+                self.overall.set_message(format!(
+                    "waiting for the window: {step} may start in {}",
+                    crate::plan::human_duration(jiff::SignedDuration::from_secs(*remaining_secs))
+                ));
             }
             Event::RunFinished { .. } => {
                 self.overall.finish_and_clear();

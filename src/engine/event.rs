@@ -74,6 +74,12 @@ pub enum Event {
         next_start: Option<Timestamp>,
         action: String,
     },
+    /// A countdown while `when_closed: wait` waits for the window.
+    Waiting {
+        step: String,
+        until: Timestamp,
+        remaining_secs: i64,
+    },
     WindowOverride {
         step: String,
         reason: String,

@@ -235,10 +235,17 @@ impl<'a> Session<'a> {
                             action: "wait".into(),
                         });
                     }
-                    let d = next
+                    // Sleep in slices so the countdown stays visible and current.
+                    let left = next
                         .duration_since(now)
                         .max(SignedDuration::from_millis(10));
-                    let d = std::time::Duration::try_from(d).unwrap_or_default();
+                    self.emit(&Event::Waiting {
+                        step: step.id.clone(),
+                        until: next,
+                        remaining_secs: left.as_secs(),
+                    });
+                    let slice = left.min(SignedDuration::from_secs(30));
+                    let d = std::time::Duration::try_from(slice).unwrap_or_default();
                     if !self.interrupt.sleep(d) {
                         return Err(Blocked::Interrupted);
                     }
