@@ -148,7 +148,15 @@ fn attempt(
     out.finish();
 
     let (state, code, message) = match result {
+        // Could not connect: the command never started, so this is a plain failure.
         Err(e) => (AttemptState::Failed, None, Some(e.to_string())),
+        // The link died while the command ran: it may or may not have had its effect. Recorded
+        // as interrupted, which every later decision treats as in doubt.
+        Ok(Err(e)) if e.is_connection_lost() => (
+            AttemptState::Interrupted,
+            None,
+            Some(format!("{e}; the command may have run in part or in full")),
+        ),
         Ok(Err(e)) => (AttemptState::Failed, None, Some(e.to_string())),
         Ok(Ok(Exit::TimedOut)) => (
             AttemptState::TimedOut,
@@ -216,8 +224,45 @@ fn attempt(
             overrun(s, step, target, started_at);
             AttemptEnd::Succeeded
         }
+        AttemptState::Interrupted if !s.interrupt.stopping() => {
+            lost(s, step, target, number, message.unwrap_or_default())
+        }
         AttemptState::Interrupted => AttemptEnd::Interrupted,
         _ => AttemptEnd::Failed(message.unwrap_or_else(|| "failed".into())),
+    }
+}
+
+/// The connection died mid-command. An idempotent step may simply be retried; otherwise the
+/// check decides; without one, only an operator can.
+fn lost(s: &Session<'_>, step: &Step, target: &str, number: u32, why: String) -> AttemptEnd {
+    if step.idempotent {
+        return AttemptEnd::Failed(why);
+    }
+    match verify_in_doubt(s, step, target, number) {
+        Some(true) => {
+            let r = step.rendered_for(target);
+            let mark = crate::journal::NewMark {
+                run: Some(s.run.clone()),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                mark: crate::journal::MarkKind::Done,
+                def_hash: r.map(|r| r.def_hash.clone()).unwrap_or_default(),
+                user: format!("runner (check, for {})", s.who.user),
+                host: s.who.host.clone(),
+                at: s.clock.now(),
+                reason: Some("connection lost mid-command; the check passed".into()),
+            };
+            match s.journal().mark(&mark) {
+                Ok(()) => AttemptEnd::Succeeded,
+                Err(e) => AttemptEnd::Fatal(format!("{why}; the check passed but cannot be recorded: {e}")),
+            }
+        }
+        Some(false) => AttemptEnd::Failed(format!("{why}; the check failed")),
+        None => AttemptEnd::Fatal(format!(
+            "{why}. The step is not idempotent and has no check, so it is not run again: inspect the target, then `runner mark {} {}@{target} done|retry|skip`",
+            s.pb.path.display(),
+            step.id
+        )),
     }
 }
 
