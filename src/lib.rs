@@ -10,6 +10,8 @@ pub mod exit;
 pub mod journal;
 pub mod plan;
 pub mod playbook;
+pub mod report;
 pub mod secret;
+pub mod status;
 pub mod transport;
 pub mod window;
