@@ -2,7 +2,7 @@
 //! checkpointed in a journal so that any stop can be resumed.
 //!
 //! Data flows one way: [`playbook`] (load and validate) → [`plan`] (schedule and review) →
-//! engine → [`transport`], with the [`journal`] beside the engine. [`window`] is the pure
+//! [`engine`] → [`transport`], with the [`journal`] beside the engine. [`window`] is the pure
 //! business-hours rule everything else asks.
 
 pub mod clock;
