@@ -410,7 +410,9 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let state = state_path(&pb, &args.state);
             let journal = Journal::open_existing(&state)?;
             let host = runner::journal::lock::host_name().unwrap_or_default();
-            let view = runner::status::status(&pb, journal.as_ref(), clock.now(), &host)?;
+            let holder = runner::journal::lock::read_holder_of(&state);
+            let view =
+                runner::status::status(&pb, journal.as_ref(), clock.now(), &host, holder.as_ref())?;
             let text = match args.format {
                 TextOrJson::Text => runner::status::render_status_text(&view, &pb),
                 TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use super::event::{Event, Reporter};
 use super::interrupt::Interrupt;
-use super::pair::{run_pair, verify_in_doubt, PairEnd};
+use super::pair::{run_pair, verify_in_doubt, PairEnd, Phase, Resume};
 use super::runlog::RunLog;
 use super::targets::{Pool, Secrets};
 use super::{Blocked, EngineError, Outcome, Session, Who};
@@ -210,7 +210,8 @@ pub fn apply(
                 .copied()
                 .unwrap_or(0);
             match resolve_doubt(&session, step, &t, &st, earlier) {
-                Doubt::Run => run_on.push((t, earlier)),
+                Doubt::Run => run_on.push((t, earlier, None)),
+                Doubt::Continue(r) => run_on.push((t, earlier, Some(r))),
                 Doubt::Done => {}
                 Doubt::Operator(why) => need_operator.push((t, why)),
             }
@@ -340,6 +341,8 @@ fn window_stop(s: &Session<'_>, step: &Step, next: Option<jiff::Timestamp>) -> O
 
 enum Doubt {
     Run,
+    /// Not in doubt at all: a detached job to follow, or a reboot to wait for.
+    Continue(Resume),
     Done,
     Operator(String),
 }
@@ -364,8 +367,36 @@ fn resolve_doubt(
             kind,
             pid,
             host,
-            ..
+            started_at,
         } => {
+            // A detached job or a reboot is not in doubt: the journal says where to pick it up.
+            let notes = s.journal().notes(*attempt).unwrap_or_default();
+            let phase = if *kind == AttemptKind::Reboot
+                || notes.contains_key(super::reboot::NOTE_EXIT_CODE)
+            {
+                Some(Phase::Reboot)
+            } else {
+                notes
+                    .get(super::detach::NOTE_JOB_DIR)
+                    .map(|d| Phase::Job(d.clone()))
+            };
+            if let Some(phase) = phase {
+                let decision = match &phase {
+                    Phase::Job(_) => "a detached job: follow it",
+                    _ => "a reboot: wait for the target",
+                };
+                return emit_doubt(
+                    s,
+                    step,
+                    target,
+                    decision,
+                    Doubt::Continue(Resume {
+                        attempt: *attempt,
+                        phase,
+                        started_at: *started_at,
+                    }),
+                );
+            }
             let why = format!(
                 "runner (pid {pid} on {host}) stopped while this {kind} was running; its outcome is unknown"
             );
@@ -451,7 +482,7 @@ fn emit_doubt(s: &Session<'_>, step: &Step, target: &str, decision: &str, d: Dou
 fn run_parallel(
     s: &Session<'_>,
     step: &Step,
-    pairs: &[(String, u32)],
+    pairs: &[(String, u32, Option<Resume>)],
     max: usize,
 ) -> Vec<(String, PairEnd)> {
     let next = AtomicUsize::new(0);
@@ -461,7 +492,7 @@ fn run_parallel(
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some((t, earlier)) = pairs.get(i) else {
+                let Some((t, earlier, resume)) = pairs.get(i) else {
                     break;
                 };
                 // After the first Ctrl-C, pairs not yet started are not started.
@@ -469,7 +500,7 @@ fn run_parallel(
                     PairEnd::Interrupted
                 } else {
                     let started = std::time::Instant::now();
-                    let end = run_pair(s, step, t, *earlier);
+                    let end = run_pair(s, step, t, *earlier, resume.clone());
                     s.emit(&Event::PairFinished {
                         step: step.id.clone(),
                         target: t.clone(),

@@ -19,9 +19,11 @@ pub mod runlog;
 pub mod targets;
 
 mod apply;
+mod detach;
 mod mark;
 mod output;
 mod pair;
+mod reboot;
 mod rollback;
 
 use std::path::PathBuf;

@@ -28,8 +28,15 @@ fn std_duration(d: Option<jiff::SignedDuration>) -> Option<Duration> {
 }
 
 /// Runs `step` on `target`; `earlier` is how many run attempts previous runs made, so that
-/// attempt numbers keep counting across a resume.
-pub fn run_pair(s: &Session<'_>, step: &Step, target: &str, earlier: u32) -> PairEnd {
+/// attempt numbers keep counting across a resume. With `resume`, the attempt an earlier run
+/// left `running` is continued first (it counts as the first try).
+pub fn run_pair(
+    s: &Session<'_>,
+    step: &Step,
+    target: &str,
+    earlier: u32,
+    resume: Option<Resume>,
+) -> PairEnd {
     let Some(rendered) = step.rendered_for(target) else {
         return PairEnd::Failed(format!(
             "internal error: `{}` has no rendering for `{target}`",
@@ -53,7 +60,11 @@ pub fn run_pair(s: &Session<'_>, step: &Step, target: &str, earlier: u32) -> Pai
         if s.interrupt.stopping() && n > 1 {
             return PairEnd::Interrupted;
         }
-        match attempt(s, step, target, rendered, earlier + n, n, tries) {
+        let end = match (&resume, n) {
+            (Some(r), 1) => run_attempt(s, step, target, rendered, r, earlier, n, tries),
+            _ => attempt(s, step, target, rendered, earlier + n, n, tries),
+        };
+        match end {
             AttemptEnd::Succeeded => return PairEnd::Done,
             AttemptEnd::Interrupted => return PairEnd::Interrupted,
             AttemptEnd::Failed(msg) => last_failure = msg,
@@ -63,7 +74,7 @@ pub fn run_pair(s: &Session<'_>, step: &Step, target: &str, earlier: u32) -> Pai
     PairEnd::Failed(last_failure)
 }
 
-enum AttemptEnd {
+pub(crate) enum AttemptEnd {
     Succeeded,
     Failed(String),
     Interrupted,
@@ -112,6 +123,24 @@ fn finish(
     }
 }
 
+/// Where an attempt is (re-)entered: a fresh start, or the continuation of an attempt an
+/// earlier run left `running` (a detached job to follow, a reboot to wait for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Fresh,
+    Job(String),
+    Reboot,
+}
+
+/// An attempt left `running` by an earlier run, to be continued rather than repeated.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub attempt: AttemptId,
+    pub phase: Phase,
+    /// When that attempt started, so its timeout still counts from then.
+    pub started_at: Timestamp,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn attempt(
     s: &Session<'_>,
@@ -122,42 +151,139 @@ fn attempt(
     n: u32,
     tries: u32,
 ) -> AttemptEnd {
-    let id = match begin(s, step, target, AttemptKind::Run, number, &r.def_hash) {
+    let kind = match step.action {
+        crate::playbook::Action::Reboot { .. } => AttemptKind::Reboot,
+        _ => AttemptKind::Run,
+    };
+    let id = match begin(s, step, target, kind, number, &r.def_hash) {
         Ok(id) => id,
         Err(msg) => return AttemptEnd::Fatal(msg),
     };
+    let resume = Resume {
+        attempt: id,
+        phase: Phase::Fresh,
+        started_at: s.clock.now(),
+    };
+    run_attempt(s, step, target, r, &resume, number, n, tries)
+}
+
+/// Performs (or continues) one attempt and records its outcome.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_attempt(
+    s: &Session<'_>,
+    step: &Step,
+    target: &str,
+    r: &Rendered,
+    resume: &Resume,
+    number: u32,
+    n: u32,
+    tries: u32,
+) -> AttemptEnd {
+    let id = resume.attempt;
     s.emit(&Event::AttemptStarted {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: "run".into(),
+        kind: step.action.kind().into(),
         attempt: n,
         of: tries,
     });
-    let started = Instant::now();
-    let started_at = s.clock.now();
+    let since_start =
+        Duration::try_from(s.clock.now().duration_since(resume.started_at)).unwrap_or_default();
+    let started = Instant::now()
+        .checked_sub(since_start)
+        .unwrap_or_else(Instant::now);
+    let started_at = resume.started_at;
     let mut out = PairOutput::new(s, &step.id, target, "");
-    out.note(&format!("attempt {n} of {tries} ({})", step.action.kind()));
+    match &resume.phase {
+        Phase::Fresh => out.note(&format!("attempt {n} of {tries} ({})", step.action.kind())),
+        Phase::Job(dir) => out.note(&format!(
+            "following the detached job in {dir} started by an earlier run"
+        )),
+        Phase::Reboot => out.note("continuing the reboot begun by an earlier run"),
+    }
     let ctl = Control {
         timeout: std_duration(step.timeout),
         cancel: s.interrupt.cancel_flag(),
     };
     let shell = shell_for(s, target);
-    let result = s.pool.with(s.pb, &s.secrets, target, |t| {
-        execute(t, r, shell, &ctl, &mut out)
-    });
+    let detached =
+        s.pb.targets
+            .get(target)
+            .is_some_and(|t| step.detached_on(t));
+    let mut job_dir: Option<String> = None;
+
+    let result: Result<Result<Exit, String>, Lost> = match (&resume.phase, &r.action) {
+        // A reboot step, or the reboot after a `reboot_on` code: the command part is done.
+        (Phase::Reboot, _) => {
+            let code = s
+                .journal()
+                .notes(id)
+                .ok()
+                .and_then(|n| {
+                    n.get(super::reboot::NOTE_EXIT_CODE)
+                        .and_then(|c| c.parse().ok())
+                })
+                .unwrap_or(0);
+            Ok(Ok(Exit::Code(code)))
+        }
+        (_, RenderedAction::Reboot { .. }) => Ok(Ok(Exit::Code(0))),
+        (Phase::Job(dir), _) => {
+            job_dir = Some(dir.clone());
+            job_result(super::detach::follow(
+                s,
+                target,
+                dir,
+                ctl.timeout,
+                started,
+                &mut out,
+            ))
+        }
+        (Phase::Fresh, RenderedAction::Run { command }) if detached => {
+            let dir = super::detach::job_dir(&s.run, id);
+            // Intent before action: the folder is known to the journal before the job exists.
+            if let Err(e) = s.journal().set_note(id, super::detach::NOTE_JOB_DIR, &dir) {
+                return AttemptEnd::Fatal(format!(
+                    "the journal cannot record the job, so it was not started: {e}"
+                ));
+            }
+            out.note(&format!(
+                "detached: output and status in {dir} on the target"
+            ));
+            match super::detach::start(s, target, &dir, command) {
+                Err(m) => Ok(Err(m)),
+                Ok(()) => {
+                    job_dir = Some(dir.clone());
+                    job_result(super::detach::follow(
+                        s,
+                        target,
+                        &dir,
+                        ctl.timeout,
+                        started,
+                        &mut out,
+                    ))
+                }
+            }
+        }
+        (Phase::Fresh, _) => match s.pool.with(s.pb, &s.secrets, target, |t| {
+            execute(t, r, shell, &ctl, &mut out)
+        }) {
+            Err(e) => Ok(Err(e.to_string())),
+            Ok(Err(e)) if e.is_connection_lost() => Err(Lost(format!(
+                "{e}; the command may have run in part or in full"
+            ))),
+            Ok(Err(e)) => Ok(Err(e.to_string())),
+            Ok(Ok(exit)) => Ok(Ok(exit)),
+        },
+    };
     out.finish();
 
-    let (state, code, message) = match result {
-        // Could not connect: the command never started, so this is a plain failure.
-        Err(e) => (AttemptState::Failed, None, Some(e.to_string())),
-        // The link died while the command ran: it may or may not have had its effect. Recorded
-        // as interrupted, which every later decision treats as in doubt.
-        Ok(Err(e)) if e.is_connection_lost() => (
-            AttemptState::Interrupted,
-            None,
-            Some(format!("{e}; the command may have run in part or in full")),
-        ),
-        Ok(Err(e)) => (AttemptState::Failed, None, Some(e.to_string())),
+    let succeeded = |c: i64| step.ok_codes.contains(&c) || step.reboot_on.contains(&c);
+    let (mut state, code, mut message) = match result {
+        // Could not start: a plain failure.
+        Ok(Err(m)) => (AttemptState::Failed, None, Some(m)),
+        // The link died (or the job vanished) while the command ran: it may or may not have
+        // had its effect. Recorded as interrupted, which every later decision treats as in doubt.
+        Err(Lost(m)) => (AttemptState::Interrupted, None, Some(m)),
         Ok(Ok(Exit::TimedOut)) => (
             AttemptState::TimedOut,
             None,
@@ -173,38 +299,78 @@ fn attempt(
             None,
             Some("interrupted by the operator (second Ctrl-C)".into()),
         ),
-        Ok(Ok(Exit::Code(c))) if step.ok_codes.contains(&c) => match &r.check {
-            None => (AttemptState::Succeeded, Some(c), None),
-            Some(check) => match run_check(s, step, target, r, check, number) {
-                CheckEnd::Passed => (AttemptState::Succeeded, Some(c), None),
-                CheckEnd::Failed(msg) => (AttemptState::Failed, Some(c), Some(msg)),
-                CheckEnd::Interrupted => (
-                    AttemptState::Interrupted,
-                    Some(c),
-                    Some("interrupted during the check".into()),
-                ),
-            },
-        },
+        Ok(Ok(Exit::Code(c))) if succeeded(c) => (AttemptState::Succeeded, Some(c), None),
         Ok(Ok(Exit::Code(c))) => {
             let tail = out.tail.back().cloned().unwrap_or_default();
-            (
-                AttemptState::Failed,
-                Some(c),
-                Some(if tail.is_empty() {
-                    format!(
-                        "exit code {c} is not one of the ok codes {:?}",
-                        step.ok_codes
-                    )
-                } else {
-                    format!(
-                        "exit code {c} is not one of the ok codes {:?}; last output: {tail}",
-                        step.ok_codes
-                    )
-                }),
-            )
+            let mut m = format!(
+                "exit code {c} is not one of the ok codes {:?}",
+                step.ok_codes
+            );
+            if !tail.is_empty() {
+                m.push_str(&format!("; last output: {tail}"));
+            }
+            (AttemptState::Failed, Some(c), Some(m))
         }
     };
+
+    // Reboot, if the step is a reboot or its exit code asks for one.
+    let reboot_timeout = match step.action {
+        crate::playbook::Action::Reboot { timeout } => Some(timeout),
+        _ if code.is_some_and(|c| step.reboot_on.contains(&c)) => {
+            Some(crate::playbook::DEFAULT_REBOOT_TIMEOUT)
+        }
+        _ => None,
+    };
+    if state == AttemptState::Succeeded {
+        if let Some(timeout) = reboot_timeout {
+            if let Some(c) = code {
+                if let Err(e) =
+                    s.journal()
+                        .set_note(id, super::reboot::NOTE_EXIT_CODE, &c.to_string())
+                {
+                    tracing::error!("cannot note the exit code before the reboot: {e}");
+                }
+            }
+            let timeout = Duration::try_from(timeout).unwrap_or(Duration::from_secs(1200));
+            match super::reboot::reboot(s, id, target, timeout, &mut out) {
+                super::reboot::RebootEnd::Done => {}
+                super::reboot::RebootEnd::Failed(m) => {
+                    state = AttemptState::Failed;
+                    message = Some(m);
+                }
+                super::reboot::RebootEnd::Cancelled => {
+                    state = AttemptState::Interrupted;
+                    message = Some("interrupted while waiting for the reboot".into());
+                }
+            }
+        }
+    }
+
+    // The check, after the command (and any reboot) succeeded.
+    if state == AttemptState::Succeeded {
+        if let Some(check) = &r.check {
+            match run_check(s, step, target, r, check, number) {
+                CheckEnd::Passed => {}
+                CheckEnd::Failed(m) => {
+                    state = AttemptState::Failed;
+                    message = Some(m);
+                }
+                CheckEnd::Interrupted => {
+                    state = AttemptState::Interrupted;
+                    message = Some("interrupted during the check".into());
+                }
+            }
+        }
+    }
+
     finish(s, id, state, code, message.as_deref());
+    if let Some(dir) = &job_dir {
+        // The result is in the journal: the job's files have served their purpose. A job that
+        // is still in doubt keeps its folder for the operator to inspect.
+        if state != AttemptState::Interrupted {
+            super::detach::remove(s, target, dir);
+        }
+    }
     let elapsed = started.elapsed();
     if let Some(m) = &message {
         out.note(m);
@@ -212,7 +378,7 @@ fn attempt(
     s.emit(&Event::AttemptFinished {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: "run".into(),
+        kind: step.action.kind().into(),
         attempt: n,
         outcome: state.as_str().to_string(),
         exit_code: code,
@@ -229,6 +395,19 @@ fn attempt(
         }
         AttemptState::Interrupted => AttemptEnd::Interrupted,
         _ => AttemptEnd::Failed(message.unwrap_or_else(|| "failed".into())),
+    }
+}
+
+/// A command whose outcome is unknown (the link or the job was lost mid-way).
+struct Lost(String);
+
+fn job_result(end: super::detach::JobEnd) -> Result<Result<Exit, String>, Lost> {
+    use super::detach::JobEnd;
+    match end {
+        JobEnd::Exited(c) => Ok(Ok(Exit::Code(c))),
+        JobEnd::TimedOut => Ok(Ok(Exit::TimedOut)),
+        JobEnd::Cancelled => Ok(Ok(Exit::Cancelled)),
+        JobEnd::Lost(m) => Err(Lost(m)),
     }
 }
 
@@ -295,7 +474,8 @@ fn execute(
             ));
             Ok(Exit::Code(0))
         }
-        RenderedAction::Manual { .. } => Ok(Exit::Code(0)),
+        // Manual steps are confirmed by the operator and reboots are driven by `reboot`.
+        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(Exit::Code(0)),
     }
 }
 

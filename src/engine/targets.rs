@@ -132,6 +132,16 @@ impl Pool {
         }
     }
 
+    /// Forgets the target's transport (after a reboot the old session is dead even if it
+    /// does not know it yet); the next use connects afresh.
+    pub fn reset(&self, target: &str) {
+        if let Some(slot) = self.slots.get(target) {
+            if let Ok(mut g) = slot.lock() {
+                *g = None;
+            }
+        }
+    }
+
     /// Runs `f` with the target's transport, creating it on first use and connecting (or
     /// reconnecting) it first.
     pub fn with<R>(

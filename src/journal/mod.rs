@@ -872,6 +872,36 @@ impl Journal {
         })
     }
 
+    /// Records a note on an attempt (replacing an earlier value of the same key), durably,
+    /// before the action it describes is taken.
+    pub fn set_note(&self, attempt: AttemptId, key: &str, value: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO attempt_notes (attempt_id, key, value) VALUES (?1, ?2, ?3)",
+                params![attempt.0, key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The notes of an attempt.
+    pub fn notes(
+        &self,
+        attempt: AttemptId,
+    ) -> Result<std::collections::BTreeMap<String, String>, JournalError> {
+        self.read(|tx| {
+            let mut stmt =
+                tx.prepare("SELECT key, value FROM attempt_notes WHERE attempt_id = ?1")?;
+            let rows = stmt.query_map(params![attempt.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut out = std::collections::BTreeMap::new();
+            for row in rows {
+                let (k, v): (String, String) = row?;
+                out.insert(k, v);
+            }
+            Ok(out)
+        })
+    }
+
     pub fn record_event(&self, e: &NewEvent) -> Result<(), JournalError> {
         self.write(|tx| {
             require_run(tx, &e.run)?;

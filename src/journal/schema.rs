@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub const APPLICATION_ID: i32 = 0x524E_4A31;
 
 /// `MIGRATIONS[n]` takes a journal from schema version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and understands.
 pub fn current_version() -> i64 {
@@ -102,6 +102,19 @@ CREATE TABLE events (
     detail  TEXT NOT NULL
 );
 CREATE INDEX events_by_run ON events (run_id, id);
+";
+
+/// Version 2: notes on an attempt, written before the action they describe. A detached job's
+/// folder on the target (so a later run can follow the job instead of starting it again), and a
+/// reboot's boot id before the reboot and whether the reboot was issued (so a later run waits
+/// instead of rebooting again).
+const V2: &str = "
+CREATE TABLE attempt_notes (
+    attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    PRIMARY KEY (attempt_id, key)
+);
 ";
 
 /// Why a migration could not run.

@@ -103,6 +103,17 @@ fn action_text(r: &Rendered) -> (String, String) {
             ),
         ),
         RenderedAction::Manual { instructions } => ("manual".into(), instructions.clone()),
+        RenderedAction::Reboot {
+            command,
+            boot_id_command,
+            timeout_secs,
+        } => (
+            "reboot".into(),
+            format!(
+                "{command}, then wait up to {} until `{boot_id_command}` prints a new boot id",
+                human_duration(jiff::SignedDuration::from_secs(*timeout_secs))
+            ),
+        ),
     }
 }
 

@@ -82,6 +82,10 @@ pub struct Target {
     pub shell: ShellKind,
     pub auth: Option<WinrmAuth>,
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// The effective reboot command (the target's own or the shell's default).
+    pub reboot_command: String,
+    /// The effective command printing the boot id.
+    pub boot_id_command: String,
 }
 
 impl Target {
@@ -134,6 +138,10 @@ pub struct Step {
     pub point_of_no_return: bool,
     pub business_hours: BusinessHoursPolicy,
     pub deadline: Option<Deadline>,
+    /// Exit codes that mean "success, and reboot now".
+    pub reboot_on: Vec<i64>,
+    /// `detach` as written; see [`Step::detached_on`] for the effective value.
+    pub detach: Option<bool>,
     /// The line of the step's `id`, for messages.
     pub line: usize,
     /// The step rendered for each of its targets, in `targets` order.
@@ -157,7 +165,23 @@ impl Step {
     pub fn rendered_for(&self, target: &str) -> Option<&Rendered> {
         self.rendered.iter().find(|r| r.target == target)
     }
+
+    /// Whether this step runs detached on `target`: as written, else for `run` steps estimated
+    /// at [`DETACH_FROM`] or more. Only POSIX (`sh`) targets can run detached so far; elsewhere
+    /// the step runs attached (validation refuses an explicit `detach: true` there).
+    pub fn detached_on(&self, target: &Target) -> bool {
+        let wanted = self
+            .detach
+            .unwrap_or_else(|| self.estimate.is_some_and(|e| e >= DETACH_FROM));
+        wanted && matches!(self.action, Action::Run(_)) && target.shell == ShellKind::Sh
+    }
 }
+
+/// Steps estimated at this or longer run detached by default.
+pub const DETACH_FROM: SignedDuration = SignedDuration::from_mins(15);
+
+/// How long a reboot may take unless the step says otherwise.
+pub const DEFAULT_REBOOT_TIMEOUT: SignedDuration = SignedDuration::from_mins(20);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -165,6 +189,7 @@ pub enum Action {
     Script(FileRef),
     Upload { src: FileRef, dest: String },
     Manual(String),
+    Reboot { timeout: SignedDuration },
 }
 
 impl Action {
@@ -174,6 +199,7 @@ impl Action {
             Action::Script(_) => "script",
             Action::Upload { .. } => "upload",
             Action::Manual(_) => "manual",
+            Action::Reboot { .. } => "reboot",
         }
     }
 }
@@ -216,6 +242,11 @@ pub enum RenderedAction {
     },
     Manual {
         instructions: String,
+    },
+    Reboot {
+        command: String,
+        boot_id_command: String,
+        timeout_secs: i64,
     },
 }
 

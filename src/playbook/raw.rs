@@ -154,6 +154,14 @@ pub struct RawTarget {
     /// The target's own template variables (override playbook vars).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Command that reboots the target (default: `shutdown -r now` with sh, `shutdown /r /t 5`
+    /// on Windows shells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_command: Option<String>,
+    /// Command that prints an id that changes with every boot (default: the kernel's boot_id
+    /// with sh, the last boot time on Windows shells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_command: Option<String>,
 }
 
 /// A secret reference: exactly one of `env` or `file`. Literal secrets are refused.
@@ -203,6 +211,16 @@ pub struct RawStep {
     /// Instructions an operator carries out and confirms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual: Option<String>,
+    /// Reboot the target and wait until it is back (its boot id changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RawReboot>,
+    /// Exit codes after which the target is rebooted (they count as success), e.g. [3010, 1641].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_on: Option<Vec<i64>>,
+    /// Run the command detached on the target, so it survives a dropped connection or a
+    /// runner crash (default: on for steps estimated at 15 minutes or more, on sh targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detach: Option<bool>,
     /// Exit codes that mean success (default [0]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok_codes: Option<Vec<i64>>,
@@ -253,6 +271,14 @@ pub struct RawUpload {
     pub src: String,
     /// Destination path on the target.
     pub dest: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawReboot {
+    /// Longest wait for the target to come back (default 20m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

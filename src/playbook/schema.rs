@@ -70,5 +70,9 @@ mod tests {
             props(&schema, Some("RawDeadline")),
             sorted(structure::DEADLINE_KEYS)
         );
+        assert_eq!(
+            props(&schema, Some("RawReboot")),
+            sorted(structure::REBOOT_KEYS)
+        );
     }
 }

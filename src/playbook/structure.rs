@@ -36,6 +36,8 @@ pub const TARGET_KEYS: &[&str] = &[
     "shell",
     "auth",
     "vars",
+    "reboot_command",
+    "boot_id_command",
 ];
 pub const SECRET_KEYS: &[&str] = &["env", "file"];
 pub const STEP_KEYS: &[&str] = &[
@@ -47,6 +49,9 @@ pub const STEP_KEYS: &[&str] = &[
     "script",
     "upload",
     "manual",
+    "reboot",
+    "reboot_on",
+    "detach",
     "ok_codes",
     "check",
     "rollback",
@@ -61,6 +66,7 @@ pub const STEP_KEYS: &[&str] = &[
 ];
 pub const UPLOAD_KEYS: &[&str] = &["src", "dest"];
 pub const DEADLINE_KEYS: &[&str] = &["after", "within"];
+pub const REBOOT_KEYS: &[&str] = &["timeout"];
 
 /// Words people bring from other tools, and what they are called here.
 const SYNONYMS: &[(&str, &str)] = &[
@@ -160,6 +166,7 @@ pub fn check(src: &Source) -> Vec<Diagnostic> {
                         "deadline" => {
                             walk_map(src, c, p, DEADLINE_KEYS, "deadline", o, &|_, _, _, _| {})
                         }
+                        "reboot" => walk_map(src, c, p, REBOOT_KEYS, "reboot", o, &|_, _, _, _| {}),
                         _ => {}
                     },
                 )

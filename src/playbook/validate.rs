@@ -579,6 +579,21 @@ impl Validator<'_> {
                 _ => None,
             },
             vars: t.vars.clone(),
+            reboot_command: t.reboot_command.clone().unwrap_or_else(|| {
+                match shell {
+                    ShellKind::Sh => "shutdown -r now",
+                    ShellKind::Cmd | ShellKind::Powershell => "shutdown /r /t 5",
+                }
+                .to_string()
+            }),
+            boot_id_command: t.boot_id_command.clone().unwrap_or_else(|| {
+                match shell {
+                    ShellKind::Sh => "cat /proc/sys/kernel/random/boot_id",
+                    ShellKind::Cmd => "wmic os get lastbootuptime /value",
+                    ShellKind::Powershell => "(Get-WmiObject Win32_OperatingSystem).LastBootUpTime",
+                }
+                .to_string()
+            }),
         })
     }
 
@@ -698,14 +713,15 @@ impl Validator<'_> {
             ("script", s.script.is_some()),
             ("upload", s.upload.is_some()),
             ("manual", s.manual.is_some()),
+            ("reboot", s.reboot.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, present)| present.then_some(k))
         .collect();
         match actions.len() {
-            0 => self.err(&base, format!("step `{}` has nothing to do", s.id), Some("give it exactly one of `run`, `script`, `upload` or `manual`".into())),
+            0 => self.err(&base, format!("step `{}` has nothing to do", s.id), Some("give it exactly one of `run`, `script`, `upload`, `manual` or `reboot`".into())),
             1 => {}
-            _ => self.err(&p(actions[1]), format!("step `{}` has both `{}` and `{}`", s.id, actions[0], actions[1]), Some("a step has exactly one of `run`, `script`, `upload` or `manual`: split it into two steps".into())),
+            _ => self.err(&p(actions[1]), format!("step `{}` has both `{}` and `{}`", s.id, actions[0], actions[1]), Some("a step has exactly one of `run`, `script`, `upload`, `manual` or `reboot`: split it into two steps".into())),
         }
         let manual = s.manual.is_some();
         if manual {
@@ -716,6 +732,8 @@ impl Validator<'_> {
                 ("timeout", s.timeout.is_some()),
                 ("retries", s.retries.is_some()),
                 ("retry_delay", s.retry_delay.is_some()),
+                ("reboot_on", s.reboot_on.is_some()),
+                ("detach", s.detach.is_some()),
             ] {
                 if present {
                     self.err(&p(k), format!("a manual step has no `{k}`"), Some("write what the operator must verify into the `manual` text, or make it a separate step".into()));
@@ -887,8 +905,44 @@ impl Validator<'_> {
                 dest: up.dest.clone(),
             })
         } else {
-            s.manual.clone().map(Action::Manual)
+            if let Some(m) = &s.manual {
+                Some(Action::Manual(m.clone()))
+            } else if let Some(r) = &s.reboot {
+                let mut q = p("reboot");
+                q.push(key("timeout"));
+                let timeout = match &r.timeout {
+                    Some(t) => self.duration(&q, Some(t)),
+                    None => Some(super::DEFAULT_REBOOT_TIMEOUT),
+                };
+                timeout.map(|timeout| Action::Reboot { timeout })
+            } else {
+                None
+            }
         };
+        let reboot_on = s.reboot_on.clone().unwrap_or_default();
+        if !reboot_on.is_empty()
+            && !matches!(action, Some(Action::Run(_)) | Some(Action::Script(_)))
+        {
+            self.err(
+                &p("reboot_on"),
+                "`reboot_on` applies to `run` and `script` steps",
+                Some("remove it, or use a separate `reboot:` step".into()),
+            );
+        }
+        if s.detach == Some(true) {
+            if !matches!(action, Some(Action::Run(_))) {
+                self.err(
+                    &p("detach"),
+                    "only `run` steps can run detached",
+                    Some("remove `detach`, or turn the step into a `run` step".into()),
+                );
+            }
+            for t in &expanded {
+                if targets.get(t).is_some_and(|t| t.shell != ShellKind::Sh) {
+                    self.err(&p("detach"), format!("`detach: true` needs a POSIX shell, but target `{t}` uses another shell"), Some("detached steps on Windows targets are not supported yet: remove `detach` (the step then runs attached)".into()));
+                }
+            }
+        }
 
         if self.diags.len() != before {
             return None;
@@ -922,6 +976,8 @@ impl Validator<'_> {
             point_of_no_return: s.point_of_no_return,
             business_hours: s.business_hours,
             deadline,
+            reboot_on,
+            detach: s.detach,
             line: self.src.locate(&p("id")).0.line,
             rendered,
         })
@@ -1016,6 +1072,13 @@ impl Validator<'_> {
             },
             Action::Manual(text) => RenderedAction::Manual {
                 instructions: render("manual", text, self)?,
+            },
+            Action::Reboot { timeout } => RenderedAction::Reboot {
+                command: target.map(|t| t.reboot_command.clone()).unwrap_or_default(),
+                boot_id_command: target
+                    .map(|t| t.boot_id_command.clone())
+                    .unwrap_or_default(),
+                timeout_secs: timeout.as_secs(),
             },
         };
         let check = match &s.check {

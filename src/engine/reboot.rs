@@ -1,0 +1,152 @@
+//! Reboot and continue: issue the target's reboot command, wait until the target really
+//! restarted (its boot id changed), reconnect. Each stage is noted on the attempt in the journal
+//! before it happens, so a runner killed during the wait resumes waiting instead of rebooting
+//! the machine a second time.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use super::output::PairOutput;
+use super::targets::shell_of;
+use super::Session;
+use crate::journal::AttemptId;
+use crate::transport::{Control, Exit, Stream};
+
+pub const NOTE_BOOT_ID: &str = "boot_id_before";
+pub const NOTE_ISSUED: &str = "reboot_issued_at";
+/// On a `reboot_on` step: the command's exit code, noted before the reboot begins.
+pub const NOTE_EXIT_CODE: &str = "exit_code";
+
+pub enum RebootEnd {
+    Done,
+    Failed(String),
+    Cancelled,
+}
+
+/// Reads the boot id (the target's `boot_id_command`, trimmed; it must exit 0).
+fn boot_id(s: &Session<'_>, target: &str) -> Result<String, String> {
+    let t = s.pb.targets.get(target).ok_or("unknown target")?;
+    let cmd = t.boot_id_command.clone();
+    let shell = shell_of(t.shell);
+    let r = s.pool.with(s.pb, &s.secrets, target, |tr| {
+        let mut out = Vec::new();
+        let ctl = Control::new(Some(Duration::from_secs(60)));
+        let exit = tr.exec(&cmd, shell, &ctl, &mut |st, b| {
+            if st == Stream::Stdout {
+                out.extend_from_slice(b)
+            }
+        });
+        exit.map(|e| (e, String::from_utf8_lossy(&out).trim().to_string()))
+    });
+    match r {
+        Ok(Ok((Exit::Code(0), id))) if !id.is_empty() => Ok(id),
+        Ok(Ok((exit, id))) => Err(format!("the boot id command gave {exit:?} {id:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reboots `target` (or continues a reboot an earlier run began) and waits for it.
+pub fn reboot(
+    s: &Session<'_>,
+    attempt: AttemptId,
+    target: &str,
+    timeout: Duration,
+    out: &mut PairOutput<'_, '_>,
+) -> RebootEnd {
+    let notes = match s.journal().notes(attempt) {
+        Ok(n) => n,
+        Err(e) => return RebootEnd::Failed(format!("cannot read the journal: {e}")),
+    };
+    let before = match notes.get(NOTE_BOOT_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = match boot_id(s, target) {
+                Ok(id) => id,
+                Err(e) => {
+                    return RebootEnd::Failed(format!(
+                        "cannot read the boot id before rebooting: {e}"
+                    ))
+                }
+            };
+            if let Err(e) = s.journal().set_note(attempt, NOTE_BOOT_ID, &id) {
+                return RebootEnd::Failed(format!(
+                    "cannot record the boot id, so the reboot was not issued: {e}"
+                ));
+            }
+            id
+        }
+    };
+    let issued_at = match notes
+        .get(NOTE_ISSUED)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+    {
+        Some(at) => {
+            out.note(&format!("resuming the wait for the reboot issued at {at}"));
+            at
+        }
+        None => {
+            let at = s.clock.now();
+            // Intent before action: a runner killed from here on waits instead of rebooting again.
+            if let Err(e) = s.journal().set_note(attempt, NOTE_ISSUED, &at.to_string()) {
+                return RebootEnd::Failed(format!(
+                    "cannot record the reboot, so it was not issued: {e}"
+                ));
+            }
+            let Some(t) = s.pb.targets.get(target) else {
+                return RebootEnd::Failed("unknown target".into());
+            };
+            out.note(&format!("rebooting with `{}`", t.reboot_command));
+            let cmd = t.reboot_command.clone();
+            let shell = shell_of(t.shell);
+            // The link going down under this command is the expected outcome, not an error.
+            let r = s.pool.with(s.pb, &s.secrets, target, |tr| {
+                let ctl = Control::new(Some(Duration::from_secs(60)));
+                tr.exec(&cmd, shell, &ctl, &mut |st, b| out.push(st, b))
+            });
+            if let Ok(Ok(Exit::Code(c))) = r {
+                if c != 0 {
+                    return RebootEnd::Failed(format!("the reboot command exited with {c}"));
+                }
+            }
+            at
+        }
+    };
+    s.pool.reset(target);
+    let cancel = s.interrupt.cancel_flag();
+    let waited = s.clock.now().duration_since(issued_at);
+    let already = Duration::try_from(waited).unwrap_or_default();
+    let started = Instant::now();
+    let mut failures = 0u32;
+    loop {
+        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return RebootEnd::Cancelled;
+        }
+        if already + started.elapsed() >= timeout {
+            return RebootEnd::Failed(format!(
+                "the target did not come back with a new boot id within {}",
+                crate::plan::human_duration(
+                    jiff::SignedDuration::try_from(timeout).unwrap_or_default()
+                )
+            ));
+        }
+        match boot_id(s, target) {
+            Ok(id) if id != before => {
+                out.note(&format!("the target is back (boot id {before} -> {id})"));
+                return RebootEnd::Done;
+            }
+            Ok(_) => failures = 0,
+            Err(_) => {
+                failures += 1;
+                // A session that died with the old boot must not be reused.
+                s.pool.reset(target);
+            }
+        }
+        let pause = Duration::from_millis(250u64 << failures.min(5)).min(Duration::from_secs(10));
+        let end = Instant::now() + pause;
+        while Instant::now() < end && !cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+        }
+    }
+}
