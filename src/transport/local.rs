@@ -280,6 +280,12 @@ fn kill_tree(child: &mut Child) -> io::Result<()> {
     }
     signal_group(pgid, libc::SIGKILL);
     child.wait()?;
+    // SIGKILL cannot be refused, but dying takes a moment; return once it is done, so that
+    // "stopped" really means stopped for whoever looks next.
+    let deadline = Instant::now() + KILL_GRACE;
+    while group_has_live_members(pgid) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
     Ok(())
 }
 

@@ -368,6 +368,15 @@ pub fn process_running(pid: u32) -> bool {
     matches!(stat_of(pid), Some((_, state)) if state != 'Z' && state != 'X')
 }
 
+/// Whether `pid` stops running within `timeout`. A process that got SIGKILL needs a moment to
+/// finish exiting; this waits for the kernel's exit notification, it does not sleep blindly.
+pub fn stops_within(pid: u32, timeout: Duration) -> bool {
+    if let Ok(p) = libc::pid_t::try_from(pid) {
+        wait_exit(p, timeout);
+    }
+    !process_running(pid)
+}
+
 /// Wait until `pid` has exited (zombie or gone), without polling where the kernel can tell us.
 fn wait_exit(pid: libc::pid_t, timeout: Duration) {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
