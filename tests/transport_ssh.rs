@@ -526,3 +526,51 @@ fn wrong_key_is_an_auth_error_and_refused_port_a_connect_error() {
     assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
     assert!(err.is_connection_lost());
 }
+
+#[test]
+fn a_recorded_key_of_another_type_is_negotiated_not_reported_as_changed() {
+    let sshd = Sshd::start("127.0.0.16");
+    // Only the server's ECDSA key is on record; the runner prefers ed25519, so it must connect
+    // again asking for ECDSA instead of calling the ed25519 key "unknown" or "changed".
+    let (kt, b64) = sshd.ecdsa_host_key();
+    let kh = sshd.dir().join("ecdsa_known_hosts");
+    fs::write(
+        &kh,
+        format!("[{}]:{} {kt} {b64}\n", sshd.host(), sshd.port()),
+    )
+    .expect("write");
+    let mut cfg = ssh_config(&sshd);
+    cfg.known_hosts = kh;
+    let mut t = SshTransport::new(cfg.clone());
+    assert_eq!(
+        run_sh(&mut t, "echo ecdsa", None).expect("exec").stdout,
+        "ecdsa\n"
+    );
+
+    // A different ECDSA key on record is a changed key, even though ed25519 is offered too.
+    let other = sshd.dir().join("other_ecdsa");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let (kt, b64) = common::sshd::read_pub(&other.with_extension("pub"));
+    let kh = sshd.dir().join("wrong_ecdsa_known_hosts");
+    fs::write(
+        &kh,
+        format!("[{}]:{} {kt} {b64}\n", sshd.host(), sshd.port()),
+    )
+    .expect("write");
+    cfg.known_hosts = kh;
+    let err = SshTransport::new(cfg).connect().expect_err("changed");
+    assert!(
+        matches!(err, TransportError::HostKeyChanged { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&openssh_fingerprint(&sshd.ecdsa_host_pub_path())),
+        "{err}"
+    );
+}
