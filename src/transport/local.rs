@@ -24,7 +24,8 @@ const TICK: Duration = Duration::from_millis(50);
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 const CHUNK: usize = 64 * 1024;
 
-/// Runs commands as child processes of the runner, in `workdir`.
+/// Runs commands as child processes of the runner, in `workdir`. Relative upload destinations
+/// are relative to `workdir` too.
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
     workdir: PathBuf,

@@ -609,6 +609,8 @@ impl SshTransport {
         let closed = file.close();
         if let Err(e) = written {
             self.mark_broken_if_dead();
+            // A partial script must not linger: it may hold rendered secrets.
+            self.remove_file(sftp_path);
             return Err(TransportError::Upload {
                 target: self.describe(),
                 dest: sftp_path.to_string(),
