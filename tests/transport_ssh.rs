@@ -574,3 +574,47 @@ fn a_recorded_key_of_another_type_is_negotiated_not_reported_as_changed() {
         "{err}"
     );
 }
+
+#[test]
+fn upload_fails_when_the_target_reports_another_hash() {
+    // The target's sha256sum lies: verification must catch it rather than trust the transfer.
+    let sshd = Sshd::start_with("127.0.0.17", "SetEnv PATH={dir}/bin:/usr/bin:/bin");
+    let bin = sshd.dir().join("bin");
+    fs::create_dir(&bin).expect("mkdir");
+    let fake = bin.join("sha256sum");
+    fs::write(
+        &fake,
+        format!("#!/bin/sh\ncat >/dev/null\necho '{}  -'\n", "0".repeat(64)),
+    )
+    .expect("write fake sha256sum");
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let mut t = transport(&sshd);
+    assert_eq!(
+        run_sh(&mut t, "command -v sha256sum", None)
+            .expect("exec")
+            .stdout
+            .trim(),
+        fake.display().to_string(),
+        "the session's PATH must pick the fake"
+    );
+
+    let src = sshd.dir().join("small.bin");
+    fs::write(&src, b"payload").expect("write");
+    let dest = sshd.dir().join("small.copy");
+    let err = t
+        .upload(&src, &dest.display().to_string(), Shell::Sh, &mut |_| {})
+        .expect_err("the hash does not match");
+    match &err {
+        TransportError::UploadVerify {
+            expected_bytes,
+            actual_bytes,
+            actual_sha256,
+            ..
+        } => {
+            assert_eq!(*expected_bytes, 7);
+            assert_eq!(*actual_bytes, 7);
+            assert_eq!(actual_sha256, &"0".repeat(64));
+        }
+        other => panic!("expected UploadVerify, got {other:?}"),
+    }
+}

@@ -36,11 +36,19 @@ pub struct Sshd {
     port: u16,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Extra sshd_config lines given to [`Sshd::start_with`].
+    extra_config: String,
 }
 
 impl Sshd {
     /// Start a server listening on `ip` (e.g. "127.0.0.2") on a free port.
     pub fn start(ip: &str) -> Sshd {
+        Sshd::start_with(ip, "")
+    }
+
+    /// Like [`Sshd::start`], with extra sshd_config lines; `{dir}` in them stands for the
+    /// server's scratch directory ([`Sshd::dir`]), e.g. `SetEnv PATH={dir}/bin:/usr/bin:/bin`.
+    pub fn start_with(ip: &str, extra_config: &str) -> Sshd {
         ensure_sshd_installed();
         assert!(
             ip.starts_with("127."),
@@ -73,7 +81,9 @@ impl Sshd {
             port: 0,
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
+            extra_config: String::new(),
         };
+        sshd.extra_config = extra_config.replace("{dir}", &sshd.dir.path().display().to_string());
         // The port is found by binding :0 and releasing it, so another process can grab it in
         // between; start over with a new port when sshd cannot bind.
         let mut last_log = String::new();
@@ -216,7 +226,8 @@ impl Sshd {
              LogLevel INFO\n",
             ip = self.ip,
             port = self.port,
-        );
+        ) + &self.extra_config
+            + "\n";
         fs::write(self.config_path(), &base).expect("write sshd_config");
         // OpenSSH 9.8+ penalises clients whose connections fail; tests fail connections on
         // purpose. Older servers do not know the option and refuse the whole config.
