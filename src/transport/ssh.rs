@@ -663,7 +663,7 @@ impl SshTransport {
         Ok(dir)
     }
 
-    /// Run a short helper script and collect its output.
+    /// Run a short internal script (temp dir lookup, hashing) and collect its output.
     fn capture(
         &mut self,
         script: &str,

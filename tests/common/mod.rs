@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests. Each test binary uses only part of them.
+//! Code shared by the integration tests. Each test binary uses only part of it.
 #![allow(dead_code)]
 
 pub mod sshd;
