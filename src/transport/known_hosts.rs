@@ -516,6 +516,28 @@ mod tests {
     }
 
     #[test]
+    fn plain_host_entry_does_not_cover_other_ports() {
+        // As in OpenSSH: `h` is port 22 only; another port can be another machine.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kh = dir.path().join("known_hosts");
+        fs::write(&kh, format!("h ssh-ed25519 {ED_A}\n")).expect("write");
+        let a = key("ssh-ed25519", ED_A);
+        let b = key("ssh-ed25519", ED_B);
+        assert_eq!(
+            check_host_key(&kh, "h", 22, &a).ok(),
+            Some(HostKeyStatus::Trusted)
+        );
+        assert_eq!(
+            check_host_key(&kh, "h", 2201, &a).ok(),
+            Some(HostKeyStatus::Unknown)
+        );
+        assert_eq!(
+            check_host_key(&kh, "h", 2201, &b).ok(),
+            Some(HostKeyStatus::Unknown)
+        );
+    }
+
+    #[test]
     fn hashed_entry_matches() {
         // Hashed with `ssh-keygen -H` for [10.0.0.1]:2222.
         let dir = tempfile::tempdir().expect("tempdir");

@@ -24,7 +24,8 @@ const TICK: Duration = Duration::from_millis(50);
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 const CHUNK: usize = 64 * 1024;
 
-/// Runs commands as child processes of the runner, in `workdir`.
+/// Runs commands as child processes of the runner, in `workdir`. Relative upload destinations
+/// are relative to `workdir` too.
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
     workdir: PathBuf,
@@ -280,6 +281,12 @@ fn kill_tree(child: &mut Child) -> io::Result<()> {
     }
     signal_group(pgid, libc::SIGKILL);
     child.wait()?;
+    // SIGKILL cannot be refused, but dying takes a moment; return once it is done, so that
+    // "stopped" really means stopped for whoever looks next.
+    let deadline = Instant::now() + KILL_GRACE;
+    while group_has_live_members(pgid) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
     Ok(())
 }
 

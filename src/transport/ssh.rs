@@ -12,11 +12,12 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use ssh2::{Channel, ErrorCode, OpenFlags, OpenType, Session, Sftp};
+use ssh2::{Channel, ErrorCode, MethodType, OpenFlags, OpenType, Session, Sftp};
 
 use super::known_hosts::{
     check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
@@ -64,9 +65,10 @@ const PID_WAIT: Duration = Duration::from_secs(10);
 /// Scripts longer than this go through a temporary file: command lines have length limits
 /// (128 KiB per argument on Linux, 8191 characters for cmd.exe).
 const INLINE_LIMIT: usize = 64 * 1024;
-/// SFTP write size. libssh2 pipelines one write call into many 30 kB requests in flight, so
-/// larger buffers mean fewer stalls waiting for acknowledgements.
-const UPLOAD_CHUNK: usize = 4 * 1024 * 1024;
+/// Data handed to libssh2 ahead of acknowledgements; it splits it into 30 kB SFTP requests in
+/// flight (the SSH channel window, 2 MiB with OpenSSH, limits what is actually on the wire).
+const UPLOAD_WINDOW: usize = 4 * 1024 * 1024;
+const READ_BLOCK: usize = 1024 * 1024;
 const READ_CHUNK: usize = 32 * 1024;
 const KEEPALIVE_SECS: u32 = 15;
 
@@ -93,7 +95,10 @@ struct Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.sftp = None;
-        if !self.broken {
+        if self.broken {
+            // Non-blocking, so that freeing leftover channels does not wait for a dead peer.
+            self.sess.set_blocking(false);
+        } else {
             // Bounded: a dead network must not hang the drop.
             self.sess.set_blocking(true);
             self.sess.set_timeout(2000);
@@ -203,6 +208,7 @@ impl SshTransport {
         sess.set_tcp_stream(tcp);
         sess.set_timeout(timeout_ms(cfg.connect_timeout));
         set_hostkey_preference(&sess, only_types).map_err(early)?;
+        set_cipher_preference(&sess);
         if let Err(e) = sess.handshake() {
             return Err(early(e));
         }
@@ -360,7 +366,7 @@ impl SshTransport {
             // without any risk of running the command twice.
             Err(e) if is_connection_error(&e) => {
                 tracing::info!(target = %self.describe(), error = %e.message(), "SSH session lost while idle; reconnecting");
-                self.conn = None;
+                self.drop_conn();
                 self.connect()?;
                 sess = self.session()?;
                 sess.channel_session()
@@ -372,8 +378,20 @@ impl SshTransport {
             return Err(self.ssh_err("starting a command (it may or may not have started)", &e));
         }
         let result = self.pump(&sess, &mut channel, tracking, ctl, out);
+        if self.conn.as_ref().is_none_or(|c| c.broken) {
+            // Freeing a channel politely waits for the server's reply, which a broken
+            // session never sends.
+            sess.set_blocking(false);
+            drop(channel);
+        }
         sess.set_blocking(true);
         result
+    }
+
+    /// Forget the current session without talking to the server any more.
+    fn drop_conn(&mut self) {
+        self.mark_broken();
+        self.conn = None;
     }
 
     /// Stream the channel's output until it ends, stopping it on timeout or cancel.
@@ -399,7 +417,8 @@ impl SshTransport {
                     Stream::Stdout => channel.stream(0),
                     Stream::Stderr => channel.stderr(),
                 };
-                loop {
+                // Bounded, so that a flood on one stream cannot starve the other.
+                for _ in 0..64 {
                     match reader.read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
@@ -457,7 +476,7 @@ impl SshTransport {
                             }
                             kill_sent_at = Some(Instant::now());
                         } else if asked.elapsed() >= PID_WAIT {
-                            let _ = channel.close();
+                            self.mark_broken();
                             return Err(TransportError::KillFailed {
                                 target: self.describe(),
                                 reason,
@@ -467,9 +486,10 @@ impl SshTransport {
                     }
                     Some(at) if at.elapsed() >= KILL_WAIT => {
                         // The process group is dead; something that left it keeps the output
-                        // open. Stop listening.
+                        // open. Stop listening, and start the next step on a fresh session
+                        // rather than wait for this channel to close.
                         tracing::warn!(target = %self.describe(), "the command's output stayed open after it was stopped; a process it started may have escaped");
-                        let _ = channel.close();
+                        self.mark_broken();
                         return Ok(exit);
                     }
                     Some(_) => {}
@@ -478,7 +498,7 @@ impl SshTransport {
 
             if !progressed {
                 if let Err(e) = sess.keepalive_send() {
-                    if e.code() != ErrorCode::Session(-37) && is_connection_error(&e) {
+                    if is_connection_error(&e) {
                         self.mark_broken();
                         return Err(self.lost(DURING, e.message()));
                     }
@@ -589,6 +609,8 @@ impl SshTransport {
         let closed = file.close();
         if let Err(e) = written {
             self.mark_broken_if_dead();
+            // A partial script must not linger: it may hold rendered secrets.
+            self.remove_file(sftp_path);
             return Err(TransportError::Upload {
                 target: self.describe(),
                 dest: sftp_path.to_string(),
@@ -641,7 +663,7 @@ impl SshTransport {
         Ok(dir)
     }
 
-    /// Run a short helper script and collect its output.
+    /// Run a short internal script (temp dir lookup, hashing) and collect its output.
     fn capture(
         &mut self,
         script: &str,
@@ -757,41 +779,95 @@ impl SshTransport {
             }
             Err(e) => return Err(upload_err(format!("cannot create it: {}", e.message()))),
         };
-        let mut hasher = Sha256::new();
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; UPLOAD_CHUNK];
-        loop {
-            let n = match read_full(&mut input, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(source) => {
-                    return Err(TransportError::Io {
-                        context: format!("cannot read {}", src.display()),
-                        source,
-                    })
+        // A reader thread reads and hashes the local file while this thread keeps the SFTP
+        // pipeline full.
+        let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+        let reader = thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            loop {
+                let mut block = vec![0u8; READ_BLOCK];
+                match read_full(&mut input, &mut block) {
+                    Ok(0) => return Some(hex(&hasher.finalize())),
+                    Ok(n) => {
+                        block.truncate(n);
+                        hasher.update(&block);
+                        if tx.send(Ok(block)).is_err() {
+                            return None; // the upload was abandoned
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return None;
+                    }
                 }
-            };
-            hasher.update(&buf[..n]);
-            if let Err(e) = remote.write_all(&buf[..n]) {
-                drop(remote);
-                self.mark_broken_if_dead();
-                if self.conn.as_ref().is_some_and(|c| c.broken) {
-                    return Err(
-                        self.lost("uploading (the destination is incomplete)", e.to_string())
-                    );
-                }
-                return Err(upload_err(format!(
-                    "writing failed after {sent} bytes: {e}"
-                )));
             }
-            sent += n as u64;
-            progress(sent);
+        });
+
+        // `pending[start..]` is everything sent but not yet acknowledged plus what is queued
+        // next. libssh2 wants exactly that passed to every write: it skips the part already in
+        // flight, sends the new tail and returns how much got acknowledged. Never letting the
+        // queue run dry is what keeps the transfer at wire speed.
+        let mut pending: Vec<u8> = Vec::with_capacity(UPLOAD_WINDOW + READ_BLOCK);
+        let mut start = 0usize;
+        let mut sent = 0u64;
+        let mut eof = false;
+        loop {
+            while !eof && pending.len() - start < UPLOAD_WINDOW {
+                match rx.recv() {
+                    Ok(Ok(block)) => {
+                        if start >= pending.len() / 2 {
+                            pending.drain(..start);
+                            start = 0;
+                        }
+                        pending.extend_from_slice(&block);
+                    }
+                    Ok(Err(source)) => {
+                        return Err(TransportError::Io {
+                            context: format!("cannot read {}", src.display()),
+                            source,
+                        })
+                    }
+                    Err(_) => eof = true,
+                }
+            }
+            if start == pending.len() {
+                break;
+            }
+            match remote.write(&pending[start..]) {
+                Ok(n) if n > 0 => {
+                    start += n;
+                    sent += n as u64;
+                    progress(sent);
+                }
+                result => {
+                    let message = match result {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the server accepted no data".to_string(),
+                    };
+                    drop(remote);
+                    self.mark_broken_if_dead();
+                    if self.conn.as_ref().is_some_and(|c| c.broken) {
+                        return Err(self.lost("uploading (the destination is incomplete)", message));
+                    }
+                    return Err(upload_err(format!(
+                        "writing failed after {sent} bytes: {message}"
+                    )));
+                }
+            }
         }
         if let Err(e) = remote.close() {
             return Err(self.ssh_err("finishing the upload", &e));
         }
         drop(remote);
-        let expected = hex(&hasher.finalize());
+        let expected = match reader.join() {
+            Ok(Some(digest)) => digest,
+            _ => {
+                return Err(TransportError::Io {
+                    context: format!("cannot read {}", src.display()),
+                    source: io::Error::other("the reader stopped early"),
+                })
+            }
+        };
 
         // Verify on the target: size from the server's file system, hash computed there.
         let actual_bytes = match sftp.stat(Path::new(&remote_path)) {
@@ -887,7 +963,7 @@ impl Transport for SshTransport {
                 return Ok(());
             }
             tracing::info!(target = %self.describe(), "SSH session lost; reconnecting");
-            self.conn = None;
+            self.drop_conn();
         }
         let conn = match self.open(None)? {
             Opened::Ready(c) => c,
@@ -1024,6 +1100,34 @@ fn agent_auth(sess: &Session, user: &str) -> Result<(), ssh2::Error> {
     Err(last)
 }
 
+/// Prefer AES-GCM: OpenSSL runs it on the CPU's AES instructions, several times faster than
+/// libssh2's portable ChaCha20 code, its default choice. Uploads are bound by this.
+fn set_cipher_preference(sess: &Session) {
+    const ORDER: &[&str] = &[
+        "aes128-gcm@openssh.com",
+        "aes256-gcm@openssh.com",
+        "chacha20-poly1305@openssh.com",
+        "aes128-ctr",
+        "aes256-ctr",
+        "aes192-ctr",
+    ];
+    for method in [MethodType::CryptCs, MethodType::CryptSc] {
+        let Ok(supported) = sess.supported_algs(method) else {
+            continue;
+        };
+        let list: Vec<&str> = ORDER
+            .iter()
+            .copied()
+            .filter(|a| supported.contains(a))
+            .collect();
+        if !list.is_empty() {
+            if let Err(e) = sess.method_pref(method, &list.join(",")) {
+                tracing::debug!(error = %e, "cannot set cipher preference");
+            }
+        }
+    }
+}
+
 /// Latency and dead-peer detection on the raw socket.
 fn tune_socket(tcp: &TcpStream) {
     // Without this every small request waits ~40 ms for the delayed ACK of the previous one.
@@ -1093,7 +1197,7 @@ fn local_mode(file: &fs::File) -> i32 {
     0o644
 }
 
-/// Fill `buf` as far as the file allows, so that SFTP writes stay large.
+/// Fill `buf` as far as the file allows.
 fn read_full(input: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {

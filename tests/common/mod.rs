@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests. Each test binary uses only part of them.
+//! Code shared by the integration tests. Each test binary uses only part of it.
 #![allow(dead_code)]
 
 pub mod sshd;
@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use runner::transport::{Control, Exit, SshAuth, SshConfig, Stream, Transport, TransportError};
 
-pub use sshd::{process_running, Sshd};
+#[allow(unused_imports)]
+pub use sshd::{process_running, stops_within, Sshd};
+
+/// How long a stopped process may take to finish exiting (generous for loaded CI machines).
+pub const EXIT_GRACE: Duration = Duration::from_secs(10);
 
 /// Config for logging into `sshd` with its test key, checked against its known_hosts.
 pub fn ssh_config(sshd: &Sshd) -> SshConfig {

@@ -36,11 +36,19 @@ pub struct Sshd {
     port: u16,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Extra sshd_config lines given to [`Sshd::start_with`].
+    extra_config: String,
 }
 
 impl Sshd {
     /// Start a server listening on `ip` (e.g. "127.0.0.2") on a free port.
     pub fn start(ip: &str) -> Sshd {
+        Sshd::start_with(ip, "")
+    }
+
+    /// Like [`Sshd::start`], with extra sshd_config lines; `{dir}` in them stands for the
+    /// server's scratch directory ([`Sshd::dir`]), e.g. `SetEnv PATH={dir}/bin:/usr/bin:/bin`.
+    pub fn start_with(ip: &str, extra_config: &str) -> Sshd {
         ensure_sshd_installed();
         assert!(
             ip.starts_with("127."),
@@ -53,8 +61,14 @@ impl Sshd {
             .prefix("runner-sshd-")
             .tempdir()
             .expect("create sshd tempdir");
-        keygen(&dir.path().join("ssh_host_ed25519_key"), "test host");
-        keygen(&dir.path().join("id_ed25519"), "test user");
+        keygen(
+            &dir.path().join("ssh_host_ed25519_key"),
+            "ed25519",
+            "test host",
+        );
+        // A second host key, for tests of servers offering several key types.
+        keygen(&dir.path().join("ssh_host_ecdsa_key"), "ecdsa", "test host");
+        keygen(&dir.path().join("id_ed25519"), "ed25519", "test user");
         let user_pub =
             fs::read_to_string(dir.path().join("id_ed25519.pub")).expect("read user key");
         let authorized = dir.path().join("authorized_keys");
@@ -67,7 +81,9 @@ impl Sshd {
             port: 0,
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
+            extra_config: String::new(),
         };
+        sshd.extra_config = extra_config.replace("{dir}", &sshd.dir.path().display().to_string());
         // The port is found by binding :0 and releasing it, so another process can grab it in
         // between; start over with a new port when sshd cannot bind.
         let mut last_log = String::new();
@@ -101,23 +117,30 @@ impl Sshd {
         self.dir.path().join("id_ed25519")
     }
 
-    /// A known_hosts file holding this server's host key as `[ip]:port`.
+    /// A known_hosts file holding this server's ed25519 host key as `[ip]:port` (the key
+    /// OpenSSH clients and the runner prefer; the server also has an ECDSA key).
     pub fn known_hosts_path(&self) -> PathBuf {
         self.dir.path().join("known_hosts")
     }
 
-    /// The server's host public key file (`ssh-ed25519 AAAA... comment`).
+    /// The server's ed25519 host public key file (`ssh-ed25519 AAAA... comment`).
     pub fn host_pub_path(&self) -> PathBuf {
         self.dir.path().join("ssh_host_ed25519_key.pub")
     }
 
-    /// `(key type, base64)` of the host key.
+    /// The server's ECDSA host public key file.
+    pub fn ecdsa_host_pub_path(&self) -> PathBuf {
+        self.dir.path().join("ssh_host_ecdsa_key.pub")
+    }
+
+    /// `(key type, base64)` of the ed25519 host key.
     pub fn host_key(&self) -> (String, String) {
-        let text = fs::read_to_string(self.host_pub_path()).expect("read host key");
-        let mut fields = text.split_whitespace();
-        let key_type = fields.next().expect("key type").to_string();
-        let b64 = fields.next().expect("key").to_string();
-        (key_type, b64)
+        read_pub(&self.host_pub_path())
+    }
+
+    /// `(key type, base64)` of the ECDSA host key.
+    pub fn ecdsa_host_key(&self) -> (String, String) {
+        read_pub(&self.ecdsa_host_pub_path())
     }
 
     /// A scratch directory that lives as long as the server.
@@ -187,6 +210,7 @@ impl Sshd {
         let base = format!(
             "ListenAddress {ip}:{port}\n\
              HostKey {d}/ssh_host_ed25519_key\n\
+             HostKey {d}/ssh_host_ecdsa_key\n\
              PidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\n\
              PermitRootLogin prohibit-password\n\
@@ -202,7 +226,8 @@ impl Sshd {
              LogLevel INFO\n",
             ip = self.ip,
             port = self.port,
-        );
+        ) + &self.extra_config
+            + "\n";
         fs::write(self.config_path(), &base).expect("write sshd_config");
         // OpenSSH 9.8+ penalises clients whose connections fail; tests fail connections on
         // purpose. Older servers do not know the option and refuse the whole config.
@@ -286,9 +311,9 @@ impl Drop for Sshd {
     }
 }
 
-fn keygen(path: &Path, comment: &str) {
+fn keygen(path: &Path, key_type: &str, comment: &str) {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .args(["-q", "-t", key_type, "-N", "", "-C", comment, "-f"])
         .arg(path)
         .output()
         .expect("run ssh-keygen (part of openssh-client)");
@@ -297,6 +322,15 @@ fn keygen(path: &Path, comment: &str) {
         "ssh-keygen failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `(key type, base64)` from a `.pub` file.
+pub fn read_pub(path: &Path) -> (String, String) {
+    let text = fs::read_to_string(path).expect("read public key");
+    let mut fields = text.split_whitespace();
+    let key_type = fields.next().expect("key type").to_string();
+    let b64 = fields.next().expect("key").to_string();
+    (key_type, b64)
 }
 
 fn free_port(ip: &str) -> u16 {
@@ -366,6 +400,15 @@ pub fn process_running(pid: u32) -> bool {
         return false;
     };
     matches!(stat_of(pid), Some((_, state)) if state != 'Z' && state != 'X')
+}
+
+/// Whether `pid` stops running within `timeout`. A process that got SIGKILL needs a moment to
+/// finish exiting; this waits for the kernel's exit notification, it does not sleep blindly.
+pub fn stops_within(pid: u32, timeout: Duration) -> bool {
+    if let Ok(p) = libc::pid_t::try_from(pid) {
+        wait_exit(p, timeout);
+    }
+    !process_running(pid)
 }
 
 /// Wait until `pid` has exited (zombie or gone), without polling where the kernel can tell us.
