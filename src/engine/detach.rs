@@ -54,15 +54,16 @@ fn status_script(dir: &str) -> String {
     )
 }
 
+/// dash's `kill` accepts a negative (process group) id only as `kill -s SIG -- -PGID`.
 fn kill_script(dir: &str) -> String {
     let d = quote(dir);
     format!(
         "cd {d} 2>/dev/null || exit 0; p=$(cat pid 2>/dev/null) || exit 0; [ -n \"$p\" ] || exit 0; \
-         kill -TERM -- -\"$p\" 2>/dev/null || true; i=0; \
-         while kill -0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL -- -\"$p\" 2>/dev/null || true; i=0; \
-         while kill -0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
-         if kill -0 -- -\"$p\" 2>/dev/null; then echo ALIVE; else echo GONE; fi"
+         kill -s TERM -- -\"$p\" 2>/dev/null || true; i=0; \
+         while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+         kill -s KILL -- -\"$p\" 2>/dev/null || true; i=0; \
+         while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+         if kill -s 0 -- -\"$p\" 2>/dev/null; then echo ALIVE; else echo GONE; fi"
     )
 }
 

@@ -1,0 +1,338 @@
+//! Long steps that survive the night: detached jobs followed across a killed runner and a
+//! dropped connection, stopped as a whole on timeout; reboot-and-continue, resumed without a
+//! second reboot. Real sshd on loopback, real processes, the real binary.
+
+mod common;
+mod common_cli;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{process_running, Sshd};
+use common_cli::runner;
+
+fn target_yaml(name: &str, sshd: &Sshd, extra: &str) -> String {
+    format!(
+        "  {name}:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: {}\n{extra}",
+        sshd.host(),
+        sshd.port(),
+        sshd.user(),
+        sshd.user_key_path().display(),
+        sshd.known_hosts_path().display()
+    )
+}
+
+fn playbook(dir: &Path, targets: &str, steps: &str) -> PathBuf {
+    let p = dir.join("p.yaml");
+    let text = format!(
+        "name: Long steps\nwindow:\n  business_hours: []\ntargets:\n{targets}steps:\n{steps}"
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Starts `runner apply` in the background.
+fn spawn_apply(dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", "p.yaml"])
+        .current_dir(dir)
+        .env_remove("RUNNER_NOW")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until `cond` holds; panics with `what` if it never does.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Like [`wait_for`], but shows the run logs under `dir` if the wait fails.
+fn wait_in(dir: &Path, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; run logs:\n{}",
+            all_run_logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn kill9(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A detached step: it waits for `go`, and writes a line to `ledger` when it starts and ends.
+fn waiting_step(id: &str, dir: &Path, extra: &str) -> String {
+    let d = dir.display();
+    format!(
+        "  - id: {id}\n    on: box\n    detach: true\n    run: |\n      echo start >> {d}/ledger\n      echo first half\n      touch {d}/started\n      while [ ! -f {d}/go ]; do sleep 0.1; done\n      echo second half\n      echo end >> {d}/ledger\n{extra}"
+    )
+}
+
+fn all_run_logs(dir: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(runs) = std::fs::read_dir(dir.join(".runner/runs")) {
+        for run in runs.flatten() {
+            for f in std::fs::read_dir(run.path()).unwrap().flatten() {
+                text.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+            }
+        }
+    }
+    text
+}
+
+#[test]
+fn a_detached_step_runs_to_the_end_and_leaves_no_job_folder() {
+    let sshd = Sshd::start("127.0.0.41");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let steps = format!(
+        "{}  - id: after\n    on: box\n    run: echo after >> {}/ledger\n",
+        waiting_step("long", dir.path(), ""),
+        dir.path().display()
+    );
+    playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(lines(&dir.path().join("ledger")), ["start", "end", "after"]);
+    let logs = all_run_logs(dir.path());
+    assert!(
+        logs.contains("first half") && logs.contains("second half"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("detached: output and status in /tmp/runner-jobs/"),
+        "{logs}"
+    );
+    // The job folders of this run are gone once the results are in the journal.
+    let run_id = std::fs::read_dir(dir.path().join(".runner/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    assert!(!Path::new("/tmp/runner-jobs")
+        .join(&run_id)
+        .join("1")
+        .exists());
+}
+
+#[test]
+fn a_killed_runner_reattaches_to_a_job_that_finished_meanwhile() {
+    let sshd = Sshd::start("127.0.0.42");
+    let dir = tempfile::tempdir().unwrap();
+    let steps = format!(
+        "{}  - id: after\n    on: box\n    run: echo after >> {}/ledger\n",
+        waiting_step("long", dir.path(), ""),
+        dir.path().display()
+    );
+    playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
+    let mut first = spawn_apply(dir.path());
+    wait_for("the job to start", || dir.path().join("started").exists());
+    kill9(&mut first);
+    // The job outlives the runner and finishes on its own.
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    wait_for("the job to end", || {
+        lines(&dir.path().join("ledger")).len() == 2
+    });
+
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("a detached job: follow it"),
+        "{}",
+        r.stdout
+    );
+    // Started once, never twice; the next step ran.
+    assert_eq!(lines(&dir.path().join("ledger")), ["start", "end", "after"]);
+    assert!(all_run_logs(dir.path()).contains("second half"));
+}
+
+#[test]
+fn a_killed_runner_follows_a_job_still_running_to_its_end() {
+    let sshd = Sshd::start("127.0.0.43");
+    let dir = tempfile::tempdir().unwrap();
+    playbook(
+        dir.path(),
+        &target_yaml("box", &sshd, ""),
+        &waiting_step("long", dir.path(), ""),
+    );
+    let mut first = spawn_apply(dir.path());
+    wait_for("the job to start", || dir.path().join("started").exists());
+    kill9(&mut first);
+
+    let second = spawn_apply(dir.path());
+    // The resume is following the job (its run log says so) before the job may end.
+    wait_for("the resume to follow the job", || {
+        all_run_logs(dir.path()).contains("following the detached job in")
+    });
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let (code, out) = finish(second);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(lines(&dir.path().join("ledger")), ["start", "end"]);
+}
+
+#[test]
+fn a_detached_step_survives_a_restart_of_sshd_and_its_output_is_whole() {
+    let mut sshd = Sshd::start("127.0.0.44");
+    let dir = tempfile::tempdir().unwrap();
+    playbook(
+        dir.path(),
+        &target_yaml("box", &sshd, ""),
+        &waiting_step("long", dir.path(), ""),
+    );
+    let run = spawn_apply(dir.path());
+    wait_for("the job to start", || dir.path().join("started").exists());
+    wait_for("the first half of the output", || {
+        all_run_logs(dir.path()).contains("first half")
+    });
+    sshd.restart();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let (code, out) = finish(run);
+    assert_eq!(code, 0, "{out}\n{}", sshd.log());
+    assert_eq!(lines(&dir.path().join("ledger")), ["start", "end"]);
+    let log = all_run_logs(dir.path());
+    // Each line of output exactly once: nothing lost, nothing repeated across the reconnect.
+    assert_eq!(log.matches("| first half").count(), 1, "{log}");
+    assert_eq!(log.matches("| second half").count(), 1, "{log}");
+}
+
+#[test]
+fn a_timeout_stops_the_whole_detached_process_group() {
+    let sshd = Sshd::start("127.0.0.45");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let steps = format!(
+        "  - id: slow\n    on: box\n    detach: true\n    timeout: 2s\n    run: |\n      sleep 300 &\n      echo $! > {d}/child.pid\n      echo $$ > {d}/shell.pid\n      wait\n"
+    );
+    playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("timed out"),
+        "{}",
+        r.stderr
+    );
+    for f in ["child.pid", "shell.pid"] {
+        let pid: u32 = std::fs::read_to_string(dir.path().join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !process_running(pid),
+            "{f} ({pid}) still runs after the timeout"
+        );
+    }
+}
+
+/// A target whose "reboot" asks the test to restart its sshd and change its boot id.
+fn rebootable(sshd: &Sshd, dir: &Path) -> String {
+    let d = dir.display();
+    std::fs::write(dir.join("boot_id"), "boot-1\n").unwrap();
+    target_yaml(
+        "box",
+        sshd,
+        &format!(
+            "    reboot_command: echo requested >> {d}/reboots\n    boot_id_command: cat {d}/boot_id\n"
+        ),
+    )
+}
+
+/// Plays the machine: when a reboot is requested, restart sshd and give it a new boot id.
+fn reboot_when_asked(sshd: &mut Sshd, dir: &Path, n: usize, new_id: &str) {
+    wait_in(dir, "the reboot request", || {
+        lines(&dir.join("reboots")).len() >= n
+    });
+    sshd.restart();
+    std::fs::write(dir.join("boot_id"), format!("{new_id}\n")).unwrap();
+}
+
+#[test]
+fn reboot_and_continue_with_reboot_steps_and_reboot_on_codes() {
+    let mut sshd = Sshd::start("127.0.0.46");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let steps = format!(
+        "  - id: install\n    on: box\n    run: echo install >> {d}/ledger; exit 100\n    reboot_on: [100]\n  - id: restart\n    on: box\n    reboot: {{ timeout: 2m }}\n  - id: after\n    on: box\n    run: echo after >> {d}/ledger\n"
+    );
+    playbook(dir.path(), &rebootable(&sshd, dir.path()), &steps);
+    let run = spawn_apply(dir.path());
+    reboot_when_asked(&mut sshd, dir.path(), 1, "boot-2");
+    reboot_when_asked(&mut sshd, dir.path(), 2, "boot-3");
+    let (code, out) = finish(run);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(lines(&dir.path().join("ledger")), ["install", "after"]);
+    assert_eq!(lines(&dir.path().join("reboots")).len(), 2);
+    let logs = all_run_logs(dir.path());
+    assert!(
+        logs.contains("boot id boot-1 -> boot-2") && logs.contains("boot id boot-2 -> boot-3"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_runner_killed_while_waiting_for_a_reboot_waits_again_without_rebooting_again() {
+    let mut sshd = Sshd::start("127.0.0.47");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let steps = format!(
+        "  - id: restart\n    on: box\n    reboot: {{ timeout: 5m }}\n  - id: after\n    on: box\n    run: echo after >> {d}/ledger\n"
+    );
+    playbook(dir.path(), &rebootable(&sshd, dir.path()), &steps);
+    let mut first = spawn_apply(dir.path());
+    wait_for("the reboot request", || {
+        lines(&dir.path().join("reboots")).len() == 1
+    });
+    kill9(&mut first);
+    // The machine comes back while no runner is watching.
+    sshd.restart();
+    std::fs::write(dir.path().join("boot_id"), "boot-2\n").unwrap();
+
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("a reboot: wait for the target"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        lines(&dir.path().join("reboots")).len(),
+        1,
+        "rebooted a second time"
+    );
+    assert_eq!(lines(&dir.path().join("ledger")), ["after"]);
+}
