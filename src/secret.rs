@@ -28,7 +28,8 @@ impl fmt::Display for SecretRef {
     }
 }
 
-/// A secret value. Deliberately not `Clone`-free of care: clone only to hand it to a transport.
+/// A secret value: masked when shown, zeroed when dropped. Clone it only to hand it to a
+/// transport.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -40,6 +41,23 @@ impl Secret {
     /// The only way to read the value: grep for `expose` to audit every use.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best effort: do not leave the value lying around in freed memory.
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        for b in bytes.iter_mut() {
+            // SAFETY: `b` is a valid, exclusive reference into the vector we own.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
     }
 }
 

@@ -89,9 +89,9 @@ pub fn make_transport(
             let auth = match (&t.key, password) {
                 (Some(key), _) => SshAuth::Key {
                     path: key.clone(),
-                    passphrase: passphrase.map(|p| crate::transport::Secret::new(p.expose())),
+                    passphrase,
                 },
-                (None, Some(pw)) => SshAuth::Password(crate::transport::Secret::new(pw.expose())),
+                (None, Some(pw)) => SshAuth::Password(pw),
                 (None, None) => SshAuth::Agent,
             };
             let known_hosts = t.known_hosts.clone().unwrap_or_else(default_known_hosts);

@@ -90,43 +90,8 @@ pub struct Uploaded {
     pub sha256: String,
 }
 
-/// A password or passphrase. Its `Debug` never shows the value, so it can sit in configs that
-/// get logged; call [`Secret::expose`] only where the value is handed to the library that needs it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        // Best effort: do not leave the value lying around in freed memory.
-        let mut bytes = std::mem::take(&mut self.0).into_bytes();
-        for b in bytes.iter_mut() {
-            // SAFETY: `b` is a valid, exclusive reference into the vector we own.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
-    }
-}
+/// Passwords and passphrases handed to transports: the crate's one secret type.
+pub use crate::secret::Secret;
 
 /// Everything a transport can fail with. Each message names the target and says what to do.
 #[derive(Debug, thiserror::Error)]
