@@ -512,6 +512,51 @@ fn kill9_in_doubt_step_whose_check_fails_runs_again() {
     assert_eq!(states, ["interrupted", "succeeded"]);
 }
 
+#[test]
+fn kill9_during_the_check_leaves_the_step_in_doubt_and_no_attempt_running() {
+    let p = Play::new(&["127.0.3.14"]);
+    let d = p.dir().display().to_string();
+    // The action ends at once; its check is what the runner is killed in.
+    p.write(&format!(
+        "{}{}",
+        step(
+            "copy",
+            "h1",
+            &format!("echo start >> {d}/copy.ledger"),
+            &format!("    check: '{}'\n", p.held("chk", "", "")),
+        ),
+        p.quick("after", "h1"),
+    ));
+    p.hold("chk");
+    p.crash_during(&["chk"], || {});
+    p.release("chk");
+
+    let r = p.apply(&[]);
+    assert_not_locked(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("copy on h1 was in flight when runner stopped: check passed: done"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(p.ledger("copy"), (1, 0), "the action did not run again");
+    assert_eq!(p.ledger("chk"), (2, 1), "the check ran again, to its end");
+    assert_eq!(p.ledger("after"), (1, 0));
+    // The dead runner's check is closed like its run: nothing stays `running` in the record.
+    let attempts = p.attempts();
+    assert!(
+        attempts.iter().all(|a| a.state != "running"),
+        "{attempts:#?}"
+    );
+    let checks: Vec<&str> = attempts
+        .iter()
+        .filter(|a| a.kind == "check")
+        .map(|a| a.state.as_str())
+        .collect();
+    assert_eq!(checks, ["interrupted", "succeeded"]);
+}
+
 // ---- 1b: in doubt, idempotent ----------------------------------------------------------
 
 #[test]
