@@ -99,6 +99,21 @@ pub fn apply(
 
     let mut earlier_attempts: BTreeMap<(String, String), u32> = BTreeMap::new();
     for a in journal.attempts(None)? {
+        // A check still `running` was left by a runner that died (we hold the lock). Pair
+        // states ignore checks, so nothing else would ever close it and the record would
+        // show that check running forever.
+        if a.kind == AttemptKind::Check && a.state == AttemptState::Running {
+            journal.finish_attempt(
+                a.id,
+                AttemptState::Interrupted,
+                None,
+                clock.now(),
+                Some(&format!(
+                    "runner (pid {} on {}) stopped while this check was running",
+                    a.pid, a.host
+                )),
+            )?;
+        }
         if a.kind == AttemptKind::Run {
             *earlier_attempts.entry((a.step_id, a.target)).or_default() += 1;
         }

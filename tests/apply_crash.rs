@@ -1,0 +1,928 @@
+//! Crash and resume of `runner apply` against real sshd servers: kill -9 in the middle of a
+//! step for each in-doubt policy, the lock a killed runner leaves behind, a step changed after
+//! it succeeded, Ctrl-C once and twice, intent committed before the command starts, and a
+//! crash during a fan-out.
+//!
+//! The targets are this machine reached over SSH, so the tests see the commands' effects
+//! directly: every step appends to a ledger file (one `start` line each time it really starts,
+//! one `end` line when it gets to its end), and a step that must stay "in flight" blocks while
+//! its hold file exists.
+
+mod common;
+mod common_cli;
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{process_running, read_pid, Sshd};
+use common_cli::{runner, Run};
+
+/// Upper bound for waiting on a condition; only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` until it holds; panics with `what` after [`PATIENCE`].
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One attempt row of the journal.
+#[derive(Debug, Clone)]
+struct Attempt {
+    step: String,
+    target: String,
+    kind: String,
+    state: String,
+    message: Option<String>,
+}
+
+/// One mark row of the journal.
+#[derive(Debug, Clone)]
+struct Mark {
+    step: String,
+    target: String,
+    mark: String,
+    user: String,
+}
+
+fn read_attempts(db: &Path) -> Vec<Attempt> {
+    let conn = open_db(db);
+    let mut stmt = conn
+        .prepare("SELECT step_id, target, kind, state, message FROM attempts ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(Attempt {
+            step: r.get(0)?,
+            target: r.get(1)?,
+            kind: r.get(2)?,
+            state: r.get(3)?,
+            message: r.get(4)?,
+        })
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn open_db(db: &Path) -> rusqlite::Connection {
+    // Never create a journal by looking for one.
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    // A live runner may be writing; readers of a WAL journal are rarely told to retry.
+    conn.busy_timeout(PATIENCE).unwrap();
+    conn
+}
+
+/// A runner started in the background, its output collected as it comes.
+struct Background {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => into
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    })
+}
+
+impl Background {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn wait_stderr(&self, needle: &str) {
+        wait_until(&format!("`{needle}` on the runner's stderr"), || {
+            self.stderr().contains(needle)
+        });
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).unwrap();
+        // SAFETY: kill(2) on the positive pid of our own child, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal the runner");
+    }
+
+    /// Waits for the process to end; its exit code (-1 if a signal ended it) and output.
+    fn wait(mut self) -> (std::process::ExitStatus, Run) {
+        let status = self.child.wait().unwrap();
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        let run = Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        };
+        (status, run)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Only reached with a live child when a test failed half-way.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tempdir with a playbook whose targets `h1`, `h2`, ... are sshd servers on loopback.
+struct Play {
+    hosts: Vec<Sshd>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Play {
+    fn drop(&mut self) {
+        // A failed test can leave a held command running on this machine; stop it (only if the
+        // process is still one of ours, i.e. its command line names this tempdir).
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        let me = self.dir.path().display().to_string();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(tag) = name.strip_suffix(".pid") {
+                let pid = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok());
+                if let Some(pid) = pid {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    if cmdline.contains(&me) && cmdline.contains(tag) {
+                        kill_group(pid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGKILL to the process group led by `pid` (a remote command's session), or to `pid` alone.
+fn kill_group(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    assert!(pid > 1);
+    // SAFETY: kill(2) on a negative (group) and a positive pid, both greater than 1.
+    unsafe {
+        if libc::kill(-pid, libc::SIGKILL) != 0 {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+impl Play {
+    fn new(ips: &[&str]) -> Play {
+        Play {
+            hosts: ips.iter().map(|ip| Sshd::start(ip)).collect(),
+            dir: tempfile::Builder::new()
+                .prefix("runner-crash-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.file(".runner/cutover.db")
+    }
+
+    /// Writes `cutover.yaml` with the given `steps:` entries (YAML, indented by two spaces).
+    fn write(&self, steps: &str) {
+        let mut y = String::from("name: Crash and resume\nwindow:\n  business_hours: []\n");
+        y.push_str("targets:\n");
+        for (i, h) in self.hosts.iter().enumerate() {
+            y.push_str(&format!(
+                "  h{n}:\n    transport: ssh\n    host: {host}\n    port: {port}\n    user: {user}\n    key: '{key}'\n    known_hosts: '{kh}'\n",
+                n = i + 1,
+                host = h.host(),
+                port = h.port(),
+                user = h.user(),
+                key = h.user_key_path().display(),
+                kh = h.known_hosts_path().display(),
+            ));
+        }
+        y.push_str("steps:\n");
+        y.push_str(steps);
+        std::fs::write(self.file("cutover.yaml"), y).unwrap();
+    }
+
+    /// A step that only records that it ran.
+    fn quick(&self, id: &str, on: &str) -> String {
+        let d = self.dir().display();
+        step(id, on, &format!("echo start >> {d}/{id}.ledger"), "")
+    }
+
+    /// A command that records its start and its pid, touches `<tag>.started`, then blocks
+    /// while `<tag>.hold` exists; `before` and `after` run around the wait.
+    fn held(&self, tag: &str, before: &str, after: &str) -> String {
+        let d = self.dir().display();
+        format!(
+            "echo start >> {d}/{tag}.ledger; {before}echo $$ > {d}/{tag}.pid; touch {d}/{tag}.started; \
+             while [ -f {d}/{tag}.hold ]; do sleep 0.05; done; {after}echo end >> {d}/{tag}.ledger"
+        )
+    }
+
+    fn hold(&self, tag: &str) {
+        std::fs::write(self.file(&format!("{tag}.hold")), "").unwrap();
+    }
+
+    fn release(&self, tag: &str) {
+        std::fs::remove_file(self.file(&format!("{tag}.hold"))).unwrap();
+    }
+
+    fn wait_started(&self, tag: &str) {
+        let f = self.file(&format!("{tag}.started"));
+        wait_until(&format!("{} to appear", f.display()), || f.exists());
+    }
+
+    /// How many times the step with this ledger started and got to its end.
+    fn ledger(&self, tag: &str) -> (usize, usize) {
+        let text = std::fs::read_to_string(self.file(&format!("{tag}.ledger"))).unwrap_or_default();
+        let count = |w: &str| text.lines().filter(|l| *l == w).count();
+        (count("start"), count("end"))
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        runner(args, self.dir(), &[])
+    }
+
+    fn apply(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["apply", "cutover.yaml"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn mark(&self, pair: &str, what: &str) -> Run {
+        let r = self.run(&["mark", "cutover.yaml", pair, what]);
+        assert_eq!(r.code, 0, "mark {pair} {what}: {}", r.stderr);
+        r
+    }
+
+    fn spawn_apply(&self) -> Background {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["apply", "cutover.yaml"])
+            .current_dir(self.dir())
+            .env_remove("RUNNER_NOW")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runner");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            drain(child.stdout.take().unwrap(), Arc::clone(&stdout)),
+            drain(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+        ];
+        Background {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    /// Stops a held command left running on the target by a killed runner, and waits until
+    /// it is gone, so that it cannot append to the ledger behind the resume's back.
+    fn stop_remote(&self, tag: &str) {
+        let pid = read_pid(self.dir(), &format!("{tag}.pid"));
+        kill_group(pid);
+        wait_until(&format!("remote command {tag} (pid {pid}) to end"), || {
+            !process_running(pid)
+        });
+    }
+
+    fn attempts(&self) -> Vec<Attempt> {
+        read_attempts(&self.db())
+    }
+
+    /// Run attempts of one pair, in order.
+    fn runs_of(&self, step: &str, target: &str) -> Vec<Attempt> {
+        self.attempts()
+            .into_iter()
+            .filter(|a| a.step == step && a.target == target && a.kind == "run")
+            .collect()
+    }
+
+    fn marks(&self) -> Vec<Mark> {
+        let conn = open_db(&self.db());
+        let mut stmt = conn
+            .prepare("SELECT step_id, target, mark, user FROM marks ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok(Mark {
+                step: r.get(0)?,
+                target: r.get(1)?,
+                mark: r.get(2)?,
+                user: r.get(3)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// `(outcome, ended_at)` of every run, oldest first.
+    fn runs(&self) -> Vec<(Option<String>, Option<String>)> {
+        let conn = open_db(&self.db());
+        let mut stmt = conn
+            .prepare("SELECT outcome, ended_at FROM runs ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Starts apply, waits until every tag in `held` has started on its target, kills the
+    /// runner with SIGKILL and stops the commands it left behind. Checks that the runner
+    /// really died by the signal and that it left its lock file naming itself (the lock
+    /// itself is a flock the kernel dropped). Returns the killed runner's pid.
+    fn crash_during(&self, held: &[&str], also: impl Fn()) -> u32 {
+        let mut bg = self.spawn_apply();
+        for tag in held {
+            self.wait_started(tag);
+        }
+        also();
+        let pid = bg.pid();
+        bg.child.kill().unwrap();
+        let (status, _) = bg.wait();
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the runner died by SIGKILL"
+        );
+        for tag in held {
+            self.stop_remote(tag);
+        }
+        // The lock file still names the dead runner: nothing cleaned up after it.
+        let lock = std::fs::read_to_string(self.file(".runner/cutover.db.lock")).unwrap();
+        let holder: serde_json::Value = serde_json::from_str(&lock).unwrap();
+        assert_eq!(holder["pid"], u64::from(pid), "lock file: {lock}");
+        assert_eq!(holder["command"], "apply", "lock file: {lock}");
+        pid
+    }
+}
+
+/// A `steps:` entry; `run` must not contain a single quote (it is single-quoted YAML).
+fn step(id: &str, on: &str, run: &str, extra: &str) -> String {
+    assert!(!run.contains('\''), "{run}");
+    format!("  - id: {id}\n    on: {on}\n    run: '{run}'\n{extra}")
+}
+
+/// The resume after a crash is never refused for the lock.
+fn assert_not_locked(r: &Run) {
+    assert_ne!(r.code, 4, "refused: {}", r.stderr);
+    assert!(!r.stderr.contains("locked"), "{}", r.stderr);
+}
+
+// ---- 1a: in doubt, with a check --------------------------------------------------------
+
+#[test]
+fn kill9_in_doubt_step_whose_check_passes_is_not_run_again() {
+    let p = Play::new(&["127.0.3.1"]);
+    let d = p.dir().display().to_string();
+    // The work is done before the wait: the crash hits after it.
+    let work = format!("touch {d}/copy.work; ");
+    p.write(&format!(
+        "{}{}",
+        step(
+            "copy",
+            "h1",
+            &p.held("copy", &work, ""),
+            &format!("    check: 'test -f {d}/copy.work'\n"),
+        ),
+        p.quick("after", "h1"),
+    ));
+    p.hold("copy");
+    let killed = p.crash_during(&["copy"], || {});
+    p.release("copy");
+    assert_eq!(p.ledger("copy"), (1, 0));
+    assert_eq!(p.runs_of("copy", "h1")[0].state, "running");
+    assert_eq!(p.runs()[0], (None, None), "the killed run never ended");
+
+    let r = p.apply(&[]);
+    assert_not_locked(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("copy on h1 was in flight when runner stopped: check passed: done"),
+        "{}",
+        r.stdout
+    );
+    // The check decided: the step did not start again; the later step ran.
+    assert_eq!(p.ledger("copy"), (1, 0));
+    assert_eq!(p.ledger("after"), (1, 0));
+    let runs = p.runs_of("copy", "h1");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].state, "interrupted");
+    let why = runs[0].message.as_deref().unwrap_or_default();
+    assert!(why.contains(&format!("pid {killed}")), "{why}");
+    let checks: Vec<_> = p
+        .attempts()
+        .into_iter()
+        .filter(|a| a.step == "copy" && a.kind == "check")
+        .collect();
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(checks[0].state, "succeeded");
+    let marks = p.marks();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(
+        (
+            marks[0].step.as_str(),
+            marks[0].target.as_str(),
+            marks[0].mark.as_str()
+        ),
+        ("copy", "h1", "done")
+    );
+    assert!(marks[0].user.starts_with("runner (check"), "{marks:?}");
+    let runs = p.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].0.as_deref(), Some("succeeded"));
+}
+
+#[test]
+fn kill9_in_doubt_step_whose_check_fails_runs_again() {
+    let p = Play::new(&["127.0.3.2"]);
+    let d = p.dir().display().to_string();
+    // The work is done only after the wait, which the crash never lets it reach.
+    let work = format!("touch {d}/copy.work; ");
+    p.write(&format!(
+        "{}{}",
+        step(
+            "copy",
+            "h1",
+            &p.held("copy", "", &work),
+            &format!("    check: 'test -f {d}/copy.work'\n"),
+        ),
+        p.quick("after", "h1"),
+    ));
+    p.hold("copy");
+    p.crash_during(&["copy"], || {});
+    p.release("copy");
+    assert!(!p.file("copy.work").exists());
+
+    let r = p.apply(&[]);
+    assert_not_locked(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("copy on h1 was in flight when runner stopped: check failed: run again"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(p.ledger("copy"), (2, 1), "ran again, to its end");
+    assert_eq!(p.ledger("after"), (1, 0));
+    let states: Vec<String> = p
+        .runs_of("copy", "h1")
+        .into_iter()
+        .map(|a| a.state)
+        .collect();
+    assert_eq!(states, ["interrupted", "succeeded"]);
+}
+
+#[test]
+fn kill9_during_the_check_leaves_the_step_in_doubt_and_no_attempt_running() {
+    let p = Play::new(&["127.0.3.14"]);
+    let d = p.dir().display().to_string();
+    // The action ends at once; its check is what the runner is killed in.
+    p.write(&format!(
+        "{}{}",
+        step(
+            "copy",
+            "h1",
+            &format!("echo start >> {d}/copy.ledger"),
+            &format!("    check: '{}'\n", p.held("chk", "", "")),
+        ),
+        p.quick("after", "h1"),
+    ));
+    p.hold("chk");
+    p.crash_during(&["chk"], || {});
+    p.release("chk");
+
+    let r = p.apply(&[]);
+    assert_not_locked(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("copy on h1 was in flight when runner stopped: check passed: done"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(p.ledger("copy"), (1, 0), "the action did not run again");
+    assert_eq!(p.ledger("chk"), (2, 1), "the check ran again, to its end");
+    assert_eq!(p.ledger("after"), (1, 0));
+    // The dead runner's check is closed like its run: nothing stays `running` in the record.
+    let attempts = p.attempts();
+    assert!(
+        attempts.iter().all(|a| a.state != "running"),
+        "{attempts:#?}"
+    );
+    let checks: Vec<&str> = attempts
+        .iter()
+        .filter(|a| a.kind == "check")
+        .map(|a| a.state.as_str())
+        .collect();
+    assert_eq!(checks, ["interrupted", "succeeded"]);
+}
+
+// ---- 1b: in doubt, idempotent ----------------------------------------------------------
+
+#[test]
+fn kill9_in_doubt_idempotent_step_without_check_runs_again() {
+    let p = Play::new(&["127.0.3.3"]);
+    p.write(&format!(
+        "{}{}",
+        step(
+            "sync",
+            "h1",
+            &p.held("sync", "", ""),
+            "    idempotent: true\n"
+        ),
+        p.quick("after", "h1"),
+    ));
+    p.hold("sync");
+    p.crash_during(&["sync"], || {});
+    p.release("sync");
+
+    let r = p.apply(&[]);
+    assert_not_locked(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("sync on h1 was in flight when runner stopped: idempotent: run again"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(p.ledger("sync"), (2, 1));
+    assert_eq!(p.ledger("after"), (1, 0));
+    let states: Vec<String> = p
+        .runs_of("sync", "h1")
+        .into_iter()
+        .map(|a| a.state)
+        .collect();
+    assert_eq!(states, ["interrupted", "succeeded"]);
+}
+
+// ---- 1c: in doubt, neither check nor idempotent -----------------------------------------
+
+/// Crashes during `once` (no check, not idempotent) and checks that two resumes both stop for
+/// an operator without starting it again. Returns the play for the operator's decision.
+fn crash_and_stop_for_operator(ip: &str) -> Play {
+    let p = Play::new(&[ip]);
+    p.write(&format!(
+        "{}{}",
+        step("once", "h1", &p.held("once", "", ""), ""),
+        p.quick("after", "h1"),
+    ));
+    p.hold("once");
+    p.crash_during(&["once"], || {});
+    p.release("once");
+
+    for _ in 0..2 {
+        let r = p.apply(&[]);
+        assert_not_locked(&r);
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        let e = &r.stderr;
+        assert!(
+            e.contains("an operator must decide about step `once`"),
+            "{e}"
+        );
+        assert!(e.contains("inspect the target"), "{e}");
+        assert!(e.contains("runner mark "), "{e}");
+        assert!(e.contains("once@h1 done`"), "{e}");
+        assert!(e.contains("`retry`") && e.contains("`skip`"), "{e}");
+        assert_eq!(p.ledger("once"), (1, 0), "never started again");
+        assert_eq!(p.ledger("after"), (0, 0), "nothing after it started");
+    }
+    p
+}
+
+#[test]
+fn kill9_in_doubt_unsafe_step_waits_for_mark_done_then_continues() {
+    let p = crash_and_stop_for_operator("127.0.3.4");
+    p.mark("once@h1", "done");
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("once on h1: marked done"), "{}", r.stdout);
+    assert_eq!(p.ledger("once"), (1, 0));
+    assert_eq!(p.ledger("after"), (1, 0));
+}
+
+#[test]
+fn kill9_in_doubt_unsafe_step_runs_again_after_mark_retry() {
+    let p = crash_and_stop_for_operator("127.0.3.5");
+    p.mark("once@h1", "retry");
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.ledger("once"), (2, 1));
+    assert_eq!(p.ledger("after"), (1, 0));
+    let states: Vec<String> = p
+        .runs_of("once", "h1")
+        .into_iter()
+        .map(|a| a.state)
+        .collect();
+    assert_eq!(states, ["interrupted", "succeeded"]);
+}
+
+#[test]
+fn kill9_in_doubt_unsafe_step_is_skipped_after_mark_skip() {
+    let p = crash_and_stop_for_operator("127.0.3.6");
+    p.mark("once", "skip");
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("once on h1: marked skip"), "{}", r.stdout);
+    assert_eq!(p.ledger("once"), (1, 0));
+    assert_eq!(p.ledger("after"), (1, 0));
+    assert_eq!(p.runs_of("once", "h1").len(), 1);
+}
+
+// ---- 3: a step changed after it succeeded ------------------------------------------------
+
+#[test]
+fn changed_step_is_refused_until_accepted_and_reruns_only_after_mark_retry() {
+    let p = Play::new(&["127.0.3.7"]);
+    let d = p.dir().display().to_string();
+    let prep = |text: &str| {
+        step(
+            "prep",
+            "h1",
+            &format!("echo start >> {d}/prep.ledger; echo {text} >> {d}/prep.text"),
+            "",
+        )
+    };
+    // `next` fails until its go file exists, so the first apply stops after `prep`.
+    let next = step(
+        "next",
+        "h1",
+        &format!("test -f {d}/next.go && echo start >> {d}/next.ledger"),
+        "",
+    );
+    p.write(&format!("{}{next}", prep("first")));
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.ledger("prep"), (1, 0));
+
+    p.write(&format!("{}{next}", prep("second")));
+    std::fs::write(p.file("next.go"), "").unwrap();
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("`prep` on `h1`"), "{}", r.stderr);
+    assert!(r.stderr.contains("--accept-changed"), "{}", r.stderr);
+    assert!(!r.stderr.contains("`next`"), "{}", r.stderr);
+    assert_eq!(p.ledger("prep"), (1, 0));
+    assert_eq!(p.ledger("next"), (0, 0), "nothing ran");
+
+    let r = p.apply(&["--accept-changed"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        p.ledger("prep"),
+        (1, 0),
+        "the accepted step was not run again"
+    );
+    assert_eq!(p.ledger("next"), (1, 0));
+
+    p.mark("prep", "retry");
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.ledger("prep"), (2, 0));
+    assert_eq!(
+        std::fs::read_to_string(p.file("prep.text")).unwrap(),
+        "first\nsecond\n",
+        "the changed command ran"
+    );
+    assert_eq!(p.ledger("next"), (1, 0), "the unchanged success was kept");
+}
+
+// ---- 4: Ctrl-C -------------------------------------------------------------------------
+
+#[test]
+fn ctrl_c_once_lets_the_running_step_finish_and_starts_nothing_new() {
+    let p = Play::new(&["127.0.3.8"]);
+    p.write(&format!(
+        "{}{}",
+        step("long", "h1", &p.held("long", "", ""), ""),
+        p.quick("next", "h1"),
+    ));
+    p.hold("long");
+    let bg = p.spawn_apply();
+    p.wait_started("long");
+    bg.signal(libc::SIGINT);
+    bg.wait_stderr("no new steps will start");
+    // The runner heard it and keeps waiting: the command is still running on the target.
+    let pid = read_pid(p.dir(), "long.pid");
+    assert!(process_running(pid), "{}", bg.stderr());
+    p.release("long");
+    let (_, r) = bg.wait();
+    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("interrupted; run `runner apply"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.ledger("long"), (1, 1), "the step finished");
+    assert_eq!(p.ledger("next"), (0, 0), "the next step did not start");
+    let states: Vec<String> = p
+        .runs_of("long", "h1")
+        .into_iter()
+        .map(|a| a.state)
+        .collect();
+    assert_eq!(states, ["succeeded"]);
+
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.ledger("long"), (1, 1));
+    assert_eq!(p.ledger("next"), (1, 0));
+}
+
+#[test]
+fn ctrl_c_twice_stops_the_remote_command_and_leaves_the_step_in_doubt() {
+    let p = Play::new(&["127.0.3.9"]);
+    p.write(&format!(
+        "{}{}",
+        step("long", "h1", &p.held("long", "", ""), ""),
+        p.quick("next", "h1"),
+    ));
+    p.hold("long");
+    let bg = p.spawn_apply();
+    p.wait_started("long");
+    let pid = read_pid(p.dir(), "long.pid");
+    bg.signal(libc::SIGINT);
+    // Two signals sent back to back could be delivered as one: wait until the first is heard.
+    bg.wait_stderr("no new steps will start");
+    bg.signal(libc::SIGINT);
+    let (_, r) = bg.wait();
+    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("stopping running commands"),
+        "{}",
+        r.stderr
+    );
+    // The hold file is still there: only the stop can have ended the command.
+    wait_until(&format!("remote command (pid {pid}) to be gone"), || {
+        !process_running(pid)
+    });
+    assert_eq!(p.ledger("long"), (1, 0), "stopped before its end");
+    assert_eq!(p.ledger("next"), (0, 0));
+    let runs = p.runs_of("long", "h1");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].state, "interrupted");
+
+    // Not idempotent and no check: the resume leaves it to an operator.
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("long@h1 done`"), "{}", r.stderr);
+    assert_eq!(p.ledger("long"), (1, 0));
+    assert_eq!(p.ledger("next"), (0, 0));
+
+    p.release("long");
+    p.mark("long@h1", "retry");
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.ledger("long"), (2, 1));
+    assert_eq!(p.ledger("next"), (1, 0));
+}
+
+// ---- 5: intent before action --------------------------------------------------------------
+
+#[test]
+fn attempt_is_committed_as_running_before_its_command_starts() {
+    let p = Play::new(&["127.0.3.10"]);
+    let d = p.dir().display().to_string();
+    let db = p.db().display().to_string();
+    // The command photographs the journal (database and write-ahead log) as it starts.
+    let snap = format!(
+        "mkdir -p {d}/snap; cp {db} {d}/snap/j.db; if [ -f {db}-wal ]; then cp {db}-wal {d}/snap/j.db-wal; fi"
+    );
+    p.write(&format!(
+        "{}{}",
+        p.quick("before", "h1"),
+        step("probe", "h1", &snap, "")
+    ));
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    let copy = read_attempts(&p.file("snap/j.db"));
+    let probe: Vec<_> = copy.iter().filter(|a| a.step == "probe").collect();
+    assert_eq!(probe.len(), 1, "{copy:?}");
+    assert_eq!(
+        (
+            probe[0].target.as_str(),
+            probe[0].kind.as_str(),
+            probe[0].state.as_str()
+        ),
+        ("h1", "run", "running")
+    );
+    // The earlier step's outcome was committed too, and the run had not ended.
+    let before: Vec<_> = copy.iter().filter(|a| a.step == "before").collect();
+    assert_eq!(before.len(), 1, "{copy:?}");
+    assert_eq!(before[0].state, "succeeded");
+    let conn = open_db(&p.file("snap/j.db"));
+    let ended: Option<String> = conn
+        .query_row("SELECT ended_at FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ended, None);
+    // And the live journal has the outcome.
+    assert_eq!(p.runs_of("probe", "h1")[0].state, "succeeded");
+}
+
+// ---- 6: a crash during a fan-out ----------------------------------------------------------
+
+#[test]
+fn kill9_during_fan_out_keeps_the_finished_host_and_decides_the_others_by_check() {
+    let p = Play::new(&["127.0.3.11", "127.0.3.12", "127.0.3.13"]);
+    let d = p.dir().display().to_string();
+    let tag = "fan-{{ target.name }}";
+    let work = format!("touch {d}/{tag}.work; ");
+    p.write(&format!(
+        "{}{}",
+        step(
+            "fan",
+            "[h1, h2, h3]",
+            &p.held(tag, "", &work),
+            &format!("    check: 'test -f {d}/{tag}.work'\n"),
+        ),
+        p.quick("after", "h1"),
+    ));
+    // h1 runs through; h2 and h3 stay in flight.
+    p.hold("fan-h2");
+    p.hold("fan-h3");
+    p.crash_during(&["fan-h2", "fan-h3"], || {
+        wait_until("fan on h1 to succeed", || {
+            p.runs_of("fan", "h1")
+                .first()
+                .is_some_and(|a| a.state == "succeeded")
+        });
+    });
+    assert_eq!(p.ledger("fan-h1"), (1, 1));
+    // h2 had done its work when the runner died; h3 had not.
+    std::fs::write(p.file("fan-h2.work"), "").unwrap();
+    p.release("fan-h2");
+    p.release("fan-h3");
+
+    let r = p.apply(&[]);
+    assert_not_locked(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let o = &r.stdout;
+    assert!(o.contains("fan on h1: done in an earlier run"), "{o}");
+    assert!(
+        o.contains("fan on h2 was in flight when runner stopped: check passed: done"),
+        "{o}"
+    );
+    assert!(
+        o.contains("fan on h3 was in flight when runner stopped: check failed: run again"),
+        "{o}"
+    );
+    assert!(!o.contains("fan on h1 was in flight"), "{o}");
+
+    assert_eq!(
+        p.ledger("fan-h1"),
+        (1, 1),
+        "the finished host did not run again"
+    );
+    assert_eq!(p.ledger("fan-h2"), (1, 0));
+    assert_eq!(p.ledger("fan-h3"), (2, 1));
+    assert_eq!(p.ledger("after"), (1, 0));
+    let states =
+        |t: &str| -> Vec<String> { p.runs_of("fan", t).into_iter().map(|a| a.state).collect() };
+    assert_eq!(states("h1"), ["succeeded"]);
+    assert_eq!(states("h2"), ["interrupted"]);
+    assert_eq!(states("h3"), ["interrupted", "succeeded"]);
+    let checks_h1 = p
+        .attempts()
+        .into_iter()
+        .filter(|a| a.step == "fan" && a.target == "h1" && a.kind == "check")
+        .count();
+    assert_eq!(checks_h1, 1, "h1's check ran once, after its own run");
+}
