@@ -713,6 +713,11 @@ fn changed_step_is_refused_until_accepted_and_reruns_only_after_mark_retry() {
     );
     assert_eq!(p.ledger("next"), (1, 0));
 
+    // The acceptance is remembered: the next apply neither asks again nor runs anything.
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.ledger("prep"), (1, 0));
+
     p.mark("prep", "retry");
     let r = p.apply(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);

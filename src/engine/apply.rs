@@ -71,18 +71,22 @@ pub fn apply(
     };
 
     // A success recorded for other work than what the playbook now says is not a success.
-    let mut changed = Vec::new();
+    let mut changed: Vec<(&Step, &str, &str)> = Vec::new();
     for step in &pb.steps {
         for r in &step.rendered {
             if let PairState::Succeeded { def_hash, .. } = state_of(&step.id, &r.target) {
                 if def_hash != r.def_hash {
-                    changed.push(format!("`{}` on `{}`", step.id, r.target));
+                    changed.push((step, &r.target, &r.def_hash));
                 }
             }
         }
     }
+    let changed_text: Vec<String> = changed
+        .iter()
+        .map(|(s, t, _)| format!("`{}` on `{t}`", s.id))
+        .collect();
     if !changed.is_empty() && !opts.accept_changed {
-        return Err(EngineError::Changed(changed));
+        return Err(EngineError::Changed(changed_text));
     }
 
     // Resolve secrets of every target that still has work, before anything runs.
@@ -178,10 +182,29 @@ pub fn apply(
         business_hours_at: pb.window.next_business_start(session.clock.now()),
     });
     if !changed.is_empty() {
+        // The decision is recorded as a `done` mark against the new definition, so it is
+        // made once: the next apply does not ask again, and a later edit is caught again.
+        let marks: Vec<NewMark> = changed
+            .iter()
+            .map(|(step, target, def_hash)| NewMark {
+                run: Some(session.run.clone()),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                mark: MarkKind::Done,
+                def_hash: def_hash.to_string(),
+                user: session.who.user.clone(),
+                host: session.who.host.clone(),
+                at: session.clock.now(),
+                reason: Some(
+                    "--accept-changed: the earlier result of a step changed since was kept".into(),
+                ),
+            })
+            .collect();
+        session.journal().mark_all(&marks)?;
         session.emit(&Event::Notice {
             text: format!(
                 "--accept-changed: keeping earlier results of changed steps: {}",
-                changed.join(", ")
+                changed_text.join(", ")
             ),
         });
     }

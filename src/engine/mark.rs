@@ -48,6 +48,25 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
         &lock::Holder::this_process("mark", &who.user, clock.now()),
     )?;
     let journal = Journal::open(&opts.state)?;
+    // An attempt still `running` was left by a runner that is gone (we hold the lock): the
+    // operator's decision supersedes it, and the record should say that it ended.
+    for t in &targets {
+        if let crate::journal::PairState::Running {
+            attempt, pid, host, ..
+        } = journal.pair(&step.id, t)?
+        {
+            journal.finish_attempt(
+                attempt,
+                crate::journal::AttemptState::Interrupted,
+                None,
+                clock.now(),
+                Some(&format!(
+                    "runner (pid {pid} on {host}) stopped while this ran; closed by `runner mark {}`",
+                    opts.mark
+                )),
+            )?;
+        }
+    }
     let marks: Vec<NewMark> = targets
         .iter()
         .map(|t| NewMark {
