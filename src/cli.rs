@@ -313,7 +313,11 @@ fn describe(e: &anyhow::Error) -> String {
     }
     let mut out = format!("error: {e}");
     for cause in e.chain().skip(1) {
-        out.push_str(&format!("\n  caused by: {cause}"));
+        // Many errors already include their cause in their own text; say it once.
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(&format!("\n  caused by: {text}"));
+        }
     }
     out
 }
