@@ -439,6 +439,12 @@ fn a_failing_step_stops_the_run_and_a_fixed_playbook_resumes_from_it() {
         show(&r)
     );
     assert!(r.stderr.contains("exit code 3"), "{}", show(&r));
+    assert!(
+        r.stdout
+            .contains("FAILED run risky on a: exit code 3 is not one of the ok codes"),
+        "the progress line says it once and plainly:\n{}",
+        show(&r)
+    );
     assert_eq!(lines(&ledger("a")), ["first", "risky-start"]);
     for n in ["b", "c"] {
         assert_eq!(
