@@ -915,10 +915,30 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
         show(&r)
     );
 
+    // Neither a rollback nor an operator's mark may change the state under a running apply.
+    let r = runner(&["rollback", &pb_s, "--yes"], dir.path(), &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains(&format!("pid {}", first.pid())),
+        "{}",
+        show(&r)
+    );
+    let r = runner(&["mark", &pb_s, "hold", "done"], dir.path(), &[]);
+    assert_exit(&r, 4);
+    assert!(
+        db(dir.path())
+            .query_row("SELECT count(*) FROM marks", [], |r| r.get::<_, i64>(0))
+            .expect("count marks")
+            == 0,
+        "the refused mark was not recorded"
+    );
+
     fs::write(&go, b"").expect("create the go file");
     let status = first.wait();
     assert_eq!(status.code(), Some(0), "{}", first.output());
-    assert_eq!(lines(&ledger), ["hold"], "the refused apply ran nothing");
+    assert_eq!(lines(&ledger), ["hold"], "the refused commands ran nothing");
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["hold"]);
 }
 
 // 8 ----------------------------------------------------------------------------------------
@@ -1123,6 +1143,8 @@ fn a_passphrase_never_appears_in_output_journal_or_logs() {
     // `runner report` may still be a placeholder in this build; then this only checks that it
     // does not leak, which stays true once it has real content.
     let report = runner(&["report", &pb_s, "--format", "json"], dir.path(), &env);
+    assert_exit(&status, 0);
+    assert_exit(&report, 0);
     for (what, r) in [
         ("first apply", &first),
         ("apply --json", &second),
