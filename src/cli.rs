@@ -313,7 +313,11 @@ fn describe(e: &anyhow::Error) -> String {
     }
     let mut out = format!("error: {e}");
     for cause in e.chain().skip(1) {
-        out.push_str(&format!("\n  caused by: {cause}"));
+        // Many errors already include their cause in their own text; say it once.
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(&format!("\n  caused by: {text}"));
+        }
     }
     out
 }
@@ -372,7 +376,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let reporter = reporter(&args.output, clock);
             let interrupt = interrupt(reporter.as_ref());
             let outcome = engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
-            Ok(conclude(outcome))
+            Ok(conclude(outcome, args.output.json))
         }
         Command::Rollback(args) => {
             let pb = playbook::load(&args.file)?;
@@ -389,7 +393,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let reporter = reporter(&args.output, clock);
             let interrupt = interrupt(reporter.as_ref());
             let outcome = engine::rollback(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
-            Ok(conclude(outcome))
+            Ok(conclude(outcome, args.output.json))
         }
         Command::Mark(args) => {
             let pb = playbook::load(&args.file)?;
@@ -403,7 +407,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 },
                 reason: args.reason.clone(),
             };
-            Ok(conclude(engine::mark(&pb, &opts, clock)?))
+            Ok(conclude(engine::mark(&pb, &opts, clock)?, false))
         }
         Command::Status(args) => {
             let pb = playbook::load(&args.file)?;
@@ -492,10 +496,11 @@ fn interrupt(reporter: &dyn Reporter) -> Interrupt {
     i
 }
 
-/// Prints an outcome's message and turns it into the exit code.
-fn conclude(o: engine::Outcome) -> Exit {
+/// Prints an outcome's message and turns it into the exit code. With `--json` stdout carries
+/// only JSON events (the message is in `run_finished`), so the text goes to stderr.
+fn conclude(o: engine::Outcome, json: bool) -> Exit {
     if !o.message.is_empty() {
-        if o.exit == Exit::Success {
+        if o.exit == Exit::Success && !json {
             println!("{}", o.message.trim_end());
         } else {
             eprintln!("{}", o.message.trim_end());

@@ -100,10 +100,15 @@ fn line(e: &Event, quiet: bool) -> Option<String> {
                 }
                 format!("  ok {kind} {step} on {target} ({})", secs(*elapsed_ms))
             } else {
-                let code = exit_code.map(|c| format!(" exit {c}")).unwrap_or_default();
+                // The message already names the exit code when it matters; the code alone
+                // can mislead (a run that exited 0 and then failed its check).
+                let detail = match (message, exit_code) {
+                    (Some(m), _) => m.clone(),
+                    (None, Some(c)) => format!("exit code {c}"),
+                    (None, None) => outcome.clone(),
+                };
                 format!(
-                    "  FAILED {kind} {step} on {target}:{code} {} ({})",
-                    message.as_deref().unwrap_or(outcome),
+                    "  FAILED {kind} {step} on {target}: {detail} ({})",
                     secs(*elapsed_ms)
                 )
             }
