@@ -52,6 +52,31 @@ pub fn apply(
     interrupt: Interrupt,
 ) -> Result<Outcome, EngineError> {
     let who = Who::current();
+    // A missing secret is bad input: find it before anything is written (the lock file, a new
+    // journal). Which targets still have work is read without the lock; the lock then makes the
+    // real decisions, and a target that turns out to need work after all is resolved below.
+    let done_before: BTreeSet<(String, String)> = match Journal::open_existing(&opts.state)? {
+        Some(j) => j
+            .pairs()?
+            .into_iter()
+            .filter(|(_, _, st)| is_done(st))
+            .map(|(s, t, _)| (s, t))
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let mut probe = Redactor::new();
+    Secrets::resolve(
+        pb,
+        pb.steps.iter().flat_map(|s| {
+            s.targets
+                .iter()
+                .filter(|t| !done_before.contains(&(s.id.clone(), t.to_string())))
+                .map(String::as_str)
+        }),
+        &mut probe,
+    )?;
+    drop(probe);
+
     let _lock = lock::acquire(
         &opts.state,
         &lock::Holder::this_process("apply", &who.user, clock.now()),

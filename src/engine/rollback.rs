@@ -159,7 +159,7 @@ pub fn rollback(
     if !opts.yes {
         if !opts.interactive {
             return Err(EngineError::Usage(format!(
-                "{plan_text}rollback needs confirmation: run it on a terminal, or add --yes"
+                "rollback needs confirmation: run it on a terminal, or add --yes. It would do this:\n{plan_text}"
             )));
         }
         let mut err = std::io::stderr().lock();
