@@ -93,12 +93,31 @@ impl Who {
     pub fn current() -> Who {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(account_name);
         Who {
             user,
             host: journal::lock::host_name().unwrap_or_else(|_| "unknown".into()),
             pid: std::process::id(),
         }
+    }
+}
+
+/// The name of the account this process runs as, from the password database (cron jobs and
+/// services often have no `USER`).
+fn account_name() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name out at
+    // once and nothing else in this process calls getpwuid concurrently during startup.
+    unsafe {
+        let uid = libc::geteuid();
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return format!("uid {uid}");
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 

@@ -338,7 +338,7 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
 pub fn human_duration(d: SignedDuration) -> String {
     let mut secs = d.as_secs().max(0);
     if secs == 0 {
-        return "0m".into();
+        return "0s".into();
     }
     let mut out = String::new();
     for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
@@ -362,6 +362,6 @@ mod tests {
             human_duration(SignedDuration::from_secs(86_400 + 61)),
             "1d1m1s"
         );
-        assert_eq!(human_duration(SignedDuration::ZERO), "0m");
+        assert_eq!(human_duration(SignedDuration::ZERO), "0s");
     }
 }
