@@ -1,0 +1,61 @@
+//! `runner ping`: every target is connected (host key, authentication) and runs a no-op.
+
+mod common;
+mod common_cli;
+
+use common::Sshd;
+use common_cli::runner;
+
+fn ssh_target(name: &str, sshd: &Sshd, known_hosts: &std::path::Path) -> String {
+    format!(
+        "  {name}:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: {}\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.user(),
+        sshd.user_key_path().display(),
+        known_hosts.display()
+    )
+}
+
+#[test]
+fn ping_reports_each_target_and_fails_if_any_fails() {
+    let sshd = Sshd::start("127.0.0.91");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let targets = format!(
+        "{}{}  here:\n    transport: local\n",
+        ssh_target("good", &sshd, &sshd.known_hosts_path()),
+        ssh_target("stranger", &sshd, &empty)
+    );
+    let text = format!(
+        "name: Ping\nwindow:\n  business_hours: []\ntargets:\n{targets}steps:\n  - id: a\n    on: good\n    run: 'true'\n"
+    );
+    std::fs::write(dir.path().join("p.yaml"), &text).unwrap();
+    let r = runner(&["ping", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let row = |name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {}", r.stdout))
+            .to_string()
+    };
+    assert!(row("good").contains(" ok "), "{}", r.stdout);
+    assert!(row("here").contains(" ok "), "{}", r.stdout);
+    let stranger = row("stranger");
+    assert!(stranger.contains("FAILED"), "{}", r.stdout);
+    assert!(
+        stranger.contains("not trusted") && stranger.contains("SHA256:"),
+        "{}",
+        r.stdout
+    );
+    // Nothing is written by a ping.
+    assert!(!dir.path().join(".runner").exists());
+
+    // Without the stranger, everything answers: exit 0.
+    let only_good = text.replace(&ssh_target("stranger", &sshd, &empty), "");
+    std::fs::write(dir.path().join("p.yaml"), only_good).unwrap();
+    let r = runner(&["ping", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
