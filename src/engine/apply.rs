@@ -11,14 +11,12 @@ use std::sync::Mutex;
 use super::event::{Event, Reporter};
 use super::interrupt::Interrupt;
 use super::pair::{run_pair, verify_in_doubt, PairEnd, Phase, Resume};
-use super::runlog::RunLog;
-use super::targets::{Pool, Secrets};
-use super::{Blocked, EngineError, Outcome, Session, Who};
+use super::targets::Secrets;
+use super::{Blocked, EngineError, Outcome, Session, Start, Who};
 use crate::clock::Clock;
 use crate::exit::Exit;
 use crate::journal::{
-    lock, AttemptKind, AttemptState, Journal, MarkKind, NewAttempt, NewMark, NewRun, PairState,
-    RunCommand,
+    lock, AttemptKind, AttemptState, Journal, MarkKind, NewAttempt, NewMark, PairState, RunCommand,
 };
 use crate::playbook::{OnFailure, Playbook, Step};
 use crate::secret::Redactor;
@@ -148,15 +146,19 @@ pub fn apply(
         }
     }
 
-    let run = journal.begin_run(&NewRun {
+    let session = Session::start(Start {
+        pb,
+        journal,
         command: RunCommand::Apply,
-        playbook_path: pb.path.clone(),
-        playbook_sha256: pb.sha256.clone(),
-        started_at: clock.now(),
-        user: who.user.clone(),
-        host: who.host.clone(),
-        pid: who.pid,
-        args: opts.args.clone(),
+        runs_dir: &opts.runs_dir,
+        args: &opts.args,
+        clock,
+        reporter,
+        redactor,
+        secrets,
+        interrupt,
+        who,
+        override_reason: opts.override_reason.clone(),
     })?;
     let defs: Vec<(String, String)> = pb
         .steps
@@ -167,27 +169,8 @@ pub fn apply(
                 .map(move |r| (format!("{}@{}", s.id, r.target), r.def_hash.clone()))
         })
         .collect();
-    journal.record_definitions(&run, &defs)?;
-    let run_dir = opts.runs_dir.join(run.as_str());
-    let runlog = RunLog::create(run_dir.clone()).map_err(|source| EngineError::RunDir {
-        path: run_dir.clone(),
-        source,
-    })?;
-
-    let session = Session {
-        pb,
-        journal: Mutex::new(journal),
-        run,
-        clock,
-        reporter,
-        runlog,
-        redactor,
-        secrets,
-        pool: Pool::new(pb.targets.keys().map(String::as_str)),
-        interrupt,
-        who,
-        override_reason: opts.override_reason.clone(),
-    };
+    session.journal().record_definitions(&session.run, &defs)?;
+    let run_dir = session.runlog.dir().to_path_buf();
 
     let pairs_total: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
     let pairs_done = pb

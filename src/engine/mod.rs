@@ -164,7 +164,57 @@ pub(crate) enum Blocked {
     Interrupted,
 }
 
+/// What a run needs before it can start: [`Session::start`] records the run in the journal
+/// and opens its folder.
+pub(crate) struct Start<'a> {
+    pub pb: &'a Playbook,
+    pub journal: Journal,
+    pub command: journal::RunCommand,
+    pub runs_dir: &'a std::path::Path,
+    pub args: &'a [String],
+    pub clock: Clock,
+    pub reporter: &'a dyn Reporter,
+    pub redactor: Redactor,
+    pub secrets: Secrets,
+    pub interrupt: Interrupt,
+    pub who: Who,
+    pub override_reason: Option<String>,
+}
+
 impl<'a> Session<'a> {
+    /// Records the run in the journal and creates its folder.
+    pub fn start(s: Start<'a>) -> Result<Session<'a>, EngineError> {
+        let run = s.journal.begin_run(&journal::NewRun {
+            command: s.command,
+            playbook_path: s.pb.path.clone(),
+            playbook_sha256: s.pb.sha256.clone(),
+            started_at: s.clock.now(),
+            user: s.who.user.clone(),
+            host: s.who.host.clone(),
+            pid: s.who.pid,
+            args: s.args.to_vec(),
+        })?;
+        let run_dir = s.runs_dir.join(run.as_str());
+        let runlog = RunLog::create(run_dir.clone()).map_err(|source| EngineError::RunDir {
+            path: run_dir,
+            source,
+        })?;
+        Ok(Session {
+            pb: s.pb,
+            journal: Mutex::new(s.journal),
+            run,
+            clock: s.clock,
+            reporter: s.reporter,
+            runlog,
+            redactor: s.redactor,
+            secrets: s.secrets,
+            pool: Pool::new(s.pb.targets.keys().map(String::as_str)),
+            interrupt: s.interrupt,
+            who: s.who,
+            override_reason: s.override_reason,
+        })
+    }
+
     pub fn journal(&self) -> MutexGuard<'_, Journal> {
         // A thread that panicked while holding the journal left it consistent: every write is
         // its own transaction. Carry on with it.

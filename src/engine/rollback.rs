@@ -4,20 +4,16 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use super::event::{Event, Reporter};
 use super::interrupt::Interrupt;
 use super::output::PairOutput;
-use super::runlog::RunLog;
-use super::targets::{shell_of, Pool, Secrets};
-use super::{Blocked, EngineError, Outcome, Session, Who};
+use super::targets::{shell_of, Secrets};
+use super::{Blocked, EngineError, Outcome, Session, Start, Who};
 use crate::clock::Clock;
 use crate::exit::Exit;
-use crate::journal::{
-    lock, AttemptKind, AttemptState, Journal, NewAttempt, NewRun, PairState, RunCommand,
-};
+use crate::journal::{lock, AttemptKind, AttemptState, Journal, NewAttempt, PairState, RunCommand};
 use crate::playbook::{Playbook, Step};
 use crate::secret::Redactor;
 use crate::transport::{Control, Exit as CmdExit};
@@ -176,35 +172,20 @@ pub fn rollback(
     }
     let mut redactor = Redactor::new();
     let secrets = Secrets::resolve(pb, targets.iter().map(String::as_str), &mut redactor)?;
-    let run = journal.begin_run(&NewRun {
-        command: RunCommand::Rollback,
-        playbook_path: pb.path.clone(),
-        playbook_sha256: pb.sha256.clone(),
-        started_at: clock.now(),
-        user: who.user.clone(),
-        host: who.host.clone(),
-        pid: who.pid,
-        args: opts.args.clone(),
-    })?;
-    let run_dir = opts.runs_dir.join(run.as_str());
-    let runlog = RunLog::create(run_dir.clone()).map_err(|source| EngineError::RunDir {
-        path: run_dir.clone(),
-        source,
-    })?;
-    let session = Session {
+    let session = Session::start(Start {
         pb,
-        journal: Mutex::new(journal),
-        run,
+        journal,
+        command: RunCommand::Rollback,
+        runs_dir: &opts.runs_dir,
+        args: &opts.args,
         clock,
         reporter,
-        runlog,
         redactor,
         secrets,
-        pool: Pool::new(pb.targets.keys().map(String::as_str)),
         interrupt,
         who,
         override_reason: opts.override_reason.clone(),
-    };
+    })?;
     session.emit(&Event::Notice { text: plan_text });
     let p = {
         let j = session.journal();
