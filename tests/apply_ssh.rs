@@ -1288,10 +1288,11 @@ fn a_session_dropped_between_steps_is_re_established() {
          - id: one\n  on: a\n  run: {}\n\
          - id: hold\n  on: b\n  run: {}\n\
          - id: two\n  on: a\n  run: {}\n",
-        // $PPID is the sshd process of the connection the command came through.
-        q("echo one $PPID >> {{ ledger }}"),
+        // The parent of runner's wrapper ($PPID) is the sshd process of the connection the
+        // command came through.
+        q("echo one $(cut -d' ' -f4 /proc/$PPID/stat) >> {{ ledger }}"),
         q("touch {{ marker }}; {{ hold }}"),
-        q("echo two $PPID >> {{ ledger }}"),
+        q("echo two $(cut -d' ' -f4 /proc/$PPID/stat) >> {{ ledger }}"),
     ));
     let pb = write_playbook(dir.path(), &yaml);
 

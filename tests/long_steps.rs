@@ -336,3 +336,31 @@ fn a_runner_killed_while_waiting_for_a_reboot_waits_again_without_rebooting_agai
     );
     assert_eq!(lines(&dir.path().join("ledger")), ["after"]);
 }
+
+#[test]
+fn a_runner_killed_during_an_attached_step_takes_the_command_with_it() {
+    let sshd = Sshd::start("127.0.0.48");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let steps = format!(
+        "  - id: attached\n    on: box\n    detach: false\n    run: |\n      sleep 300 &\n      echo $! > {d}/child.pid\n      echo $$ > {d}/shell.pid\n      wait\n"
+    );
+    playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
+    let mut run = spawn_apply(dir.path());
+    wait_for("the command to start", || {
+        dir.path().join("shell.pid").exists() && dir.path().join("child.pid").exists()
+    });
+    let pid = |f: &str| -> u32 {
+        std::fs::read_to_string(dir.path().join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (shell, child) = (pid("shell.pid"), pid("child.pid"));
+    kill9(&mut run);
+    // The connection closes with the runner; the command must not run on unattended.
+    wait_for("the orphaned command to stop", || {
+        !process_running(shell) && !process_running(child)
+    });
+}

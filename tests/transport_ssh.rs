@@ -112,10 +112,12 @@ fn output_is_streamed_while_the_command_runs() {
 fn sequential_execs_reuse_one_session() {
     let sshd = Sshd::start("127.0.0.4");
     let mut t = transport(&sshd);
-    // $PPID of the command is sshd's per-connection process: one value means one session.
+    // The command's parent is runner's wrapper; the wrapper's parent is sshd's per-connection
+    // process: one value means one session.
     let mut parents = Vec::new();
     for i in 0..25 {
-        let out = run_sh(&mut t, &format!("echo $PPID; exit {}", i % 3), None).expect("exec");
+        let script = format!("cut -d' ' -f4 /proc/$PPID/stat; exit {}", i % 3);
+        let out = run_sh(&mut t, &script, None).expect("exec");
         assert_eq!(out.exit, Exit::Code(i64::from(i % 3)));
         parents.push(out.stdout.trim().to_string());
     }

@@ -75,17 +75,33 @@ pub fn command_line(shell: Shell, script: &str) -> String {
 /// needed to stop it later: `sh` and PowerShell print [`PID_MARKER`] and their PID on stderr,
 /// `cmd` carries `token` in its command line (see [`kill_command_line`]).
 ///
-/// For `sh` the login shell is replaced (`exec`) by our `sh`, so the reported PID is the
-/// session leader sshd created with `setsid()`, i.e. the process group of everything the
-/// script starts. The script itself still runs as `sh -c '<script>'`, untouched.
+/// For `sh` the login shell is replaced (`exec`) by our `sh` wrapper, so the reported PID is
+/// the session leader sshd created with `setsid()`, i.e. the process group of everything the
+/// script starts. The script itself still runs as `sh -c '<script>'`, untouched, with stdin
+/// from /dev/null.
 pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> String {
     match shell {
         Shell::Sh => {
             let run = match payload {
-                Payload::Inline(_) => "exec sh -c \"$1\" sh",
-                Payload::File(_) => "exec sh \"$1\"",
+                Payload::Inline(_) => "sh -c \"$1\" sh",
+                Payload::File(_) => "sh \"$1\"",
             };
-            let wrapper = format!("printf '\\036runner-pid:%s\\n' \"$$\" >&2 && {run}");
+            // A watcher holds the channel's stdin (runner never closes it): when the channel
+            // goes away because the runner died, the watcher reads EOF and stops the whole
+            // process group, so no command outlives the runner that started it. When the script
+            // ends normally the watcher is disarmed first. Background jobs of a non-interactive
+            // shell get /dev/null as stdin, hence the detour through fd 3.
+            let wrapper = format!(
+                "printf '\\036runner-pid:%s\\n' \"$$\" >&2 || exit 125\n\
+                 exec 3<&0\n\
+                 ( cat <&3 >/dev/null 2>&1; kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
+                 w=$!\n\
+                 exec 3<&-\n\
+                 {run} </dev/null\n\
+                 s=$?\n\
+                 kill -s TERM \"$w\" 2>/dev/null\n\
+                 exit $s"
+            );
             let arg = match payload {
                 Payload::Inline(s) | Payload::File(s) => s,
             };
@@ -332,11 +348,18 @@ mod tests {
             Payload::Inline("echo out; echo err >&2; exit 7"),
             "t",
         );
-        let out = std::process::Command::new("sh")
+        // Like an SSH channel, stdin stays open while the command runs.
+        let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("sh runs");
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().expect("sh ends");
+        drop(stdin);
         assert_eq!(out.status.code(), Some(7));
         assert_eq!(out.stdout, b"out\n");
         let mut filter = PidMarkerFilter::new();
@@ -344,6 +367,31 @@ mod tests {
         shown.extend(filter.finish());
         assert_eq!(shown, b"err\n");
         assert!(filter.pid().is_some());
+    }
+
+    /// When the channel (stdin) goes away, as when the runner dies, the command goes too.
+    #[test]
+    fn tracked_sh_dies_with_its_channel() {
+        use std::os::unix::process::CommandExt;
+        let line = tracked_command_line(Shell::Sh, Payload::Inline("sleep 300; exit 0"), "t");
+        // sshd makes each session's command a process group leader; so does this test.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        // Wait until the wrapper announced itself, so the watcher is in place.
+        let mut err = child.stderr.take().expect("stderr");
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
+        drop(child.stdin.take());
+        let status = child.wait().expect("sh ends");
+        // Killed by SIGTERM (the wrapper reports 128 + 15, or dies by the signal itself).
+        assert_ne!(status.code(), Some(0), "{status:?}");
     }
 
     #[test]
