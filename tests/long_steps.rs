@@ -364,3 +364,46 @@ fn a_runner_killed_during_an_attached_step_takes_the_command_with_it() {
         !process_running(shell) && !process_running(child)
     });
 }
+
+#[test]
+fn a_detached_job_is_followed_even_when_business_hours_have_begun() {
+    let sshd = Sshd::start("127.0.0.49");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "name: Window\nwindow:\n  timezone: UTC\n  business_hours:\n    - {{ days: mon-fri, from: \"08:00\", to: \"18:00\" }}\ntargets:\n{}steps:\n{}  - id: after\n    on: box\n    run: echo after >> {}/ledger\n",
+        target_yaml("box", &sshd, ""),
+        waiting_step("long", dir.path(), ""),
+        dir.path().display()
+    );
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    // Tuesday 02:00: the night is open.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", "p.yaml"])
+        .current_dir(dir.path())
+        .env("RUNNER_NOW", "2026-03-10T02:00:00Z")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the job to start", || dir.path().join("started").exists());
+    kill9(&mut first);
+    std::fs::write(dir.path().join("go"), "").unwrap();
+
+    // Tuesday 10:00: business hours. The job already ran; its result is collected, but the
+    // next step may not start.
+    let r = runner(
+        &["apply", "p.yaml"],
+        dir.path(),
+        &[("RUNNER_NOW", "2026-03-10T10:00:00Z")],
+    );
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("a detached job: follow it"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(lines(&dir.path().join("ledger")), ["start", "end"]);
+    let status = runner(&["status", "p.yaml", "--format", "json"], dir.path(), &[]);
+    assert!(status.stdout.contains("succeeded"), "{}", status.stdout);
+}

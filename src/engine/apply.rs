@@ -295,10 +295,22 @@ pub fn apply(
             continue;
         }
 
-        match session.gate(step) {
-            Ok(()) => {}
-            Err(Blocked::Interrupted) => return Ok(interrupted(&session)),
-            Err(Blocked::Window(next)) => return Ok(window_stop(&session, step, next)),
+        // The window decides about new starts only. Work already under way on the target (a
+        // detached job, a reboot) is followed to its end whatever the time: abandoning it
+        // would not make it stop.
+        let mut blocked: Option<Option<jiff::Timestamp>> = None;
+        if run_on.iter().any(|(_, _, resume)| resume.is_none()) {
+            match session.gate(step) {
+                Ok(()) => {}
+                Err(Blocked::Interrupted) => return Ok(interrupted(&session)),
+                Err(Blocked::Window(next)) => {
+                    run_on.retain(|(_, _, resume)| resume.is_some());
+                    if run_on.is_empty() {
+                        return Ok(window_stop(&session, step, next));
+                    }
+                    blocked = Some(next);
+                }
+            }
         }
 
         if step.is_manual() {
@@ -344,9 +356,11 @@ pub fn apply(
             }
             return Ok(session.finish(Exit::StepFailed, "failed", message));
         }
-        if let Some(next) = ends.iter().find_map(|(_, e)| match e {
-            PairEnd::WindowClosed(n) => Some(*n),
-            _ => None,
+        if let Some(next) = blocked.or_else(|| {
+            ends.iter().find_map(|(_, e)| match e {
+                PairEnd::WindowClosed(n) => Some(*n),
+                _ => None,
+            })
         }) {
             return Ok(window_stop(&session, step, next));
         }
