@@ -15,14 +15,193 @@ use super::Session;
 use crate::journal::{AttemptId, RunId};
 use crate::transport::{Control, Exit, Shell, Stream, Transport, TransportError};
 
-/// Where job folders live on the target.
+/// Where job folders live on POSIX targets.
 pub const JOB_ROOT: &str = "/tmp/runner-jobs";
+/// Where job folders live on Windows targets (expanded on the target).
+pub const WINDOWS_JOB_ROOT: &str = r"%SystemRoot%\Temp\runner-jobs";
 /// The attempt note naming the job folder.
 pub const NOTE_JOB_DIR: &str = "job_dir";
 
-/// The job folder of an attempt: unique per run and attempt.
-pub fn job_dir(run: &RunId, attempt: AttemptId) -> String {
-    format!("{JOB_ROOT}/{}/{}", run.as_str(), attempt.0)
+/// How jobs are started and watched on a target: with POSIX tools, or with PowerShell
+/// (2.0 or later) and a `cmd` wrapper on Windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Posix,
+    /// The command itself runs with this shell (cmd or PowerShell).
+    Windows(Shell),
+}
+
+impl Flavor {
+    pub fn of(shell: Shell) -> Flavor {
+        match shell {
+            Shell::Sh => Flavor::Posix,
+            other => Flavor::Windows(other),
+        }
+    }
+
+    /// The job folder of an attempt: unique per run and attempt.
+    pub fn job_dir(self, run: &RunId, attempt: AttemptId) -> String {
+        match self {
+            Flavor::Posix => format!("{JOB_ROOT}/{}/{}", run.as_str(), attempt.0),
+            Flavor::Windows(_) => format!("{WINDOWS_JOB_ROOT}\\{}\\{}", run.as_str(), attempt.0),
+        }
+    }
+
+    /// The shell the control scripts below are written for.
+    fn control_shell(self) -> Shell {
+        match self {
+            Flavor::Posix => Shell::Sh,
+            Flavor::Windows(_) => Shell::PowerShell,
+        }
+    }
+
+    /// Writes the command to the folder, starts it detached with its output and status going
+    /// to files, and prints its pid once it is known.
+    fn launcher(self, dir: &str, command: &str) -> String {
+        match self {
+            Flavor::Posix => {
+                let d = quote(dir);
+                format!(
+                    "set -e; umask 077; mkdir -p {d}; cd {d}; printf '%s\\n' {cmd} > cmd.sh; \
+                     command -v setsid >/dev/null || {{ echo 'setsid is missing on the target' >&2; exit 127; }}; \
+                     setsid sh -c 'echo $$ > pid.tmp; mv pid.tmp pid; sh cmd.sh > out 2> err < /dev/null; echo $? > status.tmp; mv status.tmp status' \
+                     < /dev/null > /dev/null 2>&1 & \
+                     i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat pid",
+                    cmd = quote(command)
+                )
+            }
+            Flavor::Windows(shell) => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(command.as_bytes());
+                // The command file and how the wrapper runs it, per shell.
+                let (file, write, run) = if shell == Shell::PowerShell {
+                    (
+                        "cmd.ps1",
+                        // UTF-8 with a BOM, which PowerShell 2.0 reads as UTF-8.
+                        "[IO.File]::WriteAllText($f, $c, (New-Object Text.UTF8Encoding $true))",
+                        "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"%~dp0cmd.ps1\"",
+                    )
+                } else {
+                    (
+                        "cmd.cmd",
+                        "[IO.File]::WriteAllText($f, \"@echo off`r`n\" + $c + \"`r`n\", [Text.Encoding]::Default)",
+                        "call \"%~dp0cmd.cmd\"",
+                    )
+                };
+                format!(
+                    "$ErrorActionPreference = 'Stop'\n\
+                     $d = [Environment]::ExpandEnvironmentVariables({dir})\n\
+                     New-Item -ItemType Directory -Force -Path $d | Out-Null\n\
+                     $c = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('{b64}'))\n\
+                     $f = Join-Path $d '{file}'\n\
+                     {write}\n\
+                     $w = \"@echo off`r`n{run} > `\"%~dp0out`\" 2> `\"%~dp0err`\" < nul`r`necho %ERRORLEVEL%> `\"%~dp0status.tmp`\"`r`nmove /y `\"%~dp0status.tmp`\" `\"%~dp0status`\" > nul`r`n\"\n\
+                     [IO.File]::WriteAllText((Join-Path $d 'wrapper.cmd'), $w, [Text.Encoding]::Default)\n\
+                     # Created through WMI, the job is outside this session's job object and outlives it.\n\
+                     $r = ([wmiclass]'Win32_Process').Create('cmd.exe /d /c \"' + (Join-Path $d 'wrapper.cmd') + '\"')\n\
+                     if ($r.ReturnValue -ne 0) {{ [Console]::Error.WriteLine('Win32_Process.Create failed with ' + $r.ReturnValue); exit 1 }}\n\
+                     [IO.File]::WriteAllText((Join-Path $d 'pid'), [string]$r.ProcessId)\n\
+                     [Console]::Out.Write([string]$r.ProcessId)",
+                    dir = ps_quote(dir),
+                    run = run.replace('"', "`\""),
+                )
+            }
+        }
+    }
+
+    fn status_script(self, dir: &str) -> String {
+        match self {
+            Flavor::Posix => {
+                let d = quote(dir);
+                format!(
+                    "cd {d} 2>/dev/null || {{ echo GONE; exit 0; }}; \
+                     if [ -f status ]; then echo \"DONE $(cat status)\"; \
+                     elif kill -0 \"$(cat pid 2>/dev/null)\" 2>/dev/null; then echo RUNNING; \
+                     else echo LOST; fi"
+                )
+            }
+            Flavor::Windows(_) => format!(
+                "$d = [Environment]::ExpandEnvironmentVariables({})\n\
+                 if (-not (Test-Path -LiteralPath $d)) {{ 'GONE'; exit 0 }}\n\
+                 $s = Join-Path $d 'status'\n\
+                 if (Test-Path -LiteralPath $s) {{ 'DONE ' + [IO.File]::ReadAllText($s).Trim(); exit 0 }}\n\
+                 $p = [int]([IO.File]::ReadAllText((Join-Path $d 'pid')).Trim())\n\
+                 if (Get-Process -Id $p -ErrorAction SilentlyContinue) {{ 'RUNNING' }} else {{ 'LOST' }}",
+                ps_quote(dir)
+            ),
+        }
+    }
+
+    /// Prints the bytes of the job's `file` from `offset` on, unchanged.
+    fn tail_script(self, dir: &str, file: &str, offset: u64) -> String {
+        match self {
+            Flavor::Posix => format!(
+                "tail -c +{} {}/{file} 2>/dev/null || true",
+                offset + 1,
+                quote(dir)
+            ),
+            Flavor::Windows(_) => format!(
+                "$f = Join-Path ([Environment]::ExpandEnvironmentVariables({})) '{file}'\n\
+                 if (Test-Path -LiteralPath $f) {{\n\
+                 $s = New-Object IO.FileStream($f, 'Open', 'Read', 'ReadWrite')\n\
+                 [void]$s.Seek({offset}, 'Begin')\n\
+                 $o = [Console]::OpenStandardOutput(); $b = New-Object byte[] 65536\n\
+                 while (($n = $s.Read($b, 0, $b.Length)) -gt 0) {{ $o.Write($b, 0, $n) }}\n\
+                 $o.Flush(); $s.Close() }}",
+                ps_quote(dir)
+            ),
+        }
+    }
+
+    /// Stops the whole job (POSIX: its process group, TERM then KILL; Windows: its process
+    /// tree) and prints GONE once nothing of it runs.
+    fn kill_script(self, dir: &str) -> String {
+        match self {
+            // dash's `kill` accepts a negative (process group) id only as `kill -s SIG -- -PGID`.
+            Flavor::Posix => {
+                let d = quote(dir);
+                format!(
+                    "cd {d} 2>/dev/null || exit 0; p=$(cat pid 2>/dev/null) || exit 0; [ -n \"$p\" ] || exit 0; \
+                     kill -s TERM -- -\"$p\" 2>/dev/null || true; i=0; \
+                     while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+                     kill -s KILL -- -\"$p\" 2>/dev/null || true; i=0; \
+                     while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+                     if kill -s 0 -- -\"$p\" 2>/dev/null; then echo ALIVE; else echo GONE; fi"
+                )
+            }
+            Flavor::Windows(_) => format!(
+                "$d = [Environment]::ExpandEnvironmentVariables({})\n\
+                 $pf = Join-Path $d 'pid'\n\
+                 if (-not (Test-Path -LiteralPath $pf)) {{ 'GONE'; exit 0 }}\n\
+                 $p = [int]([IO.File]::ReadAllText($pf).Trim())\n\
+                 & taskkill.exe /T /F /PID $p 2>&1 | Out-Null\n\
+                 for ($i = 0; $i -lt 50 -and (Get-Process -Id $p -ErrorAction SilentlyContinue); $i++) {{ Start-Sleep -Milliseconds 100 }}\n\
+                 if (Get-Process -Id $p -ErrorAction SilentlyContinue) {{ 'ALIVE' }} else {{ 'GONE' }}",
+                ps_quote(dir)
+            ),
+        }
+    }
+
+    fn remove_script(self, dir: &str) -> Option<String> {
+        match self {
+            Flavor::Posix if dir.starts_with(JOB_ROOT) => Some(format!("rm -rf {}", quote(dir))),
+            Flavor::Windows(_) if dir.starts_with(WINDOWS_JOB_ROOT) => Some(format!(
+                "Remove-Item -LiteralPath ([Environment]::ExpandEnvironmentVariables({})) -Recurse -Force -ErrorAction SilentlyContinue",
+                ps_quote(dir)
+            )),
+            _ => None,
+        }
+    }
+
+    /// An exit status as the job wrote it. `cmd` prints ERRORLEVEL signed; Windows exit codes
+    /// are unsigned 32-bit (4294967295, not -1).
+    fn exit_code(self, text: &str) -> Option<i64> {
+        let n: i64 = text.trim().parse().ok()?;
+        Some(match self {
+            Flavor::Windows(_) if n < 0 => n + (1i64 << 32),
+            _ => n,
+        })
+    }
 }
 
 /// Quotes text for `sh` as one word.
@@ -30,41 +209,9 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The launcher: writes the command to the folder, starts it in a new session with its
-/// output and status going to files, and prints its pid once it is known.
-fn launcher(dir: &str, command: &str) -> String {
-    let d = quote(dir);
-    format!(
-        "set -e; umask 077; mkdir -p {d}; cd {d}; printf '%s\\n' {cmd} > cmd.sh; \
-         command -v setsid >/dev/null || {{ echo 'setsid is missing on the target' >&2; exit 127; }}; \
-         setsid sh -c 'echo $$ > pid.tmp; mv pid.tmp pid; sh cmd.sh > out 2> err < /dev/null; echo $? > status.tmp; mv status.tmp status' \
-         < /dev/null > /dev/null 2>&1 & \
-         i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat pid",
-        cmd = quote(command)
-    )
-}
-
-fn status_script(dir: &str) -> String {
-    let d = quote(dir);
-    format!(
-        "cd {d} 2>/dev/null || {{ echo GONE; exit 0; }}; \
-         if [ -f status ]; then echo \"DONE $(cat status)\"; \
-         elif kill -0 \"$(cat pid 2>/dev/null)\" 2>/dev/null; then echo RUNNING; \
-         else echo LOST; fi"
-    )
-}
-
-/// dash's `kill` accepts a negative (process group) id only as `kill -s SIG -- -PGID`.
-fn kill_script(dir: &str) -> String {
-    let d = quote(dir);
-    format!(
-        "cd {d} 2>/dev/null || exit 0; p=$(cat pid 2>/dev/null) || exit 0; [ -n \"$p\" ] || exit 0; \
-         kill -s TERM -- -\"$p\" 2>/dev/null || true; i=0; \
-         while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -s KILL -- -\"$p\" 2>/dev/null || true; i=0; \
-         while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
-         if kill -s 0 -- -\"$p\" 2>/dev/null; then echo ALIVE; else echo GONE; fi"
-    )
+/// Quotes text for PowerShell as a literal string.
+fn ps_quote(text: &str) -> String {
+    crate::transport::shell::ps_quote(text)
 }
 
 /// How a job ended, as the engine records it.
@@ -77,10 +224,14 @@ pub enum JobEnd {
 }
 
 /// Runs a short control script and returns its stdout.
-fn control(t: &mut dyn Transport, script: &str) -> Result<(Exit, String), TransportError> {
+fn control(
+    t: &mut dyn Transport,
+    flavor: Flavor,
+    script: &str,
+) -> Result<(Exit, String), TransportError> {
     let mut out = Vec::new();
     let ctl = Control::new(Some(Duration::from_secs(60)));
-    let exit = t.exec(script, Shell::Sh, &ctl, &mut |st, b| {
+    let exit = t.exec(script, flavor.control_shell(), &ctl, &mut |st, b| {
         if st == Stream::Stdout {
             out.extend_from_slice(b)
         }
@@ -89,9 +240,15 @@ fn control(t: &mut dyn Transport, script: &str) -> Result<(Exit, String), Transp
 }
 
 /// Starts the job. The caller has already noted `dir` in the journal.
-pub fn start(s: &Session<'_>, target: &str, dir: &str, command: &str) -> Result<(), String> {
+pub fn start(
+    s: &Session<'_>,
+    flavor: Flavor,
+    target: &str,
+    dir: &str,
+    command: &str,
+) -> Result<(), String> {
     let r = s.pool.with(s.pb, &s.secrets, target, |t| {
-        control(t, &launcher(dir, command))
+        control(t, flavor, &flavor.launcher(dir, command))
     });
     match r {
         Ok(Ok((Exit::Code(0), pid))) if !pid.is_empty() => Ok(()),
@@ -108,6 +265,7 @@ pub fn start(s: &Session<'_>, target: &str, dir: &str, command: &str) -> Result<
 /// timeout across a reattach).
 pub fn follow(
     s: &Session<'_>,
+    flavor: Flavor,
     target: &str,
     dir: &str,
     timeout: Option<Duration>,
@@ -120,13 +278,13 @@ pub fn follow(
     let mut failures = 0u32;
     loop {
         if cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            return stop(s, target, dir, JobEnd::Cancelled);
+            return stop(s, flavor, target, dir, JobEnd::Cancelled);
         }
         if timeout.is_some_and(|t| started.elapsed() >= t) {
-            return stop(s, target, dir, JobEnd::TimedOut);
+            return stop(s, flavor, target, dir, JobEnd::TimedOut);
         }
         let polled = s.pool.with(s.pb, &s.secrets, target, |t| {
-            poll(t, dir, &mut offsets, out)
+            poll(t, flavor, dir, &mut offsets, out)
         });
         match polled {
             Ok(Ok(Poll::Done(code))) => return JobEnd::Exited(code),
@@ -174,23 +332,20 @@ enum Poll {
 /// guarantees the last bytes are collected.
 fn poll(
     t: &mut dyn Transport,
+    flavor: Flavor,
     dir: &str,
     offsets: &mut [u64; 2],
     out: &mut PairOutput<'_, '_>,
 ) -> Result<Poll, TransportError> {
-    let (_, status) = control(t, &status_script(dir))?;
+    let (_, status) = control(t, flavor, &flavor.status_script(dir))?;
     for (i, (file, stream)) in [("out", Stream::Stdout), ("err", Stream::Stderr)]
         .into_iter()
         .enumerate()
     {
-        let script = format!(
-            "tail -c +{} {}/{file} 2>/dev/null || true",
-            offsets[i] + 1,
-            quote(dir)
-        );
+        let script = flavor.tail_script(dir, file, offsets[i]);
         let ctl = Control::new(Some(Duration::from_secs(300)));
         let mut got = 0u64;
-        t.exec(&script, Shell::Sh, &ctl, &mut |st, b| {
+        t.exec(&script, flavor.control_shell(), &ctl, &mut |st, b| {
             if st == Stream::Stdout {
                 got += b.len() as u64;
                 out.push(stream, b);
@@ -199,9 +354,9 @@ fn poll(
         offsets[i] += got;
     }
     Ok(if let Some(code) = status.strip_prefix("DONE ") {
-        match code.trim().parse::<i64>() {
-            Ok(c) => Poll::Done(c),
-            Err(_) => Poll::Lost(format!("unreadable exit status {code:?}")),
+        match flavor.exit_code(code) {
+            Some(c) => Poll::Done(c),
+            None => Poll::Lost(format!("unreadable exit status {code:?}")),
         }
     } else if status == "RUNNING" {
         Poll::Running
@@ -216,10 +371,10 @@ fn poll(
 }
 
 /// Stops the whole job (its process group) and confirms it is gone.
-fn stop(s: &Session<'_>, target: &str, dir: &str, end: JobEnd) -> JobEnd {
-    let r = s
-        .pool
-        .with(s.pb, &s.secrets, target, |t| control(t, &kill_script(dir)));
+fn stop(s: &Session<'_>, flavor: Flavor, target: &str, dir: &str, end: JobEnd) -> JobEnd {
+    let r = s.pool.with(s.pb, &s.secrets, target, |t| {
+        control(t, flavor, &flavor.kill_script(dir))
+    });
     match r {
         Ok(Ok((_, text))) if text == "GONE" => end,
         Ok(Ok((_, text))) => JobEnd::Lost(format!(
@@ -231,14 +386,13 @@ fn stop(s: &Session<'_>, target: &str, dir: &str, end: JobEnd) -> JobEnd {
 }
 
 /// Removes the job folder once its result is in the journal. Failure only leaves files behind.
-pub fn remove(s: &Session<'_>, target: &str, dir: &str) {
-    if !dir.starts_with(JOB_ROOT) {
+pub fn remove(s: &Session<'_>, flavor: Flavor, target: &str, dir: &str) {
+    let Some(script) = flavor.remove_script(dir) else {
         return;
-    }
-    let script = format!("rm -rf {}", quote(dir));
+    };
     if let Err(e) = s
         .pool
-        .with(s.pb, &s.secrets, target, |t| control(t, &script))
+        .with(s.pb, &s.secrets, target, |t| control(t, flavor, &script))
     {
         tracing::warn!("cannot remove the job folder {dir} on {target}: {e}");
     }
@@ -247,6 +401,42 @@ pub fn remove(s: &Session<'_>, target: &str, dir: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_jobs_live_under_system_temp_and_keep_unsigned_exit_codes() {
+        let run = RunId("20261130T230000Z-1".into());
+        let f = Flavor::Windows(Shell::Cmd);
+        let dir = f.job_dir(&run, AttemptId(7));
+        assert_eq!(dir, r"%SystemRoot%\Temp\runner-jobs\20261130T230000Z-1\7");
+        assert_eq!(f.exit_code("-1"), Some(4_294_967_295));
+        assert_eq!(f.exit_code("3010"), Some(3010));
+        assert_eq!(Flavor::Posix.exit_code("-1"), Some(-1));
+        assert!(f.remove_script(&dir).is_some());
+        assert!(
+            f.remove_script(r"C:\Windows").is_none(),
+            "never removes outside the job root"
+        );
+    }
+
+    #[test]
+    fn the_windows_launcher_starts_the_wrapper_outside_the_session() {
+        let f = Flavor::Windows(Shell::Cmd);
+        let script = f.launcher(
+            r"%SystemRoot%\Temp\runner-jobs\r\1",
+            "robocopy a b /MIR & exit /b 3",
+        );
+        // The command travels base64-encoded, never spliced into PowerShell source.
+        assert!(!script.contains("robocopy"), "{script}");
+        assert!(
+            script.contains("([wmiclass]'Win32_Process').Create("),
+            "{script}"
+        );
+        assert!(script.contains("call `\"%~dp0cmd.cmd`\""), "{script}");
+        assert!(script.contains("echo %ERRORLEVEL%>"), "{script}");
+        let ps = Flavor::Windows(Shell::PowerShell).launcher("x", "Get-Date");
+        assert!(ps.contains("-File `\"%~dp0cmd.ps1`\""), "{ps}");
+        assert!(f.kill_script("x").contains("taskkill.exe /T /F /PID"));
+    }
 
     #[test]
     fn quoting_survives_single_quotes() {
@@ -258,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let job = dir.path().join("job");
         let job = job.to_str().unwrap();
-        let script = launcher(job, "echo 'hello'; echo oops >&2; exit 7");
+        let script = Flavor::Posix.launcher(job, "echo 'hello'; echo oops >&2; exit 7");
         let st = std::process::Command::new("sh")
             .arg("-c")
             .arg(&script)

@@ -210,6 +210,7 @@ pub(crate) fn run_attempt(
         s.pb.targets
             .get(target)
             .is_some_and(|t| step.detached_on(t));
+    let flavor = super::detach::Flavor::of(shell);
     let mut job_dir: Option<String> = None;
 
     let result: Result<Result<Exit, String>, Lost> = match (&resume.phase, &r.action) {
@@ -231,6 +232,7 @@ pub(crate) fn run_attempt(
             job_dir = Some(dir.clone());
             job_result(super::detach::follow(
                 s,
+                flavor,
                 target,
                 dir,
                 ctl.timeout,
@@ -239,7 +241,7 @@ pub(crate) fn run_attempt(
             ))
         }
         (Phase::Fresh, RenderedAction::Run { command }) if detached => {
-            let dir = super::detach::job_dir(&s.run, id);
+            let dir = flavor.job_dir(&s.run, id);
             // Intent before action: the folder is known to the journal before the job exists.
             if let Err(e) = s.journal().set_note(id, super::detach::NOTE_JOB_DIR, &dir) {
                 return AttemptEnd::Fatal(format!(
@@ -249,12 +251,13 @@ pub(crate) fn run_attempt(
             out.note(&format!(
                 "detached: output and status in {dir} on the target"
             ));
-            match super::detach::start(s, target, &dir, command) {
+            match super::detach::start(s, flavor, target, &dir, command) {
                 Err(m) => Ok(Err(m)),
                 Ok(()) => {
                     job_dir = Some(dir.clone());
                     job_result(super::detach::follow(
                         s,
+                        flavor,
                         target,
                         &dir,
                         ctl.timeout,
@@ -368,7 +371,7 @@ pub(crate) fn run_attempt(
         // The result is in the journal: the job's files have served their purpose. A job that
         // is still in doubt keeps its folder for the operator to inspect.
         if state != AttemptState::Interrupted {
-            super::detach::remove(s, target, dir);
+            super::detach::remove(s, flavor, target, dir);
         }
     }
     let elapsed = started.elapsed();

@@ -305,6 +305,21 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
                 ),
             );
         }
+        if step.detach == Some(true) {
+            let windows: Vec<&str> = step
+                .targets
+                .iter()
+                .filter(|t| {
+                    pb.targets
+                        .get(*t)
+                        .is_some_and(|t| t.shell != crate::playbook::ShellKind::Sh)
+                })
+                .map(String::as_str)
+                .collect();
+            if !windows.is_empty() {
+                warn("detach-windows-unverified", step, format!("`{}` runs detached on Windows ({}) through a WMI-started wrapper that has not yet been run against a real Windows host: rehearse it first", step.id, windows.join(", ")));
+            }
+        }
         match (step.estimate, step.timeout) {
             (None, _) => warn("no-estimate", step, format!("`{}` has no estimate: the window gate counts it as 0 and it may run into business hours", step.id)),
             (Some(e), Some(t)) if t < e => warn("timeout-below-estimate", step, format!("`{}` times out after {} but is estimated at {}", step.id, human_duration(t), human_duration(e))),

@@ -937,11 +937,6 @@ impl Validator<'_> {
                     Some("remove `detach`, or turn the step into a `run` step".into()),
                 );
             }
-            for t in &expanded {
-                if targets.get(t).is_some_and(|t| t.shell != ShellKind::Sh) {
-                    self.err(&p("detach"), format!("`detach: true` needs a POSIX shell, but target `{t}` uses another shell"), Some("detached steps on Windows targets are not supported yet: remove `detach` (the step then runs attached)".into()));
-                }
-            }
         }
 
         if self.diags.len() != before {
