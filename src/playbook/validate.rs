@@ -929,14 +929,12 @@ impl Validator<'_> {
                 Some("remove it, or use a separate `reboot:` step".into()),
             );
         }
-        if s.detach == Some(true) {
-            if !matches!(action, Some(Action::Run(_))) {
-                self.err(
-                    &p("detach"),
-                    "only `run` steps can run detached",
-                    Some("remove `detach`, or turn the step into a `run` step".into()),
-                );
-            }
+        if s.detach == Some(true) && !matches!(action, Some(Action::Run(_))) {
+            self.err(
+                &p("detach"),
+                "only `run` steps can run detached",
+                Some("remove `detach`, or turn the step into a `run` step".into()),
+            );
         }
 
         if self.diags.len() != before {
