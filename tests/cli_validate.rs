@@ -427,3 +427,44 @@ fn schema_is_json_with_the_step_keys() {
         assert!(step.get(k).is_some(), "schema lacks step key {k}");
     }
 }
+
+#[test]
+fn reboot_and_detach_keys_are_checked() {
+    let text = format!(
+        "{BASE}  - id: r\n    on: web\n    reboot: {{ timeout: soon }}\n  - id: u\n    on: web\n    upload: {{ src: c.yaml, dest: /tmp/x }}\n    detach: true\n    reboot_on: [3010]\n  - id: ok\n    on: web\n    run: x\n    reboot_on: [100]\n    detach: false\n"
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("`soon` is not a duration"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("only `run` steps can run detached"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("`reboot_on` applies to `run` and `script` steps"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("steps[4]"),
+        "the valid step is not blamed: {}",
+        r.stderr
+    );
+
+    let (r, _d) = validate(&format!(
+        "{BASE}  - id: r\n    on: web\n    reboot: {{ timout: 5m }}\n"
+    ));
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("unknown key `timout` in reboot")
+            && r.stderr.contains("did you mean `timeout`?"),
+        "{}",
+        r.stderr
+    );
+}
