@@ -161,6 +161,8 @@ fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut seen_document = false;
+    // Counted once: per scalar it made loading quadratic in the file's length.
+    let text_chars = text.chars().count();
 
     // Pushes a finished node into its parent; returns the node if there is no parent.
     fn attach(stack: &mut [Frame], node: Node) -> Result<Option<Node>, SyntaxError> {
@@ -251,7 +253,7 @@ fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
                 None => None,
             },
             Event::Scalar(value, ..) => {
-                let width = span_width(text, &span).max(1);
+                let width = span_width(text_chars, &span).max(1);
                 Some(Node {
                     kind: NodeKind::Scalar(value.into_owned()),
                     pos,
@@ -275,7 +277,8 @@ fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
 }
 
 /// Characters on the first line of a span, so the caret covers `comand` and not the rest.
-fn span_width(text: &str, span: &saphyr_parser::Span) -> usize {
+/// `text_chars` is the length of the whole text in characters, which bounds the width.
+fn span_width(text_chars: usize, span: &saphyr_parser::Span) -> usize {
     if span.start.line() != span.end.line() {
         return 1;
     }
@@ -283,12 +286,7 @@ fn span_width(text: &str, span: &saphyr_parser::Span) -> usize {
         .index()
         .saturating_sub(span.start.index())
         .max(1)
-        .min(
-            text.chars()
-                .count()
-                .saturating_sub(span.start.index())
-                .max(1),
-        )
+        .min(text_chars.saturating_sub(span.start.index()).max(1))
 }
 
 #[cfg(test)]

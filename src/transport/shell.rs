@@ -174,10 +174,12 @@ pub fn kill_command_line(shell: Shell, pid: Option<u32>, token: &str) -> Option<
 pub fn sha256_script(shell: Shell, path: &str) -> String {
     match shell {
         Shell::Sh => format!(
+            // openssl first: it uses the CPU's SHA instructions, about five times faster
+            // than coreutils' sha256sum, which dominated the upload of a large file.
             "f={}\n\
-             if command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\"\n\
+             if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 < \"$f\"\n\
+             elif command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\"\n\
              elif command -v shasum >/dev/null 2>&1; then shasum -a 256 < \"$f\"\n\
-             elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 < \"$f\"\n\
              else echo 'none of sha256sum, shasum, openssl is installed on the target' >&2; exit 127\n\
              fi\n",
             sh_quote(path)

@@ -1,0 +1,472 @@
+//! Network faults between the runner and a real sshd: a TCP proxy inside the test cuts or
+//! stalls the connections on command, during a step and between steps.
+//!
+//! The targets point at the proxy (127.0.92.x), and their known_hosts carry the sshd's host key
+//! under the proxy's `[host]:port`, as a jump through a NAT or a port forward would look.
+//! Commands synchronise with the test through files on the "target" (this machine), never
+//! through sleeps: a step announces that it started by writing its ledger and waits for a
+//! `release` file before it ends, so the test knows the fault lands inside the command.
+
+#[allow(unused_imports)]
+mod common;
+mod common_cli;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Sshd;
+use common_cli::runner;
+use runner::journal::{AttemptKind, AttemptState, Journal, PairState};
+
+/// How long any wait for the runner may take before the test gives up (slow CI machines).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// The proxy.
+
+#[derive(Default)]
+struct Shared {
+    /// Both sockets of every connection, so that `cut` can shut them down.
+    conns: Mutex<Vec<(TcpStream, TcpStream)>>,
+    stalled: Mutex<bool>,
+    unstalled: Condvar,
+    accepted: AtomicUsize,
+}
+
+/// A TCP forwarder from a loopback listener to an sshd.
+struct Proxy {
+    host: String,
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    fn start(ip: &str, upstream: (String, u16)) -> Proxy {
+        let listener = TcpListener::bind((ip, 0)).expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let shared = Arc::new(Shared::default());
+        let sh = Arc::clone(&shared);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                sh.accepted.fetch_add(1, Ordering::SeqCst);
+                let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+                    client.try_clone(),
+                    server.try_clone(),
+                    client.try_clone(),
+                    server.try_clone(),
+                ) else {
+                    continue;
+                };
+                if let Ok(mut conns) = sh.conns.lock() {
+                    conns.push((c3, s3));
+                }
+                let a = Arc::clone(&sh);
+                let b = Arc::clone(&sh);
+                thread::spawn(move || pump(client, s2, &a));
+                thread::spawn(move || pump(server, c2, &b));
+            }
+        });
+        Proxy {
+            host: ip.to_string(),
+            port,
+            shared,
+        }
+    }
+
+    /// Closes every connection open now, in both directions: the runner sees its peer go.
+    fn cut(&self) {
+        let conns = std::mem::take(&mut *self.shared.conns.lock().expect("proxy state"));
+        for (c, s) in conns {
+            let _ = c.shutdown(Shutdown::Both);
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Stops forwarding (the bytes wait in the proxy) until `resume`.
+    fn stall(&self) {
+        *self.shared.stalled.lock().expect("proxy state") = true;
+    }
+
+    fn resume(&self) {
+        *self.shared.stalled.lock().expect("proxy state") = false;
+        self.shared.unstalled.notify_all();
+    }
+
+    fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to`, holding data while the proxy is stalled.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        {
+            let Ok(mut stalled) = shared.stalled.lock() else {
+                break;
+            };
+            while *stalled {
+                stalled = match shared.unstalled.wait(stalled) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scene: one sshd, one proxy in front of it, a playbook whose ssh target is the proxy.
+
+struct Scene {
+    sshd: Sshd,
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+    playbook: PathBuf,
+}
+
+impl Scene {
+    /// `steps` is the YAML of the steps list; `{ledger}`, `{count}` and `{release}` in it are
+    /// replaced by files in the sshd's scratch folder.
+    fn new(n: u8, steps: &str) -> Scene {
+        let sshd = Sshd::start(&format!("127.0.92.{n}"));
+        let proxy = Proxy::start(
+            &format!("127.0.93.{n}"),
+            (sshd.host().to_string(), sshd.port()),
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("runner-netfault-")
+            .tempdir()
+            .expect("tempdir");
+        let (key_type, b64) = sshd.host_key();
+        let known_hosts = dir.path().join("known_hosts");
+        fs::write(
+            &known_hosts,
+            format!("[{}]:{} {key_type} {b64}\n", proxy.host, proxy.port),
+        )
+        .expect("write known_hosts");
+        let steps = steps
+            .replace("{ledger}", &sshd.dir().join("ledger").display().to_string())
+            .replace("{count}", &sshd.dir().join("count").display().to_string())
+            .replace(
+                "{release}",
+                &sshd.dir().join("release").display().to_string(),
+            )
+            .replace("{local}", &dir.path().display().to_string());
+        let yaml = format!(
+            "name: network faults\nwindow:\n  business_hours: []\ntargets:\n  \
+             far:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: {}\n  \
+             here:\n    transport: local\nsteps:\n{steps}",
+            proxy.host,
+            proxy.port,
+            sshd.user(),
+            sshd.user_key_path().display(),
+            known_hosts.display(),
+        );
+        let playbook = dir.path().join("faults.yaml");
+        fs::write(&playbook, yaml).expect("write playbook");
+        Scene {
+            sshd,
+            proxy,
+            dir,
+            playbook,
+        }
+    }
+
+    fn ledger(&self) -> Vec<String> {
+        fs::read_to_string(self.sshd.dir().join("ledger"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn release(&self) {
+        fs::write(self.sshd.dir().join("release"), "").expect("write release file");
+    }
+
+    fn apply(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_runner"))
+            .arg("apply")
+            .arg(&self.playbook)
+            .env_remove("RUNNER_NOW")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn runner apply")
+    }
+
+    fn journal(&self) -> Journal {
+        Journal::open(&self.dir.path().join(".runner").join("faults.db")).expect("open journal")
+    }
+
+    /// Everything the run wrote: step logs and events.jsonl of every run.
+    fn run_files(&self) -> String {
+        let mut all = String::new();
+        let runs = self.dir.path().join(".runner").join("runs");
+        for run in fs::read_dir(&runs).expect("runs folder").flatten() {
+            for f in fs::read_dir(run.path()).expect("run folder").flatten() {
+                all.push_str(&fs::read_to_string(f.path()).unwrap_or_default());
+            }
+        }
+        all
+    }
+
+    fn report(&self) -> String {
+        let r = runner(
+            &[
+                "report",
+                &self.playbook.display().to_string(),
+                "--format",
+                "markdown",
+            ],
+            self.dir.path(),
+            &[],
+        );
+        assert_eq!(r.code, 0, "report failed: {}", r.stderr);
+        r.stdout
+    }
+}
+
+/// Waits (polling: the condition lives in another process) until `cond` holds.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+struct Finished {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn finish(child: Child) -> Finished {
+    let out = child.wait_with_output().expect("wait for runner");
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A command that counts its runs, logs `started-N` and, on its first run only, waits for the
+/// release file before logging `done-N`.
+const COUNTED: &str = "n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; \
+     echo started-$n >> {ledger}; \
+     if [ $n = 1 ]; then while [ ! -e {release} ]; do sleep 0.02; done; fi; \
+     echo done-$n >> {ledger}";
+
+fn run_attempts(j: &Journal, step: &str) -> Vec<runner::journal::Attempt> {
+    j.attempts(None)
+        .expect("read attempts")
+        .into_iter()
+        .filter(|a| a.step_id == step && a.kind == AttemptKind::Run)
+        .collect()
+}
+
+fn has(lines: &[String], l: &str) -> bool {
+    lines.iter().any(|x| x == l)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Cuts the link while an idempotent step with one retry runs; returns the scene afterwards.
+fn cut_an_idempotent_step(n: u8) -> Scene {
+    let scene = Scene::new(
+        n,
+        &format!("  - {{ id: work, on: far, run: '{COUNTED}', idempotent: true, retries: 1 }}\n"),
+    );
+    let child = scene.apply();
+    wait_for("the first attempt to start on the target", || {
+        has(&scene.ledger(), "started-1")
+    });
+    scene.proxy.cut();
+    let end = finish(child);
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    scene
+}
+
+#[test]
+fn cut_during_an_idempotent_step_is_retried_and_logged() {
+    let scene = cut_an_idempotent_step(1);
+
+    // The first attempt is not a success: the runner never saw it end. The retry is.
+    let attempts = run_attempts(&scene.journal(), "work");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[0].state,
+        AttemptState::Interrupted,
+        "{attempts:#?}"
+    );
+    let cause = attempts[0].message.clone().unwrap_or_default();
+    assert!(cause.contains("connection to"), "cause: {cause}");
+    assert!(cause.contains("lost"), "cause: {cause}");
+    assert_eq!(attempts[1].state, AttemptState::Succeeded);
+    let ledger = scene.ledger();
+    assert!(has(&ledger, "done-2"), "{ledger:?}");
+    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
+    // Re-established: a second connection through the proxy.
+    assert_eq!(scene.proxy.accepted(), 2);
+
+    // The cause is in the step log and in the events.
+    let files = scene.run_files();
+    assert!(files.contains("may have run in part or in full"), "{files}");
+    assert!(files.contains("\"outcome\":\"interrupted\""), "{files}");
+}
+
+#[test]
+#[ignore = "`runner report` is still a placeholder on this branch; run once it renders attempts"]
+fn the_cause_of_a_cut_is_in_the_report() {
+    let scene = cut_an_idempotent_step(7);
+    let report = scene.report();
+    assert!(report.contains("lost"), "report:\n{report}");
+}
+
+#[test]
+fn cut_during_a_step_without_check_or_idempotence_stops_for_an_operator() {
+    let scene = Scene::new(
+        2,
+        &format!("  - {{ id: once, on: far, run: '{COUNTED}', retries: 3 }}\n"),
+    );
+    let child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "started-1")
+    });
+    scene.proxy.cut();
+    let end = finish(child);
+    scene.release();
+    // Not retried despite `retries: 3`: it may have had its effect, and nothing can tell.
+    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
+    let all = format!("{}{}", end.stdout, end.stderr);
+    assert!(all.contains("runner mark"), "{all}");
+    assert!(all.contains("lost"), "{all}");
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "once");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    assert!(!matches!(
+        j.pair("once", "far").expect("pair state"),
+        PairState::Succeeded { .. }
+    ));
+    assert!(!has(&scene.ledger(), "started-2"));
+}
+
+#[test]
+fn cut_during_a_checked_step_lets_the_check_decide() {
+    // The check finds the work not done (the first run is still waiting for its release), so
+    // the step runs again, per its retries.
+    let scene = Scene::new(
+        3,
+        &format!(
+            "  - {{ id: checked, on: far, run: '{COUNTED}', check: 'grep -qx done-2 {{ledger}}', retries: 1 }}\n"
+        ),
+    );
+    let child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "started-1")
+    });
+    scene.proxy.cut();
+    let end = finish(child);
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    let j = scene.journal();
+    let checks: Vec<_> = j
+        .attempts(None)
+        .expect("attempts")
+        .into_iter()
+        .filter(|a| a.kind == AttemptKind::Check)
+        .map(|a| a.state)
+        .collect();
+    // First the check after the lost connection (not done), then the one after the retry.
+    assert_eq!(
+        checks,
+        vec![AttemptState::Failed, AttemptState::Succeeded],
+        "{:#?}",
+        j.attempts(None)
+    );
+    assert!(has(&scene.ledger(), "done-2"));
+}
+
+#[test]
+fn cut_between_steps_reconnects_and_runs_the_next_step() {
+    // `first` runs on the ssh target; `hold` (local) waits for the test, which cuts the idle
+    // connection meanwhile; `second` must then run over a new session.
+    let scene = Scene::new(
+        4,
+        "  - { id: first, on: far, run: 'echo first >> {ledger}' }\n\
+         \x20 - { id: hold, on: here, run: 'touch {local}/holding; while [ ! -e {local}/go ]; do sleep 0.02; done' }\n\
+         \x20 - { id: second, on: far, run: 'echo second >> {ledger}' }\n",
+    );
+    let child = scene.apply();
+    let holding = scene.dir.path().join("holding");
+    wait_for("the local step between the two", || holding.exists());
+    assert!(has(&scene.ledger(), "first"));
+    assert_eq!(scene.proxy.accepted(), 1);
+    scene.proxy.cut();
+    fs::write(scene.dir.path().join("go"), "").expect("write go");
+    let end = finish(child);
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(scene.ledger(), vec!["first", "second"]);
+    assert_eq!(
+        scene.proxy.accepted(),
+        2,
+        "the session was not re-established"
+    );
+    let second = run_attempts(&scene.journal(), "second");
+    assert_eq!(second.len(), 1, "{second:#?}");
+    assert_eq!(second[0].state, AttemptState::Succeeded);
+}
+
+#[test]
+fn stall_during_a_step_then_recovery_records_one_success() {
+    // The link hangs while the command runs and finishes; when it comes back, the runner sees
+    // the real end and records exactly one success, without a second run.
+    let scene = Scene::new(
+        5,
+        &format!("  - {{ id: slow, on: far, run: '{COUNTED}', retries: 2 }}\n"),
+    );
+    let child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "started-1")
+    });
+    scene.proxy.stall();
+    scene.release();
+    wait_for("the command to end on the target", || {
+        has(&scene.ledger(), "done-1")
+    });
+    scene.proxy.resume();
+    let end = finish(child);
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    let attempts = run_attempts(&scene.journal(), "slow");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Succeeded);
+    assert_eq!(scene.ledger(), vec!["started-1", "done-1"]);
+    assert_eq!(scene.proxy.accepted(), 1);
+}

@@ -1,0 +1,502 @@
+//! Crash torture: `kill -9` the runner at random moments over three real sshd targets, resume
+//! until the playbook is done, and check every promise against the truth on the targets.
+//!
+//! Long (minutes), so ignored by default; `scripts/torture.sh` runs it. Each round starts from
+//! a fresh journal and fresh ledgers. Every step appends lines to a ledger file on its target:
+//! the ledger is what really ran, the journal is what runner believes, and they must agree.
+//!
+//! The kill moments come from a seeded generator: `TORTURE_SEED=<n>` replays a run exactly
+//! as far as the runner's own timing allows. `TORTURE_ROUNDS` (default 50) sets the rounds.
+
+#[allow(unused_imports)]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Sshd;
+use runner::journal::{AttemptKind, AttemptState, Journal, PairState};
+
+/// How a step behaves when it finds itself in doubt after a crash.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// `idempotent: true`: may simply run again.
+    Idempotent,
+    /// Not idempotent, with a check that tells whether its work is done.
+    Checked,
+    /// Idempotent and checked.
+    Both,
+    /// Neither: in doubt, only an operator (this test, reading the ledger) may decide.
+    Neither,
+}
+
+const STEPS: &[(&str, Kind)] = &[
+    ("prep", Kind::Idempotent),
+    ("copy", Kind::Checked),
+    ("switch", Kind::Neither),
+    ("config", Kind::Both),
+    ("notify", Kind::Neither),
+    ("verify", Kind::Idempotent),
+    ("final", Kind::Checked),
+    ("close", Kind::Neither),
+];
+const TARGETS: &[&str] = &["t1", "t2", "t3"];
+/// More kills per round than this and the round's last apply runs to the end untouched.
+const MAX_KILLS_PER_ROUND: u32 = 4;
+/// Kills land uniformly within this long after the start: about one clean apply here.
+const KILL_WINDOW_MS: u64 = 1500;
+/// An apply that is not killed must end within this (generous: the machine may be loaded).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// xorshift64*: small, deterministic, good enough to spread kill moments.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// The command of a step: a start line, a short pause (so that kills land inside commands), and
+/// a done line. `Neither` steps write one line, so that the ledger gives an operator a clear
+/// answer (a half-done step with two lines would need a human's judgement, not a test's).
+fn step_yaml(id: &str, kind: Kind, pause: &str) -> String {
+    let both_lines = format!(
+        "echo {id}-start >> {{{{ ledger }}}}; sleep {pause}; echo {id}-done >> {{{{ ledger }}}}"
+    );
+    let check = format!("grep -qx {id}-done {{{{ ledger }}}}");
+    match kind {
+        Kind::Idempotent => {
+            format!("  - {{ id: {id}, on: all, run: '{both_lines}', idempotent: true }}\n")
+        }
+        Kind::Checked => {
+            format!("  - {{ id: {id}, on: all, run: '{both_lines}', check: '{check}' }}\n")
+        }
+        Kind::Both => format!(
+            "  - {{ id: {id}, on: all, run: '{both_lines}', check: '{check}', idempotent: true }}\n"
+        ),
+        Kind::Neither => format!(
+            "  - {{ id: {id}, on: all, run: 'sleep {pause}; echo {id}-done >> {{{{ ledger }}}}' }}\n"
+        ),
+    }
+}
+
+struct Round {
+    dir: tempfile::TempDir,
+    playbook: PathBuf,
+    /// Ledger file of each target.
+    ledgers: BTreeMap<&'static str, PathBuf>,
+    /// A string in every command line of this round, to find its processes on the "targets".
+    marker: String,
+}
+
+fn write_round(servers: &[Sshd], round: u32) -> Round {
+    let dir = tempfile::Builder::new()
+        .prefix("runner-torture-")
+        .tempdir()
+        .expect("tempdir");
+    let marker = format!("torture-ledger-{}-{round}", std::process::id());
+    let mut yaml = String::from("name: crash torture\nwindow:\n  business_hours: []\ntargets:\n");
+    let mut ledgers = BTreeMap::new();
+    for (name, sshd) in TARGETS.iter().zip(servers) {
+        let ledger = sshd.dir().join(&marker);
+        yaml.push_str(&format!(
+            "  {name}:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: {}\n    vars: {{ ledger: {} }}\n",
+            sshd.host(),
+            sshd.port(),
+            sshd.user(),
+            sshd.user_key_path().display(),
+            sshd.known_hosts_path().display(),
+            ledger.display()
+        ));
+        ledgers.insert(*name, ledger);
+    }
+    yaml.push_str(&format!(
+        "groups:\n  all: [{}]\nsteps:\n",
+        TARGETS.join(", ")
+    ));
+    for (i, (id, kind)) in STEPS.iter().enumerate() {
+        let pause = ["0.02", "0.05", "0.08"][i % 3];
+        yaml.push_str(&step_yaml(id, *kind, pause));
+    }
+    let playbook = dir.path().join("torture.yaml");
+    fs::write(&playbook, yaml).expect("write playbook");
+    Round {
+        dir,
+        playbook,
+        ledgers,
+        marker,
+    }
+}
+
+fn ledger_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn count(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|l| *l == line).count()
+}
+
+/// `(pid, parent pid, command line)` of every process.
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        if state == "Z" || state == "X" {
+            continue;
+        }
+        let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push((pid, ppid, cmdline));
+    }
+    out
+}
+
+/// Plays the careful operator after a crash: waits until the dead runner's sessions on the
+/// targets are gone and no command it started still runs there. A killed client does not stop
+/// a command sshd already started (no terminal, no SIGHUP), so the ledger is only the truth
+/// once those commands have ended.
+fn wait_quiet(servers: &[Sshd], marker: &str) {
+    let configs: Vec<String> = servers
+        .iter()
+        .map(|s| s.dir().join("sshd_config").display().to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let procs = processes();
+        let listeners: Vec<u32> = procs
+            .iter()
+            .filter(|(_, _, cmd)| configs.iter().any(|c| cmd.contains(c.as_str())))
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        let busy = procs.iter().any(|(_, ppid, cmd)| {
+            listeners.contains(ppid) || (cmd.contains(marker) && !cmd.contains("sshd"))
+        });
+        if !busy {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessions of a killed runner still run on the targets after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Apply {
+    /// None when this test killed it.
+    code: Option<i32>,
+    log: String,
+}
+
+/// Starts `runner apply`; kills it with SIGKILL after `kill_after` unless it ended before.
+fn apply(round: &Round, kill_after: Option<Duration>) -> Apply {
+    let log_path = round.dir.path().join("apply.log");
+    let log = fs::File::create(&log_path).expect("create apply log");
+    let err = log.try_clone().expect("clone log handle");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg("apply")
+        .arg(&round.playbook)
+        .arg("--quiet")
+        .env_remove("RUNNER_NOW")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .expect("spawn runner");
+    let started = Instant::now();
+    let limit = kill_after.unwrap_or(APPLY_TIMEOUT);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for runner") {
+            return Apply {
+                code: status.code(),
+                log: fs::read_to_string(&log_path).unwrap_or_default(),
+            };
+        }
+        if started.elapsed() >= limit {
+            // SIGKILL: the runner gets no chance to tidy up, like a power cut.
+            child.kill().expect("kill runner");
+            let status = child.wait().expect("reap runner");
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(
+                kill_after.is_some(),
+                "apply did not finish within {APPLY_TIMEOUT:?}:\n{log}"
+            );
+            return Apply {
+                code: status.code(),
+                log,
+            };
+        }
+        // Polling the child: a blocking wait could not be cut at the chosen moment.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn mark(round: &Round, pair: &str, decision: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg("mark")
+        .arg(&round.playbook)
+        .arg(pair)
+        .arg(decision)
+        .arg("--reason")
+        .arg("torture: read the ledger on the target")
+        .env_remove("RUNNER_NOW")
+        .output()
+        .expect("run runner mark");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "runner mark {pair} {decision} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn state_path(round: &Round) -> PathBuf {
+    round.dir.path().join(".runner").join("torture.db")
+}
+
+fn kind_of(step: &str) -> Kind {
+    STEPS
+        .iter()
+        .find(|(id, _)| *id == step)
+        .map(|(_, k)| *k)
+        .unwrap_or(Kind::Idempotent)
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    rounds: u32,
+    applies: u32,
+    kills: u32,
+    kills_that_missed: u32,
+    operator_done: u32,
+    operator_retry: u32,
+    idempotent_reruns: usize,
+    checked_reruns: usize,
+    failed_checks: usize,
+}
+
+/// One round: apply, kill, resume, play the operator, until done; then check the promises.
+fn round(servers: &[Sshd], n: u32, rng: &mut Rng, counts: &mut Counts) {
+    let round = write_round(servers, n);
+    let kills_planned = 1 + rng.below(u64::from(MAX_KILLS_PER_ROUND)) as u32;
+    let mut kills = 0;
+    let mut applies = 0;
+    loop {
+        applies += 1;
+        assert!(applies < 100, "round {n}: no end after 100 applies");
+        let kill_after =
+            (kills < kills_planned).then(|| Duration::from_millis(rng.below(KILL_WINDOW_MS)));
+        let a = apply(&round, kill_after);
+        counts.applies += 1;
+        match a.code {
+            None => {
+                kills += 1;
+                counts.kills += 1;
+                wait_quiet(servers, &round.marker);
+                continue;
+            }
+            Some(0) => {
+                if kill_after.is_some() {
+                    counts.kills_that_missed += 1;
+                }
+                break;
+            }
+            Some(4) => panic!("round {n}: a resume was blocked (exit 4):\n{}", a.log),
+            Some(1) => {
+                // In doubt: the operator reads the ledger and decides.
+                let decided = operator(&round, counts);
+                assert!(
+                    decided > 0,
+                    "round {n}: apply failed with nothing in doubt:\n{}",
+                    a.log
+                );
+            }
+            Some(c) => panic!("round {n}: apply exited {c}:\n{}", a.log),
+        }
+    }
+    check_round(&round, n, counts);
+    counts.rounds += 1;
+}
+
+/// Marks every in-doubt `Neither` pair after the ledger: `done` if its line is there, `retry`
+/// if not. Returns how many pairs it decided.
+fn operator(round: &Round, counts: &mut Counts) -> u32 {
+    let journal = Journal::open(&state_path(round)).expect("open journal");
+    let mut decided = 0;
+    for (step, target, st) in journal.pairs().expect("read pairs") {
+        let in_doubt = matches!(
+            st,
+            PairState::Failed {
+                state: AttemptState::Interrupted,
+                ..
+            }
+        );
+        if !in_doubt || kind_of(&step) != Kind::Neither {
+            continue;
+        }
+        let Some(ledger) = round.ledgers.get(target.as_str()) else {
+            continue;
+        };
+        let done = count(&ledger_lines(ledger), &format!("{step}-done")) > 0;
+        mark(
+            round,
+            &format!("{step}@{target}"),
+            if done { "done" } else { "retry" },
+        );
+        if done {
+            counts.operator_done += 1;
+        } else {
+            counts.operator_retry += 1;
+        }
+        decided += 1;
+    }
+    decided
+}
+
+fn check_round(round: &Round, n: u32, counts: &mut Counts) {
+    let journal = Journal::open(&state_path(round)).expect("open journal");
+    let attempts = journal.attempts(None).expect("read attempts");
+    let pairs: BTreeMap<(String, String), PairState> = journal
+        .pairs()
+        .expect("read pairs")
+        .into_iter()
+        .map(|(s, t, st)| ((s, t), st))
+        .collect();
+    for (target, ledger) in &round.ledgers {
+        let lines = ledger_lines(ledger);
+        for (step, kind) in STEPS {
+            let here = |a: &&runner::journal::Attempt| a.step_id == *step && a.target == *target;
+            let runs = attempts
+                .iter()
+                .filter(here)
+                .filter(|a| a.kind == AttemptKind::Run)
+                .count();
+            let run_successes = attempts
+                .iter()
+                .filter(here)
+                .filter(|a| a.kind == AttemptKind::Run && a.state == AttemptState::Succeeded)
+                .count();
+            let failed_checks = attempts
+                .iter()
+                .filter(here)
+                .filter(|a| a.kind == AttemptKind::Check && a.state == AttemptState::Failed)
+                .count();
+            let done = count(&lines, &format!("{step}-done"));
+            let started = if *kind == Kind::Neither {
+                done
+            } else {
+                count(&lines, &format!("{step}-start"))
+            };
+            let ctx = format!("round {n}, `{step}` on `{target}`; ledger {lines:?}");
+
+            // Every step completed on every target, in the journal and on the target.
+            let st = pairs.get(&(step.to_string(), target.to_string()));
+            assert!(
+                matches!(st, Some(PairState::Succeeded { .. })),
+                "{ctx}: journal says {st:?}"
+            );
+            assert!(done >= 1, "{ctx}: never completed on the target");
+            // Intent before action: every run on the target had a journaled attempt first.
+            assert!(
+                started <= runs,
+                "{ctx}: {started} runs on the target, {runs} in the journal"
+            );
+            // No success recorded that the target did not see.
+            assert!(
+                run_successes <= done,
+                "{ctx}: {run_successes} successes journaled, {done} completions on the target"
+            );
+            match kind {
+                Kind::Neither => assert_eq!(done, 1, "{ctx}: ran more than once"),
+                Kind::Checked => {
+                    assert_eq!(done, 1, "{ctx}: completed more than once");
+                    // Each extra start must have been decided by a check saying "not done".
+                    assert!(
+                        started <= 1 + failed_checks,
+                        "{ctx}: {started} starts but only {failed_checks} failed checks"
+                    );
+                    counts.checked_reruns += started - 1;
+                    counts.failed_checks += failed_checks;
+                }
+                Kind::Idempotent | Kind::Both => counts.idempotent_reruns += started - 1,
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "long: run with scripts/torture.sh"]
+fn kill_nine_and_resume_until_done() {
+    let seed = env_u64("TORTURE_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let rounds = env_u64("TORTURE_ROUNDS").unwrap_or(50) as u32;
+    println!("torture: seed {seed} (replay with TORTURE_SEED={seed}), {rounds} rounds");
+    let mut rng = Rng(seed | 1);
+    let servers: Vec<Sshd> = (1..=3)
+        .map(|i| Sshd::start(&format!("127.0.91.{i}")))
+        .collect();
+    let mut counts = Counts::default();
+    for n in 1..=rounds {
+        round(&servers, n, &mut rng, &mut counts);
+    }
+    println!(
+        "torture: {} rounds, {} applies, {} kill -9 ({} landed after the apply had finished), \
+         operator marks: {} done / {} retry, reruns: {} of idempotent steps, {} of checked steps \
+         (after {} failed checks), exit 4 never seen",
+        counts.rounds,
+        counts.applies,
+        counts.kills,
+        counts.kills_that_missed,
+        counts.operator_done,
+        counts.operator_retry,
+        counts.idempotent_reruns,
+        counts.checked_reruns,
+        counts.failed_checks
+    );
+    assert_eq!(counts.rounds, rounds);
+    assert!(
+        counts.kills > 0,
+        "no kill happened: the torture tested nothing"
+    );
+}
