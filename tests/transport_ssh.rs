@@ -583,6 +583,7 @@ fn upload_fails_when_the_target_reports_another_hash() {
     let sshd = Sshd::start_with("127.0.0.17", "SetEnv PATH={dir}/bin:/usr/bin:/bin");
     let bin = sshd.dir().join("bin");
     fs::create_dir(&bin).expect("mkdir");
+    // Every tool the verification may use lies the same way.
     let fake = bin.join("sha256sum");
     fs::write(
         &fake,
@@ -590,6 +591,20 @@ fn upload_fails_when_the_target_reports_another_hash() {
     )
     .expect("write fake sha256sum");
     fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let fake_openssl = bin.join("openssl");
+    fs::write(
+        &fake_openssl,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho 'SHA2-256(stdin)= {}'\n",
+            "0".repeat(64)
+        ),
+    )
+    .expect("write fake openssl");
+    fs::set_permissions(
+        &fake_openssl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let mut t = transport(&sshd);
     assert_eq!(
         run_sh(&mut t, "command -v sha256sum", None)
