@@ -35,6 +35,10 @@ pub const TARGET_KEYS: &[&str] = &[
     "known_hosts",
     "shell",
     "auth",
+    "ca_file",
+    "cert_sha256",
+    "insecure",
+    "allow_unencrypted",
     "vars",
 ];
 pub const SECRET_KEYS: &[&str] = &["env", "file"];
