@@ -239,6 +239,9 @@ async fn tls_handshake(
     };
     let mut builder =
         SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_err(e.to_string()))?;
+    // The leaf certificate's fingerprint, caught during verification: after a failed
+    // handshake OpenSSL no longer hands out the peer certificate.
+    let seen: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
     let verify_name = match trust {
         TlsTrust::System => true,
         TlsTrust::CaFile(path) => {
@@ -263,6 +266,21 @@ async fn tls_handshake(
             false
         }
     };
+    if verify_name {
+        let seen = std::sync::Arc::clone(&seen);
+        builder.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+            if ctx.error_depth() == 0 {
+                if let Some(cert) = ctx.current_cert() {
+                    if let Ok(d) = cert.digest(MessageDigest::sha256()) {
+                        if let Ok(mut s) = seen.lock() {
+                            *s = Some(colon_hex(&d));
+                        }
+                    }
+                }
+            }
+            ok
+        });
+    }
     let connector = builder.build();
     let ssl = connector
         .configure()
@@ -276,7 +294,8 @@ async fn tls_handshake(
         .ssl()
         .peer_certificate()
         .and_then(|c| c.digest(MessageDigest::sha256()).ok())
-        .map(|d| colon_hex(&d));
+        .map(|d| colon_hex(&d))
+        .or_else(|| seen.lock().ok().and_then(|s| s.clone()));
     if let Err(e) = handshake {
         let verify = stream.ssl().verify_result();
         let message = if verify.as_raw() != 0 {

@@ -67,7 +67,7 @@ pub enum WinrmError {
 
 /// A request's outcome as the exec logic needs to tell them apart.
 enum Failure {
-    Fault(Fault),
+    Fault(Box<Fault>),
     /// The wait was abandoned because of the timeout or cancel.
     Stopped,
     Err(TransportError),
@@ -208,10 +208,10 @@ impl WinrmTransport {
         let parsed = response::parse(&resp.body);
         match (resp.status, parsed) {
             (200, Ok(r)) => match r.fault {
-                Some(f) => Err(Failure::Fault(f)),
+                Some(f) => Err(Failure::Fault(Box::new(f))),
                 None => Ok(r),
             },
-            (_, Ok(Response { fault: Some(f), .. })) => Err(Failure::Fault(f)),
+            (_, Ok(Response { fault: Some(f), .. })) => Err(Failure::Fault(Box::new(f))),
             (200, Err(e)) => Err(Failure::Err(self.wrap(during, WinrmError::Parse(e)))),
             (status, _) => {
                 let hint = match status {
@@ -240,7 +240,9 @@ impl WinrmTransport {
     fn simple(&mut self, body: String, during: &str) -> Result<Response, TransportError> {
         match self.call(body, during, REQUEST_TIMEOUT, &|| false) {
             Ok(r) => Ok(r),
-            Err(Failure::Fault(fault)) => Err(self.wrap(during, WinrmError::Fault { fault })),
+            Err(Failure::Fault(fault)) => {
+                Err(self.wrap(during, WinrmError::Fault { fault: *fault }))
+            }
             Err(Failure::Stopped) => Err(TransportError::ConnectionLost {
                 target: self.describe(),
                 during: during.to_string(),
@@ -412,7 +414,7 @@ impl WinrmTransport {
                 }
                 Err(Failure::Fault(f)) if f.is_timed_out() => {}
                 Err(Failure::Fault(fault)) => {
-                    return Err(self.wrap(DURING, WinrmError::Fault { fault }))
+                    return Err(self.wrap(DURING, WinrmError::Fault { fault: *fault }))
                 }
                 Err(Failure::Stopped) => {
                     stopped = Some(if ctl.is_cancelled() {
