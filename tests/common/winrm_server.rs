@@ -176,6 +176,7 @@ impl WinrmServer {
                         break;
                     }
                     let Ok(tcp) = conn else { continue };
+                    let _ = tcp.set_nodelay(true);
                     let state = Arc::clone(&state);
                     let opts = Arc::clone(&opts);
                     let acceptor = acceptor.clone();
@@ -386,10 +387,10 @@ fn serve<S: Read + Write>(
             head.push_str("Content-Type: application/soap+xml;charset=UTF-8\r\n");
         }
         head.push_str("\r\n");
-        if s.write_all(head.as_bytes()).is_err()
-            || s.write_all(reply.as_bytes()).is_err()
-            || s.flush().is_err()
-        {
+        // One write: a head and body in separate segments meet delayed ACKs.
+        let mut message = head.into_bytes();
+        message.extend_from_slice(reply.as_bytes());
+        if s.write_all(&message).is_err() || s.flush().is_err() {
             return;
         }
     }
