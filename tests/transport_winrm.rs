@@ -353,6 +353,25 @@ fn cancel_terminates_and_deletes_the_shell() {
 }
 
 #[test]
+fn a_connection_the_server_closed_while_idle_is_replaced() {
+    let srv = WinrmServer::start(
+        "127.0.0.46",
+        Options {
+            user: USER.into(),
+            password: PASSWORD.into(),
+            close_after_delete: true,
+            ..Options::default()
+        },
+    );
+    let mut t = transport(&srv);
+    for i in 0..3 {
+        let out = cmd(&mut t, &format!("echo {i}")).unwrap();
+        assert_eq!(out.stdout, format!("{i}\r\n"));
+    }
+    assert_eq!(srv.open_shells(), 0);
+}
+
+#[test]
 fn sh_is_refused_on_windows_targets() {
     let srv = start("127.0.0.33");
     let mut t = transport(&srv);

@@ -99,6 +99,10 @@ pub struct Options {
     /// Answer every request with a bare HTTP 500, as Windows does for Basic over HTTP when
     /// AllowUnencrypted is false.
     pub require_encryption: bool,
+    /// After a Delete, close the connection when the next request arrives on it, without an
+    /// answer: what a client sees when HTTP.sys closes an idle connection just as the next
+    /// request is sent.
+    pub close_after_delete: bool,
 }
 
 struct Cmd {
@@ -391,6 +395,10 @@ fn serve<S: Read + Write>(
         let mut message = head.into_bytes();
         message.extend_from_slice(reply.as_bytes());
         if s.write_all(&message).is_err() || s.flush().is_err() {
+            return;
+        }
+        if opts.close_after_delete && req.action.ends_with("/Delete") {
+            let _ = read_request(&mut s, &mut buf);
             return;
         }
     }

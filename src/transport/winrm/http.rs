@@ -74,7 +74,14 @@ pub struct HttpClient {
     cfg: HttpConfig,
     rt: tokio::runtime::Runtime,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// When the connection last carried a request; see [`IDLE_REUSE`].
+    last_used: Instant,
 }
+
+/// A connection idle longer than this is replaced before use. Windows (HTTP.sys) closes idle
+/// connections after two minutes, and a close that crosses our next request looks exactly
+/// like a request that failed after being sent, which is ambiguous for a Command.
+const IDLE_REUSE: Duration = Duration::from_secs(30);
 
 impl HttpClient {
     pub fn new(cfg: HttpConfig) -> Result<Self, HttpError> {
@@ -86,11 +93,13 @@ impl HttpClient {
             cfg,
             rt,
             sender: None,
+            last_used: Instant::now(),
         })
     }
 
     pub fn is_connected(&self) -> bool {
         self.sender.as_ref().is_some_and(|s| !s.is_closed())
+            && self.last_used.elapsed() < IDLE_REUSE
     }
 
     pub fn disconnect(&mut self) {
@@ -153,6 +162,7 @@ impl HttpClient {
             }
         })?;
         self.sender = Some(sender);
+        self.last_used = Instant::now();
         Ok(())
     }
 
@@ -221,6 +231,7 @@ impl HttpClient {
                 }
             }
         });
+        self.last_used = Instant::now();
         if result.is_err() {
             self.disconnect();
         }

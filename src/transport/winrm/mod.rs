@@ -254,7 +254,16 @@ impl WinrmTransport {
 
     fn create_shell(&mut self) -> Result<String, TransportError> {
         let body = soap::create_shell(&self.ep, &soap::message_id());
-        let r = self.simple(body, "opening a shell")?;
+        let r = match self.simple(body, "opening a shell") {
+            // Nothing runs in a new shell yet, so one retry on a fresh connection is safe
+            // (at worst an empty shell idles out on the target).
+            Err(e) if e.is_connection_lost() => {
+                tracing::info!(target = %self.describe(), error = %e, "WinRM connection lost while opening a shell; retrying once");
+                let body = soap::create_shell(&self.ep, &soap::message_id());
+                self.simple(body, "opening a shell")?
+            }
+            other => other?,
+        };
         match r.shell_id {
             Some(id) if !id.is_empty() => Ok(id),
             _ => Err(self.wrap("opening a shell", WinrmError::Missing("a ShellId"))),
