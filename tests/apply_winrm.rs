@@ -194,6 +194,74 @@ fn wrong_password_fails_with_an_auth_message() {
     assert!(srv.delivered().is_empty());
 }
 
+/// Starts `runner apply` and kills it (SIGKILL) once `script` runs on the target.
+fn apply_killed_during(srv: &WinrmServer, dir: &Path, script: &str) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", "c.yaml"])
+        .current_dir(dir)
+        .env(PW_ENV, PASSWORD)
+        .env_remove("RUNNER_NOW")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = srv.wait_started(script, std::time::Duration::from_secs(60));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(started, "{script} never started");
+}
+
+const KILL_STEPS: &str = r#"  - id: copy-data
+    on: dc
+    run: robocopy-job
+    check: check-copy
+    estimate: 1m
+  - id: announce
+    on: dc
+    run: echo after
+    estimate: 1m
+"#;
+
+#[test]
+fn kill_9_during_a_winrm_step_then_resume_verifies_with_the_check() {
+    let srv = start("127.0.0.54");
+    srv.program(
+        "robocopy-job",
+        vec![Reply::stdout("copying\r\n"), Reply::Hang],
+    );
+    srv.program("check-copy", vec![Reply::finish("complete\r\n", "", 0)]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "c.yaml", playbook(&srv, KILL_STEPS).as_bytes());
+    apply_killed_during(&srv, dir.path(), "robocopy-job");
+
+    let r = runner(&["apply", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ran: Vec<String> = srv.delivered().into_iter().map(|(s, _)| s).collect();
+    // The interrupted command is not run again: its check decides.
+    assert_eq!(ran, ["robocopy-job", "check-copy", "echo after"], "{ran:?}");
+}
+
+#[test]
+fn kill_9_during_a_step_without_check_leaves_it_to_the_operator() {
+    let srv = start("127.0.0.55");
+    srv.program(
+        "robocopy-job",
+        vec![Reply::stdout("copying\r\n"), Reply::Hang],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let steps = KILL_STEPS.replace("    check: check-copy\n", "");
+    write(dir.path(), "c.yaml", playbook(&srv, &steps).as_bytes());
+    apply_killed_during(&srv, dir.path(), "robocopy-job");
+
+    let r = runner(&["apply", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
+    assert_ne!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ran: Vec<String> = srv.delivered().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(ran, ["robocopy-job"], "{ran:?}");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("not run again blindly"), "{all}");
+}
+
 // ---------------------------------------------------------------- validate and plan
 
 const HEAD: &str = r#"name: T

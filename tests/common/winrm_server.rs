@@ -260,6 +260,16 @@ impl WinrmServer {
         self.with(|s| s.log.clone())
     }
 
+    /// Blocks until `script` has been started (at most `limit`); true if it was.
+    pub fn wait_started(&self, script: &str, limit: Duration) -> bool {
+        let (lock, cvar) = &*self.state;
+        let g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = cvar
+            .wait_timeout_while(g, limit, |s| !s.delivered.iter().any(|(d, _)| d == script))
+            .unwrap_or_else(|e| e.into_inner());
+        g.delivered.iter().any(|(d, _)| d == script)
+    }
+
     /// (script, came through a temporary file) for every table command run.
     pub fn delivered(&self) -> Vec<(String, bool)> {
         self.with(|s| s.delivered.clone())
@@ -742,6 +752,7 @@ fn handle(req: &Request, state: &Arc<(Mutex<State>, Condvar)>, addr: SocketAddr)
                 return invalid_selectors(st);
             }
             let cmd = run(&mut g, &line);
+            cvar.notify_all();
             let cmd_id = new_id();
             if let Some(sh) = g.shells.get_mut(&shell_id) {
                 sh.commands.insert(cmd_id.clone(), cmd);
