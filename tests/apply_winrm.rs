@@ -262,6 +262,21 @@ fn kill_9_during_a_step_without_check_leaves_it_to_the_operator() {
     assert!(all.contains("not run again blindly"), "{all}");
 }
 
+#[test]
+fn ping_reaches_winrm_targets_and_reports_refusals() {
+    let srv = start("127.0.0.56");
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "  - id: one\n    on: dc\n    run: echo hi\n    estimate: 1m\n";
+    write(dir.path(), "c.yaml", playbook(&srv, steps).as_bytes());
+    let r = runner(&["ping", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("dc"), "{}", r.stdout);
+    assert_eq!(srv.open_shells(), 0);
+    let r = runner(&["ping", "c.yaml"], dir.path(), &[(PW_ENV, "bad")]);
+    assert_ne!(r.code, 0);
+    assert!(r.stdout.contains("401"), "{}", r.stdout);
+}
+
 // ---------------------------------------------------------------- validate and plan
 
 const HEAD: &str = r#"name: T

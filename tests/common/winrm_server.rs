@@ -1090,6 +1090,12 @@ fn run(g: &mut State, line: &str) -> Cmd {
     g.delivered.push((script.clone(), via_file));
     if let Some(p) = g.programs.get(&script) {
         cmd.program = p.iter().cloned().collect();
+    } else if let Some(code) = script
+        .strip_prefix("exit /b ")
+        .or_else(|| script.strip_prefix("exit "))
+        .and_then(|c| c.trim().parse::<u32>().ok())
+    {
+        cmd.program.push_back(Reply::done(code));
     } else if let Some(text) = script.strip_prefix("echo ") {
         cmd.program
             .push_back(Reply::finish(&format!("{text}\r\n"), "", 0));
