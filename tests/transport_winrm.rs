@@ -409,6 +409,64 @@ fn powershell_runs_with_encoded_command() {
 }
 
 #[test]
+fn powershell_clixml_on_stderr_becomes_readable_text() {
+    let srv = start("127.0.0.47");
+    // The stderr of the recorded pywinrm response, split across two Receives.
+    let rec = response::parse(
+        &std::fs::read(fixtures().join("pywinrm/receive_response_ps_stderr_clixml.xml")).unwrap(),
+    )
+    .unwrap();
+    let stderr: Vec<u8> = rec
+        .chunks
+        .iter()
+        .filter(|c| c.stream == Stream::Stderr)
+        .flat_map(|c| c.data.clone())
+        .collect();
+    let (a, b) = stderr.split_at(40);
+    srv.program(
+        "Write-Error 'Error'",
+        vec![
+            Reply::Output {
+                chunks: vec![(Out::Stderr, a.to_vec())],
+                done: None,
+            },
+            Reply::Output {
+                chunks: vec![(Out::Stderr, b.to_vec())],
+                done: Some(1),
+            },
+        ],
+    );
+    srv.program(
+        "cmd-error",
+        vec![Reply::finish("", "#< CLIXML is just text here\r\n", 1)],
+    );
+    let mut t = transport(&srv);
+    let out = run(
+        &mut t,
+        "Write-Error 'Error'",
+        Shell::PowerShell,
+        &Control::new(None),
+    )
+    .unwrap();
+    assert_eq!(out.exit, Exit::Code(1));
+    assert!(
+        out.stderr.starts_with("Write-Error \"Error\" : Error\r\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("FullyQualifiedErrorId"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("_x000D_"), "{}", out.stderr);
+    assert!(!out.stderr.contains("<S"), "{}", out.stderr);
+    // cmd's stderr is never touched.
+    let out = cmd(&mut t, "cmd-error").unwrap();
+    assert_eq!(out.stderr, "#< CLIXML is just text here\r\n");
+}
+
+#[test]
 fn long_scripts_go_through_a_temporary_file_that_is_removed() {
     let srv = start("127.0.0.35");
     let long: String = (0..400)

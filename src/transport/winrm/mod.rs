@@ -10,6 +10,7 @@
 //! unlike `Get-FileHash`), which is compared with the local hash.
 
 pub mod auth;
+pub mod clixml;
 pub mod http;
 pub mod response;
 pub mod soap;
@@ -378,6 +379,10 @@ impl WinrmTransport {
         }
 
         let mut joiners = [Utf8Joiner::default(), Utf8Joiner::default()];
+        // Only PowerShell writes CLIXML; anything else's stderr passes untouched.
+        let mut clixml = line
+            .starts_with("powershell.exe")
+            .then(clixml::StderrFilter::default);
         let timeout = ctl.timeout;
         let receive_limit = self.cfg.operation_timeout + RECEIVE_GRACE;
         let mut stopped: Option<Exit> = None;
@@ -407,7 +412,10 @@ impl WinrmTransport {
                             Stream::Stdout => &mut joiners[0],
                             Stream::Stderr => &mut joiners[1],
                         };
-                        let ready = j.push(&chunk.data);
+                        let mut ready = j.push(&chunk.data);
+                        if let (Stream::Stderr, Some(f)) = (chunk.stream, clixml.as_mut()) {
+                            ready = f.feed(&ready);
+                        }
                         if !ready.is_empty() {
                             out(chunk.stream, &ready);
                         }
@@ -436,7 +444,11 @@ impl WinrmTransport {
             }
         }
         for (j, stream) in joiners.iter_mut().zip([Stream::Stdout, Stream::Stderr]) {
-            let rest = j.finish();
+            let mut rest = j.finish();
+            if let (Stream::Stderr, Some(f)) = (stream, clixml.as_mut()) {
+                rest = f.feed(&rest);
+                rest.extend(f.finish());
+            }
             if !rest.is_empty() {
                 out(stream, &rest);
             }
