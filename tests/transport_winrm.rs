@@ -925,11 +925,7 @@ fn our_requests_have_the_shape_of_recorded_ones() {
         "Lifetime",
         "Environment",
         "Variable",
-        "[Name=WINRS_SKIP_CMD_SHELL]",
-        "[Name=WINRS_NOPROFILE]",
-        "[Name=WINRS_CODEPAGE]",
-        "@Name",
-        "OptionSet",
+        "@MustComply",
     ];
     let mut checked = 0;
     for (file, req, _) in recorded_pairs() {
