@@ -372,6 +372,30 @@ fn a_connection_the_server_closed_while_idle_is_replaced() {
 }
 
 #[test]
+fn nothing_listening_is_a_connect_error_with_a_winrm_hint() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.48:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut t = WinrmTransport::new(WinrmConfig {
+        name: "win".into(),
+        host: "127.0.0.48".into(),
+        port,
+        tls: None,
+        credentials: Credentials::Basic {
+            user: USER.into(),
+            password: Secret::new(PASSWORD),
+        },
+        connect_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(20),
+    });
+    let e = t.connect().unwrap_err();
+    assert!(matches!(e, TransportError::Connect { .. }), "{e:?}");
+    assert!(e.is_connection_lost());
+    assert!(e.to_string().contains("winrm quickconfig"), "{e}");
+}
+
+#[test]
 fn sh_is_refused_on_windows_targets() {
     let srv = start("127.0.0.33");
     let mut t = transport(&srv);

@@ -137,7 +137,10 @@ impl WinrmTransport {
         match e {
             HttpError::Connect(source) => TransportError::Connect {
                 target: self.describe(),
-                source,
+                source: io::Error::new(
+                    source.kind(),
+                    format!("{source} (the WinRM service must listen on that port: `winrm quickconfig`, and the firewall must let it through)"),
+                ),
             },
             HttpError::Lost(message) => TransportError::ConnectionLost {
                 target: self.describe(),
