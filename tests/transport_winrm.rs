@@ -573,6 +573,17 @@ fn upload_is_written_in_chunks_and_verified() {
     assert!(progress.len() >= 3, "{progress:?}");
     assert!(progress.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(progress.last(), Some(&300_000));
+    // stdin is a pipe for the upload (a console would not deliver it to `$input`).
+    let command = srv
+        .requests()
+        .into_iter()
+        .find(|r| r.action == "Command")
+        .unwrap();
+    let options = winrm_server::parse_request(&command.body).options;
+    assert_eq!(
+        options.get("WINRS_CONSOLEMODE_STDIN").map(String::as_str),
+        Some("FALSE")
+    );
     let sends = srv.requests().iter().filter(|r| r.action == "Send").count();
     assert!(sends >= 3, "{sends}");
     for r in srv.requests() {
@@ -929,7 +940,10 @@ fn our_requests_have_the_shape_of_recorded_ones() {
     let id = soap::message_id();
     let ours = [
         ("Create", soap::create_shell(&ep, &id)),
-        ("Command", soap::command(&ep, &id, "uuid:S", "echo hi")),
+        (
+            "Command",
+            soap::command(&ep, &id, "uuid:S", "echo hi", false),
+        ),
         ("Send", soap::send(&ep, &id, "S", "C", b"data", true)),
         ("Receive", soap::receive(&ep, &id, "S", "C")),
         (

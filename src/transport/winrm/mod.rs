@@ -340,7 +340,13 @@ impl WinrmTransport {
     ) -> Result<(Exit, bool), TransportError> {
         const DURING: &str = "running a command (it may have run partly or fully)";
         let started = Instant::now();
-        let body = soap::command(&self.ep, &soap::message_id(), shell_id, line);
+        let body = soap::command(
+            &self.ep,
+            &soap::message_id(),
+            shell_id,
+            line,
+            stdin.is_some(),
+        );
         let r = self.simple(body, "starting a command (it may or may not have started)")?;
         let Some(command_id) = r.command_id.filter(|c| !c.is_empty()) else {
             return Err(self.wrap("starting a command", WinrmError::Missing("a CommandId")));

@@ -147,7 +147,15 @@ pub fn create_shell(ep: &Endpoint, message_id: &str) -> String {
 }
 
 /// Start `command_line` in the shell (run by `cmd.exe /c`, since WINRS_SKIP_CMD_SHELL is false).
-pub fn command(ep: &Endpoint, message_id: &str, shell_id: &str, command_line: &str) -> String {
+/// `piped_stdin`: we will Send data to stdin, so it must be a pipe, not a console (with a
+/// console, programs wait for keyboard-style input and PowerShell's `$input` stays empty).
+pub fn command(
+    ep: &Endpoint,
+    message_id: &str,
+    shell_id: &str,
+    command_line: &str,
+    piped_stdin: bool,
+) -> String {
     envelope(
         ep,
         message_id,
@@ -155,7 +163,10 @@ pub fn command(ep: &Endpoint, message_id: &str, shell_id: &str, command_line: &s
             action: ACTION_COMMAND,
             shell_id: Some(shell_id),
             options: &[
-                ("WINRS_CONSOLEMODE_STDIN", "TRUE"),
+                (
+                    "WINRS_CONSOLEMODE_STDIN",
+                    if piped_stdin { "FALSE" } else { "TRUE" },
+                ),
                 ("WINRS_SKIP_CMD_SHELL", "FALSE"),
             ],
         },
