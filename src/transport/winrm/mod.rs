@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod clixml;
 pub mod http;
+pub mod ntlm;
 pub mod response;
 pub mod soap;
 
