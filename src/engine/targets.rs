@@ -120,12 +120,8 @@ fn make_winrm(t: &Target, password: Option<Secret>) -> Result<WinrmTransport, Ta
         target: t.name.clone(),
         what: what.to_string(),
     };
-    if t.auth != Some(WinrmAuth::Basic) {
-        return Err(unsupported(
-            "WinRM NTLM authentication (write `auth: basic` with `https: true`)",
-        ));
-    }
-    if !t.https && !t.allow_unencrypted {
+    let basic = t.auth == Some(WinrmAuth::Basic);
+    if basic && !t.https && !t.allow_unencrypted {
         // validate refuses this already; kept so no other caller can send Basic in clear.
         return Err(unsupported("Basic authentication over plain HTTP"));
     }
@@ -151,9 +147,14 @@ fn make_winrm(t: &Target, password: Option<Secret>) -> Result<WinrmTransport, Ta
         host: t.host.clone().unwrap_or_default(),
         port: t.port.unwrap_or(if t.https { 5986 } else { 5985 }),
         tls,
-        credentials: Credentials::Basic {
-            user: t.user.clone().unwrap_or_default(),
-            password: crate::transport::Secret::new(password.expose()),
+        credentials: {
+            let user = t.user.clone().unwrap_or_default();
+            let password = crate::transport::Secret::new(password.expose());
+            if basic {
+                Credentials::Basic { user, password }
+            } else {
+                Credentials::Ntlm { user, password }
+            }
         },
         connect_timeout: CONNECT_TIMEOUT,
         operation_timeout: WINRM_OPERATION_TIMEOUT,

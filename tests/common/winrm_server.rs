@@ -21,6 +21,7 @@ use base64::Engine as _;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
+use runner::transport::winrm::ntlm::Session;
 use sha2::{Digest, Sha256};
 
 const NS_ADDRESSING: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
@@ -103,6 +104,8 @@ pub struct Options {
     /// answer: what a client sees when HTTP.sys closes an idle connection just as the next
     /// request is sent.
     pub close_after_delete: bool,
+    /// Require NTLM (Negotiate) instead of Basic; over HTTP every body must then be sealed.
+    pub ntlm: bool,
 }
 
 struct Cmd {
@@ -132,6 +135,7 @@ struct State {
     delivered: Vec<(String, bool)>,
     quota_exceeded: bool,
     corrupt_uploads: bool,
+    sealed_requests: u64,
     style: u64,
 }
 
@@ -270,6 +274,11 @@ impl WinrmServer {
         g.delivered.iter().any(|(d, _)| d == script)
     }
 
+    /// How many requests arrived sealed with NTLM.
+    pub fn sealed_requests(&self) -> u64 {
+        self.with(|s| s.sealed_requests)
+    }
+
     /// (script, came through a temporary file) for every table command run.
     pub fn delivered(&self) -> Vec<(String, bool)> {
         self.with(|s| s.delivered.clone())
@@ -346,22 +355,98 @@ fn serve<S: Read + Write>(
     addr: SocketAddr,
 ) {
     let mut buf: Vec<u8> = Vec::new();
+    // NTLM binds to this connection: the handshake in progress, then the sealing state.
+    let mut handshake: Option<ntlm_server::Pending> = None;
+    let mut sealed: Option<Session> = None;
     loop {
         let Some((headers, body)) = read_request(&mut s, &mut buf) else {
             return;
         };
-        let auth = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", opts.user, opts.password))
-        );
-        let authorized = auth == expected;
-        let body_text = String::from_utf8_lossy(&body).into_owned();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let auth = header("authorization");
+        let content_type = header("content-type");
+        let mut extra: Vec<String> = Vec::new();
+
+        // The NTLM handshake: empty POSTs with `Authorization: Negotiate <token>`.
+        if opts.ntlm && auth.starts_with("Negotiate ") {
+            let token = base64::engine::general_purpose::STANDARD
+                .decode(auth["Negotiate ".len()..].trim())
+                .unwrap_or_default();
+            let (status, hdr) = match token.get(8) {
+                Some(1) => {
+                    let (challenge, pending) = ntlm_server::challenge(&token);
+                    handshake = Some(pending);
+                    sealed = None;
+                    (
+                        401,
+                        Some(format!(
+                            "WWW-Authenticate: Negotiate {}",
+                            base64::engine::general_purpose::STANDARD.encode(challenge)
+                        )),
+                    )
+                }
+                Some(3) => match handshake
+                    .take()
+                    .and_then(|p| ntlm_server::verify(&p, &token, &opts.user, &opts.password))
+                {
+                    Some(session) => {
+                        sealed = Some(session);
+                        (200, None)
+                    }
+                    None => (401, Some("WWW-Authenticate: Negotiate".to_string())),
+                },
+                _ => (401, Some("WWW-Authenticate: Negotiate".to_string())),
+            };
+            extra.extend(hdr);
+            if !write_response(&mut s, status, &extra, None, b"") {
+                return;
+            }
+            continue;
+        }
+
+        // The body, unsealed if it came sealed.
+        let mut soap = body.clone();
+        let mut encrypted = false;
+        if content_type.starts_with("multipart/encrypted") {
+            match sealed
+                .as_mut()
+                .and_then(|sess| ntlm_server::unseal(sess, &body))
+            {
+                Some(plain) => {
+                    soap = plain;
+                    encrypted = true;
+                }
+                None => {
+                    if !write_response(
+                        &mut s,
+                        401,
+                        &["WWW-Authenticate: Negotiate".to_string()],
+                        None,
+                        b"",
+                    ) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let authorized = if opts.ntlm {
+            encrypted || (sealed.is_some() && opts.https)
+        } else {
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", opts.user, opts.password))
+            );
+            auth == expected
+        };
+        let body_text = String::from_utf8_lossy(&soap).into_owned();
         let req = parse_request(&body_text);
         {
             let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -375,42 +460,235 @@ fn serve<S: Read + Write>(
                 body: body_text.clone(),
                 authorized,
             });
+            if encrypted {
+                g.sealed_requests += 1;
+            }
         }
-        let (status, reply) = if !authorized {
+        let (status, reply) = if opts.ntlm && sealed.is_some() && !encrypted && !opts.https {
+            // NTLM-authenticated but unsealed over HTTP: AllowUnencrypted=false.
+            (500, String::new())
+        } else if !authorized {
+            extra.push("WWW-Authenticate: Negotiate".into());
+            if !opts.ntlm {
+                extra.push("WWW-Authenticate: Basic realm=\"WSMAN\"".into());
+            }
             (401, String::new())
         } else if opts.require_encryption {
             (500, String::new())
         } else {
             handle(&req, state, addr)
         };
-        let reason = match status {
-            200 => "OK",
-            401 => "Unauthorized",
-            _ => "Internal Server Error",
+        let ok = match (encrypted, sealed.as_mut()) {
+            (true, Some(sess)) if !reply.is_empty() => {
+                let framed = ntlm_server::seal(sess, reply.as_bytes());
+                write_response(
+                    &mut s,
+                    status,
+                    &extra,
+                    Some("multipart/encrypted;protocol=\"application/HTTP-SPNEGO-session-encrypted\";boundary=\"Encrypted Boundary\""),
+                    &framed,
+                )
+            }
+            _ => write_response(
+                &mut s,
+                status,
+                &extra,
+                (!reply.is_empty()).then_some("application/soap+xml;charset=UTF-8"),
+                reply.as_bytes(),
+            ),
         };
-        let mut head = format!(
-            "HTTP/1.1 {status} {reason}\r\nServer: Microsoft-HTTPAPI/2.0\r\nContent-Length: {}\r\n",
-            reply.len()
-        );
-        if status == 401 {
-            head.push_str(
-                "WWW-Authenticate: Negotiate\r\nWWW-Authenticate: Basic realm=\"WSMAN\"\r\n",
-            );
-        }
-        if !reply.is_empty() {
-            head.push_str("Content-Type: application/soap+xml;charset=UTF-8\r\n");
-        }
-        head.push_str("\r\n");
-        // One write: a head and body in separate segments meet delayed ACKs.
-        let mut message = head.into_bytes();
-        message.extend_from_slice(reply.as_bytes());
-        if s.write_all(&message).is_err() || s.flush().is_err() {
+        if !ok {
             return;
         }
         if opts.close_after_delete && req.action.ends_with("/Delete") {
             let _ = read_request(&mut s, &mut buf);
             return;
         }
+    }
+}
+
+fn write_response<S: Write>(
+    s: &mut S,
+    status: u16,
+    extra: &[String],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> bool {
+    let reason = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        _ => "Internal Server Error",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nServer: Microsoft-HTTPAPI/2.0\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if let Some(ct) = content_type {
+        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    head.push_str("\r\n");
+    // One write: a head and body in separate segments meet delayed ACKs.
+    let mut message = head.into_bytes();
+    message.extend_from_slice(body);
+    s.write_all(&message).is_ok() && s.flush().is_ok()
+}
+
+/// The server side of NTLMv2, written from MS-NLMP independently of the client code (only
+/// the sealing state, checked against the specification's vectors, is shared).
+mod ntlm_server {
+    use hmac::{Hmac, Mac};
+    use md4::{Digest as _, Md4};
+    use rc4::{KeyInit, Rc4, StreamCipher};
+    use runner::transport::winrm::ntlm::Session;
+
+    pub struct Pending {
+        negotiate: Vec<u8>,
+        challenge: Vec<u8>,
+        server_challenge: [u8; 8],
+    }
+
+    fn hmac_md5(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
+        let mut mac = <Hmac<md5::Md5> as Mac>::new_from_slice(key).expect("any key length");
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    fn from_utf16(b: &[u8]) -> String {
+        let units: Vec<u16> = b
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        String::from_utf16_lossy(&units)
+    }
+
+    /// A CHALLENGE_MESSAGE like Windows sends: NetBIOS names and a timestamp.
+    pub fn challenge(negotiate: &[u8]) -> (Vec<u8>, Pending) {
+        let n = super::NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let server_challenge =
+            (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x0123_4567_89ab_cdef).to_le_bytes();
+        let mut info = Vec::new();
+        for (id, value) in [
+            (2u16, utf16("TEST")),
+            (1, utf16("WIN")),
+            (7, 133_000_000_000_000_000u64.to_le_bytes().to_vec()),
+        ] {
+            info.extend_from_slice(&id.to_le_bytes());
+            info.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            info.extend_from_slice(&value);
+        }
+        info.extend_from_slice(&[0; 4]);
+        let flags: u32 = 0xE28A_8235;
+        let mut m = Vec::new();
+        m.extend_from_slice(b"NTLMSSP\0");
+        m.extend_from_slice(&2u32.to_le_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 56, 0, 0, 0]);
+        m.extend_from_slice(&flags.to_le_bytes());
+        m.extend_from_slice(&server_challenge);
+        m.extend_from_slice(&[0; 8]);
+        m.extend_from_slice(&(info.len() as u16).to_le_bytes());
+        m.extend_from_slice(&(info.len() as u16).to_le_bytes());
+        m.extend_from_slice(&56u32.to_le_bytes());
+        m.extend_from_slice(&[10, 0, 0x61, 0x4a, 0, 0, 0, 15]);
+        m.extend_from_slice(&info);
+        let pending = Pending {
+            negotiate: negotiate.to_vec(),
+            challenge: m.clone(),
+            server_challenge,
+        };
+        (m, pending)
+    }
+
+    fn field(m: &[u8], at: usize) -> Option<&[u8]> {
+        let len = u16::from_le_bytes([*m.get(at)?, *m.get(at + 1)?]) as usize;
+        let off = u32::from_le_bytes(m.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+        m.get(off..off + len)
+    }
+
+    /// Checks an AUTHENTICATE_MESSAGE against the password; the session on success.
+    pub fn verify(p: &Pending, auth: &[u8], user: &str, password: &str) -> Option<Session> {
+        let nt = field(auth, 20)?;
+        let domain = from_utf16(field(auth, 28)?);
+        let name = from_utf16(field(auth, 36)?);
+        let enc_key = field(auth, 52)?;
+        // The login may be `DOMAIN\user`: compare what was sent with it.
+        let sent = if domain.is_empty() {
+            name.clone()
+        } else {
+            format!("{domain}\\{name}")
+        };
+        if sent != user || nt.len() < 48 || enc_key.len() != 16 {
+            return None;
+        }
+        let mut md4 = Md4::new();
+        md4.update(utf16(password));
+        let nt_hash: [u8; 16] = md4.finalize().into();
+        let key = hmac_md5(
+            &nt_hash,
+            &[&utf16(&format!("{}{domain}", name.to_uppercase()))],
+        );
+        let (proof, temp) = nt.split_at(16);
+        if hmac_md5(&key, &[&p.server_challenge, temp]) != proof {
+            return None;
+        }
+        let base = hmac_md5(&key, &[proof]);
+        let mut exported = [0u8; 16];
+        exported.copy_from_slice(enc_key);
+        Rc4::<rc4::consts::U16>::new((&base).into()).apply_keystream(&mut exported);
+        let mut zeroed = auth.to_vec();
+        zeroed.get_mut(72..88)?.fill(0);
+        let mic = hmac_md5(&exported, &[&p.negotiate, &p.challenge, &zeroed]);
+        if auth.get(72..88)? != mic {
+            return None;
+        }
+        Some(Session::server(&exported))
+    }
+
+    pub fn unseal(sess: &mut Session, body: &[u8]) -> Option<Vec<u8>> {
+        let marker = b"application/octet-stream\r\n";
+        let at = body.windows(marker.len()).position(|w| w == marker)? + marker.len();
+        let head = String::from_utf8_lossy(&body[..at]).into_owned();
+        let len: usize = head
+            .split("Length=")
+            .nth(1)?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()?;
+        let part = &body[at..];
+        if part.get(..4)? != 16u32.to_le_bytes() {
+            return None;
+        }
+        let sig = part.get(4..20)?.to_vec();
+        let mut data = part.get(20..20 + len)?.to_vec();
+        sess.unwrap(&sig, &mut data).ok()?;
+        Some(data)
+    }
+
+    /// Frames a sealed reply the way Windows 2008 R2 does (note the space after `--`).
+    pub fn seal(sess: &mut Session, reply: &[u8]) -> Vec<u8> {
+        let mut data = reply.to_vec();
+        let sig = sess.wrap(&mut data);
+        let mut out = format!(
+            "-- Encrypted Boundary\r\n\tContent-Type: application/HTTP-SPNEGO-session-encrypted\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={}\r\n-- Encrypted Boundary\r\n\tContent-Type: application/octet-stream\r\n",
+            reply.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&16u32.to_le_bytes());
+        out.extend_from_slice(&sig);
+        out.extend_from_slice(&data);
+        out.extend_from_slice(b"-- Encrypted Boundary--\r\n");
+        out
     }
 }
 

@@ -1,5 +1,5 @@
-//! Authentication headers. Only Basic so far: NTLM needs a maintained NTLM implementation
-//! plus the MS-WSMV message encryption around every body, which this build does not have.
+//! Who the transport logs in as, and how. Basic is a header on every request; NTLM is a
+//! handshake per connection (see `ntlm` and `encryption`).
 
 use base64::Engine as _;
 
@@ -11,31 +11,36 @@ pub enum Credentials {
     /// HTTP Basic: user and password in every request, so only over TLS (or where the
     /// playbook explicitly allows unencrypted traffic).
     Basic { user: String, password: Secret },
+    /// NTLMv2 (`DOMAIN\user` or a local user), with message encryption over plain HTTP.
+    Ntlm { user: String, password: Secret },
 }
 
 impl Credentials {
     pub fn method(&self) -> &'static str {
         match self {
             Credentials::Basic { .. } => "Basic",
+            Credentials::Ntlm { .. } => "NTLM",
         }
     }
 
     pub fn user(&self) -> &str {
         match self {
-            Credentials::Basic { user, .. } => user,
+            Credentials::Basic { user, .. } | Credentials::Ntlm { user, .. } => user,
         }
     }
 
-    /// The `Authorization` header value. It holds the password: never log it.
-    pub fn authorization(&self) -> String {
+    /// The `Authorization` header for every request (Basic only). It holds the password:
+    /// never log it.
+    pub fn authorization(&self) -> Option<String> {
         match self {
             Credentials::Basic { user, password } => {
                 let raw = format!("{user}:{}", password.expose());
-                format!(
+                Some(format!(
                     "Basic {}",
                     base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
-                )
+                ))
             }
+            Credentials::Ntlm { .. } => None,
         }
     }
 }
@@ -51,7 +56,10 @@ mod tests {
             user: "Aladdin".into(),
             password: Secret::new("open sesame"),
         };
-        assert_eq!(c.authorization(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(
+            c.authorization().as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
         assert!(!format!("{c:?}").contains("sesame"));
     }
 }

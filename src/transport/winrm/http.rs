@@ -44,6 +44,8 @@ pub struct HttpConfig {
 pub struct HttpResponse {
     pub status: u16,
     pub content_type: Option<String>,
+    /// Every `WWW-Authenticate` header (NTLM's challenge arrives in one).
+    pub www_authenticate: Vec<String>,
     pub body: Vec<u8>,
 }
 
@@ -76,6 +78,8 @@ pub struct HttpClient {
     sender: Option<SendRequest<Full<Bytes>>>,
     /// When the connection last carried a request; see [`IDLE_REUSE`].
     last_used: Instant,
+    /// Counts connections made: NTLM's authentication belongs to one of them.
+    generation: u64,
 }
 
 /// A connection idle longer than this is replaced before use. Windows (HTTP.sys) closes idle
@@ -94,12 +98,18 @@ impl HttpClient {
             rt,
             sender: None,
             last_used: Instant::now(),
+            generation: 0,
         })
     }
 
     pub fn is_connected(&self) -> bool {
         self.sender.as_ref().is_some_and(|s| !s.is_closed())
             && self.last_used.elapsed() < IDLE_REUSE
+    }
+
+    /// Which connection is current; changes with every new TCP connection.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn disconnect(&mut self) {
@@ -163,6 +173,7 @@ impl HttpClient {
         })?;
         self.sender = Some(sender);
         self.last_used = Instant::now();
+        self.generation += 1;
         Ok(())
     }
 
@@ -207,6 +218,13 @@ impl HttpClient {
                     .get(hyper::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
+                let www_authenticate = resp
+                    .headers()
+                    .get_all(hyper::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .collect();
                 let body = resp
                     .into_body()
                     .collect()
@@ -217,6 +235,7 @@ impl HttpClient {
                 Ok::<_, HttpError>(HttpResponse {
                     status,
                     content_type,
+                    www_authenticate,
                     body,
                 })
             };
