@@ -277,6 +277,57 @@ fn ping_reaches_winrm_targets_and_reports_refusals() {
     assert!(r.stdout.contains("401"), "{}", r.stdout);
 }
 
+#[test]
+fn apply_and_rollback_with_ntlm_over_http_the_default() {
+    let srv = WinrmServer::start(
+        "127.0.0.57",
+        Options {
+            user: "ACME\\admin".into(),
+            password: PASSWORD.into(),
+            ntlm: true,
+            ..Options::default()
+        },
+    );
+    srv.program("net stop W32Time", vec![Reply::finish("stopped\r\n", "", 0)]);
+    srv.program("net start W32Time", vec![Reply::finish("started\r\n", "", 0)]);
+    let text = format!(
+        r#"name: WinRM cutover over NTLM
+window:
+  business_hours: []
+targets:
+  dc:
+    transport: winrm
+    host: {host}
+    port: {port}
+    user: 'ACME\admin'
+    password: {{ env: {PW_ENV} }}
+steps:
+  - id: stop-service
+    on: dc
+    run: net stop W32Time
+    rollback: net start W32Time
+    estimate: 1m
+"#,
+        host = srv.host(),
+        port = srv.port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "c.yaml", text.as_bytes());
+    let env = [(PW_ENV, PASSWORD)];
+    let r = runner(&["apply", "c.yaml"], dir.path(), &env);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = runner(&["rollback", "c.yaml", "--yes"], dir.path(), &env);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ran: Vec<String> = srv.delivered().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(ran, ["net stop W32Time", "net start W32Time"]);
+    // Every SOAP message crossed the network sealed.
+    assert_eq!(srv.sealed_requests(), srv.requests().len() as u64);
+    assert_eq!(srv.open_shells(), 0);
+    // The plan has no unencrypted warning for it.
+    let r = runner(&["apply", "c.yaml", "--dry-run"], dir.path(), &env);
+    assert!(!r.stdout.contains("without encryption"), "{}", r.stdout);
+}
+
 // ---------------------------------------------------------------- validate and plan
 
 const HEAD: &str = r#"name: T
