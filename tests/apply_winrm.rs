@@ -288,8 +288,14 @@ fn apply_and_rollback_with_ntlm_over_http_the_default() {
             ..Options::default()
         },
     );
-    srv.program("net stop W32Time", vec![Reply::finish("stopped\r\n", "", 0)]);
-    srv.program("net start W32Time", vec![Reply::finish("started\r\n", "", 0)]);
+    srv.program(
+        "net stop W32Time",
+        vec![Reply::finish("stopped\r\n", "", 0)],
+    );
+    srv.program(
+        "net start W32Time",
+        vec![Reply::finish("started\r\n", "", 0)],
+    );
     let text = format!(
         r#"name: WinRM cutover over NTLM
 window:
@@ -386,6 +392,7 @@ fn winrm_tls_keys_are_checked() {
             "    https: true\n    allow_unencrypted: true\n",
             "no effect",
         ),
+        ("    allow_unencrypted: true\n", "always encrypts"),
     ];
     for (extra, expect) in bad {
         let r = validate(extra);

@@ -638,6 +638,12 @@ impl Validator<'_> {
                 "`allow_unencrypted` has no effect with `https: true`",
                 Some("remove it".into()),
             );
+        } else if t.allow_unencrypted && t.auth != Some(WinrmAuth::Basic) {
+            self.err(
+                &p("allow_unencrypted"),
+                "`allow_unencrypted` has no effect with NTLM, which always encrypts",
+                Some("remove it (it is for `auth: basic` on isolated networks)".into()),
+            );
         }
     }
 
