@@ -1138,3 +1138,14 @@ fn ntlm_over_https_authenticates_without_sealing() {
     assert_eq!(srv.sealed_requests(), 0);
     assert!(srv.requests().iter().all(|r| r.authorized));
 }
+
+#[test]
+fn ntlm_against_a_basic_only_server_says_what_it_offers() {
+    let srv = start("127.0.0.66");
+    let mut t = ntlm_transport(&srv, USER, PASSWORD);
+    let e = t.connect().unwrap_err();
+    assert!(matches!(e, TransportError::Auth { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("did not offer an NTLM challenge"), "{text}");
+    assert!(text.contains("Basic"), "{text}");
+}

@@ -423,13 +423,11 @@ fn serve<S: Read + Write>(
                     encrypted = true;
                 }
                 None => {
-                    if !write_response(
-                        &mut s,
-                        401,
-                        &["WWW-Authenticate: Negotiate".to_string()],
-                        None,
-                        b"",
-                    ) {
+                    let mut offers = vec!["WWW-Authenticate: Negotiate".to_string()];
+                    if !opts.ntlm {
+                        offers.push("WWW-Authenticate: Basic realm=\"WSMAN\"".into());
+                    }
+                    if !write_response(&mut s, 401, &offers, None, b"") {
                         return;
                     }
                     continue;
