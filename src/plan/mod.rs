@@ -262,6 +262,22 @@ fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
 
 fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
     let mut out = Vec::new();
+    for t in pb.targets.values() {
+        if t.insecure {
+            out.push(Warning {
+                code: "insecure-tls",
+                step: None,
+                message: format!("target `{}` accepts any TLS certificate (`insecure: true`): whoever sits on the network path can impersonate it and read its password", t.name),
+            });
+        }
+        if t.allow_unencrypted {
+            out.push(Warning {
+                code: "unencrypted",
+                step: None,
+                message: format!("target `{}` talks WinRM over plain HTTP without encryption (`allow_unencrypted: true`): its password and all output cross the network readably", t.name),
+            });
+        }
+    }
     let last_ponr = pb.steps.iter().rposition(|s| s.point_of_no_return);
     let mut warn = |code: &'static str, step: &Step, message: String| {
         out.push(Warning {

@@ -81,6 +81,12 @@ pub struct Target {
     pub known_hosts: Option<PathBuf>,
     pub shell: ShellKind,
     pub auth: Option<WinrmAuth>,
+    /// WinRM TLS trust: resolved `ca_file`, `cert_sha256` as written, `insecure`.
+    pub ca_file: Option<PathBuf>,
+    pub cert_sha256: Option<String>,
+    pub insecure: bool,
+    /// WinRM over plain HTTP without message encryption, explicitly allowed.
+    pub allow_unencrypted: bool,
     pub vars: BTreeMap<String, serde_json::Value>,
     /// The effective reboot command (the target's own or the shell's default).
     pub reboot_command: String,

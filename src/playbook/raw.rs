@@ -151,6 +151,22 @@ pub struct RawTarget {
     /// WinRM authentication: basic (HTTPS only) or ntlm (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<WinrmAuth>,
+    /// WinRM over HTTPS: PEM file of the CA certificates to trust instead of the system's
+    /// (relative to the playbook), for servers with certificates from an internal CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// WinRM over HTTPS: trust exactly the certificate with this SHA-256 fingerprint (64 hex
+    /// digits, `:` allowed), e.g. a self-signed one checked with the server's administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// WinRM over HTTPS: accept any certificate. Anyone on the network path can then read the
+    /// password; the plan shows a warning.
+    #[serde(default)]
+    pub insecure: bool,
+    /// WinRM over plain HTTP without message encryption (Basic sends the password readably).
+    /// Only for isolated test networks; the plan shows a warning.
+    #[serde(default)]
+    pub allow_unencrypted: bool,
     /// The target's own template variables (override playbook vars).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,

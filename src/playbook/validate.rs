@@ -497,7 +497,14 @@ impl Validator<'_> {
             }
         }
         if kind != TransportKind::Winrm {
-            for (k, present) in [("https", t.https), ("auth", t.auth.is_some())] {
+            for (k, present) in [
+                ("https", t.https),
+                ("auth", t.auth.is_some()),
+                ("ca_file", t.ca_file.is_some()),
+                ("cert_sha256", t.cert_sha256.is_some()),
+                ("insecure", t.insecure),
+                ("allow_unencrypted", t.allow_unencrypted),
+            ] {
                 if present {
                     self.err(
                         &p(k),
@@ -515,13 +522,14 @@ impl Validator<'_> {
                     Some("add `password: { env: VARIABLE }`".into()),
                 );
             }
-            if t.auth == Some(WinrmAuth::Basic) && !t.https {
+            if t.auth == Some(WinrmAuth::Basic) && !t.https && !t.allow_unencrypted {
                 self.err(
                     &p("auth"),
                     "Basic authentication over plain HTTP would send the password readably",
-                    Some("set `https: true`, or use `auth: ntlm` (which encrypts messages)".into()),
+                    Some("set `https: true`, or use `auth: ntlm` (which encrypts messages); only on an isolated test network, `allow_unencrypted: true`".into()),
                 );
             }
+            self.winrm_tls(name, t);
         }
         if t.port == Some(0) {
             self.err(
@@ -578,6 +586,10 @@ impl Validator<'_> {
                 TransportKind::Winrm => Some(t.auth.unwrap_or(WinrmAuth::Ntlm)),
                 _ => None,
             },
+            ca_file: resolve(&t.ca_file),
+            cert_sha256: t.cert_sha256.clone(),
+            insecure: t.insecure,
+            allow_unencrypted: t.allow_unencrypted,
             vars: t.vars.clone(),
             reboot_command: t.reboot_command.clone().unwrap_or_else(|| {
                 match shell {
@@ -595,6 +607,59 @@ impl Validator<'_> {
                 .to_string()
             }),
         })
+    }
+
+    /// The TLS trust keys: meaningful with `https` only, and at most one of them.
+    fn winrm_tls(&mut self, name: &str, t: &RawTarget) {
+        let p = |k: &str| vec![key("targets"), key(name), key(k)];
+        let trust: Vec<&str> = [
+            ("ca_file", t.ca_file.is_some()),
+            ("cert_sha256", t.cert_sha256.is_some()),
+            ("insecure", t.insecure),
+        ]
+        .into_iter()
+        .filter_map(|(k, present)| present.then_some(k))
+        .collect();
+        if !t.https {
+            for k in &trust {
+                self.err(
+                    &p(k),
+                    format!("`{k}` applies only with `https: true`"),
+                    Some("add `https: true`, or remove it".into()),
+                );
+            }
+        } else if trust.len() > 1 {
+            self.err(
+                &p(trust[1]),
+                format!(
+                    "`{}` and `{}` both say how to trust the certificate",
+                    trust[0], trust[1]
+                ),
+                Some("keep one of `ca_file`, `cert_sha256` and `insecure`".into()),
+            );
+        }
+        if let Some(fp) = &t.cert_sha256 {
+            if crate::transport::winrm::parse_cert_sha256(fp).is_none() {
+                self.err(
+                    &p("cert_sha256"),
+                    "`cert_sha256` is not a SHA-256 fingerprint",
+                    Some("write the 64 hex digits, e.g. as the certificate viewer shows them (`AB:CD:...`); runner ping prints the server's".into()),
+                );
+            }
+        }
+        if t.allow_unencrypted && t.https {
+            self.err(
+                &p("allow_unencrypted"),
+                "`allow_unencrypted` has no effect with `https: true`",
+                Some("remove it".into()),
+            );
+        } else if t.allow_unencrypted && t.auth != Some(WinrmAuth::Basic) {
+            self.err(
+                &p("allow_unencrypted"),
+                "`allow_unencrypted` has no effect with NTLM, which always encrypts",
+                Some("remove it (it is for `auth: basic` on isolated networks)".into()),
+            );
+        }
     }
 
     fn groups(

@@ -8,6 +8,7 @@ pub mod known_hosts;
 pub mod local;
 pub mod shell;
 pub mod ssh;
+pub mod winrm;
 
 use std::fmt;
 use std::io;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use known_hosts::{check_host_key, scan_host_key, trust, HostKey, HostKeyStatus, TrustOutcome};
 pub use local::LocalTransport;
 pub use ssh::{SshAuth, SshConfig, SshTransport};
+pub use winrm::{WinrmConfig, WinrmTransport};
 
 /// The interpreter a step's script is written for (playbook `shell:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
