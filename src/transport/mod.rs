@@ -99,7 +99,7 @@ pub use crate::secret::Secret;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    #[error("cannot reach {target}: {source}; check the address and port, that the machine is up and that sshd listens there")]
+    #[error("cannot reach {target}: {source}; check the address and port, that the machine is up and that its SSH or WinRM service listens there")]
     Connect {
         target: String,
         #[source]
