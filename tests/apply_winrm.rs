@@ -434,3 +434,67 @@ fn the_plan_warns_about_insecure_and_unencrypted_targets() {
     );
     assert!(r.stdout.contains("without encryption"), "{}", r.stdout);
 }
+
+// ---- detached steps on Windows --------------------------------------------------------
+
+/// The Windows job wrapper, as far as a test server can take it: runner launches the job
+/// through WMI, polls its status and output files over WinRM, keeps Windows' unsigned exit
+/// codes, and stops it with taskkill on timeout. (The server plays the files and processes.)
+#[test]
+fn detached_steps_on_windows_are_launched_polled_and_stopped_over_winrm() {
+    let srv = start("127.0.0.57");
+    srv.job(
+        "robocopy D:\\Data \\\\new\\Data /MIR",
+        winrm_server::JobProgram {
+            chunks: vec![
+                (winrm_server::Out::Stdout, b"copied 1 of 2\r\n".to_vec()),
+                (
+                    winrm_server::Out::Stderr,
+                    b"retrying a locked file\r\n".to_vec(),
+                ),
+                (winrm_server::Out::Stdout, b"copied 2 of 2\r\n".to_vec()),
+            ],
+            code: Some(3),
+        },
+    );
+    srv.job(
+        "exit /b 4294967295",
+        winrm_server::JobProgram {
+            chunks: vec![],
+            code: Some(4_294_967_295),
+        },
+    );
+    srv.job(
+        "ping -t localhost",
+        winrm_server::JobProgram {
+            chunks: vec![(winrm_server::Out::Stdout, b"Reply from ::1\r\n".to_vec())],
+            code: None,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "  - id: copy\n    on: dc\n    detach: true\n    run: robocopy D:\\Data \\\\new\\Data /MIR\n    ok_codes: [0, 1, 2, 3]\n  - id: odd\n    on: dc\n    detach: true\n    run: exit /b 4294967295\n    ok_codes: [4294967295]\n  - id: forever\n    on: dc\n    detach: true\n    timeout: 2s\n    run: ping -t localhost\n";
+    write(dir.path(), "p.yaml", playbook(&srv, steps).as_bytes());
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    // copy: all output, in order, each line once; exit 3 is a success here.
+    let out = &r.stdout;
+    let a = out.find("copy@dc | copied 1 of 2").expect(out);
+    let b = out.find("copy@dc | retrying a locked file").expect(out);
+    let c = out.find("copy@dc | copied 2 of 2").expect(out);
+    assert!(a < c && b > 0, "{out}");
+    assert_eq!(out.matches("copied 2 of 2").count(), 1, "{out}");
+    assert!(out.contains("ok run copy on dc"), "{out}");
+    // odd: cmd reports -1; runner records Windows' 4294967295 and accepts it.
+    assert!(out.contains("ok run odd on dc"), "{out}");
+    // forever: stopped by the timeout with taskkill, recorded as timed out.
+    assert!(r.stderr.contains("timed out"), "{}", r.stderr);
+    // Every job folder is removed once its result is recorded; the timed-out job was killed
+    // first.
+    assert_eq!(srv.jobs(), vec![], "job folders left behind");
+    let killed = srv.killed_jobs();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert!(
+        killed[0].starts_with("%SystemRoot%\\Temp\\runner-jobs\\"),
+        "{killed:?}"
+    );
+}

@@ -108,6 +108,32 @@ pub struct Options {
     pub ntlm: bool,
 }
 
+/// How a detached job behaves: its output appears a chunk per status poll, then it exits (or,
+/// with `code: None`, it never does).
+#[derive(Debug, Clone)]
+pub struct JobProgram {
+    pub chunks: Vec<(Out, Vec<u8>)>,
+    pub code: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    program: JobProgram,
+    /// How many chunks have been "written" so far.
+    shown: usize,
+    killed: bool,
+}
+
+impl Job {
+    fn file(&self, which: Out) -> Vec<u8> {
+        self.program.chunks[..self.shown]
+            .iter()
+            .filter(|(o, _)| *o == which)
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
+    }
+}
+
 struct Cmd {
     program: VecDeque<Reply>,
     stdin: Vec<u8>,
@@ -135,6 +161,11 @@ struct State {
     delivered: Vec<(String, bool)>,
     quota_exceeded: bool,
     corrupt_uploads: bool,
+    /// Detached jobs the test scripts, by command text, and the jobs started, by folder.
+    job_programs: HashMap<String, JobProgram>,
+    jobs: BTreeMap<String, Job>,
+    /// Folders of the jobs stopped with taskkill.
+    killed_jobs: Vec<String>,
     sealed_requests: u64,
     style: u64,
 }
@@ -222,6 +253,23 @@ impl WinrmServer {
         self.with(|s| {
             s.programs.insert(script.to_string(), replies);
         });
+    }
+
+    /// A detached job: what runner's Windows job wrapper would see when it starts `command`.
+    pub fn job(&self, command: &str, program: JobProgram) {
+        self.with(|s| {
+            s.job_programs.insert(command.to_string(), program);
+        });
+    }
+
+    /// The job folders started so far, and whether each was killed / is still present.
+    pub fn jobs(&self) -> Vec<(String, bool)> {
+        self.with(|s| s.jobs.iter().map(|(d, j)| (d.clone(), j.killed)).collect())
+    }
+
+    /// The folders of the jobs that were stopped with taskkill.
+    pub fn killed_jobs(&self) -> Vec<String> {
+        self.with(|s| s.killed_jobs.clone())
     }
 
     pub fn set_quota_exceeded(&self, on: bool) {
@@ -1265,6 +1313,89 @@ fn handle(req: &Request, state: &Arc<(Mutex<State>, Condvar)>, addr: SocketAddr)
     }
 }
 
+/// The text between `start` and the next `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+/// runner's detached-job scripts (launch, status, tail, kill, remove), emulated on the jobs
+/// table: this checks the conversation, not Windows itself.
+fn job_script(g: &mut State, script: &str) -> Option<Reply> {
+    let dir = between(script, "ExpandEnvironmentVariables('", "')")?.replace("''", "'");
+    if !dir.contains("runner-jobs") {
+        return None;
+    }
+    if script.contains("Win32_Process") {
+        let b64 = between(script, "FromBase64String('", "')")?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        let command = String::from_utf8(bytes).ok()?;
+        let Some(program) = g.job_programs.get(&command).cloned() else {
+            return Some(Reply::finish(
+                "",
+                &format!("no job scripted for {command:?}\r\n"),
+                1,
+            ));
+        };
+        g.jobs.insert(
+            dir,
+            Job {
+                program,
+                shown: 0,
+                killed: false,
+            },
+        );
+        return Some(Reply::finish("4242", "", 0));
+    }
+    if script.contains("'DONE ' +") {
+        let Some(job) = g.jobs.get_mut(&dir) else {
+            return Some(Reply::finish("GONE\r\n", "", 0));
+        };
+        if job.shown < job.program.chunks.len() {
+            job.shown += 1;
+        }
+        let all_shown = job.shown == job.program.chunks.len();
+        let text = match (job.killed, all_shown, job.program.code) {
+            (true, _, _) => "LOST".to_string(),
+            // cmd prints ERRORLEVEL as a signed 32-bit number.
+            (false, true, Some(code)) => format!("DONE {}", code as i32),
+            _ => "RUNNING".to_string(),
+        };
+        return Some(Reply::finish(&format!("{text}\r\n"), "", 0));
+    }
+    if script.contains("OpenStandardOutput") {
+        let which = if script.contains("'out'") {
+            Out::Stdout
+        } else {
+            Out::Stderr
+        };
+        let offset: usize = between(script, "Seek(", ",")?.trim().parse().ok()?;
+        let bytes = g.jobs.get(&dir).map(|j| j.file(which)).unwrap_or_default();
+        let rest = bytes.get(offset..).unwrap_or_default();
+        return Some(Reply::Output {
+            chunks: if rest.is_empty() {
+                vec![]
+            } else {
+                vec![(Out::Stdout, rest.to_vec())]
+            },
+            done: Some(0),
+        });
+    }
+    if script.contains("taskkill.exe /T /F") {
+        if let Some(job) = g.jobs.get_mut(&dir) {
+            job.killed = true;
+            g.killed_jobs.push(dir.clone());
+        }
+        return Some(Reply::finish("GONE\r\n", "", 0));
+    }
+    if script.contains("Remove-Item -LiteralPath") {
+        g.jobs.remove(&dir);
+        return Some(Reply::done(0));
+    }
+    None
+}
+
 fn decode_ps(b64: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let units: Vec<u16> = bytes
@@ -1303,6 +1434,10 @@ fn run(g: &mut State, line: &str) -> Cmd {
     {
         match decode_ps(rest.trim()) {
             Some(script) => {
+                if let Some(reply) = job_script(g, &script) {
+                    cmd.program.push_back(reply);
+                    return cmd;
+                }
                 if script.contains("'runner-upload '") {
                     let path = script
                         .lines()
@@ -1363,6 +1498,10 @@ fn run(g: &mut State, line: &str) -> Cmd {
         ));
         return cmd;
     };
+    if let Some(reply) = job_script(g, &script) {
+        cmd.program.push_back(reply);
+        return cmd;
+    }
     g.delivered.push((script.clone(), via_file));
     if let Some(p) = g.programs.get(&script) {
         cmd.program = p.iter().cloned().collect();
