@@ -203,6 +203,8 @@ pub struct RunningView {
     pub pid: u32,
     pub host: String,
     pub started_at: Timestamp,
+    /// The folder of a detached job on the target, when the attempt runs detached.
+    pub detached_job: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -255,6 +257,16 @@ pub fn status(
         Some(j) => (j.runs()?, j.attempts(None)?, j.marks()?, j.pairs()?),
         None => Default::default(),
     };
+    let mut job_dirs = HashMap::new();
+    if let Some(j) = journal {
+        for (_, _, st) in &pairs {
+            if let PairState::Running { attempt, .. } = st {
+                if let Some(dir) = j.notes(*attempt)?.get(crate::engine::JOB_DIR_NOTE) {
+                    job_dirs.insert(attempt.0, dir.clone());
+                }
+            }
+        }
+    }
     let view = build(
         pb,
         &History {
@@ -262,6 +274,7 @@ pub fn status(
             attempts: &attempts,
             marks: &marks,
             pairs: &pairs,
+            job_dirs: &job_dirs,
         },
         now,
         this_host,
@@ -288,6 +301,8 @@ struct History<'a> {
     attempts: &'a [Attempt],
     marks: &'a [Mark],
     pairs: &'a [(String, String, PairState)],
+    /// Job folders of running detached attempts, by attempt id.
+    job_dirs: &'a HashMap<i64, String>,
 }
 
 fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> StatusView {
@@ -319,7 +334,7 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
             known.insert(key);
             let state = states.get(&key).copied().unwrap_or(&PairState::Pending);
             let history = by_pair.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            let view = pair_view(
+            let mut view = pair_view(
                 step,
                 target,
                 state,
@@ -327,6 +342,10 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
                 last_mark.get(&key).copied(),
                 this_host,
             );
+            // A detached job runs on the target whatever happens to runner: say where.
+            if let (PairState::Running { attempt, .. }, Some(r)) = (state, view.running.as_mut()) {
+                r.detached_job = h.job_dirs.get(&attempt.0).cloned();
+            }
             if let Some(n) = counts.get_mut(&view.status) {
                 *n += 1;
             }
@@ -448,6 +467,7 @@ fn pair_view(
             pid: *pid,
             host: host.clone(),
             started_at: *started_at,
+            detached_job: None,
         }),
         _ => None,
     };
@@ -723,8 +743,13 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
 /// The second line under a pair: why it failed, who marked it, or which process runs it.
 fn detail_line(p: &PairView, tz: &TimeZone) -> Option<String> {
     if let Some(r) = &p.running {
+        let job = r
+            .detached_job
+            .as_deref()
+            .map(|d| format!("; detached job in {d} on {}", p.target))
+            .unwrap_or_default();
         return Some(format!(
-            "{} started {} by pid {} on {}",
+            "{} started {} by pid {} on {}{job}",
             r.kind,
             short(r.started_at, tz),
             r.pid,

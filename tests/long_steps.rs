@@ -163,6 +163,13 @@ fn a_killed_runner_reattaches_to_a_job_that_finished_meanwhile() {
     let mut first = spawn_apply(dir.path());
     wait_for("the job to start", || dir.path().join("started").exists());
     kill9(&mut first);
+    // status says where the job runs while no runner follows it.
+    let st = runner(&["status", "p.yaml"], dir.path(), &[]);
+    assert!(
+        st.stdout.contains("detached job in /tmp/runner-jobs/"),
+        "{}",
+        st.stdout
+    );
     // The job outlives the runner and finishes on its own.
     std::fs::write(dir.path().join("go"), "").unwrap();
     wait_for("the job to end", || {

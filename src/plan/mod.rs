@@ -321,14 +321,14 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
                 ),
             );
         }
-        if step.detach == Some(true) {
+        {
             let windows: Vec<&str> = step
                 .targets
                 .iter()
                 .filter(|t| {
-                    pb.targets
-                        .get(*t)
-                        .is_some_and(|t| t.shell != crate::playbook::ShellKind::Sh)
+                    pb.targets.get(*t).is_some_and(|t| {
+                        t.shell != crate::playbook::ShellKind::Sh && step.detached_on(t)
+                    })
                 })
                 .map(String::as_str)
                 .collect();

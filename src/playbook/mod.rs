@@ -173,18 +173,13 @@ impl Step {
     }
 
     /// Whether this step runs detached on `target`: as written, else for `run` steps estimated
-    /// at [`DETACH_FROM`] or more on POSIX (`sh`) targets. The Windows wrapper is used only
-    /// when asked for with `detach: true`: it has not yet been run against a real Windows host.
+    /// at [`DETACH_FROM`] or more.
     pub fn detached_on(&self, target: &Target) -> bool {
-        let is_run = matches!(self.action, Action::Run(_));
-        match self.detach {
-            Some(wanted) => wanted && is_run,
-            None => {
-                is_run
-                    && target.shell == ShellKind::Sh
-                    && self.estimate.is_some_and(|e| e >= DETACH_FROM)
-            }
-        }
+        let _ = target;
+        let wanted = self
+            .detach
+            .unwrap_or_else(|| self.estimate.is_some_and(|e| e >= DETACH_FROM));
+        wanted && matches!(self.action, Action::Run(_))
     }
 }
 
