@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::engine::targets::{default_known_hosts, make_transport, shell_of, Secrets};
 use crate::exit::Exit;
-use crate::playbook::{Playbook, ShellKind, TransportKind};
+use crate::playbook::{Playbook, TransportKind};
 use crate::secret::Redactor;
 use crate::transport::known_hosts;
 use crate::transport::{Control, Exit as CmdExit};
@@ -30,59 +30,125 @@ impl PingError {
     }
 }
 
-fn noop(shell: ShellKind) -> &'static str {
-    match shell {
-        ShellKind::Sh => "true",
-        ShellKind::Cmd => "exit /b 0",
-        ShellKind::Powershell => "exit 0",
-    }
+/// One target's diagnosis, stage by stage: the first failing stage names the cause.
+struct Diagnosis {
+    name: String,
+    address: String,
+    /// What succeeded, in order ("port open", "connected", "whoami: acme\\administrator").
+    passed: Vec<String>,
+    failure: Option<String>,
+    millis: u128,
 }
 
-/// Connects to every target and runs a no-op; prints a table; exit 1 if any fails.
+/// Whether the TCP port answers at all: tells "nothing listens" (or a firewall) apart from
+/// TLS, host key and authentication problems.
+fn port_open(host: &str, port: u16) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let mut last = String::from("no address");
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!(
+        "port {port} on {host} does not answer ({last}): is the service running and the firewall open?"
+    ))
+}
+
+fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Diagnosis {
+    let started = Instant::now();
+    let mut d = Diagnosis {
+        name: t.name.clone(),
+        address: t.address(),
+        passed: Vec::new(),
+        failure: None,
+        millis: 0,
+    };
+    let r = (|| -> Result<(), String> {
+        if let (Some(host), Some(port)) = (&t.host, t.port) {
+            port_open(host, port)?;
+            d.passed.push("port open".into());
+        }
+        let mut tr = make_transport(pb, t, secrets).map_err(|e| e.to_string())?;
+        tr.connect().map_err(|e| format!("connect: {e}"))?;
+        d.passed.push(match t.transport {
+            TransportKind::Ssh => "host key and login accepted".into(),
+            TransportKind::Winrm if t.https => "certificate and authentication accepted".into(),
+            TransportKind::Winrm => "authentication accepted".into(),
+            TransportKind::Local => "local".into(),
+        });
+        let ctl = Control::new(Some(std::time::Duration::from_secs(30)));
+        let mut out = Vec::new();
+        let exit = tr
+            .exec("whoami", shell_of(t.shell), &ctl, &mut |st, b| {
+                if st == crate::transport::Stream::Stdout {
+                    out.extend_from_slice(b)
+                }
+            })
+            .map_err(|e| format!("whoami: {e}"))?;
+        match exit {
+            CmdExit::Code(0) => {
+                let who = String::from_utf8_lossy(&out).trim().to_string();
+                d.passed.push(format!("whoami: {who}"));
+                Ok(())
+            }
+            CmdExit::Code(c) => Err(format!("whoami exited with {c}")),
+            other => Err(format!("whoami did not finish: {other:?}")),
+        }
+    })();
+    d.failure = r.err();
+    d.millis = started.elapsed().as_millis();
+    d
+}
+
+/// Connects to every target stage by stage (port, TLS or host key, authentication, a
+/// `whoami` that runs), prints a table; exit 1 if any fails.
 pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
     let mut redactor = Redactor::new();
     let secrets = Secrets::resolve(pb, pb.targets.keys().map(String::as_str), &mut redactor)?;
-    let results: Vec<(String, String, Result<u128, String>)> = std::thread::scope(|scope| {
+    let results: Vec<Diagnosis> = std::thread::scope(|scope| {
         let handles: Vec<_> = pb
             .targets
             .values()
             .map(|t| {
                 let secrets = &secrets;
-                scope.spawn(move || {
-                    let started = Instant::now();
-                    let r = (|| -> Result<(), String> {
-                        let mut tr = make_transport(pb, t, secrets).map_err(|e| e.to_string())?;
-                        tr.connect().map_err(|e| e.to_string())?;
-                        let ctl = Control::new(Some(std::time::Duration::from_secs(30)));
-                        match tr.exec(noop(t.shell), shell_of(t.shell), &ctl, &mut |_, _| {}) {
-                            Ok(CmdExit::Code(0)) => Ok(()),
-                            Ok(CmdExit::Code(c)) => Err(format!("the no-op exited with {c}")),
-                            Ok(other) => Err(format!("the no-op did not finish: {other:?}")),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    })();
-                    (
-                        t.name.clone(),
-                        t.address(),
-                        r.map(|()| started.elapsed().as_millis()),
-                    )
-                })
+                scope.spawn(move || diagnose(pb, t, secrets))
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let width = results.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
+    let width = results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut failed = 0;
     println!("{:<width$}  {:<8}  DETAIL", "TARGET", "RESULT");
-    for (name, address, r) in &results {
-        match r {
-            Ok(ms) => println!("{name:<width$}  {:<8}  {address} ({ms} ms)", "ok"),
-            Err(e) => {
+    for d in &results {
+        let passed = if d.passed.is_empty() {
+            String::new()
+        } else {
+            format!("{}; ", d.passed.join("; "))
+        };
+        match &d.failure {
+            None => println!(
+                "{:<width$}  {:<8}  {} : {passed}{} ms",
+                d.name, "ok", d.address, d.millis
+            ),
+            Some(e) => {
                 failed += 1;
                 let e = redactor.redact(e);
                 println!(
-                    "{name:<width$}  {:<8}  {address}: {}",
+                    "{:<width$}  {:<8}  {} : {passed}FAILED at {}",
+                    d.name,
                     "FAILED",
+                    d.address,
                     e.replace('\n', "\n    ")
                 );
             }

@@ -271,6 +271,12 @@ fn ping_reaches_winrm_targets_and_reports_refusals() {
     let r = runner(&["ping", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("dc"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("port open; authentication accepted; whoami: acme\\administrator"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(srv.open_shells(), 0);
     let r = runner(&["ping", "c.yaml"], dir.path(), &[(PW_ENV, "bad")]);
     assert_ne!(r.code, 0);

@@ -18,6 +18,30 @@ fn ssh_target(name: &str, sshd: &Sshd, known_hosts: &std::path::Path) -> String 
 }
 
 #[test]
+fn ping_tells_a_closed_port_apart_from_login_problems() {
+    // A port nobody listens on: bind one, note it, let it go.
+    let port = std::net::TcpListener::bind("127.0.0.92:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "name: Ping\nwindow:\n  business_hours: []\ntargets:\n  gone:\n    transport: ssh\n    host: 127.0.0.92\n    port: {port}\n    user: x\nsteps:\n  - id: a\n    on: gone\n    run: 'true'\n"
+    );
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let r = runner(&["ping", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "FAILED at port {port} on 127.0.0.92 does not answer"
+        )),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
 fn ping_reports_each_target_and_fails_if_any_fails() {
     let sshd = Sshd::start("127.0.0.91");
     let dir = tempfile::tempdir().unwrap();
@@ -42,11 +66,24 @@ fn ping_reports_each_target_and_fails_if_any_fails() {
             .to_string()
     };
     assert!(row("good").contains(" ok "), "{}", r.stdout);
+    assert!(
+        row("good").contains(&format!(
+            "port open; host key and login accepted; whoami: {}",
+            sshd.user()
+        )),
+        "{}",
+        r.stdout
+    );
     assert!(row("here").contains(" ok "), "{}", r.stdout);
     let stranger = row("stranger");
     assert!(stranger.contains("FAILED"), "{}", r.stdout);
     assert!(
         stranger.contains("not trusted") && stranger.contains("SHA256:"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        stranger.contains("port open; FAILED at connect"),
         "{}",
         r.stdout
     );

@@ -1511,6 +1511,9 @@ fn run(g: &mut State, line: &str) -> Cmd {
         .and_then(|c| c.trim().parse::<u32>().ok())
     {
         cmd.program.push_back(Reply::done(code));
+    } else if script == "whoami" {
+        cmd.program
+            .push_back(Reply::finish("acme\\administrator\r\n", "", 0));
     } else if let Some(text) = script.strip_prefix("echo ") {
         cmd.program
             .push_back(Reply::finish(&format!("{text}\r\n"), "", 0));
