@@ -83,17 +83,12 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
             TransportKind::Local => "local".into(),
         });
         let ctl = Control::new(Some(std::time::Duration::from_secs(30)));
-        let mut out = Vec::new();
-        let exit = tr
-            .exec("whoami", shell_of(t.shell), &ctl, &mut |st, b| {
-                if st == crate::transport::Stream::Stdout {
-                    out.extend_from_slice(b)
-                }
-            })
-            .map_err(|e| format!("whoami: {e}"))?;
+        let (exit, out, _) =
+            crate::transport::capture(|sink| tr.exec("whoami", shell_of(t.shell), &ctl, sink))
+                .map_err(|e| format!("whoami: {e}"))?;
         match exit {
             CmdExit::Code(0) => {
-                let who = String::from_utf8_lossy(&out).trim().to_string();
+                let who = out.trim().to_string();
                 d.passed.push(format!("whoami: {who}"));
                 Ok(())
             }

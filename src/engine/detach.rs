@@ -223,20 +223,16 @@ pub enum JobEnd {
     Lost(String),
 }
 
-/// Runs a short control script and returns its stdout.
+/// Runs a short control script and returns its stdout, trimmed.
 fn control(
     t: &mut dyn Transport,
     flavor: Flavor,
     script: &str,
 ) -> Result<(Exit, String), TransportError> {
-    let mut out = Vec::new();
     let ctl = Control::new(Some(Duration::from_secs(60)));
-    let exit = t.exec(script, flavor.control_shell(), &ctl, &mut |st, b| {
-        if st == Stream::Stdout {
-            out.extend_from_slice(b)
-        }
-    })?;
-    Ok((exit, String::from_utf8_lossy(&out).trim().to_string()))
+    let (exit, out, _) =
+        crate::transport::capture(|sink| t.exec(script, flavor.control_shell(), &ctl, sink))?;
+    Ok((exit, out.trim().to_string()))
 }
 
 /// Starts the job. The caller has already noted `dir` in the journal.

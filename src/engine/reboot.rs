@@ -11,7 +11,7 @@ use super::output::PairOutput;
 use super::targets::shell_of;
 use super::Session;
 use crate::journal::AttemptId;
-use crate::transport::{Control, Exit, Stream};
+use crate::transport::{Control, Exit};
 
 pub const NOTE_BOOT_ID: &str = "boot_id_before";
 pub const NOTE_ISSUED: &str = "reboot_issued_at";
@@ -30,14 +30,9 @@ fn boot_id(s: &Session<'_>, target: &str) -> Result<String, String> {
     let cmd = t.boot_id_command.clone();
     let shell = shell_of(t.shell);
     let r = s.pool.with(s.pb, &s.secrets, target, |tr| {
-        let mut out = Vec::new();
         let ctl = Control::new(Some(Duration::from_secs(60)));
-        let exit = tr.exec(&cmd, shell, &ctl, &mut |st, b| {
-            if st == Stream::Stdout {
-                out.extend_from_slice(b)
-            }
-        });
-        exit.map(|e| (e, String::from_utf8_lossy(&out).trim().to_string()))
+        crate::transport::capture(|sink| tr.exec(&cmd, shell, &ctl, sink))
+            .map(|(e, out, _)| (e, out.trim().to_string()))
     });
     match r {
         Ok(Ok((Exit::Code(0), id))) if !id.is_empty() => Ok(id),

@@ -266,6 +266,24 @@ pub trait Transport: Send {
     ) -> Result<Exit, TransportError>;
 }
 
+/// Runs `run` with an output sink that collects both streams, for short helper commands whose
+/// output is read rather than shown. Returns the exit and stdout and stderr as text.
+pub fn capture<E>(
+    run: impl FnOnce(&mut dyn FnMut(Stream, &[u8])) -> Result<Exit, E>,
+) -> Result<(Exit, String, String), E> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let exit = run(&mut |s, b| match s {
+        Stream::Stdout => stdout.extend_from_slice(b),
+        Stream::Stderr => stderr.extend_from_slice(b),
+    })?;
+    Ok((
+        exit,
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    ))
+}
+
 /// A name for temporary files that nobody can guess (they live in shared temp directories).
 pub(crate) fn random_token() -> String {
     use std::io::Read;

@@ -669,18 +669,8 @@ impl SshTransport {
         script: &str,
         shell: Shell,
     ) -> Result<(Exit, String, String), TransportError> {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
         let ctl = Control::new(None);
-        let exit = self.exec(script, shell, &ctl, &mut |s, b| match s {
-            Stream::Stdout => stdout.extend_from_slice(b),
-            Stream::Stderr => stderr.extend_from_slice(b),
-        })?;
-        Ok((
-            exit,
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        ))
+        super::capture(|out| self.exec(script, shell, &ctl, out))
     }
 
     /// Upload `content` as a temporary script, run it, and remove it whatever happens.

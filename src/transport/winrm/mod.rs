@@ -642,18 +642,8 @@ impl WinrmTransport {
         line: &str,
         stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
     ) -> Result<(Exit, String, String), TransportError> {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
         let ctl = Control::new(None);
-        let exit = self.run_line(line, stdin, &ctl, &mut |s, b| match s {
-            Stream::Stdout => stdout.extend_from_slice(b),
-            Stream::Stderr => stderr.extend_from_slice(b),
-        })?;
-        Ok((
-            exit,
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        ))
+        super::capture(|out| self.run_line(line, stdin, &ctl, out))
     }
 
     fn temp_dir(&mut self) -> Result<String, TransportError> {
