@@ -206,9 +206,9 @@ fn wait_quiet(servers: &[Sshd], marker: &str) {
             .filter(|(_, _, cmd)| configs.iter().any(|c| cmd.contains(c.as_str())))
             .map(|(pid, _, _)| *pid)
             .collect();
-        let busy = procs.iter().any(|(_, ppid, cmd)| {
-            listeners.contains(ppid) || (cmd.contains(marker) && !cmd.contains("sshd"))
-        });
+        let busy = procs
+            .iter()
+            .any(|(_, ppid, cmd)| listeners.contains(ppid) || cmd.contains(marker));
         if !busy {
             return;
         }
@@ -416,6 +416,7 @@ fn operator(round: &Round, counts: &mut Counts) -> u32 {
 fn check_round(round: &Round, n: u32, counts: &mut Counts) {
     let journal = Journal::open(&state_path(round)).expect("open journal");
     let attempts = journal.attempts(None).expect("read attempts");
+    let marks = journal.marks().expect("read marks");
     let pairs: BTreeMap<(String, String), PairState> = journal
         .pairs()
         .expect("read pairs")
@@ -447,7 +448,28 @@ fn check_round(round: &Round, n: u32, counts: &mut Counts) {
             } else {
                 count(&lines, &format!("{step}-start"))
             };
-            let ctx = format!("round {n}, `{step}` on `{target}`; ledger {lines:?}");
+            let history: Vec<String> = attempts
+                .iter()
+                .filter(here)
+                .map(|a| {
+                    format!(
+                        "{} #{} {} {}",
+                        a.kind.as_str(),
+                        a.number,
+                        a.state.as_str(),
+                        a.message.as_deref().unwrap_or("")
+                    )
+                })
+                .chain(
+                    marks
+                        .iter()
+                        .filter(|m| m.step_id == *step && m.target == *target)
+                        .map(|m| format!("mark {:?} by {}", m.mark, m.user)),
+                )
+                .collect();
+            let ctx = format!(
+                "round {n}, `{step}` on `{target}`; ledger {lines:?}; journal {history:#?}"
+            );
 
             // Every step completed on every target, in the journal and on the target.
             let st = pairs.get(&(step.to_string(), target.to_string()));
