@@ -35,7 +35,8 @@ PIDS=()
 BENCH_USER=""
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "$BENCH_USER" ] && userdel "$BENCH_USER" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$BENCH_USER" ] && userdel -f "$BENCH_USER" 2>/dev/null || true
   [ -S "$WORK/cm.sock" ] && ssh -F "$WORK/ssh_config" -S "$WORK/cm.sock" -O exit h1 2>/dev/null || true
   rm -rf "$WORK"
 }
