@@ -324,8 +324,10 @@ fn round(servers: &[Sshd], n: u32, clean: Duration, rng: &mut Rng, counts: &mut 
     loop {
         applies += 1;
         assert!(applies < 100, "round {n}: no end after 100 applies");
+        // A resume has less left to do than a clean apply: scale the moment to what is left.
+        let left = left_fraction(&round);
         let kill_after = (kills < kills_planned)
-            .then(|| clean.mul_f64(rng.below(KILL_PERMILLE_MAX) as f64 / 1000.0));
+            .then(|| clean.mul_f64(left * rng.below(KILL_PERMILLE_MAX) as f64 / 1000.0));
         let a = apply(&round, kill_after);
         counts.applies += 1;
         match a.code {
@@ -357,6 +359,22 @@ fn round(servers: &[Sshd], n: u32, clean: Duration, rng: &mut Rng, counts: &mut 
     }
     check_round(&round, n, counts);
     counts.rounds += 1;
+}
+
+/// The share of step x target pairs not yet done (1 before the first apply).
+fn left_fraction(round: &Round) -> f64 {
+    let total = STEPS.len() * TARGETS.len();
+    if !state_path(round).exists() {
+        return 1.0;
+    }
+    let journal = Journal::open(&state_path(round)).expect("open journal");
+    let done = journal
+        .pairs()
+        .expect("read pairs")
+        .iter()
+        .filter(|(_, _, st)| matches!(st, PairState::Succeeded { .. }))
+        .count();
+    (total.saturating_sub(done) as f64 / total as f64).max(0.05)
 }
 
 /// What was running when the runner was killed, from the journal's `running` rows.
