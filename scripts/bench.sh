@@ -18,6 +18,9 @@ HOSTS=20
 STEPS=200
 PLAN_STEPS=2000
 UPLOAD_MIB=${UPLOAD_MIB:-512}
+# A subset, e.g. SCENARIOS="seq upload" (profiling one thing).
+SCENARIOS=${SCENARIOS:-"seq fan rss upload plan"}
+want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required" >&2; exit 2; }; }
 need ssh
@@ -32,7 +35,8 @@ PIDS=()
 BENCH_USER=""
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "$BENCH_USER" ] && userdel "$BENCH_USER" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$BENCH_USER" ] && userdel -f "$BENCH_USER" 2>/dev/null || true
   [ -S "$WORK/cm.sock" ] && ssh -F "$WORK/ssh_config" -S "$WORK/cm.sock" -O exit h1 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -192,7 +196,7 @@ header() { printf 'name: %s\nwindow:\n  business_hours: []\n' "$1"; }
 printf -- '- hosts: all\n  gather_facts: false\n  tasks:\n    - command: /bin/true\n' > "$WORK/fan-ansible.yaml"
 
 log "writing a $UPLOAD_MIB MiB file"
-head -c "$((UPLOAD_MIB * 1024 * 1024))" /dev/urandom > "$WORK/pb/big.bin"
+want upload && head -c "$((UPLOAD_MIB * 1024 * 1024))" /dev/urandom > "$WORK/pb/big.bin"
 {
   header "upload"
   targets_yaml 1
@@ -251,6 +255,7 @@ ROWS=()
 row() { ROWS+=("$(printf '| %s | %s | %s | %s | %s |' "$1" "$2" "$3" "$4" "$5")"); }
 
 # ---------------------------------------------------------------------------------------------
+if want seq; then
 log "scenario 1: $STEPS sequential steps on one host ($RUNS runs; ansible $ANSIBLE_RUNS)"
 r_seq=$(repeat "$RUNS" fresh_state runner_apply "$WORK/pb/seq.yaml")
 c_seq=$(repeat "$RUNS" nothing cm_loop)
@@ -261,7 +266,9 @@ if [ "$ANSIBLE_RUNS" -gt 0 ]; then
   row "$STEPS steps, one host" "runner apply: $r_seq ms" \
     "ansible-playbook, pipelining" "$a_seq ms ($(ratio "$a_seq" "$STEPS") ms/step)" "$(ratio "$r_seq" "$a_seq")"
 fi
+fi
 
+if want fan; then
 log "scenario 2: one step on $HOSTS hosts"
 r_fan=$(repeat "$RUNS" fresh_state runner_apply "$WORK/pb/fan.yaml")
 p_fan=$(repeat "$RUNS" nothing parallel_ssh)
@@ -270,7 +277,9 @@ if [ "$ANSIBLE_RUNS" -gt 0 ]; then
   a_fan=$(repeat "$ANSIBLE_RUNS" nothing ansible_fan)
   row "one step, $HOSTS hosts" "runner apply: $r_fan ms" "ansible-playbook, forks=$HOSTS" "$a_fan ms" "$(ratio "$r_fan" "$a_fan")"
 fi
+fi
 
+if want rss; then
 log "peak memory of runner in the $HOSTS-host fan-out"
 fresh_state
 if [ -x /usr/bin/time ]; then
@@ -288,19 +297,24 @@ else
   wait "$rp"
 fi
 row "peak RSS, $HOSTS-host fan-out" "runner: $(ratio "$rss_kib" 1024) MiB" "target" "50 MiB" "$(ratio "$rss_kib" 51200)"
+fi
 
+if want upload; then
 log "scenario 3: upload of $UPLOAD_MIB MiB"
 r_up=$(repeat "$RUNS" fresh_state runner_apply "$WORK/pb/upload.yaml")
 s_up=$(repeat "$RUNS" nothing scp_up)
 cmp "$WORK/pb/big.bin" "$WORK/dest/big-scp.bin"
 row "upload $UPLOAD_MIB MiB" "runner: $r_up ms ($(ratio $((UPLOAD_MIB * 1000)) "$r_up") MiB/s, SHA-256 verified)" \
   "scp" "$s_up ms ($(ratio $((UPLOAD_MIB * 1000)) "$s_up") MiB/s)" "$(ratio "$r_up" "$s_up")"
+fi
 
+if want plan; then
 log "scenario 4: validate + plan of $PLAN_STEPS steps"
 v_plan=$(repeat "$RUNS" nothing "$RUNNER" validate "$WORK/pb/plan.yaml")
 p_plan=$(repeat "$RUNS" nothing "$RUNNER" plan "$WORK/pb/plan.yaml" --start 2026-12-01T00:00:00Z)
 b_plan=$(repeat "$RUNS" nothing validate_plan)
 row "$PLAN_STEPS-step playbook" "validate $v_plan ms, plan $p_plan ms" "validate + plan" "$b_plan ms" "target 200 ms: $(ratio "$p_plan" 200)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 echo

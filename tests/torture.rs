@@ -46,8 +46,9 @@ const STEPS: &[(&str, Kind)] = &[
 const TARGETS: &[&str] = &["t1", "t2", "t3"];
 /// More kills per round than this and the round's last apply runs to the end untouched.
 const MAX_KILLS_PER_ROUND: u32 = 4;
-/// Kills land uniformly within this long after the start: about one clean apply here.
-const KILL_WINDOW_MS: u64 = 1500;
+/// Kill moments are drawn as a fraction of a clean apply's duration, in thousandths, up to
+/// this: a little beyond the end, so that a kill sometimes misses.
+const KILL_PERMILLE_MAX: u64 = 1100;
 /// An apply that is not killed must end within this (generous: the machine may be loaded).
 const APPLY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -129,7 +130,7 @@ fn write_round(servers: &[Sshd], round: u32) -> Round {
         TARGETS.join(", ")
     ));
     for (i, (id, kind)) in STEPS.iter().enumerate() {
-        let pause = ["0.02", "0.05", "0.08"][i % 3];
+        let pause = ["0.1", "0.2", "0.3"][i % 3];
         yaml.push_str(&step_yaml(id, *kind, pause));
     }
     let playbook = dir.path().join("torture.yaml");
@@ -205,9 +206,9 @@ fn wait_quiet(servers: &[Sshd], marker: &str) {
             .filter(|(_, _, cmd)| configs.iter().any(|c| cmd.contains(c.as_str())))
             .map(|(pid, _, _)| *pid)
             .collect();
-        let busy = procs.iter().any(|(_, ppid, cmd)| {
-            listeners.contains(ppid) || (cmd.contains(marker) && !cmd.contains("sshd"))
-        });
+        let busy = procs
+            .iter()
+            .any(|(_, ppid, cmd)| listeners.contains(ppid) || cmd.contains(marker));
         if !busy {
             return;
         }
@@ -305,6 +306,8 @@ struct Counts {
     applies: u32,
     kills: u32,
     kills_that_missed: u32,
+    /// Where the kills landed: in a step of each kind, or outside any command.
+    landed: BTreeMap<&'static str, u32>,
     operator_done: u32,
     operator_retry: u32,
     idempotent_reruns: usize,
@@ -313,7 +316,7 @@ struct Counts {
 }
 
 /// One round: apply, kill, resume, play the operator, until done; then check the promises.
-fn round(servers: &[Sshd], n: u32, rng: &mut Rng, counts: &mut Counts) {
+fn round(servers: &[Sshd], n: u32, clean: Duration, rng: &mut Rng, counts: &mut Counts) {
     let round = write_round(servers, n);
     let kills_planned = 1 + rng.below(u64::from(MAX_KILLS_PER_ROUND)) as u32;
     let mut kills = 0;
@@ -321,14 +324,17 @@ fn round(servers: &[Sshd], n: u32, rng: &mut Rng, counts: &mut Counts) {
     loop {
         applies += 1;
         assert!(applies < 100, "round {n}: no end after 100 applies");
-        let kill_after =
-            (kills < kills_planned).then(|| Duration::from_millis(rng.below(KILL_WINDOW_MS)));
+        // A resume has less left to do than a clean apply: scale the moment to what is left.
+        let left = left_fraction(&round);
+        let kill_after = (kills < kills_planned)
+            .then(|| clean.mul_f64(left * rng.below(KILL_PERMILLE_MAX) as f64 / 1000.0));
         let a = apply(&round, kill_after);
         counts.applies += 1;
         match a.code {
             None => {
                 kills += 1;
                 counts.kills += 1;
+                *counts.landed.entry(landed_in(&round)).or_default() += 1;
                 wait_quiet(servers, &round.marker);
                 continue;
             }
@@ -353,6 +359,41 @@ fn round(servers: &[Sshd], n: u32, rng: &mut Rng, counts: &mut Counts) {
     }
     check_round(&round, n, counts);
     counts.rounds += 1;
+}
+
+/// The share of step x target pairs not yet done (1 before the first apply).
+fn left_fraction(round: &Round) -> f64 {
+    let total = STEPS.len() * TARGETS.len();
+    if !state_path(round).exists() {
+        return 1.0;
+    }
+    let journal = Journal::open(&state_path(round)).expect("open journal");
+    let done = journal
+        .pairs()
+        .expect("read pairs")
+        .iter()
+        .filter(|(_, _, st)| matches!(st, PairState::Succeeded { .. }))
+        .count();
+    (total.saturating_sub(done) as f64 / total as f64).max(0.05)
+}
+
+/// What was running when the runner was killed, from the journal's `running` rows.
+fn landed_in(round: &Round) -> &'static str {
+    let journal = Journal::open(&state_path(round)).expect("open journal");
+    let running: Vec<Kind> = journal
+        .pairs()
+        .expect("read pairs")
+        .into_iter()
+        .filter(|(_, _, st)| matches!(st, PairState::Running { .. }))
+        .map(|(step, _, _)| kind_of(&step))
+        .collect();
+    match running.first() {
+        None => "no step",
+        Some(Kind::Idempotent) => "idempotent",
+        Some(Kind::Checked) => "checked",
+        Some(Kind::Both) => "idempotent+checked",
+        Some(Kind::Neither) => "neither",
+    }
 }
 
 /// Marks every in-doubt `Neither` pair after the ledger: `done` if its line is there, `retry`
@@ -393,6 +434,7 @@ fn operator(round: &Round, counts: &mut Counts) -> u32 {
 fn check_round(round: &Round, n: u32, counts: &mut Counts) {
     let journal = Journal::open(&state_path(round)).expect("open journal");
     let attempts = journal.attempts(None).expect("read attempts");
+    let marks = journal.marks().expect("read marks");
     let pairs: BTreeMap<(String, String), PairState> = journal
         .pairs()
         .expect("read pairs")
@@ -424,7 +466,28 @@ fn check_round(round: &Round, n: u32, counts: &mut Counts) {
             } else {
                 count(&lines, &format!("{step}-start"))
             };
-            let ctx = format!("round {n}, `{step}` on `{target}`; ledger {lines:?}");
+            let history: Vec<String> = attempts
+                .iter()
+                .filter(here)
+                .map(|a| {
+                    format!(
+                        "{} #{} {} {}",
+                        a.kind.as_str(),
+                        a.number,
+                        a.state.as_str(),
+                        a.message.as_deref().unwrap_or("")
+                    )
+                })
+                .chain(
+                    marks
+                        .iter()
+                        .filter(|m| m.step_id == *step && m.target == *target)
+                        .map(|m| format!("mark {:?} by {}", m.mark, m.user)),
+                )
+                .collect();
+            let ctx = format!(
+                "round {n}, `{step}` on `{target}`; ledger {lines:?}; journal {history:#?}"
+            );
 
             // Every step completed on every target, in the journal and on the target.
             let st = pairs.get(&(step.to_string(), target.to_string()));
@@ -476,17 +539,32 @@ fn kill_nine_and_resume_until_done() {
     let servers: Vec<Sshd> = (1..=3)
         .map(|i| Sshd::start(&format!("127.0.91.{i}")))
         .collect();
+    // Clean applies (no kill) set the time scale: on a loaded machine an apply takes longer,
+    // and fixed kill moments would all land in its first steps. The median of three.
+    let mut cleans: Vec<Duration> = (0..3)
+        .map(|i| {
+            let calibration = write_round(&servers, 1000 + i);
+            let started = Instant::now();
+            let a = apply(&calibration, None);
+            assert_eq!(a.code, Some(0), "a clean apply failed:\n{}", a.log);
+            started.elapsed()
+        })
+        .collect();
+    cleans.sort();
+    let clean = cleans[1];
+    println!("torture: a clean apply takes {clean:?}; kills land within 0-110% of that");
     let mut counts = Counts::default();
     for n in 1..=rounds {
-        round(&servers, n, &mut rng, &mut counts);
+        round(&servers, n, clean, &mut rng, &mut counts);
     }
     println!(
-        "torture: {} rounds, {} applies, {} kill -9 ({} landed after the apply had finished), \
-         operator marks: {} done / {} retry, reruns: {} of idempotent steps, {} of checked steps \
-         (after {} failed checks), exit 4 never seen",
+        "torture: {} rounds, {} applies, {} kill -9 (landed in: {:?}; {} more came after the \
+         apply had finished), operator marks: {} done / {} retry, reruns: {} of idempotent steps, \
+         {} of checked steps (after {} failed checks), exit 4 never seen",
         counts.rounds,
         counts.applies,
         counts.kills,
+        counts.landed,
         counts.kills_that_missed,
         counts.operator_done,
         counts.operator_retry,
