@@ -87,14 +87,14 @@ pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> 
                 Payload::File(_) => "sh \"$1\"",
             };
             // A watcher holds the channel's stdin (runner never closes it): when the channel
-            // goes away because the runner died, the watcher reads EOF and stops the whole
+            // goes away because the runner died, the watcher (a shell builtin loop, no extra process) reads EOF and stops the whole
             // process group, so no command outlives the runner that started it. When the script
             // ends normally the watcher is disarmed first. Background jobs of a non-interactive
             // shell get /dev/null as stdin, hence the detour through fd 3.
             let wrapper = format!(
                 "printf '\\036runner-pid:%s\\n' \"$$\" >&2 || exit 125\n\
                  exec 3<&0\n\
-                 ( cat <&3 >/dev/null 2>&1; kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
+                 ( while read -r _; do :; done <&3; kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
                  w=$!\n\
                  exec 3<&-\n\
                  {run} </dev/null\n\
