@@ -342,7 +342,6 @@ fn cut_during_an_idempotent_step_is_retried_and_logged() {
 }
 
 #[test]
-#[ignore = "`runner report` is still a placeholder on this branch; run once it renders attempts"]
 fn the_cause_of_a_cut_is_in_the_report() {
     let scene = cut_an_idempotent_step(7);
     let report = scene.report();

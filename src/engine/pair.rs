@@ -271,9 +271,16 @@ pub(crate) fn run_attempt(
             execute(t, r, shell, &ctl, &mut out)
         }) {
             Err(e) => Ok(Err(e.to_string())),
-            Ok(Err(e)) if e.is_connection_lost() => Err(Lost(format!(
-                "{e}; the command may have run in part or in full"
-            ))),
+            // A lost link, or a command that could not be stopped (its stop request failed on
+            // a stalled link): either way it may have run in part or in full, or still run.
+            Ok(Err(e))
+                if e.is_connection_lost()
+                    || matches!(e, crate::transport::TransportError::KillFailed { .. }) =>
+            {
+                Err(Lost(format!(
+                    "{e}; the command may have run in part or in full"
+                )))
+            }
             Ok(Err(e)) => Ok(Err(e.to_string())),
             Ok(Ok(exit)) => Ok(Ok(exit)),
         },
