@@ -414,3 +414,55 @@ fn a_detached_job_is_followed_even_when_business_hours_have_begun() {
     let status = runner(&["status", "p.yaml", "--format", "json"], dir.path(), &[]);
     assert!(status.stdout.contains("succeeded"), "{}", status.stdout);
 }
+
+#[test]
+fn a_second_ctrl_c_stops_a_detached_job_on_the_target() {
+    let sshd = Sshd::start("127.0.0.50");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // The job would run for a day: only the second Ctrl-C can end this test in time.
+    let steps = format!(
+        "  - id: long\n    on: box\n    detach: true\n    run: |\n      echo $$ > {d}/job.pid\n      sleep 86400 &\n      echo $! > {d}/child.pid\n      wait\n"
+    );
+    playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
+    let mut run = spawn_apply(dir.path());
+    wait_for("the job to start", || {
+        dir.path().join("job.pid").exists() && dir.path().join("child.pid").exists()
+    });
+    let pid = |f: &str| -> u32 {
+        std::fs::read_to_string(dir.path().join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (job, child) = (pid("job.pid"), pid("child.pid"));
+    let runner_pid = run.id() as i32;
+    let sigint = || unsafe {
+        libc::kill(runner_pid, libc::SIGINT);
+    };
+    // Two signals sent at once may merge into one: send the second once the first was heard.
+    sigint();
+    let mut err = std::io::BufReader::new(run.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "runner ended before acknowledging Ctrl-C: {seen}");
+        seen.push_str(&line);
+        if line.contains("no new steps will start") {
+            break;
+        }
+    }
+    sigint();
+    let mut status = None;
+    wait_for("runner to stop the job and exit", || {
+        status = run.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "{seen}");
+    assert!(
+        !process_running(job) && !process_running(child),
+        "the job still runs: {seen}"
+    );
+}
