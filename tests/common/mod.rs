@@ -12,7 +12,7 @@ use runner::transport::{Control, Exit, SshAuth, SshConfig, Stream, Transport, Tr
 pub use sshd::{process_running, stops_within, Sshd};
 
 /// How long a stopped process may take to finish exiting (generous for loaded CI machines).
-pub const EXIT_GRACE: Duration = Duration::from_secs(10);
+pub const EXIT_GRACE: Duration = Duration::from_secs(30);
 
 /// Config for logging into `sshd` with its test key, checked against its known_hosts.
 pub fn ssh_config(sshd: &Sshd) -> SshConfig {
