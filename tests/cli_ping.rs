@@ -96,3 +96,58 @@ fn ping_reports_each_target_and_fails_if_any_fails() {
     let r = runner(&["ping", "p.yaml"], dir.path(), &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }
+
+/// Without `key` or `password`, the ssh-agent named by SSH_AUTH_SOCK logs in.
+#[test]
+fn ssh_agent_authentication_is_used_when_no_key_is_given() {
+    let sshd = Sshd::start("127.0.0.93");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent runs");
+    // The agent is ready once ssh-add can talk to it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let added = std::process::Command::new("ssh-add")
+            .arg(sshd.user_key_path())
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .expect("ssh-add runs");
+        if added.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text = format!(
+        "name: Agent\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    known_hosts: {}\nsteps:\n  - id: a\n    on: box\n    run: echo via-agent > {}/out\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.user(),
+        sshd.known_hosts_path().display(),
+        dir.path().display()
+    );
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let sock_text = sock.display().to_string();
+    let r = runner(
+        &["apply", "p.yaml"],
+        dir.path(),
+        &[("SSH_AUTH_SOCK", &sock_text)],
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        "via-agent\n"
+    );
+}
