@@ -151,3 +151,88 @@ fn ssh_agent_authentication_is_used_when_no_key_is_given() {
         "via-agent\n"
     );
 }
+
+/// Removes the throwaway account when the test ends, however it ends.
+struct Account(String);
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg("-f")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Password login, with the password from the environment, never shown.
+#[test]
+fn ssh_password_authentication_logs_in_and_never_shows_the_password() {
+    if unsafe { libc::geteuid() } != 0 {
+        // CI runs as root; a developer without root cannot create the throwaway account.
+        eprintln!("needs root to create a throwaway account; not run");
+        return;
+    }
+    let name = format!("rnpw{}", std::process::id() % 100_000);
+    let password = "Pw-for-the-test-4711";
+    let made = std::process::Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/tmp",
+            "--shell",
+            "/bin/sh",
+        ])
+        .arg(&name)
+        .status()
+        .expect("useradd runs");
+    assert!(made.success(), "useradd failed");
+    let _account = Account(name.clone());
+    let mut chpasswd = std::process::Command::new("chpasswd")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("chpasswd runs");
+    std::io::Write::write_all(
+        chpasswd.stdin.as_mut().unwrap(),
+        format!("{name}:{password}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(chpasswd.stdin.take());
+    assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
+
+    let sshd = Sshd::start_with(
+        "127.0.0.94",
+        &format!("Match User {name}\n    PasswordAuthentication yes\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "name: Password\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {name}\n    password: {{ env: RUNNER_TEST_SSH_PW }}\n    known_hosts: {}\nsteps:\n  - id: a\n    on: box\n    run: echo \"I am $(id -un)\"; echo {password}\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.known_hosts_path().display(),
+    );
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let r = runner(
+        &["apply", "p.yaml"],
+        dir.path(),
+        &[("RUNNER_TEST_SSH_PW", password)],
+    );
+    assert_eq!(r.code, 0, "{}{}\n{}", r.stdout, r.stderr, sshd.log());
+    assert!(r.stdout.contains(&format!("I am {name}")), "{}", r.stdout);
+    // The command echoed the password: it is masked.
+    assert!(
+        !r.stdout.contains(password) && !r.stderr.contains(password),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("********"), "{}", r.stdout);
+
+    // A wrong password is refused, and the wrong value is not shown either.
+    let r = runner(
+        &["ping", "p.yaml"],
+        dir.path(),
+        &[("RUNNER_TEST_SSH_PW", "not-the-password")],
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("not-the-password"), "{}", r.stdout);
+}
