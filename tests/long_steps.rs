@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{process_running, Sshd};
+use common::{process_running, read_pid, Sshd};
 use common_cli::runner;
 
 fn target_yaml(name: &str, sshd: &Sshd, extra: &str) -> String {
@@ -357,14 +357,10 @@ fn a_runner_killed_during_an_attached_step_takes_the_command_with_it() {
     wait_for("the command to start", || {
         dir.path().join("shell.pid").exists() && dir.path().join("child.pid").exists()
     });
-    let pid = |f: &str| -> u32 {
-        std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (shell, child) = (pid("shell.pid"), pid("child.pid"));
+    let (shell, child) = (
+        read_pid(dir.path(), "shell.pid"),
+        read_pid(dir.path(), "child.pid"),
+    );
     kill9(&mut run);
     // The connection closes with the runner; the command must not run on unattended.
     wait_for("the orphaned command to stop", || {
@@ -429,14 +425,10 @@ fn a_second_ctrl_c_stops_a_detached_job_on_the_target() {
     wait_for("the job to start", || {
         dir.path().join("job.pid").exists() && dir.path().join("child.pid").exists()
     });
-    let pid = |f: &str| -> u32 {
-        std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (job, child) = (pid("job.pid"), pid("child.pid"));
+    let (job, child) = (
+        read_pid(dir.path(), "job.pid"),
+        read_pid(dir.path(), "child.pid"),
+    );
     let runner_pid = run.id() as i32;
     let sigint = || unsafe {
         libc::kill(runner_pid, libc::SIGINT);

@@ -266,6 +266,14 @@ pub trait Transport: Send {
     ) -> Result<Exit, TransportError>;
 }
 
+/// Reads a local script for `run_script`, with an error that names it.
+pub(crate) fn read_script(local: &Path) -> Result<Vec<u8>, TransportError> {
+    std::fs::read(local).map_err(|source| TransportError::Io {
+        context: format!("cannot read script {}", local.display()),
+        source,
+    })
+}
+
 /// Runs `run` with an output sink that collects both streams, for short helper commands whose
 /// output is read rather than shown. Returns the exit and stdout and stderr as text.
 pub fn capture<E>(

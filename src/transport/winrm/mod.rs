@@ -917,10 +917,7 @@ impl Transport for WinrmTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        let content = fs::read(local).map_err(|source| TransportError::Io {
-            context: format!("cannot read script {}", local.display()),
-            source,
-        })?;
+        let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, out)
     }
 }
