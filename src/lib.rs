@@ -6,6 +6,7 @@
 //! business-hours rule everything else asks.
 
 pub mod clock;
+pub mod digest;
 pub mod engine;
 pub mod exit;
 pub mod journal;

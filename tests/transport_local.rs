@@ -139,15 +139,15 @@ fn upload_copies_and_verifies() {
     fs::write(&src, &data).expect("write");
     fs::create_dir(dir.path().join("sub")).expect("mkdir");
     let mut last = 0;
-    let up = t
-        .upload(&src, "sub/copy.bin", Shell::Sh, &mut |n| last = n)
-        .expect("upload");
+    t.upload(&src, &digest(&src), "sub/copy.bin", Shell::Sh, &mut |n| {
+        last = n
+    })
+    .expect("upload");
     let expected: String = Sha256::digest(&data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!(up.bytes, data.len() as u64);
-    assert_eq!(up.sha256, expected);
+    assert_eq!(digest(&dir.path().join("sub/copy.bin")).sha256, expected);
     assert_eq!(last, data.len() as u64);
     assert_eq!(
         fs::read(dir.path().join("sub/copy.bin")).expect("read"),
@@ -155,13 +155,34 @@ fn upload_copies_and_verifies() {
     );
 
     let err = t
-        .upload(&src, "nope/copy.bin", Shell::Sh, &mut |_| {})
+        .upload(&src, &digest(&src), "nope/copy.bin", Shell::Sh, &mut |_| {})
         .expect_err("missing parent");
     assert!(
         matches!(err, TransportError::UploadParentMissing { .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn upload_refuses_a_source_that_changed_since_the_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = local(dir.path());
+    let src = dir.path().join("src.bin");
+    fs::write(&src, b"reviewed content").expect("write");
+    let planned = digest(&src);
+    // Same size, other bytes: only the hash can tell.
+    fs::write(&src, b"replaced content").expect("rewrite");
+    let err = t
+        .upload(&src, &planned, "copy.bin", Shell::Sh, &mut |_| {})
+        .expect_err("the source changed");
+    match &err {
+        TransportError::UploadSourceChanged(c) => {
+            assert!(c.now.contains(&digest(&src).sha256), "{}", c.now)
+        }
+        other => panic!("expected UploadSourceChanged, got {other:?}"),
+    }
+    assert!(err.to_string().contains("review the plan again"), "{err}");
 }
 
 #[test]
@@ -199,4 +220,8 @@ fn unavailable_shell_is_a_clear_error() {
             "{err:?}"
         );
     }
+}
+
+fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
+    runner::transport::FileDigest::of_file(path).expect("digest of the source")
 }

@@ -352,14 +352,15 @@ fn upload_verifies_size_and_sha256_on_the_target() {
     fs::create_dir(dest.parent().expect("parent")).expect("mkdir");
 
     let mut reports = Vec::new();
-    let up = t
-        .upload(&src, &dest.display().to_string(), Shell::Sh, &mut |n| {
-            reports.push(n)
-        })
-        .expect("upload");
-    let expected = runner_hex(&Sha256::digest(&data));
-    assert_eq!(up.bytes, data.len() as u64);
-    assert_eq!(up.sha256, expected);
+    t.upload(
+        &src,
+        &digest(&src),
+        &dest.display().to_string(),
+        Shell::Sh,
+        &mut |n| reports.push(n),
+    )
+    .expect("upload");
+    assert_eq!(digest(&dest).sha256, runner_hex(&Sha256::digest(&data)));
     assert_eq!(fs::read(&dest).expect("read dest"), data);
     assert_eq!(reports.last().copied(), Some(data.len() as u64));
     assert!(
@@ -370,17 +371,27 @@ fn upload_verifies_size_and_sha256_on_the_target() {
     // Uploading again overwrites.
     let small = b"small".to_vec();
     fs::write(&src, &small).expect("write");
-    let up = t
-        .upload(&src, &dest.display().to_string(), Shell::Sh, &mut |_| {})
-        .expect("upload again");
-    assert_eq!(up.bytes, 5);
+    t.upload(
+        &src,
+        &digest(&src),
+        &dest.display().to_string(),
+        Shell::Sh,
+        &mut |_| {},
+    )
+    .expect("upload again");
     assert_eq!(fs::read(&dest).expect("read"), small);
 
     // A destination in a directory that does not exist is an error naming that directory.
     let missing_dir = sshd.dir().join("no-such-dir");
     let bad = missing_dir.join("x.bin");
     let err = t
-        .upload(&src, &bad.display().to_string(), Shell::Sh, &mut |_| {})
+        .upload(
+            &src,
+            &digest(&src),
+            &bad.display().to_string(),
+            Shell::Sh,
+            &mut |_| {},
+        )
         .expect_err("missing parent");
     match &err {
         TransportError::UploadParentMissing { parent, .. } => {
@@ -619,7 +630,13 @@ fn upload_fails_when_the_target_reports_another_hash() {
     fs::write(&src, b"payload").expect("write");
     let dest = sshd.dir().join("small.copy");
     let err = t
-        .upload(&src, &dest.display().to_string(), Shell::Sh, &mut |_| {})
+        .upload(
+            &src,
+            &digest(&src),
+            &dest.display().to_string(),
+            Shell::Sh,
+            &mut |_| {},
+        )
         .expect_err("the hash does not match");
     match &err {
         TransportError::UploadVerify {
@@ -634,4 +651,52 @@ fn upload_fails_when_the_target_reports_another_hash() {
         }
         other => panic!("expected UploadVerify, got {other:?}"),
     }
+    assert!(err.to_string().contains("local file is unchanged"), "{err}");
+    match &err {
+        TransportError::UploadVerify { .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn upload_stops_when_the_source_grew_since_the_plan() {
+    // The plan hashed 1 MiB; by the time the step runs the file is 6 MiB. The target must not
+    // end up with an unreviewed file reported as fine, and the error must say to review again.
+    let sshd = Sshd::start("127.0.0.18");
+    let mut t = transport(&sshd);
+    let src = sshd.dir().join("grows.bin");
+    fs::write(&src, pseudo_random_bytes(1024 * 1024, 5)).expect("write");
+    let planned = digest(&src);
+    fs::write(&src, pseudo_random_bytes(6 * 1024 * 1024, 6)).expect("rewrite");
+    let dest = sshd.dir().join("grows.copy");
+    let err = t
+        .upload(
+            &src,
+            &planned,
+            &dest.display().to_string(),
+            Shell::Sh,
+            &mut |_| {},
+        )
+        .expect_err("the source changed");
+    match &err {
+        TransportError::UploadSourceChanged(c) => {
+            assert_eq!(c.expected_bytes, 1024 * 1024);
+            assert!(
+                c.now.starts_with(&format!("{} bytes", 6 * 1024 * 1024)),
+                "{}",
+                c.now
+            );
+        }
+        other => panic!("expected UploadSourceChanged, got {other:?}"),
+    }
+    assert!(err.to_string().contains("runner plan"), "{err}");
+    // The session is still usable afterwards.
+    assert_eq!(
+        run_sh(&mut t, "echo after", None).expect("exec").stdout,
+        "after\n"
+    );
+}
+
+fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
+    runner::transport::FileDigest::of_file(path).expect("digest of the source")
 }

@@ -16,7 +16,6 @@ use runner::transport::winrm::{
     parse_cert_sha256, response, soap, Credentials, TlsTrust, WinrmConfig, WinrmTransport,
 };
 use runner::transport::{Control, Exit, Secret, Shell, Stream, Transport, TransportError};
-use sha2::{Digest, Sha256};
 use winrm_server::{Options, Out, Reply, WinrmServer};
 
 const USER: &str = "admin";
@@ -562,13 +561,14 @@ fn upload_is_written_in_chunks_and_verified() {
     std::fs::write(&src, &data).unwrap();
     let mut t = transport(&srv);
     let mut progress = Vec::new();
-    let up = t
-        .upload(&src, "C:\\Temp\\payload.bin", Shell::Cmd, &mut |n| {
-            progress.push(n)
-        })
-        .unwrap();
-    assert_eq!(up.bytes, 300_000);
-    assert_eq!(up.sha256, runner_hex(&Sha256::digest(&data)));
+    t.upload(
+        &src,
+        &digest(&src),
+        "C:\\Temp\\payload.bin",
+        Shell::Cmd,
+        &mut |n| progress.push(n),
+    )
+    .unwrap();
     assert_eq!(srv.file("C:\\Temp\\payload.bin").unwrap(), data);
     assert!(progress.len() >= 3, "{progress:?}");
     assert!(progress.windows(2).all(|w| w[0] < w[1]));
@@ -599,10 +599,14 @@ fn empty_upload_works() {
     let src = dir.path().join("empty");
     std::fs::write(&src, b"").unwrap();
     let mut t = transport(&srv);
-    let up = t
-        .upload(&src, "C:\\Temp\\empty", Shell::Cmd, &mut |_| {})
-        .unwrap();
-    assert_eq!(up.bytes, 0);
+    t.upload(
+        &src,
+        &digest(&src),
+        "C:\\Temp\\empty",
+        Shell::Cmd,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(srv.file("C:\\Temp\\empty").unwrap(), b"");
 }
 
@@ -614,7 +618,13 @@ fn upload_to_a_missing_directory_names_it() {
     std::fs::write(&src, b"abc").unwrap();
     let mut t = transport(&srv);
     let e = t
-        .upload(&src, "D:\\nope\\a.txt", Shell::Cmd, &mut |_| {})
+        .upload(
+            &src,
+            &digest(&src),
+            "D:\\nope\\a.txt",
+            Shell::Cmd,
+            &mut |_| {},
+        )
         .unwrap_err();
     match e {
         TransportError::UploadParentMissing { parent, .. } => assert_eq!(parent, "D:\\nope"),
@@ -632,13 +642,9 @@ fn a_corrupted_upload_is_detected() {
     std::fs::write(&src, b"important bytes").unwrap();
     let mut t = transport(&srv);
     let e = t
-        .upload(&src, "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
+        .upload(&src, &digest(&src), "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
         .unwrap_err();
     assert!(matches!(e, TransportError::UploadVerify { .. }), "{e:?}");
-}
-
-fn runner_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 // ---------------------------------------------------------------- HTTPS
@@ -1063,10 +1069,14 @@ fn ntlm_over_http_seals_every_message() {
     let src = dir.path().join("f.bin");
     let data = pseudo_random(200_000);
     std::fs::write(&src, &data).unwrap();
-    let up = t
-        .upload(&src, "C:\\Temp\\f.bin", Shell::Cmd, &mut |_| {})
-        .unwrap();
-    assert_eq!(up.bytes, 200_000);
+    t.upload(
+        &src,
+        &digest(&src),
+        "C:\\Temp\\f.bin",
+        Shell::Cmd,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(srv.file("C:\\Temp\\f.bin").unwrap(), data);
     let soap_requests = srv.requests().len() as u64;
     assert!(soap_requests > 10);
@@ -1148,4 +1158,8 @@ fn ntlm_against_a_basic_only_server_says_what_it_offers() {
     let text = e.to_string();
     assert!(text.contains("did not offer an NTLM challenge"), "{text}");
     assert!(text.contains("Basic"), "{text}");
+}
+
+fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
+    runner::transport::FileDigest::of_file(path).expect("digest of the source")
 }

@@ -11,7 +11,7 @@ use super::targets::shell_of;
 use super::{Blocked, Session};
 use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt};
 use crate::playbook::{Rendered, RenderedAction, Step};
-use crate::transport::{Control, Exit, Shell, Transport};
+use crate::transport::{Control, Exit, FileDigest, Shell, Transport};
 
 /// How a pair ended in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -471,15 +471,20 @@ fn execute(
             t.run_script(path, shell, ctl, &mut |st, b| out.push(st, b))
         }
         RenderedAction::Upload {
-            src, dest, bytes, ..
+            src,
+            dest,
+            bytes,
+            sha256,
         } => {
             let started = Instant::now();
-            let up = t.upload(src, dest, shell, &mut |_| {})?;
+            let expected = FileDigest {
+                bytes: *bytes,
+                sha256: sha256.clone(),
+            };
+            t.upload(src, &expected, dest, shell, &mut |_| {})?;
             let secs = started.elapsed().as_secs_f64().max(0.001);
             out.note(&format!(
-                "uploaded {} bytes to {dest}; SHA-256 {} verified on the target ({:.1} MiB/s)",
-                up.bytes,
-                up.sha256,
+                "uploaded {bytes} bytes to {dest}; the target has the planned SHA-256 {sha256} ({:.1} MiB/s)",
                 *bytes as f64 / 1_048_576.0 / secs
             ));
             Ok(Exit::Code(0))

@@ -290,9 +290,4 @@ pub fn expand_home(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Lowercase hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::digest::sha256_hex;

@@ -1047,8 +1047,8 @@ impl Validator<'_> {
             return Some(known.clone());
         }
         let full = self.dir.join(expand_home(Path::new(written)));
-        match sha256_file(&full) {
-            Ok((sha256, bytes)) => {
+        match crate::digest::FileDigest::of_file(&full) {
+            Ok(crate::digest::FileDigest { sha256, bytes }) => {
                 let f = FileRef {
                     written: written.to_string(),
                     path: full,
@@ -1220,35 +1220,6 @@ fn ctx_names(raw: &RawPlaybook, target: Option<&Target>) -> Vec<String> {
     }
     names.insert("target".into());
     names.into_iter().collect()
-}
-
-/// SHA-256 and size of a file, streamed (uploads can be large).
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        total,
-    ))
 }
 
 #[cfg(test)]

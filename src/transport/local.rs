@@ -11,10 +11,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::shell::powershell_encode;
-use super::{hex, Control, Exit, Shell, Stream, Transport, TransportError, Uploaded};
+use super::{upload_mismatch, Control, Exit, FileDigest, Shell, Stream, Transport, TransportError};
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -375,10 +373,11 @@ impl Transport for LocalTransport {
     fn upload(
         &mut self,
         src: &Path,
+        expected: &FileDigest,
         dest: &str,
         _shell: Shell,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Uploaded, TransportError> {
+    ) -> Result<(), TransportError> {
         let dest_path = self.workdir.join(dest);
         if let Some(parent) = dest_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
@@ -394,7 +393,6 @@ impl Transport for LocalTransport {
             fs::File::open(src).map_err(io_err(format!("cannot read {}", src.display())))?;
         let mut output = fs::File::create(&dest_path)
             .map_err(io_err(format!("cannot create {}", dest_path.display())))?;
-        let mut hasher = Sha256::new();
         let mut sent = 0u64;
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
@@ -404,7 +402,6 @@ impl Transport for LocalTransport {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io_err(format!("cannot read {}", src.display()))(e)),
             };
-            hasher.update(&buf[..n]);
             output
                 .write_all(&buf[..n])
                 .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
@@ -415,25 +412,14 @@ impl Transport for LocalTransport {
             .sync_all()
             .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
         drop(output);
-        let expected = hex(&hasher.finalize());
 
-        // Verify what actually landed on disk, not what we think we wrote.
-        let (actual_bytes, actual_sha256) = hash_file(&dest_path)
+        // Verify what actually landed on disk against the reviewed content.
+        let actual = FileDigest::of_file(&dest_path)
             .map_err(io_err(format!("cannot read back {}", dest_path.display())))?;
-        if actual_bytes != sent || actual_sha256 != expected {
-            return Err(TransportError::UploadVerify {
-                target: self.target(),
-                dest: dest.to_string(),
-                expected_bytes: sent,
-                expected_sha256: expected,
-                actual_bytes,
-                actual_sha256,
-            });
+        if actual != *expected {
+            return Err(upload_mismatch(self.target(), src, dest, expected, actual));
         }
-        Ok(Uploaded {
-            bytes: sent,
-            sha256: expected,
-        })
+        Ok(())
     }
 
     fn run_script(
@@ -464,22 +450,4 @@ impl Transport for LocalTransport {
         let cmd = self.command_for(shell, None, Some(&path));
         self.run(cmd, shell, ctl, out)
     }
-}
-
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut f = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((total, hex(&hasher.finalize())))
 }

@@ -84,16 +84,24 @@ pub enum Exit {
     Cancelled,
 }
 
-/// What an upload put on the target, as verified there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uploaded {
-    pub bytes: u64,
-    /// Lowercase hex.
-    pub sha256: String,
-}
+/// The size and SHA-256 an upload must leave on the target.
+pub use crate::digest::FileDigest;
 
 /// Passwords and passphrases handed to transports: the crate's one secret type.
 pub use crate::secret::Secret;
+
+/// An upload's local file is not the one the plan was made from (boxed: it is rare and large).
+#[derive(Debug, thiserror::Error)]
+#[error("{src} changed since the plan was made: it had {expected_bytes} bytes with SHA-256 {expected_sha256}, it now has {now}; {dest} on {target} is not the reviewed file: review the plan again (`runner plan`) before applying")]
+pub struct SourceChanged {
+    pub target: String,
+    pub src: String,
+    pub dest: String,
+    pub expected_bytes: u64,
+    pub expected_sha256: String,
+    /// The file as read now, or why it cannot be read.
+    pub now: String,
+}
 
 /// Everything a transport can fail with. Each message names the target and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +192,7 @@ pub enum TransportError {
         message: String,
     },
 
-    #[error("upload to {dest} on {target} did not verify: {expected_bytes} bytes with SHA-256 {expected_sha256} were sent, the target has {actual_bytes} bytes with SHA-256 {actual_sha256}; the file there is not the intended one, upload it again")]
+    #[error("upload to {dest} on {target} did not verify: expected {expected_bytes} bytes with SHA-256 {expected_sha256}, the target has {actual_bytes} bytes with SHA-256 {actual_sha256}; the local file is unchanged, so the copy was damaged on the way or on the target's disk: run the step again")]
     UploadVerify {
         target: String,
         dest: String,
@@ -193,6 +201,9 @@ pub enum TransportError {
         actual_bytes: u64,
         actual_sha256: String,
     },
+
+    #[error(transparent)]
+    UploadSourceChanged(Box<SourceChanged>),
 
     #[error("the {shell} shell cannot be used on {target}: {message}")]
     ShellUnavailable {
@@ -244,16 +255,19 @@ pub trait Transport: Send {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError>;
 
-    /// Copy a local file to `dest` on the target, then verify size and SHA-256 on the target.
-    /// `shell` selects how the target is asked for the hash. A missing parent directory of
-    /// `dest` is an error naming it; it is not created.
+    /// Copy a local file to `dest` on the target, then verify on the target that it holds
+    /// exactly `expected`: the size and SHA-256 the plan was made with, so that what lands is
+    /// what was reviewed (the file is not hashed again while sending). `shell` selects how the
+    /// target is asked for the hash. A missing parent directory of `dest` is an error naming
+    /// it; it is not created.
     fn upload(
         &mut self,
         src: &Path,
+        expected: &FileDigest,
         dest: &str,
         shell: Shell,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Uploaded, TransportError>;
+    ) -> Result<(), TransportError>;
 
     /// Put `local` on the target as a temporary file, run it with `shell`, remove it again
     /// (also when it fails, times out or is cancelled).
@@ -314,12 +328,42 @@ pub(crate) fn random_token() -> String {
         let a = h.finish().to_le_bytes();
         bytes[..8].copy_from_slice(&a);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&bytes)
 }
 
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+pub(crate) use crate::digest::hex;
+
+/// The error for an upload whose target content is not `expected`: reads `src` again to tell
+/// a local file that changed since the plan (review again) from a damaged copy (send again).
+pub(crate) fn upload_mismatch(
+    target: String,
+    src: &Path,
+    dest: &str,
+    expected: &FileDigest,
+    actual: FileDigest,
+) -> TransportError {
+    let now = FileDigest::of_file(src);
+    match now {
+        Ok(now) if now == *expected => TransportError::UploadVerify {
+            target,
+            dest: dest.to_string(),
+            expected_bytes: expected.bytes,
+            expected_sha256: expected.sha256.clone(),
+            actual_bytes: actual.bytes,
+            actual_sha256: actual.sha256,
+        },
+        now => TransportError::UploadSourceChanged(Box::new(SourceChanged {
+            target,
+            src: src.display().to_string(),
+            dest: dest.to_string(),
+            expected_bytes: expected.bytes,
+            expected_sha256: expected.sha256.clone(),
+            now: match now {
+                Ok(d) => format!("{} bytes with SHA-256 {}", d.bytes, d.sha256),
+                Err(e) => format!("an error when read: {e}"),
+            },
+        })),
+    }
 }
 
 #[cfg(test)]

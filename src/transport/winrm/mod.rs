@@ -30,7 +30,10 @@ pub use http::{parse_cert_sha256, HttpConfig, HttpError, TlsTrust};
 pub use response::{Fault, ParseError, Response};
 
 use super::shell::{self, ps_quote};
-use super::{hex, random_token, Control, Exit, Shell, Stream, Transport, TransportError, Uploaded};
+use super::{
+    hex, random_token, upload_mismatch, Control, Exit, FileDigest, Shell, Stream, Transport,
+    TransportError,
+};
 use http::HttpClient;
 use soap::Endpoint;
 
@@ -667,13 +670,16 @@ impl WinrmTransport {
     }
 
     /// Write `input` to `dest` on the target through PowerShell's stdin and verify it.
+    /// Sends `input` to `dest` and verifies it there: against `expected` (an upload's reviewed
+    /// content) or else against what was sent (a temporary script, hashed while sending).
     fn write_file(
         &mut self,
         input: &mut dyn Read,
-        what: &str,
+        what: &Path,
+        expected: Option<&FileDigest>,
         dest: &str,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Uploaded, TransportError> {
+    ) -> Result<(), TransportError> {
         let target = self.describe();
         let upload_err = |message: String| TransportError::Upload {
             target: target.clone(),
@@ -698,7 +704,7 @@ impl WinrmTransport {
                     Err(e) => {
                         read_error = Some(e);
                         return Err(TransportError::Io {
-                            context: format!("cannot read {what}"),
+                            context: format!("cannot read {}", what.display()),
                             source: io::Error::other("read failed"),
                         });
                     }
@@ -706,7 +712,9 @@ impl WinrmTransport {
                 if n == 0 {
                     return Ok(None);
                 }
-                hasher.update(&buf[..n]);
+                if expected.is_none() {
+                    hasher.update(&buf[..n]);
+                }
                 sent += n as u64;
                 progress(sent);
                 let mut line =
@@ -719,7 +727,7 @@ impl WinrmTransport {
         }
         .map_err(|e| match read_error.take() {
             Some(source) => TransportError::Io {
-                context: format!("cannot read {what}"),
+                context: format!("cannot read {}", what.display()),
                 source,
             },
             None => e,
@@ -746,23 +754,34 @@ impl WinrmTransport {
         };
         let actual_bytes: u64 = bytes.trim().parse().unwrap_or(u64::MAX);
         let actual_sha256 = sha.trim().to_ascii_lowercase();
-        let expected = hex(&hasher.finalize());
-        if exit != Exit::Code(0) || actual_bytes != sent || actual_sha256 != expected {
-            return Err(TransportError::UploadVerify {
-                target: self.describe(),
-                dest: dest.to_string(),
-                expected_bytes: sent,
-                expected_sha256: expected,
-                actual_bytes,
-                actual_sha256,
+        let actual = FileDigest {
+            bytes: actual_bytes,
+            sha256: actual_sha256,
+        };
+        let verified = match expected {
+            Some(expected) => exit == Exit::Code(0) && actual == *expected,
+            None => {
+                exit == Exit::Code(0)
+                    && actual.bytes == sent
+                    && actual.sha256 == hex(&hasher.finalize())
+            }
+        };
+        if !verified {
+            return Err(match expected {
+                Some(expected) => upload_mismatch(self.describe(), what, dest, expected, actual),
+                None => TransportError::UploadVerify {
+                    target: self.describe(),
+                    dest: dest.to_string(),
+                    expected_bytes: sent,
+                    expected_sha256: "(of the script as sent)".into(),
+                    actual_bytes: actual.bytes,
+                    actual_sha256: actual.sha256,
+                },
             });
         }
         let secs = started.elapsed().as_secs_f64().max(0.001);
         tracing::info!(target = %self.describe(), dest, bytes = sent, kib_per_s = (sent as f64 / 1024.0 / secs).round(), "uploaded and verified");
-        Ok(Uploaded {
-            bytes: sent,
-            sha256: expected,
-        })
+        Ok(())
     }
 
     /// Put `content` in a temporary file, run it with `shell`, remove it whatever happens.
@@ -781,7 +800,13 @@ impl WinrmTransport {
         let dir = self.temp_dir()?;
         let path = format!("{dir}\\runner-{}.{ext}", random_token());
         let mut reader = content;
-        self.write_file(&mut reader, "the script", &path, &mut |_| {})?;
+        self.write_file(
+            &mut reader,
+            Path::new("the script"),
+            None,
+            &path,
+            &mut |_| {},
+        )?;
         let line = match shell {
             Shell::Cmd => format!("\"{path}\""),
             _ => format!(
@@ -899,15 +924,16 @@ impl Transport for WinrmTransport {
     fn upload(
         &mut self,
         src: &Path,
+        expected: &FileDigest,
         dest: &str,
         _shell: Shell,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Uploaded, TransportError> {
+    ) -> Result<(), TransportError> {
         let mut input = fs::File::open(src).map_err(|source| TransportError::Io {
             context: format!("cannot read {}", src.display()),
             source,
         })?;
-        self.write_file(&mut input, &src.display().to_string(), dest, progress)
+        self.write_file(&mut input, src, Some(expected), dest, progress)
     }
 
     fn run_script(
