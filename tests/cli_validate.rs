@@ -332,6 +332,59 @@ fn transport_specific_keys_are_checked() {
 }
 
 #[test]
+fn keepalive_applies_to_ssh_targets_only() {
+    let text = BASE.replace(
+        "    transport: local\n",
+        "    transport: local\n    keepalive: 15s\n  \
+         win:\n    transport: winrm\n    host: h\n    user: u\n    password: { env: P }\n    keepalive: 15s\n",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr
+            .matches("`keepalive` applies only to ssh targets")
+            .count(),
+        2,
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("c.yaml:18:16"), "{}", r.stderr);
+    assert!(r.stderr.contains("c.yaml:24:16"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("use `transport: ssh` for `win`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn keepalive_is_whole_seconds_from_one_second() {
+    for bad in ["0s", "500ms", "1.5s", "2h"] {
+        let text = BASE.replace(
+            "    user: admin\n",
+            &format!("    user: admin\n    keepalive: {bad}\n"),
+        );
+        let (r, _d) = validate(&text);
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("c.yaml:16:16"), "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains(bad), "{bad}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("whole seconds from 1s to 1h"),
+            "{bad}: {}",
+            r.stderr
+        );
+    }
+    for good in ["1s", "2m", "1h"] {
+        let text = BASE.replace(
+            "    user: admin\n",
+            &format!("    user: admin\n    keepalive: {good}\n"),
+        );
+        let (r, _d) = validate(&text);
+        assert_eq!(r.code, 0, "{good}: {}", r.stderr);
+    }
+}
+
+#[test]
 fn yaml_syntax_and_type_errors_have_positions() {
     let (r, _d) = validate("name: [unclosed\nsteps: x\n");
     assert_eq!(r.code, 2);

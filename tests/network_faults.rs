@@ -1,5 +1,6 @@
 //! Network faults between the runner and a real sshd: a TCP proxy inside the test cuts or
-//! stalls the connections on command, during a step and between steps.
+//! stalls the connections on command, during a step and between steps, or stalls them for
+//! good (a black hole that still accepts new connections), which only keepalives can notice.
 //!
 //! The targets point at the proxy (127.0.92.x), and their known_hosts carry the sshd's host key
 //! under the proxy's `[host]:port`, as a jump through a NAT or a port forward would look.
@@ -38,6 +39,8 @@ struct Shared {
     stalled: Mutex<bool>,
     unstalled: Condvar,
     accepted: AtomicUsize,
+    /// Connections numbered below this forward nothing any more, in either direction.
+    frozen_below: AtomicUsize,
 }
 
 /// A TCP forwarder from a loopback listener to an sshd.
@@ -62,7 +65,7 @@ impl Proxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                sh.accepted.fetch_add(1, Ordering::SeqCst);
+                let id = sh.accepted.fetch_add(1, Ordering::SeqCst);
                 let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
                     client.try_clone(),
                     server.try_clone(),
@@ -76,8 +79,8 @@ impl Proxy {
                 }
                 let a = Arc::clone(&sh);
                 let b = Arc::clone(&sh);
-                thread::spawn(move || pump(client, s2, &a));
-                thread::spawn(move || pump(server, c2, &b));
+                thread::spawn(move || pump(client, s2, &a, id));
+                thread::spawn(move || pump(server, c2, &b, id));
             }
         });
         Proxy {
@@ -101,6 +104,15 @@ impl Proxy {
         *self.shared.stalled.lock().expect("proxy state") = true;
     }
 
+    /// From now on the connections open now deliver nothing, in either direction and for
+    /// good, while their sockets stay open and keep acknowledging: a middlebox that lost its
+    /// state. New connections are forwarded normally.
+    fn stall_forever(&self) {
+        self.shared
+            .frozen_below
+            .store(self.accepted(), Ordering::SeqCst);
+    }
+
     fn resume(&self) {
         *self.shared.stalled.lock().expect("proxy state") = false;
         self.shared.unstalled.notify_all();
@@ -111,14 +123,19 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to`, holding data while the proxy is stalled.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+/// Copies `from` to `to`, holding data while the proxy is stalled; on a connection stalled
+/// for good (number `id`), what arrives is read and dropped.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: usize) {
+    let frozen = || id < shared.frozen_below.load(Ordering::SeqCst);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if frozen() {
+            continue;
+        }
         {
             let Ok(mut stalled) = shared.stalled.lock() else {
                 break;
@@ -134,7 +151,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             break;
         }
     }
-    let _ = to.shutdown(Shutdown::Write);
+    // A black hole does not pass on the end of a connection either.
+    if !frozen() {
+        let _ = to.shutdown(Shutdown::Write);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,6 +171,11 @@ impl Scene {
     /// `steps` is the YAML of the steps list; `{ledger}`, `{count}` and `{release}` in it are
     /// replaced by files in the sshd's scratch folder.
     fn new(n: u8, steps: &str) -> Scene {
+        Scene::with_target_keys(n, "", steps)
+    }
+
+    /// Like `new`, with `keys` (YAML lines) added to the ssh target.
+    fn with_target_keys(n: u8, keys: &str, steps: &str) -> Scene {
         let sshd = Sshd::start(&format!("127.0.92.{n}"));
         let proxy = Proxy::start(
             &format!("127.0.93.{n}"),
@@ -177,7 +202,7 @@ impl Scene {
             .replace("{local}", &dir.path().display().to_string());
         let yaml = format!(
             "name: network faults\nwindow:\n  business_hours: []\ntargets:\n  \
-             far:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: {}\n  \
+             far:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: {}\n{keys}  \
              here:\n    transport: local\nsteps:\n{steps}",
             proxy.host,
             proxy.port,
@@ -212,6 +237,8 @@ impl Scene {
             .arg("apply")
             .arg(&self.playbook)
             .env_remove("RUNNER_NOW")
+            // The transport's decisions (reconnecting) are logged at info.
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -266,12 +293,50 @@ struct Finished {
     stderr: String,
 }
 
-fn finish(child: Child) -> Finished {
-    let out = child.wait_with_output().expect("wait for runner");
+/// Waits for the runner to end; one that is still running after `PATIENCE` (a stall it never
+/// noticed) is killed and fails the test instead of hanging it.
+fn finish(mut child: Child) -> Finished {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the runner") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the runner was still running after {PATIENCE:?}:\n{}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+        // Polling: the condition lives in another process.
+        thread::sleep(Duration::from_millis(10));
+    };
     Finished {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
@@ -468,4 +533,147 @@ fn stall_during_a_step_then_recovery_records_one_success() {
     assert_eq!(attempts[0].state, AttemptState::Succeeded);
     assert_eq!(scene.ledger(), vec!["started-1", "done-1"]);
     assert_eq!(scene.proxy.accepted(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A link that stalls for good: TCP keeps acknowledging, so only keepalives can tell.
+
+/// The shortest keepalive, so that three unanswered ones take seconds, not minutes.
+const KEEPALIVE_1S: &str = "    keepalive: 1s\n";
+
+/// What the transport says when keepalives go unanswered.
+const SILENCE: &str = "3 keepalives unanswered";
+
+#[test]
+fn stall_for_good_during_an_idempotent_step_is_retried_over_a_new_connection() {
+    let scene = Scene::with_target_keys(
+        8,
+        KEEPALIVE_1S,
+        &format!("  - {{ id: work, on: far, run: '{COUNTED}', idempotent: true, retries: 1 }}\n"),
+    );
+    let child = scene.apply();
+    wait_for("the first attempt to start on the target", || {
+        has(&scene.ledger(), "started-1")
+    });
+    scene.proxy.stall_forever();
+    let end = finish(child);
+    // The first run never learnt of the stall (its sshd still waits on the proxy); let it end.
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+
+    let attempts = run_attempts(&scene.journal(), "work");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[0].state,
+        AttemptState::Interrupted,
+        "{attempts:#?}"
+    );
+    let cause = attempts[0].message.clone().unwrap_or_default();
+    assert!(cause.contains("lost"), "cause: {cause}");
+    assert!(cause.contains(SILENCE), "cause: {cause}");
+    assert_eq!(attempts[1].state, AttemptState::Succeeded);
+    let ledger = scene.ledger();
+    assert!(has(&ledger, "done-2"), "{ledger:?}");
+    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
+    assert_eq!(
+        scene.proxy.accepted(),
+        2,
+        "the retry needs a new connection"
+    );
+
+    let files = scene.run_files();
+    assert!(files.contains(SILENCE), "{files}");
+    assert!(files.contains("\"outcome\":\"interrupted\""), "{files}");
+}
+
+#[test]
+fn stall_for_good_during_a_step_without_check_or_idempotence_stops_for_an_operator() {
+    let scene = Scene::with_target_keys(
+        9,
+        KEEPALIVE_1S,
+        &format!("  - {{ id: once, on: far, run: '{COUNTED}', retries: 3 }}\n"),
+    );
+    let child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "started-1")
+    });
+    scene.proxy.stall_forever();
+    let end = finish(child);
+    scene.release();
+    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
+    let all = format!("{}{}", end.stdout, end.stderr);
+    assert!(all.contains("runner mark"), "{all}");
+    assert!(all.contains(SILENCE), "{all}");
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "once");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    assert!(!matches!(
+        j.pair("once", "far").expect("pair state"),
+        PairState::Succeeded { .. }
+    ));
+    assert!(!has(&scene.ledger(), "started-2"));
+}
+
+#[test]
+fn stall_for_good_between_steps_reconnects_before_the_next_step() {
+    // Nothing of `second` was sent when the stall is noticed, so it is not in doubt: it runs
+    // once over a new connection.
+    let scene = Scene::with_target_keys(
+        10,
+        KEEPALIVE_1S,
+        "  - { id: first, on: far, run: 'echo first >> {ledger}' }\n\
+         \x20 - { id: hold, on: here, run: 'touch {local}/holding; while [ ! -e {local}/go ]; do sleep 0.02; done' }\n\
+         \x20 - { id: second, on: far, run: 'echo second >> {ledger}' }\n",
+    );
+    let child = scene.apply();
+    let holding = scene.dir.path().join("holding");
+    wait_for("the local step between the two", || holding.exists());
+    assert_eq!(scene.proxy.accepted(), 1);
+    scene.proxy.stall_forever();
+    fs::write(scene.dir.path().join("go"), "").expect("write go");
+    let end = finish(child);
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(scene.ledger(), vec!["first", "second"]);
+    assert_eq!(
+        scene.proxy.accepted(),
+        2,
+        "the session was not re-established"
+    );
+    assert!(end.stderr.contains("reconnecting"), "{}", end.stderr);
+    let j = scene.journal();
+    let second = run_attempts(&j, "second");
+    assert_eq!(second.len(), 1, "{second:#?}");
+    assert_eq!(second[0].state, AttemptState::Succeeded);
+    let all = j.attempts(None).expect("attempts");
+    assert!(
+        all.iter().all(|a| a.state != AttemptState::Interrupted),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn a_quiet_step_and_an_idle_session_on_a_live_link_keep_their_connection() {
+    // The other side of the keepalive rule: a command that prints nothing for longer than
+    // three intervals, then a pause longer than one interval between steps. The server
+    // answers every keepalive, so nothing is dropped and nothing reconnects. (The sleeps are
+    // the situation under test, not synchronisation.)
+    let scene = Scene::with_target_keys(
+        11,
+        KEEPALIVE_1S,
+        "  - { id: quiet, on: far, run: 'sleep 4; echo quiet >> {ledger}' }\n\
+         \x20 - { id: pause, on: here, run: 'sleep 2' }\n\
+         \x20 - { id: after, on: far, run: 'echo after >> {ledger}' }\n",
+    );
+    let end = finish(scene.apply());
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(scene.ledger(), vec!["quiet", "after"]);
+    assert_eq!(scene.proxy.accepted(), 1, "{}", end.stderr);
+    assert!(!end.stderr.contains("reconnecting"), "{}", end.stderr);
+    let all = scene.journal().attempts(None).expect("attempts");
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(
+        all.iter().all(|a| a.state == AttemptState::Succeeded),
+        "{all:#?}"
+    );
 }

@@ -105,6 +105,9 @@ pub fn make_transport(
                 auth,
                 known_hosts,
                 connect_timeout: CONNECT_TIMEOUT,
+                keepalive: t
+                    .keepalive
+                    .unwrap_or(crate::transport::ssh::DEFAULT_KEEPALIVE),
             })))
         }
         TransportKind::Winrm => make_winrm(t, password).map(|w| Box::new(w) as Box<dyn Transport>),

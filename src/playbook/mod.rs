@@ -79,6 +79,8 @@ pub struct Target {
     pub passphrase: Option<SecretRef>,
     /// Resolved known_hosts path; None means the user's `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
+    /// The effective SSH keepalive interval (default applied); None for other transports.
+    pub keepalive: Option<std::time::Duration>,
     pub shell: ShellKind,
     pub auth: Option<WinrmAuth>,
     /// WinRM TLS trust: resolved `ca_file`, `cert_sha256` as written, `insecure`.

@@ -145,6 +145,11 @@ pub struct RawTarget {
     /// known_hosts file to check the SSH host key against (default ~/.ssh/known_hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<String>,
+    /// SSH keepalive interval (default 15s, at least 1s): a keepalive goes out whenever the
+    /// server was quiet that long, and three intervals without anything from the server drop
+    /// the connection, like OpenSSH's ServerAliveInterval with ServerAliveCountMax 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<String>,
     /// How run, check and rollback execute: sh, cmd or powershell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<ShellKind>,

@@ -33,6 +33,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "key",
     "passphrase",
     "known_hosts",
+    "keepalive",
     "shell",
     "auth",
     "ca_file",

@@ -23,6 +23,10 @@ use crate::window::{DaySet, HoursRule, Window};
 
 /// Most retries a step may ask for: more is a loop, not a retry policy.
 const MAX_RETRIES: u32 = 100;
+/// Limits of an SSH target's `keepalive`. libssh2 counts it in whole seconds; above an hour a
+/// silent link would go unnoticed for hours, long after any middlebox dropped its state.
+const MIN_KEEPALIVE: SignedDuration = SignedDuration::from_secs(1);
+const MAX_KEEPALIVE: SignedDuration = SignedDuration::from_hours(1);
 
 pub fn load(path: &Path) -> Result<Playbook, LoadError> {
     let fail = |msg: String| LoadError(vec![Diagnostic::whole_file(path, msg)]);
@@ -486,6 +490,7 @@ impl Validator<'_> {
                 ("key", t.key.is_some()),
                 ("passphrase", t.passphrase.is_some()),
                 ("known_hosts", t.known_hosts.is_some()),
+                ("keepalive", t.keepalive.is_some()),
             ] {
                 if present {
                     self.err(
@@ -554,6 +559,10 @@ impl Validator<'_> {
                 );
             }
         }
+        let keepalive = match kind {
+            TransportKind::Ssh => self.keepalive(&p("keepalive"), t.keepalive.as_deref()),
+            _ => None,
+        };
         let password = self.secret(&p("password"), &t.password);
         let passphrase = self.secret(&p("passphrase"), &t.passphrase);
         if self.diags.len() != before {
@@ -581,6 +590,7 @@ impl Validator<'_> {
             key: resolve(&t.key),
             passphrase,
             known_hosts: resolve(&t.known_hosts),
+            keepalive,
             shell,
             auth: match kind {
                 TransportKind::Winrm => Some(t.auth.unwrap_or(WinrmAuth::Ntlm)),
@@ -607,6 +617,38 @@ impl Validator<'_> {
                 .to_string()
             }),
         })
+    }
+
+    /// An ssh target's keepalive interval, the default if absent; None after an error.
+    fn keepalive(&mut self, path: &[Seg], text: Option<&str>) -> Option<std::time::Duration> {
+        let Some(written) = text else {
+            return Some(crate::transport::ssh::DEFAULT_KEEPALIVE);
+        };
+        let d = self.duration(path, Some(written))?;
+        // Keep in step with MIN_KEEPALIVE and MAX_KEEPALIVE.
+        let help = || {
+            Some("write whole seconds from 1s to 1h, e.g. `keepalive: 15s` (the default)".into())
+        };
+        if d < MIN_KEEPALIVE || d > MAX_KEEPALIVE {
+            let what = if d < MIN_KEEPALIVE { "short" } else { "long" };
+            self.err(
+                path,
+                format!("a keepalive of `{written}` is too {what}"),
+                help(),
+            );
+            return None;
+        }
+        if d.subsec_nanos() != 0 {
+            self.err(
+                path,
+                format!("`keepalive: {written}` is not a whole number of seconds"),
+                help(),
+            );
+            return None;
+        }
+        u64::try_from(d.as_secs())
+            .ok()
+            .map(std::time::Duration::from_secs)
     }
 
     /// The TLS trust keys: meaningful with `https` only, and at most one of them.

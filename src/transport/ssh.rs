@@ -6,6 +6,12 @@
 //! Stopping a remote command: the command line first reports the PID of its shell (see
 //! [`shell::tracked_command_line`]); on timeout or cancel a second channel kills that process
 //! group (or, on Windows, the process tree).
+//!
+//! A link that stalls silently (a middlebox keeps the TCP connection but stops delivering) is
+//! found by keepalives: libssh2 sends one every `keepalive` interval asking for a reply but
+//! never checks that replies come back, so the time since the server last sent anything is
+//! read from the kernel (`TCP_INFO`, Linux only) and three intervals of silence drop the
+//! session, like OpenSSH's `ServerAliveCountMax`. Elsewhere only the sending happens.
 
 use std::borrow::Cow;
 use std::fs;
@@ -40,6 +46,9 @@ pub struct SshConfig {
     pub known_hosts: PathBuf,
     /// Limit for TCP connect and for key exchange plus authentication.
     pub connect_timeout: Duration,
+    /// How often to send a keepalive; [`KEEPALIVE_COUNT`] intervals without anything from the
+    /// server mean the connection is lost. Whole seconds (libssh2's unit), at least one.
+    pub keepalive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +79,10 @@ const INLINE_LIMIT: usize = 64 * 1024;
 const UPLOAD_WINDOW: usize = 4 * 1024 * 1024;
 const READ_BLOCK: usize = 1024 * 1024;
 const READ_CHUNK: usize = 32 * 1024;
-const KEEPALIVE_SECS: u32 = 15;
+/// Default of the `keepalive` target key.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Keepalive intervals the server may stay silent before the connection counts as lost.
+pub const KEEPALIVE_COUNT: u32 = 3;
 
 /// A transport that runs steps on one SSH target.
 pub struct SshTransport {
@@ -135,6 +147,88 @@ impl SshTransport {
     /// Whether a session is currently up (as far as can be told without a round trip).
     pub fn is_connected(&self) -> bool {
         self.conn.as_ref().is_some_and(Conn::alive)
+    }
+
+    /// How long the server may send nothing before the session counts as lost.
+    fn silence_limit(&self) -> Duration {
+        self.keepalive() * KEEPALIVE_COUNT
+    }
+
+    fn keepalive(&self) -> Duration {
+        Duration::from_secs(keepalive_secs(self.cfg.keepalive).into())
+    }
+
+    /// Bound for one small request and its reply (open a channel, start a command, collect
+    /// the exit status): a live server answers at once and answers keepalives meanwhile.
+    fn round_trip_timeout(&self) -> Duration {
+        self.silence_limit().min(IO_TIMEOUT)
+    }
+
+    fn silence_message(&self) -> String {
+        format!(
+            "no answer from the server for {}s ({KEEPALIVE_COUNT} keepalives unanswered, one every {}s); the connection was dropped",
+            self.silence_limit().as_secs(),
+            self.keepalive().as_secs()
+        )
+    }
+
+    /// Whether the server has been silent past the limit (never known outside Linux).
+    fn silent_too_long(&self) -> bool {
+        let limit = self.silence_limit();
+        self.conn
+            .as_ref()
+            .and_then(Conn::silence)
+            .is_some_and(|quiet| quiet >= limit)
+    }
+
+    /// Whether a session that may have sat idle still answers. When the server sent
+    /// something within the last interval nothing is asked, so steps that follow each other
+    /// closely pay nothing; otherwise a keepalive goes out and the server gets
+    /// [`KEEPALIVE_COUNT`] intervals to send anything at all.
+    fn answers(&self) -> bool {
+        let Some(conn) = &self.conn else {
+            return false;
+        };
+        let Some(quiet) = conn.silence() else {
+            return true; // cannot tell; the bounded channel open is the only guard
+        };
+        if quiet <= self.keepalive() {
+            return true;
+        }
+        let sess = &conn.sess;
+        sess.set_blocking(false);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let answered = loop {
+            // libssh2 sends only when one is due, so calling it on every turn is fine.
+            if let Err(e) = sess.keepalive_send() {
+                if is_connection_error(&e) {
+                    break false;
+                }
+            }
+            // The silence shrinks only when new data arrived (the reply sits unread in the
+            // socket until the next libssh2 call, which is fine).
+            match conn.silence() {
+                Some(now) if now >= quiet => {}
+                _ => break true,
+            }
+            if started.elapsed() >= self.silence_limit() {
+                break false;
+            }
+            // Short at first: a live server answers within a round trip.
+            thread::sleep(pause);
+            pause = (pause * 2).min(TICK);
+        };
+        sess.set_blocking(true);
+        answered
+    }
+
+    /// Open a channel, bounded like any other small round trip.
+    fn open_channel(&self, sess: &Session) -> Result<Channel, ssh2::Error> {
+        sess.set_timeout(timeout_ms(self.round_trip_timeout()));
+        let channel = sess.channel_session();
+        sess.set_timeout(timeout_ms(IO_TIMEOUT));
+        channel
     }
 
     fn lost(&self, during: &str, message: impl Into<String>) -> TransportError {
@@ -261,7 +355,7 @@ impl SshTransport {
         }
 
         self.authenticate(&sess)?;
-        sess.set_keepalive(true, KEEPALIVE_SECS);
+        sess.set_keepalive(true, keepalive_secs(cfg.keepalive));
         sess.set_timeout(timeout_ms(IO_TIMEOUT));
         Ok(Opened::Ready(Conn {
             sess,
@@ -360,7 +454,7 @@ impl SshTransport {
         self.connect()?;
         let mut sess = self.session()?;
         sess.set_blocking(true);
-        let mut channel = match sess.channel_session() {
+        let mut channel = match self.open_channel(&sess) {
             Ok(c) => c,
             // Nothing was sent yet, so a session that died while idle can be replaced
             // without any risk of running the command twice.
@@ -369,12 +463,16 @@ impl SshTransport {
                 self.drop_conn();
                 self.connect()?;
                 sess = self.session()?;
-                sess.channel_session()
+                sess.set_blocking(true);
+                self.open_channel(&sess)
                     .map_err(|e| self.ssh_err("opening a channel", &e))?
             }
             Err(e) => return Err(self.ssh_err("opening a channel", &e)),
         };
-        if let Err(e) = channel.exec(line) {
+        sess.set_timeout(timeout_ms(self.round_trip_timeout()));
+        let started = channel.exec(line);
+        sess.set_timeout(timeout_ms(IO_TIMEOUT));
+        if let Err(e) = started {
             return Err(self.ssh_err("starting a command (it may or may not have started)", &e));
         }
         let result = self.pump(&sess, &mut channel, tracking, ctl, out);
@@ -503,6 +601,12 @@ impl SshTransport {
                         return Err(self.lost(DURING, e.message()));
                     }
                 }
+                // A link that keeps accepting bytes but delivers nothing back: without this
+                // the step would wait for ever, as TCP sees every segment acknowledged.
+                if self.silent_too_long() {
+                    self.mark_broken();
+                    return Err(self.lost(DURING, self.silence_message()));
+                }
                 let mut wait = TICK;
                 if let (Some(t), None) = (ctl.timeout, stop) {
                     wait = wait.min(t.saturating_sub(started.elapsed()));
@@ -516,7 +620,11 @@ impl SshTransport {
             out(Stream::Stderr, &rest);
         }
         sess.set_blocking(true);
-        if let Err(e) = channel.wait_close() {
+        // After the end of output the server sends the exit status and the close at once.
+        sess.set_timeout(timeout_ms(self.round_trip_timeout()));
+        let closed = channel.wait_close();
+        sess.set_timeout(timeout_ms(IO_TIMEOUT));
+        if let Err(e) = closed {
             return Err(self.ssh_err(DURING, &e));
         }
         if let Some((exit, _)) = stop {
@@ -944,6 +1052,40 @@ impl Conn {
     fn alive(&self) -> bool {
         !self.broken
     }
+
+    /// How long since data last arrived from the server, as the kernel saw it (whether or not
+    /// libssh2 has read it yet); pure ACKs do not count, so a peer that acknowledges but
+    /// sends nothing grows this. A live server answers every keepalive, so it stays below
+    /// one interval. None when it cannot be known.
+    #[cfg(target_os = "linux")]
+    fn silence(&self) -> Option<Duration> {
+        // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `info` and updates `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // An older kernel may fill in less of the struct than this libc knows.
+        let needed =
+            std::mem::offset_of!(libc::tcp_info, tcpi_last_data_recv) + std::mem::size_of::<u32>();
+        if r != 0 || (len as usize) < needed {
+            return None;
+        }
+        Some(Duration::from_millis(info.tcpi_last_data_recv.into()))
+    }
+
+    /// Other systems have no portable way to ask; only the keepalives are sent there.
+    #[cfg(not(target_os = "linux"))]
+    fn silence(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl Transport for SshTransport {
@@ -953,10 +1095,14 @@ impl Transport for SshTransport {
 
     fn connect(&mut self) -> Result<(), TransportError> {
         if let Some(conn) = &self.conn {
-            if conn.alive() {
+            if !conn.alive() {
+                tracing::info!(target = %self.describe(), "SSH session lost; reconnecting");
+            } else if self.answers() {
                 return Ok(());
+            } else {
+                // Nothing of the next operation was sent yet: a plain reconnect.
+                tracing::info!(target = %self.describe(), cause = %self.silence_message(), "SSH session silent while idle; reconnecting");
             }
-            tracing::info!(target = %self.describe(), "SSH session lost; reconnecting");
             self.drop_conn();
         }
         let conn = match self.open(None)? {
@@ -1144,6 +1290,11 @@ fn set_algorithm_preference(sess: &Session) {
     }
 }
 
+/// The keepalive interval in libssh2's unit, whole seconds, at least one.
+fn keepalive_secs(interval: Duration) -> u32 {
+    u32::try_from(interval.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
 /// Latency and dead-peer detection on the raw socket.
 fn tune_socket(tcp: &TcpStream) {
     // Without this every small request waits ~40 ms for the delayed ACK of the previous one.
@@ -1285,6 +1436,7 @@ mod tests {
             auth: SshAuth::Password(Secret::new("hunter2")),
             known_hosts: PathBuf::from("kh"),
             connect_timeout: Duration::from_secs(5),
+            keepalive: DEFAULT_KEEPALIVE,
         });
         assert_eq!(t.describe(), "ssh root@127.0.0.2:2201");
         assert!(!format!("{:?}", t.config()).contains("hunter2"));

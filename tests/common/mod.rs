@@ -27,6 +27,7 @@ pub fn ssh_config(sshd: &Sshd) -> SshConfig {
         },
         known_hosts: sshd.known_hosts_path(),
         connect_timeout: Duration::from_secs(10),
+        keepalive: runner::transport::ssh::DEFAULT_KEEPALIVE,
     }
 }
 
