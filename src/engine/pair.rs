@@ -475,6 +475,9 @@ pub(crate) fn settle_orphan(
         Ok(Ok(OrphanStop::PidReused)) => Ok(("pid-reused", format!(
             "the command had already ended on the target ({what} now belongs to another process, which was left alone)"
         ))),
+        Ok(Ok(OrphanStop::ShellDeleted)) => Ok(("shell-deleted", format!(
+            "after the connection was lost, deleted the command's shell on the target, which stops it if it still ran ({what})"
+        ))),
         Ok(Err(e)) => Err(format!(
             "the command may still be running on the target after the connection was lost ({what}): {e}"
         )),

@@ -170,6 +170,8 @@ pub enum OrphanStop {
     Ended,
     /// Its PID now belongs to another process, so it had ended; that process was left alone.
     PidReused,
+    /// Its WinRM shell was deleted, which stops whatever still ran in it.
+    ShellDeleted,
 }
 
 /// The `reason` of a [`TransportError::KillFailed`] about an [`Orphan`].
