@@ -1,6 +1,8 @@
 //! Network faults between the runner and a real sshd: a TCP proxy inside the test cuts or
-//! stalls the connections on command, during a step and between steps, or stalls them for
-//! good (a black hole that still accepts new connections), which only keepalives can notice.
+//! stalls the connections on command, during a step and between steps, stalls them for
+//! good (a black hole that still accepts new connections), which only keepalives can
+//! notice, or cuts only the runner's side so that sshd does not notice and keeps the
+//! command running.
 //!
 //! The targets point at the proxy (127.0.92.x), and their known_hosts carry the sshd's host key
 //! under the proxy's `[host]:port`, as a jump through a NAT or a port forward would look.
@@ -17,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,13 +36,18 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct Shared {
-    /// Both sockets of every connection, so that `cut` can shut them down.
-    conns: Mutex<Vec<(TcpStream, TcpStream)>>,
+    /// Both sockets of every connection, so that `cut` can shut them down, and whether the
+    /// connection was severed on the runner's side only.
+    conns: Mutex<Vec<(TcpStream, TcpStream, Arc<AtomicBool>)>>,
+    /// sshd's side of severed connections, held open so that sshd never sees them end.
+    kept: Mutex<Vec<TcpStream>>,
     stalled: Mutex<bool>,
     unstalled: Condvar,
     accepted: AtomicUsize,
     /// Connections numbered below this forward nothing any more, in either direction.
     frozen_below: AtomicUsize,
+    /// New connections are closed at once (the target "does not answer").
+    refusing: AtomicBool,
 }
 
 /// A TCP forwarder from a loopback listener to an sshd.
@@ -59,6 +66,10 @@ impl Proxy {
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                if sh.refusing.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
@@ -74,13 +85,15 @@ impl Proxy {
                 ) else {
                     continue;
                 };
+                let severed = Arc::new(AtomicBool::new(false));
                 if let Ok(mut conns) = sh.conns.lock() {
-                    conns.push((c3, s3));
+                    conns.push((c3, s3, Arc::clone(&severed)));
                 }
                 let a = Arc::clone(&sh);
                 let b = Arc::clone(&sh);
-                thread::spawn(move || pump(client, s2, &a, id));
-                thread::spawn(move || pump(server, c2, &b, id));
+                let up = Arc::clone(&severed);
+                thread::spawn(move || pump(client, s2, &a, id, Toward::Server, &up));
+                thread::spawn(move || pump(server, c2, &b, id, Toward::Runner, &severed));
             }
         });
         Proxy {
@@ -93,10 +106,28 @@ impl Proxy {
     /// Closes every connection open now, in both directions: the runner sees its peer go.
     fn cut(&self) {
         let conns = std::mem::take(&mut *self.shared.conns.lock().expect("proxy state"));
-        for (c, s) in conns {
+        for (c, s, _) in conns {
             let _ = c.shutdown(Shutdown::Both);
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Closes the runner's side of every connection open now and keeps sshd's side open and
+    /// quiet, as a link that fails silently or a middlebox that drops one side does: the
+    /// runner sees its peer go, sshd sees nothing and keeps the command running.
+    fn half_cut(&self) {
+        let conns = std::mem::take(&mut *self.shared.conns.lock().expect("proxy state"));
+        let mut kept = self.shared.kept.lock().expect("proxy state");
+        for (c, s, severed) in conns {
+            severed.store(true, Ordering::SeqCst);
+            let _ = c.shutdown(Shutdown::Both);
+            kept.push(s);
+        }
+    }
+
+    /// From now on, connections are accepted and closed at once.
+    fn refuse(&self, on: bool) {
+        self.shared.refusing.store(on, Ordering::SeqCst);
     }
 
     /// Stops forwarding (the bytes wait in the proxy) until `resume`.
@@ -123,9 +154,24 @@ impl Proxy {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Toward {
+    Server,
+    Runner,
+}
+
 /// Copies `from` to `to`, holding data while the proxy is stalled; on a connection stalled
-/// for good (number `id`), what arrives is read and dropped.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: usize) {
+/// for good (number `id`), what arrives is read and dropped. Once the connection is severed,
+/// nothing of the runner's side reaching its end is passed on to sshd, and what sshd sends is
+/// read and dropped, so that sshd never notices.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    shared: &Shared,
+    id: usize,
+    way: Toward,
+    severed: &AtomicBool,
+) {
     let frozen = || id < shared.frozen_below.load(Ordering::SeqCst);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -148,13 +194,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: usize) {
             }
         }
         if to.write_all(&buf[..n]).is_err() {
+            if way == Toward::Runner && severed.load(Ordering::SeqCst) {
+                while matches!(from.read(&mut buf), Ok(n) if n > 0) {}
+            }
             break;
         }
     }
     // A black hole does not pass on the end of a connection either.
-    if !frozen() {
-        let _ = to.shutdown(Shutdown::Write);
+    if frozen() || (way == Toward::Server && severed.load(Ordering::SeqCst)) {
+        return;
     }
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,5 +725,194 @@ fn a_quiet_step_and_an_idle_session_on_a_live_link_keep_their_connection() {
     assert!(
         all.iter().all(|a| a.state == AttemptState::Succeeded),
         "{all:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Half cuts: sshd keeps the command running, the runner must stop it before a check or retry.
+
+/// Like `COUNTED`, and a run that is stopped logs `term-N`. Its first run waits for a release
+/// that only the end of a test gives; `end-N` is its end marker.
+const TRAPPED: &str = "n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; \
+     trap \"echo term-$n >> {ledger}; exit 143\" TERM; echo start-$n >> {ledger}; \
+     if [ $n = 1 ]; then while [ ! -e {release} ]; do sleep 0.02; done; fi; \
+     echo end-$n >> {ledger}";
+
+/// A check that logs itself and finds the work done once any run logged its end marker.
+const CHECK_END: &str = "echo check >> {ledger}; grep -q ^end- {ledger}";
+
+fn checked_trapped_step() -> String {
+    format!("  - {{ id: checked, on: far, run: '{TRAPPED}', check: '{CHECK_END}', retries: 1 }}\n")
+}
+
+fn notes_of(
+    j: &Journal,
+    a: &runner::journal::Attempt,
+) -> std::collections::BTreeMap<String, String> {
+    j.notes(a.id).expect("read notes")
+}
+
+#[test]
+fn half_cut_during_a_checked_step_stops_the_old_command_before_the_check() {
+    let scene = Scene::new(8, &checked_trapped_step());
+    let child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "start-1")
+    });
+    scene.proxy.half_cut();
+    let end = finish(child);
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    // The first command was stopped (its trap ran) before the check looked, and the retry
+    // ran alone; the first never reached its end.
+    assert_eq!(
+        scene.ledger(),
+        vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
+    );
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "checked");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    assert_eq!(attempts[1].state, AttemptState::Succeeded);
+    // Found running: sshd had not noticed the cut, so it was this runner that stopped it.
+    let cause = attempts[0].message.clone().unwrap_or_default();
+    assert!(
+        cause.contains(
+            "still running on the target after the connection was lost; stopped it (pid "
+        ),
+        "cause: {cause}"
+    );
+    let notes = notes_of(&j, &attempts[0]);
+    assert!(
+        notes
+            .get("orphan")
+            .is_some_and(|n| n.starts_with("process pid=")),
+        "{notes:?}"
+    );
+    assert_eq!(
+        notes.get("orphan_settled").map(String::as_str),
+        Some("stopped")
+    );
+    let files = scene.run_files();
+    assert!(files.contains("stopped it (pid "), "{files}");
+    assert!(scene.report().contains("stopped it (pid "));
+}
+
+#[test]
+fn half_cut_during_an_idempotent_step_stops_the_old_command_before_the_retry() {
+    let scene = Scene::new(
+        9,
+        &format!("  - {{ id: work, on: far, run: '{TRAPPED}', idempotent: true, retries: 1 }}\n"),
+    );
+    let child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "start-1")
+    });
+    scene.proxy.half_cut();
+    let end = finish(child);
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(
+        scene.ledger(),
+        vec!["start-1", "term-1", "start-2", "end-2"]
+    );
+    let attempts = run_attempts(&scene.journal(), "work");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[1].state, AttemptState::Succeeded);
+    let cause = attempts[0].message.clone().unwrap_or_default();
+    assert!(cause.contains("stopped it (pid "), "cause: {cause}");
+}
+
+#[test]
+fn a_runner_killed_before_stopping_the_old_command_leaves_it_to_the_next_apply() {
+    let scene = Scene::new(10, &checked_trapped_step());
+    let mut child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "start-1")
+    });
+    // New connections hang in the handshake: the runner's reconnect, which comes after it
+    // noted the command in the journal, shows up as a second connection and goes no further.
+    scene.proxy.stall();
+    scene.proxy.half_cut();
+    wait_for("the runner to reconnect", || scene.proxy.accepted() >= 2);
+    child.kill().expect("kill -9 the runner");
+    let _ = child.wait();
+    scene.proxy.resume();
+
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "checked");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    let notes = notes_of(&j, &attempts[0]);
+    assert!(
+        notes
+            .get("orphan")
+            .is_some_and(|n| n.starts_with("process pid=")),
+        "{notes:?}"
+    );
+    assert!(!notes.contains_key("orphan_settled"), "{notes:?}");
+    // The old command still runs: nothing stopped it, nothing checked.
+    assert_eq!(scene.ledger(), vec!["start-1"]);
+    drop(j);
+
+    // The next apply finds the pair in doubt with the note, and stops the command first.
+    let end = finish(scene.apply());
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(
+        scene.ledger(),
+        vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
+    );
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "checked");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    let cause = attempts[0].message.clone().unwrap_or_default();
+    assert!(cause.contains("stopped it (pid "), "cause: {cause}");
+    assert_eq!(
+        notes_of(&j, &attempts[0])
+            .get("orphan_settled")
+            .map(String::as_str),
+        Some("stopped")
+    );
+    let files = scene.run_files();
+    assert!(files.contains("stopped it (pid "), "{files}");
+}
+
+#[test]
+fn half_cut_with_the_target_unreachable_leaves_the_step_to_an_operator() {
+    let scene = Scene::new(11, &checked_trapped_step());
+    let child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "start-1")
+    });
+    scene.proxy.refuse(true);
+    scene.proxy.half_cut();
+    let end = finish(child);
+    // Whether the old command still runs cannot be known: no check, no retry.
+    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
+    let all = format!("{}{}", end.stdout, end.stderr);
+    assert!(all.contains("runner mark"), "{all}");
+    assert!(all.contains("may still be running"), "{all}");
+    assert_eq!(scene.ledger(), vec!["start-1"]);
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "checked");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    assert!(!notes_of(&j, &attempts[0]).contains_key("orphan_settled"));
+    assert!(j
+        .attempts(None)
+        .expect("attempts")
+        .iter()
+        .all(|a| a.kind != AttemptKind::Check));
+    drop(j);
+
+    // Once the target answers again, the next apply stops it before anything else.
+    scene.proxy.refuse(false);
+    let end = finish(scene.apply());
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(
+        scene.ledger(),
+        vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
     );
 }

@@ -1163,3 +1163,47 @@ fn ntlm_against_a_basic_only_server_says_what_it_offers() {
 fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
     runner::transport::FileDigest::of_file(path).expect("digest of the source")
 }
+
+// ---------------------------------------------------------------- a command left behind
+
+/// The shell a command runs in, from the Command request the server logged.
+fn shell_of_command(srv: &WinrmServer) -> Option<String> {
+    let req = srv.requests().into_iter().find(|r| r.action == "Command")?;
+    let start = req.body.find("Name=\"ShellId\">")? + "Name=\"ShellId\">".len();
+    let len = req.body[start..].find('<')?;
+    Some(req.body[start..start + len].to_string())
+}
+
+#[test]
+fn a_command_left_behind_is_stopped_by_deleting_its_shell() {
+    use runner::transport::{Orphan, OrphanStop};
+    let srv = start("127.0.0.67");
+    srv.program("hang", vec![Reply::stdout("started\r\n"), Reply::Hang]);
+    let mut first = transport(&srv);
+    let mut second = transport(&srv);
+    let ctl = Control::new(None);
+    let cancel = ctl.cancel.clone();
+    let mut found = None;
+    // While the command runs, another connection stops it as the runner does after it lost
+    // the first one.
+    let _ = first.exec("hang", Shell::Cmd, &ctl, &mut |_, _| {
+        if found.is_none() {
+            let shell_id = shell_of_command(&srv).expect("the command's shell");
+            let orphan = Orphan::WinrmShell { shell_id };
+            found = Some((
+                second.stop_orphan(&orphan).map_err(|e| error_text(&e)),
+                srv.open_shells(),
+                orphan,
+            ));
+        }
+        cancel.store(true, Ordering::SeqCst);
+    });
+    let (stopped, open_after, orphan) = found.expect("the command started");
+    assert_eq!(stopped, Ok(OrphanStop::ShellDeleted));
+    assert_eq!(open_after, 0);
+    // Asked again, the shell is gone: the command has ended.
+    assert_eq!(
+        second.stop_orphan(&orphan).map_err(|e| error_text(&e)),
+        Ok(OrphanStop::Ended)
+    );
+}

@@ -16,7 +16,8 @@ use super::{Blocked, EngineError, Outcome, Session, Start, Who};
 use crate::clock::Clock;
 use crate::exit::Exit;
 use crate::journal::{
-    lock, AttemptKind, AttemptState, Journal, MarkKind, NewAttempt, NewMark, PairState, RunCommand,
+    lock, AttemptId, AttemptKind, AttemptState, Journal, MarkKind, NewAttempt, NewMark, PairState,
+    RunCommand,
 };
 use crate::playbook::{OnFailure, Playbook, Step};
 use crate::secret::Redactor;
@@ -125,7 +126,13 @@ pub fn apply(
     let secrets = Secrets::resolve(pb, pending_targets.iter().copied(), &mut redactor)?;
 
     let mut earlier_attempts: BTreeMap<(String, String), u32> = BTreeMap::new();
+    // The last attempt of each pair other than a check: an in-doubt pair's notes are on it.
+    let mut last_attempt: BTreeMap<(String, String), (AttemptId, bool)> = BTreeMap::new();
     for a in journal.attempts(None)? {
+        if a.kind != AttemptKind::Check {
+            let is_run = a.kind == AttemptKind::Run;
+            last_attempt.insert((a.step_id.clone(), a.target.clone()), (a.id, is_run));
+        }
         // A check still `running` was left by a runner that died (we hold the lock). Pair
         // states ignore checks, so nothing else would ever close it and the record would
         // show that check running forever.
@@ -255,7 +262,11 @@ pub fn apply(
                 .get(&(step.id.clone(), t.clone()))
                 .copied()
                 .unwrap_or(0);
-            match resolve_doubt(&session, step, &t, &st, earlier) {
+            let last_run = last_attempt
+                .get(&(step.id.clone(), t.clone()))
+                .filter(|(_, is_run)| *is_run)
+                .map(|(id, _)| *id);
+            match resolve_doubt(&session, step, &t, &st, earlier, last_run) {
                 Doubt::Run => run_on.push((t, earlier, None)),
                 Doubt::Continue(r) => run_on.push((t, earlier, Some(r))),
                 Doubt::Done => {}
@@ -413,14 +424,18 @@ enum Doubt {
 /// runs: we hold the lock, so no live runner can be running it) or `interrupted` (stopped
 /// part-way by a second Ctrl-C, or closed as in doubt by an earlier resume). Either may have
 /// had part or all of its effect, so a step that is not idempotent is verified with its check
-/// or left to an operator; it is never simply run again.
+/// or left to an operator; it is never simply run again. If its connection was lost with the
+/// command perhaps still running on the target, that command is stopped first (`last_run` is
+/// the pair's last run attempt, which carries the note).
 fn resolve_doubt(
     s: &Session<'_>,
     step: &Step,
     target: &str,
     st: &PairState,
     earlier: u32,
+    last_run: Option<AttemptId>,
 ) -> Doubt {
+    let mut running: Option<AttemptId> = None;
     let why = match st {
         PairState::Running {
             attempt,
@@ -460,7 +475,10 @@ fn resolve_doubt(
             let why = format!(
                 "runner (pid {pid} on {host}) stopped while this {kind} was running; its outcome is unknown"
             );
-            if let Err(e) = s.journal().finish_attempt(
+            if *kind == AttemptKind::Run {
+                // Closed below, once any command it left running is dealt with.
+                running = Some(*attempt);
+            } else if let Err(e) = s.journal().finish_attempt(
                 *attempt,
                 AttemptState::Interrupted,
                 None,
@@ -494,6 +512,43 @@ fn resolve_doubt(
         }
         _ => return Doubt::Run,
     };
+    // The old command must be gone before the check or a new run: either would run beside it.
+    let settled = match running.or(last_run) {
+        Some(id) => super::pair::settle_recorded_orphan(s, step, target, id),
+        None => Ok(None),
+    };
+    let why = match &settled {
+        Ok(Some(text)) | Err(text) => format!("{why}; {text}"),
+        Ok(None) => why,
+    };
+    if let Some(attempt) = running {
+        if let Err(e) = s.journal().finish_attempt(
+            attempt,
+            AttemptState::Interrupted,
+            None,
+            s.clock.now(),
+            Some(&why),
+        ) {
+            tracing::error!("cannot close the in-doubt attempt {attempt}: {e}");
+        }
+    }
+    match settled {
+        Ok(None) => {}
+        Ok(Some(text)) => {
+            emit_doubt(s, step, target, &text, Doubt::Run);
+        }
+        Err(_) => {
+            return emit_doubt(
+                s,
+                step,
+                target,
+                "operator",
+                Doubt::Operator(format!(
+                    "{why}; it is neither checked nor run again while it may still run"
+                )),
+            )
+        }
+    }
     if step.is_manual() {
         return emit_doubt(s, step, target, "ask the operator again", Doubt::Run);
     }

@@ -11,7 +11,14 @@ use super::targets::shell_of;
 use super::{Blocked, Session};
 use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt};
 use crate::playbook::{Rendered, RenderedAction, Step};
-use crate::transport::{Control, Exit, FileDigest, Shell, Transport};
+use crate::transport::{Control, Exit, FileDigest, Orphan, OrphanStop, Shell, Transport};
+
+/// Note on a run attempt whose connection was lost mid-command: the command, which may still
+/// run on the target ([`Orphan::to_note`]). Written before reconnecting, so that the next
+/// `apply` stops it first if this runner dies before doing so.
+pub const NOTE_ORPHAN: &str = "orphan";
+/// Note on the same attempt once that command is known to be gone: what was found.
+pub const NOTE_ORPHAN_SETTLED: &str = "orphan_settled";
 
 /// How a pair ended in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +219,7 @@ pub(crate) fn run_attempt(
             .is_some_and(|t| step.detached_on(t));
     let flavor = super::detach::Flavor::of(shell);
     let mut job_dir: Option<String> = None;
+    let mut orphan: Option<Orphan> = None;
 
     let result: Result<Result<Exit, String>, Lost> = match (&resume.phase, &r.action) {
         // A reboot step, or the reboot after a `reboot_on` code: the command part is done.
@@ -268,21 +276,29 @@ pub(crate) fn run_attempt(
             }
         }
         (Phase::Fresh, _) => match s.pool.with(s.pb, &s.secrets, target, |t| {
-            execute(t, r, shell, &ctl, &mut out)
+            let result = execute(t, r, shell, &ctl, &mut out);
+            // Asked only after a failure: a normal step pays nothing for this.
+            let left = if result.is_err() {
+                t.take_orphan()
+            } else {
+                None
+            };
+            (result, left)
         }) {
             Err(e) => Ok(Err(e.to_string())),
             // A lost link, or a command that could not be stopped (its stop request failed on
             // a stalled link): either way it may have run in part or in full, or still run.
-            Ok(Err(e))
+            Ok((Err(e), left))
                 if e.is_connection_lost()
                     || matches!(e, crate::transport::TransportError::KillFailed { .. }) =>
             {
+                orphan = left;
                 Err(Lost(format!(
                     "{e}; the command may have run in part or in full"
                 )))
             }
-            Ok(Err(e)) => Ok(Err(e.to_string())),
-            Ok(Ok(exit)) => Ok(Ok(exit)),
+            Ok((Err(e), _)) => Ok(Err(e.to_string())),
+            Ok((Ok(exit), _)) => Ok(Ok(exit)),
         },
     };
     out.finish();
@@ -322,6 +338,26 @@ pub(crate) fn run_attempt(
             (AttemptState::Failed, Some(c), Some(m))
         }
     };
+
+    // A command that lost its connection may still run on the target (sshd need not notice a
+    // link that failed silently): it must be gone before a check or a retry, which would
+    // otherwise run beside it.
+    let mut orphan_unsettled = false;
+    if let Some(o) = &orphan {
+        // Durable before the reconnect, in case this runner dies before the stop.
+        if let Err(e) = s.journal().set_note(id, NOTE_ORPHAN, &o.to_note()) {
+            tracing::error!("cannot note the command left on the target: {e}");
+        }
+        let settled = settle_orphan(s, target, id, o, &mut out);
+        orphan_unsettled = settled.is_err();
+        let text = match settled {
+            Ok(t) | Err(t) => t,
+        };
+        message = Some(match message {
+            Some(m) => format!("{m}; {text}"),
+            None => text,
+        });
+    }
 
     // Reboot, if the step is a reboot or its exit code asks for one.
     let reboot_timeout = match step.action {
@@ -400,12 +436,98 @@ pub(crate) fn run_attempt(
             overrun(s, step, target, started_at);
             AttemptEnd::Succeeded
         }
+        AttemptState::Interrupted if orphan_unsettled => AttemptEnd::Fatal(format!(
+            "{}. It is left in doubt and neither checked nor run again while it may still run: inspect the target, then `runner mark {} {}@{target} done|retry|skip` (or run `runner apply` again once the target answers: it tries to stop the command first)",
+            message.unwrap_or_default(),
+            s.pb.path.display(),
+            step.id
+        )),
         AttemptState::Interrupted if !s.interrupt.stopping() => {
             lost(s, step, target, number, message.unwrap_or_default())
         }
         AttemptState::Interrupted => AttemptEnd::Interrupted,
         _ => AttemptEnd::Failed(message.unwrap_or_else(|| "failed".into())),
     }
+}
+
+/// Stops `orphan` on `target` if it still runs (reconnecting first), notes the result on the
+/// attempt `id` and in the pair's log. `Ok`: it is gone, and what was found; `Err`: it may
+/// still run, and why.
+pub(crate) fn settle_orphan(
+    s: &Session<'_>,
+    target: &str,
+    id: AttemptId,
+    orphan: &Orphan,
+    out: &mut PairOutput<'_, '_>,
+) -> Result<String, String> {
+    out.note(&format!(
+        "the connection was lost while the command ran; stopping it on the target if it still runs ({})",
+        orphan.describe()
+    ));
+    let what = orphan.describe();
+    let settled = match s.pool.with(s.pb, &s.secrets, target, |t| t.stop_orphan(orphan)) {
+        Ok(Ok(OrphanStop::Stopped)) => Ok(("stopped", format!(
+            "the command was still running on the target after the connection was lost; stopped it ({what})"
+        ))),
+        Ok(Ok(OrphanStop::Ended)) => Ok(("ended", format!(
+            "the command had already ended on the target when it was looked for after the connection was lost ({what})"
+        ))),
+        Ok(Ok(OrphanStop::PidReused)) => Ok(("pid-reused", format!(
+            "the command had already ended on the target ({what} now belongs to another process, which was left alone)"
+        ))),
+        Ok(Ok(OrphanStop::ShellDeleted)) => Ok(("shell-deleted", format!(
+            "after the connection was lost, deleted the command's shell on the target, which stops it if it still ran ({what})"
+        ))),
+        Ok(Err(e)) => Err(format!(
+            "the command may still be running on the target after the connection was lost ({what}): {e}"
+        )),
+        Err(e) => Err(format!(
+            "the command may still be running on the target after the connection was lost ({what}), and it cannot be stopped now: {e}"
+        )),
+    };
+    match settled {
+        Ok((word, text)) => {
+            if let Err(e) = s.journal().set_note(id, NOTE_ORPHAN_SETTLED, word) {
+                // The next apply would look again, and find it gone: harmless.
+                tracing::error!("cannot note that the command left on the target is gone: {e}");
+            }
+            out.note(&text);
+            Ok(text)
+        }
+        Err(text) => {
+            out.note(&text);
+            Err(text)
+        }
+    }
+}
+
+/// For a pair found in doubt: if its attempt `id` lost its connection with the command perhaps
+/// still running, and nothing settled that since, stops the command now. `Ok(None)`: nothing
+/// to do; `Ok(Some(text))`: what was found; `Err`: it may still run.
+pub(crate) fn settle_recorded_orphan(
+    s: &Session<'_>,
+    step: &Step,
+    target: &str,
+    id: AttemptId,
+) -> Result<Option<String>, String> {
+    let notes = s.journal().notes(id).map_err(|e| {
+        format!("the journal cannot be read about the command it may have left running: {e}")
+    })?;
+    let Some(note) = notes.get(NOTE_ORPHAN) else {
+        return Ok(None);
+    };
+    if notes.contains_key(NOTE_ORPHAN_SETTLED) {
+        return Ok(None);
+    }
+    let Some(orphan) = Orphan::from_note(note) else {
+        return Err(format!(
+            "its connection was lost while the command ran, and the journal's note about that command cannot be read ({note})"
+        ));
+    };
+    let mut out = PairOutput::new(s, &step.id, target, "");
+    let settled = settle_orphan(s, target, id, &orphan, &mut out);
+    out.finish();
+    settled.map(Some)
 }
 
 /// A command whose outcome is unknown (the link or the job was lost mid-way).

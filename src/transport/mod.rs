@@ -87,6 +87,91 @@ pub enum Exit {
 /// The size and SHA-256 an upload must leave on the target.
 pub use crate::digest::FileDigest;
 
+/// A command the runner lost sight of while it may still run on the target: its connection
+/// died mid-command (sshd may not notice a link that failed silently, and then keeps the
+/// command running), or stopping it failed. Enough to find it again and stop it, and small
+/// enough to be a journal note, so that the next `apply` can do so if this one dies first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Orphan {
+    /// A POSIX `sh` command: the process group led by `pid` (unknown when the connection died
+    /// before the command reported it), whose leader carries `token` in its command line.
+    /// The token is what tells it apart from an unrelated process that got the same PID.
+    Process { pid: Option<u32>, token: String },
+    /// A command in a WinRM shell, stopped by deleting the shell.
+    WinrmShell { shell_id: String },
+}
+
+impl Orphan {
+    /// The journal note's text, read back by [`Orphan::from_note`].
+    pub fn to_note(&self) -> String {
+        match self {
+            Orphan::Process {
+                pid: Some(pid),
+                token,
+            } => format!("process pid={pid} token={token}"),
+            Orphan::Process { pid: None, token } => format!("process token={token}"),
+            Orphan::WinrmShell { shell_id } => format!("winrm-shell id={shell_id}"),
+        }
+    }
+
+    pub fn from_note(note: &str) -> Option<Orphan> {
+        let mut words = note.split_whitespace();
+        let kind = words.next()?;
+        let mut fields = std::collections::BTreeMap::new();
+        for w in words {
+            let (k, v) = w.split_once('=')?;
+            fields.insert(k, v);
+        }
+        let safe =
+            |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        match kind {
+            "process" => {
+                let token = fields.get("token").copied().filter(|t| safe(t))?;
+                let pid = match fields.get("pid") {
+                    Some(p) => Some(p.parse().ok().filter(|&p: &u32| p > 1)?),
+                    None => None,
+                };
+                Some(Orphan::Process {
+                    pid,
+                    token: token.to_string(),
+                })
+            }
+            "winrm-shell" => {
+                let id = fields.get("id").copied().filter(|t| safe(t))?;
+                Some(Orphan::WinrmShell {
+                    shell_id: id.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// For messages: "pid 1234", or what else identifies it.
+    pub fn describe(&self) -> String {
+        match self {
+            Orphan::Process { pid: Some(pid), .. } => format!("pid {pid}"),
+            Orphan::Process { pid: None, token } => format!("found by its token {token}"),
+            Orphan::WinrmShell { shell_id } => format!("WinRM shell {shell_id}"),
+        }
+    }
+}
+
+/// What [`Transport::stop_orphan`] found on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanStop {
+    /// It was still running; it and everything it started are stopped now.
+    Stopped,
+    /// It had already ended.
+    Ended,
+    /// Its PID now belongs to another process, so it had ended; that process was left alone.
+    PidReused,
+    /// Its WinRM shell was deleted, which stops whatever still ran in it.
+    ShellDeleted,
+}
+
+/// The `reason` of a [`TransportError::KillFailed`] about an [`Orphan`].
+pub const ORPHAN_REASON: &str = "was lost";
+
 /// Passwords and passphrases handed to transports: the crate's one secret type.
 pub use crate::secret::Secret;
 
@@ -218,7 +303,7 @@ pub enum TransportError {
     #[error("could not stop the command on {target} after it {reason}: {message}; it may still be running there, check the target and stop it by hand")]
     KillFailed {
         target: String,
-        /// "timed out" or "was cancelled".
+        /// "timed out", "was cancelled" or [`ORPHAN_REASON`].
         reason: &'static str,
         message: String,
     },
@@ -268,6 +353,27 @@ pub trait Transport: Send {
         shell: Shell,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError>;
+
+    /// What the last `exec` or `run_script` may have left running on the target when it
+    /// failed with the connection lost (or with the command impossible to stop): taken, so a
+    /// second call returns `None`. Asked only after a failure, so a normal step pays nothing.
+    fn take_orphan(&mut self) -> Option<Orphan> {
+        None
+    }
+
+    /// Stops `orphan` if it still runs, after making sure it is still that command (see
+    /// [`Orphan`]); connects first. An error means it may still be running.
+    fn stop_orphan(&mut self, orphan: &Orphan) -> Result<OrphanStop, TransportError> {
+        Err(TransportError::KillFailed {
+            target: self.describe(),
+            reason: ORPHAN_REASON,
+            message: format!(
+                "{} cannot stop a command it lost ({})",
+                self.describe(),
+                orphan.describe()
+            ),
+        })
+    }
 
     /// Put `local` on the target as a temporary file, run it with `shell`, remove it again
     /// (also when it fails, times out or is cancelled).
@@ -384,6 +490,31 @@ mod tests {
         let b = random_token();
         assert_eq!(a.len(), 24);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn orphan_notes_round_trip_and_refuse_garbage() {
+        for o in [
+            Orphan::Process {
+                pid: Some(4242),
+                token: "0a1b2c".into(),
+            },
+            Orphan::Process {
+                pid: None,
+                token: "0a1b2c".into(),
+            },
+            Orphan::WinrmShell {
+                shell_id: "5F1A-22".into(),
+            },
+        ] {
+            assert_eq!(Orphan::from_note(&o.to_note()), Some(o));
+        }
+        // Nothing from a note reaches a shell unless it is plain: no quotes, no spaces.
+        assert_eq!(Orphan::from_note("process pid=12 token=a'b"), None);
+        assert_eq!(Orphan::from_note("process pid=x token=ab"), None);
+        assert_eq!(Orphan::from_note("process pid=1 token=ab"), None);
+        assert_eq!(Orphan::from_note("process pid=12"), None);
+        assert_eq!(Orphan::from_note("daemon pid=12 token=ab"), None);
     }
 
     #[test]

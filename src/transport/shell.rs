@@ -14,6 +14,9 @@ pub const PID_MARKER: &str = "\u{1e}runner-pid:";
 /// is how the process is found again to stop it (cmd cannot report its own PID).
 pub const CMD_TOKEN_VAR: &str = "RUNNER_RUN";
 
+/// `$0` of the `sh` wrapper is this followed by the per-run token.
+const ORPHAN_TAG: &str = "runner-";
+
 /// What to run: script text, or a script file already on the target.
 #[derive(Debug, Clone, Copy)]
 pub enum Payload<'a> {
@@ -79,7 +82,7 @@ pub fn command_line(shell: Shell, script: &str) -> String {
 /// the session leader sshd created with `setsid()`, i.e. the process group of everything the
 /// script starts. An inline script runs untouched, with stdin from /dev/null, in a subshell of
 /// that wrapper (`eval` in `( )`): it behaves as under `sh -c` (its own variables, traps,
-/// `exit` and `set -e`; no positional parameters; only `$0` differs) but costs a fork instead of starting another
+/// `exit` and `set -e`; no positional parameters; only `$0`, the token, differs) but costs a fork instead of starting another
 /// `sh`, which is a fifth of a trivial step's time. A script file runs as `sh FILE`.
 pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> String {
     match shell {
@@ -107,7 +110,14 @@ pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> 
             let arg = match payload {
                 Payload::Inline(s) | Payload::File(s) => s,
             };
-            format!("exec sh -c {} runner {}", sh_quote(&wrapper), sh_quote(arg))
+            // The token as `$0` is in the wrapper's command line, where `stop_orphan_command_line`
+            // looks for it: a PID alone could have been reused by the time it is needed.
+            format!(
+                "exec sh -c {} {} {}",
+                sh_quote(&wrapper),
+                sh_quote(&format!("{ORPHAN_TAG}{token}")),
+                sh_quote(arg)
+            )
         }
         Shell::PowerShell => {
             let announce = "[Console]::Error.WriteLine([string][char]30 + 'runner-pid:' + $PID)";
@@ -168,6 +178,115 @@ pub fn kill_command_line(shell: Shell, pid: Option<u32>, token: &str) -> Option<
             Some(command_line(Shell::PowerShell, &script))
         }
         (_, None) => None,
+    }
+}
+
+/// The `sh` command line, run after reconnecting, that stops a command whose connection was
+/// lost, if it still runs: the process group of `pid`, TERM, five seconds of grace, KILL, then
+/// up to five seconds for it to be gone. Before any signal it checks that the process `pid`
+/// still carries `token` in its command line (the wrapper's `$0`); if another process has the
+/// PID now, nothing is signalled. Without a PID (the connection died before the command
+/// reported it) the command is looked for by its token. Zombies count as gone.
+///
+/// It prints one word, read by [`parse_orphan_stop`]: `stopped`, `ended`, `reused`, `alive`
+/// (still there after KILL) or `unknown` (the group's leader is gone but processes remain in
+/// the group: they cannot be told to be the command's).
+pub fn stop_orphan_command_line(pid: Option<u32>, token: &str) -> String {
+    // PIDs 0 and 1 as process groups mean "my own group" and "everything": never signal them.
+    let pid = pid
+        .filter(|&p| p > 1)
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    // The pattern `r[u]nner-TOKEN` matches the wrapper's `runner-TOKEN` but not itself, so
+    // neither this script nor its grep is taken for the command.
+    let tag = ORPHAN_TAG.replacen('u', "[u]", 1);
+    let script = format!(
+        r#"t={pattern}
+p={pid}
+state() {{
+  if [ -r /proc/$1/stat ]; then
+    read -r l 2>/dev/null </proc/$1/stat || return 0
+    set -- ${{l##*") "}}
+    echo "$1"
+  else
+    ps -o stat= -p "$1" 2>/dev/null
+  fi
+}}
+group_of() {{
+  if [ -r /proc/$1/stat ]; then
+    read -r l 2>/dev/null </proc/$1/stat || return 0
+    set -- ${{l##*") "}}
+    echo "$3"
+  else
+    ps -o pgid= -p "$1" 2>/dev/null | tr -d ' '
+  fi
+}}
+carries() {{
+  if [ -r /proc/$1/cmdline ]; then
+    grep -qa -- "$t" /proc/$1/cmdline 2>/dev/null
+  else
+    ps -ww -o args= -p "$1" 2>/dev/null | grep -q -- "$t"
+  fi
+}}
+members() {{
+  if [ -d /proc/self ]; then
+    for f in /proc/[0-9]*/stat; do
+      read -r l 2>/dev/null <"$f" || continue
+      set -- ${{l##*") "}}
+      [ "$3" = "$p" ] && [ "$1" != Z ] && return 0
+    done
+    return 1
+  fi
+  kill -s 0 -- -"$p" 2>/dev/null
+}}
+settle() {{
+  i=0
+  while [ $i -lt 50 ] && members; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+}}
+if [ -z "$p" ]; then
+  if [ -d /proc/self ]; then
+    found=$(grep -la -- "$t" /proc/[0-9]*/cmdline 2>/dev/null | sed 's|^/proc/||; s|/cmdline$||')
+  else
+    found=$(ps -ww -A -o pid=,args= 2>/dev/null | grep -- "$t" | awk '{{print $1}}')
+  fi
+  for x in $found; do
+    case $(state "$x") in ''|Z*) continue ;; esac
+    p=$(group_of "$x")
+    break
+  done
+  case $p in ''|0|1) echo ended; exit 0 ;; esac
+fi
+case $(state "$p") in
+  ''|Z*)
+    if members; then echo unknown; else echo ended; fi
+    exit 0 ;;
+esac
+carries "$p" || {{ echo reused; exit 0; }}
+kill -s TERM -- -"$p" 2>/dev/null || kill -s TERM "$p" 2>/dev/null
+settle
+if members; then
+  kill -s KILL -- -"$p" 2>/dev/null
+  settle
+fi
+if members; then echo alive; else echo stopped; fi
+"#,
+        pattern = sh_quote(&format!("{tag}{token}")),
+    );
+    command_line(Shell::Sh, &script)
+}
+
+/// What [`stop_orphan_command_line`] printed: `Ok` for an answer that settles it, `Err` with
+/// the reason otherwise.
+pub fn parse_orphan_stop(stdout: &str) -> Result<super::OrphanStop, String> {
+    use super::OrphanStop;
+    match stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+        Some("stopped") => Ok(OrphanStop::Stopped),
+        Some("ended") => Ok(OrphanStop::Ended),
+        Some("reused") => Ok(OrphanStop::PidReused),
+        Some("alive") => Err("its processes were still there after TERM and KILL".into()),
+        Some("unknown") => Err("its shell has ended but processes remain in its process group, which cannot be told to be its own".into()),
+        Some(other) => Err(format!("unexpected answer from the target: {other}")),
+        None => Err("no answer from the target".into()),
     }
 }
 
@@ -501,6 +620,91 @@ mod tests {
         shown.extend(f.finish());
         assert_eq!(shown, b"a\x1eb\n\x1erunner-pid:x\n");
         assert_eq!(f.pid(), None);
+    }
+
+    /// Runs `stop_orphan_command_line` here, as the target would, and returns its answer.
+    fn stop_here(pid: Option<u32>, token: &str) -> Result<crate::transport::OrphanStop, String> {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(stop_orphan_command_line(pid, token))
+            .output()
+            .expect("sh runs");
+        parse_orphan_stop(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// A tracked command running here in its own process group, as sshd would start it, with
+    /// its stdin (the channel) held open so that its watcher stays quiet.
+    fn tracked_here(token: &str) -> (std::process::Child, Option<std::process::ChildStdin>) {
+        use std::os::unix::process::CommandExt;
+        let line = tracked_command_line(Shell::Sh, Payload::Inline("sleep 300"), token);
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        // The marker comes after the `exec`: from then on the token is in the command line.
+        let mut err = child.stderr.take().expect("stderr");
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
+        let stdin = child.stdin.take();
+        (child, stdin)
+    }
+
+    #[test]
+    fn orphan_with_another_token_is_not_signalled() {
+        // The PID is live, but its command line does not carry the token: as if the PID had
+        // been reused by an unrelated process after the command ended.
+        let (mut child, _stdin) = tracked_here("0123456789abcdef");
+        let answer = stop_here(Some(child.id()), "fedcba9876543210");
+        let still_running = child.try_wait().expect("try_wait").is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(answer, Ok(crate::transport::OrphanStop::PidReused));
+        assert!(still_running, "a process without the token was signalled");
+    }
+
+    #[test]
+    fn orphan_with_its_token_is_stopped_with_its_group() {
+        let (mut child, _stdin) = tracked_here("0a0a0a0a0b0b0b0b");
+        let answer = stop_here(Some(child.id()), "0a0a0a0a0b0b0b0b");
+        let status = child.wait().expect("wait");
+        assert_eq!(answer, Ok(crate::transport::OrphanStop::Stopped));
+        assert_ne!(status.code(), Some(0), "{status:?}");
+    }
+
+    #[test]
+    fn orphan_without_a_pid_is_found_by_its_token() {
+        let (mut child, _stdin) = tracked_here("0c0c0c0c0d0d0d0d");
+        let answer = stop_here(None, "0c0c0c0c0d0d0d0d");
+        let status = child.wait().expect("wait");
+        assert_eq!(answer, Ok(crate::transport::OrphanStop::Stopped));
+        assert_ne!(status.code(), Some(0), "{status:?}");
+        // Once gone, asking again finds nothing to stop.
+        assert_eq!(
+            stop_here(None, "0c0c0c0c0d0d0d0d"),
+            Ok(crate::transport::OrphanStop::Ended)
+        );
+    }
+
+    #[test]
+    fn orphan_that_ended_is_reported_ended() {
+        let (mut child, stdin) = tracked_here("0e0e0e0e0f0f0f0f");
+        let pid = child.id();
+        drop(stdin); // the watcher stops it, as when sshd closes the channel
+        let _ = child.wait();
+        assert_eq!(
+            stop_here(Some(pid), "0e0e0e0e0f0f0f0f"),
+            Ok(crate::transport::OrphanStop::Ended)
+        );
+        // PIDs 0 and 1 are never used as a process group, whatever a note says.
+        assert_eq!(
+            stop_here(Some(1), "0e0e0e0e0f0f0f0f"),
+            Ok(crate::transport::OrphanStop::Ended)
+        );
     }
 
     #[test]

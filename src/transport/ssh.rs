@@ -29,8 +29,8 @@ use super::known_hosts::{
 };
 use super::shell::{self, Payload, PidMarkerFilter};
 use super::{
-    random_token, upload_mismatch, Control, Exit, FileDigest, Secret, Shell, Stream, Transport,
-    TransportError,
+    random_token, upload_mismatch, Control, Exit, FileDigest, Orphan, OrphanStop, Secret, Shell,
+    Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How to reach one SSH target.
@@ -83,6 +83,9 @@ const READ_CHUNK: usize = 32 * 1024;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Keepalive intervals the server may stay silent before the connection counts as lost.
 pub const KEEPALIVE_COUNT: u32 = 3;
+/// Limit for stopping a command whose connection was lost (its script waits at most ten
+/// seconds for the command to go).
+const ORPHAN_STOP_LIMIT: Duration = Duration::from_secs(60);
 
 /// A transport that runs steps on one SSH target.
 pub struct SshTransport {
@@ -90,6 +93,8 @@ pub struct SshTransport {
     conn: Option<Conn>,
     /// The target's temporary directory (Windows targets only; asked once).
     windows_temp: Option<String>,
+    /// What the last failed command may have left running (see [`Transport::take_orphan`]).
+    orphan: Option<Orphan>,
 }
 
 /// One authenticated session and what hangs off it.
@@ -137,6 +142,7 @@ impl SshTransport {
             cfg,
             conn: None,
             windows_temp: None,
+            orphan: None,
         }
     }
 
@@ -451,6 +457,7 @@ impl SshTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
+        self.orphan = None;
         self.connect()?;
         let mut sess = self.session()?;
         sess.set_blocking(true);
@@ -473,9 +480,16 @@ impl SshTransport {
         let started = channel.exec(line);
         sess.set_timeout(timeout_ms(IO_TIMEOUT));
         if let Err(e) = started {
-            return Err(self.ssh_err("starting a command (it may or may not have started)", &e));
+            let err = self.ssh_err("starting a command (it may or may not have started)", &e);
+            self.orphan = orphan_after(&err, tracking.shell, None, tracking.token);
+            return Err(err);
         }
-        let result = self.pump(&sess, &mut channel, tracking, ctl, out);
+        let mut marker = PidMarkerFilter::new();
+        let (shell, token) = (tracking.shell, tracking.token);
+        let result = self.pump(&sess, &mut channel, &mut marker, tracking, ctl, out);
+        if let Err(e) = &result {
+            self.orphan = orphan_after(e, shell, marker.pid(), token);
+        }
         if self.conn.as_ref().is_none_or(|c| c.broken) {
             // Freeing a channel politely waits for the server's reply, which a broken
             // session never sends.
@@ -497,13 +511,13 @@ impl SshTransport {
         &mut self,
         sess: &Session,
         channel: &mut Channel,
+        marker: &mut PidMarkerFilter,
         tracking: Tracking<'_>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         const DURING: &str = "running a command (it may have run partly or fully)";
         let started = Instant::now();
-        let mut marker = PidMarkerFilter::new();
         let mut buf = vec![0u8; READ_CHUNK];
         let mut stop: Option<(Exit, Instant)> = None;
         let mut kill_sent_at: Option<Instant> = None;
@@ -1180,6 +1194,40 @@ impl Transport for SshTransport {
         self.upload_inner(src, expected, dest, shell, progress)
     }
 
+    fn take_orphan(&mut self) -> Option<Orphan> {
+        self.orphan.take()
+    }
+
+    fn stop_orphan(&mut self, orphan: &Orphan) -> Result<OrphanStop, TransportError> {
+        let Orphan::Process { pid, token } = orphan else {
+            return Err(TransportError::KillFailed {
+                target: self.describe(),
+                reason: ORPHAN_REASON,
+                message: format!("an SSH target cannot stop {}", orphan.describe()),
+            });
+        };
+        tracing::info!(target = %self.describe(), ?pid, "stopping a command whose connection was lost, if it still runs");
+        let line = shell::stop_orphan_command_line(*pid, token);
+        // Bounded by the script itself (about ten seconds); the limit is for a stuck target.
+        let ctl = Control::new(Some(ORPHAN_STOP_LIMIT));
+        let captured = super::capture(|out| self.exec(&line, Shell::Sh, &ctl, out));
+        // The stop command's own leftovers are not the caller's business.
+        self.orphan = None;
+        let (exit, stdout, stderr) = captured?;
+        if exit != Exit::Code(0) {
+            return Err(TransportError::KillFailed {
+                target: self.describe(),
+                reason: ORPHAN_REASON,
+                message: format!("the stop command ended with {exit:?}: {}", stderr.trim()),
+            });
+        }
+        shell::parse_orphan_stop(&stdout).map_err(|message| TransportError::KillFailed {
+            target: self.describe(),
+            reason: ORPHAN_REASON,
+            message,
+        })
+    }
+
     fn run_script(
         &mut self,
         local: &Path,
@@ -1217,6 +1265,21 @@ const MAC_ORDER: &[&str] = &[
     "hmac-sha1-etm@openssh.com",
     "hmac-sha1",
 ];
+
+/// What a failed command may have left running: after a lost connection or a failed stop, an
+/// `sh` command (only those can be found again by their token) may still run.
+fn orphan_after(
+    err: &TransportError,
+    shell: Shell,
+    pid: Option<u32>,
+    token: &str,
+) -> Option<Orphan> {
+    let unsure = err.is_connection_lost() || matches!(err, TransportError::KillFailed { .. });
+    (unsure && shell == Shell::Sh).then(|| Orphan::Process {
+        pid,
+        token: token.to_string(),
+    })
+}
 
 /// libssh2 errors after which the session cannot be used any more.
 fn is_connection_error(e: &ssh2::Error) -> bool {

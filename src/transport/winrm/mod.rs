@@ -31,8 +31,8 @@ pub use response::{Fault, ParseError, Response};
 
 use super::shell::{self, ps_quote};
 use super::{
-    hex, random_token, upload_mismatch, Control, Exit, FileDigest, Shell, Stream, Transport,
-    TransportError,
+    hex, random_token, upload_mismatch, Control, Exit, FileDigest, Orphan, OrphanStop, Shell,
+    Stream, Transport, TransportError, ORPHAN_REASON,
 };
 use http::HttpClient;
 use soap::Endpoint;
@@ -110,6 +110,8 @@ pub struct WinrmTransport {
     temp_dir: Option<String>,
     /// NTLM: the connection generation it authenticated, and its sealing state.
     ntlm: Option<(u64, ntlm::Session)>,
+    /// A shell the last failed command left open (see [`Transport::take_orphan`]).
+    orphan: Option<Orphan>,
 }
 
 impl WinrmTransport {
@@ -130,6 +132,7 @@ impl WinrmTransport {
             ep,
             temp_dir: None,
             ntlm: None,
+            orphan: None,
         }
     }
 
@@ -457,6 +460,7 @@ impl WinrmTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
+        self.orphan = None;
         self.connect()?;
         let shell_id = self.create_shell()?;
         let result = self.run_in_shell(&shell_id, line, stdin, ctl, out);
@@ -469,6 +473,9 @@ impl WinrmTransport {
                     } else {
                         "timed out"
                     };
+                    self.orphan = Some(Orphan::WinrmShell {
+                        shell_id: shell_id.clone(),
+                    });
                     return Err(TransportError::KillFailed {
                         target: self.describe(),
                         reason,
@@ -481,6 +488,12 @@ impl WinrmTransport {
             (Ok((exit, _)), Ok(())) => Ok(exit),
             (Err(e), Err(d)) => {
                 tracing::warn!(target = %self.describe(), shell = %shell_id, error = %d, "could not delete the WinRM shell after an error; it stays open on the target until its idle timeout");
+                if e.is_connection_lost() {
+                    // The command in it may still run: the caller deletes the shell later.
+                    self.orphan = Some(Orphan::WinrmShell {
+                        shell_id: shell_id.clone(),
+                    });
+                }
                 Err(e)
             }
             (Err(e), Ok(())) => Err(e),
@@ -921,6 +934,26 @@ impl Transport for WinrmTransport {
         }
     }
 
+    fn take_orphan(&mut self) -> Option<Orphan> {
+        self.orphan.take()
+    }
+
+    fn stop_orphan(&mut self, orphan: &Orphan) -> Result<OrphanStop, TransportError> {
+        let Orphan::WinrmShell { shell_id } = orphan else {
+            return Err(TransportError::KillFailed {
+                target: self.describe(),
+                reason: ORPHAN_REASON,
+                message: format!("a WinRM target cannot stop {}", orphan.describe()),
+            });
+        };
+        self.connect()?;
+        match self.delete_shell(shell_id) {
+            Ok(()) => Ok(OrphanStop::ShellDeleted),
+            Err(e) if is_invalid_selectors(&e) => Ok(OrphanStop::Ended),
+            Err(e) => Err(e),
+        }
+    }
+
     fn upload(
         &mut self,
         src: &Path,
@@ -949,6 +982,23 @@ impl Transport for WinrmTransport {
 }
 
 /// 16 fresh random bytes (NTLM's client challenge and session key).
+/// The fault WinRM answers for a shell that no longer exists.
+fn is_invalid_selectors(e: &TransportError) -> bool {
+    let TransportError::Io { source, .. } = e else {
+        return false;
+    };
+    match source
+        .get_ref()
+        .and_then(|s| s.downcast_ref::<WinrmError>())
+    {
+        Some(WinrmError::Fault { fault }) => {
+            fault.wsman_code == Some(response::CODE_INVALID_SELECTORS)
+                || fault.subcode.as_deref() == Some("InvalidSelectors")
+        }
+        _ => false,
+    }
+}
+
 fn random_bytes() -> [u8; 16] {
     let hex = format!("{}{}", random_token(), random_token());
     let mut out = [0u8; 16];
