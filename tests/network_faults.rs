@@ -17,7 +17,7 @@ mod common_cli;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -754,7 +754,7 @@ fn notes_of(
 
 #[test]
 fn half_cut_during_a_checked_step_stops_the_old_command_before_the_check() {
-    let scene = Scene::new(8, &checked_trapped_step());
+    let scene = Scene::new(12, &checked_trapped_step());
     let child = scene.apply();
     wait_for("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
@@ -801,7 +801,7 @@ fn half_cut_during_a_checked_step_stops_the_old_command_before_the_check() {
 #[test]
 fn half_cut_during_an_idempotent_step_stops_the_old_command_before_the_retry() {
     let scene = Scene::new(
-        9,
+        13,
         &format!("  - {{ id: work, on: far, run: '{TRAPPED}', idempotent: true, retries: 1 }}\n"),
     );
     let child = scene.apply();
@@ -825,7 +825,7 @@ fn half_cut_during_an_idempotent_step_stops_the_old_command_before_the_retry() {
 
 #[test]
 fn a_runner_killed_before_stopping_the_old_command_leaves_it_to_the_next_apply() {
-    let scene = Scene::new(10, &checked_trapped_step());
+    let scene = Scene::new(14, &checked_trapped_step());
     let mut child = scene.apply();
     wait_for("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
@@ -878,9 +878,68 @@ fn a_runner_killed_before_stopping_the_old_command_leaves_it_to_the_next_apply()
     assert!(files.contains("stopped it (pid "), "{files}");
 }
 
+/// A `script:` step runs a temporary file on the target. Removing that file must not be what
+/// reconnects first: the note about the command that may still run it comes before.
+#[test]
+fn a_script_step_cut_off_is_noted_before_its_file_is_removed() {
+    let scene = Scene::new(
+        16,
+        &format!("  - {{ id: scripted, on: far, script: trapped.sh, check: '{CHECK_END}', retries: 1 }}\n"),
+    );
+    let fill = |t: &str| {
+        t.replace(
+            "{ledger}",
+            &scene.sshd.dir().join("ledger").display().to_string(),
+        )
+        .replace(
+            "{count}",
+            &scene.sshd.dir().join("count").display().to_string(),
+        )
+        .replace(
+            "{release}",
+            &scene.sshd.dir().join("release").display().to_string(),
+        )
+    };
+    fs::write(scene.dir.path().join("trapped.sh"), fill(TRAPPED)).expect("write script");
+    let mut child = scene.apply();
+    wait_for("the script to start on the target", || {
+        has(&scene.ledger(), "start-1")
+    });
+    scene.proxy.stall();
+    scene.proxy.half_cut();
+    wait_for("the runner to reconnect", || scene.proxy.accepted() >= 2);
+    child.kill().expect("kill -9 the runner");
+    let _ = child.wait();
+    scene.proxy.resume();
+
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "scripted");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    let note = notes_of(&j, &attempts[0]).get("orphan").cloned();
+    let token = note
+        .as_deref()
+        .and_then(|n| n.split("token=").nth(1))
+        .map(|t| t.split_whitespace().next().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("the note was not written before reconnecting: {note:?}"));
+    let script_on_target = Path::new("/tmp").join(format!("runner-{token}.sh"));
+    assert!(script_on_target.exists(), "{}", script_on_target.display());
+    drop(j);
+
+    // The next apply stops the old script first, then checks and runs it again; the file the
+    // killed runner left behind is removed with the stop.
+    let end = finish(scene.apply());
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(
+        scene.ledger(),
+        vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
+    );
+    assert!(!script_on_target.exists(), "{}", script_on_target.display());
+}
+
 #[test]
 fn half_cut_with_the_target_unreachable_leaves_the_step_to_an_operator() {
-    let scene = Scene::new(11, &checked_trapped_step());
+    let scene = Scene::new(15, &checked_trapped_step());
     let child = scene.apply();
     wait_for("the command to start on the target", || {
         has(&scene.ledger(), "start-1")

@@ -95,6 +95,9 @@ pub struct SshTransport {
     windows_temp: Option<String>,
     /// What the last failed command may have left running (see [`Transport::take_orphan`]).
     orphan: Option<Orphan>,
+    /// Temporary scripts left on the target by a command whose connection was lost; removed
+    /// once that command has been dealt with (see `run_content`).
+    leftover_scripts: Vec<String>,
 }
 
 /// One authenticated session and what hangs off it.
@@ -143,6 +146,7 @@ impl SshTransport {
             conn: None,
             windows_temp: None,
             orphan: None,
+            leftover_scripts: Vec::new(),
         }
     }
 
@@ -804,10 +808,11 @@ impl SshTransport {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         self.connect()?;
+        self.remove_leftover_scripts();
         let token = random_token();
         let (run_path, sftp_path) = match shell {
             Shell::Sh => {
-                let p = format!("/tmp/runner-{token}.sh");
+                let p = sh_script_path(&token);
                 (p.clone(), p)
             }
             Shell::Cmd | Shell::PowerShell => {
@@ -829,8 +834,20 @@ impl SshTransport {
             ctl,
             out,
         );
-        self.remove_file(&sftp_path);
+        if self.conn.as_ref().is_none_or(|c| c.broken) {
+            // Removing it now would mean reconnecting before the engine has noted, durably,
+            // the command that may still be running it; it goes after that command is stopped.
+            self.leftover_scripts.push(sftp_path);
+        } else {
+            self.remove_file(&sftp_path);
+        }
         result
+    }
+
+    fn remove_leftover_scripts(&mut self) {
+        for path in std::mem::take(&mut self.leftover_scripts) {
+            self.remove_file(&path);
+        }
     }
 
     fn upload_inner(
@@ -1214,6 +1231,14 @@ impl Transport for SshTransport {
         // The stop command's own leftovers are not the caller's business.
         self.orphan = None;
         let (exit, stdout, stderr) = captured?;
+        if exit == Exit::Code(0) {
+            // The script of a `script:` step, left when the connection was lost (also by a
+            // runner that died since: the name follows from the token). Usually there is none.
+            self.remove_leftover_scripts();
+            if let Ok(sftp) = self.sftp() {
+                let _ = sftp.unlink(Path::new(&sh_script_path(token)));
+            }
+        }
         if exit != Exit::Code(0) {
             return Err(TransportError::KillFailed {
                 target: self.describe(),
@@ -1238,6 +1263,11 @@ impl Transport for SshTransport {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, out)
     }
+}
+
+/// Where a `script:` step's file goes on a POSIX target, named by the attempt's token.
+fn sh_script_path(token: &str) -> String {
+    format!("/tmp/runner-{token}.sh")
 }
 
 /// Ciphers in order of preference, measured on uploads (which are bound by the sender's CPU).
