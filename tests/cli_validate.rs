@@ -521,3 +521,18 @@ fn reboot_and_detach_keys_are_checked() {
         r.stderr
     );
 }
+
+#[test]
+fn a_wrong_type_names_what_is_valid_not_an_internal_type() {
+    // `reboot: true` reads naturally but the key takes a mapping.
+    let text = format!("{BASE}  - id: boot\n    on: web\n    reboot: true\n");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("c.yaml:26:13"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`reboot: { timeout: DURATION }`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("Raw"), "{}", r.stderr);
+}

@@ -104,6 +104,34 @@ pub fn load(path: &Path) -> Result<Playbook, LoadError> {
     Err(LoadError(v.diags))
 }
 
+/// How serde names our raw types in "expected ..." messages, and what the reader should see
+/// instead. Every `Raw*` type in raw.rs needs a line (a unit test checks).
+const SERDE_NAMES: &[(&str, &str)] = &[
+    ("struct RawPlaybook", "the playbook (a mapping)"),
+    ("struct RawStep", "a step (a mapping)"),
+    ("struct RawTarget", "a target (a mapping)"),
+    ("struct RawWindow", "the window (a mapping)"),
+    ("struct RawHours", "a business_hours rule (a mapping)"),
+    ("struct RawUpload", "`upload: { src: FILE, dest: PATH }`"),
+    (
+        "struct RawReboot",
+        "`reboot: { timeout: DURATION }` (or `reboot: {}` for 20m)",
+    ),
+    (
+        "struct RawDeadline",
+        "`deadline: { after: STEP, within: DURATION }`",
+    ),
+    ("struct RawSecretRef", "`{ env: NAME }` or `{ file: PATH }`"),
+    (
+        "untagged enum RawOn",
+        "a target or group name, or a list of them",
+    ),
+    (
+        "untagged enum RawDays",
+        "a day (mon), a range (mon-fri) or a list ([mon, wed])",
+    ),
+];
+
 /// serde's message plus where it happened. serde_yaml_ng names the type it expected; we add
 /// the key path by finding the deepest node at that position.
 fn serde_diagnostic(src: &Source, e: &serde_yaml_ng::Error) -> Diagnostic {
@@ -120,26 +148,9 @@ fn serde_diagnostic(src: &Source, e: &serde_yaml_ng::Error) -> Diagnostic {
         Some(i) => message[..i].to_string(),
         None => message,
     };
-    let message = message
-        .replace("RawPlaybook", "the playbook")
-        .replace("struct RawStep", "a step (a mapping)")
-        .replace("struct RawTarget", "a target (a mapping)")
-        .replace("struct RawWindow", "the window (a mapping)")
-        .replace("struct RawHours", "a business_hours rule (a mapping)")
-        .replace("struct RawUpload", "`upload: { src: FILE, dest: PATH }`")
-        .replace(
-            "struct RawDeadline",
-            "`deadline: { after: STEP, within: DURATION }`",
-        )
-        .replace("struct RawSecretRef", "`{ env: NAME }` or `{ file: PATH }`")
-        .replace(
-            "untagged enum RawOn",
-            "a target or group name, or a list of them",
-        )
-        .replace(
-            "untagged enum RawDays",
-            "a day (mon), a range (mon-fri) or a list ([mon, wed])",
-        );
+    let message = SERDE_NAMES
+        .iter()
+        .fold(message, |m, (ours, theirs)| m.replace(ours, theirs));
     Diagnostic::at_pos(src, pos, String::new(), message)
 }
 
@@ -1267,6 +1278,36 @@ fn ctx_names(raw: &RawPlaybook, target: Option<&Target>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_raw_type_has_a_readable_name() {
+        let raw = include_str!("raw.rs");
+        let mut seen = 0;
+        for line in raw.lines() {
+            let line = line.trim_start();
+            let Some(rest) = line
+                .strip_prefix("pub struct ")
+                .or_else(|| line.strip_prefix("pub enum "))
+            else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.starts_with("Raw") {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                SERDE_NAMES
+                    .iter()
+                    .any(|(ours, _)| ours.ends_with(&format!(" {name}"))),
+                "{name} would show up in an error message as it is"
+            );
+        }
+        assert!(seen >= 10, "found only {seen} raw types");
+    }
 
     #[test]
     fn durations() {
