@@ -82,24 +82,28 @@ pub fn command_line(shell: Shell, script: &str) -> String {
 /// the session leader sshd created with `setsid()`, i.e. the process group of everything the
 /// script starts. An inline script runs untouched, with stdin from /dev/null, in a subshell of
 /// that wrapper (`eval` in `( )`): it behaves as under `sh -c` (its own variables, traps,
-/// `exit` and `set -e`; no positional parameters; only `$0`, the token, differs) but costs a fork instead of starting another
-/// `sh`, which is a fifth of a trivial step's time. A script file runs as `sh FILE`.
+/// `exit` and `set -e`; no positional parameters; only `$0`, the token, differs) but costs a
+/// fork instead of starting another `sh`, which is a fifth of a trivial step's time. A script
+/// file runs as `sh FILE`.
 pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> String {
     match shell {
         Shell::Sh => {
-            let run = match payload {
-                Payload::Inline(_) => "( eval \"set --\n$1\" )",
-                Payload::File(_) => "sh \"$1\"",
+            // The runner removes a script file after the script; when the runner is gone, the
+            // watcher does (an open file can be removed while `sh` still reads it).
+            let (run, cleanup) = match payload {
+                Payload::Inline(_) => ("( eval \"set --\n$1\" )", ""),
+                Payload::File(_) => ("sh \"$1\"", "rm -f -- \"$1\"; "),
             };
             // A watcher holds the channel's stdin (runner never closes it): when the channel
-            // goes away because the runner died, the watcher (a shell builtin loop, no extra process) reads EOF and stops the whole
-            // process group, so no command outlives the runner that started it. When the script
-            // ends normally the watcher is disarmed first. Background jobs of a non-interactive
-            // shell get /dev/null as stdin, hence the detour through fd 3.
+            // goes away because the runner died, the watcher (a shell builtin loop, no extra
+            // process) reads EOF and stops the whole process group, so no command outlives the
+            // runner that started it. When the script ends normally the watcher is disarmed
+            // first. Background jobs of a non-interactive shell get /dev/null as stdin, hence
+            // the detour through fd 3.
             let wrapper = format!(
                 "printf '\\036runner-pid:%s\\n' \"$$\" >&2 || exit 125\n\
                  exec 3<&0\n\
-                 ( while read -r _; do :; done <&3; kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
+                 ( while read -r _; do :; done <&3; {cleanup}kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
                  w=$!\n\
                  exec 3<&-\n\
                  {run} </dev/null\n\
@@ -565,6 +569,33 @@ mod tests {
         let status = child.wait().expect("sh ends");
         // Killed by SIGTERM (the wrapper reports 128 + 15, or dies by the signal itself).
         assert_ne!(status.code(), Some(0), "{status:?}");
+    }
+
+    /// A script file is removed when the channel goes away before it ends.
+    #[test]
+    fn tracked_sh_file_is_removed_when_its_channel_goes() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("runner-x.sh");
+        std::fs::write(&script, "sleep 300\n").expect("write script");
+        let path = script.display().to_string();
+        let line = tracked_command_line(Shell::Sh, Payload::File(&path), "t");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let mut err = child.stderr.take().expect("stderr");
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
+        drop(child.stdin.take());
+        let status = child.wait().expect("sh ends");
+        assert_ne!(status.code(), Some(0), "{status:?}");
+        assert!(!script.exists(), "{path} is still there");
     }
 
     #[test]
