@@ -536,3 +536,20 @@ fn a_wrong_type_names_what_is_valid_not_an_internal_type() {
     );
     assert!(!r.stderr.contains("Raw"), "{}", r.stderr);
 }
+
+#[test]
+fn a_wrong_type_quotes_the_value_as_written() {
+    // The readable names replace serde's, not words that happen to be in the playbook.
+    let text = BASE.replace(
+        "window:\n  timezone: America/Chicago\n  business_hours:\n    - days: mon-fri\n      from: \"07:30\"\n      to: \"18:00\"\n  margin: 15m\n",
+        "window: struct RawStep\n",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("invalid type: string \"struct RawStep\", expected the window (a mapping)"),
+        "{}",
+        r.stderr
+    );
+}

@@ -28,13 +28,17 @@ fuzz_target!(|data: &[u8]| {
         // Rendering the diagnostics exercises the positions and source lines they point at.
         Err(e) => {
             drop(e.to_string());
-            // A message names what would be valid, never one of the loader's own types.
+            // A message names what would be valid, never one of the loader's own types. serde's
+            // "expected ..." comes last; what precedes it may quote the input.
             for d in &e.0 {
-                assert!(
-                    !d.message.contains("struct Raw") && !d.message.contains("enum Raw"),
-                    "internal type name in: {}",
-                    d.message
-                );
+                let expected = d.message.rsplit(", expected ").next().unwrap_or_default();
+                if d.message.contains(", expected ") {
+                    assert!(
+                        !expected.contains("struct Raw") && !expected.contains("enum Raw"),
+                        "internal type name in: {}",
+                        d.message
+                    );
+                }
             }
         }
         Ok(pb) => {
