@@ -637,6 +637,54 @@ fn stall_for_good_during_an_idempotent_step_is_retried_over_a_new_connection() {
 }
 
 #[test]
+fn stall_for_good_during_an_upload_is_retried_over_a_new_connection() {
+    // SFTP writes wait for the server's acknowledgements; on a stalled link none come, and
+    // the upload must end as a lost connection after three keepalive intervals.
+    let scene = Scene::with_target_keys(
+        17,
+        KEEPALIVE_1S,
+        "  - { id: send, on: far, upload: { src: big.bin, dest: '{dest}' }, idempotent: true, retries: 1 }\n",
+    );
+    let dest = scene.sshd.dir().join("big.copy");
+    let yaml = fs::read_to_string(&scene.playbook).expect("read playbook");
+    fs::write(
+        &scene.playbook,
+        yaml.replace("{dest}", &dest.display().to_string()),
+    )
+    .expect("write playbook");
+    // Large enough that it is still on its way when the test sees the first MiB arrive.
+    let data: Vec<u8> = (0..64u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    fs::write(scene.dir.path().join("big.bin"), &data).expect("write source");
+
+    let child = scene.apply();
+    wait_for("the upload to be under way", || {
+        fs::metadata(&dest).is_ok_and(|m| m.len() > 1024 * 1024)
+    });
+    scene.proxy.stall_forever();
+    let end = finish(child);
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+
+    let attempts = run_attempts(&scene.journal(), "send");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    let cause = attempts[0].message.clone().unwrap_or_default();
+    assert!(cause.contains("uploading"), "cause: {cause}");
+    assert!(cause.contains(SILENCE), "cause: {cause}");
+    assert_eq!(attempts[1].state, AttemptState::Succeeded);
+    assert_eq!(
+        scene.proxy.accepted(),
+        2,
+        "the retry needs a new connection"
+    );
+    assert!(
+        fs::read(&dest).expect("read copy") == data,
+        "the copy differs"
+    );
+}
+
+#[test]
 fn stall_for_good_during_a_step_without_check_or_idempotence_stops_for_an_operator() {
     let scene = Scene::with_target_keys(
         9,

@@ -270,6 +270,15 @@ impl SshTransport {
         }
     }
 
+    /// Bounds every blocking libssh2 call on the session by three keepalive intervals until
+    /// the guard is dropped. For SFTP transfers: a live server answers each request at once
+    /// (and keepalives meanwhile), so a request unanswered that long means a stalled link.
+    fn bounded(&self) -> Result<Bounded, TransportError> {
+        let sess = self.session()?;
+        sess.set_timeout(timeout_ms(self.round_trip_timeout()));
+        Ok(Bounded(sess))
+    }
+
     fn session(&self) -> Result<Session, TransportError> {
         match &self.conn {
             Some(c) => Ok(c.sess.clone()),
@@ -722,6 +731,7 @@ impl SshTransport {
     /// Write `content` to a new file on the target (exclusively: it must not exist).
     fn write_new_file(&mut self, sftp_path: &str, content: &[u8]) -> Result<(), TransportError> {
         let sftp = self.sftp()?;
+        let _bounded = self.bounded()?;
         let mut file = match sftp.open_mode(
             Path::new(sftp_path),
             OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
@@ -877,6 +887,7 @@ impl SshTransport {
         let remote_path = sftp_path(dest, shell);
         self.connect()?;
         let sftp = self.sftp()?;
+        let bounded = self.bounded()?;
 
         if let Some(parent) = parent_dir(&remote_path) {
             match sftp.stat(Path::new(parent)) {
@@ -982,11 +993,20 @@ impl SshTransport {
                     progress(sent);
                 }
                 result => {
+                    let timed_out =
+                        matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut);
                     let message = match result {
                         Err(e) => e.to_string(),
                         Ok(_) => "the server accepted no data".to_string(),
                     };
                     drop(remote);
+                    if timed_out || self.silent_too_long() {
+                        self.mark_broken();
+                        return Err(self.lost(
+                            "uploading (the destination is incomplete)",
+                            self.silence_message(),
+                        ));
+                    }
                     self.mark_broken_if_dead();
                     if self.conn.as_ref().is_some_and(|c| c.broken) {
                         return Err(self.lost("uploading (the destination is incomplete)", message));
@@ -1013,6 +1033,7 @@ impl SshTransport {
             Ok(st) => st.size.unwrap_or(0),
             Err(e) => return Err(self.ssh_err("checking the uploaded file", &e)),
         };
+        drop(bounded);
         let script = shell::sha256_script(shell, dest);
         let (exit, stdout, stderr) = self.capture(&script, shell)?;
         let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
@@ -1262,6 +1283,15 @@ impl Transport for SshTransport {
     ) -> Result<Exit, TransportError> {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, out)
+    }
+}
+
+/// Restores the session's normal blocking limit ([`IO_TIMEOUT`]) when dropped.
+struct Bounded(Session);
+
+impl Drop for Bounded {
+    fn drop(&mut self) {
+        self.0.set_timeout(timeout_ms(IO_TIMEOUT));
     }
 }
 
