@@ -553,3 +553,18 @@ fn a_wrong_type_quotes_the_value_as_written() {
         r.stderr
     );
 }
+
+#[test]
+fn a_value_of_no_accepted_shape_names_the_shapes() {
+    // `days` with no value is null, which none of the accepted shapes of `days` is.
+    let text = BASE.replace("    - days: mon-fri\n", "    - days:\n");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("expected a day (mon), a range (mon-fri) or a list ([mon, wed])"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("Raw"), "{}", r.stderr);
+}

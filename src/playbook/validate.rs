@@ -148,20 +148,14 @@ fn serde_diagnostic(src: &Source, e: &serde_yaml_ng::Error) -> Diagnostic {
         Some(i) => message[..i].to_string(),
         None => message,
     };
-    // Only serde's own closing "expected ..." names our types; what comes before may quote the
-    // playbook, which stays as written.
-    let message = match message.rfind(", expected ") {
-        Some(i) => {
-            let (said, expected) = message.split_at(i);
-            let expected = SERDE_NAMES
-                .iter()
-                .fold(expected.to_string(), |m, (ours, theirs)| {
-                    m.replace(ours, theirs)
-                });
-            format!("{said}{expected}")
-        }
-        None => message,
-    };
+    // Only serde's own phrases name our types; a value quoted in the message stays as written.
+    let message = SERDE_NAMES.iter().fold(message, |m, (ours, theirs)| {
+        m.replace(
+            &format!("data did not match any variant of {ours}"),
+            &format!("expected {theirs}"),
+        )
+        .replace(&format!("expected {ours}"), &format!("expected {theirs}"))
+    });
     Diagnostic::at_pos(src, pos, String::new(), message)
 }
 
