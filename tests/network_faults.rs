@@ -463,6 +463,25 @@ fn the_cause_of_a_cut_is_in_the_report() {
     assert!(report.contains("lost"), "report:\n{report}");
 }
 
+/// The step `once` (neither check nor idempotent) lost its connection mid-command: apply
+/// stops with exit 1 naming `cause` and asking for `runner mark`; one interrupted attempt,
+/// not succeeded, and the command never started again.
+fn left_to_an_operator(scene: &Scene, end: &Finished, cause: &str) {
+    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
+    let all = format!("{}{}", end.stdout, end.stderr);
+    assert!(all.contains("runner mark"), "{all}");
+    assert!(all.contains(cause), "{all}");
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "once");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    assert!(!matches!(
+        j.pair("once", "far").expect("pair state"),
+        PairState::Succeeded { .. }
+    ));
+    assert!(!has(&scene.ledger(), "started-2"));
+}
+
 #[test]
 fn cut_during_a_step_without_check_or_idempotence_stops_for_an_operator() {
     let scene = Scene::new(
@@ -477,19 +496,7 @@ fn cut_during_a_step_without_check_or_idempotence_stops_for_an_operator() {
     let end = finish(child);
     scene.release();
     // Not retried despite `retries: 3`: it may have had its effect, and nothing can tell.
-    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
-    let all = format!("{}{}", end.stdout, end.stderr);
-    assert!(all.contains("runner mark"), "{all}");
-    assert!(all.contains("lost"), "{all}");
-    let j = scene.journal();
-    let attempts = run_attempts(&j, "once");
-    assert_eq!(attempts.len(), 1, "{attempts:#?}");
-    assert_eq!(attempts[0].state, AttemptState::Interrupted);
-    assert!(!matches!(
-        j.pair("once", "far").expect("pair state"),
-        PairState::Succeeded { .. }
-    ));
-    assert!(!has(&scene.ledger(), "started-2"));
+    left_to_an_operator(&scene, &end, "lost");
 }
 
 #[test]
@@ -698,19 +705,7 @@ fn stall_for_good_during_a_step_without_check_or_idempotence_stops_for_an_operat
     scene.proxy.stall_forever();
     let end = finish(child);
     scene.release();
-    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
-    let all = format!("{}{}", end.stdout, end.stderr);
-    assert!(all.contains("runner mark"), "{all}");
-    assert!(all.contains(SILENCE), "{all}");
-    let j = scene.journal();
-    let attempts = run_attempts(&j, "once");
-    assert_eq!(attempts.len(), 1, "{attempts:#?}");
-    assert_eq!(attempts[0].state, AttemptState::Interrupted);
-    assert!(!matches!(
-        j.pair("once", "far").expect("pair state"),
-        PairState::Succeeded { .. }
-    ));
-    assert!(!has(&scene.ledger(), "started-2"));
+    left_to_an_operator(&scene, &end, SILENCE);
 }
 
 #[test]

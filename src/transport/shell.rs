@@ -546,12 +546,12 @@ mod tests {
         );
     }
 
-    /// When the channel (stdin) goes away, as when the runner dies, the command goes too.
-    #[test]
-    fn tracked_sh_dies_with_its_channel() {
+    /// Runs `payload` through the wrapper as sshd would (its own process group), waits until
+    /// the wrapper announced itself (the watcher is in place), then closes the channel
+    /// (stdin), as a dying runner does. Returns how the wrapper ended.
+    fn cut_off_tracked(payload: Payload<'_>) -> std::process::ExitStatus {
         use std::os::unix::process::CommandExt;
-        let line = tracked_command_line(Shell::Sh, Payload::Inline("sleep 300; exit 0"), "t");
-        // sshd makes each session's command a process group leader; so does this test.
+        let line = tracked_command_line(Shell::Sh, payload, "t");
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)
@@ -561,12 +561,17 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("sh runs");
-        // Wait until the wrapper announced itself, so the watcher is in place.
         let mut err = child.stderr.take().expect("stderr");
         let mut first = [0u8; 1];
         std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
         drop(child.stdin.take());
-        let status = child.wait().expect("sh ends");
+        child.wait().expect("sh ends")
+    }
+
+    /// When the channel (stdin) goes away, as when the runner dies, the command goes too.
+    #[test]
+    fn tracked_sh_dies_with_its_channel() {
+        let status = cut_off_tracked(Payload::Inline("sleep 300; exit 0"));
         // Killed by SIGTERM (the wrapper reports 128 + 15, or dies by the signal itself).
         assert_ne!(status.code(), Some(0), "{status:?}");
     }
@@ -574,26 +579,11 @@ mod tests {
     /// A script file is removed when the channel goes away before it ends.
     #[test]
     fn tracked_sh_file_is_removed_when_its_channel_goes() {
-        use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let script = dir.path().join("runner-x.sh");
         std::fs::write(&script, "sleep 300\n").expect("write script");
         let path = script.display().to_string();
-        let line = tracked_command_line(Shell::Sh, Payload::File(&path), "t");
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .process_group(0)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        let mut err = child.stderr.take().expect("stderr");
-        let mut first = [0u8; 1];
-        std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
-        drop(child.stdin.take());
-        let status = child.wait().expect("sh ends");
+        let status = cut_off_tracked(Payload::File(&path));
         assert_ne!(status.code(), Some(0), "{status:?}");
         assert!(!script.exists(), "{path} is still there");
     }
