@@ -296,6 +296,19 @@ impl Scene {
             .expect("spawn runner apply")
     }
 
+    /// Cuts the runner's side only, lets its reconnect hang in the handshake (the reconnect
+    /// comes after it noted the command in the journal, and shows up as a second connection
+    /// that goes no further), kills the runner with SIGKILL there, and lets connections through
+    /// again.
+    fn half_cut_and_kill_the_runner_as_it_reconnects(&self, mut child: Child) {
+        self.proxy.stall();
+        self.proxy.half_cut();
+        wait_for("the runner to reconnect", || self.proxy.accepted() >= 2);
+        child.kill().expect("kill -9 the runner");
+        let _ = child.wait();
+        self.proxy.resume();
+    }
+
     fn journal(&self) -> Journal {
         Journal::open(&self.dir.path().join(".runner").join("faults.db")).expect("open journal")
     }
@@ -869,18 +882,11 @@ fn half_cut_during_an_idempotent_step_stops_the_old_command_before_the_retry() {
 #[test]
 fn a_runner_killed_before_stopping_the_old_command_leaves_it_to_the_next_apply() {
     let scene = Scene::new(14, &checked_trapped_step());
-    let mut child = scene.apply();
+    let child = scene.apply();
     wait_for("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
-    // New connections hang in the handshake: the runner's reconnect, which comes after it
-    // noted the command in the journal, shows up as a second connection and goes no further.
-    scene.proxy.stall();
-    scene.proxy.half_cut();
-    wait_for("the runner to reconnect", || scene.proxy.accepted() >= 2);
-    child.kill().expect("kill -9 the runner");
-    let _ = child.wait();
-    scene.proxy.resume();
+    scene.half_cut_and_kill_the_runner_as_it_reconnects(child);
 
     let j = scene.journal();
     let attempts = run_attempts(&j, "checked");
@@ -944,16 +950,11 @@ fn a_script_step_cut_off_is_noted_before_its_file_is_removed() {
         )
     };
     fs::write(scene.dir.path().join("trapped.sh"), fill(TRAPPED)).expect("write script");
-    let mut child = scene.apply();
+    let child = scene.apply();
     wait_for("the script to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
-    scene.proxy.stall();
-    scene.proxy.half_cut();
-    wait_for("the runner to reconnect", || scene.proxy.accepted() >= 2);
-    child.kill().expect("kill -9 the runner");
-    let _ = child.wait();
-    scene.proxy.resume();
+    scene.half_cut_and_kill_the_runner_as_it_reconnects(child);
 
     let j = scene.journal();
     let attempts = run_attempts(&j, "scripted");

@@ -546,25 +546,11 @@ mod tests {
         );
     }
 
-    /// Runs `payload` through the wrapper as sshd would (its own process group), waits until
-    /// the wrapper announced itself (the watcher is in place), then closes the channel
-    /// (stdin), as a dying runner does. Returns how the wrapper ended.
+    /// Runs `payload` through the wrapper as sshd would, then closes the channel (stdin), as
+    /// a dying runner does. Returns how the wrapper ended.
     fn cut_off_tracked(payload: Payload<'_>) -> std::process::ExitStatus {
-        use std::os::unix::process::CommandExt;
-        let line = tracked_command_line(Shell::Sh, payload, "t");
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .process_group(0)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        let mut err = child.stderr.take().expect("stderr");
-        let mut first = [0u8; 1];
-        std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
-        drop(child.stdin.take());
+        let (mut child, stdin) = tracked_here(payload, "t");
+        drop(stdin);
         child.wait().expect("sh ends")
     }
 
@@ -654,10 +640,14 @@ mod tests {
     }
 
     /// A tracked command running here in its own process group, as sshd would start it, with
-    /// its stdin (the channel) held open so that its watcher stays quiet.
-    fn tracked_here(token: &str) -> (std::process::Child, Option<std::process::ChildStdin>) {
+    /// its stdin (the channel) held open so that its watcher stays quiet. Returns once the
+    /// wrapper announced itself: the watcher is in place and the token in its command line.
+    fn tracked_here(
+        payload: Payload<'_>,
+        token: &str,
+    ) -> (std::process::Child, Option<std::process::ChildStdin>) {
         use std::os::unix::process::CommandExt;
-        let line = tracked_command_line(Shell::Sh, Payload::Inline("sleep 300"), token);
+        let line = tracked_command_line(Shell::Sh, payload, token);
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)
@@ -667,7 +657,6 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("sh runs");
-        // The marker comes after the `exec`: from then on the token is in the command line.
         let mut err = child.stderr.take().expect("stderr");
         let mut first = [0u8; 1];
         std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
@@ -679,7 +668,7 @@ mod tests {
     fn orphan_with_another_token_is_not_signalled() {
         // The PID is live, but its command line does not carry the token: as if the PID had
         // been reused by an unrelated process after the command ended.
-        let (mut child, _stdin) = tracked_here("0123456789abcdef");
+        let (mut child, _stdin) = tracked_here(Payload::Inline("sleep 300"), "0123456789abcdef");
         let answer = stop_here(Some(child.id()), "fedcba9876543210");
         let still_running = child.try_wait().expect("try_wait").is_none();
         let _ = child.kill();
@@ -690,7 +679,7 @@ mod tests {
 
     #[test]
     fn orphan_with_its_token_is_stopped_with_its_group() {
-        let (mut child, _stdin) = tracked_here("0a0a0a0a0b0b0b0b");
+        let (mut child, _stdin) = tracked_here(Payload::Inline("sleep 300"), "0a0a0a0a0b0b0b0b");
         let answer = stop_here(Some(child.id()), "0a0a0a0a0b0b0b0b");
         let status = child.wait().expect("wait");
         assert_eq!(answer, Ok(crate::transport::OrphanStop::Stopped));
@@ -699,7 +688,7 @@ mod tests {
 
     #[test]
     fn orphan_without_a_pid_is_found_by_its_token() {
-        let (mut child, _stdin) = tracked_here("0c0c0c0c0d0d0d0d");
+        let (mut child, _stdin) = tracked_here(Payload::Inline("sleep 300"), "0c0c0c0c0d0d0d0d");
         let answer = stop_here(None, "0c0c0c0c0d0d0d0d");
         let status = child.wait().expect("wait");
         assert_eq!(answer, Ok(crate::transport::OrphanStop::Stopped));
@@ -713,7 +702,7 @@ mod tests {
 
     #[test]
     fn orphan_that_ended_is_reported_ended() {
-        let (mut child, stdin) = tracked_here("0e0e0e0e0f0f0f0f");
+        let (mut child, stdin) = tracked_here(Payload::Inline("sleep 300"), "0e0e0e0e0f0f0f0f");
         let pid = child.id();
         drop(stdin); // the watcher stops it, as when sshd closes the channel
         let _ = child.wait();
