@@ -504,3 +504,81 @@ fn detached_steps_on_windows_are_launched_polled_and_stopped_over_winrm() {
         "{killed:?}"
     );
 }
+
+/// The network to the WinRM server fails while a command runs, and stays down while the runner
+/// tries to delete the command's shell: the step is left in doubt with a note about the shell,
+/// never checked or retried while the command may still run. The next `apply` deletes that
+/// shell first, and only then runs the idempotent step again.
+#[test]
+fn a_shell_left_open_by_a_lost_connection_is_deleted_before_the_step_runs_again() {
+    let srv = start("127.0.0.71");
+    srv.program("long-job", vec![Reply::stdout("working\r\n"), Reply::Hang]);
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "  - id: job\n    on: dc\n    run: long-job\n    idempotent: true\n    retries: 1\n    estimate: 1m\n";
+    write(dir.path(), "c.yaml", playbook(&srv, steps).as_bytes());
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", "c.yaml"])
+        .current_dir(dir.path())
+        .env(PW_ENV, PASSWORD)
+        .env_remove("RUNNER_NOW")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        srv.wait_started("long-job", std::time::Duration::from_secs(60)),
+        "long-job never started"
+    );
+    srv.set_unreachable(true);
+    let out = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("may still be running"), "{all}");
+    assert!(all.contains("runner mark"), "{all}");
+    // The command still runs in its shell: nothing deleted it, nothing ran it again.
+    assert_eq!(srv.open_shells(), 1);
+    let ran: Vec<String> = srv.delivered().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(ran, ["long-job"], "{ran:?}");
+
+    // The network is back; the command, were it run again, would now finish.
+    srv.set_unreachable(false);
+    srv.program("long-job", vec![Reply::finish("done\r\n", "", 0)]);
+    let first_run = srv.requests();
+    let old_shell = shell_selector(
+        &first_run
+            .iter()
+            .find(|r| r.action == "Command")
+            .expect("the first Command")
+            .body,
+    );
+    let r = runner(&["apply", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(srv.open_shells(), 0, "the old shell was not deleted");
+    let ran: Vec<String> = srv.delivered().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(ran, ["long-job", "long-job"], "{ran:?}");
+    // The second apply deleted the old shell before it ran anything.
+    let second_run = &srv.requests()[first_run.len()..];
+    let actions: Vec<&str> = second_run.iter().map(|r| r.action.as_str()).collect();
+    let delete = actions.iter().position(|a| *a == "Delete");
+    let command = actions.iter().position(|a| *a == "Command");
+    assert!(
+        matches!((delete, command), (Some(d), Some(c)) if d < c),
+        "{actions:?}"
+    );
+    let deleted = delete.map(|d| shell_selector(&second_run[d].body));
+    assert_eq!(deleted, Some(old_shell));
+}
+
+/// The ShellId selector of a request.
+fn shell_selector(body: &str) -> String {
+    let start =
+        body.find("Name=\"ShellId\">").expect("a ShellId selector") + "Name=\"ShellId\">".len();
+    let len = body[start..].find('<').expect("the selector's end");
+    body[start..start + len].to_string()
+}

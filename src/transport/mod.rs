@@ -137,7 +137,11 @@ impl Orphan {
                 })
             }
             "winrm-shell" => {
-                let id = fields.get("id").copied().filter(|t| safe(t))?;
+                // WinRM 1.1 (Windows Server 2003) prefixes shell ids with `uuid:`.
+                let id = fields.get("id").copied().filter(|t| {
+                    let plain = t.strip_prefix("uuid:").unwrap_or(t);
+                    safe(plain)
+                })?;
                 Some(Orphan::WinrmShell {
                     shell_id: id.to_string(),
                 })
@@ -506,6 +510,9 @@ mod tests {
             Orphan::WinrmShell {
                 shell_id: "5F1A-22".into(),
             },
+            Orphan::WinrmShell {
+                shell_id: "uuid:0179DFE0-5409-4F07-946E-54635608A269".into(),
+            },
         ] {
             assert_eq!(Orphan::from_note(&o.to_note()), Some(o));
         }
@@ -515,6 +522,8 @@ mod tests {
         assert_eq!(Orphan::from_note("process pid=1 token=ab"), None);
         assert_eq!(Orphan::from_note("process pid=12"), None);
         assert_eq!(Orphan::from_note("daemon pid=12 token=ab"), None);
+        assert_eq!(Orphan::from_note("winrm-shell id=uuid:<x>"), None);
+        assert_eq!(Orphan::from_note("winrm-shell id=a:b"), None);
     }
 
     #[test]

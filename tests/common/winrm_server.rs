@@ -161,6 +161,9 @@ struct State {
     delivered: Vec<(String, bool)>,
     quota_exceeded: bool,
     corrupt_uploads: bool,
+    /// Every request is read, logged and dropped with its connection, unanswered: a network
+    /// between client and server that failed.
+    unreachable: bool,
     /// Detached jobs the test scripts, by command text, and the jobs started, by folder.
     job_programs: HashMap<String, JobProgram>,
     jobs: BTreeMap<String, Job>,
@@ -274,6 +277,12 @@ impl WinrmServer {
 
     pub fn set_quota_exceeded(&self, on: bool) {
         self.with(|s| s.quota_exceeded = on);
+    }
+
+    /// While on, no request gets an answer: each connection is closed once a request arrived
+    /// (see [`State::unreachable`]). Running commands go on; their shells stay open.
+    pub fn set_unreachable(&self, on: bool) {
+        self.with(|s| s.unreachable = on);
     }
 
     pub fn set_corrupt_uploads(&self, on: bool) {
@@ -508,6 +517,9 @@ fn serve<S: Read + Write>(
             });
             if encrypted {
                 g.sealed_requests += 1;
+            }
+            if g.unreachable {
+                return;
             }
         }
         let (status, reply) = if opts.ntlm && sealed.is_some() && !encrypted && !opts.https {
