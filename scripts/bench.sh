@@ -5,9 +5,9 @@
 #
 # It builds runner in release mode, starts 20 throwaway sshd servers on 127.0.1.1-20 (fresh
 # keys, private config, like the tests), installs ansible-core into a virtualenv under a temp
-# folder (from PyPI), and prints the median of RUNS runs per scenario and the ratio
-# runner/baseline (below 1 means runner is faster). Everything it starts is stopped and
-# everything it writes is removed on exit. Not part of the test command.
+# folder (from PyPI), and prints the median of RUNS runs per scenario (runner and its baseline
+# take turns) and the ratio runner/baseline (below 1 means runner is faster). Everything it
+# starts is stopped and everything it writes is removed on exit. Not part of the test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -229,10 +229,24 @@ repeat() { # repeat N SETUP CMD...: median wall time of N runs of CMD, SETUP bef
   local n=$1 setup=$2; shift 2
   for _ in $(seq 1 "$n"); do $setup; time_ms "$@"; done | median
 }
+# alternate N SETUP_A CMD_A SETUP_B CMD_B: runs A and B in turn, N times each, and prints
+# "median_A median_B". Taking turns means load that drifts during a scenario weighs on both.
+alternate() {
+  local n=$1 setup_a=$2 cmd_a=$3 setup_b=$4 cmd_b=$5 times
+  times=$(for _ in $(seq 1 "$n"); do
+    $setup_a; echo "a $(time_ms "$cmd_a")"
+    $setup_b; echo "b $(time_ms "$cmd_b")"
+  done)
+  echo "$(awk '$1 == "a" {print $2}' <<<"$times" | median) $(awk '$1 == "b" {print $2}' <<<"$times" | median)"
+}
 nothing() { :; }
 fresh_state() { rm -rf "$WORK/pb/.runner" "$WORK"/dest/*; }
 
-runner_apply() { "$RUNNER" apply "$1" --quiet --max-parallel "$HOSTS"; }
+# PERF_CMD="perf record -g -o /tmp/perf.data" profiles the runner's side of a scenario.
+runner_apply() { ${PERF_CMD:-} "$RUNNER" apply "$1" --quiet --max-parallel "$HOSTS"; }
+runner_seq() { runner_apply "$WORK/pb/seq.yaml"; }
+runner_fan() { runner_apply "$WORK/pb/fan.yaml"; }
+runner_upload() { runner_apply "$WORK/pb/upload.yaml"; }
 cm_loop() {
   ssh -F "$WORK/ssh_config" -o ControlMaster=yes -o ControlPath="$WORK/cm.sock" -fN h1
   for _ in $(seq 1 "$STEPS"); do ssh -F "$WORK/ssh_config" -o ControlPath="$WORK/cm.sock" h1 true; done
@@ -257,8 +271,7 @@ row() { ROWS+=("$(printf '| %s | %s | %s | %s | %s |' "$1" "$2" "$3" "$4" "$5")"
 # ---------------------------------------------------------------------------------------------
 if want seq; then
 log "scenario 1: $STEPS sequential steps on one host ($RUNS runs; ansible $ANSIBLE_RUNS)"
-r_seq=$(repeat "$RUNS" fresh_state runner_apply "$WORK/pb/seq.yaml")
-c_seq=$(repeat "$RUNS" nothing cm_loop)
+read -r r_seq c_seq < <(alternate "$RUNS" fresh_state runner_seq nothing cm_loop)
 row "$STEPS steps, one host" "runner apply: $r_seq ms ($(ratio "$r_seq" "$STEPS") ms/step)" \
   "ssh loop via ControlMaster" "$c_seq ms ($(ratio "$c_seq" "$STEPS") ms/step)" "$(ratio "$r_seq" "$c_seq")"
 if [ "$ANSIBLE_RUNS" -gt 0 ]; then
@@ -270,8 +283,7 @@ fi
 
 if want fan; then
 log "scenario 2: one step on $HOSTS hosts"
-r_fan=$(repeat "$RUNS" fresh_state runner_apply "$WORK/pb/fan.yaml")
-p_fan=$(repeat "$RUNS" nothing parallel_ssh)
+read -r r_fan p_fan < <(alternate "$RUNS" fresh_state runner_fan nothing parallel_ssh)
 row "one step, $HOSTS hosts" "runner apply: $r_fan ms" "parallel ssh (new connections)" "$p_fan ms" "$(ratio "$r_fan" "$p_fan")"
 if [ "$ANSIBLE_RUNS" -gt 0 ]; then
   a_fan=$(repeat "$ANSIBLE_RUNS" nothing ansible_fan)
@@ -301,8 +313,7 @@ fi
 
 if want upload; then
 log "scenario 3: upload of $UPLOAD_MIB MiB"
-r_up=$(repeat "$RUNS" fresh_state runner_apply "$WORK/pb/upload.yaml")
-s_up=$(repeat "$RUNS" nothing scp_up)
+read -r r_up s_up < <(alternate "$RUNS" fresh_state runner_upload nothing scp_up)
 cmp "$WORK/pb/big.bin" "$WORK/dest/big-scp.bin"
 row "upload $UPLOAD_MIB MiB" "runner: $r_up ms ($(ratio $((UPLOAD_MIB * 1000)) "$r_up") MiB/s, SHA-256 verified)" \
   "scp" "$s_up ms ($(ratio $((UPLOAD_MIB * 1000)) "$s_up") MiB/s)" "$(ratio "$r_up" "$s_up")"

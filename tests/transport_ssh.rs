@@ -409,6 +409,29 @@ fn upload_verifies_size_and_sha256_on_the_target() {
     );
 }
 
+/// Larger than the upload's buffer, and not a whole number of its blocks, so the unsent rest
+/// moves to the buffer's front several times and the last read is a short one.
+#[test]
+fn upload_larger_than_its_buffer_arrives_intact() {
+    let sshd = Sshd::start("127.0.5.31");
+    let mut t = transport(&sshd);
+    let data = pseudo_random_bytes(41 * 1024 * 1024 + 4321, 7);
+    let src = sshd.dir().join("large.bin");
+    fs::write(&src, &data).expect("write payload");
+    let dest = sshd.dir().join("large.copy");
+    let mut last = 0;
+    t.upload(
+        &src,
+        &digest(&src),
+        &dest.display().to_string(),
+        Shell::Sh,
+        &mut |n| last = n,
+    )
+    .expect("upload");
+    assert_eq!(last, data.len() as u64);
+    assert!(fs::read(&dest).expect("read dest") == data, "the copy differs");
+}
+
 fn runner_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -940,8 +940,7 @@ int ssh2_cipher_crypt(ssh2_cipher_ctx *ctx, SSH2_CIPHER_T(algo), int encrypt,
 
     (void)algo;
 
-    if((is_aesgcm && blocksize > sizeof(buf)) ||
-       blocksize < (size_t)(aadlen + authenticationtag))
+    if(blocksize < (size_t)(aadlen + authenticationtag))
         return 1;
     out = blocksize > sizeof(buf) ? block : buf;
 

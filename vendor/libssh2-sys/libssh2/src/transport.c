@@ -1213,19 +1213,21 @@ int ssh2_transport_send(LIBSSH2_SESSION *session,
                                            0))
                 return LIBSSH2_ERROR_ENCRYPT;
         }
+        else {
 #ifdef LIBSSH2_OPENSSL
-        else if(!CRYPT_FLAG_L(session, SSH2_CRYPT_FLAG_INTEGRATED_MAC)) {
-            /* OpenSSL takes the whole packet in one call. Calling it once per
-               16-byte block cost more CPU than the cipher itself. */
+            /* OpenSSL takes the whole packet in one call, in place. Calling
+               it once per 16-byte block cost more CPU than the cipher. */
+            int firstlast = FIRST_BLOCK |
+                (CRYPT_FLAG_L(session, SSH2_CRYPT_FLAG_INTEGRATED_MAC) ?
+                 0 : LAST_BLOCK);
+            (void)i;
             if(session->local.crypt->crypt(session, 0,
                                            &p->outbuf[etm_crypt_offset],
                                            packet_length - etm_crypt_offset,
                                            &session->local.crypt_abstract,
-                                           FIRST_BLOCK | LAST_BLOCK))
+                                           firstlast))
                 return LIBSSH2_ERROR_ENCRYPT; /* encryption failure */
-        }
-#endif
-        else {
+#else
             /* Encrypt the whole packet data, one block size at a time.
                The MAC field is not encrypted unless INTEGRATED_MAC. */
             /* Some crypto back-ends could handle a single crypt() call for
@@ -1263,6 +1265,7 @@ int ssh2_transport_send(LIBSSH2_SESSION *session,
                                                firstlast))
                     return LIBSSH2_ERROR_ENCRYPT; /* encryption failure */
             }
+#endif
 
             /* Call crypt() one last time so it can be filled in with the
                MAC */
