@@ -28,6 +28,7 @@ use super::known_hosts::{
     check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
 };
 use super::shell::{self, Payload, PidMarkerFilter};
+use super::upload_buffer::UploadBuffer;
 use super::{
     random_token, upload_mismatch, Control, Exit, FileDigest, Orphan, OrphanStop, Secret, Shell,
     Stream, Transport, TransportError, ORPHAN_REASON,
@@ -74,13 +75,6 @@ const PID_WAIT: Duration = Duration::from_secs(10);
 /// Scripts longer than this go through a temporary file: command lines have length limits
 /// (128 KiB per argument on Linux, 8191 characters for cmd.exe).
 const INLINE_LIMIT: usize = 64 * 1024;
-/// Data handed to libssh2 ahead of acknowledgements; it splits it into 30 kB SFTP requests in
-/// flight (the SSH channel window, 2 MiB with OpenSSH, limits what is actually on the wire).
-const UPLOAD_WINDOW: usize = 4 * 1024 * 1024;
-const READ_BLOCK: usize = 1024 * 1024;
-/// An upload's buffer. The unsent rest (at most a window and a block) moves to its front
-/// after every two windows and blocks sent, so about one byte in three is copied once more.
-const UPLOAD_BUFFER: usize = 3 * (UPLOAD_WINDOW + READ_BLOCK);
 const READ_CHUNK: usize = 32 * 1024;
 /// Default of the `keepalive` target key.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -926,23 +920,27 @@ impl SshTransport {
         // `buf[start..end]` is everything sent but not yet acknowledged plus what is queued
         // next. libssh2 wants exactly that passed to every write: it skips the part already in
         // flight, sends the new tail and returns how much got acknowledged. Never letting the
-        // queue run dry is what keeps the transfer at wire speed. The file is read straight
-        // into the buffer, and the buffer is several windows long so that moving the unsent
-        // rest to its front happens rarely: at loopback speed, every copy of the data shows.
-        // Nothing is hashed here: the target's hash is compared with the plan's.
-        let mut buf = vec![0u8; UPLOAD_BUFFER];
+        // queue run dry is what keeps the transfer at wire speed; libssh2 splits the window
+        // into 30 kB SFTP requests in flight (the SSH channel window, 2 MiB with OpenSSH, limits
+        // what is actually on the wire). The file is read straight into the buffer, which is
+        // several windows long so that moving the unsent rest to its front happens rarely: at
+        // loopback speed, every copy of the data shows. Window and buffer shrink when many
+        // uploads run at once (see `UploadBuffer`). Nothing is hashed here: the target's hash
+        // is compared with the plan's.
+        let share = UploadBuffer::reserve();
+        let mut buf = vec![0u8; share.len];
         let (mut start, mut end) = (0usize, 0usize);
         let mut sent = 0u64;
         let mut queued = 0u64;
         let mut eof = false;
         loop {
-            while !eof && end - start < UPLOAD_WINDOW {
-                if end + READ_BLOCK > buf.len() {
+            while !eof && end - start < share.window {
+                if end + share.block > buf.len() {
                     buf.copy_within(start..end, 0);
                     end -= start;
                     start = 0;
                 }
-                match read_full(&mut input, &mut buf[end..end + READ_BLOCK]) {
+                match read_full(&mut input, &mut buf[end..end + share.block]) {
                     Ok(0) => eof = true,
                     Ok(n) => {
                         end += n;
