@@ -741,6 +741,86 @@ fn upload_stops_when_the_source_grew_since_the_plan() {
     );
 }
 
+/// A large upload is hashed on the target while it is written (by Python, following the
+/// file). That hash is taken when it matches; anything else goes to the usual hash of the
+/// finished file, so a wrong follower can neither fail a good upload nor pass a bad one.
+#[test]
+fn upload_takes_the_hash_made_while_writing_only_when_it_matches() {
+    let sshd = Sshd::start_with("127.0.5.32", "SetEnv PATH={dir}/bin:/usr/bin:/bin");
+    let bin = sshd.dir().join("bin");
+    fs::create_dir(&bin).expect("mkdir");
+    let liar = |name: &str| {
+        let path = bin.join(name);
+        fs::write(
+            &path,
+            format!("#!/bin/sh\ncat >/dev/null\necho '{}  -'\n", "0".repeat(64)),
+        )
+        .expect("write a lying tool");
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    };
+    let mut t = transport(&sshd);
+    let data = pseudo_random_bytes(9 * 1024 * 1024 + 11, 8);
+    let src = sshd.dir().join("big.bin");
+    fs::write(&src, &data).expect("write");
+    let dest = sshd.dir().join("big.copy");
+    let upload = |t: &mut SshTransport| {
+        let _ = fs::remove_file(&dest);
+        let result = t.upload(
+            &src,
+            &digest(&src),
+            &dest.display().to_string(),
+            Shell::Sh,
+            &mut |_| {},
+        );
+        assert!(
+            fs::read(&dest).expect("read dest") == data,
+            "the copy differs"
+        );
+        result
+    };
+
+    // The follower lies: the hash of the finished file decides, and it matches.
+    liar("python3");
+    upload(&mut t).expect("a wrong follower must not fail a good upload");
+
+    // Now the tools for the finished file lie and the follower is the real python3: the
+    // upload passes only because the follower's hash was taken.
+    fs::remove_file(bin.join("python3")).expect("remove the fake python3");
+    for tool in ["openssl", "sha256sum", "shasum"] {
+        liar(tool);
+    }
+    upload(&mut t).expect("the follower's matching hash");
+}
+
+#[test]
+fn upload_of_a_large_file_changed_since_the_plan_says_so() {
+    // Same size, other content: the follower's hash differs, the finished file's too, and the
+    // local file is read again to tell the cause.
+    let sshd = Sshd::start("127.0.5.33");
+    let mut t = transport(&sshd);
+    let src = sshd.dir().join("changes.bin");
+    let len = 9 * 1024 * 1024;
+    fs::write(&src, pseudo_random_bytes(len, 1)).expect("write");
+    let planned = digest(&src);
+    fs::write(&src, pseudo_random_bytes(len, 2)).expect("rewrite");
+    let dest = sshd.dir().join("changes.copy");
+    let err = t
+        .upload(
+            &src,
+            &planned,
+            &dest.display().to_string(),
+            Shell::Sh,
+            &mut |_| {},
+        )
+        .expect_err("the source changed");
+    assert!(
+        matches!(err, TransportError::UploadSourceChanged(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("runner plan"), "{err}");
+}
+
 fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
     runner::transport::FileDigest::of_file(path).expect("digest of the source")
 }

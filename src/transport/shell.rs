@@ -317,6 +317,40 @@ pub fn sha256_script(shell: Shell, path: &str) -> String {
     }
 }
 
+/// Bytes between two "written so far" notes to [`follow_sha256_command`].
+pub const FOLLOW_STEP: u64 = 4 * 1024 * 1024;
+
+/// A command line that hashes a file on a POSIX target while an upload writes it, so that the
+/// check on the target costs no time after the transfer. It reads lines "N" on stdin, each
+/// saying that the first N bytes are written, hashes up to there, and at the end of stdin
+/// hashes the rest up to the file's end and prints the hex digest. Python's hashlib, because
+/// it hashes in the same process that reads the file (a shell loop of `dd` into `openssl`
+/// spent as much CPU on copying through the pipe as it saved). Without `python3` it exits 127
+/// and the upload hashes the finished file instead.
+pub fn follow_sha256_command(path: &str) -> String {
+    const PROGRAM: &str = "import hashlib, sys\n\
+        f = open(sys.argv[1], 'rb')\n\
+        h = hashlib.sha256()\n\
+        done = 0\n\
+        def upto(n):\n    \
+            global done\n    \
+            while n is None or done < n:\n        \
+                b = f.read(1 << 20 if n is None else min(1 << 20, n - done))\n        \
+                if not b:\n            \
+                    return\n        \
+                h.update(b)\n        \
+                done += len(b)\n\
+        for line in iter(sys.stdin.buffer.readline, b''):\n    \
+            upto(int(line))\n\
+        upto(None)\n\
+        print(h.hexdigest())\n";
+    format!(
+        "command -v python3 >/dev/null 2>&1 || exit 127; exec python3 -c {} {}",
+        sh_quote(PROGRAM),
+        sh_quote(path)
+    )
+}
+
 /// Finds a SHA-256 in the output of `sha256sum`, `shasum`, `openssl dgst`, `Get-FileHash` or
 /// `certutil` (older versions print the hex in space-separated pairs). Lowercase hex.
 pub fn parse_sha256(output: &str) -> Option<String> {
@@ -435,6 +469,69 @@ mod tests {
             .output()
             .expect("sh runs");
         assert_eq!(String::from_utf8_lossy(&out.stdout), nasty);
+    }
+
+    /// The follower against a file that grows while it runs, as under an upload.
+    #[test]
+    fn follow_sha256_hashes_a_growing_file() {
+        use sha2::{Digest, Sha256};
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("it's growing.bin");
+        let data: Vec<u8> = (0..9 * 1024 * 1024 + 5)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let (first, rest) = data.split_at(5 * 1024 * 1024 + 3);
+        std::fs::write(&path, first).expect("write the first part");
+
+        let line = command_line(
+            Shell::Sh,
+            &follow_sha256_command(&path.display().to_string()),
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the follower");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{}", first.len()).expect("note");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open to append");
+        f.write_all(rest).expect("append the rest");
+        drop(f);
+        drop(stdin); // the upload is complete
+        let out = child.wait_with_output().expect("follower output");
+        assert!(out.status.success(), "{:?}", out.status);
+        let expected: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            parse_sha256(&String::from_utf8_lossy(&out.stdout)),
+            Some(expected)
+        );
+
+        // Without python3 it says so by its exit code, and the upload hashes the file instead.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        std::os::unix::fs::symlink("/bin/sh", bin.join("sh")).expect("link sh");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&line)
+            .env("PATH", &bin)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run without python3");
+        assert_eq!(out.status.code(), Some(127));
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -76,6 +76,9 @@ const PID_WAIT: Duration = Duration::from_secs(10);
 /// (128 KiB per argument on Linux, 8191 characters for cmd.exe).
 const INLINE_LIMIT: usize = 64 * 1024;
 const READ_CHUNK: usize = 32 * 1024;
+/// Uploads from this size on are hashed on the target while they are written (see
+/// `shell::follow_sha256_command`); below it, starting Python costs more than hashing after.
+const FOLLOW_FROM: u64 = 8 * 1024 * 1024;
 /// Default of the `keepalive` target key.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Keepalive intervals the server may stay silent before the connection counts as lost.
@@ -851,6 +854,18 @@ impl SshTransport {
         result
     }
 
+    /// Starts [`shell::follow_sha256_command`] on a channel of its own; None if that fails,
+    /// and the upload hashes the finished file instead. Not tracked like a step's command:
+    /// when the connection goes, its input ends and it finishes on its own. Called under the
+    /// upload's [`Bounded`] guard, which must stay in force (`open_channel` would reset it).
+    fn start_follower(&self, dest: &str) -> Option<Channel> {
+        let sess = self.session().ok()?;
+        let mut ch = sess.channel_session().ok()?;
+        let line = shell::command_line(Shell::Sh, &shell::follow_sha256_command(dest));
+        ch.exec(&line).ok()?;
+        Some(ch)
+    }
+
     fn remove_leftover_scripts(&mut self) {
         for path in std::mem::take(&mut self.leftover_scripts) {
             self.remove_file(&path);
@@ -929,6 +944,11 @@ impl SshTransport {
         // is compared with the plan's.
         let share = UploadBuffer::reserve();
         let mut buf = vec![0u8; share.len];
+        let mut follower = match shell {
+            Shell::Sh if expected.bytes >= FOLLOW_FROM => self.start_follower(dest),
+            _ => None,
+        };
+        let mut noted = 0u64;
         let (mut start, mut end) = (0usize, 0usize);
         let mut sent = 0u64;
         let mut queued = 0u64;
@@ -976,6 +996,16 @@ impl SshTransport {
                     start += n;
                     sent += n as u64;
                     progress(sent);
+                    if sent >= noted + shell::FOLLOW_STEP {
+                        noted = sent;
+                        let note = format!("{sent}\n");
+                        if follower
+                            .as_mut()
+                            .is_some_and(|f| f.write_all(note.as_bytes()).is_err())
+                        {
+                            follower = None; // the hash after the transfer decides
+                        }
+                    }
                 }
                 result => {
                     let timed_out =
@@ -1012,7 +1042,15 @@ impl SshTransport {
             Ok(st) => st.size.unwrap_or(0),
             Err(e) => return Err(self.ssh_err("checking the uploaded file", &e)),
         };
+        // The follower's hash is taken only when it matches. Anything else (no python3, an
+        // error, a file that differs, or no answer within the bound) is decided by hashing the
+        // finished file, as without a follower: its mismatch is never reported as the target's.
+        let followed = follower.and_then(finish_follower);
         drop(bounded);
+        tracing::debug!(target = %target, ?followed, "SHA-256 taken while uploading");
+        if actual_bytes == expected.bytes && followed.as_deref() == Some(&expected.sha256) {
+            return Ok(());
+        }
         let script = shell::sha256_script(shell, dest);
         let (exit, stdout, stderr) = self.capture(&script, shell)?;
         let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
@@ -1271,6 +1309,20 @@ struct Bounded(Session);
 impl Drop for Bounded {
     fn drop(&mut self) {
         self.0.set_timeout(timeout_ms(IO_TIMEOUT));
+    }
+}
+
+/// Ends a follower's input (the upload is complete) and reads its hash.
+fn finish_follower(mut ch: Channel) -> Option<String> {
+    ch.send_eof().ok()?;
+    let mut stdout = String::new();
+    ch.read_to_string(&mut stdout).ok()?;
+    let mut stderr = Vec::new();
+    let _ = ch.stderr().read_to_end(&mut stderr);
+    ch.wait_close().ok()?;
+    match ch.exit_status() {
+        Ok(0) => shell::parse_sha256(&stdout),
+        _ => None,
     }
 }
 
