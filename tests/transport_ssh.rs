@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{pseudo_random_bytes, read_pid, run_sh, ssh_config, stops_within, Sshd, EXIT_GRACE};
 use runner::transport::upload_buffer::UploadBuffer;
 use runner::transport::{
-    scan_host_key, trust, Control, Exit, HostKey, Shell, SshAuth, SshTransport, Stream, Transport,
-    TransportError, TrustOutcome,
+    scan_host_key, trust, Control, Exit, FileDigest, HostKey, Shell, SshAuth, SshTransport, Stream,
+    Transport, TransportError, TrustOutcome,
 };
 use sha2::{Digest, Sha256};
 
@@ -703,7 +703,7 @@ fn upload_fails_when_the_target_reports_another_hash() {
 }
 
 #[test]
-fn upload_stops_when_the_source_grew_since_the_plan() {
+fn upload_stops_when_the_source_changed_since_the_plan() {
     // The plan hashed 1 MiB; by the time the step runs the file is 6 MiB. The target must not
     // end up with an unreviewed file reported as fine, and the error must say to review again.
     let sshd = Sshd::start("127.0.0.18");
@@ -712,16 +712,12 @@ fn upload_stops_when_the_source_grew_since_the_plan() {
     fs::write(&src, pseudo_random_bytes(1024 * 1024, 5)).expect("write");
     let planned = digest(&src);
     fs::write(&src, pseudo_random_bytes(6 * 1024 * 1024, 6)).expect("rewrite");
-    let dest = sshd.dir().join("grows.copy");
-    let err = t
-        .upload(
-            &src,
-            &planned,
-            &dest.display().to_string(),
-            Shell::Sh,
-            &mut |_| {},
-        )
-        .expect_err("the source changed");
+    let dest = sshd.dir().join("grows.copy").display().to_string();
+    let changed = |t: &mut SshTransport, planned: &FileDigest| {
+        t.upload(&src, planned, &dest, Shell::Sh, &mut |_| {})
+            .expect_err("the source changed")
+    };
+    let err = changed(&mut t, &planned);
     match &err {
         TransportError::UploadSourceChanged(c) => {
             assert_eq!(c.expected_bytes, 1024 * 1024);
@@ -734,6 +730,19 @@ fn upload_stops_when_the_source_grew_since_the_plan() {
         other => panic!("expected UploadSourceChanged, got {other:?}"),
     }
     assert!(err.to_string().contains("runner plan"), "{err}");
+
+    // Same size, other content, large enough to be hashed while written: that hash differs,
+    // the finished file's too, and the local file is read again to tell the cause.
+    let len = 9 * 1024 * 1024;
+    fs::write(&src, pseudo_random_bytes(len, 1)).expect("write");
+    let planned = digest(&src);
+    fs::write(&src, pseudo_random_bytes(len, 2)).expect("rewrite");
+    let err = changed(&mut t, &planned);
+    assert!(
+        matches!(err, TransportError::UploadSourceChanged(_)),
+        "{err:?}"
+    );
+
     // The session is still usable afterwards.
     assert_eq!(
         run_sh(&mut t, "echo after", None).expect("exec").stdout,
@@ -791,34 +800,6 @@ fn upload_takes_the_hash_made_while_writing_only_when_it_matches() {
         liar(tool);
     }
     upload(&mut t).expect("the follower's matching hash");
-}
-
-#[test]
-fn upload_of_a_large_file_changed_since_the_plan_says_so() {
-    // Same size, other content: the follower's hash differs, the finished file's too, and the
-    // local file is read again to tell the cause.
-    let sshd = Sshd::start("127.0.5.33");
-    let mut t = transport(&sshd);
-    let src = sshd.dir().join("changes.bin");
-    let len = 9 * 1024 * 1024;
-    fs::write(&src, pseudo_random_bytes(len, 1)).expect("write");
-    let planned = digest(&src);
-    fs::write(&src, pseudo_random_bytes(len, 2)).expect("rewrite");
-    let dest = sshd.dir().join("changes.copy");
-    let err = t
-        .upload(
-            &src,
-            &planned,
-            &dest.display().to_string(),
-            Shell::Sh,
-            &mut |_| {},
-        )
-        .expect_err("the source changed");
-    assert!(
-        matches!(err, TransportError::UploadSourceChanged(_)),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("runner plan"), "{err}");
 }
 
 fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
