@@ -931,3 +931,67 @@ fn kill9_during_fan_out_keeps_the_finished_host_and_decides_the_others_by_check(
         .count();
     assert_eq!(checks_h1, 1, "h1's check ran once, after its own run");
 }
+
+// ---- an upload cut short by SIGKILL ------------------------------------------------------
+
+/// Processes on this machine (the target) whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+        })
+        .collect()
+}
+
+/// A large upload is hashed on the target by a process that follows the file as it is
+/// written. Killing the runner mid-upload must not leave that process behind, and the next
+/// apply sends the whole file again (the step is idempotent) and verifies it.
+#[test]
+fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() {
+    let p = Play::new(&["127.0.3.15"]);
+    let data = common::pseudo_random_bytes(128 * 1024 * 1024, 15);
+    std::fs::write(p.file("big.bin"), &data).unwrap();
+    let dest = p.file("big.copy");
+    p.write(&format!(
+        "  - {{ id: send, on: h1, upload: {{ src: big.bin, dest: '{}' }}, idempotent: true }}\n",
+        dest.display()
+    ));
+
+    let mut bg = p.spawn_apply();
+    let needle = dest.display().to_string();
+    wait_until("the hashing process on the target", || {
+        processes_with(&needle)
+            .iter()
+            .any(|pid| process_running(*pid))
+    });
+    bg.child.kill().unwrap();
+    let (status, _) = bg.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let copied = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        copied < data.len() as u64,
+        "the upload finished before the kill ({copied} bytes); nothing was cut short"
+    );
+    wait_until("the hashing process to end with its connection", || {
+        processes_with(&needle)
+            .iter()
+            .all(|pid| !process_running(*pid))
+    });
+
+    let r = p.apply(&[]);
+    assert_not_locked(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(std::fs::read(&dest).unwrap() == data, "the copy differs");
+    let states: Vec<String> = p
+        .runs_of("send", "h1")
+        .into_iter()
+        .map(|a| a.state)
+        .collect();
+    assert_eq!(states, ["interrupted", "succeeded"]);
+}
