@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test.
-# The tests start their own OpenSSH servers on 127.0.0.x; this only makes sure sshd exists.
+# The tests start their own OpenSSH servers on 127.0.0.x; this only makes sure sshd (and the
+# python3 that uploads use on the target) exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_sshd() { [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null 2>&1; }
-if need_sshd; then
-  echo "installing openssh-server (the tests start real sshd processes on loopback)" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# The tests' sshd sessions run target-side tools from the system's PATH, not from a user's
+# environment (pyenv and the like): uploads hash on the target with /usr/bin/python3.
+PACKAGES=()
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null 2>&1; then
+  PACKAGES+=(openssh-server openssh-client)
+fi
+[ -x /usr/bin/python3 ] || PACKAGES+=(python3)
+if [ "${#PACKAGES[@]}" -gt 0 ]; then
+  echo "installing ${PACKAGES[*]} (the tests start real sshd processes on loopback)" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 # sshd refuses to start without its privilege-separation directory.
 if [ ! -d /run/sshd ]; then

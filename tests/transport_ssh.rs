@@ -639,27 +639,12 @@ fn upload_fails_when_the_target_reports_another_hash() {
     let bin = sshd.dir().join("bin");
     fs::create_dir(&bin).expect("mkdir");
     // Every tool the verification may use lies the same way.
-    let fake = bin.join("sha256sum");
-    fs::write(
-        &fake,
-        format!("#!/bin/sh\ncat >/dev/null\necho '{}  -'\n", "0".repeat(64)),
-    )
-    .expect("write fake sha256sum");
-    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let fake_openssl = bin.join("openssl");
-    fs::write(
-        &fake_openssl,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\necho 'SHA2-256(stdin)= {}'\n",
-            "0".repeat(64)
-        ),
-    )
-    .expect("write fake openssl");
-    fs::set_permissions(
-        &fake_openssl,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let fake = lying_tool(&bin, "sha256sum", &format!("{}  -", "0".repeat(64)));
+    lying_tool(
+        &bin,
+        "openssl",
+        &format!("SHA2-256(stdin)= {}", "0".repeat(64)),
+    );
     let mut t = transport(&sshd);
     assert_eq!(
         run_sh(&mut t, "command -v sha256sum", None)
@@ -758,16 +743,7 @@ fn upload_takes_the_hash_made_while_writing_only_when_it_matches() {
     let sshd = Sshd::start_with("127.0.5.32", "SetEnv PATH={dir}/bin:/usr/bin:/bin");
     let bin = sshd.dir().join("bin");
     fs::create_dir(&bin).expect("mkdir");
-    let liar = |name: &str| {
-        let path = bin.join(name);
-        fs::write(
-            &path,
-            format!("#!/bin/sh\ncat >/dev/null\necho '{}  -'\n", "0".repeat(64)),
-        )
-        .expect("write a lying tool");
-        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-    };
+    let liar = |name: &str| lying_tool(&bin, name, &format!("{}  -", "0".repeat(64)));
     let mut t = transport(&sshd);
     let data = pseudo_random_bytes(9 * 1024 * 1024 + 11, 8);
     let src = sshd.dir().join("big.bin");
@@ -800,6 +776,18 @@ fn upload_takes_the_hash_made_while_writing_only_when_it_matches() {
         liar(tool);
     }
     upload(&mut t).expect("the follower's matching hash");
+}
+
+/// An executable `name` in `bin` that reads its input and prints `output`, whatever it got.
+fn lying_tool(bin: &Path, name: &str, output: &str) -> std::path::PathBuf {
+    let path = bin.join(name);
+    fs::write(
+        &path,
+        format!("#!/bin/sh\ncat >/dev/null\necho '{output}'\n"),
+    )
+    .expect("write a lying tool");
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    path
 }
 
 fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
