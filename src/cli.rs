@@ -330,7 +330,11 @@ struct InvalidArg(String);
 fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
     match command {
         Command::Validate { file } => {
-            let pb = playbook::load(&file)?;
+            let from = playbook::FitFrom {
+                at: clock.now(),
+                simulated: clock.is_shifted(),
+            };
+            let pb = playbook::load_checking_fit(&file, from)?;
             let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
             println!(
                 "{}: valid ({} steps, {} step x target pairs, {} targets)",
