@@ -195,6 +195,7 @@ pub fn apply(
         pairs_done,
         run_dir: run_dir.display().to_string(),
         business_hours_at: pb.window.next_business_start(session.clock.now()),
+        simulated_clock: session.clock.simulated(),
     });
     if !changed.is_empty() {
         // The decision is recorded as a `done` mark against the new definition, so it is
