@@ -330,7 +330,11 @@ struct InvalidArg(String);
 fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
     match command {
         Command::Validate { file } => {
-            let pb = playbook::load(&file)?;
+            let from = playbook::FitFrom {
+                at: clock.now(),
+                simulated: clock.is_shifted(),
+            };
+            let pb = playbook::load_checking_fit(&file, from)?;
             let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
             println!(
                 "{}: valid ({} steps, {} step x target pairs, {} targets)",
@@ -415,8 +419,9 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let journal = Journal::open_existing(&state)?;
             let host = runner::journal::lock::host_name().unwrap_or_default();
             let holder = runner::journal::lock::read_holder_of(&state);
-            let view =
+            let mut view =
                 runner::status::status(&pb, journal.as_ref(), clock.now(), &host, holder.as_ref())?;
+            view.now_simulated = clock.is_shifted();
             let text = match args.format {
                 TextOrJson::Text => runner::status::render_status_text(&view, &pb),
                 TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",

@@ -13,7 +13,25 @@ pub enum Clock {
     Shifted {
         start: Timestamp,
         since: std::time::Instant,
+        /// The real time when the clock started, so the record can say when work really ran.
+        real_start: Timestamp,
     },
+}
+
+/// A clock replaced by `RUNNER_NOW`, as the journal, the progress output, `status` and
+/// `report` show it: the simulated instant it started from, and the real time then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Simulated {
+    pub from: Timestamp,
+    /// None only when a damaged record lost it.
+    pub real_start: Option<Timestamp>,
+}
+
+impl Simulated {
+    /// "RUNNER_NOW=2026-03-10T23:00:00Z" for messages.
+    pub fn setting(&self) -> String {
+        format!("{RUNNER_NOW}={}", self.from)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +57,14 @@ impl Clock {
         Clock::Shifted {
             start,
             since: std::time::Instant::now(),
+            real_start: Timestamp::now(),
         }
     }
 
     pub fn now(&self) -> Timestamp {
         match self {
             Clock::System => Timestamp::now(),
-            Clock::Shifted { start, since } => {
+            Clock::Shifted { start, since, .. } => {
                 let elapsed = jiff::SignedDuration::try_from(since.elapsed()).unwrap_or_default();
                 start.saturating_add(elapsed).unwrap_or(*start)
             }
@@ -55,6 +74,19 @@ impl Clock {
     /// True when `RUNNER_NOW` replaced the real clock (every command says so on stderr).
     pub fn is_shifted(&self) -> bool {
         matches!(self, Clock::Shifted { .. })
+    }
+
+    /// What a run records about its clock: None for the real clock.
+    pub fn simulated(&self) -> Option<Simulated> {
+        match self {
+            Clock::System => None,
+            Clock::Shifted {
+                start, real_start, ..
+            } => Some(Simulated {
+                from: *start,
+                real_start: Some(*real_start),
+            }),
+        }
     }
 }
 

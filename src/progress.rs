@@ -146,7 +146,29 @@ fn line(e: &Event, quiet: bool) -> Option<String> {
         }
         Event::OperatorNeeded { step, .. } if !quiet => format!("  operator needed for {step}"),
         Event::Notice { text } if !quiet => text.trim_end().to_string(),
-        Event::RunFinished { outcome, .. } if !quiet => format!("run {outcome}"),
+        Event::RunFinished {
+            outcome,
+            simulated_clock,
+            ..
+        } if !quiet => match simulated_clock {
+            Some(c) => format!("run {outcome} (simulated clock, {})", c.setting()),
+            None => format!("run {outcome}"),
+        },
+        // Shown even with --quiet: a rehearsal's times must not pass for the real night's.
+        Event::SimulatedClock { from, real_start } => {
+            let real = real_start
+                .map(|r| {
+                    format!(
+                        "; it really started at {}",
+                        r.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "SIMULATED CLOCK: {}={from}: every time this run shows and records is simulated{real}",
+                crate::clock::RUNNER_NOW
+            )
+        }
         _ => return None,
     };
     Some(s)
@@ -204,6 +226,11 @@ impl Bars {
                 }
             }
             None => String::new(),
+        };
+        let msg = if self.clock.is_shifted() {
+            format!("{msg} (simulated clock)").trim_start().to_string()
+        } else {
+            msg
         };
         self.overall.set_message(msg);
     }

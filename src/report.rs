@@ -95,6 +95,8 @@ pub struct Summary {
     pub marks: usize,
     pub overrides: usize,
     pub overruns: usize,
+    /// Runs whose clock `RUNNER_NOW` replaced: their times are simulated, not real.
+    pub simulated_runs: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -192,6 +194,8 @@ pub struct RunRecord {
     /// Steps this run worked on, in playbook order.
     pub steps: Vec<RunStep>,
     pub marks: Vec<MarkRecord>,
+    /// Set when the run's clock was simulated (`RUNNER_NOW`): every time above is simulated.
+    pub simulated_clock: Option<crate::clock::Simulated>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -364,6 +368,7 @@ pub fn build_report(
             events: Vec::new(),
             steps: Vec::new(),
             marks: Vec::new(),
+            simulated_clock: r.simulated,
         })
         .collect();
     let touch = |rec: &mut RunRecord, t: Timestamp| {
@@ -498,6 +503,10 @@ pub fn build_report(
         overruns: events
             .iter()
             .filter(|e| e.kind == EventKind::Overrun)
+            .count(),
+        simulated_runs: run_records
+            .iter()
+            .filter(|r| r.simulated_clock.is_some())
             .count(),
     };
 
@@ -847,6 +856,15 @@ fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
             _ => "none recorded: the playbook was never applied".to_owned(),
         })],
     ));
+    if s.simulated_runs > 0 {
+        facts.push((
+            "Simulated clock".into(),
+            vec![strong(format!(
+                "{} under RUNNER_NOW: their times are simulated",
+                plural(s.simulated_runs, "run", "runs")
+            ))],
+        ));
+    }
     facts.push((
         "Working time".into(),
         vec![t(match s.elapsed_secs {
@@ -886,6 +904,12 @@ fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
         ));
     }
     d.push(Block::Facts(facts));
+    // A rehearsal's times must not pass for a real night's.
+    for run in &r.runs {
+        if let Some(c) = &run.simulated_clock {
+            d.push(Block::Alert(simulated_inlines(run, c, tz)));
+        }
+    }
     // Overrides and failures stand out at the top, not only deep in the run they belong to.
     for run in &r.runs {
         for e in run.events.iter().filter(|e| e.kind == "override") {
@@ -985,6 +1009,22 @@ fn titled(title: &str, id: &str) -> Cell {
     }
 }
 
+fn simulated_inlines(run: &RunRecord, c: &crate::clock::Simulated, tz: &TimeZone) -> Vec<Inline> {
+    let real = c
+        .real_start
+        .map(|r| format!(" It really started {}.", long(r, tz)))
+        .unwrap_or_default();
+    vec![
+        strong("Simulated clock"),
+        t(format!(" in run {} (", run.number)),
+        code(&run.id),
+        t(format!(
+            "): it ran with {}, so the times recorded for it are simulated, not when the work happened.{real}",
+            c.setting()
+        )),
+    ]
+}
+
 fn override_inlines(run: &RunRecord, e: &EventRecord, tz: &TimeZone) -> Vec<Inline> {
     let mut a = vec![
         strong("Business-hours override"),
@@ -1002,8 +1042,16 @@ fn run_blocks(d: &mut Vec<Block>, run: &RunRecord, total: usize, tz: &TimeZone) 
     d.push(Block::Heading(
         2,
         vec![t(format!(
-            "Run {} of {total}: {} by {} on {}",
-            run.number, run.command, run.user, run.host
+            "Run {} of {total}: {} by {} on {}{}",
+            run.number,
+            run.command,
+            run.user,
+            run.host,
+            if run.simulated_clock.is_some() {
+                " (simulated clock)"
+            } else {
+                ""
+            }
         ))],
     ));
     let ended = match (run.ended_at, run.last_activity) {
@@ -1022,7 +1070,11 @@ fn run_blocks(d: &mut Vec<Block>, run: &RunRecord, total: usize, tz: &TimeZone) 
         Some(o) => vec![t(o)],
         None => vec![strong("none recorded")],
     };
-    d.push(Block::Facts(vec![
+    let mut facts: Vec<(String, Cell)> = Vec::new();
+    if let Some(c) = &run.simulated_clock {
+        facts.push(("Clock".into(), simulated_inlines(run, c, tz)));
+    }
+    facts.extend(vec![
         ("Run id".into(), vec![code(&run.id)]),
         (
             "By".into(),
@@ -1033,7 +1085,8 @@ fn run_blocks(d: &mut Vec<Block>, run: &RunRecord, total: usize, tz: &TimeZone) 
         ("Duration".into(), vec![t(secs(run.duration_secs))]),
         ("Outcome".into(), outcome),
         ("Runner version".into(), vec![t(&run.runner_version)]),
-    ]));
+    ]);
+    d.push(Block::Facts(facts));
 
     if !run.events.is_empty() {
         d.push(Block::Heading(3, vec![t("Business-hours window")]));

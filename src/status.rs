@@ -121,6 +121,8 @@ pub struct StatusView {
     /// IANA zone the times are shown in; None when the window has no business hours (UTC).
     pub timezone: Option<String>,
     pub now: Timestamp,
+    /// `now` comes from `RUNNER_NOW`, not the real clock (set by the caller).
+    pub now_simulated: bool,
     /// False when there is no journal: the playbook was never applied.
     pub applied: bool,
     pub lock: Option<LockView>,
@@ -134,6 +136,8 @@ pub struct StatusView {
     /// Pairs the journal has but the playbook no longer names (a step or target was renamed
     /// or removed since they ran). Shown so that a changed playbook cannot hide history.
     pub unknown_pairs: Vec<UnknownPair>,
+    /// Every run whose clock `RUNNER_NOW` replaced: the times it recorded are simulated.
+    pub simulated_runs: Vec<RunView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +169,8 @@ pub struct RunView {
     pub ended_at: Option<Timestamp>,
     /// None while the run is open, or when its runner died before closing it.
     pub outcome: Option<String>,
+    /// Set when the run's clock was simulated (`RUNNER_NOW`).
+    pub simulated_clock: Option<crate::clock::Simulated>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,6 +201,9 @@ pub struct PairView {
     /// The pair succeeded, but the step as written now differs from what succeeded: a resume
     /// will not trust that success.
     pub definition_changed: bool,
+    /// A run under a simulated clock (`RUNNER_NOW`) worked on or decided about this pair: some
+    /// of its times are simulated.
+    pub simulated_clock: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -323,6 +332,27 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
     for m in h.marks {
         last_mark.insert((m.step_id.as_str(), m.target.as_str()), m);
     }
+    let simulated: HashSet<&str> = h
+        .runs
+        .iter()
+        .filter(|r| r.simulated.is_some())
+        .map(|r| r.id.0.as_str())
+        .collect();
+    let mut simulated_pairs: HashSet<(&str, &str)> = HashSet::new();
+    for (key, run) in h
+        .attempts
+        .iter()
+        .map(|a| ((a.step_id.as_str(), a.target.as_str()), Some(&a.run)))
+        .chain(
+            h.marks
+                .iter()
+                .map(|m| ((m.step_id.as_str(), m.target.as_str()), m.run.as_ref())),
+        )
+    {
+        if run.is_some_and(|r| simulated.contains(r.0.as_str())) {
+            simulated_pairs.insert(key);
+        }
+    }
 
     let mut counts: BTreeMap<PairStatus, usize> = PairStatus::ALL.iter().map(|&s| (s, 0)).collect();
     let mut known: HashSet<(&str, &str)> = HashSet::new();
@@ -342,6 +372,7 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
                 last_mark.get(&key).copied(),
                 this_host,
             );
+            view.simulated_clock = simulated_pairs.contains(&key);
             // A detached job runs on the target whatever happens to runner: say where.
             if let (PairState::Running { attempt, .. }, Some(r)) = (state, view.running.as_mut()) {
                 r.detached_job = h.job_dirs.get(&attempt.0).cloned();
@@ -399,21 +430,33 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
         path: pb.path.display().to_string(),
         timezone: pb.timezone.clone(),
         now,
+        now_simulated: false,
         applied: false,
         lock: None,
-        last_run: h.runs.last().map(|r| RunView {
-            id: r.id.0.clone(),
-            command: r.command.as_str().to_owned(),
-            user: r.user.clone(),
-            host: r.host.clone(),
-            started_at: r.started_at,
-            ended_at: r.ended_at,
-            outcome: r.outcome.clone(),
-        }),
+        last_run: h.runs.last().map(run_view),
         counts,
         steps,
         next,
         unknown_pairs,
+        simulated_runs: h
+            .runs
+            .iter()
+            .filter(|r| r.simulated.is_some())
+            .map(run_view)
+            .collect(),
+    }
+}
+
+fn run_view(r: &Run) -> RunView {
+    RunView {
+        id: r.id.0.clone(),
+        command: r.command.as_str().to_owned(),
+        user: r.user.clone(),
+        host: r.host.clone(),
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        outcome: r.outcome.clone(),
+        simulated_clock: r.simulated,
     }
 }
 
@@ -500,6 +543,7 @@ fn pair_view(
         running,
         mark,
         definition_changed,
+        simulated_clock: false,
     }
 }
 
@@ -549,9 +593,14 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
     let _ = writeln!(o, "Playbook: {} ({})", v.playbook, v.path);
     let _ = writeln!(
         o,
-        "Now: {} ({})",
+        "Now: {} ({}){}",
         short(v.now, tz),
-        v.timezone.as_deref().unwrap_or("UTC")
+        v.timezone.as_deref().unwrap_or("UTC"),
+        if v.now_simulated {
+            " (simulated: RUNNER_NOW)"
+        } else {
+            ""
+        }
     );
 
     if !v.applied {
@@ -566,18 +615,38 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             };
             let _ = writeln!(
                 o,
-                "Last run: {} by {} on {}, started {}, {}",
+                "Last run: {} by {} on {}, started {}, {}{}",
                 r.command,
                 r.user,
                 r.host,
                 short(r.started_at, tz),
-                ended
+                ended,
+                if r.simulated_clock.is_some() {
+                    " (simulated clock)"
+                } else {
+                    ""
+                }
             );
         }
         None if v.applied => {
             let _ = writeln!(o, "Last run: none recorded");
         }
         None => {}
+    }
+    for r in &v.simulated_runs {
+        if let Some(c) = &r.simulated_clock {
+            let real = c
+                .real_start
+                .map(|t| format!("; it really started {}", short(t, tz)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "Simulated clock: run {} ({}) ran with {}: the times it recorded are simulated{real}",
+                r.id,
+                r.command,
+                c.setting()
+            );
+        }
     }
     if let Some(l) = &v.lock {
         let h = &l.holder;
@@ -641,6 +710,11 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
                 ),
                 (None, Some(e)) => short(e, tz),
                 _ => String::new(),
+            };
+            let last = if p.simulated_clock {
+                format!("{last} (simulated clock)").trim_start().to_owned()
+            } else {
+                last
             };
             rows.push([
                 num,

@@ -108,7 +108,9 @@ impl DaySet {
     }
 }
 
-fn weekday_from_name(name: &str) -> Option<Weekday> {
+/// The one reader of a weekday's name (`mon`, `Tues`, `thursday`, ...), for the playbook and
+/// for [`DaySet`]'s own spelling alike.
+pub fn weekday_from_name(name: &str) -> Option<Weekday> {
     let lower = name.trim().to_ascii_lowercase();
     let w = match lower.as_str() {
         "mon" | "monday" => Weekday::Monday,
@@ -409,7 +411,8 @@ impl Window {
     }
 
     /// The longest gap between business intervals in a typical fortnight (ignoring holidays),
-    /// for `validate`'s "this step could never start" check; None when unrestricted.
+    /// which `validate` uses to skip the calendar search for steps that surely fit; None when
+    /// unrestricted.
     ///
     /// Measured in wall-clock time (as if the zone had no DST), so a gap spanning a DST night
     /// can really be an hour shorter or longer than this. `Some(ZERO)` means business never
@@ -437,6 +440,58 @@ impl Window {
             .max()
             .unwrap_or(SignedDuration::ZERO);
         Some(longest)
+    }
+
+    /// The longest stretch without business hours that begins in `[from, until]` (a stretch
+    /// already under way at `from` counts from `from`), with its real end: the next business
+    /// start, even past `until`. This is the calendar as it is (holidays, daylight saving),
+    /// for saying why [`Window::earliest_start`] found nothing. None when unrestricted or when
+    /// `until` is before `from`; an end of `Timestamp::MAX` means business hours never resume.
+    pub fn longest_gap(&self, from: Timestamp, until: Timestamp) -> Option<Interval> {
+        if self.is_unrestricted() || until < from {
+            return None;
+        }
+        // Past this, a gap without a following business interval is taken as endless (only a
+        // rule that no date ever produces gets here; a weekly rule recurs within days).
+        let give_up = saturating_add(until, SignedDuration::from_hours(24 * 35));
+        let mut best: Option<Interval> = None;
+        let mut keep = |gap: Interval| {
+            if best
+                .is_none_or(|b| b.start.duration_until(b.end) < gap.start.duration_until(gap.end))
+            {
+                best = Some(gap);
+            }
+        };
+        // Same walk as `earliest_start`: `cursor` is where the current gap began (or business
+        // ends), and intervals are read a chunk at a time.
+        let mut cursor = from;
+        let mut scan_from = from;
+        loop {
+            let chunk_end = saturating_add(scan_from, CHUNK);
+            for iv in self.covering(scan_from, chunk_end) {
+                if iv.end <= cursor || iv.start >= chunk_end {
+                    continue;
+                }
+                if iv.start > cursor {
+                    keep(Interval {
+                        start: cursor,
+                        end: iv.start,
+                    });
+                }
+                cursor = iv.end;
+                if cursor > until {
+                    return best;
+                }
+            }
+            if chunk_end >= give_up || chunk_end == Timestamp::MAX {
+                keep(Interval {
+                    start: cursor,
+                    end: Timestamp::MAX,
+                });
+                return best;
+            }
+            scan_from = chunk_end.max(cursor);
+        }
     }
 
     /// The start of the next business interval starting at or after `t` (for "time left before
@@ -906,6 +961,13 @@ mod tests {
             Some(wed_close)
         );
         assert_eq!(w.next_business_start(wed_close), Some(mon_open));
+        assert_eq!(
+            w.longest_gap(wed_morning, wed_morning + TWO_WEEKS),
+            Some(Interval {
+                start: wed_close,
+                end: mon_open
+            })
+        );
         // Without the holidays it would never fit.
         let plain = office(SignedDuration::ZERO, vec![]);
         assert_eq!(

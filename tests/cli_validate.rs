@@ -289,6 +289,13 @@ fn missing_script_and_upload_files() {
     );
 }
 
+/// Validates `text` as `c.yaml` in a fresh folder with the clock set to `now` (RUNNER_NOW).
+fn validate_at(text: &str, now: &str) -> common_cli::Run {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "c.yaml", text);
+    runner(&["validate", "c.yaml"], dir.path(), &[("RUNNER_NOW", now)])
+}
+
 #[test]
 fn a_step_that_could_never_fit_between_business_hours() {
     // Weeknights are 13h30m; the weekend gap is 61h30m. 3d cannot fit anywhere.
@@ -296,11 +303,14 @@ fn a_step_that_could_never_fit_between_business_hours() {
     let (r, _d) = validate(&text);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr.contains("step `first` could never start"),
+        r.stderr
+            .contains("step `first` cannot start within 14 days from"),
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("(2d13h30m)"), "{}", r.stderr);
+    assert!(r.stderr.contains("(the current time)"), "{}", r.stderr);
+    assert!(r.stderr.contains("(3d15m)"), "{}", r.stderr);
+    assert!(r.stderr.contains("the longest is 2d13h30m"), "{}", r.stderr);
     // The same step is fine when it is allowed during business hours.
     let ok = BASE.replace(
         "    run: echo {{ drive }}",
@@ -567,4 +577,82 @@ fn a_value_of_no_accepted_shape_names_the_shapes() {
         r.stderr
     );
     assert!(!r.stderr.contains("Raw"), "{}", r.stderr);
+}
+
+/// BASE's window (weekdays 07:30-18:00 in Chicago, margin 15m) with these holidays, and one
+/// step of this estimate.
+fn long_step(estimate: &str, holidays: &str) -> String {
+    BASE.replace(
+        "  margin: 15m\n",
+        &format!("  margin: 15m\n  holidays: {holidays}\n"),
+    )
+    .replace(
+        "    run: echo {{ drive }}",
+        &format!("    run: x\n    estimate: {estimate}"),
+    )
+}
+
+#[test]
+fn a_step_that_fits_only_a_holiday_weekend_is_valid() {
+    // Thursday 24, Friday 25 and Monday 28 December are holidays: from Wednesday 23 at 18:00
+    // nothing happens until Tuesday 29 at 07:30, 133h30m. An 80h step fits only then.
+    let text = long_step("80h", "[2026-12-24, 2026-12-25, 2026-12-28]");
+    for now in [
+        "2026-12-20T12:00:00Z", // the holidays are within the next 14 days
+        "2026-12-01T12:00:00Z", // they are listed, further ahead: still checked against them
+    ] {
+        let r = validate_at(&text, now);
+        assert_eq!(r.code, 0, "RUNNER_NOW={now}: {}{}", r.stdout, r.stderr);
+    }
+    // The plan places it over the holidays.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "c.yaml", &text);
+    let r = runner(
+        &["plan", "c.yaml", "--start", "2026-12-21T18:00:00-06:00"],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Wed 23 Dec 18:00"), "{}", r.stdout);
+    // Once the holidays are past, no gap is long enough, and the message says from when it
+    // looked and for how long.
+    let r = validate_at(&text, "2027-01-04T12:00:00Z");
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "step `first` cannot start within 14 days from Mon 4 Jan 2027 06:00 CST (RUNNER_NOW)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("(3d8h15m)"), "{}", r.stderr);
+}
+
+#[test]
+fn a_step_that_fits_only_the_longer_autumn_weekend_is_valid_before_it() {
+    // Chicago falls back on Sunday 1 November 2026: Friday 30 October 18:00 CDT to Monday
+    // 2 November 07:30 CST is 62h30m, an hour more than any other weekend. 62h plus the
+    // 15m margin fits only that weekend.
+    let text = long_step("62h", "[]");
+    let r = validate_at(&text, "2026-10-26T12:00:00Z");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // After it, the next such weekend is a year away.
+    let r = validate_at(&text, "2026-11-03T12:00:00Z");
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot start within 14 days from Tue 3 Nov 2026 06:00 CST"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("the longest is 2d13h30m"), "{}", r.stderr);
+}
+
+#[test]
+fn every_day_name_the_window_reads_is_valid() {
+    for days in ["tues", "thurs-fri", "Thur", "[mon, tues, wednesday]"] {
+        let text = BASE.replace("days: mon-fri", &format!("days: {days}"));
+        let (r, _d) = validate(&text);
+        assert_eq!(r.code, 0, "days: {days}: {}{}", r.stdout, r.stderr);
+    }
 }

@@ -34,6 +34,7 @@ fn new_run(command: RunCommand, sec: i64) -> NewRun {
             "cutover.yaml".into(),
             "--var=pw=<redacted>".into(),
         ],
+        simulated: None,
     }
 }
 

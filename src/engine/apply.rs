@@ -195,6 +195,7 @@ pub fn apply(
         pairs_done,
         run_dir: run_dir.display().to_string(),
         business_hours_at: pb.window.next_business_start(session.clock.now()),
+        simulated_clock: session.clock.simulated(),
     });
     if !changed.is_empty() {
         // The decision is recorded as a `done` mark against the new definition, so it is
@@ -308,9 +309,13 @@ pub fn apply(
 
         // The window decides about new starts only. Work already under way on the target (a
         // detached job, a reboot) is followed to its end whatever the time: abandoning it
-        // would not make it stop.
+        // would not make it stop. The step asks first, so that a closed window stops or waits
+        // once for the whole step; each target then asks again as it starts (`run_pair`). An
+        // override is journaled by each start it lets through, so the step does not ask for it.
         let mut blocked: Option<Option<jiff::Timestamp>> = None;
-        if run_on.iter().any(|(_, _, resume)| resume.is_none()) {
+        if run_on.iter().any(|(_, _, resume)| resume.is_none())
+            && (step.is_manual() || session.override_reason.is_none())
+        {
             match session.gate(step) {
                 Ok(()) => {}
                 Err(Blocked::Interrupted) => return Ok(interrupted(&session)),
@@ -601,6 +606,9 @@ fn run_parallel(
     max: usize,
 ) -> Vec<(String, PairEnd)> {
     let next = AtomicUsize::new(0);
+    // Once a target may not start for the window, the targets after it are not started either
+    // (work to follow, `resume`, still is).
+    let closed: Mutex<Option<Option<jiff::Timestamp>>> = Mutex::new(None);
     let results: Mutex<Vec<(usize, String, PairEnd)>> = Mutex::new(Vec::with_capacity(pairs.len()));
     let workers = max.min(pairs.len());
     std::thread::scope(|scope| {
@@ -610,9 +618,15 @@ fn run_parallel(
                 let Some((t, earlier, resume)) = pairs.get(i) else {
                     break;
                 };
+                let window_closed = match closed.lock() {
+                    Ok(c) if resume.is_none() => *c,
+                    _ => None,
+                };
                 // After the first Ctrl-C, pairs not yet started are not started.
                 let end = if s.interrupt.stopping() {
                     PairEnd::Interrupted
+                } else if let Some(next) = window_closed {
+                    PairEnd::WindowClosed(next)
                 } else {
                     let started = std::time::Instant::now();
                     let end = run_pair(s, step, t, *earlier, resume.clone());
@@ -622,6 +636,9 @@ fn run_parallel(
                         ok: end == PairEnd::Done,
                         elapsed_ms: started.elapsed().as_millis() as u64,
                     });
+                    if let (PairEnd::WindowClosed(next), Ok(mut c)) = (&end, closed.lock()) {
+                        c.get_or_insert(*next);
+                    }
                     end
                 };
                 if let Ok(mut r) = results.lock() {

@@ -4,6 +4,8 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::clock::Simulated;
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -17,6 +19,8 @@ pub enum Event {
         run_dir: String,
         /// When business hours next begin (None: no restriction).
         business_hours_at: Option<Timestamp>,
+        /// Set when `RUNNER_NOW` replaced the clock: the times of this run are simulated.
+        simulated_clock: Option<Simulated>,
     },
     StepStarted {
         step: String,
@@ -99,6 +103,13 @@ pub enum Event {
         outcome: String,
         exit_code: i32,
         message: String,
+        simulated_clock: Option<Simulated>,
+    },
+    /// The first event of a run whose clock `RUNNER_NOW` replaced: every time it shows and
+    /// records is simulated, and `real_start` is when it really began.
+    SimulatedClock {
+        from: Timestamp,
+        real_start: Option<Timestamp>,
     },
 }
 

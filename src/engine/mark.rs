@@ -67,6 +67,15 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
             )?;
         }
     }
+    // A mark belongs to no run, so a simulated clock is said in its reason.
+    let reason = match (clock.simulated(), &opts.reason) {
+        (None, r) => r.clone(),
+        (Some(c), r) => Some(format!(
+            "{}(recorded under a simulated clock, {}: its time is simulated)",
+            r.as_deref().map(|r| format!("{r} ")).unwrap_or_default(),
+            c.setting()
+        )),
+    };
     let marks: Vec<NewMark> = targets
         .iter()
         .map(|t| NewMark {
@@ -81,7 +90,7 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
             user: who.user.clone(),
             host: who.host.clone(),
             at: clock.now(),
-            reason: opts.reason.clone(),
+            reason: reason.clone(),
         })
         .collect();
     journal.mark_all(&marks)?;

@@ -195,12 +195,21 @@ impl<'a> Session<'a> {
             host: s.who.host.clone(),
             pid: s.who.pid,
             args: s.args.to_vec(),
+            simulated: s.clock.simulated(),
         })?;
         let run_dir = s.runs_dir.join(run.as_str());
         let runlog = RunLog::create(run_dir.clone()).map_err(|source| EngineError::RunDir {
             path: run_dir,
             source,
         })?;
+        if let Some(c) = s.clock.simulated() {
+            let e = Event::SimulatedClock {
+                from: c.from,
+                real_start: c.real_start,
+            };
+            runlog.event(&e);
+            s.reporter.event(&e);
+        }
         Ok(Session {
             pb: s.pb,
             journal: Mutex::new(s.journal),
@@ -336,6 +345,7 @@ impl<'a> Session<'a> {
             outcome: outcome.to_string(),
             exit_code: exit.code(),
             message: message.clone(),
+            simulated_clock: self.clock.simulated(),
         });
         Outcome { exit, message }
     }

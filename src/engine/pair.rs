@@ -58,6 +58,12 @@ pub fn run_pair(
             if !delay.is_zero() && !s.interrupt.sleep(delay) {
                 return PairEnd::Interrupted;
             }
+        }
+        // Every start on this target passes the gate, the first one included: with more
+        // targets than run at once, a target starts when a sibling has finished, later than
+        // the step began. Work already under way (a resumed attempt) is followed whatever the
+        // time.
+        if n > 1 || resume.is_none() {
             match s.gate(step) {
                 Ok(()) => {}
                 Err(Blocked::Interrupted) => return PairEnd::Interrupted,

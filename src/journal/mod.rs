@@ -249,6 +249,8 @@ pub struct NewRun {
     pub pid: u32,
     /// Command-line arguments, already redacted by the caller: the journal stores them verbatim.
     pub args: Vec<String>,
+    /// Set when `RUNNER_NOW` replaced the clock: every time this run records is simulated.
+    pub simulated: Option<crate::clock::Simulated>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +268,8 @@ pub struct Run {
     pub pid: u32,
     pub runner_version: String,
     pub args: Vec<String>,
+    /// Set when the run's clock was simulated (`RUNNER_NOW`): its times are not real.
+    pub simulated: Option<crate::clock::Simulated>,
 }
 
 /// An attempt about to start on a target.
@@ -714,8 +718,8 @@ impl Journal {
             }
             tx.execute(
                 "INSERT INTO runs (id, command, playbook_path, playbook_sha256, started_at, \
-                 user, host, pid, runner_version, args) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 user, host, pid, runner_version, args, simulated_from, real_started_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     id,
                     r.command,
@@ -727,6 +731,10 @@ impl Journal {
                     r.pid,
                     env!("CARGO_PKG_VERSION"),
                     args,
+                    r.simulated.map(|c| c.from.to_string()),
+                    r.simulated
+                        .and_then(|c| c.real_start)
+                        .map(|t| t.to_string()),
                 ],
             )?;
             Ok(RunId(id))
@@ -1003,7 +1011,8 @@ impl Journal {
     pub fn runs(&self) -> Result<Vec<Run>, JournalError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, command, playbook_path, playbook_sha256, started_at, ended_at, outcome, \
-             user, host, pid, runner_version, args FROM runs ORDER BY seq",
+             user, host, pid, runner_version, args, simulated_from, real_started_at \
+             FROM runs ORDER BY seq",
         )?;
         let rows = stmt.query_map([], |r| {
             let args: String = r.get(11)?;
@@ -1022,6 +1031,10 @@ impl Journal {
                 pid: r.get(9)?,
                 runner_version: r.get(10)?,
                 args,
+                simulated: opt_timestamp(r, 12)?.map(|from| crate::clock::Simulated {
+                    from,
+                    real_start: opt_timestamp(r, 13).ok().flatten(),
+                }),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub const APPLICATION_ID: i32 = 0x524E_4A31;
 
 /// `MIGRATIONS[n]` takes a journal from schema version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes and understands.
 pub fn current_version() -> i64 {
@@ -117,6 +117,14 @@ CREATE TABLE attempt_notes (
 );
 ";
 
+/// Version 3: a run whose clock was replaced by `RUNNER_NOW` says so. `simulated_from` is that
+/// instant and `real_started_at` the real time when the run began; both NULL for a run on the
+/// real clock, which is what every run of an older journal was taken to be.
+const V3: &str = "
+ALTER TABLE runs ADD COLUMN simulated_from TEXT;
+ALTER TABLE runs ADD COLUMN real_started_at TEXT;
+";
+
 /// Why a migration could not run.
 #[derive(Debug)]
 pub enum MigrateError {
@@ -195,5 +203,39 @@ fn check_application_id(conn: &Connection, found: i64) -> Result<(), MigrateErro
         Ok(())
     } else {
         Err(MigrateError::WrongApplication)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_2_journal_is_migrated_and_its_runs_read_as_on_the_real_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(V1).unwrap();
+            conn.execute_batch(V2).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO runs (id, command, playbook_path, playbook_sha256, started_at, \
+                 user, host, pid, runner_version, args) VALUES ('r1', 'apply', 'p.yaml', 'ab', \
+                 '2026-11-30T23:00:00Z', 'alice', 'jump1', 42, '0.1.0', '[]')",
+                [],
+            )
+            .unwrap();
+        }
+        let j = crate::journal::Journal::open(&path).unwrap();
+        let runs = j.runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].id.as_str(), "r1");
+        assert_eq!(runs[0].simulated, None);
+        drop(j);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(version(&conn).unwrap(), current_version());
     }
 }

@@ -279,7 +279,24 @@ fn render_all(diags: &[Diagnostic]) -> String {
 
 /// Reads, parses and validates a playbook file.
 pub fn load(path: &Path) -> Result<Playbook, LoadError> {
-    validate::load(path)
+    validate::load(path, None)
+}
+
+/// The instant from which `runner validate` looks for a gap between business hours long enough
+/// for each step, and whether it is the real time or `RUNNER_NOW`.
+#[derive(Debug, Clone, Copy)]
+pub struct FitFrom {
+    pub at: jiff::Timestamp,
+    pub simulated: bool,
+}
+
+/// [`load`], and also refuses a step that fits no gap between business hours on the real
+/// calendar (holidays, daylight saving) within the planning horizon from `from`, or up to the
+/// last listed holiday if that is later. Only `runner validate` asks this: whether a step fits
+/// depends on when you ask, and the other commands must still read a playbook whose long
+/// weekend is over.
+pub fn load_checking_fit(path: &Path, from: FitFrom) -> Result<Playbook, LoadError> {
+    validate::load(path, Some(from))
 }
 
 /// Expands a leading `~/` to the home directory.

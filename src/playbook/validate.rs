@@ -28,7 +28,7 @@ const MAX_RETRIES: u32 = 100;
 const MIN_KEEPALIVE: SignedDuration = SignedDuration::from_secs(1);
 const MAX_KEEPALIVE: SignedDuration = SignedDuration::from_hours(1);
 
-pub fn load(path: &Path) -> Result<Playbook, LoadError> {
+pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, LoadError> {
     let fail = |msg: String| LoadError(vec![Diagnostic::whole_file(path, msg)]);
     let meta =
         std::fs::metadata(path).map_err(|e| fail(format!("cannot read the playbook: {e}")))?;
@@ -93,6 +93,7 @@ pub fn load(path: &Path) -> Result<Playbook, LoadError> {
         dir,
         diags: Vec::new(),
         templates: Templates::new(),
+        fit_from,
     };
     let playbook = v.playbook(raw, sha256);
     if v.diags.is_empty() {
@@ -164,6 +165,8 @@ struct Validator<'a> {
     dir: PathBuf,
     diags: Vec<Diagnostic>,
     templates: Templates,
+    /// Where `validate` looks for a gap long enough for each step from; None: not checked.
+    fit_from: Option<super::FitFrom>,
 }
 
 fn key(k: &str) -> Seg {
@@ -199,16 +202,7 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
 }
 
 fn parse_day(s: &str) -> Option<Weekday> {
-    Some(match s.trim().to_ascii_lowercase().as_str() {
-        "mon" | "monday" => Weekday::Monday,
-        "tue" | "tuesday" => Weekday::Tuesday,
-        "wed" | "wednesday" => Weekday::Wednesday,
-        "thu" | "thursday" => Weekday::Thursday,
-        "fri" | "friday" => Weekday::Friday,
-        "sat" | "saturday" => Weekday::Saturday,
-        "sun" | "sunday" => Weekday::Sunday,
-        _ => return None,
-    })
+    crate::window::weekday_from_name(s)
 }
 
 const DAY_HELP: &str = "days are mon, tue, wed, thu, fri, sat, sun: one day, a range like mon-fri, or a list like [mon, wed, fri]";
@@ -221,6 +215,76 @@ fn parse_hhmm(s: &str) -> Option<Time> {
     let h: i8 = h.parse().ok()?;
     let m: i8 = m.parse().ok()?;
     Time::new(h, m, 0, 0).ok()
+}
+
+/// `validate`'s question for each step: is there a gap between business hours long enough for
+/// it, on the real calendar, from `from` over the planning horizon (or up to the last listed
+/// holiday, if later: holidays are listed because the work is planned around them)?
+struct Fit<'w> {
+    window: &'w Window,
+    from: super::FitFrom,
+    horizon: SignedDuration,
+    /// A step needing no more than this surely fits within the horizon, without searching:
+    /// the longest regular weekly gap, less a day for daylight saving.
+    surely_fits: SignedDuration,
+}
+
+impl<'w> Fit<'w> {
+    fn new(window: &'w Window, from: super::FitFrom) -> Fit<'w> {
+        let mut horizon = crate::plan::HORIZON;
+        let tz = window.time_zone();
+        if let Some(last) = window.holidays().last() {
+            let after = last
+                .tomorrow()
+                .ok()
+                .and_then(|d| tz.to_timestamp(d.to_datetime(Time::midnight())).ok());
+            if let Some(after) = after {
+                horizon = horizon.max(from.at.duration_until(after));
+            }
+        }
+        let surely_fits = window
+            .longest_regular_gap()
+            .map(|g| g - SignedDuration::from_hours(24))
+            .unwrap_or(SignedDuration::ZERO);
+        Fit {
+            window,
+            from,
+            horizon,
+            surely_fits,
+        }
+    }
+
+    /// Why a step of this estimate cannot start within the horizon, or None if it can.
+    fn misfit(&self, id: &str, estimate: Option<SignedDuration>) -> Option<String> {
+        let estimate = estimate.unwrap_or(SignedDuration::ZERO);
+        let need = estimate.saturating_add(self.window.margin());
+        if need <= self.surely_fits {
+            return None;
+        }
+        let w = self.window;
+        let at = self.from.at;
+        if w.earliest_start(at, estimate, self.horizon).is_some() {
+            return None;
+        }
+        let until = at.saturating_add(self.horizon).unwrap_or(at);
+        let label = |t| crate::window::local_label_with_zone(t, w.time_zone());
+        let days = (self.horizon.as_secs() + 86_399) / 86_400;
+        let longest = match w.longest_gap(at, until) {
+            Some(g) if g.end < jiff::Timestamp::MAX => format!(
+                "; the longest is {} ({} to {})",
+                crate::plan::human_duration(g.start.duration_until(g.end)),
+                label(g.start),
+                label(g.end)
+            ),
+            _ => String::new(),
+        };
+        Some(format!(
+            "step `{id}` cannot start within {days} days from {} ({}): its estimate plus the window margin ({}) is longer than every gap between business hours in that time, holidays and daylight saving counted{longest}",
+            label(at),
+            if self.from.simulated { "RUNNER_NOW" } else { "the current time" },
+            crate::plan::human_duration(need),
+        ))
+    }
 }
 
 impl Validator<'_> {
@@ -782,12 +846,14 @@ impl Validator<'_> {
                 Some("add at least one step with `id:` and `run:`".into()),
             );
         }
-        let gap = window.and_then(|w| w.longest_regular_gap());
-        let margin = window.map(|w| w.margin()).unwrap_or(SignedDuration::ZERO);
+        let fit = match (window, self.fit_from) {
+            (Some(w), Some(from)) if !w.is_unrestricted() => Some(Fit::new(w, from)),
+            _ => None,
+        };
         let mut seen: Vec<String> = Vec::new();
         let mut out = Vec::new();
         for (i, s) in raw.steps.iter().enumerate() {
-            if let Some(step) = self.step(i, s, raw, targets, groups, &seen, gap, margin, files) {
+            if let Some(step) = self.step(i, s, raw, targets, groups, &seen, fit.as_ref(), files) {
                 out.push(step);
             }
             seen.push(s.id.clone());
@@ -804,8 +870,7 @@ impl Validator<'_> {
         targets: &BTreeMap<String, Target>,
         groups: &BTreeMap<String, Vec<String>>,
         earlier: &[String],
-        gap: Option<SignedDuration>,
-        margin: SignedDuration,
+        fit: Option<&Fit<'_>>,
         files: &mut Vec<FileRef>,
     ) -> Option<Step> {
         let base = vec![key("steps"), Seg::Index(i)];
@@ -956,14 +1021,9 @@ impl Validator<'_> {
             );
         }
         if s.business_hours == super::BusinessHoursPolicy::Refuse {
-            if let Some(gap) = gap {
-                let need = estimate.unwrap_or(SignedDuration::ZERO) + margin;
-                if need > gap {
-                    self.err(&p("estimate"), format!(
-                        "step `{}` could never start: its estimate plus the window margin ({}) is longer than the longest gap between business hours ({})",
-                        s.id, crate::plan::human_duration(need), crate::plan::human_duration(gap)),
-                        Some("split the step into parts that fit a night, or set `business_hours: allow` if it is truly read-only".into()));
-                }
+            if let Some(message) = fit.and_then(|f| f.misfit(&s.id, estimate)) {
+                self.err(&p("estimate"), message,
+                    Some("split the step into parts that fit a night, or set `business_hours: allow` if it is truly read-only; to check from another time, set RUNNER_NOW to an RFC 3339 instant (`runner plan --start` shows where each step goes)".into()));
             }
         }
         let deadline = match &s.deadline {
