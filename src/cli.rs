@@ -15,6 +15,7 @@ use runner::journal::{Journal, MarkKind};
 use runner::plan::{self, saved::SavedPlanError, PlanError};
 use runner::playbook::{self, LoadError, Playbook};
 use runner::progress;
+use runner::{errln, out, outln};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +76,10 @@ struct RollbackArgs {
     /// Do not ask for confirmation (required without a terminal).
     #[arg(long)]
     yes: bool,
+    /// Also undo pairs in doubt (the runner stopped while they ran), with their rollback
+    /// command; without it, pairs in doubt stop the rollback until `runner mark` decides.
+    #[arg(long)]
+    include_in_doubt: bool,
     /// Start even if the business-hours window is closed (needs --reason; journaled).
     #[arg(long, requires = "reason")]
     override_window: bool,
@@ -247,12 +252,12 @@ pub fn main() -> i32 {
     let clock = match Clock::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Exit::InvalidInput.code();
         }
     };
     if clock.is_shifted() {
-        eprintln!(
+        errln!(
             "note: {} is set: the clock starts at {} instead of the real time",
             clock::RUNNER_NOW,
             clock.now()
@@ -262,7 +267,7 @@ pub fn main() -> i32 {
         Ok(exit) => exit.code(),
         Err(e) => {
             let exit = exit_for(&e);
-            eprintln!("{}", describe(&e));
+            errln!("{}", describe(&e));
             exit.code()
         }
     }
@@ -332,7 +337,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
         Command::Validate { file } => {
             let pb = playbook::load(&file)?;
             let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
-            println!(
+            outln!(
                 "{}: valid ({} steps, {} step x target pairs, {} targets)",
                 file.display(),
                 pb.steps.len(),
@@ -342,7 +347,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Schema => {
-            println!("{}", playbook::schema::json_schema());
+            outln!("{}", playbook::schema::json_schema());
             Ok(Exit::Success)
         }
         Command::Plan(args) => {
@@ -389,6 +394,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 interactive: engine::stdin_is_terminal(),
                 override_reason: args.override_window.then(|| args.reason.clone()).flatten(),
                 args: std::env::args().collect(),
+                include_in_doubt: args.include_in_doubt,
             };
             let reporter = reporter(&args.output, clock);
             let interrupt = interrupt(reporter.as_ref());
@@ -421,7 +427,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 TextOrJson::Text => runner::status::render_status_text(&view, &pb),
                 TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",
             };
-            print!("{text}");
+            out!("{text}");
             Ok(Exit::Success)
         }
         Command::Report(args) => {
@@ -443,9 +449,9 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 Some(path) => {
                     std::fs::write(path, text)
                         .with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
+                    errln!("wrote {}", path.display());
                 }
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
             Ok(Exit::Success)
         }
@@ -485,9 +491,9 @@ fn interrupt(reporter: &dyn Reporter) -> Interrupt {
     let _ = reporter;
     let installed = i.install(|n| {
         if n == 1 {
-            eprintln!("\ninterrupt: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now.");
+            errln!("\ninterrupt: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now.");
         } else if n == 2 {
-            eprintln!("\ninterrupt: stopping running commands; they will be recorded as interrupted.");
+            errln!("\ninterrupt: stopping running commands; they will be recorded as interrupted.");
         }
     });
     if let Err(e) = installed {
@@ -501,9 +507,9 @@ fn interrupt(reporter: &dyn Reporter) -> Interrupt {
 fn conclude(o: engine::Outcome, json: bool) -> Exit {
     if !o.message.is_empty() {
         if o.exit == Exit::Success && !json {
-            println!("{}", o.message.trim_end());
+            outln!("{}", o.message.trim_end());
         } else {
-            eprintln!("{}", o.message.trim_end());
+            errln!("{}", o.message.trim_end());
         }
     }
     o.exit
@@ -527,7 +533,7 @@ fn show_plan(
     let p = plan::build(pb, start)?;
     if let Some(path) = out {
         plan::saved::save(&p, path)?;
-        eprintln!("saved the reviewed plan to {}", path.display());
+        errln!("saved the reviewed plan to {}", path.display());
     }
     let text = match format {
         PlanFormat::Text => plan::render_text(&p, pb),

@@ -12,6 +12,36 @@ use jiff::Timestamp;
 use crate::clock::Clock;
 use crate::engine::event::{Event, Reporter};
 
+/// `println!` that never panics: a closed stdout (`runner ... | head -1`) or a terminal that
+/// hung up is no reason to end a run; what matters is in the journal and the run log.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        let _ = write!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
+
+/// `eprintln!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 /// One JSON object per line on stdout.
 pub struct JsonLines;
 
