@@ -279,7 +279,7 @@ pub fn rollback(
         }
     }
     let mut redactor = Redactor::new();
-    let secrets = Secrets::resolve(pb, targets.iter().map(String::as_str), &mut redactor)?;
+    let secrets = Secrets::resolve_all(pb, targets.iter().map(String::as_str), &mut redactor)?;
     let session = Session::start(Start {
         pb,
         journal,
@@ -315,8 +315,8 @@ pub(crate) fn automatic(s: &Session<'_>, failed: &Step) -> String {
         return in_doubt_text(s.pb, &p);
     }
     let mut text = describe(&p);
-    // Secrets of targets that only earlier steps used may not be resolved yet; those pairs
-    // fail with a clear message rather than being skipped.
+    // The session knows every secret that could be read; a target whose secret is missing
+    // fails with a clear message rather than being skipped.
     let o = execute(s, &p);
     text.push_str(&format!(
         "after the failure of `{}`: {}",
