@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -379,7 +380,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 args: std::env::args().collect(),
             };
             let reporter = reporter(&args.output, clock);
-            let interrupt = interrupt(reporter.as_ref());
+            let interrupt = interrupt(reporter.clone());
             let outcome = engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
             Ok(conclude(outcome, args.output.json))
         }
@@ -397,7 +398,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 include_in_doubt: args.include_in_doubt,
             };
             let reporter = reporter(&args.output, clock);
-            let interrupt = interrupt(reporter.as_ref());
+            let interrupt = interrupt(reporter.clone());
             let outcome = engine::rollback(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
             Ok(conclude(outcome, args.output.json))
         }
@@ -475,32 +476,45 @@ fn state_path(pb: &Playbook, arg: &StateArg) -> PathBuf {
         .unwrap_or_else(|| engine::default_state_path(pb))
 }
 
-fn reporter(o: &OutputArgs, clock: Clock) -> Box<dyn Reporter> {
-    if o.json {
+fn reporter(o: &OutputArgs, clock: Clock) -> Arc<progress::Console> {
+    let on_terminal = std::io::stdout().is_terminal();
+    let inner: Box<dyn Reporter> = if o.json {
         Box::new(progress::JsonLines)
-    } else if !o.quiet && std::io::stdout().is_terminal() {
+    } else if !o.quiet && on_terminal {
         Box::new(progress::Bars::new(clock))
     } else {
         Box::new(progress::Plain {
             quiet: o.quiet,
             clock,
         })
-    }
+    };
+    Arc::new(progress::Console::new(inner, on_terminal))
 }
 
-/// Ctrl-C handling for a run: the first stops new work, the second stops running commands.
-fn interrupt(reporter: &dyn Reporter) -> Interrupt {
+/// Signal handling for a run. Ctrl-C or SIGTERM: the first stops new work, the second stops
+/// running commands, a third ends the process at once (the journal keeps what was running as
+/// in doubt). SIGHUP: the terminal is gone; the run goes on, writing only its run log.
+fn interrupt(reporter: Arc<progress::Console>) -> Interrupt {
+    use engine::interrupt::Signal;
     let i = Interrupt::new();
-    let _ = reporter;
-    let installed = i.install(|n| {
-        if n == 1 {
-            errln!("\ninterrupt: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now.");
-        } else if n == 2 {
-            errln!("\ninterrupt: stopping running commands; they will be recorded as interrupted.");
+    let installed = i.install(move |sig, n| {
+        if sig == Signal::HangUp {
+            reporter.hang_up();
+            tracing::info!("SIGHUP: the terminal is gone; the run goes on, see its run log");
+            return;
+        }
+        let name = sig.name();
+        match n {
+            1 => errln!("\n{name} received: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now."),
+            2 => errln!("\n{name} received again: stopping running commands; they will be recorded as interrupted. Press Ctrl-C once more to exit at once."),
+            _ => {
+                errln!("\n{name} received a third time: exiting now. What was running stays in the journal as in doubt; the next `runner apply` decides about it.");
+                std::process::exit(Exit::Interrupted.code());
+            }
         }
     });
     if let Err(e) = installed {
-        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+        tracing::warn!("cannot install the signal handlers: {e}");
     }
     i
 }
