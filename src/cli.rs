@@ -298,6 +298,11 @@ fn exit_for(e: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<engine::EngineError>() {
             return e.exit();
         }
+        if let Some(j) = cause.downcast_ref::<runner::journal::JournalError>() {
+            if engine::state_path_unusable(j) {
+                return Exit::InvalidInput;
+            }
+        }
         if let Some(e) = cause.downcast_ref::<runner::ping::PingError>() {
             return e.exit();
         }
@@ -324,6 +329,17 @@ fn describe(e: &anyhow::Error) -> String {
         if !out.contains(&text) {
             out.push_str(&format!("\n  caused by: {text}"));
         }
+    }
+    let unusable = e.chain().any(|c| {
+        c.downcast_ref::<runner::journal::JournalError>()
+            .is_some_and(engine::state_path_unusable)
+            || matches!(
+                c.downcast_ref::<engine::EngineError>(),
+                Some(engine::EngineError::Journal(j)) if engine::state_path_unusable(j)
+            )
+    });
+    if unusable {
+        out.push_str(&format!("\n  = help: {}", engine::STATE_PATH_HELP));
     }
     out
 }

@@ -1693,4 +1693,17 @@ fn a_state_folder_that_cannot_be_used_is_invalid_input_naming_the_path() {
         "{}",
         show(&r)
     );
+    // A folder where the journal file should be.
+    fs::remove_file(&state).expect("remove the symlink");
+    fs::create_dir_all(journal_path(dir.path())).expect("a folder in the journal's place");
+    let pb_s = pb.display().to_string();
+    for args in [vec!["apply", pb_s.as_str()], vec!["status", pb_s.as_str()]] {
+        let r = runner(&args, dir.path(), &[]);
+        assert_exit(&r, 2);
+        assert!(
+            r.stderr.contains("cutover.db") && r.stderr.contains("--state"),
+            "{args:?} names the path and what to do:\n{}",
+            show(&r)
+        );
+    }
 }

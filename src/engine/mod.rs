@@ -87,6 +87,7 @@ impl EngineError {
             EngineError::Target(_) | EngineError::Usage(_) | EngineError::StateUnusable { .. } => {
                 Exit::InvalidInput
             }
+            EngineError::Journal(j) if state_path_unusable(j) => Exit::InvalidInput,
             EngineError::Journal(_) | EngineError::RunDir { .. } => Exit::StepFailed,
         }
     }
@@ -98,6 +99,26 @@ impl From<journal::lock::LockError> for EngineError {
             journal::lock::LockError::Io { path, source } => state_unusable(&path, &source),
             held => EngineError::Locked(held),
         }
+    }
+}
+
+/// What to do when the journal's path cannot be used (see [`state_path_unusable`]).
+pub const STATE_PATH_HELP: &str = "the journal's folder or file cannot be used there (a file or folder in the way, a symbolic link to nowhere, no write permission): move it out of the way or repair it, or keep the state elsewhere with --state PATH";
+
+/// Whether a journal error is about its path (a folder that cannot be created, a file that
+/// cannot be opened or written) rather than its contents: bad input to fix, not a failure.
+pub fn state_path_unusable(e: &journal::JournalError) -> bool {
+    use rusqlite::ErrorCode;
+    match e {
+        journal::JournalError::CreateDir { .. } => true,
+        journal::JournalError::Open {
+            source: rusqlite::Error::SqliteFailure(f, _),
+            ..
+        } => matches!(
+            f.code,
+            ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied
+        ),
+        _ => false,
     }
 }
 
