@@ -48,7 +48,7 @@ fn playbook(dir: &Path, first_extra: &str) -> PathBuf {
             w = wait_in_shell_for(&go),
             l = ledger.display()
         )),
-        q(&format!("echo after >> {}", ledger.display())),
+        q(&format!("echo after; echo after >> {}", ledger.display())),
     );
     let path = dir.join("cutover.yaml");
     fs::write(&path, yaml).expect("write the playbook");
@@ -206,7 +206,18 @@ fn a_closed_terminal_does_not_stop_the_run() {
             triple(("after", "run", "succeeded"))
         ]
     );
-    // The run log kept the output the terminal no longer showed.
+    // The run log kept what the terminal no longer showed, to the end of the run.
+    let runs_dir = dir.path().join(".runner").join("runs");
+    let events: String = fs::read_dir(&runs_dir)
+        .expect("the runs folder")
+        .map(|e| e.expect("entry").path().join("events.jsonl"))
+        .map(|p| fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        events.contains(r#""event":"output","step":"after""#)
+            && events.contains(r#""event":"run_finished","outcome":"succeeded""#),
+        "the run log has the output after the hangup and the end of the run:\n{events}"
+    );
     let status = runner(&["status", &pb.display().to_string()], dir.path(), &[]);
     assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
 }

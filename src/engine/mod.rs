@@ -410,6 +410,7 @@ impl<'a> Session<'a> {
 
     /// Ends the run in the journal and reports it.
     pub fn finish(&self, exit: Exit, outcome: &str, message: String) -> Outcome {
+        let message = self.redactor.redact(&message);
         if let Err(e) = self.journal().end_run(&self.run, outcome, self.clock.now()) {
             tracing::error!("cannot record the end of the run: {e}");
         }

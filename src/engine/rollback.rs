@@ -445,6 +445,7 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
         Ok(Err(e)) => (AttemptState::Failed, None, Some(e.to_string())),
         Err(e) => (AttemptState::Failed, None, Some(e.to_string())),
     };
+    let err = err.map(|e| s.redactor.redact(&e));
     if let Err(e) = s
         .journal()
         .finish_attempt(id, state, code, s.clock.now(), err.as_deref())
