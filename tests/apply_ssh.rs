@@ -1707,3 +1707,42 @@ fn a_state_folder_that_cannot_be_used_is_invalid_input_naming_the_path() {
         );
     }
 }
+
+#[test]
+fn a_state_folder_without_write_permission_is_invalid_input_naming_the_path() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // Root may write anywhere, so the runner runs as `nobody` (uid 65534) here: the tests run
+    // as root (README), which may switch to any user.
+    let dir = workdir();
+    let mut yaml = header("read-only state");
+    yaml.push_str("targets:\n");
+    yaml.push_str(local_target());
+    yaml.push_str("steps:\n- id: one\n  on: here\n  run: 'true'\n");
+    let pb = write_playbook(dir.path(), &yaml);
+    let state = dir.path().join(".runner");
+    fs::create_dir(&state).expect("create the state folder");
+    for p in [dir.path(), state.as_path()] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", &pb.display().to_string()])
+        .current_dir(dir.path())
+        .env_remove("RUNNER_NOW")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run runner as nobody (the tests run as root)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&state.display().to_string())
+            && stderr.contains("--state")
+            && !stderr.contains("wait for it"),
+        "{stderr}"
+    );
+    assert!(
+        fs::read_dir(&state).expect("read").next().is_none(),
+        "nothing was written"
+    );
+}
