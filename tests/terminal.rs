@@ -319,15 +319,26 @@ fn a_third_ctrl_c_exits_at_once_and_the_journal_keeps_the_step_in_doubt() {
     wait_until("the first interrupt to be heard", || {
         bg.stderr().contains("no new steps will start")
     });
+    // From now on the journal is busy: a runner that goes on stopping the step waits for it
+    // (and says it cannot record), one that exits at once does not.
+    let busy = db(dir.path());
+    busy.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the journal's write lock");
     bg.signal(libc::SIGINT);
     wait_until("the second interrupt to be heard", || {
         bg.stderr().contains("stopping running commands")
     });
     bg.signal(libc::SIGINT);
     let code = bg.wait();
-    assert_eq!(code, 130, "{}", bg.stderr());
-    // It did not wait to record the step: the journal shows it in flight, so the next apply
-    // treats it as in doubt.
+    let stderr = bg.stderr();
+    busy.execute_batch("ROLLBACK").expect("release the journal");
+    assert_eq!(code, 130, "{stderr}");
+    assert!(stderr.contains("exiting now"), "{stderr}");
+    assert!(
+        !stderr.contains("cannot record"),
+        "the runner waited to record instead of exiting at once:\n{stderr}"
+    );
+    // The journal shows the step in flight, so the next apply treats it as in doubt.
     assert_eq!(attempts(dir.path()), [triple(("long", "run", "running"))]);
     fs::write(dir.path().join("go"), b"").expect("create go");
 }
