@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test.
 # The tests start their own OpenSSH servers on 127.0.0.x; this only makes sure sshd (and the
-# python3 that uploads use on the target) exist.
+# python3 that uploads use on the target, and tmux for the terminal tests) exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null 2>&1; then
   PACKAGES+=(openssh-server openssh-client)
 fi
 [ -x /usr/bin/python3 ] || PACKAGES+=(python3)
+# tests/terminal.rs closes a real terminal under a running apply (SIGHUP) with tmux.
+command -v tmux >/dev/null 2>&1 || PACKAGES+=(tmux)
 if [ "${#PACKAGES[@]}" -gt 0 ]; then
   echo "installing ${PACKAGES[*]} (the tests start real sshd processes on loopback)" >&2
   $SUDO apt-get update -qq

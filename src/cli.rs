@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,6 +16,7 @@ use runner::journal::{Journal, MarkKind};
 use runner::plan::{self, saved::SavedPlanError, PlanError};
 use runner::playbook::{self, LoadError, Playbook};
 use runner::progress;
+use runner::{errln, out, outln};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +77,10 @@ struct RollbackArgs {
     /// Do not ask for confirmation (required without a terminal).
     #[arg(long)]
     yes: bool,
+    /// Also undo pairs in doubt (the runner stopped while they ran), with their rollback
+    /// command; without it, pairs in doubt stop the rollback until `runner mark` decides.
+    #[arg(long)]
+    include_in_doubt: bool,
     /// Start even if the business-hours window is closed (needs --reason; journaled).
     #[arg(long, requires = "reason")]
     override_window: bool,
@@ -247,12 +253,12 @@ pub fn main() -> i32 {
     let clock = match Clock::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Exit::InvalidInput.code();
         }
     };
     if clock.is_shifted() {
-        eprintln!(
+        errln!(
             "note: {} is set: the clock starts at {} instead of the real time",
             clock::RUNNER_NOW,
             clock.now()
@@ -262,7 +268,7 @@ pub fn main() -> i32 {
         Ok(exit) => exit.code(),
         Err(e) => {
             let exit = exit_for(&e);
-            eprintln!("{}", describe(&e));
+            errln!("{}", describe(&e));
             exit.code()
         }
     }
@@ -292,6 +298,11 @@ fn exit_for(e: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<engine::EngineError>() {
             return e.exit();
         }
+        if let Some(j) = cause.downcast_ref::<runner::journal::JournalError>() {
+            if engine::state_path_unusable(j) {
+                return Exit::InvalidInput;
+            }
+        }
         if let Some(e) = cause.downcast_ref::<runner::ping::PingError>() {
             return e.exit();
         }
@@ -319,6 +330,17 @@ fn describe(e: &anyhow::Error) -> String {
             out.push_str(&format!("\n  caused by: {text}"));
         }
     }
+    let unusable = e.chain().any(|c| {
+        c.downcast_ref::<runner::journal::JournalError>()
+            .is_some_and(engine::state_path_unusable)
+            || matches!(
+                c.downcast_ref::<engine::EngineError>(),
+                Some(engine::EngineError::Journal(j)) if engine::state_path_unusable(j)
+            )
+    });
+    if unusable {
+        out.push_str(&format!("\n  = help: {}", engine::STATE_PATH_HELP));
+    }
     out
 }
 
@@ -336,7 +358,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             };
             let pb = playbook::load_checking_fit(&file, from)?;
             let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
-            println!(
+            outln!(
                 "{}: valid ({} steps, {} step x target pairs, {} targets)",
                 file.display(),
                 pb.steps.len(),
@@ -346,7 +368,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Schema => {
-            println!("{}", playbook::schema::json_schema());
+            outln!("{}", playbook::schema::json_schema());
             Ok(Exit::Success)
         }
         Command::Plan(args) => {
@@ -378,7 +400,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 args: std::env::args().collect(),
             };
             let reporter = reporter(&args.output, clock);
-            let interrupt = interrupt(reporter.as_ref());
+            let interrupt = interrupt(reporter.clone());
             let outcome = engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
             Ok(conclude(outcome, args.output.json))
         }
@@ -393,9 +415,10 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 interactive: engine::stdin_is_terminal(),
                 override_reason: args.override_window.then(|| args.reason.clone()).flatten(),
                 args: std::env::args().collect(),
+                include_in_doubt: args.include_in_doubt,
             };
             let reporter = reporter(&args.output, clock);
-            let interrupt = interrupt(reporter.as_ref());
+            let interrupt = interrupt(reporter.clone());
             let outcome = engine::rollback(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
             Ok(conclude(outcome, args.output.json))
         }
@@ -426,7 +449,9 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 TextOrJson::Text => runner::status::render_status_text(&view, &pb),
                 TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",
             };
-            print!("{text}");
+            // What was recorded is masked already; this also covers older records.
+            let text = engine::targets::Secrets::redactor_for(&pb).redact(&text);
+            out!("{text}");
             Ok(Exit::Success)
         }
         Command::Report(args) => {
@@ -444,13 +469,14 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 ReportFormatArg::Json => runner::report::ReportFormat::Json,
             };
             let text = runner::report::report(&pb, &journal, &engine::runs_dir(&state), format)?;
+            let text = engine::targets::Secrets::redactor_for(&pb).redact(&text);
             match &args.out {
                 Some(path) => {
                     std::fs::write(path, text)
                         .with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
+                    errln!("wrote {}", path.display());
                 }
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
             Ok(Exit::Success)
         }
@@ -471,32 +497,45 @@ fn state_path(pb: &Playbook, arg: &StateArg) -> PathBuf {
         .unwrap_or_else(|| engine::default_state_path(pb))
 }
 
-fn reporter(o: &OutputArgs, clock: Clock) -> Box<dyn Reporter> {
-    if o.json {
+fn reporter(o: &OutputArgs, clock: Clock) -> Arc<progress::Console> {
+    let on_terminal = std::io::stdout().is_terminal();
+    let inner: Box<dyn Reporter> = if o.json {
         Box::new(progress::JsonLines)
-    } else if !o.quiet && std::io::stdout().is_terminal() {
+    } else if !o.quiet && on_terminal {
         Box::new(progress::Bars::new(clock))
     } else {
         Box::new(progress::Plain {
             quiet: o.quiet,
             clock,
         })
-    }
+    };
+    Arc::new(progress::Console::new(inner, on_terminal))
 }
 
-/// Ctrl-C handling for a run: the first stops new work, the second stops running commands.
-fn interrupt(reporter: &dyn Reporter) -> Interrupt {
+/// Signal handling for a run. Ctrl-C or SIGTERM: the first stops new work, the second stops
+/// running commands, a third ends the process at once (the journal keeps what was running as
+/// in doubt). SIGHUP: the terminal is gone; the run goes on, writing only its run log.
+fn interrupt(reporter: Arc<progress::Console>) -> Interrupt {
+    use engine::interrupt::Signal;
     let i = Interrupt::new();
-    let _ = reporter;
-    let installed = i.install(|n| {
-        if n == 1 {
-            eprintln!("\ninterrupt: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now.");
-        } else if n == 2 {
-            eprintln!("\ninterrupt: stopping running commands; they will be recorded as interrupted.");
+    let installed = i.install(move |sig, n| {
+        if sig == Signal::HangUp {
+            reporter.hang_up();
+            tracing::info!("SIGHUP: the terminal is gone; the run goes on, see its run log");
+            return;
+        }
+        let name = sig.name();
+        match n {
+            1 => errln!("\n{name} received: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now."),
+            2 => errln!("\n{name} received again: stopping running commands; they will be recorded as interrupted. Press Ctrl-C once more to exit at once."),
+            _ => {
+                errln!("\n{name} received a third time: exiting now. What was running stays in the journal as in doubt; the next `runner apply` decides about it.");
+                std::process::exit(Exit::Interrupted.code());
+            }
         }
     });
     if let Err(e) = installed {
-        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+        tracing::warn!("cannot install the signal handlers: {e}");
     }
     i
 }
@@ -506,9 +545,9 @@ fn interrupt(reporter: &dyn Reporter) -> Interrupt {
 fn conclude(o: engine::Outcome, json: bool) -> Exit {
     if !o.message.is_empty() {
         if o.exit == Exit::Success && !json {
-            println!("{}", o.message.trim_end());
+            outln!("{}", o.message.trim_end());
         } else {
-            eprintln!("{}", o.message.trim_end());
+            errln!("{}", o.message.trim_end());
         }
     }
     o.exit
@@ -532,7 +571,7 @@ fn show_plan(
     let p = plan::build(pb, start)?;
     if let Some(path) = out {
         plan::saved::save(&p, path)?;
-        eprintln!("saved the reviewed plan to {}", path.display());
+        errln!("saved the reviewed plan to {}", path.display());
     }
     let text = match format {
         PlanFormat::Text => plan::render_text(&p, pb),

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::engine::targets::{default_known_hosts, make_transport, shell_of, Secrets};
 use crate::exit::Exit;
+use crate::outln;
 use crate::playbook::{Playbook, TransportKind};
 use crate::secret::Redactor;
 use crate::transport::known_hosts;
@@ -124,7 +125,7 @@ pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
         .unwrap_or(6)
         .max(6);
     let mut failed = 0;
-    println!("{:<width$}  {:<8}  DETAIL", "TARGET", "RESULT");
+    outln!("{:<width$}  {:<8}  DETAIL", "TARGET", "RESULT");
     for d in &results {
         let passed = if d.passed.is_empty() {
             String::new()
@@ -132,14 +133,17 @@ pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
             format!("{}; ", d.passed.join("; "))
         };
         match &d.failure {
-            None => println!(
+            None => outln!(
                 "{:<width$}  {:<8}  {} : {passed}{} ms",
-                d.name, "ok", d.address, d.millis
+                d.name,
+                "ok",
+                d.address,
+                d.millis
             ),
             Some(e) => {
                 failed += 1;
                 let e = redactor.redact(e);
-                println!(
+                outln!(
                     "{:<width$}  {:<8}  {} : {passed}FAILED at {}",
                     d.name,
                     "FAILED",
@@ -185,7 +189,7 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
         let port = t.port.unwrap_or(22);
         let file = t.known_hosts.clone().unwrap_or_else(default_known_hosts);
         let key = known_hosts::scan_host_key(&host, port, crate::engine::targets::CONNECT_TIMEOUT)?;
-        println!(
+        outln!(
             "{}: {host}:{port} offers a {} key with fingerprint {}",
             t.name,
             key.key_type(),
@@ -198,12 +202,12 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);
             if line.trim() != "yes" {
-                println!("{}: not trusted", t.name);
+                outln!("{}: not trusted", t.name);
                 continue;
             }
         }
         known_hosts::trust(&file, &host, port, &key)?;
-        println!("{}: recorded in {}", t.name, file.display());
+        outln!("{}: recorded in {}", t.name, file.display());
     }
     Ok(Exit::Success)
 }

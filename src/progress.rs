@@ -12,6 +12,75 @@ use jiff::Timestamp;
 use crate::clock::Clock;
 use crate::engine::event::{Event, Reporter};
 
+/// `println!` that never panics: a closed stdout (`runner ... | head -1`) or a terminal that
+/// hung up is no reason to end a run; what matters is in the journal and the run log.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        let _ = write!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
+
+/// `eprintln!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
+/// The reporter of a command run from a shell: it shows events until the terminal goes away
+/// (SIGHUP), then nothing, so a run that lost its terminal goes on writing only its run log
+/// and journal. Output to a file or a pipe is not a terminal and goes on.
+pub struct Console {
+    inner: Box<dyn Reporter>,
+    on_terminal: bool,
+    gone: std::sync::atomic::AtomicBool,
+}
+
+impl Console {
+    pub fn new(inner: Box<dyn Reporter>, on_terminal: bool) -> Console {
+        Console {
+            inner,
+            on_terminal,
+            gone: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the terminal was reported gone.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Reporter for Console {
+    fn event(&self, e: &Event) {
+        if !self.is_gone() {
+            self.inner.event(e);
+        }
+    }
+
+    fn hang_up(&self) {
+        if self.on_terminal {
+            self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.inner.hang_up();
+        }
+    }
+}
+
 /// One JSON object per line on stdout.
 pub struct JsonLines;
 
@@ -241,6 +310,10 @@ impl Bars {
 }
 
 impl Reporter for Bars {
+    fn hang_up(&self) {
+        self.multi.set_draw_target(ProgressDrawTarget::hidden());
+    }
+
     fn event(&self, e: &Event) {
         match e {
             Event::RunStarted {

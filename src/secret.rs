@@ -114,10 +114,20 @@ impl SecretRef {
     }
 }
 
+/// Lines of a multi-line secret shorter than this (after trimming spaces) are not masked on
+/// their own: a line such as `}` or `--` would mask half of every log. Whole secrets, of any
+/// length, are always masked.
+pub const MIN_SECRET_LINE: usize = 4;
+
 /// Replaces every known secret value in text with [`MASK`].
 ///
 /// Values shorter than 4 characters are still masked: a short password is still a password,
 /// and an over-eager mask in a log is a far smaller harm than a leak.
+///
+/// Output is masked line by line, so a secret that spans lines (a key, a certificate, a
+/// password with a newline) is also known by each of its lines of at least
+/// [`MIN_SECRET_LINE`] characters, and every form is also known escaped as JSON and HTML show
+/// it.
 #[derive(Clone, Debug, Default)]
 pub struct Redactor {
     values: Vec<String>,
@@ -130,8 +140,29 @@ impl Redactor {
 
     pub fn add(&mut self, secret: &Secret) {
         let v = secret.expose();
-        if !v.is_empty() && !self.values.iter().any(|known| known == v) {
-            self.values.push(v.to_string());
+        let mut pieces = vec![v.to_string()];
+        if v.contains(['\n', '\r']) {
+            pieces.extend(
+                v.split(['\n', '\r'])
+                    .map(str::trim)
+                    .filter(|l| l.chars().count() >= MIN_SECRET_LINE)
+                    .map(str::to_string),
+            );
+        }
+        for piece in pieces {
+            let json = serde_json::to_string(&piece)
+                .map(|q| q[1..q.len() - 1].to_string())
+                .unwrap_or_default();
+            let html = html_escaped(&piece);
+            for form in [piece, json, html] {
+                self.insert(form);
+            }
+        }
+    }
+
+    fn insert(&mut self, v: String) {
+        if !v.is_empty() && !self.values.contains(&v) {
+            self.values.push(v);
             // Longest first, so a secret that contains another is masked whole.
             self.values.sort_by_key(|s| std::cmp::Reverse(s.len()));
         }
@@ -147,6 +178,26 @@ impl Redactor {
         self.values.first().map_or(0, |v| v.len())
     }
 
+    /// Where a stream that must be cut (a line too long to keep whole) may be cut: at most
+    /// `buf.len() - (longest - 1)`, so that a secret still arriving stays in the part kept
+    /// back, and before any secret that lies across that point. 0 means: cut nowhere yet.
+    pub fn safe_cut(&self, buf: &[u8]) -> usize {
+        let mut cut = buf.len().saturating_sub(self.longest().saturating_sub(1));
+        loop {
+            let before = cut;
+            for v in &self.values {
+                let v = v.as_bytes();
+                let from = cut.saturating_sub(v.len() - 1);
+                if let Some(p) = (from..cut).find(|&p| buf[p..].starts_with(v)) {
+                    cut = p;
+                }
+            }
+            if cut == before {
+                return cut;
+            }
+        }
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for v in &self.values {
@@ -156,6 +207,22 @@ impl Redactor {
         }
         out
     }
+}
+
+/// Text as HTML shows it escaped (the report's escaping).
+fn html_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -187,5 +254,45 @@ mod tests {
             .resolve(dir.path())
             .unwrap_err();
         assert!(err.to_string().contains("RUNNER_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn every_line_of_a_multi_line_secret_is_masked_but_not_short_lines() {
+        let mut r = Redactor::new();
+        r.add(&Secret::new("first-line\r\n  second-line \nab\nlast"));
+        assert_eq!(r.redact("x first-line y"), format!("x {MASK} y"));
+        assert_eq!(r.redact("  second-line "), format!("  {MASK} "));
+        assert_eq!(r.redact("ab"), "ab", "lines under MIN_SECRET_LINE stay");
+        assert_eq!(r.redact("last"), MASK);
+        // The whole value, as JSON escapes it.
+        assert_eq!(
+            r.redact(r#"{"v":"first-line\r\n  second-line \nab\nlast"}"#),
+            format!(r#"{{"v":"{MASK}"}}"#)
+        );
+    }
+
+    #[test]
+    fn a_secret_is_known_as_json_and_html_show_it() {
+        let mut r = Redactor::new();
+        r.add(&Secret::new(r#"a"b<c&d'e\f"#));
+        assert_eq!(r.redact(r#"x a\"b<c&d'e\\f y"#), format!("x {MASK} y"));
+        assert_eq!(
+            r.redact("x a&quot;b&lt;c&amp;d&#39;e\\f y"),
+            format!("x {MASK} y")
+        );
+    }
+
+    #[test]
+    fn a_long_stream_is_never_cut_inside_a_secret() {
+        let mut r = Redactor::new();
+        r.add(&Secret::new("0123456789"));
+        // A secret still arriving stays in the part kept back.
+        let buf = b"aaaaaaaaaaaaaaaaaaaa01234";
+        let cut = r.safe_cut(buf);
+        assert!(cut <= 20, "{cut}");
+        // A whole secret across the natural cut is not split either.
+        let buf = b"aaaaaaaaaaaaaaaaaaaa0123456789bbbb";
+        let cut = r.safe_cut(buf);
+        assert!(cut <= 20 || cut >= 30, "{cut}");
     }
 }

@@ -1426,3 +1426,323 @@ fn json_output_is_one_event_per_line_ending_in_run_finished() {
         "{kinds:?}"
     );
 }
+
+// Safety under real conditions: rollback and in-doubt pairs, secrets of finished targets ------
+
+/// A local target named `here`.
+fn local_target() -> &'static str {
+    "  here:\n    transport: local\n"
+}
+
+/// An ssh target that is never reached in the test (nothing listens on port 1), with a
+/// password read from `secret`.
+fn unreachable_target(name: &str, secret: &str) -> String {
+    format!(
+        "  {name}:\n    transport: ssh\n    host: 127.0.0.1\n    port: 1\n    user: nobody\n    password: {secret}\n"
+    )
+}
+
+#[test]
+fn rollback_stops_at_an_in_doubt_pair_and_names_the_mark_command() {
+    let dir = workdir();
+    let ledger = dir.path().join("ledger");
+    let rb = dir.path().join("rollback-ledger");
+    let started = dir.path().join("started");
+    let go = dir.path().join("go");
+    let mut yaml = header("in doubt rollback");
+    yaml.push_str("targets:\n");
+    yaml.push_str(local_target());
+    yaml.push_str(&format!(
+        "steps:\n\
+         - id: s1\n  on: here\n  run: {}\n  rollback: {}\n\
+         - id: s2\n  on: here\n  run: {}\n  rollback: {}\n",
+        q(&format!("echo s1 >> {}", ledger.display())),
+        q(&format!("echo undo-s1 >> {}", rb.display())),
+        // s2 does its work, then the runner is killed before it can record the success.
+        q(&format!(
+            "echo s2 >> {l}; touch {s}; {w}",
+            l = ledger.display(),
+            s = started.display(),
+            w = wait_in_shell_for(&go)
+        )),
+        q(&format!("echo undo-s2 >> {}", rb.display())),
+    ));
+    let pb = write_playbook(dir.path(), &yaml);
+    let pb_s = pb.display().to_string();
+    let mut bg = Background::start(&["apply", &pb_s], dir.path(), &[]);
+    wait_for_file(&started, &mut bg);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(bg.pid() as libc::pid_t, libc::SIGKILL) };
+    bg.wait();
+    fs::write(&go, b"").expect("let the orphaned command end");
+    assert_eq!(lines(&ledger), ["s1", "s2"]);
+
+    // s2 is in doubt: the rollback undoes nothing and says what to decide first.
+    let r = runner(&["rollback", &pb_s, "--yes"], dir.path(), &[]);
+    assert_exit(&r, 1);
+    assert!(lines(&rb).is_empty(), "nothing is undone:\n{}", show(&r));
+    assert!(
+        r.stderr
+            .contains(&format!("runner mark {pb_s} s2@here done")),
+        "the message names the command that decides about s2:\n{}",
+        show(&r)
+    );
+    assert!(r.stderr.contains("--include-in-doubt"), "{}", show(&r));
+    assert!(attempts_of_kind(dir.path(), "s1", "rollback").is_empty());
+
+    // Told explicitly, the rollback undoes the in-doubt pair too, last started first.
+    let r = runner(
+        &["rollback", &pb_s, "--yes", "--include-in-doubt"],
+        dir.path(),
+        &[],
+    );
+    assert_exit(&r, 0);
+    assert_eq!(lines(&rb), ["undo-s2", "undo-s1"], "{}", show(&r));
+    assert_eq!(
+        attempts_of_kind(dir.path(), "s2", "rollback"),
+        [("here".to_string(), "succeeded".to_string())]
+    );
+}
+
+#[test]
+fn rollback_to_a_step_behind_a_point_of_no_return_says_it_cannot() {
+    let dir = workdir();
+    let rb = dir.path().join("rollback-ledger");
+    let mut yaml = header("point of no return");
+    yaml.push_str("targets:\n");
+    yaml.push_str(local_target());
+    yaml.push_str(&format!(
+        "steps:\n\
+         - id: one\n  on: here\n  run: 'true'\n  rollback: {}\n\
+         - id: two\n  on: here\n  point_of_no_return: true\n  run: 'true'\n  rollback: {}\n",
+        q(&format!("echo undo-one >> {}", rb.display())),
+        q(&format!("echo undo-two >> {}", rb.display())),
+    ));
+    let pb = write_playbook(dir.path(), &yaml);
+    let pb_s = pb.display().to_string();
+    assert_exit(&apply(&pb, &[], &[]), 0);
+
+    let r = runner(
+        &["rollback", &pb_s, "--yes", "--to", "one"],
+        dir.path(),
+        &[],
+    );
+    assert_exit(&r, 2);
+    assert!(lines(&rb).is_empty(), "{}", show(&r));
+    assert!(
+        r.stderr.contains("point of no return `two`") && !r.stdout.contains("Nothing to roll back"),
+        "the message says the point of no return stops it:\n{}",
+        show(&r)
+    );
+}
+
+#[test]
+fn secrets_of_targets_with_no_work_left_are_still_masked() {
+    const PASSWORD: &str = "Quartz-5512-heron-Mellow";
+    let dir = workdir();
+    let mut yaml = header("finished target secrets");
+    yaml.push_str("targets:\n");
+    yaml.push_str(&unreachable_target("db", "{ env: RUNNER_TEST_DB_PW }"));
+    yaml.push_str(local_target());
+    // The local commands repeat the database password (they inherit the environment).
+    yaml.push_str(&format!(
+        "steps:\n\
+         - id: set-db-password\n  on: db\n  run: 'true'\n\
+         - id: show\n  on: here\n  run: {}\n  rollback: {}\n\
+         - id: fail\n  on: here\n  run: {}\n",
+        q("printf 'pw=%s\\n' \"$RUNNER_TEST_DB_PW\""),
+        q("printf 'undo pw=%s\\n' \"$RUNNER_TEST_DB_PW\""),
+        q("printf 'bad pw=%s\\n' \"$RUNNER_TEST_DB_PW\"; exit 3"),
+    ));
+    let pb = write_playbook(dir.path(), &yaml);
+    let pb_s = pb.display().to_string();
+    let env = [("RUNNER_TEST_DB_PW", PASSWORD)];
+    // The database step is done: `db` has no work left.
+    let r = runner(
+        &["mark", &pb_s, "set-db-password@db", "done"],
+        dir.path(),
+        &env,
+    );
+    assert_exit(&r, 0);
+
+    let first = apply(&pb, &[], &env);
+    assert_exit(&first, 1);
+    assert!(first.stdout.contains("pw=********"), "{}", show(&first));
+    let json = apply(&pb, &["--json"], &env);
+    assert_exit(&json, 1);
+    let rollback = runner(&["rollback", &pb_s, "--yes"], dir.path(), &env);
+    assert_exit(&rollback, 0);
+    assert!(
+        rollback.stdout.contains("undo pw=********"),
+        "{}",
+        show(&rollback)
+    );
+    let mut shown = vec![
+        ("apply", first),
+        ("apply --json", json),
+        ("rollback", rollback),
+    ];
+    for format in ["text", "json"] {
+        shown.push((
+            "status",
+            runner(&["status", &pb_s, "--format", format], dir.path(), &env),
+        ));
+    }
+    for format in ["markdown", "html", "json"] {
+        shown.push((
+            "report",
+            runner(&["report", &pb_s, "--format", format], dir.path(), &env),
+        ));
+    }
+    for (what, r) in &shown {
+        assert!(
+            !r.stdout.contains(PASSWORD) && !r.stderr.contains(PASSWORD),
+            "the password leaked into {what}:\n{}",
+            show(r)
+        );
+    }
+    for f in files_below(&dir.path().join(".runner")) {
+        let bytes = fs::read(&f).expect("read a state file");
+        assert!(
+            !contains_bytes(&bytes, PASSWORD.as_bytes()),
+            "the password is written in {}",
+            f.display()
+        );
+    }
+    for a in attempts(dir.path(), "fail") {
+        let m = a.message.unwrap_or_default();
+        assert!(!m.contains(PASSWORD), "journal message: {m:?}");
+    }
+    // A missing secret of a target with no work left is not an error.
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 1);
+    assert!(r.stderr.contains("step `fail` failed"), "{}", show(&r));
+}
+
+#[test]
+fn every_line_of_a_multi_line_secret_is_masked() {
+    let dir = workdir();
+    let first = "Ledger-first-line-7731";
+    let second = "  Ledger-second-line-4408";
+    fs::write(dir.path().join("db.pw"), format!("{first}\n{second}\nab\n")).expect("secret file");
+    let mut yaml = header("multi-line secret");
+    yaml.push_str("targets:\n");
+    yaml.push_str(local_target());
+    yaml.push_str(&unreachable_target("db", "{ file: db.pw }"));
+    // The local step prints the secret file, line by line, then the unreachable target fails.
+    yaml.push_str(
+        "steps:\n\
+         - id: show\n  on: here\n  run: 'cat db.pw'\n\
+         - id: use-db\n  on: db\n  run: 'true'\n",
+    );
+    let pb = write_playbook(dir.path(), &yaml);
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 1);
+    for line in [first, second.trim()] {
+        assert!(
+            !r.stdout.contains(line),
+            "a line of the secret leaked:\n{}",
+            show(&r)
+        );
+        for f in files_below(&dir.path().join(".runner")) {
+            let bytes = fs::read(&f).expect("read a state file");
+            assert!(
+                !contains_bytes(&bytes, line.as_bytes()),
+                "a line of the secret is written in {}",
+                f.display()
+            );
+        }
+    }
+    assert!(r.stdout.contains("show@here | ********"), "{}", show(&r));
+    // Lines shorter than four characters are not masked (documented): they are too common.
+    assert!(r.stdout.contains("show@here | ab"), "{}", show(&r));
+}
+
+#[test]
+fn a_state_folder_that_cannot_be_used_is_invalid_input_naming_the_path() {
+    let dir = workdir();
+    let mut yaml = header("state folder");
+    yaml.push_str("targets:\n");
+    yaml.push_str(local_target());
+    yaml.push_str("steps:\n- id: one\n  on: here\n  run: 'true'\n");
+    let pb = write_playbook(dir.path(), &yaml);
+    let state = dir.path().join(".runner");
+    // A file where the folder should be, then a symbolic link to nowhere.
+    fs::write(&state, b"not a folder").expect("write a file");
+    for (what, command) in [
+        ("apply", vec!["apply"]),
+        ("rollback", vec!["rollback", "--yes"]),
+    ] {
+        let mut args = command.clone();
+        let pb_s = pb.display().to_string();
+        args.insert(1, &pb_s);
+        let r = runner(&args, dir.path(), &[]);
+        assert_exit(&r, 2);
+        assert!(
+            r.stderr.contains(&state.display().to_string()) && !r.stderr.contains("wait for it"),
+            "{what} names the path and does not say to wait:\n{}",
+            show(&r)
+        );
+    }
+    fs::remove_file(&state).expect("remove the file");
+    std::os::unix::fs::symlink(dir.path().join("gone").join("state"), &state).expect("symlink");
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 2);
+    assert!(
+        r.stderr.contains(&state.display().to_string()) && r.stderr.contains("symbolic link"),
+        "{}",
+        show(&r)
+    );
+    // A folder where the journal file should be.
+    fs::remove_file(&state).expect("remove the symlink");
+    fs::create_dir_all(journal_path(dir.path())).expect("a folder in the journal's place");
+    let pb_s = pb.display().to_string();
+    for args in [vec!["apply", pb_s.as_str()], vec!["status", pb_s.as_str()]] {
+        let r = runner(&args, dir.path(), &[]);
+        assert_exit(&r, 2);
+        assert!(
+            r.stderr.contains("cutover.db") && r.stderr.contains("--state"),
+            "{args:?} names the path and what to do:\n{}",
+            show(&r)
+        );
+    }
+}
+
+#[test]
+fn a_state_folder_without_write_permission_is_invalid_input_naming_the_path() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // Root may write anywhere, so the runner runs as `nobody` (uid 65534) here: the tests run
+    // as root (README), which may switch to any user.
+    let dir = workdir();
+    let mut yaml = header("read-only state");
+    yaml.push_str("targets:\n");
+    yaml.push_str(local_target());
+    yaml.push_str("steps:\n- id: one\n  on: here\n  run: 'true'\n");
+    let pb = write_playbook(dir.path(), &yaml);
+    let state = dir.path().join(".runner");
+    fs::create_dir(&state).expect("create the state folder");
+    for p in [dir.path(), state.as_path()] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", &pb.display().to_string()])
+        .current_dir(dir.path())
+        .env_remove("RUNNER_NOW")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run runner as nobody (the tests run as root)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&state.display().to_string())
+            && stderr.contains("--state")
+            && !stderr.contains("wait for it"),
+        "{stderr}"
+    );
+    assert!(
+        fs::read_dir(&state).expect("read").next().is_none(),
+        "nothing was written"
+    );
+}

@@ -167,6 +167,16 @@ fn target_vars_and_target_fields_are_available() {
 }
 
 #[test]
+fn a_playbook_saved_with_a_byte_order_mark_is_valid() {
+    // Windows editors write a UTF-8 byte order mark at the start of the file.
+    let (r, dir) = validate(&format!("\u{feff}{BASE}"));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("valid"), "{}", r.stdout);
+    let plan = runner(&["plan", "c.yaml"], dir.path(), &[]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+}
+
+#[test]
 fn a_literal_secret_is_refused_without_echoing_it() {
     let text = BASE.replace(
         "    user: admin\n",

@@ -113,7 +113,8 @@ pub fn apply(
         return Err(EngineError::Changed(changed_text));
     }
 
-    // Resolve secrets of every target that still has work, before anything runs.
+    // Resolve secrets of every target that still has work, before anything runs (a missing one
+    // is an error), and of every other target as far as they can be read: all are masked.
     let mut pending_targets = BTreeSet::new();
     for step in &pb.steps {
         for t in &step.targets {
@@ -123,7 +124,7 @@ pub fn apply(
         }
     }
     let mut redactor = Redactor::new();
-    let secrets = Secrets::resolve(pb, pending_targets.iter().copied(), &mut redactor)?;
+    let secrets = Secrets::resolve_all(pb, pending_targets.iter().copied(), &mut redactor)?;
 
     let mut earlier_attempts: BTreeMap<(String, String), u32> = BTreeMap::new();
     // The last attempt of each pair other than a check: an in-doubt pair's notes are on it.

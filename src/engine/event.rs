@@ -116,6 +116,9 @@ pub enum Event {
 /// Receives events; called from several threads at once.
 pub trait Reporter: Send + Sync {
     fn event(&self, event: &Event);
+
+    /// The terminal this reporter writes to is gone (SIGHUP): stop drawing on it.
+    fn hang_up(&self) {}
 }
 
 /// A reporter that shows nothing (tests, `--quiet` where events still go to the run log).

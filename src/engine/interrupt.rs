@@ -1,10 +1,33 @@
 //! Ctrl-C (and SIGTERM), handled in two stages: the first stops starting new work and lets
 //! running commands finish; the second stops running commands (they are recorded as
-//! interrupted). Waits in the engine (retry delays, the window) end at once on either.
+//! interrupted). Waits in the engine (retry delays, the window) end at once on either. The
+//! caller ends the process on a third (the journal keeps what was in flight as in doubt).
+//! SIGHUP is not an interrupt: a closed terminal only ends the output to it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// A signal the runner listens to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT: Ctrl-C.
+    Interrupt,
+    /// SIGTERM: a polite stop, as one Ctrl-C.
+    Terminate,
+    /// SIGHUP: the terminal went away; the run goes on without it.
+    HangUp,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "Ctrl-C (SIGINT)",
+            Signal::Terminate => "SIGTERM",
+            Signal::HangUp => "SIGHUP",
+        }
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct Interrupt {
@@ -25,18 +48,28 @@ impl Interrupt {
         Interrupt::default()
     }
 
-    /// Installs handlers for SIGINT and SIGTERM that feed this interrupt; `notify` is told of
-    /// each (from the signal thread) so the user sees that it was heard.
-    pub fn install(&self, notify: impl Fn(usize) + Send + 'static) -> std::io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    /// Installs handlers for SIGINT, SIGTERM and SIGHUP. SIGINT and SIGTERM feed this
+    /// interrupt; SIGHUP (the terminal went away) does not stop anything. `notify` is told of
+    /// each signal (from the signal thread) with the number of interrupts so far, so the user
+    /// sees that it was heard and the output can leave a terminal that is gone.
+    pub fn install(&self, notify: impl Fn(Signal, usize) + Send + 'static) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         let me = self.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                for _ in signals.forever() {
+                for sig in signals.forever() {
+                    let which = match sig {
+                        SIGHUP => {
+                            notify(Signal::HangUp, me.inner.count.load(Ordering::SeqCst));
+                            continue;
+                        }
+                        SIGTERM => Signal::Terminate,
+                        _ => Signal::Interrupt,
+                    };
                     let n = me.trigger();
-                    notify(n);
+                    notify(which, n);
                 }
             })?;
         Ok(())

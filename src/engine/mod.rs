@@ -59,7 +59,14 @@ pub enum EngineError {
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
     #[error("{0}\n  = help: wait for it to finish; if that process is gone, the lock is already free and this message will not repeat")]
-    Locked(#[from] journal::lock::LockError),
+    Locked(journal::lock::LockError),
+    /// The state folder (or the lock file in it) cannot be used: not a waiting matter.
+    #[error("cannot use {path}: {why}\n  = help: {help}")]
+    StateUnusable {
+        path: PathBuf,
+        why: String,
+        help: String,
+    },
     #[error(transparent)]
     Target(#[from] targets::TargetError),
     #[error("these steps succeeded earlier but have changed in the playbook since:\n{}\n  = help: review the changes; to keep the earlier results and go on, run again with --accept-changed; to run a changed step again, `runner mark FILE STEP retry` first", .0.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
@@ -77,9 +84,83 @@ impl EngineError {
     pub fn exit(&self) -> Exit {
         match self {
             EngineError::Locked(_) | EngineError::Changed(_) => Exit::Conflict,
-            EngineError::Target(_) | EngineError::Usage(_) => Exit::InvalidInput,
+            EngineError::Target(_) | EngineError::Usage(_) | EngineError::StateUnusable { .. } => {
+                Exit::InvalidInput
+            }
+            EngineError::Journal(j) if state_path_unusable(j) => Exit::InvalidInput,
             EngineError::Journal(_) | EngineError::RunDir { .. } => Exit::StepFailed,
         }
+    }
+}
+
+impl From<journal::lock::LockError> for EngineError {
+    fn from(e: journal::lock::LockError) -> Self {
+        match e {
+            journal::lock::LockError::Io { path, source } => state_unusable(&path, &source),
+            held => EngineError::Locked(held),
+        }
+    }
+}
+
+/// What to do when the journal's path cannot be used (see [`state_path_unusable`]).
+pub const STATE_PATH_HELP: &str = "the journal's folder or file cannot be used there (a file or folder in the way, a symbolic link to nowhere, no write permission): move it out of the way or repair it, or keep the state elsewhere with --state PATH";
+
+/// Whether a journal error is about its path (a folder that cannot be created, a file that
+/// cannot be opened or written) rather than its contents: bad input to fix, not a failure.
+pub fn state_path_unusable(e: &journal::JournalError) -> bool {
+    use rusqlite::ErrorCode;
+    match e {
+        journal::JournalError::CreateDir { .. } => true,
+        journal::JournalError::Open {
+            source: rusqlite::Error::SqliteFailure(f, _),
+            ..
+        } => matches!(
+            f.code,
+            ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied
+        ),
+        _ => false,
+    }
+}
+
+/// Why the lock file `lock` (beside the journal) cannot be created or opened, said about the
+/// path that is wrong: a file where a folder should be, a symbolic link to nowhere, a folder
+/// without write permission.
+fn state_unusable(lock: &std::path::Path, source: &std::io::Error) -> EngineError {
+    let help = "move it out of the way or repair it, or keep the state elsewhere with --state PATH"
+        .to_string();
+    for dir in lock.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            break;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() && std::fs::metadata(dir).is_err() {
+            let to = std::fs::read_link(dir)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            return EngineError::StateUnusable {
+                path: dir.to_path_buf(),
+                why: format!("it is a symbolic link to {to}, which does not exist"),
+                help,
+            };
+        }
+        if meta.file_type().is_symlink() || meta.is_dir() {
+            // The first folder that exists: the cause is below, or the folder itself.
+            break;
+        }
+        return EngineError::StateUnusable {
+            path: dir.to_path_buf(),
+            why: "it is a file where the state folder should be".into(),
+            help,
+        };
+    }
+    EngineError::StateUnusable {
+        path: lock.to_path_buf(),
+        why: format!("the state cannot be written there ({source})"),
+        help:
+            "make the folder writable for this user, or keep the state elsewhere with --state PATH"
+                .into(),
     }
 }
 
@@ -338,6 +419,7 @@ impl<'a> Session<'a> {
 
     /// Ends the run in the journal and reports it.
     pub fn finish(&self, exit: Exit, outcome: &str, message: String) -> Outcome {
+        let message = self.redactor.redact(&message);
         if let Err(e) = self.journal().end_run(&self.run, outcome, self.clock.now()) {
             tracing::error!("cannot record the end of the run: {e}");
         }

@@ -1,6 +1,7 @@
 //! A pair's output on its way out: split into lines, secrets masked, written to the run log
 //! and reported. Lines are the unit because a secret split across two network chunks is
-//! still whole within its line.
+//! still whole within its line (a secret over several lines is masked line by line, see
+//! [`crate::secret::Redactor`]); a line too long to keep is cut only where no secret lies.
 
 use jiff::Timestamp;
 
@@ -48,7 +49,12 @@ impl<'s, 'a> PairOutput<'s, 'a> {
             lines.push(line);
         }
         if buf.len() > MAX_LINE {
-            let line: Vec<u8> = std::mem::take(buf);
+            // Cut, but never inside a secret, and keep back what may be the start of one.
+            let cut = match self.session.redactor.safe_cut(buf) {
+                0 => buf.len(),
+                n => n,
+            };
+            let line: Vec<u8> = buf.drain(..cut).collect();
             lines.push(line);
         }
         for line in lines {

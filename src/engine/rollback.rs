@@ -28,6 +28,8 @@ pub struct RollbackOptions {
     pub interactive: bool,
     pub override_reason: Option<String>,
     pub args: Vec<String>,
+    /// Also undo pairs in doubt (their outcome unknown), running their rollback command.
+    pub include_in_doubt: bool,
 }
 
 /// What a rollback will do, worked out before it does anything.
@@ -38,12 +40,36 @@ pub(crate) struct RollbackPlan<'a> {
     pub without: Vec<(&'a Step, String)>,
     /// The point of no return the rollback stops before.
     pub stops_at: Option<&'a Step>,
+    /// Pairs in doubt (the runner stopped while they ran, they were interrupted part-way, or
+    /// their rollback failed) that the rollback would reach, with why. Unless included, they
+    /// stop the rollback before it starts: an operator decides about them first.
+    pub in_doubt: Vec<(&'a Step, String, String)>,
+}
+
+/// Why a pair's outcome is unknown, or None if it is known.
+fn doubt_of(st: &PairState) -> Option<String> {
+    match st {
+        PairState::Running {
+            kind, pid, host, ..
+        } => Some(format!(
+            "runner (pid {pid} on {host}) stopped while its {kind} was running; its outcome is unknown"
+        )),
+        PairState::Failed {
+            state: AttemptState::Interrupted,
+            ..
+        } => Some("it was interrupted part-way; its outcome is unknown".into()),
+        PairState::RollbackFailed { .. } => {
+            Some("its rollback failed earlier; it may be partly undone".into())
+        }
+        _ => None,
+    }
 }
 
 pub(crate) fn plan<'a>(
     pb: &'a Playbook,
     journal: &Journal,
     to: Option<&str>,
+    include_in_doubt: bool,
 ) -> Result<RollbackPlan<'a>, EngineError> {
     let to_index = match to {
         None => None,
@@ -69,6 +95,7 @@ pub(crate) fn plan<'a>(
         items: Vec::new(),
         without: Vec::new(),
         stops_at: None,
+        in_doubt: Vec::new(),
     };
     let order = journal.completion_order()?;
     for (step_id, target, _) in order.into_iter().rev() {
@@ -98,7 +125,72 @@ pub(crate) fn plan<'a>(
             out.without.push((step, target));
         }
     }
+    // Pairs in doubt were the last in flight: they come first, latest step first. Those at or
+    // before `--to`, or before the point of no return, are not reached and do not matter.
+    let mut doubts: Vec<(&Step, String, String)> = states
+        .iter()
+        .filter_map(|((step_id, target), st)| {
+            let why = doubt_of(st)?;
+            let step = pb.steps.iter().find(|s| &s.id == step_id)?;
+            Some((step, target.clone(), why))
+        })
+        .filter(|(step, _, _)| to_index.is_none_or(|ti| step.index > ti))
+        .filter(|(step, _, _)| out.stops_at.is_none_or(|p| step.index > p.index))
+        .collect();
+    doubts.sort_by_key(|(step, _, _)| std::cmp::Reverse(step.index));
+    if include_in_doubt {
+        // A point of no return in doubt is treated as done: the rollback stops before it.
+        if let Some(pnr) = doubts
+            .iter()
+            .filter(|(s, _, _)| s.point_of_no_return)
+            .map(|(s, _, _)| *s)
+            .max_by_key(|s| s.index)
+        {
+            out.items.retain(|(s, _)| s.index > pnr.index);
+            out.without.retain(|(s, _)| s.index > pnr.index);
+            doubts.retain(|(s, _, _)| s.index > pnr.index);
+            out.stops_at = Some(pnr);
+        }
+        let mut first = Vec::new();
+        for (step, target, _) in doubts {
+            let has = step
+                .rendered_for(&target)
+                .and_then(|r| r.rollback.as_ref())
+                .is_some();
+            if has {
+                first.push((step, target));
+            } else {
+                out.without.push((step, target));
+            }
+        }
+        first.append(&mut out.items);
+        out.items = first;
+    } else {
+        out.in_doubt = doubts;
+    }
     Ok(out)
+}
+
+/// The message that stops a rollback before pairs in doubt, with what to decide.
+fn in_doubt_text(pb: &Playbook, p: &RollbackPlan<'_>) -> String {
+    let file = pb.path.display();
+    let list = p
+        .in_doubt
+        .iter()
+        .map(|(s, t, why)| {
+            format!(
+                "  - `{id}` on `{t}`: {why}\n    inspect the target, then run `runner mark {file} {id}@{t} done` if it did its work (the rollback then undoes it), or `runner mark {file} {id}@{t} retry` if it did not (nothing to undo)",
+                id = s.id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "rollback stopped before it started: {} in doubt, and undoing the rest around {} would leave the target in an unknown state:\n{list}\nthen run `runner rollback {file}` again; or, to run the rollback command of {} anyway, `runner rollback {file} --include-in-doubt`; nothing was undone",
+        if p.in_doubt.len() == 1 { "1 pair is".to_string() } else { format!("{} pairs are", p.in_doubt.len()) },
+        if p.in_doubt.len() == 1 { "it" } else { "them" },
+        if p.in_doubt.len() == 1 { "that pair" } else { "those pairs" },
+    )
 }
 
 fn describe(p: &RollbackPlan<'_>) -> String {
@@ -142,7 +234,23 @@ pub fn rollback(
     let plan_text;
     let targets: Vec<String>;
     {
-        let p = plan(pb, &journal, opts.to.as_deref())?;
+        let p = plan(pb, &journal, opts.to.as_deref(), opts.include_in_doubt)?;
+        if let (Some(to), Some(stop)) = (&opts.to, p.stops_at) {
+            // `--to` asks for everything after `to` to be undone; a point of no return after
+            // it makes that impossible. Say so before undoing anything.
+            return Err(EngineError::Usage(format!(
+                "rollback --to `{to}` would cross the point of no return `{}`: it and everything before it stay as they are, so the state after `{to}` cannot be reached; nothing was undone. The furthest a rollback may go is `runner rollback {} --to {}`",
+                stop.id,
+                pb.path.display(),
+                stop.id
+            )));
+        }
+        if !p.in_doubt.is_empty() {
+            return Ok(Outcome {
+                exit: Exit::StepFailed,
+                message: in_doubt_text(pb, &p),
+            });
+        }
         plan_text = describe(&p);
         targets = p.items.iter().map(|(_, t)| t.clone()).collect();
         if p.items.is_empty() {
@@ -171,7 +279,7 @@ pub fn rollback(
         }
     }
     let mut redactor = Redactor::new();
-    let secrets = Secrets::resolve(pb, targets.iter().map(String::as_str), &mut redactor)?;
+    let secrets = Secrets::resolve_all(pb, targets.iter().map(String::as_str), &mut redactor)?;
     let session = Session::start(Start {
         pb,
         journal,
@@ -189,7 +297,7 @@ pub fn rollback(
     session.emit(&Event::Notice { text: plan_text });
     let p = {
         let j = session.journal();
-        plan(pb, &j, opts.to.as_deref())?
+        plan(pb, &j, opts.to.as_deref(), opts.include_in_doubt)?
     };
     Ok(execute(&session, &p))
 }
@@ -198,14 +306,17 @@ pub fn rollback(
 pub(crate) fn automatic(s: &Session<'_>, failed: &Step) -> String {
     let p = {
         let j = s.journal();
-        match plan(s.pb, &j, None) {
+        match plan(s.pb, &j, None, false) {
             Ok(p) => p,
             Err(e) => return format!("the automatic rollback could not be planned: {e}"),
         }
     };
+    if !p.in_doubt.is_empty() {
+        return in_doubt_text(s.pb, &p);
+    }
     let mut text = describe(&p);
-    // Secrets of targets that only earlier steps used may not be resolved yet; those pairs
-    // fail with a clear message rather than being skipped.
+    // The session knows every secret that could be read; a target whose secret is missing
+    // fails with a clear message rather than being skipped.
     let o = execute(s, &p);
     text.push_str(&format!(
         "after the failure of `{}`: {}",
@@ -276,6 +387,7 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
         .rendered_for(target)
         .ok_or("no rendering for this target")?;
     let cmd = r.rollback.as_deref().ok_or("no rollback")?;
+    close_in_doubt(s, step, target)?;
     let id = s
         .journal()
         .begin_attempt(&NewAttempt {
@@ -333,6 +445,7 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
         Ok(Err(e)) => (AttemptState::Failed, None, Some(e.to_string())),
         Err(e) => (AttemptState::Failed, None, Some(e.to_string())),
     };
+    let err = err.map(|e| s.redactor.redact(&e));
     if let Err(e) = s
         .journal()
         .finish_attempt(id, state, code, s.clock.now(), err.as_deref())
@@ -353,4 +466,36 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
         None => Ok(()),
         Some(e) => Err(e),
     }
+}
+
+/// A pair still recorded as running (its runner died) that `--include-in-doubt` undoes: any
+/// command it left running is stopped first, and the attempt is closed as interrupted, so the
+/// journal does not show it running forever.
+fn close_in_doubt(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
+    let state = s
+        .journal()
+        .pairs()
+        .map_err(|e| format!("the journal cannot be read: {e}"))?
+        .into_iter()
+        .find(|(st, t, _)| st == &step.id && t == target)
+        .map(|(_, _, state)| state);
+    let Some(PairState::Running { attempt, .. }) = state else {
+        return Ok(());
+    };
+    let found = super::pair::settle_recorded_orphan(s, step, target, attempt)?;
+    let why = match found {
+        Some(text) => {
+            format!("in doubt ({text}); undone with `runner rollback --include-in-doubt`")
+        }
+        None => "in doubt; undone with `runner rollback --include-in-doubt`".to_string(),
+    };
+    s.journal()
+        .finish_attempt(
+            attempt,
+            AttemptState::Interrupted,
+            None,
+            s.clock.now(),
+            Some(&why),
+        )
+        .map_err(|e| format!("the journal cannot close the attempt in doubt: {e}"))
 }

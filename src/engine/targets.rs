@@ -73,6 +73,40 @@ impl Secrets {
         Ok(Secrets { by_target })
     }
 
+    /// Like [`Secrets::resolve`] for the `required` targets (those with work to do: a missing
+    /// secret is an error), and for every other target of the playbook as far as its secrets
+    /// can be read: a command may repeat any secret the playbook references, so every one that
+    /// can be known is masked, even of targets with no work left.
+    pub fn resolve_all<'a>(
+        pb: &Playbook,
+        required: impl IntoIterator<Item = &'a str>,
+        redactor: &mut Redactor,
+    ) -> Result<Secrets, TargetError> {
+        let mut all = Secrets::resolve(pb, required, redactor)?;
+        for (name, t) in &pb.targets {
+            if all.by_target.contains_key(name) {
+                continue;
+            }
+            let get = |r: &Option<crate::secret::SecretRef>| {
+                r.as_ref().and_then(|r| r.resolve(&pb.dir).ok())
+            };
+            let (password, passphrase) = (get(&t.password), get(&t.passphrase));
+            for s in password.iter().chain(passphrase.iter()) {
+                redactor.add(s);
+            }
+            all.by_target.insert(name.clone(), (password, passphrase));
+        }
+        Ok(all)
+    }
+
+    /// A redactor that knows every secret of the playbook that can be read now (for commands
+    /// that only show what was recorded: status, report).
+    pub fn redactor_for(pb: &Playbook) -> Redactor {
+        let mut r = Redactor::new();
+        let _ = Secrets::resolve_all(pb, std::iter::empty(), &mut r);
+        r
+    }
+
     fn of(&self, target: &str) -> (Option<Secret>, Option<Secret>) {
         self.by_target.get(target).cloned().unwrap_or((None, None))
     }

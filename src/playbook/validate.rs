@@ -43,19 +43,26 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
     }
     let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the playbook: {e}")))?;
     let sha256 = sha256_hex(&bytes);
-    let text = String::from_utf8(bytes).map_err(|e| {
+    let mut text = String::from_utf8(bytes).map_err(|e| {
         fail(format!(
             "the playbook is not UTF-8 text (byte {})",
             e.utf8_error().valid_up_to()
         ))
     })?;
+    // Windows editors start UTF-8 files with a byte order mark; it is not part of the YAML.
+    // The hash above stays that of the file as written.
+    if let Some(rest) = text.strip_prefix('\u{feff}') {
+        text = rest.to_string();
+    }
 
     let src = match Source::parse(path, text) {
         Ok(src) => src,
         Err(e) => {
             let src = Source {
                 path: path.to_path_buf(),
-                text: std::fs::read_to_string(path).unwrap_or_default(),
+                text: std::fs::read_to_string(path)
+                    .map(|t| t.trim_start_matches('\u{feff}').to_string())
+                    .unwrap_or_default(),
                 root: None,
             };
             return Err(LoadError(vec![Diagnostic::at_pos(
