@@ -460,10 +460,14 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
     }
 }
 
+/// The journal's real path (symlinks resolved): its lock, its runs folder and the file itself
+/// are the same whichever path led to it.
 fn state_path(pb: &Playbook, arg: &StateArg) -> PathBuf {
-    arg.state
+    let given = arg
+        .state
         .clone()
-        .unwrap_or_else(|| engine::default_state_path(pb))
+        .unwrap_or_else(|| engine::default_state_path(pb));
+    runner::journal::resolve_path(&given)
 }
 
 fn reporter(o: &OutputArgs, clock: Clock) -> Box<dyn Reporter> {

@@ -1490,8 +1490,16 @@ fn a_renamed_step_that_was_done_is_not_run_again_silently() {
     assert_exit(&r, 0);
     let r = apply(&pb, &[], &[]);
     assert_exit(&r, 0);
-    assert_eq!(lines(&users), ["users"], "the renamed step did not run twice");
-    assert_eq!(lines(&cache), ["cache", "cache"], "the idempotent step simply ran");
+    assert_eq!(
+        lines(&users),
+        ["users"],
+        "the renamed step did not run twice"
+    );
+    assert_eq!(
+        lines(&cache),
+        ["cache", "cache"],
+        "the idempotent step simply ran"
+    );
     assert_exit(&apply(&pb, &[], &[]), 0);
     assert_eq!(lines(&users), ["users"]);
 }
@@ -1532,7 +1540,11 @@ fn a_target_moved_to_another_host_keeps_no_old_success_until_decided() {
 
     let pb_s = pb.display().to_string();
     assert_exit(
-        &runner(&["mark", &pb_s, "create-users@dc", "retry"], dir.path(), &[]),
+        &runner(
+            &["mark", &pb_s, "create-users@dc", "retry"],
+            dir.path(),
+            &[],
+        ),
         0,
     );
     assert_exit(&apply(&pb, &[], &[]), 0);
@@ -1554,7 +1566,10 @@ fn a_journal_of_another_playbook_is_refused() {
         let path = dir.path().join(file);
         let steps = format!(
             "- id: s1\n  on: here\n  run: {}\n",
-            q(&format!("echo {name} >> {}", dir.path().join(ledger).display()))
+            q(&format!(
+                "echo {name} >> {}",
+                dir.path().join(ledger).display()
+            ))
         );
         fs::write(&path, local_playbook(name, &steps)).expect("write a playbook");
         path
@@ -1570,7 +1585,10 @@ fn a_journal_of_another_playbook_is_refused() {
         "the message names both playbooks:\n{}",
         show(&r)
     );
-    assert!(lines(&dir.path().join("beta.ledger")).is_empty(), "nothing ran");
+    assert!(
+        lines(&dir.path().join("beta.ledger")).is_empty(),
+        "nothing ran"
+    );
     let pb_s = beta.display().to_string();
     let r = runner(
         &["mark", &pb_s, "s1", "done", "--state", &state_s],
@@ -1691,7 +1709,11 @@ fn a_journal_replaced_during_the_last_step_fails_the_run() {
 fn a_journal_written_before_identities_were_recorded_keeps_its_successes() {
     let dir = workdir();
     let fixture = common_cli::fixture("journal-v2");
-    fs::copy(fixture.join("cutover.yaml"), dir.path().join("cutover.yaml")).expect("copy");
+    fs::copy(
+        fixture.join("cutover.yaml"),
+        dir.path().join("cutover.yaml"),
+    )
+    .expect("copy");
     let journal = journal_path(dir.path());
     fs::create_dir_all(journal.parent().expect("folder")).expect("mkdir");
     {
@@ -1703,7 +1725,10 @@ fn a_journal_written_before_identities_were_recorded_keeps_its_successes() {
     let r = apply(&pb, &[], &[]);
     assert_exit(&r, 0);
     assert!(r.stdout.contains("done in an earlier run"), "{}", show(&r));
-    assert!(lines(&dir.path().join("ledger")).is_empty(), "nothing ran again");
+    assert!(
+        lines(&dir.path().join("ledger")).is_empty(),
+        "nothing ran again"
+    );
     let r = runner(&["status", &pb.display().to_string()], dir.path(), &[]);
     assert_exit(&r, 0);
 }

@@ -434,6 +434,7 @@ fn pair_state_follows_history_in_the_database() {
             at: t(5),
             def_hash: "def-copy-db".into(),
             by_mark: false,
+            target_identity: None,
         }
     );
     // Other pairs are untouched.
@@ -483,6 +484,7 @@ fn pair_state_follows_history_in_the_database() {
             at: t(10),
             def_hash: "mark-def-copy-db".into(),
             by_mark: true,
+            target_identity: None,
         }
     );
     j.mark(&new_mark("copy-db", "db1", MarkKind::Retry, 11))
