@@ -351,10 +351,8 @@ impl<'a> Session<'a> {
             // Whatever this run did, its record is not where the next run will look: that is
             // the outcome, whatever else happened.
             Err(e @ journal::JournalError::Replaced { .. }) => {
-                let lost = e.to_string();
-                if !message.contains(&lost) {
-                    message = format!("{lost}\n\nbefore that: {message}");
-                }
+                // What the run would have said ("run apply again to resume") is wrong now.
+                message = e.to_string();
                 exit = Exit::StepFailed;
                 outcome = "journal-lost";
             }

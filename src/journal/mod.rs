@@ -100,13 +100,20 @@ pub enum JournalError {
          what this run recorded is not in the file at that path.\n  = help: {}; do not run \
          `runner apply` before the journal is back, or steps already done would run again",
         if *.deleted { "deleted" } else { "replaced by another file" },
-        match .rescued {
-            Ok(copy) => format!(
+        match (.rescued, .deleted) {
+            (Ok(copy), true) => format!(
                 "a copy of what this run's journal holds was saved to {}: check it, then put it \
                  back with `mv {} {}`",
                 copy.display(), copy.display(), .path.display()
             ),
-            Err(why) => format!("no copy of this run's journal could be saved ({why})"),
+            (Ok(copy), false) => format!(
+                "a copy of what this run's journal holds was saved to {c}; the file now at {p} \
+                 is another one. To go on from this run's record instead: \
+                 `rm {p}-wal {p}-shm; mv {c} {p}` (the -wal and -shm files belong to the lost \
+                 file)",
+                c = copy.display(), p = .path.display()
+            ),
+            (Err(why), _) => format!("no copy of this run's journal could be saved ({why})"),
         }
     )]
     Replaced {
@@ -754,7 +761,19 @@ impl Journal {
             if self.file.is_none() || now == self.file {
                 return Ok(());
             }
-            *lost = Some((now.is_none(), self.rescue()));
+            let deleted = now.is_none();
+            let rescued = self.rescue();
+            if deleted && rescued.is_ok() {
+                // Left without their file they are only a trap: a journal put back under this
+                // name would be "recovered" from them, pages of another file. This connection
+                // writes nothing more, and its open descriptors do not need the names.
+                for suffix in ["-wal", "-shm"] {
+                    let mut name = self.path.as_os_str().to_owned();
+                    name.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(name));
+                }
+            }
+            *lost = Some((deleted, rescued));
         }
         let (deleted, rescued) = lost.clone().unwrap_or((true, Err(String::new())));
         Err(JournalError::Replaced {
