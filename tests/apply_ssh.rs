@@ -1537,8 +1537,12 @@ fn a_target_moved_to_another_host_keeps_no_old_success_until_decided() {
     let retry = format!("runner mark {} create-users@dc retry", pb.display());
     assert!(r.stderr.contains(&retry), "{}", show(&r));
     assert_eq!(lines(&ledger), ["127.0.17.1"], "nothing ran");
-
+    // Nor is it undone on the new address.
     let pb_s = pb.display().to_string();
+    let r = runner(&["rollback", &pb_s, "--yes"], dir.path(), &[]);
+    assert_exit(&r, 4);
+    assert!(r.stderr.contains("`create-users` on `dc`"), "{}", show(&r));
+
     assert_exit(
         &runner(
             &["mark", &pb_s, "create-users@dc", "retry"],
@@ -1731,4 +1735,30 @@ fn a_journal_written_before_identities_were_recorded_keeps_its_successes() {
     );
     let r = runner(&["status", &pb.display().to_string()], dir.path(), &[]);
     assert_exit(&r, 0);
+}
+
+#[test]
+fn a_renamed_target_with_the_same_address_does_not_run_its_done_steps_again() {
+    let dir = workdir();
+    let ledger = dir.path().join("ledger");
+    let yaml = |target: &str| {
+        format!(
+            "{}targets:\n  {target}:\n    transport: local\nsteps:\n- id: once\n  on: {target}\n  run: {}\n",
+            header("target rename"),
+            q(&format!("echo once >> {}", ledger.display())),
+        )
+    };
+    let pb = write_playbook(dir.path(), &yaml("old-name"));
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    write_playbook(dir.path(), &yaml("new-name"));
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains("`once` on `new-name`") && r.stderr.contains("`once` on `old-name`"),
+        "{}",
+        show(&r)
+    );
+    assert_exit(&apply(&pb, &["--accept-changed"], &[]), 0);
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["once"]);
 }

@@ -184,6 +184,18 @@ pub fn conflicts(
         .iter()
         .flat_map(|s| s.targets.iter().map(move |t| (s.id.as_str(), t.as_str())))
         .collect();
+    // Done pairs that are no longer in the playbook, by fingerprint: what a renamed step
+    // could have been.
+    let mut gone: BTreeMap<&str, Vec<(&str, &str, &PairState)>> = BTreeMap::new();
+    for (s, t, st) in pairs {
+        if let PairState::Succeeded { def_hash, .. } = st {
+            if !in_playbook.contains(&(s.as_str(), t.as_str())) {
+                gone.entry(def_hash.as_str())
+                    .or_default()
+                    .push((s.as_str(), t.as_str(), st));
+            }
+        }
+    }
     let mut out = Vec::new();
     for step in &pb.steps {
         for r in &step.rendered {
@@ -216,31 +228,22 @@ pub fn conflicts(
                 Some(_) => {}
                 None if step.idempotent || step.is_manual() => {}
                 None => {
-                    let old = pairs.iter().find(|(s, t, st)| {
-                        let PairState::Succeeded {
-                            def_hash,
-                            target_identity,
-                            ..
-                        } = st
-                        else {
-                            return false;
-                        };
-                        if in_playbook.contains(&(s.as_str(), t.as_str()))
-                            || *def_hash != r.def_hash
-                        {
-                            return false;
-                        }
+                    let candidates = gone.get(r.def_hash.as_str()).map(Vec::as_slice);
+                    let old = candidates.unwrap_or_default().iter().find(|(_, t, st)| {
                         // The same target name counts unless its address is known to differ;
                         // another name only if both addresses are known and equal.
-                        match target_identity {
-                            Some(id) => Some(id) == here,
-                            None => *t == r.target,
+                        match st {
+                            PairState::Succeeded {
+                                target_identity: Some(id),
+                                ..
+                            } => Some(id) == here,
+                            _ => *t == r.target,
                         }
                     });
                     if let Some((s, t, PairState::Succeeded { at, .. })) = old {
                         out.push(conflict(ConflictKind::Renamed {
-                            old_step: s.clone(),
-                            old_target: t.clone(),
+                            old_step: s.to_string(),
+                            old_target: t.to_string(),
                             at: crate::window::local_label(*at, pb.window.time_zone()),
                         }));
                     }
