@@ -84,16 +84,17 @@ pub fn apply(
 
     // A success recorded for other work, on another machine or for another playbook than
     // what the playbook now says is not a success (see `identity`).
-    let renamed_from = super::identity::claim(&mut journal, pb, opts.accept_changed)?;
+    let previous_owner = super::identity::claim(&mut journal, pb, opts.accept_changed)?;
     let pairs = journal.pairs()?;
     let changed = super::identity::conflicts(pb, &pairs, &super::identity::identities(pb));
     if !changed.is_empty() && !opts.accept_changed {
         return Err(EngineError::Changed(changed));
     }
-    let changed_text: Vec<String> = changed
+    let mut changed_text: Vec<String> = changed
         .iter()
         .map(|c| format!("`{}` on `{}`", c.step, c.target))
         .collect();
+    changed_text.dedup();
 
     let mut states: BTreeMap<(String, String), PairState> =
         pairs.into_iter().map(|(s, t, st)| ((s, t), st)).collect();
@@ -199,7 +200,7 @@ pub fn apply(
         run_dir: run_dir.display().to_string(),
         business_hours_at: pb.window.next_business_start(session.clock.now()),
     });
-    if let Some(old) = renamed_from.filter(|old| *old != pb.name) {
+    if let Some(old) = previous_owner.filter(|old| *old != pb.name) {
         session.emit(&Event::Notice {
             text: format!(
                 "--accept-changed: this journal belonged to the playbook `{old}`; it now belongs to `{}`",

@@ -57,10 +57,11 @@ pub fn identities(pb: &Playbook) -> BTreeMap<String, String> {
     out
 }
 
-/// Opens the journal's identity check for a run that will write to it: binds the targets'
-/// identities, and refuses a journal that belongs to another playbook unless `accept` (the
-/// same cutover renamed). A journal that belongs to none yet is claimed. Returns the old name
-/// when an accepted rename was recorded.
+/// Prepares a journal for a run that will write to it: binds the targets' identities (every
+/// attempt and mark records where it happened), and refuses a journal that belongs to another
+/// playbook unless `accept` (the same cutover, renamed). A journal that belongs to no playbook
+/// yet (new, or migrated from schema 2) is claimed. Returns the previous owner's name when it
+/// was replaced.
 pub fn claim(
     journal: &mut Journal,
     pb: &Playbook,
@@ -252,4 +253,32 @@ pub fn conflicts(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_name_transport_user_host_and_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "name: ids\nwindow:\n  business_hours: []\ntargets:\n\
+             \x20 dc:\n    transport: ssh\n    host: DC1.Example.LAN\n    user: administrator\n\
+             \x20 v6:\n    transport: ssh\n    host: '::1'\n    port: 2222\n    user: root\n\
+             \x20 win:\n    transport: winrm\n    host: 10.0.0.5\n    https: true\n    user: u\n    password: { env: P }\n\
+             \x20 here:\n    transport: local\n\
+             steps:\n  - id: s\n    on: here\n    run: 'true'\n",
+        )
+        .unwrap();
+        let pb = crate::playbook::load(&path).unwrap();
+        let ids = identities(&pb);
+        assert_eq!(ids["dc"], "ssh://administrator@dc1.example.lan:22");
+        assert_eq!(ids["v6"], "ssh://root@[::1]:2222");
+        assert_eq!(ids["win"], "winrm+https://u@10.0.0.5:5986");
+        assert_eq!(ids["here"], "local");
+        assert_eq!(ids[OPERATOR], OPERATOR);
+    }
 }
