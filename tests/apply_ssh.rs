@@ -1683,6 +1683,30 @@ fn a_journal_deleted_during_a_run_stops_it_before_anything_more_runs() {
         show(&r)
     );
     assert!(lines(&after).is_empty(), "nothing more ran:\n{}", show(&r));
+
+    // The next apply does not start afresh beside the copy the run saved.
+    let rescued = PathBuf::from(format!("{}.rescued", journal.display()));
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr
+            .contains(&format!("mv {} {}", rescued.display(), journal.display())),
+        "{}",
+        show(&r)
+    );
+    assert!(lines(&after).is_empty(), "nothing ran:\n{}", show(&r));
+    fs::rename(&rescued, &journal).expect("put the journal back");
+    // `wipe` ended unrecorded: it is in doubt, and it is not idempotent.
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 1);
+    assert!(r.stderr.contains("runner mark"), "{}", show(&r));
+    let pb_s = pb.display().to_string();
+    assert_exit(
+        &runner(&["mark", &pb_s, "wipe", "done"], dir.path(), &[]),
+        0,
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&after), ["after"]);
 }
 
 #[test]

@@ -1002,6 +1002,14 @@ fn a_journal_deleted_under_an_open_connection_refuses_every_write_and_is_saved()
     let saved = Journal::open_existing(&copy).unwrap().unwrap();
     assert_eq!(saved.runs().unwrap()[0].id, run);
     assert!(saved.attempts(None).unwrap().is_empty());
+    drop(saved);
+    drop(j);
+    // A new, empty journal is not started beside the saved one.
+    assert!(matches!(
+        Journal::open(&path),
+        Err(JournalError::RescuedCopy { .. })
+    ));
+    assert!(!path.exists());
 }
 
 #[test]

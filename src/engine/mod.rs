@@ -86,7 +86,8 @@ impl EngineError {
         match self {
             EngineError::Locked(_)
             | EngineError::Changed(_)
-            | EngineError::OtherPlaybook { .. } => Exit::Conflict,
+            | EngineError::OtherPlaybook { .. }
+            | EngineError::Journal(journal::JournalError::RescuedCopy { .. }) => Exit::Conflict,
             EngineError::Target(_) | EngineError::Usage(_) => Exit::InvalidInput,
             EngineError::Journal(_) | EngineError::RunDir { .. } => Exit::StepFailed,
         }

@@ -92,6 +92,15 @@ pub enum JournalError {
     AttemptNotRunning { id: AttemptId, state: AttemptState },
     #[error("attempt {0} cannot be finished as running")]
     FinishAsRunning(AttemptId),
+    /// No journal at the path, but the copy a run saved when it found its journal deleted:
+    /// starting a new, empty journal would run every step again.
+    #[error(
+        "there is no journal at {path}, but {copy} holds the one a run saved when its journal was \
+         deleted; starting afresh would run steps already done again\n  = help: put it back with \
+         `mv {copy} {path}`; or, if the cutover really starts over, remove {copy}",
+        path = .path.display(), copy = .copy.display()
+    )]
+    RescuedCopy { path: PathBuf, copy: PathBuf },
     /// The file at the journal's path is no longer the one this connection opened: someone
     /// deleted, moved or replaced it. Every later write is refused, so nothing more starts
     /// with its record going to a file nobody will read.
@@ -607,6 +616,14 @@ impl Journal {
     /// to the current schema.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         let existed = path.exists();
+        if !existed {
+            if let Some(copy) = rescued_copies(path).into_iter().next() {
+                return Err(JournalError::RescuedCopy {
+                    path: path.to_owned(),
+                    copy,
+                });
+            }
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir_durably(dir)?;
         }
@@ -796,11 +813,7 @@ impl Journal {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "journal".into());
-        let copy = (1..100)
-            .map(|n| match n {
-                1 => dir.join(format!("{name}.rescued")),
-                n => dir.join(format!("{name}.rescued-{n}")),
-            })
+        let copy = rescue_names(&self.path)
             .find(|p| std::fs::symlink_metadata(p).is_err())
             .ok_or_else(|| format!("{name}.rescued-1 to -99 all exist in {}", dir.display()))?;
         let target = copy.to_string_lossy().into_owned();
@@ -1298,6 +1311,26 @@ fn parse_timestamp(idx: usize, text: &str) -> rusqlite::Result<Timestamp> {
     text.parse().map_err(|e: jiff::Error| {
         rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into())
     })
+}
+
+/// The names a rescued copy of the journal at `path` is saved under, in the order tried.
+fn rescue_names(path: &Path) -> impl Iterator<Item = PathBuf> {
+    let mut base = path.as_os_str().to_owned();
+    base.push(".rescued");
+    (1..100).map(move |n| {
+        let mut name = base.clone();
+        if n > 1 {
+            name.push(format!("-{n}"));
+        }
+        PathBuf::from(name)
+    })
+}
+
+/// Rescued copies of the journal at `path` that exist.
+fn rescued_copies(path: &Path) -> Vec<PathBuf> {
+    rescue_names(path)
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect()
 }
 
 /// Device and inode of the file `path` names now (following symlinks); `None` if there is none.
