@@ -1786,3 +1786,56 @@ fn a_renamed_target_with_the_same_address_does_not_run_its_done_steps_again() {
     assert_exit(&apply(&pb, &[], &[]), 0);
     assert_eq!(lines(&ledger), ["once"]);
 }
+
+#[test]
+fn a_step_left_in_doubt_and_then_renamed_waits_for_an_operator() {
+    let dir = workdir();
+    let ledger = dir.path().join("ledger");
+    let marker = dir.path().join("started");
+    let go = dir.path().join("go");
+    let yaml = |id: &str| {
+        local_playbook(
+            "in doubt, renamed",
+            &format!(
+                "- id: {id}\n  on: here\n  run: {}\n",
+                q(&format!(
+                    "echo users >> {}; touch {}; {}",
+                    ledger.display(),
+                    marker.display(),
+                    wait_in_shell_for(&go)
+                ))
+            ),
+        )
+    };
+    let pb = write_playbook(dir.path(), &yaml("create-users"));
+    let pb_s = pb.display().to_string();
+    let mut first = Background::start(&["apply", &pb_s], dir.path(), &[]);
+    wait_for_file(&marker, &mut first);
+    first.child.kill().expect("kill -9 the runner");
+    first.wait();
+    fs::write(&go, b"").expect("let a command left behind end");
+
+    write_playbook(dir.path(), &yaml("create-ad-users"));
+    for extra in [&[][..], &["--accept-changed"][..]] {
+        let r = apply(&pb, extra, &[]);
+        assert_exit(&r, 4);
+        assert!(
+            r.stderr.contains("left in doubt")
+                && r.stderr
+                    .contains(&format!("runner mark {pb_s} create-ad-users@here done")),
+            "{}",
+            show(&r)
+        );
+    }
+    assert_eq!(lines(&ledger), ["users"], "nothing ran again");
+    assert_exit(
+        &runner(
+            &["mark", &pb_s, "create-ad-users@here", "done"],
+            dir.path(),
+            &[],
+        ),
+        0,
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["users"]);
+}

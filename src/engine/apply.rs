@@ -86,9 +86,19 @@ pub fn apply(
     // what the playbook now says is not a success (see `identity`).
     let previous_owner = super::identity::claim(&mut journal, pb, opts.accept_changed)?;
     let pairs = journal.pairs()?;
-    let changed = super::identity::conflicts(pb, &pairs, &super::identity::identities(pb));
-    if !changed.is_empty() && !opts.accept_changed {
-        return Err(EngineError::Changed(changed));
+    let changed = super::identity::conflicts(
+        pb,
+        &pairs,
+        &journal.attempts(None)?,
+        &super::identity::identities(pb),
+    );
+    let undecided: Vec<_> = changed
+        .iter()
+        .filter(|c| !opts.accept_changed || c.needs_operator())
+        .cloned()
+        .collect();
+    if !undecided.is_empty() {
+        return Err(EngineError::Changed(undecided));
     }
     let mut changed_text: Vec<String> = changed
         .iter()

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::EngineError;
-use crate::journal::{Journal, PairState};
+use crate::journal::{Attempt, AttemptKind, AttemptState, Journal, PairState};
 use crate::playbook::{Playbook, Target, TransportKind, OPERATOR};
 
 /// A target's identity as the journal records it, e.g. `ssh://administrator@192.168.16.3:22`.
@@ -106,8 +106,11 @@ pub enum ConflictKind {
     Renamed {
         old_step: String,
         old_target: String,
-        /// When it was done, in the customer's time zone.
+        /// When it was done (or started, if in doubt), in the customer's time zone.
         at: String,
+        /// The old pair did not end: it was left running or interrupted. Only an operator can
+        /// say whether it did its work; `--accept-changed` does not decide it.
+        in_doubt: bool,
     },
 }
 
@@ -136,6 +139,11 @@ impl Conflict {
         matches!(self.kind, ConflictKind::Moved { .. })
     }
 
+    /// Whether only an operator can decide (`--accept-changed` does not).
+    pub fn needs_operator(&self) -> bool {
+        matches!(self.kind, ConflictKind::Renamed { in_doubt: true, .. })
+    }
+
     /// `true` if the pair has no result of its own: accepting makes it done.
     pub fn is_renamed(&self) -> bool {
         matches!(self.kind, ConflictKind::Renamed { .. })
@@ -159,9 +167,19 @@ impl fmt::Display for Conflict {
                 old_step,
                 old_target,
                 at,
+                in_doubt: false,
             } => write!(
                 f,
                 "`{s}` on `{t}`: has the same definition as `{old_step}` on `{old_target}`, done {at} and no longer in the playbook; if it is that step renamed: `runner mark {file} {s}@{t} done`; to run it again anyway: {retry}"
+            ),
+            ConflictKind::Renamed {
+                old_step,
+                old_target,
+                at,
+                in_doubt: true,
+            } => write!(
+                f,
+                "`{s}` on `{t}`: has the same definition as `{old_step}` on `{old_target}`, which was left in doubt (started {at}: it may have done its work) and is no longer in the playbook; inspect the target, then `runner mark {file} {s}@{t} done` (it did its work), `retry` (run it) or `skip` (--accept-changed does not decide this one)"
             ),
         }
     }
@@ -170,9 +188,13 @@ impl fmt::Display for Conflict {
 /// Every earlier result that no longer matches the playbook: changed definitions, moved
 /// targets, and done steps that reappear under another id (only for steps that are not
 /// idempotent: an idempotent step may simply run again).
+///
+/// `attempts` are the journal's attempts (for the definition of a pair left in doubt); a
+/// caller that only looks for moved targets may pass none.
 pub fn conflicts(
     pb: &Playbook,
     pairs: &[(String, String, PairState)],
+    attempts: &[Attempt],
     ids: &BTreeMap<String, String>,
 ) -> Vec<Conflict> {
     let file = pb.path.display().to_string();
@@ -185,16 +207,51 @@ pub fn conflicts(
         .iter()
         .flat_map(|s| s.targets.iter().map(move |t| (s.id.as_str(), t.as_str())))
         .collect();
-    // Done pairs that are no longer in the playbook, by fingerprint: what a renamed step
-    // could have been.
-    let mut gone: BTreeMap<&str, Vec<(&str, &str, &PairState)>> = BTreeMap::new();
+    // The last attempt that moves each pair forward: it decides a pair left in doubt.
+    let last: BTreeMap<(&str, &str), &Attempt> = attempts
+        .iter()
+        .filter(|a| !matches!(a.kind, AttemptKind::Check | AttemptKind::Rollback))
+        .map(|a| ((a.step_id.as_str(), a.target.as_str()), a))
+        .collect();
+    // Pairs no longer in the playbook that are done or in doubt, by fingerprint: what a
+    // renamed step could have been.
+    let mut gone: BTreeMap<&str, Vec<Gone<'_>>> = BTreeMap::new();
     for (s, t, st) in pairs {
-        if let PairState::Succeeded { def_hash, .. } = st {
-            if !in_playbook.contains(&(s.as_str(), t.as_str())) {
-                gone.entry(def_hash.as_str())
-                    .or_default()
-                    .push((s.as_str(), t.as_str(), st));
-            }
+        if in_playbook.contains(&(s.as_str(), t.as_str())) {
+            continue;
+        }
+        let in_doubt = || {
+            last.get(&(s.as_str(), t.as_str())).map(|a| {
+                (
+                    a.def_hash.as_str(),
+                    a.target_identity.as_deref(),
+                    a.started_at,
+                    true,
+                )
+            })
+        };
+        let found = match st {
+            PairState::Succeeded {
+                def_hash,
+                target_identity,
+                at,
+                ..
+            } => Some((def_hash.as_str(), target_identity.as_deref(), *at, false)),
+            PairState::Running { kind, .. } if *kind != AttemptKind::Rollback => in_doubt(),
+            PairState::Failed {
+                state: AttemptState::Interrupted,
+                ..
+            } => in_doubt(),
+            _ => None,
+        };
+        if let Some((def_hash, identity, at, in_doubt)) = found {
+            gone.entry(def_hash).or_default().push(Gone {
+                step: s,
+                target: t,
+                identity,
+                at,
+                in_doubt,
+            });
         }
     }
     let mut out = Vec::new();
@@ -230,22 +287,21 @@ pub fn conflicts(
                 None if step.idempotent || step.is_manual() => {}
                 None => {
                     let candidates = gone.get(r.def_hash.as_str()).map(Vec::as_slice);
-                    let old = candidates.unwrap_or_default().iter().find(|(_, t, st)| {
-                        // The same target name counts unless its address is known to differ;
-                        // another name only if both addresses are known and equal.
-                        match st {
-                            PairState::Succeeded {
-                                target_identity: Some(id),
-                                ..
-                            } => Some(id) == here,
-                            _ => *t == r.target,
-                        }
-                    });
-                    if let Some((s, t, PairState::Succeeded { at, .. })) = old {
+                    // The same target name counts unless its address is known to differ;
+                    // another name only if both addresses are known and equal.
+                    let old = candidates
+                        .unwrap_or_default()
+                        .iter()
+                        .find(|g| match g.identity {
+                            Some(id) => Some(id) == here.map(String::as_str),
+                            None => g.target == r.target,
+                        });
+                    if let Some(g) = old {
                         out.push(conflict(ConflictKind::Renamed {
-                            old_step: s.to_string(),
-                            old_target: t.to_string(),
-                            at: crate::window::local_label(*at, pb.window.time_zone()),
+                            old_step: g.step.to_string(),
+                            old_target: g.target.to_string(),
+                            at: crate::window::local_label(g.at, pb.window.time_zone()),
+                            in_doubt: g.in_doubt,
                         }));
                     }
                 }
@@ -253,6 +309,15 @@ pub fn conflicts(
         }
     }
     out
+}
+
+/// A pair no longer in the playbook that a renamed step could be.
+struct Gone<'a> {
+    step: &'a str,
+    target: &'a str,
+    identity: Option<&'a str>,
+    at: jiff::Timestamp,
+    in_doubt: bool,
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ pub fn rollback(
     // Undoing on one machine what was done on another would be worse than not undoing it.
     super::identity::claim(&mut journal, pb, false)?;
     let moved: Vec<_> =
-        super::identity::conflicts(pb, &journal.pairs()?, &super::identity::identities(pb))
+        super::identity::conflicts(pb, &journal.pairs()?, &[], &super::identity::identities(pb))
             .into_iter()
             .filter(super::identity::Conflict::is_moved)
             .collect();
