@@ -106,7 +106,7 @@ pub enum JournalError {
     /// with its record going to a file nobody will read.
     #[error(
         "the journal {path} was {} while this run was using it, so nothing more is started; \
-         what this run recorded is not in the file at that path.\n  = help: {}; do not run \
+         what this run recorded is no longer at that path.\n  = help: {}; do not run \
          `runner apply` before the journal is back, or steps already done would run again",
         if *.deleted { "deleted" } else { "replaced by another file" },
         match (.rescued, .deleted) {
