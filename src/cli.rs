@@ -413,6 +413,9 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let pb = playbook::load(&args.file)?;
             let state = state_path(&pb, &args.state);
             let journal = Journal::open_existing(&state)?;
+            if let Some(j) = &journal {
+                warn_other_playbook(j, &pb)?;
+            }
             let host = runner::journal::lock::host_name().unwrap_or_default();
             let holder = runner::journal::lock::read_holder_of(&state);
             let view =
@@ -433,6 +436,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                     state.display()
                 );
             };
+            warn_other_playbook(&journal, &pb)?;
             let format = match args.format {
                 ReportFormatArg::Markdown => runner::report::ReportFormat::Markdown,
                 ReportFormatArg::Html => runner::report::ReportFormat::Html,
@@ -458,6 +462,18 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(runner::ping::trust(&pb, args.target.as_deref(), args.yes)?)
         }
     }
+}
+
+/// `status` and `report` only read: they show another playbook's journal, but say so.
+fn warn_other_playbook(journal: &Journal, pb: &Playbook) -> anyhow::Result<()> {
+    if let Some(owner) = journal.playbook()?.filter(|o| *o != pb.name) {
+        eprintln!(
+            "warning: the journal {} belongs to the playbook `{owner}`, not to `{}`",
+            journal.path().display(),
+            pb.name
+        );
+    }
+    Ok(())
 }
 
 /// The journal's real path (symlinks resolved): its lock, its runs folder and the file itself

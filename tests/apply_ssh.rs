@@ -1600,6 +1600,13 @@ fn a_journal_of_another_playbook_is_refused() {
         &[],
     );
     assert_exit(&r, 4);
+    let r = runner(&["status", &pb_s, "--state", &state_s], dir.path(), &[]);
+    assert_exit(&r, 0);
+    assert!(
+        r.stderr.contains("belongs to the playbook `Acme cutover`"),
+        "{}",
+        show(&r)
+    );
 
     assert_exit(&apply(&acme, &["--state", &state_s], &[]), 0);
     assert_eq!(lines(&dir.path().join("acme.ledger")), ["Acme cutover"]);
