@@ -440,6 +440,9 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let pb = playbook::load(&args.file)?;
             let state = state_path(&pb, &args.state);
             let journal = Journal::open_existing(&state)?;
+            if let Some(j) = &journal {
+                warn_other_playbook(j, &pb)?;
+            }
             let host = runner::journal::lock::host_name().unwrap_or_default();
             let holder = runner::journal::lock::read_holder_of(&state);
             let mut view =
@@ -463,6 +466,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                     state.display()
                 );
             };
+            warn_other_playbook(&journal, &pb)?;
             let format = match args.format {
                 ReportFormatArg::Markdown => runner::report::ReportFormat::Markdown,
                 ReportFormatArg::Html => runner::report::ReportFormat::Html,
@@ -491,10 +495,26 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
     }
 }
 
+/// `status` and `report` only read: they show another playbook's journal, but say so.
+fn warn_other_playbook(journal: &Journal, pb: &Playbook) -> anyhow::Result<()> {
+    if let Some(owner) = journal.playbook()?.filter(|o| *o != pb.name) {
+        eprintln!(
+            "warning: the journal {} belongs to the playbook `{owner}`, not to `{}`",
+            journal.path().display(),
+            pb.name
+        );
+    }
+    Ok(())
+}
+
+/// The journal's real path (symlinks resolved): its lock, its runs folder and the file itself
+/// are the same whichever path led to it.
 fn state_path(pb: &Playbook, arg: &StateArg) -> PathBuf {
-    arg.state
+    let given = arg
+        .state
         .clone()
-        .unwrap_or_else(|| engine::default_state_path(pb))
+        .unwrap_or_else(|| engine::default_state_path(pb));
+    runner::journal::resolve_path(&given)
 }
 
 fn reporter(o: &OutputArgs, clock: Clock) -> Arc<progress::Console> {

@@ -1746,3 +1746,423 @@ fn a_state_folder_without_write_permission_is_invalid_input_naming_the_path() {
         "nothing was written"
     );
 }
+
+// 13: identity: what makes a step, a target, a playbook and a journal the same --------------
+
+/// A playbook with one local target, `here`, and the given steps (YAML list items).
+fn local_playbook(name: &str, steps: &str) -> String {
+    format!(
+        "{}targets:\n  here:\n    transport: local\nsteps:\n{steps}",
+        header(name)
+    )
+}
+
+#[test]
+fn a_renamed_step_that_was_done_is_not_run_again_silently() {
+    let dir = workdir();
+    let users = dir.path().join("users.ledger");
+    let cache = dir.path().join("cache.ledger");
+    let steps = |users_id: &str, cache_id: &str| {
+        format!(
+            "- id: {users_id}\n  on: here\n  run: {}\n\
+             - id: {cache_id}\n  on: here\n  run: {}\n  idempotent: true\n",
+            q(&format!("echo users >> {}", users.display())),
+            q(&format!("echo cache >> {}", cache.display())),
+        )
+    };
+    let pb = write_playbook(
+        dir.path(),
+        &local_playbook("rename", &steps("create-users", "warm-cache")),
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+
+    write_playbook(
+        dir.path(),
+        &local_playbook("rename", &steps("create-ad-users", "warm-the-cache")),
+    );
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains("`create-ad-users` on `here`") && r.stderr.contains("`create-users`"),
+        "the message names the new and the old id:\n{}",
+        show(&r)
+    );
+    let answer = format!("runner mark {} create-ad-users@here done", pb.display());
+    assert!(
+        r.stderr.contains(&answer),
+        "the message gives the exact command `{answer}`:\n{}",
+        show(&r)
+    );
+    assert!(
+        !r.stderr.contains("warm-the-cache"),
+        "an idempotent step is not asked about:\n{}",
+        show(&r)
+    );
+    assert_eq!(lines(&users), ["users"], "nothing ran");
+    assert_eq!(lines(&cache), ["cache"], "nothing ran");
+
+    let pb_s = pb.display().to_string();
+    let r = runner(
+        &["mark", &pb_s, "create-ad-users@here", "done"],
+        dir.path(),
+        &[],
+    );
+    assert_exit(&r, 0);
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 0);
+    assert_eq!(
+        lines(&users),
+        ["users"],
+        "the renamed step did not run twice"
+    );
+    assert_eq!(
+        lines(&cache),
+        ["cache", "cache"],
+        "the idempotent step simply ran"
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&users), ["users"]);
+}
+
+#[test]
+fn a_target_moved_to_another_host_keeps_no_old_success_until_decided() {
+    let old = Sshd::start("127.0.17.1");
+    let new = Sshd::start("127.0.17.2");
+    let dir = workdir();
+    let ledger = dir.path().join("ledger");
+    let yaml = |sshd: &Sshd| {
+        format!(
+            "{}targets:\n{}steps:\n- id: create-users\n  on: dc\n  run: {}\n",
+            header("move"),
+            target("dc", sshd, &[("ledger", ledger.display().to_string())]),
+            // The server's address, as sshd saw the connection.
+            q("set -- $SSH_CONNECTION; echo $3 >> {{ ledger }}"),
+        )
+    };
+    let pb = write_playbook(dir.path(), &yaml(&old));
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["127.0.17.1"]);
+
+    // The IP was wrong: fix it.
+    write_playbook(dir.path(), &yaml(&new));
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains("`create-users` on `dc`")
+            && r.stderr.contains(&format!("127.0.17.1:{}", old.port()))
+            && r.stderr.contains(&format!("127.0.17.2:{}", new.port())),
+        "the message names the target and its old and new address:\n{}",
+        show(&r)
+    );
+    let retry = format!("runner mark {} create-users@dc retry", pb.display());
+    assert!(r.stderr.contains(&retry), "{}", show(&r));
+    assert_eq!(lines(&ledger), ["127.0.17.1"], "nothing ran");
+    // Nor is it undone on the new address.
+    let pb_s = pb.display().to_string();
+    let r = runner(&["rollback", &pb_s, "--yes"], dir.path(), &[]);
+    assert_exit(&r, 4);
+    assert!(r.stderr.contains("`create-users` on `dc`"), "{}", show(&r));
+
+    assert_exit(
+        &runner(
+            &["mark", &pb_s, "create-users@dc", "retry"],
+            dir.path(),
+            &[],
+        ),
+        0,
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(
+        lines(&ledger),
+        ["127.0.17.1", "127.0.17.2"],
+        "the real server was reached"
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["127.0.17.1", "127.0.17.2"]);
+}
+
+#[test]
+fn a_journal_of_another_playbook_is_refused() {
+    let dir = workdir();
+    let state = dir.path().join("shared.db");
+    let state_s = state.display().to_string();
+    let write = |file: &str, name: &str, ledger: &str| {
+        let path = dir.path().join(file);
+        let steps = format!(
+            "- id: s1\n  on: here\n  run: {}\n",
+            q(&format!(
+                "echo {name} >> {}",
+                dir.path().join(ledger).display()
+            ))
+        );
+        fs::write(&path, local_playbook(name, &steps)).expect("write a playbook");
+        path
+    };
+    let acme = write("acme.yaml", "Acme cutover", "acme.ledger");
+    let beta = write("beta.yaml", "Beta cutover", "beta.ledger");
+    assert_exit(&apply(&acme, &["--state", &state_s], &[]), 0);
+
+    let r = apply(&beta, &["--state", &state_s], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains("Acme cutover") && r.stderr.contains("Beta cutover"),
+        "the message names both playbooks:\n{}",
+        show(&r)
+    );
+    assert!(
+        lines(&dir.path().join("beta.ledger")).is_empty(),
+        "nothing ran"
+    );
+    let pb_s = beta.display().to_string();
+    let r = runner(
+        &["mark", &pb_s, "s1", "done", "--state", &state_s],
+        dir.path(),
+        &[],
+    );
+    assert_exit(&r, 4);
+    let r = runner(&["status", &pb_s, "--state", &state_s], dir.path(), &[]);
+    assert_exit(&r, 0);
+    assert!(
+        r.stderr.contains("belongs to the playbook `Acme cutover`"),
+        "{}",
+        show(&r)
+    );
+
+    assert_exit(&apply(&acme, &["--state", &state_s], &[]), 0);
+    assert_eq!(lines(&dir.path().join("acme.ledger")), ["Acme cutover"]);
+}
+
+#[test]
+fn a_playbook_or_journal_reached_through_a_symlink_shares_one_journal_and_lock() {
+    let dir = workdir();
+    let real = dir.path().join("real");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(&real).expect("mkdir");
+    fs::create_dir_all(&elsewhere).expect("mkdir");
+    let ledger = dir.path().join("ledger");
+    let marker = dir.path().join("started");
+    let go = dir.path().join("go");
+    let steps = format!(
+        "- id: hold\n  on: here\n  run: {}\n",
+        q(&format!(
+            "echo hold >> {}; touch {}; {}",
+            ledger.display(),
+            marker.display(),
+            wait_in_shell_for(&go)
+        ))
+    );
+    let pb = write_playbook(&real, &local_playbook("symlinks", &steps));
+    let link = elsewhere.join("link.yaml");
+    std::os::unix::fs::symlink(&pb, &link).expect("symlink the playbook");
+    let pb_s = pb.display().to_string();
+
+    let mut first = Background::start(&["apply", &pb_s], dir.path(), &[]);
+    wait_for_file(&marker, &mut first);
+    let state_link = dir.path().join("state-link.db");
+    std::os::unix::fs::symlink(journal_path(&real), &state_link).expect("symlink the journal");
+    let state_s = state_link.display().to_string();
+
+    let r = apply(&link, &[], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains(&format!("pid {}", first.pid())),
+        "{}",
+        show(&r)
+    );
+    let r = apply(&pb, &["--state", &state_s], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains(&format!("pid {}", first.pid())),
+        "{}",
+        show(&r)
+    );
+
+    fs::write(&go, b"").expect("create the go file");
+    let status = first.wait();
+    assert_eq!(status.code(), Some(0), "{}", first.output());
+    let r = apply(&link, &[], &[]);
+    assert_exit(&r, 0);
+    assert!(r.stdout.contains("done in an earlier run"), "{}", show(&r));
+    assert_exit(&apply(&pb, &["--state", &state_s], &[]), 0);
+    assert_eq!(lines(&ledger), ["hold"], "the step ran once");
+    assert!(
+        !elsewhere.join(".runner").exists(),
+        "no second journal beside the link"
+    );
+}
+
+#[test]
+fn a_journal_deleted_during_a_run_stops_it_before_anything_more_runs() {
+    let dir = workdir();
+    let after = dir.path().join("after.ledger");
+    let journal = journal_path(dir.path());
+    let steps = format!(
+        "- id: wipe\n  on: here\n  run: {}\n- id: after\n  on: here\n  run: {}\n",
+        q(&format!("rm -f {}", journal.display())),
+        q(&format!("echo after >> {}", after.display())),
+    );
+    let pb = write_playbook(dir.path(), &local_playbook("deleted", &steps));
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 1);
+    assert!(
+        r.stderr.contains(&journal.display().to_string()) && r.stderr.contains("deleted"),
+        "the message names the journal:\n{}",
+        show(&r)
+    );
+    assert!(lines(&after).is_empty(), "nothing more ran:\n{}", show(&r));
+
+    // The next apply does not start afresh beside the copy the run saved.
+    let rescued = PathBuf::from(format!("{}.rescued", journal.display()));
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr
+            .contains(&format!("mv {} {}", rescued.display(), journal.display())),
+        "{}",
+        show(&r)
+    );
+    assert!(lines(&after).is_empty(), "nothing ran:\n{}", show(&r));
+    fs::rename(&rescued, &journal).expect("put the journal back");
+    // `wipe` ended unrecorded: it is in doubt, and it is not idempotent.
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 1);
+    assert!(r.stderr.contains("runner mark"), "{}", show(&r));
+    let pb_s = pb.display().to_string();
+    assert_exit(
+        &runner(&["mark", &pb_s, "wipe", "done"], dir.path(), &[]),
+        0,
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&after), ["after"]);
+}
+
+#[test]
+fn a_journal_replaced_during_the_last_step_fails_the_run() {
+    let dir = workdir();
+    let journal = journal_path(dir.path());
+    let copy = dir.path().join("copy.db");
+    // A copy of the journal put back in its place: another file under the same name.
+    let steps = format!(
+        "- id: restore\n  on: here\n  run: {}\n",
+        q(&format!(
+            "cp {j} {c} && mv {c} {j}",
+            j = journal.display(),
+            c = copy.display()
+        )),
+    );
+    let pb = write_playbook(dir.path(), &local_playbook("replaced", &steps));
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 1);
+    assert!(
+        r.stderr.contains(&journal.display().to_string()) && r.stderr.contains("replaced"),
+        "the message names the journal:\n{}",
+        show(&r)
+    );
+}
+
+#[test]
+fn a_journal_written_before_identities_were_recorded_keeps_its_successes() {
+    let dir = workdir();
+    let fixture = common_cli::fixture("journal-v2");
+    fs::copy(
+        fixture.join("cutover.yaml"),
+        dir.path().join("cutover.yaml"),
+    )
+    .expect("copy");
+    let journal = journal_path(dir.path());
+    fs::create_dir_all(journal.parent().expect("folder")).expect("mkdir");
+    {
+        let sql = fs::read_to_string(fixture.join("journal.sql")).expect("read the dump");
+        let conn = rusqlite::Connection::open(&journal).expect("create the old journal");
+        conn.execute_batch(&sql).expect("load the old journal");
+    }
+    let pb = dir.path().join("cutover.yaml");
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 0);
+    assert!(r.stdout.contains("done in an earlier run"), "{}", show(&r));
+    assert!(
+        lines(&dir.path().join("ledger")).is_empty(),
+        "nothing ran again"
+    );
+    let r = runner(&["status", &pb.display().to_string()], dir.path(), &[]);
+    assert_exit(&r, 0);
+}
+
+#[test]
+fn a_renamed_target_with_the_same_address_does_not_run_its_done_steps_again() {
+    let dir = workdir();
+    let ledger = dir.path().join("ledger");
+    let yaml = |target: &str| {
+        format!(
+            "{}targets:\n  {target}:\n    transport: local\nsteps:\n- id: once\n  on: {target}\n  run: {}\n",
+            header("target rename"),
+            q(&format!("echo once >> {}", ledger.display())),
+        )
+    };
+    let pb = write_playbook(dir.path(), &yaml("old-name"));
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    write_playbook(dir.path(), &yaml("new-name"));
+    let r = apply(&pb, &[], &[]);
+    assert_exit(&r, 4);
+    assert!(
+        r.stderr.contains("`once` on `new-name`") && r.stderr.contains("`once` on `old-name`"),
+        "{}",
+        show(&r)
+    );
+    assert_exit(&apply(&pb, &["--accept-changed"], &[]), 0);
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["once"]);
+}
+
+#[test]
+fn a_step_left_in_doubt_and_then_renamed_waits_for_an_operator() {
+    let dir = workdir();
+    let ledger = dir.path().join("ledger");
+    let marker = dir.path().join("started");
+    let go = dir.path().join("go");
+    let yaml = |id: &str| {
+        local_playbook(
+            "in doubt, renamed",
+            &format!(
+                "- id: {id}\n  on: here\n  run: {}\n",
+                q(&format!(
+                    "echo users >> {}; touch {}; {}",
+                    ledger.display(),
+                    marker.display(),
+                    wait_in_shell_for(&go)
+                ))
+            ),
+        )
+    };
+    let pb = write_playbook(dir.path(), &yaml("create-users"));
+    let pb_s = pb.display().to_string();
+    let mut first = Background::start(&["apply", &pb_s], dir.path(), &[]);
+    wait_for_file(&marker, &mut first);
+    first.child.kill().expect("kill -9 the runner");
+    first.wait();
+    fs::write(&go, b"").expect("let a command left behind end");
+
+    write_playbook(dir.path(), &yaml("create-ad-users"));
+    for extra in [&[][..], &["--accept-changed"][..]] {
+        let r = apply(&pb, extra, &[]);
+        assert_exit(&r, 4);
+        assert!(
+            r.stderr.contains("left in doubt")
+                && r.stderr
+                    .contains(&format!("runner mark {pb_s} create-ad-users@here done")),
+            "{}",
+            show(&r)
+        );
+    }
+    assert_eq!(lines(&ledger), ["users"], "nothing ran again");
+    assert_exit(
+        &runner(
+            &["mark", &pb_s, "create-ad-users@here", "done"],
+            dir.path(),
+            &[],
+        ),
+        0,
+    );
+    assert_exit(&apply(&pb, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["users"]);
+}

@@ -435,6 +435,7 @@ fn pair_state_follows_history_in_the_database() {
             at: t(5),
             def_hash: "def-copy-db".into(),
             by_mark: false,
+            target_identity: None,
         }
     );
     // Other pairs are untouched.
@@ -484,6 +485,7 @@ fn pair_state_follows_history_in_the_database() {
             at: t(10),
             def_hash: "mark-def-copy-db".into(),
             by_mark: true,
+            target_identity: None,
         }
     );
     j.mark(&new_mark("copy-db", "db1", MarkKind::Retry, 11))
@@ -896,4 +898,156 @@ fn child_helper() {
     stdout.flush().unwrap();
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+}
+
+// ---- identities ------------------------------------------------------------------------
+
+#[test]
+fn a_success_and_a_mark_record_the_identity_of_their_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&db_path(&dir)).unwrap();
+    j.bind_targets(
+        [("db1".to_string(), "ssh://root@10.0.0.1:22".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    run_step(
+        &j,
+        &run,
+        "copy-db",
+        "db1",
+        AttemptKind::Run,
+        AttemptState::Succeeded,
+        1,
+    );
+    let identity = |st: PairState| match st {
+        PairState::Succeeded {
+            target_identity, ..
+        } => target_identity,
+        other => panic!("expected a success, got {other:?}"),
+    };
+    assert_eq!(
+        identity(j.pair("copy-db", "db1").unwrap()).as_deref(),
+        Some("ssh://root@10.0.0.1:22")
+    );
+    // A target the run did not bind is recorded as unknown, not as something else.
+    j.mark(&new_mark("copy-db", "db2", MarkKind::Done, 2))
+        .unwrap();
+    assert_eq!(identity(j.pair("copy-db", "db2").unwrap()), None);
+
+    assert!(j.journal_id().unwrap().is_some_and(|id| id.len() == 32));
+    assert_eq!(j.playbook().unwrap(), None);
+    j.set_playbook("Acme cutover").unwrap();
+    drop(j);
+    let j = Journal::open(&db_path(&dir)).unwrap();
+    assert_eq!(j.playbook().unwrap().as_deref(), Some("Acme cutover"));
+}
+
+#[test]
+fn a_version_2_journal_is_migrated_and_keeps_its_successes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v2");
+    let sql = std::fs::read_to_string(fixture.join("journal.sql")).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&sql)
+        .unwrap();
+
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(
+        j.settings().unwrap().schema_version,
+        journal::schema_version()
+    );
+    assert!(matches!(
+        j.pair("once", "here").unwrap(),
+        PairState::Succeeded {
+            by_mark: false,
+            target_identity: None,
+            ..
+        }
+    ));
+    assert_eq!(j.runs().unwrap().len(), 1);
+    assert!(j.journal_id().unwrap().is_some());
+    assert_eq!(
+        j.playbook().unwrap(),
+        None,
+        "claimed by the next run, not guessed"
+    );
+}
+
+#[test]
+fn a_journal_deleted_under_an_open_connection_refuses_every_write_and_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let j = Journal::open(&path).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    let copy = match j.begin_attempt(&new_attempt(&run, "s", "t", AttemptKind::Run, 1)) {
+        Err(JournalError::Replaced {
+            deleted: true,
+            rescued: Ok(copy),
+            ..
+        }) => copy,
+        other => panic!("expected Replaced, got {other:?}"),
+    };
+    // Every later write too, without a second copy.
+    assert!(matches!(
+        j.end_run(&run, "succeeded", t(2)),
+        Err(JournalError::Replaced { .. })
+    ));
+    assert!(!path.exists(), "nothing was written at the path");
+    let saved = Journal::open_existing(&copy).unwrap().unwrap();
+    assert_eq!(saved.runs().unwrap()[0].id, run);
+    assert!(saved.attempts(None).unwrap().is_empty());
+    drop(saved);
+    drop(j);
+    // A new, empty journal is not started beside the saved one.
+    assert!(matches!(
+        Journal::open(&path),
+        Err(JournalError::RescuedCopy { .. })
+    ));
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_journal_replaced_under_an_open_connection_refuses_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let j = Journal::open(&path).unwrap();
+    let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+    let other = dir.path().join("other.db");
+    std::fs::copy(&path, &other).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let err = j
+        .begin_attempt(&new_attempt(&run, "s", "t", AttemptKind::Run, 1))
+        .unwrap_err();
+    assert!(
+        matches!(err, JournalError::Replaced { deleted: false, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_journal_reached_through_a_symlink_has_one_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = db_path(&dir);
+    let link = dir.path().join("link.db");
+    // Dangling at first: the journal does not exist yet.
+    std::os::unix::fs::symlink(&state, &link).unwrap();
+    let guard = acquire(&link, &holder("apply")).unwrap();
+    assert!(matches!(
+        acquire(&state, &holder("rollback")),
+        Err(LockError::Held { .. })
+    ));
+    assert_eq!(journal::read_holder_of(&state), Some(holder("apply")));
+    drop(guard);
+    assert_eq!(journal::resolve_path(&link), journal::resolve_path(&state));
 }

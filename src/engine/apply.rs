@@ -80,38 +80,52 @@ pub fn apply(
         &opts.state,
         &lock::Holder::this_process("apply", &who.user, clock.now()),
     )?;
-    let journal = Journal::open(&opts.state)?;
+    let mut journal = Journal::open(&opts.state)?;
 
-    let states: BTreeMap<(String, String), PairState> = journal
-        .pairs()?
-        .into_iter()
-        .map(|(s, t, st)| ((s, t), st))
+    // A success recorded for other work, on another machine or for another playbook than
+    // what the playbook now says is not a success (see `identity`).
+    let previous_owner = super::identity::claim(&mut journal, pb, opts.accept_changed)?;
+    let pairs = journal.pairs()?;
+    let changed = super::identity::conflicts(
+        pb,
+        &pairs,
+        &journal.attempts(None)?,
+        &super::identity::identities(pb),
+    );
+    let undecided: Vec<_> = changed
+        .iter()
+        .filter(|c| !opts.accept_changed || c.needs_operator())
+        .cloned()
         .collect();
+    if !undecided.is_empty() {
+        return Err(EngineError::Changed(undecided));
+    }
+    let mut changed_text: Vec<String> = changed
+        .iter()
+        .map(|c| format!("`{}` on `{}`", c.step, c.target))
+        .collect();
+    changed_text.dedup();
+
+    let mut states: BTreeMap<(String, String), PairState> =
+        pairs.into_iter().map(|(s, t, st)| ((s, t), st)).collect();
+    // An accepted rename makes the new id done (its mark is recorded below).
+    for c in changed.iter().filter(|c| c.is_renamed()) {
+        states.insert(
+            (c.step.clone(), c.target.clone()),
+            PairState::Succeeded {
+                at: clock.now(),
+                def_hash: c.def_hash.clone(),
+                by_mark: true,
+                target_identity: None,
+            },
+        );
+    }
     let state_of = |step: &str, target: &str| {
         states
             .get(&(step.to_string(), target.to_string()))
             .cloned()
             .unwrap_or(PairState::Pending)
     };
-
-    // A success recorded for other work than what the playbook now says is not a success.
-    let mut changed: Vec<(&Step, &str, &str)> = Vec::new();
-    for step in &pb.steps {
-        for r in &step.rendered {
-            if let PairState::Succeeded { def_hash, .. } = state_of(&step.id, &r.target) {
-                if def_hash != r.def_hash {
-                    changed.push((step, &r.target, &r.def_hash));
-                }
-            }
-        }
-    }
-    let changed_text: Vec<String> = changed
-        .iter()
-        .map(|(s, t, _)| format!("`{}` on `{t}`", s.id))
-        .collect();
-    if !changed.is_empty() && !opts.accept_changed {
-        return Err(EngineError::Changed(changed_text));
-    }
 
     // Resolve secrets of every target that still has work, before anything runs (a missing one
     // is an error), and of every other target as far as they can be read: all are masked.
@@ -198,23 +212,32 @@ pub fn apply(
         business_hours_at: pb.window.next_business_start(session.clock.now()),
         simulated_clock: session.clock.simulated(),
     });
+    if let Some(old) = previous_owner.filter(|old| *old != pb.name) {
+        session.emit(&Event::Notice {
+            text: format!(
+                "--accept-changed: this journal belonged to the playbook `{old}`; it now belongs to `{}`",
+                pb.name
+            ),
+        });
+    }
     if !changed.is_empty() {
-        // The decision is recorded as a `done` mark against the new definition, so it is
-        // made once: the next apply does not ask again, and a later edit is caught again.
+        // The decision is recorded as a `done` mark against the new definition and the
+        // target's address now, so it is made once: the next apply does not ask again, and a
+        // later edit or move is caught again.
+        let mut seen = BTreeSet::new();
         let marks: Vec<NewMark> = changed
             .iter()
-            .map(|(step, target, def_hash)| NewMark {
+            .filter(|c| seen.insert((c.step.as_str(), c.target.as_str())))
+            .map(|c| NewMark {
                 run: Some(session.run.clone()),
-                step_id: step.id.clone(),
-                target: target.to_string(),
+                step_id: c.step.clone(),
+                target: c.target.clone(),
                 mark: MarkKind::Done,
-                def_hash: def_hash.to_string(),
+                def_hash: c.def_hash.clone(),
                 user: session.who.user.clone(),
                 host: session.who.host.clone(),
                 at: session.clock.now(),
-                reason: Some(
-                    "--accept-changed: the earlier result of a step changed since was kept".into(),
-                ),
+                reason: Some(c.accepted_reason()),
             })
             .collect();
         session.journal().mark_all(&marks)?;

@@ -47,7 +47,9 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
         &opts.state,
         &lock::Holder::this_process("mark", &who.user, clock.now()),
     )?;
-    let journal = Journal::open(&opts.state)?;
+    let mut journal = Journal::open(&opts.state)?;
+    // Another playbook's journal is not ours to decide about.
+    super::identity::claim(&mut journal, pb, false)?;
     // An attempt still `running` was left by a runner that is gone (we hold the lock): the
     // operator's decision supersedes it, and the record should say that it ended.
     for t in &targets {

@@ -20,6 +20,7 @@ pub mod targets;
 
 mod apply;
 mod detach;
+pub mod identity;
 mod mark;
 mod output;
 mod pair;
@@ -69,8 +70,15 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Target(#[from] targets::TargetError),
-    #[error("these steps succeeded earlier but have changed in the playbook since:\n{}\n  = help: review the changes; to keep the earlier results and go on, run again with --accept-changed; to run a changed step again, `runner mark FILE STEP retry` first", .0.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
-    Changed(Vec<String>),
+    #[error("these earlier results no longer match the playbook:\n{}\n  = help: review them; to keep every earlier result listed (a renamed step counts as done), run `runner apply` with --accept-changed; or decide each pair with the command shown", .0.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
+    Changed(Vec<identity::Conflict>),
+    #[error("the journal {} belongs to the playbook `{owner}`, not to `{playbook}` ({file}); refusing to mix their results\n  = help: give this playbook its own journal (another --state); if it is the same cutover and only its `name` changed, run `runner apply {file} --accept-changed` to record the new name", journal.display())]
+    OtherPlaybook {
+        journal: PathBuf,
+        owner: String,
+        playbook: String,
+        file: String,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("cannot create the run folder {path}: {source}")]
@@ -83,7 +91,10 @@ pub enum EngineError {
 impl EngineError {
     pub fn exit(&self) -> Exit {
         match self {
-            EngineError::Locked(_) | EngineError::Changed(_) => Exit::Conflict,
+            EngineError::Locked(_)
+            | EngineError::Changed(_)
+            | EngineError::OtherPlaybook { .. }
+            | EngineError::Journal(journal::JournalError::RescuedCopy { .. }) => Exit::Conflict,
             EngineError::Target(_) | EngineError::Usage(_) | EngineError::StateUnusable { .. } => {
                 Exit::InvalidInput
             }
@@ -206,13 +217,19 @@ fn account_name() -> String {
 
 /// Where a playbook's state lives unless `--state` says otherwise: `.runner/<stem>.db`
 /// beside the playbook.
+/// The playbook's real file decides (symlinks resolved): one playbook reached by two paths has
+/// one journal.
 pub fn default_state_path(pb: &Playbook) -> PathBuf {
-    let stem = pb
-        .path
+    let real = journal::resolve_path(&pb.path);
+    let stem = real
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "playbook".into());
-    pb.dir.join(".runner").join(format!("{stem}.db"))
+    let dir = real
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| pb.dir.clone());
+    dir.join(".runner").join(format!("{stem}.db"))
 }
 
 /// The runs folder beside a state file.
@@ -420,8 +437,18 @@ impl<'a> Session<'a> {
     /// Ends the run in the journal and reports it.
     pub fn finish(&self, exit: Exit, outcome: &str, message: String) -> Outcome {
         let message = self.redactor.redact(&message);
-        if let Err(e) = self.journal().end_run(&self.run, outcome, self.clock.now()) {
-            tracing::error!("cannot record the end of the run: {e}");
+        let (mut exit, mut outcome, mut message) = (exit, outcome, message);
+        match self.journal().end_run(&self.run, outcome, self.clock.now()) {
+            Ok(()) => {}
+            // Whatever this run did, its record is not where the next run will look: that is
+            // the outcome, whatever else happened.
+            Err(e @ journal::JournalError::Replaced { .. }) => {
+                // What the run would have said ("run apply again to resume") is wrong now.
+                message = e.to_string();
+                exit = Exit::StepFailed;
+                outcome = "journal-lost";
+            }
+            Err(e) => tracing::error!("cannot record the end of the run: {e}"),
         }
         self.emit(&Event::RunFinished {
             outcome: outcome.to_string(),

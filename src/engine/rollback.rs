@@ -230,7 +230,17 @@ pub fn rollback(
         &opts.state,
         &lock::Holder::this_process("rollback", &who.user, clock.now()),
     )?;
-    let journal = Journal::open(&opts.state)?;
+    let mut journal = Journal::open(&opts.state)?;
+    // Undoing on one machine what was done on another would be worse than not undoing it.
+    super::identity::claim(&mut journal, pb, false)?;
+    let moved: Vec<_> =
+        super::identity::conflicts(pb, &journal.pairs()?, &[], &super::identity::identities(pb))
+            .into_iter()
+            .filter(super::identity::Conflict::is_moved)
+            .collect();
+    if !moved.is_empty() {
+        return Err(EngineError::Changed(moved));
+    }
     let plan_text;
     let targets: Vec<String>;
     {

@@ -110,8 +110,11 @@ pub fn lock_path(state_path: &Path) -> PathBuf {
 
 /// Takes the exclusive lock for `state_path` without waiting, creating `<state>.lock` (and its
 /// directory) if needed, and records `holder` in it.
+///
+/// The lock is named from the journal's real path (symlinks resolved): a journal reached by
+/// two spellings is still locked once.
 pub fn acquire(state_path: &Path, holder: &Holder) -> Result<LockGuard, LockError> {
-    let path = lock_path(state_path);
+    let path = lock_path(&super::resolve_path(state_path));
     let io_err = |source| LockError::Io {
         path: path.clone(),
         source,
@@ -159,7 +162,7 @@ pub fn acquire(state_path: &Path, holder: &Holder) -> Result<LockGuard, LockErro
 /// Reads who holds the lock for `state_path` without trying to take it; `None` if the file is
 /// missing, empty or unreadable. For `runner status`.
 pub fn read_holder_of(state_path: &Path) -> Option<Holder> {
-    let mut file = File::open(lock_path(state_path)).ok()?;
+    let mut file = File::open(lock_path(&super::resolve_path(state_path))).ok()?;
     read_holder(&mut file)
 }
 

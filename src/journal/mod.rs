@@ -92,6 +92,45 @@ pub enum JournalError {
     AttemptNotRunning { id: AttemptId, state: AttemptState },
     #[error("attempt {0} cannot be finished as running")]
     FinishAsRunning(AttemptId),
+    /// No journal at the path, but the copy a run saved when it found its journal deleted:
+    /// starting a new, empty journal would run every step again.
+    #[error(
+        "there is no journal at {path}, but {copy} holds the one a run saved when its journal was \
+         deleted; starting afresh would run steps already done again\n  = help: put it back with \
+         `mv {copy} {path}`; or, if the cutover really starts over, remove {copy}",
+        path = .path.display(), copy = .copy.display()
+    )]
+    RescuedCopy { path: PathBuf, copy: PathBuf },
+    /// The file at the journal's path is no longer the one this connection opened: someone
+    /// deleted, moved or replaced it. Every later write is refused, so nothing more starts
+    /// with its record going to a file nobody will read.
+    #[error(
+        "the journal {path} was {} while this run was using it, so nothing more is started; \
+         what this run recorded is no longer at that path.\n  = help: {}; do not run \
+         `runner apply` before the journal is back, or steps already done would run again",
+        if *.deleted { "deleted" } else { "replaced by another file" },
+        match (.rescued, .deleted) {
+            (Ok(copy), true) => format!(
+                "a copy of what this run's journal holds was saved to {}: check it, then put it \
+                 back with `mv {} {}`",
+                copy.display(), copy.display(), .path.display()
+            ),
+            (Ok(copy), false) => format!(
+                "a copy of what this run's journal holds was saved to {c}; the file now at {p} \
+                 is another one. To go on from this run's record instead: \
+                 `rm {p}-wal {p}-shm; mv {c} {p}` (the -wal and -shm files belong to the lost \
+                 file)",
+                c = copy.display(), p = .path.display()
+            ),
+            (Err(why), _) => format!("no copy of this run's journal could be saved ({why})"),
+        }
+    )]
+    Replaced {
+        path: PathBuf,
+        deleted: bool,
+        /// Where the journal as this connection knew it was saved, or why it could not be.
+        rescued: Result<PathBuf, String>,
+    },
 }
 
 /// Text enums as stored in the journal. Unknown text read back is a conversion error rather
@@ -306,6 +345,8 @@ pub struct Attempt {
     pub def_hash: String,
     /// Position in the journal-wide sequence when the attempt ended; orders completions.
     pub finish_seq: Option<i64>,
+    /// Where it ran (see [`Journal::bind_targets`]); `None` if recorded before identities were.
+    pub target_identity: Option<String>,
 }
 
 /// An operator decision about one step × target pair. A mark for a whole step is recorded as
@@ -339,6 +380,8 @@ pub struct Mark {
     pub host: String,
     pub at: Timestamp,
     pub reason: Option<String>,
+    /// The target's identity when the decision was made; `None` if unknown.
+    pub target_identity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,6 +413,9 @@ pub enum PairState {
         at: Timestamp,
         def_hash: String,
         by_mark: bool,
+        /// The identity of the target it succeeded on; `None` when the journal predates
+        /// identities.
+        target_identity: Option<String>,
     },
     /// Marked skip: counts as done, is never rolled back.
     Skipped {
@@ -485,6 +531,7 @@ pub fn derive_pair_state(history: &[HistoryEntry]) -> PairState {
                 at: m.at,
                 def_hash: m.def_hash.clone(),
                 by_mark: true,
+                target_identity: m.target_identity.clone(),
             },
             MarkKind::Retry => PairState::Pending,
             MarkKind::Skip => PairState::Skipped { at: m.at },
@@ -506,6 +553,7 @@ pub fn derive_pair_state(history: &[HistoryEntry]) -> PairState {
                     at,
                     def_hash: a.def_hash.clone(),
                     by_mark: false,
+                    target_identity: a.target_identity.clone(),
                 },
                 AttemptState::Failed | AttemptState::TimedOut | AttemptState::Interrupted
                     if rollback =>
@@ -547,6 +595,13 @@ pub fn schema_version() -> i64 {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    /// Device and inode of the file at `path` when it was opened: every write first checks
+    /// that the path still names that file.
+    file: Option<(u64, u64)>,
+    /// Set once the file was found deleted or replaced: where its content was saved.
+    lost: std::cell::RefCell<Option<(bool, Result<PathBuf, String>)>>,
+    /// Target name -> identity, recorded with every attempt and mark written from now on.
+    targets: std::collections::BTreeMap<String, String>,
 }
 
 impl fmt::Debug for Journal {
@@ -556,14 +611,23 @@ impl fmt::Debug for Journal {
 }
 
 const ATTEMPT_COLUMNS: &str = "id, run_id, step_id, target, kind, number, state, exit_code, \
-     started_at, ended_at, pid, host, message, def_hash, finish_seq";
-const MARK_COLUMNS: &str = "id, run_id, step_id, target, mark, def_hash, user, host, at, reason";
+     started_at, ended_at, pid, host, message, def_hash, finish_seq, target_identity";
+const MARK_COLUMNS: &str =
+    "id, run_id, step_id, target, mark, def_hash, user, host, at, reason, target_identity";
 
 impl Journal {
     /// Opens the journal at `path`, creating it (and its directory) if needed and migrating it
     /// to the current schema.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         let existed = path.exists();
+        if !existed {
+            if let Some(copy) = rescued_copies(path).into_iter().next() {
+                return Err(JournalError::RescuedCopy {
+                    path: path.to_owned(),
+                    copy,
+                });
+            }
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir_durably(dir)?;
         }
@@ -594,11 +658,16 @@ impl Journal {
                 path: path.to_owned(),
                 source,
             })?;
-        let journal = Journal {
+        let mut journal = Journal {
             conn,
             path: path.to_owned(),
+            file: None,
+            lost: std::cell::RefCell::new(None),
+            targets: std::collections::BTreeMap::new(),
         };
         journal.configure()?;
+        // After configure: the file exists now, whoever created it.
+        journal.file = file_id(path);
         Ok(journal)
     }
 
@@ -687,6 +756,7 @@ impl Journal {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
+        self.check_file()?;
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
@@ -700,6 +770,101 @@ impl Journal {
     ) -> Result<T, JournalError> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)?;
         f(&tx)
+    }
+
+    /// Whether the path still names the file this connection opened. The first time it does
+    /// not, what this connection sees is saved beside it (never over anything), so that the
+    /// operator can put it back.
+    fn check_file(&self) -> Result<(), JournalError> {
+        let mut lost = self.lost.borrow_mut();
+        if lost.is_none() {
+            let now = file_id(&self.path);
+            if self.file.is_none() || now == self.file {
+                return Ok(());
+            }
+            let deleted = now.is_none();
+            let rescued = self.rescue();
+            if deleted && rescued.is_ok() {
+                // Left without their file they are only a trap: a journal put back under this
+                // name would be "recovered" from them, pages of another file. This connection
+                // writes nothing more, and its open descriptors do not need the names.
+                for suffix in ["-wal", "-shm"] {
+                    let mut name = self.path.as_os_str().to_owned();
+                    name.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(name));
+                }
+            }
+            *lost = Some((deleted, rescued));
+        }
+        let (deleted, rescued) = lost.clone().unwrap_or((true, Err(String::new())));
+        Err(JournalError::Replaced {
+            path: self.path.clone(),
+            deleted,
+            rescued,
+        })
+    }
+
+    /// Writes what this connection sees to a new file beside the journal's path.
+    fn rescue(&self) -> Result<PathBuf, String> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "journal".into());
+        let copy = rescue_names(&self.path)
+            .find(|p| std::fs::symlink_metadata(p).is_err())
+            .ok_or_else(|| format!("{name}.rescued-1 to -99 all exist in {}", dir.display()))?;
+        let target = copy.to_string_lossy().into_owned();
+        self.conn
+            .execute("VACUUM INTO ?1", [&target])
+            .map_err(|e| format!("{}: {e}", copy.display()))?;
+        Ok(copy)
+    }
+
+    /// Binds target names to their identities (see the engine's identity rules): every attempt
+    /// and mark written through this connection from now on records the identity of its target,
+    /// so that a success is tied to where it happened.
+    pub fn bind_targets(&mut self, identities: std::collections::BTreeMap<String, String>) {
+        self.targets = identities;
+    }
+
+    /// This journal's random id, made when it was created (or migrated to schema 3).
+    pub fn journal_id(&self) -> Result<Option<String>, JournalError> {
+        self.meta("journal_id")
+    }
+
+    /// The name of the playbook this journal belongs to; `None` until a run claims it.
+    pub fn playbook(&self) -> Result<Option<String>, JournalError> {
+        self.meta("playbook")
+    }
+
+    /// Records which playbook this journal belongs to.
+    pub fn set_playbook(&self, name: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO journal_meta (key, value) VALUES ('playbook', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [name],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM journal_meta WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Records the start of a run and returns its id.
@@ -791,8 +956,8 @@ impl Journal {
             let id = next_seq(tx)?;
             tx.execute(
                 "INSERT INTO attempts (id, run_id, step_id, target, kind, number, state, \
-                 started_at, pid, host, def_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 started_at, pid, host, def_hash, target_identity) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     id,
                     a.run.0,
@@ -805,6 +970,7 @@ impl Journal {
                     a.pid,
                     a.host,
                     a.def_hash,
+                    self.targets.get(&a.target),
                 ],
             )?;
             Ok(AttemptId(id))
@@ -861,7 +1027,8 @@ impl Journal {
                 let id = next_seq(tx)?;
                 tx.execute(
                     "INSERT INTO marks (id, run_id, step_id, target, mark, def_hash, user, host, \
-                     at, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     at, reason, target_identity) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         id,
                         m.run.as_ref().map(|r| r.0.as_str()),
@@ -873,6 +1040,7 @@ impl Journal {
                         m.host,
                         m.at.to_string(),
                         m.reason,
+                        self.targets.get(&m.target),
                     ],
                 )?;
             }
@@ -1122,6 +1290,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         message: r.get(12)?,
         def_hash: r.get(13)?,
         finish_seq: r.get(14)?,
+        target_identity: r.get(15)?,
     })
 }
 
@@ -1137,6 +1306,7 @@ fn mark_from_row(r: &Row<'_>) -> rusqlite::Result<Mark> {
         host: r.get(7)?,
         at: timestamp(r, 8)?,
         reason: r.get(9)?,
+        target_identity: r.get(10)?,
     })
 }
 
@@ -1154,6 +1324,72 @@ fn parse_timestamp(idx: usize, text: &str) -> rusqlite::Result<Timestamp> {
     text.parse().map_err(|e: jiff::Error| {
         rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into())
     })
+}
+
+/// The names a rescued copy of the journal at `path` is saved under, in the order tried.
+fn rescue_names(path: &Path) -> impl Iterator<Item = PathBuf> {
+    let mut base = path.as_os_str().to_owned();
+    base.push(".rescued");
+    (1..100).map(move |n| {
+        let mut name = base.clone();
+        if n > 1 {
+            name.push(format!("-{n}"));
+        }
+        PathBuf::from(name)
+    })
+}
+
+/// Rescued copies of the journal at `path` that exist.
+fn rescued_copies(path: &Path) -> Vec<PathBuf> {
+    rescue_names(path)
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect()
+}
+
+/// Device and inode of the file `path` names now (following symlinks); `None` if there is none.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The path a journal (or playbook) really lives at: symlinks resolved, also a dangling one at
+/// the end (the journal it points to will be created there) and missing folders (they will be
+/// created). Two spellings of one journal must give one lock and one file. Falls back to the
+/// path as given when nothing of it can be resolved.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    // A symlink at the end that points nowhere yet: follow it by hand (bounded, like the kernel).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() && !p.exists() => match std::fs::read_link(&p) {
+                Ok(to) => p = p.parent().map(|d| d.join(&to)).unwrap_or(to),
+                Err(_) => break,
+            },
+            _ => break,
+        }
+    }
+    if let Ok(c) = std::fs::canonicalize(&p) {
+        return c;
+    }
+    // Canonicalize the longest part that exists and keep the rest as written.
+    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
+    let mut cur = p.as_path();
+    while let (Some(parent), Some(name)) = (cur.parent(), cur.file_name()) {
+        rest.push(name);
+        let base = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(mut c) = std::fs::canonicalize(base) {
+            for name in rest.iter().rev() {
+                c.push(name);
+            }
+            return c;
+        }
+        cur = parent;
+    }
+    path.to_path_buf()
 }
 
 /// Creates `dir` and any missing ancestors, then fsyncs the parent of each directory it created
@@ -1221,6 +1457,7 @@ mod tests {
             message: finished.then(|| format!("m{id}")),
             def_hash: format!("h{id}"),
             finish_seq: finished.then_some(id + 10_000),
+            target_identity: Some("local".into()),
         })
     }
 
@@ -1236,6 +1473,7 @@ mod tests {
             host: "jump".into(),
             at: t(id + 2000),
             reason: None,
+            target_identity: None,
         })
     }
 
@@ -1273,6 +1511,7 @@ mod tests {
                     at: t(id + 2000),
                     def_hash: format!("mh{id}"),
                     by_mark: true,
+                    target_identity: None,
                 },
                 MarkKind::Retry => PairState::Pending,
                 MarkKind::Skip => PairState::Skipped { at: t(id + 2000) },
@@ -1290,6 +1529,7 @@ mod tests {
                     at: t(id + 1000),
                     def_hash: format!("h{id}"),
                     by_mark: false,
+                    target_identity: Some("local".into()),
                 },
                 (false, state) => PairState::Failed {
                     at: t(id + 1000),

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub const APPLICATION_ID: i32 = 0x524E_4A31;
 
 /// `MIGRATIONS[n]` takes a journal from schema version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes and understands.
 pub fn current_version() -> i64 {
@@ -123,6 +123,22 @@ CREATE TABLE attempt_notes (
 const V3: &str = "
 ALTER TABLE runs ADD COLUMN simulated_from TEXT;
 ALTER TABLE runs ADD COLUMN real_started_at TEXT;
+";
+
+/// Version 4: identities. A success means "this work, on this machine, for this cutover": each
+/// attempt and mark records the address of its target (`target_identity`, e.g.
+/// `ssh://administrator@192.168.16.3:22`), and the journal records its own random id and the
+/// name of the playbook it belongs to (`journal_meta`). Rows written before this version have
+/// no target identity (NULL: unknown), and a journal migrated from version 2 belongs to the
+/// first playbook that writes to it.
+const V4: &str = "
+ALTER TABLE attempts ADD COLUMN target_identity TEXT;
+ALTER TABLE marks ADD COLUMN target_identity TEXT;
+CREATE TABLE journal_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO journal_meta (key, value) VALUES ('journal_id', lower(hex(randomblob(16))));
 ";
 
 /// Why a migration could not run.
