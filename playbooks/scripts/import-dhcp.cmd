@@ -17,7 +17,8 @@ rem Runs in the ACME-Migration task, like every step that writes to the
 rem directory on behalf of the operator (authorizing a DHCP server needs an
 rem enterprise administrator's credentials).
 rem   (no argument)  hands itself to the task and waits.
-rem   verify         the comparison alone (the step's check); runs directly.
+rem   verify         the comparison alone (the step's check, also run in the
+rem                  task: it reads the authorizations in the directory).
 rem   undo           (the step's rollback) authorizes old-sbs again, deletes the
 rem                  imported scope and stops and disables the DHCP service on
 rem                  new-sbs; the rollback of dhcp-stop-old then starts

@@ -55,8 +55,8 @@ for /f "tokens=1,2 delims=:" %%a in ("%~1") do (
 goto :eof
 
 :dc
-netdom query fsmo
-netdom query fsmo | find /i /c "%NEW%" | findstr /x "5" >nul || call :bad "%NEW% does not hold all five FSMO roles"
+netdom query fsmo /server:%NEW%
+netdom query fsmo /server:%NEW% | find /i /c "%NEW%" | findstr /x "5" >nul || call :bad "%NEW% does not hold all five FSMO roles"
 powershell -NoProfile -NonInteractive -Command "if (([ADSI]'LDAP://%NEW%/RootDSE').isGlobalCatalogReady -eq 'TRUE') { exit 0 } else { exit 1 }" || call :bad "%NEW% is not a ready global catalog"
 net share | findstr /b /c:"NETLOGON " /c:"SYSVOL " | find /c /v "" | findstr /x "2" >nul || call :bad "%NEW% does not share NETLOGON and SYSVOL"
 nslookup -type=SRV _ldap._tcp.dc._msdcs.%DOMAIN% 127.0.0.1 2>nul | findstr /i /c:"%NEW%.%DOMAIN%" || call :bad "%NEW% does not answer the SRV record of %DOMAIN% for itself"
@@ -83,7 +83,7 @@ dnscmd %NEW% /enumzones | findstr /i /c:"_msdcs.%DOMAIN%" /c:" %DOMAIN% " >nul |
 exit /b %BAD%
 
 :demotion
-netdom query fsmo | find /i /c "%NEW%" | findstr /x "5" >nul || call :bad "%NEW% does not hold all five FSMO roles"
+netdom query fsmo /server:%NEW% | find /i /c "%NEW%" | findstr /x "5" >nul || call :bad "%NEW% does not hold all five FSMO roles"
 dsquery * "CN=Microsoft Exchange,CN=Services,CN=Configuration,%DN%" -s %NEW% -filter "(objectClass=msExchExchangeServer)" -attr cn | findstr /i /c:"%OLD%" && call :bad "%OLD% is still an Exchange server of the organization"
 powershell -NoProfile -NonInteractive -Command "if (([ADSI]'LDAP://%NEW%/RootDSE').isGlobalCatalogReady -eq 'TRUE') { exit 0 } else { exit 1 }" || call :bad "%NEW% is not a ready global catalog"
 exit /b %BAD%
