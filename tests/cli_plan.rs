@@ -310,7 +310,10 @@ fn the_flagship_runs_nothing_on_windows_2000_follows_kb884453_and_keeps_its_revi
         ("outlook-profiles-redirected", "remove-exchange-2000"),
         ("demote-old", "dhcp-dns-new-only"),
     ] {
-        assert!(pos(before) < pos(after), "{before} must come before {after}");
+        assert!(
+            pos(before) < pos(after),
+            "{before} must come before {after}"
+        );
     }
     assert!(
         !steps.iter().any(|s| s["id"] == "exchange-forestprep"),
@@ -322,7 +325,11 @@ fn the_flagship_runs_nothing_on_windows_2000_follows_kb884453_and_keeps_its_revi
 
     let r = runner(&args("text"), root, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("deadline 7d after transfer-fsmo"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("deadline 7d after transfer-fsmo"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("deadline 21d"), "{}", r.stdout);
 }
 
