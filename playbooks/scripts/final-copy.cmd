@@ -53,6 +53,8 @@ call C:\mig\bin\copy-share.cmd %SHARES%
 exit /b %errorlevel%
 
 rem Saves NAME.def (REG_MULTI_SZ data) and NAME.sd (REG_BINARY data) once.
+rem Both fit on one line: set /p reads them back (up to 1023 characters;
+rem a share's definition and its security descriptor in hex are far less).
 :save_one
 if exist "%SAVE%\%~1.def" (
     echo %~1: definition already saved in %SAVE%.
