@@ -19,7 +19,7 @@ rem ===========================================================================
 setlocal EnableDelayedExpansion
 set BASE=HKLM\SYSTEM\CurrentControlSet\Services\MSExchangeIS\%COMPUTERNAME%
 set STORE=
-for /f "delims=" %%k in ('reg query "%BASE%" ^| findstr /i /c:"\Private-"') do set "STORE=%%k"
+for /f "delims=" %%k in ('reg query "%BASE%" ^| findstr /i /c:"Private-"') do set "STORE=%%k"
 if not defined STORE (
     echo No mailbox store key Private-* under %BASE%: is Exchange 2003 installed? 1>&2
     exit /b 1
