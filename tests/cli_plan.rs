@@ -264,6 +264,75 @@ fn the_flagship_plan_separates_daytime_checks_from_nights_and_meets_its_deadline
     assert!(!o.contains("[deadline-missed]"), "{o}");
 }
 
+/// The flagship reaches Windows 2000 only through paths that exist (no step runs on old-sbs,
+/// which has no WinRM), follows KB 884453's order, keeps Exchange 2000 until every Outlook
+/// profile has moved, is scheduled within the 7-day grace period, and keeps its review short
+/// enough that a reviewer reads every warning.
+#[test]
+fn the_flagship_runs_nothing_on_windows_2000_follows_kb884453_and_keeps_its_review_short() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let args = |format: &'static str| {
+        [
+            "plan",
+            "playbooks/sbs2000-to-sbs2003.yaml",
+            "--format",
+            format,
+            "--start",
+            "2026-12-14T13:00:00-06:00",
+        ]
+    };
+    let r = runner(&args("json"), root, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    for s in steps {
+        let targets = s["targets"].as_array().unwrap();
+        assert!(
+            !targets.iter().any(|t| t == "old-sbs"),
+            "{} runs on old-sbs",
+            s["id"]
+        );
+    }
+    let pos = |id: &str| {
+        steps
+            .iter()
+            .position(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("the flagship has no step {id}"))
+    };
+    for (before, after) in [
+        ("schema-fix-kb314649", "adprep-forestprep"),
+        ("adprep-domainprep", "promote-new"),
+        ("promote-new", "transfer-fsmo"),
+        ("transfer-fsmo", "sbs-setup-new"),
+        ("sbs-setup-new", "remote-management-new"),
+        ("connect-internet-wizard", "dhcp-stop-old"),
+        ("raise-store-limit-new", "move-mailboxes-batch-1"),
+        ("outlook-profiles-redirected", "remove-exchange-2000"),
+        ("demote-old", "dhcp-dns-new-only"),
+    ] {
+        assert!(
+            pos(before) < pos(after),
+            "{before} must come before {after}"
+        );
+    }
+    assert!(
+        !steps.iter().any(|s| s["id"] == "exchange-forestprep"),
+        "SBS Setup runs Exchange ForestPrep itself"
+    );
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(warnings.len() <= 5, "{warnings:#?}");
+    assert!(!warnings.iter().any(|w| w["code"] == "deadline-missed"));
+
+    let r = runner(&args("text"), root, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("deadline 7d after transfer-fsmo"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("deadline 21d"), "{}", r.stdout);
+}
+
 #[test]
 fn a_missed_deadline_is_a_review_warning() {
     let dir = tempfile::tempdir().unwrap();

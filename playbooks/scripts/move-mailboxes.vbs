@@ -1,11 +1,17 @@
 ' ===========================================================================
 ' move-mailboxes.vbs: mailbox moves for the ACME migration, run on new-sbs.
 '
-'   cscript //nologo move-mailboxes.vbs /move GROUP SERVER
+'   cscript //nologo move-mailboxes.vbs /move GROUP SERVER [HH:MM]
 '       Moves the mailbox of every member of the security group GROUP to the
 '       first mailbox store of SERVER. Members already on SERVER are skipped,
 '       so running it again after an interruption only moves what is left.
-'       Exit code: the number of mailboxes that failed (0 = all moved).
+'       With HH:MM (the cutoff, local time of the server): no mailbox move is
+'       started between HH:MM and 18:00, so that a batch ends before the
+'       customer's business hours even when it runs slower than estimated;
+'       the move that is running at the cutoff finishes. The rest is moved
+'       when the step runs again on the next night.
+'       Exit code: the number of mailboxes that failed (0 = all moved), or
+'       250 when the cutoff stopped the batch before every mailbox moved.
 '       Needs the Exchange 2003 management tools (CDOEXM) and credentials
 '       that reach both servers: run it through job.cmd.
 '   cscript //nologo move-mailboxes.vbs /verify GROUP SERVER
@@ -31,8 +37,13 @@ If args.Count < 2 Then Usage
 
 Select Case LCase(args(0))
     Case "/move"
-        If args.Count <> 3 Then Usage
-        WScript.Quit MoveGroup(args(1), args(2))
+        If args.Count = 3 Then
+            WScript.Quit MoveGroup(args(1), args(2), "")
+        ElseIf args.Count = 4 Then
+            WScript.Quit MoveGroup(args(1), args(2), args(3))
+        Else
+            Usage
+        End If
     Case "/verify"
         If args.Count <> 3 Then Usage
         WScript.Quit VerifyGroup(args(1), args(2))
@@ -44,7 +55,7 @@ Select Case LCase(args(0))
 End Select
 
 Sub Usage()
-    WScript.Echo "usage: move-mailboxes.vbs /move GROUP SERVER | /verify GROUP SERVER | /remaining SERVER"
+    WScript.Echo "usage: move-mailboxes.vbs /move GROUP SERVER [HH:MM] | /verify GROUP SERVER | /remaining SERVER"
     WScript.Quit 255
 End Sub
 
@@ -108,15 +119,25 @@ Function HomeMdbOf(userDn)
     Err.Clear
 End Function
 
-Function MoveGroup(group, server)
-    Dim target, userDn, home, person, mailbox, failures, moved, skipped
+' True when it is past the cutoff HH:MM and before 18:00 (the evening start).
+Function PastCutoff(cutoff)
+    Dim t
+    PastCutoff = False
+    If cutoff = "" Then Exit Function
+    t = TimeValue(Now)
+    PastCutoff = (t >= TimeValue(cutoff)) And (t < TimeValue("18:00"))
+End Function
+
+Function MoveGroup(group, server, cutoff)
+    Dim target, userDn, home, person, mailbox, failures, moved, skipped, stopped
     target = StoreOf(server)
     If target = "" Then
         WScript.Echo "No mailbox store found on " & server & "."
         WScript.Quit 253
     End If
     WScript.Echo "Target store: " & target
-    failures = 0 : moved = 0 : skipped = 0
+    failures = 0 : moved = 0 : skipped = 0 : stopped = 0
+    If cutoff <> "" Then WScript.Echo "Cutoff: no move starts between " & cutoff & " and 18:00"
     For Each userDn In Members(group)
         home = HomeMdbOf(userDn)
         If home = "" Then
@@ -125,6 +146,9 @@ Function MoveGroup(group, server)
         ElseIf OnServer(home, server) Then
             WScript.Echo "SKIP (already on " & server & ") " & userDn
             skipped = skipped + 1
+        ElseIf PastCutoff(cutoff) Then
+            WScript.Echo "LEFT (cutoff " & cutoff & " reached) " & userDn
+            stopped = stopped + 1
         Else
             WScript.Echo Now & " MOVE " & userDn
             On Error Resume Next
@@ -142,8 +166,12 @@ Function MoveGroup(group, server)
             On Error GoTo 0
         End If
     Next
-    WScript.Echo Now & " moved " & moved & ", skipped " & skipped & ", failed " & failures
-    MoveGroup = failures
+    WScript.Echo Now & " moved " & moved & ", skipped " & skipped & ", failed " & failures & ", left for the next night " & stopped
+    If failures = 0 And stopped > 0 Then
+        MoveGroup = 250
+    Else
+        MoveGroup = failures
+    End If
 End Function
 
 Function VerifyGroup(group, server)
