@@ -17,7 +17,9 @@ pub mod lock;
 mod notifications;
 mod schema;
 
-pub use notifications::{NewNotification, Notification};
+pub use notifications::{
+    summarize as summarize_notifications, DeliverySummary, NewNotification, Notification,
+};
 
 pub use lock::{
     acquire, host_name, lock_path, process_alive, read_holder_of, Holder, LockError, LockGuard,

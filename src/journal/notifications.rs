@@ -81,3 +81,49 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+/// One notification to one sink, with all its tries folded into where it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverySummary {
+    pub run_id: String,
+    pub event_id: String,
+    pub event: String,
+    pub sink: String,
+    /// `delivered`, `given-up`, `dropped`, or `failed` (a retry was still due when the record
+    /// ends: the runner may still be running, or died).
+    pub outcome: String,
+    pub tries: u32,
+    /// The last try.
+    pub at: Timestamp,
+    /// What the last try got.
+    pub detail: String,
+}
+
+/// Folds tries into one line per notification and sink, in the order they were first tried.
+pub fn summarize(records: &[Notification]) -> Vec<DeliverySummary> {
+    let mut out: Vec<DeliverySummary> = Vec::new();
+    for r in records {
+        match out
+            .iter_mut()
+            .find(|s| s.event_id == r.event_id && s.sink == r.sink)
+        {
+            Some(s) => {
+                s.outcome = r.outcome.clone();
+                s.tries = s.tries.max(r.attempt);
+                s.at = r.at;
+                s.detail = r.detail.clone();
+            }
+            None => out.push(DeliverySummary {
+                run_id: r.run_id.clone(),
+                event_id: r.event_id.clone(),
+                event: r.event.clone(),
+                sink: r.sink.clone(),
+                outcome: r.outcome.clone(),
+                tries: r.attempt,
+                at: r.at,
+                detail: r.detail.clone(),
+            }),
+        }
+    }
+    out
+}

@@ -118,7 +118,13 @@ pub struct HttpUrl {
 impl HttpUrl {
     /// Parses `http://host[:port]/path?query` or `https://...`; the error says what is wrong.
     pub fn parse(text: &str) -> Result<HttpUrl, String> {
-        let uri: hyper::Uri = text.trim().parse().map_err(|e| format!("{e}"))?;
+        if !text.contains("://") {
+            return Err("it has no scheme (http:// or https://)".into());
+        }
+        let uri: hyper::Uri = text
+            .trim()
+            .parse()
+            .map_err(|e| format!("it does not parse as a URL ({e})"))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
