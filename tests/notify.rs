@@ -8,7 +8,6 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common_cli::runner;
 use runner::journal::Journal;
@@ -120,62 +119,110 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     })
 }
 
-/// A real SMTP server (aiosmtpd) on 127.0.0.1 that stores every message in a Maildir.
+/// A real SMTP server (Debian's aiosmtpd) on 127.0.0.1 that stores every message in a
+/// Maildir, requires `AUTH` with the given user and password, and with a certificate and key
+/// requires STARTTLS (before AUTH too).
+const SMTP_SERVER: &str = r#"
+import ssl, sys
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+port, maildir, user, password, cert, key = sys.argv[1:7]
+
+def check(server, session, envelope, mechanism, data):
+    ok = (isinstance(data, LoginPassword) and data.login.decode() == user
+          and data.password.decode() == password)
+    return AuthResult(success=ok)
+
+tls = {}
+if cert:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    tls = dict(tls_context=ctx, require_starttls=True)
+c = Controller(Mailbox(maildir), hostname="127.0.0.1", port=int(port), authenticator=check,
+               auth_required=True, auth_require_tls=bool(cert), **tls)
+c.start()
+print("ready", flush=True)
+sys.stdin.read()
+c.stop()
+"#;
+
 struct SmtpServer {
     child: Child,
     port: u16,
     maildir: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl SmtpServer {
-    fn start(extra: &[&str]) -> SmtpServer {
+    /// `tls`: serve STARTTLS with a certificate for `localhost` (see [`SmtpServer::ca`]).
+    fn start(tls: bool) -> SmtpServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let maildir = dir.path().join("mail");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        if tls {
+            let ok = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(ok.success(), "openssl made no certificate");
+        }
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("address").port()
         };
-        let child = Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        let path = |p: &Path| {
+            if tls {
+                p.display().to_string()
+            } else {
+                String::new()
+            }
+        };
+        let mut child = Command::new("/usr/bin/python3")
+            .args([
+                "-W",
+                "ignore::UserWarning",
+                "-c",
+                SMTP_SERVER,
+                &port.to_string(),
+            ])
             .arg(&maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .args(["runner", SMTP_PASSWORD, &path(&cert), &path(&key)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
-            .expect("python3 -m aiosmtpd starts (scripts/test.sh installs python3-aiosmtpd)");
-        let mut server = SmtpServer {
+            .expect("python3 starts (scripts/test.sh installs python3-aiosmtpd)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
+        SmtpServer {
             child,
             port,
             maildir,
-            _dir: dir,
-        };
-        // Ready when it accepts a connection and greets.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-                let mut greeting = String::new();
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = BufReader::new(&s).read_line(&mut greeting);
-                if greeting.starts_with("220") {
-                    let _ = (&s).write_all(b"QUIT\r\n");
-                    return server;
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = server.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("aiosmtpd exited ({status}) before it listened: {err}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            dir,
         }
+    }
+
+    /// The server's self-signed certificate, for the runner's trust (`SSL_CERT_FILE`).
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
     }
 
     /// Every stored message, as raw text.
@@ -203,6 +250,11 @@ impl Drop for SmtpServer {
 /// A playbook in a fresh directory: a step that succeeds, one that prints a secret and fails
 /// with exit code 3, and one on an ssh target (whose password is the secret) that never runs.
 fn failing_playbook(notify: &str) -> (tempfile::TempDir, PathBuf) {
+    failing_playbook_echoing(notify, "$NOTIFY_DC_PASSWORD")
+}
+
+/// The same, with the first output line of the failing step being `copying with {echo}`.
+fn failing_playbook_echoing(notify: &str, echo: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
         r#"name: Acme night
@@ -228,8 +280,8 @@ steps:
     name: Copy the data
     on: box
     run: |
-      echo "copying with $NOTIFY_DC_PASSWORD"
-      echo "disk full" >&2
+      echo "copying with {echo}"
+      echo "disk full"
       exit 3
   - id: later
     on: dc
@@ -421,11 +473,13 @@ fn ntfy_gets_a_readable_message_with_title_priority_and_tags() {
 
 #[test]
 fn mail_reaches_a_real_smtp_server_with_the_same_facts_masked() {
-    let smtp = SmtpServer::start(&[]);
-    let (dir, _) = failing_playbook(&format!(
-        "  - email:\n      to: [consultant@example.com, ops@example.com]\n      from: runner@example.com\n      smtp: {{ host: 127.0.0.1, port: {}, tls: none }}\n    on: [step-failed]",
+    let smtp = SmtpServer::start(false);
+    // The step shows both the target's password and the mail server's: both are the run's
+    // secrets.
+    let (dir, _) = failing_playbook_echoing(&format!(
+        "  - email:\n      to: [consultant@example.com, ops@example.com]\n      from: runner@example.com\n      smtp: {{ host: 127.0.0.1, port: {}, tls: none, user: runner, password: {{ env: NOTIFY_SMTP_PASSWORD }} }}\n    on: [step-failed]",
         smtp.port
-    ));
+    ), "$NOTIFY_DC_PASSWORD and $NOTIFY_SMTP_PASSWORD");
     let out = apply(dir.path(), &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let mails = smtp.messages();
@@ -447,11 +501,17 @@ fn mail_reaches_a_real_smtp_server_with_the_same_facts_masked() {
         "step `copy` failed on `box` (exit code 3)",
         "Step:      copy (Copy the data)",
         "Exit code: 3",
-        "  copying with ********",
+        "  copying with ******** and ********",
         "  disk full",
         "Next: fix the cause, then: runner apply acme.yaml",
     ] {
         assert!(body.contains(want), "no `{want}` in:\n{body}");
+    }
+    // Nor does the mail server's password reach the terminal or the run's log.
+    assert_no_secret(&out.stdout);
+    assert_no_secret(&out.stderr);
+    for f in walk(&dir.path().join(".runner/runs")) {
+        assert_no_secret(&std::fs::read_to_string(&f).unwrap_or_default());
     }
     let rows = journal(dir.path())
         .notifications(None)
@@ -463,6 +523,19 @@ fn mail_reaches_a_real_smtp_server_with_the_same_facts_masked() {
         "email to consultant@example.com, ops@example.com"
     );
     assert!(rows[0].detail.starts_with("SMTP 250"), "{}", rows[0].detail);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
@@ -758,4 +831,56 @@ fn the_plan_shows_sinks_without_secrets_and_warns_about_unencrypted_mail() {
         v["$defs"]["RawSmtp"]["properties"]["tls"]["anyOf"][0]["$ref"],
         "#/$defs/SmtpTls"
     );
+}
+
+fn starttls_playbook(smtp: &SmtpServer) -> tempfile::TempDir {
+    let (dir, _) = failing_playbook(&format!(
+        "  - email:\n      to: consultant@example.com\n      from: runner@example.com\n      smtp: {{ host: localhost, port: {}, tls: starttls, user: runner, password: {{ env: NOTIFY_SMTP_PASSWORD }} }}\n    on: [step-failed]",
+        smtp.port
+    ));
+    dir
+}
+
+#[test]
+fn mail_over_starttls_logs_in_and_reaches_the_server() {
+    let smtp = SmtpServer::start(true);
+    let dir = starttls_playbook(&smtp);
+    let ca = smtp.ca().display().to_string();
+    let out = apply(dir.path(), &[("SSL_CERT_FILE", &ca)]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = journal(dir.path())
+        .notifications(None)
+        .expect("notifications");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].outcome, "delivered", "{rows:#?}");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0]
+        .contains("Subject: [runner] Acme night: step `copy` failed on `box` (exit code 3)"));
+    assert_no_secret(&mails[0]);
+}
+
+#[test]
+fn mail_to_a_server_whose_certificate_is_not_trusted_is_not_sent() {
+    let smtp = SmtpServer::start(true);
+    let dir = starttls_playbook(&smtp);
+    let out = apply(dir.path(), &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(smtp.messages().is_empty());
+    let rows = journal(dir.path())
+        .notifications(None)
+        .expect("notifications");
+    let tries: Vec<(&str, u32)> = rows
+        .iter()
+        .map(|r| (r.outcome.as_str(), r.attempt))
+        .collect();
+    assert_eq!(tries, [("failed", 1), ("given-up", 2)], "{rows:#?}");
+    assert!(
+        rows[0].detail.starts_with("mail failed:"),
+        "{}",
+        rows[0].detail
+    );
+    for r in &rows {
+        assert_no_secret(&r.detail);
+    }
 }

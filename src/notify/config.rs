@@ -83,6 +83,14 @@ impl Sink {
         self.on.contains(&e)
     }
 
+    /// The SMTP password reference of a mail sink.
+    pub fn smtp_password(&self) -> Option<&SecretRef> {
+        match &self.kind {
+            SinkKind::Email(e) => e.smtp.password.as_ref(),
+            _ => None,
+        }
+    }
+
     /// How the sink is named in the journal, `status` and the report: the kind and where to,
     /// without a URL's path or query (webhook URLs often carry a token there).
     pub fn label(&self) -> String {
