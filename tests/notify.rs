@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use common_cli::runner;
 use runner::journal::Journal;
@@ -45,6 +45,7 @@ impl Request {
 struct Receiver {
     port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
+    arrived: Arc<Condvar>,
 }
 
 impl Receiver {
@@ -52,12 +53,14 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
         let port = listener.local_addr().expect("address").port();
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
-        let seen = Arc::clone(&requests);
+        let arrived: Arc<Condvar> = Arc::default();
+        let (seen, signal) = (Arc::clone(&requests), Arc::clone(&arrived));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 if let Some(r) = read_request(&stream) {
                     seen.lock().unwrap().push(r);
+                    signal.notify_all();
                 }
                 let reason = if status < 300 { "OK" } else { "Refused" };
                 let body = if status < 300 {
@@ -74,7 +77,26 @@ impl Receiver {
                 );
             }
         });
-        Receiver { port, requests }
+        Receiver {
+            port,
+            requests,
+            arrived,
+        }
+    }
+
+    /// Blocks until `n` requests have arrived (or fails after a minute).
+    fn wait_for(&self, n: usize) -> Vec<Request> {
+        let guard = self.requests.lock().unwrap();
+        let (guard, timeout) = self
+            .arrived
+            .wait_timeout_while(guard, std::time::Duration::from_secs(60), |r| r.len() < n)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "only {} requests arrived",
+            guard.len()
+        );
+        guard.clone()
     }
 
     fn url(&self, path: &str) -> String {
@@ -883,4 +905,62 @@ fn mail_to_a_server_whose_certificate_is_not_trusted_is_not_sent() {
     for r in &rows {
         assert_no_secret(&r.detail);
     }
+}
+
+#[test]
+fn a_run_waiting_for_the_window_says_so_while_it_waits() {
+    let hook = Receiver::start(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("acme.yaml"),
+        format!(
+            r#"name: Acme night
+window:
+  timezone: UTC
+  business_hours:
+    - {{ days: mon-fri, from: "07:00", to: "18:00" }}
+  when_closed: wait
+targets:
+  box: {{ transport: local }}
+notify:
+  - webhook: {}
+    on: [window-closing, night-done, run-finished]
+steps:
+  - id: one
+    on: box
+    run: echo one
+    estimate: 1m
+"#,
+            hook.url("/hook")
+        ),
+    )
+    .expect("write");
+    // Started at noon on a Tuesday: the run waits until 18:00.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", "acme.yaml"])
+        .current_dir(dir.path())
+        .env("RUNNER_NOW", "2026-12-01T12:00:00Z")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runner starts");
+    let first = hook.wait_for(1);
+    let ev = first[0].json();
+    assert_eq!(ev["type"], "runner.window.closing");
+    assert_eq!(
+        ev["data"]["summary"],
+        "the window is closed: the run waits; `one` may start Tue 1 Dec 2026 18:00 UTC"
+    );
+    assert_eq!(ev["data"]["next_start"], "2026-12-01T18:00:00Z");
+    // Ctrl-C ends the wait; the run reports how it ended.
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("runner ends");
+    assert_eq!(status.code(), Some(130));
+    let all = hook.wait_for(2);
+    let fin = all[1].json();
+    assert_eq!(fin["type"], "runner.run.finished");
+    assert_eq!(fin["data"]["outcome"], "interrupted");
+    assert_eq!(fin["data"]["next"], "runner apply acme.yaml");
 }
