@@ -964,3 +964,62 @@ steps:
     assert_eq!(fin["data"]["outcome"], "interrupted");
     assert_eq!(fin["data"]["next"], "runner apply acme.yaml");
 }
+
+#[test]
+fn a_step_left_in_doubt_asks_an_operator_to_decide() {
+    use runner::journal::{AttemptKind, NewAttempt, NewRun, RunCommand};
+    let hook = Receiver::start(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("acme.yaml"),
+        format!(
+            "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  box: {{ transport: local }}\nnotify:\n  - webhook: {}\n    on: [operator-needed]\nsteps:\n  - id: move-mailboxes\n    on: box\n    run: echo moving\n",
+            hook.url("/hook")
+        ),
+    )
+    .expect("write");
+    // An earlier runner died while the step ran: a `running` attempt of a process that is gone.
+    let j = Journal::open(&dir.path().join(".runner/acme.db")).expect("journal");
+    let at: jiff::Timestamp = "2026-12-01T19:00:00Z".parse().unwrap();
+    let run = j
+        .begin_run(&NewRun {
+            command: RunCommand::Apply,
+            playbook_path: "acme.yaml".into(),
+            playbook_sha256: "0".repeat(64),
+            started_at: at,
+            user: "night".into(),
+            host: host(),
+            pid: 999_999,
+            args: vec![],
+        })
+        .expect("run");
+    j.begin_attempt(&NewAttempt {
+        run,
+        step_id: "move-mailboxes".into(),
+        target: "box".into(),
+        kind: AttemptKind::Run,
+        number: 1,
+        started_at: at,
+        pid: 999_999,
+        host: host(),
+        def_hash: "old".into(),
+    })
+    .expect("attempt");
+    drop(j);
+
+    let out = apply(dir.path(), &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    let ev = reqs[0].json();
+    assert_eq!(ev["type"], "runner.operator.needed");
+    assert_eq!(ev["subject"], "move-mailboxes@box");
+    assert_eq!(
+        ev["data"]["summary"],
+        "step `move-mailboxes` is in doubt on `box`: an operator must decide"
+    );
+    assert_eq!(
+        ev["data"]["next"],
+        "inspect the target, then: runner mark acme.yaml move-mailboxes@box done|retry|skip && runner apply acme.yaml"
+    );
+}
