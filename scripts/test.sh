@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test.
-# The tests start their own OpenSSH servers on 127.0.0.x; this only makes sure sshd (and the
-# python3 that uploads use on the target, and tmux for the terminal tests) exist.
+# The tests start their own OpenSSH servers on 127.0.0.x (and an SMTP server for the notification
+# tests); this only makes sure sshd, the python3 that uploads use on the target, aiosmtpd and tmux
+# (for the terminal tests) exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ fi
 [ -x /usr/bin/python3 ] || PACKAGES+=(python3)
 # tests/terminal.rs closes a real terminal under a running apply (SIGHUP) with tmux.
 command -v tmux >/dev/null 2>&1 || PACKAGES+=(tmux)
+# The notification tests hand mail to a real SMTP server on loopback (aiosmtpd).
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || PACKAGES+=(python3-aiosmtpd)
 if [ "${#PACKAGES[@]}" -gt 0 ]; then
   echo "installing ${PACKAGES[*]} (the tests start real sshd processes on loopback)" >&2
   $SUDO apt-get update -qq

@@ -13,6 +13,7 @@ use runner::clock::{self, Clock};
 use runner::engine::{self, event::Reporter, interrupt::Interrupt};
 use runner::exit::Exit;
 use runner::journal::{Journal, MarkKind};
+use runner::notify::{Notifier, NotifyError, Tee};
 use runner::plan::{self, saved::SavedPlanError, PlanError};
 use runner::playbook::{self, LoadError, Playbook};
 use runner::progress;
@@ -237,6 +238,9 @@ enum PlanFormat {
     Json,
 }
 
+/// How long the end of a run waits for notifications still being delivered.
+const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -292,7 +296,14 @@ fn init_logging(verbose: u8) {
 /// Which exit code an error means. Unknown errors are failures (1).
 fn exit_for(e: &anyhow::Error) -> Exit {
     for cause in e.chain() {
-        if cause.is::<LoadError>() || cause.is::<PlanError>() || cause.is::<InvalidArg>() {
+        if cause.is::<LoadError>()
+            || cause.is::<PlanError>()
+            || cause.is::<InvalidArg>()
+            || matches!(
+                cause.downcast_ref::<NotifyError>(),
+                Some(NotifyError::Secret { .. })
+            )
+        {
             return Exit::InvalidInput;
         }
         if let Some(e) = cause.downcast_ref::<engine::EngineError>() {
@@ -400,9 +411,16 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 args: std::env::args().collect(),
             };
             let reporter = reporter(&args.output, clock);
+            let notifier = Notifier::new(&pb, &opts.state, clock)?;
             let interrupt = interrupt(reporter.clone());
-            let outcome = engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
-            Ok(conclude(outcome, args.output.json))
+            let outcome = match &notifier {
+                Some(n) => engine::apply(&pb, &opts, clock, &Tee(reporter.as_ref(), n), interrupt),
+                None => engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt),
+            };
+            if let Some(n) = notifier {
+                n.finish(NOTIFY_WAIT);
+            }
+            Ok(conclude(outcome?, args.output.json))
         }
         Command::Rollback(args) => {
             let pb = playbook::load(&args.file)?;
@@ -418,9 +436,18 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 include_in_doubt: args.include_in_doubt,
             };
             let reporter = reporter(&args.output, clock);
+            let notifier = Notifier::new(&pb, &opts.state, clock)?;
             let interrupt = interrupt(reporter.clone());
-            let outcome = engine::rollback(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
-            Ok(conclude(outcome, args.output.json))
+            let outcome = match &notifier {
+                Some(n) => {
+                    engine::rollback(&pb, &opts, clock, &Tee(reporter.as_ref(), n), interrupt)
+                }
+                None => engine::rollback(&pb, &opts, clock, reporter.as_ref(), interrupt),
+            };
+            if let Some(n) = notifier {
+                n.finish(NOTIFY_WAIT);
+            }
+            Ok(conclude(outcome?, args.output.json))
         }
         Command::Mark(args) => {
             let pb = playbook::load(&args.file)?;

@@ -10,6 +10,7 @@ pub mod digest;
 pub mod engine;
 pub mod exit;
 pub mod journal;
+pub mod notify;
 pub mod ping;
 pub mod plan;
 pub mod playbook;

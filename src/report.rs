@@ -61,6 +61,9 @@ pub struct Report {
     pub runs: Vec<RunRecord>,
     /// Operator decisions not tied to a run recorded in the journal.
     pub other_marks: Vec<MarkRecord>,
+    /// Every notification sent (or not) to a `notify:` sink, one entry per notification and
+    /// sink, tries folded in.
+    pub notifications: Vec<journal::DeliverySummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -531,6 +534,7 @@ pub fn build_report(
         steps,
         runs: run_records,
         other_marks,
+        notifications: journal::summarize_notifications(&journal.notifications(None)?),
     })
 }
 
@@ -996,6 +1000,44 @@ fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
             vec![t("Operator decisions outside a run")],
         ));
         d.push(marks_table(&r.other_marks, tz));
+    }
+
+    if !r.notifications.is_empty() {
+        let delivered = r
+            .notifications
+            .iter()
+            .filter(|n| n.outcome == "delivered")
+            .count();
+        d.push(Block::Heading(2, vec![t("Notifications")]));
+        d.push(Block::Para(vec![t(format!(
+            "{delivered} of {} delivered.",
+            r.notifications.len()
+        ))]));
+        d.push(Block::Table {
+            head: vec!["Time", "Event", "Sink", "Outcome", "Tries", "Detail"],
+            rows: r
+                .notifications
+                .iter()
+                .map(|n| {
+                    let fail = n.outcome != "delivered";
+                    Row {
+                        cells: vec![
+                            vec![t(short(n.at, tz))],
+                            vec![code(&n.event)],
+                            vec![t(&n.sink)],
+                            vec![if fail {
+                                strong(&n.outcome)
+                            } else {
+                                t(&n.outcome)
+                            }],
+                            vec![t(n.tries.to_string())],
+                            vec![t(&n.detail)],
+                        ],
+                        mark: if fail { RowMark::Fail } else { RowMark::Plain },
+                    }
+                })
+                .collect(),
+        });
     }
     d
 }

@@ -138,6 +138,8 @@ pub struct StatusView {
     pub unknown_pairs: Vec<UnknownPair>,
     /// Every run whose clock `RUNNER_NOW` replaced: the times it recorded are simulated.
     pub simulated_runs: Vec<RunView>,
+    /// Notifications of the latest run that sent any, one entry per notification and sink.
+    pub notifications: Vec<crate::journal::DeliverySummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -288,7 +290,18 @@ pub fn status(
         now,
         this_host,
     );
+    let notifications = match journal {
+        Some(j) => {
+            let all = crate::journal::summarize_notifications(&j.notifications(None)?);
+            let last = all.last().map(|d| d.run_id.clone());
+            all.into_iter()
+                .filter(|d| Some(&d.run_id) == last.as_ref())
+                .collect()
+        }
+        None => Vec::new(),
+    };
     Ok(StatusView {
+        notifications,
         applied: journal.is_some(),
         lock: lock.map(|h| LockView {
             holder: h.clone(),
@@ -438,6 +451,7 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
         steps,
         next,
         unknown_pairs,
+        notifications: Vec::new(),
         simulated_runs: h
             .runs
             .iter()
@@ -809,6 +823,32 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
         );
         for u in &v.unknown_pairs {
             let _ = writeln!(o, "  {} @ {}: {}", u.step, u.target, u.status.label());
+        }
+    }
+    if let Some(first) = v.notifications.first() {
+        let delivered = v
+            .notifications
+            .iter()
+            .filter(|d| d.outcome == "delivered")
+            .count();
+        let _ = writeln!(
+            o,
+            "\nNotifications (run {}): {delivered} of {} delivered",
+            first.run_id,
+            v.notifications.len()
+        );
+        for d in &v.notifications {
+            let _ = writeln!(
+                o,
+                "  {} {} to {}: {} after {} tr{} ({})",
+                short(d.at, tz),
+                d.event,
+                d.sink,
+                d.outcome,
+                d.tries,
+                if d.tries == 1 { "y" } else { "ies" },
+                one_line(&d.detail, 160)
+            );
         }
     }
     o

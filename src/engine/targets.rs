@@ -70,6 +70,17 @@ impl Secrets {
             }
             by_target.insert(name.to_string(), (password, passphrase));
         }
+        // A `notify:` mail server's password is a secret of the run too: output that shows it
+        // is masked. (A missing one is reported before the run, by the notifier.)
+        for r in pb
+            .notify
+            .iter()
+            .filter_map(crate::notify::Sink::smtp_password)
+        {
+            if let Ok(s) = r.resolve(&pb.dir) {
+                redactor.add(&s);
+            }
+        }
         Ok(Secrets { by_target })
     }
 

@@ -14,7 +14,12 @@
 //! Only the CLI chooses where the file lives; the journal creates the directory.
 
 pub mod lock;
+mod notifications;
 mod schema;
+
+pub use notifications::{
+    summarize as summarize_notifications, DeliverySummary, NewNotification, Notification,
+};
 
 pub use lock::{
     acquire, host_name, lock_path, process_alive, read_holder_of, Holder, LockError, LockGuard,

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub const APPLICATION_ID: i32 = 0x524E_4A31;
 
 /// `MIGRATIONS[n]` takes a journal from schema version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes and understands.
 pub fn current_version() -> i64 {
@@ -139,6 +139,24 @@ CREATE TABLE journal_meta (
     value TEXT NOT NULL
 );
 INSERT INTO journal_meta (key, value) VALUES ('journal_id', lower(hex(randomblob(16))));
+";
+
+/// Version 5: notifications. Every delivery attempt to a `notify:` sink and how it ended (`delivered`,
+/// `failed` and retried later, `given-up` after the last try or at the end of the run, or
+/// `dropped` because the queue was full). Self-contained: only this table and its index.
+const V5: &str = "
+CREATE TABLE notifications (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id   TEXT NOT NULL REFERENCES runs (id),
+    event_id TEXT NOT NULL,
+    event    TEXT NOT NULL,
+    sink     TEXT NOT NULL,
+    attempt  INTEGER NOT NULL,
+    at       TEXT NOT NULL,
+    outcome  TEXT NOT NULL CHECK (outcome IN ('delivered', 'failed', 'given-up', 'dropped')),
+    detail   TEXT NOT NULL
+);
+CREATE INDEX notifications_by_run ON notifications (run_id, id);
 ";
 
 /// Why a migration could not run.

@@ -260,6 +260,39 @@ fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
     groups
 }
 
+/// Notifications that cross the network readably.
+fn notify_warnings(pb: &Playbook, out: &mut Vec<Warning>) {
+    use crate::notify::{is_loopback, SinkKind, SmtpTls};
+    for (i, sink) in pb.notify.iter().enumerate() {
+        let n = i + 1;
+        match &sink.kind {
+            SinkKind::Email(e) if e.smtp.tls == SmtpTls::None && !is_loopback(&e.smtp.host) => {
+                out.push(Warning {
+                    code: "smtp-unencrypted",
+                    step: None,
+                    message: format!(
+                        "notify entry {n} hands mail to {}:{} without TLS (`tls: none`): the messages{} cross the network readably",
+                        e.smtp.host,
+                        e.smtp.port,
+                        if e.smtp.user.is_some() { " and the SMTP password" } else { "" }
+                    ),
+                })
+            }
+            SinkKind::Webhook(u) | SinkKind::Ntfy(u) if !u.https && !is_loopback(&u.host) => {
+                out.push(Warning {
+                    code: "notify-plain-http",
+                    step: None,
+                    message: format!(
+                        "notify entry {n} posts to {} over plain HTTP: the notifications (step names, output tails) cross the network readably",
+                        u.origin()
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
 fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
     let mut out = Vec::new();
     for t in pb.targets.values() {
@@ -278,6 +311,7 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
             });
         }
     }
+    notify_warnings(pb, &mut out);
     let last_ponr = pb.steps.iter().rposition(|s| s.point_of_no_return);
     let mut warn = |code: &'static str, step: &Step, message: String| {
         out.push(Warning {

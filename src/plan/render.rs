@@ -174,6 +174,37 @@ fn targets_lines(pb: &Playbook) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `notify:` sinks as (where, details): no URL path or query (a webhook's token or an ntfy
+/// topic lives there), secrets by reference only.
+fn notify_lines(pb: &Playbook) -> Vec<(String, String)> {
+    use crate::notify::SinkKind;
+    pb.notify
+        .iter()
+        .map(|s| {
+            let on: Vec<&str> = s.on.iter().map(|e| e.name()).collect();
+            let mut d = String::new();
+            if let SinkKind::Email(e) = &s.kind {
+                d.push_str(&format!(
+                    "from {} via {}:{} ({}",
+                    e.from,
+                    e.smtp.host,
+                    e.smtp.port,
+                    e.smtp.tls.name()
+                ));
+                if let Some(u) = &e.smtp.user {
+                    d.push_str(&format!(", user {u}"));
+                }
+                if let Some(p) = &e.smtp.password {
+                    d.push_str(&format!(", password {p}"));
+                }
+                d.push_str("), ");
+            }
+            d.push_str(&format!("on {}", on.join(", ")));
+            (s.label(), d)
+        })
+        .collect()
+}
+
 pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
     let tz = tz_of(pb);
     let mut o = String::new();
@@ -218,6 +249,12 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
     let _ = writeln!(o, "\nTargets");
     for (name, d) in targets_lines(pb) {
         let _ = writeln!(o, "  {name:<16} {d}");
+    }
+    if !pb.notify.is_empty() {
+        let _ = writeln!(o, "\nNotifications");
+        for (sink, d) in notify_lines(pb) {
+            let _ = writeln!(o, "  {sink}\n      {d}");
+        }
     }
     for night in &plan.nights {
         let _ = writeln!(
@@ -317,6 +354,12 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
     let _ = writeln!(o, "\n## Targets\n\n| Target | Connection |\n|---|---|");
     for (name, d) in targets_lines(pb) {
         let _ = writeln!(o, "| `{name}` | {} |", md_cell(&d));
+    }
+    if !pb.notify.is_empty() {
+        let _ = writeln!(o, "\n## Notifications\n\n| Where | Details |\n|---|---|");
+        for (sink, d) in notify_lines(pb) {
+            let _ = writeln!(o, "| {} | {} |", md_cell(&sink), md_cell(&d));
+        }
     }
     let _ = writeln!(
         o,

@@ -52,6 +52,8 @@ pub struct Playbook {
     pub on_failure: OnFailure,
     /// Every local file the playbook sends (scripts, uploads), with its SHA-256.
     pub files: Vec<FileRef>,
+    /// Where notifications go (`notify:`), in playbook order.
+    pub notify: Vec<crate::notify::Sink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

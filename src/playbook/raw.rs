@@ -35,6 +35,9 @@ pub struct RawPlaybook {
     /// What `apply` does after a failed step: stop (default) or roll back what ran.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Where to tell people what happens while nobody watches: webhooks, ntfy topics, email.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<RawSink>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -309,4 +312,64 @@ pub struct RawDeadline {
     pub after: String,
     /// Duration from that step's end, e.g. 21d.
     pub within: String,
+}
+
+/// One place notifications go: exactly one of `webhook`, `ntfy` or `email`, and `on`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// An http(s) URL that receives a POST of a CloudEvents 1.0 JSON event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// An ntfy topic URL (e.g. https://ntfy.sh/acme-cutover): a POST of a readable message
+    /// with Title, Priority and Tags headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntfy: Option<String>,
+    /// Mail over SMTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<RawEmail>,
+    /// Which events: step-failed, operator-needed, window-closing, night-done, run-finished,
+    /// run-stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+}
+
+/// Mail over SMTP.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmail {
+    /// One address or a list.
+    pub to: RawAddresses,
+    /// The sender address.
+    pub from: String,
+    /// The mail server to hand messages to.
+    pub smtp: RawSmtp,
+}
+
+/// One mail address or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawAddresses {
+    One(String),
+    List(Vec<String>),
+}
+
+/// An SMTP server (submission).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    /// Host name or address of the server.
+    pub host: String,
+    /// Port; default 587 with starttls, 465 with tls, 25 with none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// starttls (default), tls or none (the plan warns unless the host is loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::notify::SmtpTls>,
+    /// Login user; with `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password, by reference only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<RawSecretRef>,
 }

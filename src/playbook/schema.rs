@@ -74,5 +74,17 @@ mod tests {
             props(&schema, Some("RawReboot")),
             sorted(structure::REBOOT_KEYS)
         );
+        assert_eq!(
+            props(&schema, Some("RawSink")),
+            sorted(structure::SINK_KEYS)
+        );
+        assert_eq!(
+            props(&schema, Some("RawEmail")),
+            sorted(structure::EMAIL_KEYS)
+        );
+        assert_eq!(
+            props(&schema, Some("RawSmtp")),
+            sorted(structure::SMTP_KEYS)
+        );
     }
 }

@@ -14,6 +14,7 @@ pub const TOP_KEYS: &[&str] = &[
     "groups",
     "steps",
     "on_failure",
+    "notify",
 ];
 pub const WINDOW_KEYS: &[&str] = &[
     "timezone",
@@ -72,6 +73,9 @@ pub const STEP_KEYS: &[&str] = &[
 pub const UPLOAD_KEYS: &[&str] = &["src", "dest"];
 pub const DEADLINE_KEYS: &[&str] = &["after", "within"];
 pub const REBOOT_KEYS: &[&str] = &["timeout"];
+pub const SINK_KEYS: &[&str] = &["webhook", "ntfy", "email", "on"];
+pub const EMAIL_KEYS: &[&str] = &["to", "from", "smtp"];
+pub const SMTP_KEYS: &[&str] = &["host", "port", "tls", "user", "password"];
 
 /// Words people bring from other tools, and what they are called here.
 const SYNONYMS: &[(&str, &str)] = &[
@@ -173,6 +177,29 @@ pub fn check(src: &Source) -> Vec<Diagnostic> {
                         }
                         "reboot" => walk_map(src, c, p, REBOOT_KEYS, "reboot", o, &|_, _, _, _| {}),
                         _ => {}
+                    },
+                )
+            }),
+            "notify" => each_item(child, path, |sink, p| {
+                walk_map(
+                    src,
+                    sink,
+                    p,
+                    SINK_KEYS,
+                    "a notify entry",
+                    out,
+                    &|k, c, p, o| {
+                        if k == "email" {
+                            walk_map(src, c, p, EMAIL_KEYS, "email", o, &|k, c, p, o| {
+                                if k == "smtp" {
+                                    walk_map(src, c, p, SMTP_KEYS, "smtp", o, &|k, c, p, o| {
+                                        if k == "password" {
+                                            check_secret(src, c, p, k, o);
+                                        }
+                                    })
+                                }
+                            })
+                        }
                     },
                 )
             }),
