@@ -1019,3 +1019,40 @@ fn half_cut_with_the_target_unreachable_leaves_the_step_to_an_operator() {
         vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
     );
 }
+
+/// A power cut of the runner while the link is silently dead: the runner never saw anything
+/// go wrong, sshd never saw the connection end and keeps the command running. The next apply
+/// must find the command's identity in the journal and stop it before the check decides, so
+/// that no second copy runs beside the first.
+#[test]
+fn a_runner_killed_while_the_link_is_silently_dead_leaves_no_second_copy_running() {
+    let scene = Scene::new(41, &checked_trapped_step());
+    let mut child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "start-1")
+    });
+    scene.proxy.stall_forever();
+    child.kill().expect("kill -9 the runner");
+    let _ = child.wait();
+
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "checked");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Running);
+    assert!(
+        notes_of(&j, &attempts[0])
+            .get("orphan")
+            .is_some_and(|n| n.starts_with("process pid=")),
+        "the command's identity is not in the journal"
+    );
+    drop(j);
+
+    let end = finish(scene.apply());
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    // The first copy was stopped (its trap ran) before the check, and the second ran alone.
+    assert_eq!(
+        scene.ledger(),
+        vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
+    );
+}

@@ -13,9 +13,11 @@ use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt
 use crate::playbook::{Rendered, RenderedAction, Step};
 use crate::transport::{Control, Exit, FileDigest, Orphan, OrphanStop, Shell, Transport};
 
-/// Note on a run attempt whose connection was lost mid-command: the command, which may still
-/// run on the target ([`Orphan::to_note`]). Written before reconnecting, so that the next
-/// `apply` stops it first if this runner dies before doing so.
+/// Note on a run attempt: its command on the target ([`Orphan::to_note`]), written before
+/// the command does any work (where the transport can name it first: `sh` over SSH and
+/// locally, WinRM), and again when its connection was lost mid-command, before reconnecting.
+/// So the next `apply` can stop a command that may still run, first, even when the runner
+/// that started it died (a power cut) while the link was silently dead.
 pub const NOTE_ORPHAN: &str = "orphan";
 /// Note on the same attempt once that command is known to be gone: what was found.
 pub const NOTE_ORPHAN_SETTLED: &str = "orphan_settled";
@@ -276,7 +278,13 @@ pub(crate) fn run_attempt(
             }
         }
         (Phase::Fresh, _) => match s.pool.with(s.pb, &s.secrets, target, |t| {
-            let result = execute(t, r, shell, &ctl, &mut out);
+            // Identity before work: durable before the command is let go.
+            let mut announce = |o: &Orphan| {
+                s.journal()
+                    .set_note(id, NOTE_ORPHAN, &o.to_note())
+                    .map_err(|e| format!("the journal cannot record the command: {e}"))
+            };
+            let result = execute(t, r, shell, &ctl, &mut announce, &mut out);
             // Asked only after a failure: a normal step pays nothing for this.
             let left = if result.is_err() {
                 t.take_orphan()
@@ -583,14 +591,15 @@ fn execute(
     r: &Rendered,
     shell: Shell,
     ctl: &Control,
+    announce: crate::transport::Announce<'_>,
     out: &mut PairOutput<'_, '_>,
 ) -> Result<Exit, crate::transport::TransportError> {
     match &r.action {
         RenderedAction::Run { command } => {
-            t.exec(command, shell, ctl, &mut |st, b| out.push(st, b))
+            t.exec_announced(command, shell, ctl, announce, &mut |st, b| out.push(st, b))
         }
         RenderedAction::Script { path, .. } => {
-            t.run_script(path, shell, ctl, &mut |st, b| out.push(st, b))
+            t.run_script_announced(path, shell, ctl, announce, &mut |st, b| out.push(st, b))
         }
         RenderedAction::Upload {
             src,

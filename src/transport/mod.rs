@@ -161,6 +161,12 @@ impl Orphan {
     }
 }
 
+/// Receives a step command's identity once the target knows it and before the command does
+/// any work; the command goes ahead only when it returns `Ok` (the engine journals the
+/// identity here, so that a later `apply` can stop the command even if this runner dies).
+/// `Err` carries why the command was not started.
+pub type Announce<'a> = &'a mut dyn FnMut(&Orphan) -> Result<(), String>;
+
 /// What [`Transport::stop_orphan`] found on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrphanStop {
@@ -305,6 +311,9 @@ pub enum TransportError {
     #[error("the script cannot be run on {target}: {message}")]
     InvalidScript { target: String, message: String },
 
+    #[error("the command was not started on {target}: {message}")]
+    NotStarted { target: String, message: String },
+
     #[error("could not stop the command on {target} after it {reason}: {message}; it may still be running there, check the target and stop it by hand")]
     KillFailed {
         target: String,
@@ -358,6 +367,35 @@ pub trait Transport: Send {
         shell: Shell,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError>;
+
+    /// Like [`Transport::exec`], for a step's command: its identity goes to `announce` before
+    /// it does any work (see [`Announce`]). Transports that cannot name a command before it
+    /// starts run it as `exec` does.
+    fn exec_announced(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let _ = announce;
+        self.exec(script, shell, ctl, out)
+    }
+
+    /// Like [`Transport::run_script`], with the identity announced as for
+    /// [`Transport::exec_announced`].
+    fn run_script_announced(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let _ = announce;
+        self.run_script(local, shell, ctl, out)
+    }
 
     /// What the last `exec` or `run_script` may have left running on the target when it
     /// failed with the connection lost (or with the command impossible to stop): taken, so a

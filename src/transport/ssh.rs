@@ -27,11 +27,11 @@ use ssh2::{Channel, ErrorCode, MethodType, OpenFlags, OpenType, Session, Sftp};
 use super::known_hosts::{
     check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
 };
-use super::shell::{self, Payload, PidMarkerFilter};
+use super::shell::{self, Payload, PidMarkerFilter, Start};
 use super::upload_buffer::UploadBuffer;
 use super::{
-    random_token, upload_mismatch, Control, Exit, FileDigest, Orphan, OrphanStop, Secret, Shell,
-    Stream, Transport, TransportError, ORPHAN_REASON,
+    random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Orphan, OrphanStop, Secret,
+    Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How to reach one SSH target.
@@ -134,9 +134,24 @@ enum Opened {
 }
 
 /// What an exec is running, so that it can be stopped.
-struct Tracking<'a> {
+struct Tracking<'a, 'b> {
     shell: Shell,
     token: &'a str,
+    /// Set for a command started on the go ([`Start::OnGo`]): told the command's identity
+    /// before the go is sent.
+    announce: Option<Announce<'b>>,
+}
+
+impl Tracking<'_, '_> {
+    /// How the command starts: on the go when its identity must be announced first (`sh`
+    /// only; the Windows shells cannot wait for it).
+    fn start(&self) -> Start {
+        if self.announce.is_some() && self.shell == Shell::Sh {
+            Start::OnGo
+        } else {
+            Start::Now
+        }
+    }
 }
 
 impl SshTransport {
@@ -462,11 +477,52 @@ impl SshTransport {
         }
     }
 
+    /// `exec`, with the identity of a step's command announced when `announce` is given.
+    fn exec_inner(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        if script.contains('\0') {
+            return Err(TransportError::InvalidScript {
+                target: self.describe(),
+                message: "it contains a NUL byte".into(),
+            });
+        }
+        let multi_line_cmd = shell == Shell::Cmd && script.contains(['\n', '\r']);
+        if multi_line_cmd || script.len() > INLINE_LIMIT {
+            // `cmd.exe /c` takes a single line, and long scripts exceed command-line limits.
+            let content: Cow<'_, [u8]> = match shell {
+                Shell::Cmd => Cow::Owned(
+                    format!(
+                        "@echo off\r\n{}\r\n",
+                        script.replace("\r\n", "\n").replace('\n', "\r\n")
+                    )
+                    .into_bytes(),
+                ),
+                _ => Cow::Borrowed(script.as_bytes()),
+            };
+            return self.run_content(&content, shell, ctl, announce, out);
+        }
+        let token = random_token();
+        let tracking = Tracking {
+            shell,
+            token: &token,
+            announce,
+        };
+        let line =
+            shell::tracked_command_line(shell, Payload::Inline(script), &token, tracking.start());
+        self.run_tracked(&line, tracking, ctl, out)
+    }
+
     /// Run an already tracked command line, streaming its output.
     fn run_tracked(
         &mut self,
         line: &str,
-        tracking: Tracking<'_>,
+        mut tracking: Tracking<'_, '_>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
@@ -498,6 +554,9 @@ impl SshTransport {
             return Err(err);
         }
         let mut marker = PidMarkerFilter::new();
+        if tracking.start() == Start::Now {
+            tracking.announce = None;
+        }
         let (shell, token) = (tracking.shell, tracking.token);
         let result = self.pump(&sess, &mut channel, &mut marker, tracking, ctl, out);
         if let Err(e) = &result {
@@ -525,7 +584,7 @@ impl SshTransport {
         sess: &Session,
         channel: &mut Channel,
         marker: &mut PidMarkerFilter,
-        tracking: Tracking<'_>,
+        mut tracking: Tracking<'_, '_>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
@@ -554,6 +613,11 @@ impl SshTransport {
                                     let shown = marker.feed(&buf[..n]);
                                     if !shown.is_empty() {
                                         out(Stream::Stderr, &shown);
+                                    }
+                                    if let Some(pid) = marker.pid() {
+                                        if let Some(announce) = tracking.announce.take() {
+                                            self.go(sess, channel, pid, tracking.token, announce)?;
+                                        }
                                     }
                                 }
                             }
@@ -669,6 +733,44 @@ impl SshTransport {
             .map_err(|e| self.ssh_err(DURING, &e))?;
         // The SSH exit status is a u32 on the wire; libssh2 hands it out as i32.
         Ok(Exit::Code(i64::from(code as u32)))
+    }
+
+    /// The command waiting for its go announced its PID: hand its identity to `announce`,
+    /// then send the go, or, when `announce` refuses, end its input so that it exits without
+    /// running anything.
+    fn go(
+        &mut self,
+        sess: &Session,
+        channel: &mut Channel,
+        pid: u32,
+        token: &str,
+        announce: Announce<'_>,
+    ) -> Result<(), TransportError> {
+        const DURING: &str = "starting a command (it may or may not have started)";
+        let who = Orphan::Process {
+            pid: Some(pid),
+            token: token.to_string(),
+        };
+        let noted = announce(&who);
+        sess.set_blocking(true);
+        sess.set_timeout(timeout_ms(self.round_trip_timeout()));
+        let sent = match &noted {
+            Ok(()) => channel.write_all(b"\n").and_then(|()| channel.flush()),
+            Err(_) => channel.send_eof().map_err(io::Error::from),
+        };
+        sess.set_timeout(timeout_ms(IO_TIMEOUT));
+        sess.set_blocking(false);
+        if let Err(message) = noted {
+            return Err(TransportError::NotStarted {
+                target: self.describe(),
+                message,
+            });
+        }
+        if let Err(e) = sent {
+            self.mark_broken();
+            return Err(self.lost(DURING, e.to_string()));
+        }
+        Ok(())
     }
 
     /// Stop a tracked remote command from a second channel. Err carries a message for the user.
@@ -815,6 +917,7 @@ impl SshTransport {
         content: &[u8],
         shell: Shell,
         ctl: &Control,
+        announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         self.connect()?;
@@ -834,16 +937,14 @@ impl SshTransport {
             }
         };
         self.write_new_file(&sftp_path, content)?;
-        let line = shell::tracked_command_line(shell, Payload::File(&run_path), &token);
-        let result = self.run_tracked(
-            &line,
-            Tracking {
-                shell,
-                token: &token,
-            },
-            ctl,
-            out,
-        );
+        let tracking = Tracking {
+            shell,
+            token: &token,
+            announce,
+        };
+        let line =
+            shell::tracked_command_line(shell, Payload::File(&run_path), &token, tracking.start());
+        let result = self.run_tracked(&line, tracking, ctl, out);
         if self.conn.as_ref().is_none_or(|c| c.broken) {
             // Removing it now would mean reconnecting before the engine has noted, durably,
             // the command that may still be running it; it goes after that command is stopped.
@@ -1204,38 +1305,30 @@ impl Transport for SshTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        if script.contains('\0') {
-            return Err(TransportError::InvalidScript {
-                target: self.describe(),
-                message: "it contains a NUL byte".into(),
-            });
-        }
-        let multi_line_cmd = shell == Shell::Cmd && script.contains(['\n', '\r']);
-        if multi_line_cmd || script.len() > INLINE_LIMIT {
-            // `cmd.exe /c` takes a single line, and long scripts exceed command-line limits.
-            let content: Cow<'_, [u8]> = match shell {
-                Shell::Cmd => Cow::Owned(
-                    format!(
-                        "@echo off\r\n{}\r\n",
-                        script.replace("\r\n", "\n").replace('\n', "\r\n")
-                    )
-                    .into_bytes(),
-                ),
-                _ => Cow::Borrowed(script.as_bytes()),
-            };
-            return self.run_content(&content, shell, ctl, out);
-        }
-        let token = random_token();
-        let line = shell::tracked_command_line(shell, Payload::Inline(script), &token);
-        self.run_tracked(
-            &line,
-            Tracking {
-                shell,
-                token: &token,
-            },
-            ctl,
-            out,
-        )
+        self.exec_inner(script, shell, ctl, None, out)
+    }
+
+    fn exec_announced(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.exec_inner(script, shell, ctl, Some(announce), out)
+    }
+
+    fn run_script_announced(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let content = super::read_script(local)?;
+        self.run_content(&content, shell, ctl, Some(announce), out)
     }
 
     fn upload(
@@ -1299,7 +1392,7 @@ impl Transport for SshTransport {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let content = super::read_script(local)?;
-        self.run_content(&content, shell, ctl, out)
+        self.run_content(&content, shell, ctl, None, out)
     }
 }
 
