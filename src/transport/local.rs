@@ -2,6 +2,13 @@
 //!
 //! Each command is a child process in its own process group, so that a timeout or cancel can
 //! stop everything it started (SIGTERM to the group, SIGKILL after a short grace).
+//!
+//! An attached command dies with its runner, as over SSH: an `sh` command runs in the same
+//! wrapper as over SSH ([`shell::tracked_sh_args`]), whose watcher holds a pipe from the
+//! runner and stops the whole process group when it ends (the kernel closes it when the
+//! runner dies, even by `kill -9`); every command also gets `PR_SET_PDEATHSIG` on Linux. A
+//! step's command announces its pid and token before it does any work, and a leftover is
+//! found and stopped by them ([`Transport::stop_orphan`]), as on an SSH target.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -11,8 +18,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::shell::powershell_encode;
-use super::{upload_mismatch, Control, Exit, FileDigest, Shell, Stream, Transport, TransportError};
+use super::shell::{self, powershell_encode, Payload, PidMarkerFilter, Start};
+use super::{
+    random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Orphan, OrphanStop, Shell,
+    Stream, Transport, TransportError, ORPHAN_REASON,
+};
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -38,19 +48,27 @@ impl LocalTransport {
         self.describe()
     }
 
-    fn command_for(&self, shell: Shell, script: Option<&str>, file: Option<&Path>) -> Command {
+    /// The command for `script` (or the script `file`); for `sh`, in the tracked wrapper
+    /// with `token`, started as `start` says.
+    fn command_for(
+        &self,
+        shell: Shell,
+        script: Option<&str>,
+        file: Option<&Path>,
+        token: &str,
+        start: Start,
+    ) -> Command {
         let mut cmd = match shell {
             Shell::Sh => {
+                let inline = match (script, file) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
+                    (None, None) => String::new(),
+                };
+                let [wrapper, tag, arg] =
+                    shell::tracked_sh_args(Payload::Inline(&inline), token, start);
                 let mut c = Command::new("sh");
-                match (script, file) {
-                    (Some(s), _) => {
-                        c.arg("-c").arg(s);
-                    }
-                    (None, Some(f)) => {
-                        c.arg(f);
-                    }
-                    (None, None) => {}
-                }
+                c.arg("-c").arg(wrapper).arg(tag).arg(arg);
                 c
             }
             Shell::PowerShell => {
@@ -88,14 +106,41 @@ impl LocalTransport {
                 c
             }
         };
+        // The `sh` wrapper's watcher reads the pipe until it ends (the go comes through it).
+        let stdin = if shell == Shell::Sh {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
         cmd.current_dir(&self.workdir)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getpid, prctl, getppid and kill are async-signal-safe, which is all a
+            // pre_exec hook may call.
+            let parent = unsafe { libc::getpid() };
+            unsafe {
+                cmd.pre_exec(move || {
+                    // The signal comes when the thread that spawned the child ends: the
+                    // engine's pair thread, which waits for the command before it ends.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // The runner may have died before the prctl took effect.
+                    if libc::getppid() != parent {
+                        libc::kill(libc::getpid(), libc::SIGTERM);
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd
     }
@@ -105,7 +150,8 @@ impl LocalTransport {
         mut cmd: Command,
         shell: Shell,
         ctl: &Control,
-        out: &mut dyn FnMut(Stream, &[u8]),
+        announce: Option<(Announce<'_>, &str)>,
+        sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         if !self.workdir.is_dir() {
             return Err(TransportError::Io {
@@ -132,6 +178,35 @@ impl LocalTransport {
                 })
             }
         };
+        // Held open while the command runs: its end is the watcher's signal to stop the group.
+        let mut stdin = child.stdin.take();
+        if let Some((announce, token)) = announce {
+            let who = Orphan::Process {
+                pid: Some(child.id()),
+                token: token.to_string(),
+            };
+            let noted = announce(&who);
+            let sent = match (&noted, stdin.as_mut()) {
+                (Ok(()), Some(pipe)) => pipe.write_all(b"\n").and_then(|()| pipe.flush()),
+                _ => Ok(()),
+            };
+            if let Err(message) = noted {
+                // Its input ends without a go: it exits without running anything.
+                drop(stdin);
+                let _ = child.wait();
+                return Err(TransportError::NotStarted {
+                    target: self.target(),
+                    message,
+                });
+            }
+            if let Err(source) = sent {
+                let _ = kill_tree(&mut child);
+                return Err(TransportError::Io {
+                    context: "cannot start the command".into(),
+                    source,
+                });
+            }
+        }
         let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut open_streams = 0;
@@ -144,6 +219,18 @@ impl LocalTransport {
             open_streams += 1;
         }
         drop(tx);
+
+        // The wrapper's PID marker is not the command's output.
+        let mut marker = (shell == Shell::Sh).then(PidMarkerFilter::new);
+        let mut out = |stream: Stream, bytes: &[u8]| match (stream, marker.as_mut()) {
+            (Stream::Stderr, Some(m)) => {
+                let shown = m.feed(bytes);
+                if !shown.is_empty() {
+                    sink(stream, &shown);
+                }
+            }
+            _ => sink(stream, bytes),
+        };
 
         // Like sshd, wait for both pipes to close, not just for the child: output of anything
         // it left running in the background would otherwise be lost.
@@ -203,7 +290,78 @@ impl LocalTransport {
             context: "cannot wait for the command".into(),
             source,
         })?;
+        drop(stdin);
+        if let Some(m) = marker.as_mut() {
+            let rest = m.finish();
+            if !rest.is_empty() {
+                sink(Stream::Stderr, &rest);
+            }
+        }
         Ok(Exit::Code(exit_code(status)))
+    }
+
+    fn exec_inner(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        if script.contains('\0') {
+            return Err(TransportError::InvalidScript {
+                target: self.target(),
+                message: "it contains a NUL byte".into(),
+            });
+        }
+        let token = random_token();
+        let start = start_for(shell, &announce);
+        let cmd = self.command_for(shell, Some(script), None, &token, start);
+        let announce = announce.filter(|_| start == Start::OnGo);
+        self.run(cmd, shell, ctl, announce.map(|a| (a, token.as_str())), out)
+    }
+
+    fn run_script_inner(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        // The script is already a file here; no temporary copy is needed. Make it absolute so
+        // that the working directory does not change which file runs.
+        let path = if local.is_absolute() {
+            local.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|source| TransportError::Io {
+                    context: "cannot determine the current directory".into(),
+                    source,
+                })?
+                .join(local)
+        };
+        if !path.is_file() {
+            return Err(TransportError::Io {
+                context: format!("cannot run script {}", path.display()),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let token = random_token();
+        let start = start_for(shell, &announce);
+        let cmd = self.command_for(shell, None, Some(&path), &token, start);
+        let announce = announce.filter(|_| start == Start::OnGo);
+        self.run(cmd, shell, ctl, announce.map(|a| (a, token.as_str())), out)
+    }
+}
+
+/// A step's `sh` command waits for its go until its identity is announced; other shells
+/// cannot wait for it and start at once.
+fn start_for(shell: Shell, announce: &Option<Announce<'_>>) -> Start {
+    if announce.is_some() && shell == Shell::Sh {
+        Start::OnGo
+    } else {
+        Start::Now
     }
 }
 
@@ -360,14 +518,59 @@ impl Transport for LocalTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        if script.contains('\0') {
-            return Err(TransportError::InvalidScript {
+        self.exec_inner(script, shell, ctl, None, out)
+    }
+
+    fn exec_announced(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.exec_inner(script, shell, ctl, Some(announce), out)
+    }
+
+    fn run_script_announced(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.run_script_inner(local, shell, ctl, Some(announce), out)
+    }
+
+    fn stop_orphan(&mut self, orphan: &Orphan) -> Result<OrphanStop, TransportError> {
+        let Orphan::Process { pid, token } = orphan else {
+            return Err(TransportError::KillFailed {
                 target: self.target(),
-                message: "it contains a NUL byte".into(),
+                reason: ORPHAN_REASON,
+                message: format!("a local target cannot stop {}", orphan.describe()),
             });
+        };
+        let line = shell::stop_orphan_command_line(*pid, token);
+        let failed = |message: String| TransportError::KillFailed {
+            target: self.target(),
+            reason: ORPHAN_REASON,
+            message,
+        };
+        let done = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| failed(format!("cannot run the stop command: {e}")))?;
+        if !done.status.success() {
+            return Err(failed(format!(
+                "the stop command ended with {}: {}",
+                done.status,
+                String::from_utf8_lossy(&done.stderr).trim()
+            )));
         }
-        let cmd = self.command_for(shell, Some(script), None);
-        self.run(cmd, shell, ctl, out)
+        shell::parse_orphan_stop(&String::from_utf8_lossy(&done.stdout)).map_err(failed)
     }
 
     fn upload(
@@ -429,25 +632,6 @@ impl Transport for LocalTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        // The script is already a file here; no temporary copy is needed. Make it absolute so
-        // that the working directory does not change which file runs.
-        let path = if local.is_absolute() {
-            local.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|source| TransportError::Io {
-                    context: "cannot determine the current directory".into(),
-                    source,
-                })?
-                .join(local)
-        };
-        if !path.is_file() {
-            return Err(TransportError::Io {
-                context: format!("cannot run script {}", path.display()),
-                source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        let cmd = self.command_for(shell, None, Some(&path));
-        self.run(cmd, shell, ctl, out)
+        self.run_script_inner(local, shell, ctl, None, out)
     }
 }
