@@ -31,8 +31,8 @@ pub use response::{Fault, ParseError, Response};
 
 use super::shell::{self, ps_quote};
 use super::{
-    hex, random_token, upload_mismatch, Control, Exit, FileDigest, Orphan, OrphanStop, Shell,
-    Stream, Transport, TransportError, ORPHAN_REASON,
+    hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Orphan, OrphanStop,
+    Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 use http::HttpClient;
 use soap::Endpoint;
@@ -460,9 +460,36 @@ impl WinrmTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
+        self.run_line_announced(line, stdin, ctl, None, out)
+    }
+
+    /// `run_line`, handing the shell to `announce` (when given) before the command is sent:
+    /// deleting that shell stops whatever runs in it.
+    fn run_line_announced(
+        &mut self,
+        line: &str,
+        stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
         self.orphan = None;
         self.connect()?;
         let shell_id = self.create_shell()?;
+        if let Some(announce) = announce {
+            let who = Orphan::WinrmShell {
+                shell_id: shell_id.clone(),
+            };
+            if let Err(message) = announce(&who) {
+                if let Err(e) = self.delete_shell(&shell_id) {
+                    tracing::warn!(target = %self.describe(), shell = %shell_id, error = %e, "could not delete an unused WinRM shell; it stays open on the target until its idle timeout");
+                }
+                return Err(TransportError::NotStarted {
+                    target: self.describe(),
+                    message,
+                });
+            }
+        }
         let result = self.run_in_shell(&shell_id, line, stdin, ctl, out);
         let deleted = self.delete_shell(&shell_id);
         match (result, deleted) {
@@ -803,6 +830,7 @@ impl WinrmTransport {
         content: &[u8],
         shell: Shell,
         ctl: &Control,
+        announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let ext = match shell {
@@ -826,7 +854,7 @@ impl WinrmTransport {
                 "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"{path}\""
             ),
         };
-        let result = self.run_line(&line, None, ctl, out);
+        let result = self.run_line_announced(&line, None, ctl, announce, out);
         let removed = self.capture(&format!("del /f /q \"{path}\""), None);
         match removed {
             Ok((Exit::Code(0), _, _)) => {}
@@ -838,6 +866,46 @@ impl WinrmTransport {
             }
         }
         result
+    }
+
+    /// `exec`, with the shell of a step's command announced when `announce` is given.
+    fn exec_inner(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        if script.contains('\0') {
+            return Err(TransportError::InvalidScript {
+                target: self.describe(),
+                message: "it contains a NUL byte".into(),
+            });
+        }
+        match shell {
+            Shell::Sh => Err(self.no_sh()),
+            Shell::Cmd => {
+                if script.contains(['\n', '\r']) || script.len() > CMD_LINE_LIMIT {
+                    // cmd.exe /c takes one line of at most 8191 characters.
+                    let content = format!(
+                        "@echo off\r\n{}\r\n",
+                        script.replace("\r\n", "\n").replace('\n', "\r\n")
+                    );
+                    self.run_content(content.as_bytes(), shell, ctl, announce, out)
+                } else {
+                    self.run_line_announced(script, None, ctl, announce, out)
+                }
+            }
+            Shell::PowerShell => {
+                let line = shell::command_line(Shell::PowerShell, script);
+                if line.len() > CMD_LINE_LIMIT {
+                    self.run_content(script.as_bytes(), shell, ctl, announce, out)
+                } else {
+                    self.run_line_announced(&line, None, ctl, announce, out)
+                }
+            }
+        }
     }
 
     fn no_sh(&self) -> TransportError {
@@ -903,37 +971,31 @@ impl Transport for WinrmTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        if script.contains('\0') {
-            return Err(TransportError::InvalidScript {
-                target: self.describe(),
-                message: "it contains a NUL byte".into(),
-            });
-        }
-        match shell {
-            Shell::Sh => Err(self.no_sh()),
-            Shell::Cmd => {
-                if script.contains(['\n', '\r']) || script.len() > CMD_LINE_LIMIT {
-                    // cmd.exe /c takes one line of at most 8191 characters.
-                    let content = format!(
-                        "@echo off\r\n{}\r\n",
-                        script.replace("\r\n", "\n").replace('\n', "\r\n")
-                    );
-                    self.run_content(content.as_bytes(), shell, ctl, out)
-                } else {
-                    self.run_line(script, None, ctl, out)
-                }
-            }
-            Shell::PowerShell => {
-                let line = shell::command_line(Shell::PowerShell, script);
-                if line.len() > CMD_LINE_LIMIT {
-                    self.run_content(script.as_bytes(), shell, ctl, out)
-                } else {
-                    self.run_line(&line, None, ctl, out)
-                }
-            }
-        }
+        self.exec_inner(script, shell, ctl, None, out)
     }
 
+    fn exec_announced(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.exec_inner(script, shell, ctl, Some(announce), out)
+    }
+
+    fn run_script_announced(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        announce: Announce<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let content = super::read_script(local)?;
+        self.run_content(&content, shell, ctl, Some(announce), out)
+    }
     fn take_orphan(&mut self) -> Option<Orphan> {
         self.orphan.take()
     }
@@ -977,7 +1039,7 @@ impl Transport for WinrmTransport {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let content = super::read_script(local)?;
-        self.run_content(&content, shell, ctl, out)
+        self.run_content(&content, shell, ctl, None, out)
     }
 }
 
