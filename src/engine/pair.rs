@@ -251,7 +251,7 @@ pub(crate) fn run_attempt(
             ))
         }
         (Phase::Fresh, RenderedAction::Run { command }) if detached => {
-            let dir = flavor.job_dir(&s.run, id);
+            let dir = flavor.job_dir(&super::detach::job_root(s, target), &s.run, id);
             // Intent before action: the folder is known to the journal before the job exists.
             if let Err(e) = s.journal().set_note(id, super::detach::NOTE_JOB_DIR, &dir) {
                 return AttemptEnd::Fatal(format!(
