@@ -173,6 +173,8 @@ fn upload_refuses_a_source_that_changed_since_the_plan() {
     let planned = digest(&src);
     // Same size, other bytes: only the hash can tell.
     fs::write(&src, b"replaced content").expect("rewrite");
+    // The destination's earlier content must survive the failed upload.
+    fs::write(dir.path().join("copy.bin"), b"the old, longer content").expect("old file");
     let err = t
         .upload(&src, &planned, "copy.bin", Shell::Sh, &mut |_| {})
         .expect_err("the source changed");
@@ -183,6 +185,18 @@ fn upload_refuses_a_source_that_changed_since_the_plan() {
         other => panic!("expected UploadSourceChanged, got {other:?}"),
     }
     assert!(err.to_string().contains("review the plan again"), "{err}");
+    assert_eq!(
+        fs::read(dir.path().join("copy.bin")).expect("read"),
+        b"the old, longer content",
+        "a failed upload overwrote the destination"
+    );
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".copy.bin.runner-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 #[test]

@@ -300,6 +300,50 @@ impl LocalTransport {
         Ok(Exit::Code(exit_code(status)))
     }
 
+    /// Copies `input` to `output` (the file `temp`), syncs it, and checks what landed on disk
+    /// against `expected`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_verified(
+        &self,
+        input: &mut fs::File,
+        mut output: fs::File,
+        temp: &Path,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let io_err = |context: String| move |source| TransportError::Io { context, source };
+        let dest_path = temp;
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(format!("cannot read {}", src.display()))(e)),
+            };
+            output
+                .write_all(&buf[..n])
+                .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
+            sent += n as u64;
+            progress(sent);
+        }
+        output
+            .sync_all()
+            .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
+        drop(output);
+
+        // Verify what actually landed on disk against the reviewed content.
+        let actual = FileDigest::of_file(&dest_path)
+            .map_err(io_err(format!("cannot read back {}", dest_path.display())))?;
+        if actual != *expected {
+            return Err(upload_mismatch(self.target(), src, dest, expected, actual));
+        }
+        Ok(())
+    }
+
     fn exec_inner(
         &mut self,
         script: &str,
@@ -594,35 +638,31 @@ impl Transport for LocalTransport {
         let io_err = |context: String| move |source| TransportError::Io { context, source };
         let mut input =
             fs::File::open(src).map_err(io_err(format!("cannot read {}", src.display())))?;
-        let mut output = fs::File::create(&dest_path)
-            .map_err(io_err(format!("cannot create {}", dest_path.display())))?;
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; 1024 * 1024];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(format!("cannot read {}", src.display()))(e)),
-            };
-            output
-                .write_all(&buf[..n])
-                .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
-            sent += n as u64;
-            progress(sent);
+        // Written beside the destination and verified there, then renamed into place: an
+        // upload that fails leaves the destination as it was.
+        let name = dest_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dest_path.with_file_name(format!(".{name}.runner-{}", random_token()));
+        let output = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io_err(format!("cannot create {}", temp.display())))?;
+        let sent = self.write_verified(&mut input, output, &temp, src, expected, dest, progress);
+        let placed = sent.and_then(|()| {
+            // POSIX rename(2); on Windows MoveFileEx with MOVEFILE_REPLACE_EXISTING.
+            fs::rename(&temp, &dest_path).map_err(io_err(format!(
+                "cannot move the verified copy {} to {}",
+                temp.display(),
+                dest_path.display()
+            )))
+        });
+        if placed.is_err() {
+            let _ = fs::remove_file(&temp);
         }
-        output
-            .sync_all()
-            .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
-        drop(output);
-
-        // Verify what actually landed on disk against the reviewed content.
-        let actual = FileDigest::of_file(&dest_path)
-            .map_err(io_err(format!("cannot read back {}", dest_path.display())))?;
-        if actual != *expected {
-            return Err(upload_mismatch(self.target(), src, dest, expected, actual));
-        }
-        Ok(())
+        placed
     }
 
     fn run_script(

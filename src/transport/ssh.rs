@@ -973,6 +973,9 @@ impl SshTransport {
         }
     }
 
+    /// Sends `src` to a temporary file beside `dest` (same folder, unique name), verifies it
+    /// there, and only then renames it into place; a failed upload removes the temporary
+    /// file (unless the connection is gone) and leaves `dest` as it was.
     fn upload_inner(
         &mut self,
         src: &Path,
@@ -981,23 +984,87 @@ impl SshTransport {
         shell: Shell,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError> {
+        if dest.is_empty() || dest.contains('\0') {
+            return Err(TransportError::Upload {
+                target: self.describe(),
+                dest: dest.to_string(),
+                message: "the destination path is empty or contains a NUL byte".into(),
+            });
+        }
+        let temp = temp_beside(dest, shell, &random_token());
+        let mut created = false;
+        let sent = self.send_verified(src, expected, dest, &temp, shell, &mut created, progress);
+        let placed = sent.and_then(|()| self.move_into_place(&temp, dest, shell));
+        if placed.is_err() && created && self.conn.as_ref().is_some_and(Conn::alive) {
+            let path = sftp_path(&temp, shell);
+            if let Ok(sftp) = self.sftp() {
+                if let Err(e) = sftp.unlink(Path::new(&path)) {
+                    tracing::warn!(target = %self.describe(), file = %path, error = %e, "could not remove the temporary file of a failed upload");
+                }
+            }
+        }
+        placed
+    }
+
+    /// Renames the verified `temp` to `dest` on the target, replacing it (POSIX `rename`;
+    /// `Move-Item -Force` or `move /y` on Windows).
+    fn move_into_place(
+        &mut self,
+        temp: &str,
+        dest: &str,
+        shell: Shell,
+    ) -> Result<(), TransportError> {
+        let script = match shell {
+            Shell::Sh => format!(
+                "mv -f -- {} {}",
+                shell::sh_quote(temp),
+                shell::sh_quote(dest)
+            ),
+            Shell::PowerShell => format!(
+                "$ErrorActionPreference = 'Stop'\nMove-Item -LiteralPath {} -Destination {} -Force",
+                shell::ps_quote(temp),
+                shell::ps_quote(dest)
+            ),
+            Shell::Cmd => format!("move /y \"{temp}\" \"{dest}\" >nul"),
+        };
+        let (exit, _, stderr) = self.capture(&script, shell)?;
+        if exit != Exit::Code(0) {
+            return Err(TransportError::Upload {
+                target: self.describe(),
+                dest: dest.to_string(),
+                message: format!(
+                    "the verified copy {temp} could not be renamed into place ({exit:?}): {}",
+                    stderr.trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `src` to `temp` (a new file) and verifies it there; errors name `dest`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_verified(
+        &mut self,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        temp: &str,
+        shell: Shell,
+        created: &mut bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
         let target = self.describe();
         let upload_err = |message: String| TransportError::Upload {
             target: target.clone(),
             dest: dest.to_string(),
             message,
         };
-        if dest.is_empty() || dest.contains('\0') {
-            return Err(upload_err(
-                "the destination path is empty or contains a NUL byte".into(),
-            ));
-        }
         let mut input = fs::File::open(src).map_err(|source| TransportError::Io {
             context: format!("cannot read {}", src.display()),
             source,
         })?;
         let mode = local_mode(&input);
-        let remote_path = sftp_path(dest, shell);
+        let remote_path = sftp_path(temp, shell);
         self.connect()?;
         let sftp = self.sftp()?;
         let bounded = self.bounded()?;
@@ -1023,11 +1090,14 @@ impl SshTransport {
 
         let mut remote = match sftp.open_mode(
             Path::new(&remote_path),
-            OpenFlags::WRITE | OpenFlags::TRUNCATE,
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
             mode,
             OpenType::File,
         ) {
-            Ok(f) => f,
+            Ok(f) => {
+                *created = true;
+                f
+            }
             Err(e) if is_connection_error(&e) => {
                 return Err(self.ssh_err("opening the destination", &e))
             }
@@ -1046,7 +1116,7 @@ impl SshTransport {
         let share = UploadBuffer::reserve();
         let mut buf = vec![0u8; share.len];
         let mut follower = match shell {
-            Shell::Sh if expected.bytes >= FOLLOW_FROM => self.start_follower(dest),
+            Shell::Sh if expected.bytes >= FOLLOW_FROM => self.start_follower(temp),
             _ => None,
         };
         let mut noted = 0u64;
@@ -1152,7 +1222,7 @@ impl SshTransport {
         if actual_bytes == expected.bytes && followed.as_deref() == Some(&expected.sha256) {
             return Ok(());
         }
-        let script = shell::sha256_script(shell, dest);
+        let script = shell::sha256_script(shell, temp);
         let (exit, stdout, stderr) = self.capture(&script, shell)?;
         let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
             (Exit::Code(0), Some(h)) => h,
@@ -1587,6 +1657,20 @@ fn sftp_path(path: &str, shell: Shell) -> String {
     }
 }
 
+/// A new name beside `dest` (target notation), in the same folder: `.NAME.runner-TOKEN`.
+fn temp_beside(dest: &str, shell: Shell, token: &str) -> String {
+    let seps: &[char] = if shell == Shell::Sh {
+        &['/']
+    } else {
+        &['/', '\\']
+    };
+    let (dir, name) = match dest.rfind(seps) {
+        Some(i) => dest.split_at(i + 1),
+        None => ("", dest),
+    };
+    format!("{dir}.{name}.runner-{token}")
+}
+
 /// The directory part of an SFTP path, if it has one worth checking.
 fn parent_dir(path: &str) -> Option<&str> {
     let idx = path.rfind('/')?;
@@ -1655,6 +1739,19 @@ mod tests {
         assert_eq!(sftp_path("C:\\Temp\\a.zip", Shell::Cmd), "/C:/Temp/a.zip");
         assert_eq!(sftp_path("/tmp/a", Shell::Sh), "/tmp/a");
         assert_eq!(sftp_path("rel\\a", Shell::PowerShell), "rel/a");
+    }
+
+    #[test]
+    fn temporary_upload_names_are_beside_the_destination() {
+        assert_eq!(
+            temp_beside("/srv/a.zip", Shell::Sh, "t"),
+            "/srv/.a.zip.runner-t"
+        );
+        assert_eq!(temp_beside("a.zip", Shell::Sh, "t"), ".a.zip.runner-t");
+        assert_eq!(
+            temp_beside("C:\\Temp\\a.msi", Shell::Cmd, "t"),
+            "C:\\Temp\\.a.msi.runner-t"
+        );
     }
 
     #[test]
