@@ -336,7 +336,7 @@ impl LocalTransport {
         drop(output);
 
         // Verify what actually landed on disk against the reviewed content.
-        let actual = FileDigest::of_file(&dest_path)
+        let actual = FileDigest::of_file(dest_path)
             .map_err(io_err(format!("cannot read back {}", dest_path.display())))?;
         if actual != *expected {
             return Err(upload_mismatch(self.target(), src, dest, expected, actual));
