@@ -731,7 +731,7 @@ impl WinrmTransport {
                 "the destination path is empty or contains a NUL or line break".into(),
             ));
         }
-        let line = shell::command_line(Shell::PowerShell, &upload_script(dest));
+        let line = shell::command_line(Shell::PowerShell, &upload_script(dest, expected));
         let mut hasher = Sha256::new();
         let mut sent = 0u64;
         let mut read_error: Option<io::Error> = None;
@@ -917,20 +917,44 @@ impl WinrmTransport {
     }
 }
 
-/// The PowerShell (2.0 compatible) that writes its stdin's base64 lines to `dest` and prints
-/// `runner-upload LENGTH SHA256HEX`.
-fn upload_script(dest: &str) -> String {
+/// The PowerShell (2.0 compatible) that writes its stdin's base64 lines to a file and prints
+/// `runner-upload LENGTH SHA256HEX` of what it wrote. With `expected` (an upload's reviewed
+/// size and SHA-256) the file is a new one beside `dest` (same folder, unique name), moved
+/// into place (`Move-Item -Force`) only when it matches, and removed otherwise, so a failed
+/// upload leaves `dest` as it was; without (a fresh temporary script) it is `dest` itself.
+fn upload_script(dest: &str, expected: Option<&FileDigest>) -> String {
+    let (temp, check) = match expected {
+        Some(e) => {
+            let (dir, name) = match dest.rfind(['\\', '/']) {
+                Some(i) => dest.split_at(i + 1),
+                None => ("", dest),
+            };
+            (
+                format!("{dir}.{name}.runner-{}", random_token()),
+                format!("{} {}", e.bytes, e.sha256.to_ascii_uppercase()),
+            )
+        }
+        None => (dest.to_string(), String::new()),
+    };
     format!(
         "$ErrorActionPreference = 'Stop'\n\
          $p = {}\n\
+         $t = {}\n\
+         $e = {}\n\
          $d = [IO.Path]::GetDirectoryName($p)\n\
          if ($d -and -not [IO.Directory]::Exists($d)) {{ [Console]::Error.WriteLine('directory missing: ' + $d); exit {UPLOAD_NO_PARENT} }}\n\
-         $f = [IO.File]::Open($p, [IO.FileMode]::Create, [IO.FileAccess]::Write)\n\
+         try {{\n\
+         $f = [IO.File]::Open($t, [IO.FileMode]::Create, [IO.FileAccess]::Write)\n\
          try {{ foreach ($l in $input) {{ if ($l.Length -gt 0) {{ $b = [Convert]::FromBase64String($l); $f.Write($b, 0, $b.Length) }} }} }} finally {{ $f.Close() }}\n\
-         $s = [IO.File]::OpenRead($p)\n\
+         $s = [IO.File]::OpenRead($t)\n\
          try {{ $h = [Security.Cryptography.SHA256]::Create().ComputeHash($s); $n = $s.Length }} finally {{ $s.Close() }}\n\
-         [Console]::Out.Write('{UPLOAD_REPORT}' + $n + ' ' + [BitConverter]::ToString($h).Replace('-', ''))\n",
-        ps_quote(dest)
+         $r = '' + $n + ' ' + [BitConverter]::ToString($h).Replace('-', '')\n\
+         if ($t -ne $p) {{ if ($r -eq $e) {{ Move-Item -LiteralPath $t -Destination $p -Force }} else {{ Remove-Item -LiteralPath $t -Force }} }}\n\
+         }} catch {{ if ($t -ne $p) {{ Remove-Item -LiteralPath $t -Force -ErrorAction SilentlyContinue }}; throw }}\n\
+         [Console]::Out.Write('{UPLOAD_REPORT}' + $r)\n",
+        ps_quote(dest),
+        ps_quote(&temp),
+        ps_quote(&check),
     )
 }
 
@@ -1152,9 +1176,22 @@ mod tests {
 
     #[test]
     fn upload_script_quotes_the_path() {
-        let s = upload_script("C:\\it's here\\a.zip");
+        let s = upload_script("C:\\it's here\\a.zip", None);
         assert!(s.contains("$p = 'C:\\it''s here\\a.zip'"), "{s}");
+        assert!(s.contains("$t = 'C:\\it''s here\\a.zip'"), "{s}");
         assert!(s.contains("SHA256]::Create()"), "{s}");
+        // An upload goes to a new name beside the destination, moved into place if it matches.
+        let e = FileDigest {
+            bytes: 3,
+            sha256: "ab".repeat(32),
+        };
+        let s = upload_script("C:\\d\\a.zip", Some(&e));
+        assert!(s.contains("$t = 'C:\\d\\.a.zip.runner-"), "{s}");
+        assert!(s.contains(&format!("$e = '3 {}'", "AB".repeat(32))), "{s}");
+        assert!(
+            s.contains("Move-Item -LiteralPath $t -Destination $p -Force"),
+            "{s}"
+        );
     }
 
     #[test]
