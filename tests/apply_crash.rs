@@ -964,7 +964,9 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
     ));
 
     let mut bg = p.spawn_apply();
-    let needle = dest.display().to_string();
+    // The upload writes a new file beside the destination (`.big.copy.runner-TOKEN`) and
+    // hashes that while it grows.
+    let needle = p.file(".big.copy.runner-").display().to_string();
     wait_until("the hashing process on the target", || {
         processes_with(&needle)
             .iter()

@@ -679,9 +679,24 @@ fn stall_for_good_during_an_upload_is_retried_over_a_new_connection() {
     fs::write(scene.dir.path().join("big.bin"), &data).expect("write source");
 
     let child = scene.apply();
-    wait_for("the upload to be under way", || {
-        fs::metadata(&dest).is_ok_and(|m| m.len() > 1024 * 1024)
-    });
+    // It is written to a new file beside the destination, renamed into place once verified.
+    let written = || {
+        fs::read_dir(scene.sshd.dir())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(".big.copy.runner-")
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    wait_for("the upload to be under way", || written() > 1024 * 1024);
     scene.proxy.stall_forever();
     let end = finish(child);
     assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
