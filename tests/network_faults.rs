@@ -1054,10 +1054,11 @@ fn a_runner_killed_while_the_link_is_silently_dead_leaves_no_second_copy_running
     let attempts = run_attempts(&j, "checked");
     assert_eq!(attempts.len(), 1, "{attempts:#?}");
     assert_eq!(attempts[0].state, AttemptState::Running);
+    // Written with the attempt, before the command was sent: the token it carries.
     assert!(
         notes_of(&j, &attempts[0])
             .get("orphan")
-            .is_some_and(|n| n.starts_with("process pid=")),
+            .is_some_and(|n| n.starts_with("process ") && n.contains("token=")),
         "the command's identity is not in the journal"
     );
     drop(j);

@@ -240,83 +240,67 @@ fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
     runner::transport::FileDigest::of_file(path).expect("digest of the source")
 }
 
-/// A step's command is named before it does any work: its pid and token reach the announce
-/// callback while nothing of the script has run, and they are enough to find and stop it
-/// later, as a leftover of a runner that died.
+/// A step's command carries the token it is given (the engine journals it before the
+/// command starts), and that token is enough to find and stop it later, as a leftover of a
+/// runner that died; another token finds nothing.
 #[test]
-fn a_local_command_is_announced_before_it_works_and_can_be_stopped_by_its_identity() {
-    use runner::transport::{Orphan, OrphanStop};
+fn a_local_command_can_be_found_and_stopped_by_its_token() {
+    use runner::transport::{Identity, Orphan, OrphanStop};
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut t = local(dir.path());
-    let ran = dir.path().join("ran");
-    let mut seen: Option<Orphan> = None;
-    let exit = t
-        .exec_announced(
-            "touch ran",
+    let token = "0123456789abcdef01234567";
+    let workdir = dir.path().to_path_buf();
+    let held = std::thread::spawn(move || {
+        let mut never = |o: &Orphan| Err(format!("a local command is not announced: {o:?}"));
+        local(&workdir).exec_identified(
+            "echo $$ > pid.tmp; mv pid.tmp pid; sleep 300",
             Shell::Sh,
-            &Control::new(Some(Duration::from_secs(60))),
-            &mut |o| {
-                assert!(!ran.exists(), "the command worked before it was announced");
-                seen = Some(o.clone());
-                Ok(())
+            &Control::new(None),
+            Identity {
+                token,
+                announce: &mut never,
             },
             &mut |_, _| {},
         )
-        .expect("exec");
-    assert_eq!(exit, Exit::Code(0));
-    assert!(ran.exists());
-    let Some(Orphan::Process {
-        pid: Some(_),
-        token,
-    }) = seen
-    else {
-        panic!("no pid and token announced: {seen:?}");
-    };
-
-    // Refused: nothing runs.
-    let refused = t.exec_announced(
-        "touch refused",
-        Shell::Sh,
-        &Control::new(Some(Duration::from_secs(60))),
-        &mut |_| Err("the journal is gone".into()),
-        &mut |_, _| {},
-    );
-    assert!(
-        matches!(refused, Err(TransportError::NotStarted { .. })),
-        "{refused:?}"
-    );
-    assert!(!dir.path().join("refused").exists());
-
-    // A command left running (as by a runner that died) is found by what was announced,
-    // and stopped; the same pid with another token is not.
-    let (tx, rx) = std::sync::mpsc::channel::<Orphan>();
-    let workdir = dir.path().to_path_buf();
-    let held = std::thread::spawn(move || {
-        local(&workdir).exec_announced(
-            "touch held; sleep 300",
-            Shell::Sh,
-            &Control::new(None),
-            &mut |o| tx.send(o.clone()).map_err(|e| e.to_string()),
-            &mut |_, _| {},
-        )
     });
-    let orphan = rx.recv().expect("the held command's identity");
-    let Orphan::Process { pid: Some(pid), .. } = orphan.clone() else {
-        panic!("no pid: {orphan:?}");
+    let pid = read_pid_when_written(dir.path());
+    let by_token = |t: &str| Orphan::Process {
+        pid: None,
+        token: t.to_string(),
     };
+    assert_eq!(
+        local(dir.path())
+            .stop_orphan(&by_token("fedcba9876543210fedcba98"))
+            .expect("stop"),
+        OrphanStop::Ended
+    );
+    // With the PID too, another token is another command: left alone.
     let other = Orphan::Process {
         pid: Some(pid),
-        token: token.clone(),
+        token: "fedcba9876543210fedcba98".into(),
     };
     assert_eq!(
         local(dir.path()).stop_orphan(&other).expect("stop"),
         OrphanStop::PidReused
     );
     assert_eq!(
-        local(dir.path()).stop_orphan(&orphan).expect("stop"),
+        local(dir.path())
+            .stop_orphan(&by_token(token))
+            .expect("stop"),
         OrphanStop::Stopped
     );
     assert!(stops_within(pid, EXIT_GRACE), "{pid} still runs");
     let end = held.join().expect("exec thread").expect("exec");
     assert_ne!(end, Exit::Code(0));
+}
+
+/// The PID a command wrote to `pid` in `dir` (renamed into place, so never half written).
+fn read_pid_when_written(dir: &Path) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = fs::read_to_string(dir.join("pid")) {
+            return text.trim().parse().expect("a pid");
+        }
+        assert!(std::time::Instant::now() < deadline, "no pid written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -7,8 +7,8 @@
 //! wrapper as over SSH ([`shell::tracked_sh_args`]), whose watcher holds a pipe from the
 //! runner and stops the whole process group when it ends (the kernel closes it when the
 //! runner dies, even by `kill -9`); every command also gets `PR_SET_PDEATHSIG` on Linux. A
-//! step's command announces its pid and token before it does any work, and a leftover is
-//! found and stopped by them ([`Transport::stop_orphan`]), as on an SSH target.
+//! step's command carries the token the engine journaled before starting it, so a leftover is
+//! found and stopped by it ([`Transport::stop_orphan`]), as on an SSH target.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -18,9 +18,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::shell::{self, powershell_encode, Payload, PidMarkerFilter, Start};
+use super::shell::{self, powershell_encode, Payload, PidMarkerFilter};
 use super::{
-    random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Orphan, OrphanStop, Shell,
+    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Shell,
     Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
@@ -49,14 +49,13 @@ impl LocalTransport {
     }
 
     /// The command for `script` (or the script `file`); for `sh`, in the tracked wrapper
-    /// with `token`, started as `start` says.
+    /// with `token`.
     fn command_for(
         &self,
         shell: Shell,
         script: Option<&str>,
         file: Option<&Path>,
         token: &str,
-        start: Start,
     ) -> Command {
         let mut cmd = match shell {
             Shell::Sh => {
@@ -65,8 +64,7 @@ impl LocalTransport {
                     (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
                     (None, None) => String::new(),
                 };
-                let [wrapper, tag, arg] =
-                    shell::tracked_sh_args(Payload::Inline(&inline), token, start);
+                let [wrapper, tag, arg] = shell::tracked_sh_args(Payload::Inline(&inline), token);
                 let mut c = Command::new("sh");
                 c.arg("-c").arg(wrapper).arg(tag).arg(arg);
                 c
@@ -106,7 +104,7 @@ impl LocalTransport {
                 c
             }
         };
-        // The `sh` wrapper's watcher reads the pipe until it ends (the go comes through it).
+        // The `sh` wrapper's watcher reads the pipe until it ends.
         let stdin = if shell == Shell::Sh {
             Stdio::piped()
         } else {
@@ -150,7 +148,6 @@ impl LocalTransport {
         mut cmd: Command,
         shell: Shell,
         ctl: &Control,
-        announce: Option<(Announce<'_>, &str)>,
         sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         if !self.workdir.is_dir() {
@@ -179,34 +176,7 @@ impl LocalTransport {
             }
         };
         // Held open while the command runs: its end is the watcher's signal to stop the group.
-        let mut stdin = child.stdin.take();
-        if let Some((announce, token)) = announce {
-            let who = Orphan::Process {
-                pid: Some(child.id()),
-                token: token.to_string(),
-            };
-            let noted = announce(&who);
-            let sent = match (&noted, stdin.as_mut()) {
-                (Ok(()), Some(pipe)) => pipe.write_all(b"\n").and_then(|()| pipe.flush()),
-                _ => Ok(()),
-            };
-            if let Err(message) = noted {
-                // Its input ends without a go: it exits without running anything.
-                drop(stdin);
-                let _ = child.wait();
-                return Err(TransportError::NotStarted {
-                    target: self.target(),
-                    message,
-                });
-            }
-            if let Err(source) = sent {
-                let _ = kill_tree(&mut child);
-                return Err(TransportError::Io {
-                    context: "cannot start the command".into(),
-                    source,
-                });
-            }
-        }
+        let stdin = child.stdin.take();
         let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut open_streams = 0;
@@ -349,7 +319,7 @@ impl LocalTransport {
         script: &str,
         shell: Shell,
         ctl: &Control,
-        announce: Option<Announce<'_>>,
+        token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         if script.contains('\0') {
@@ -358,11 +328,9 @@ impl LocalTransport {
                 message: "it contains a NUL byte".into(),
             });
         }
-        let token = random_token();
-        let start = start_for(shell, &announce);
-        let cmd = self.command_for(shell, Some(script), None, &token, start);
-        let announce = announce.filter(|_| start == Start::OnGo);
-        self.run(cmd, shell, ctl, announce.map(|a| (a, token.as_str())), out)
+        let token = token.map_or_else(random_token, str::to_string);
+        let cmd = self.command_for(shell, Some(script), None, &token);
+        self.run(cmd, shell, ctl, out)
     }
 
     fn run_script_inner(
@@ -370,7 +338,7 @@ impl LocalTransport {
         local: &Path,
         shell: Shell,
         ctl: &Control,
-        announce: Option<Announce<'_>>,
+        token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         // The script is already a file here; no temporary copy is needed. Make it absolute so
@@ -391,21 +359,9 @@ impl LocalTransport {
                 source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let token = random_token();
-        let start = start_for(shell, &announce);
-        let cmd = self.command_for(shell, None, Some(&path), &token, start);
-        let announce = announce.filter(|_| start == Start::OnGo);
-        self.run(cmd, shell, ctl, announce.map(|a| (a, token.as_str())), out)
-    }
-}
-
-/// A step's `sh` command waits for its go until its identity is announced; other shells
-/// cannot wait for it and start at once.
-fn start_for(shell: Shell, announce: &Option<Announce<'_>>) -> Start {
-    if announce.is_some() && shell == Shell::Sh {
-        Start::OnGo
-    } else {
-        Start::Now
+        let token = token.map_or_else(random_token, str::to_string);
+        let cmd = self.command_for(shell, None, Some(&path), &token);
+        self.run(cmd, shell, ctl, out)
     }
 }
 
@@ -565,26 +521,26 @@ impl Transport for LocalTransport {
         self.exec_inner(script, shell, ctl, None, out)
     }
 
-    fn exec_announced(
+    fn exec_identified(
         &mut self,
         script: &str,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        self.exec_inner(script, shell, ctl, Some(announce), out)
+        self.exec_inner(script, shell, ctl, Some(id.token), out)
     }
 
-    fn run_script_announced(
+    fn run_script_identified(
         &mut self,
         local: &Path,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        self.run_script_inner(local, shell, ctl, Some(announce), out)
+        self.run_script_inner(local, shell, ctl, Some(id.token), out)
     }
 
     fn stop_orphan(&mut self, orphan: &Orphan) -> Result<OrphanStop, TransportError> {

@@ -161,11 +161,23 @@ impl Orphan {
     }
 }
 
-/// Receives a step command's identity once the target knows it and before the command does
-/// any work; the command goes ahead only when it returns `Ok` (the engine journals the
-/// identity here, so that a later `apply` can stop the command even if this runner dies).
+/// Receives a step command's identity once the target gives it one (a WinRM shell) and before
+/// the command is sent; the command goes ahead only when it returns `Ok` (the engine journals
+/// the identity here, so that a later `apply` can stop the command even if this runner dies).
 /// `Err` carries why the command was not started.
 pub type Announce<'a> = &'a mut dyn FnMut(&Orphan) -> Result<(), String>;
+
+/// How a step's command can be found again on the target, settled before it starts: a later
+/// `apply` stops it by this before any check or retry, even when the runner that started it
+/// died (a power cut while the link was silently dead, or `kill -9`).
+pub struct Identity<'a> {
+    /// The token an `sh` command carries in its command line (its wrapper's `$0`), already in
+    /// the journal: with it the command's process group is found, and its PID, without a round
+    /// trip before the command starts.
+    pub token: &'a str,
+    /// For transports whose target names the command itself (WinRM's shell id).
+    pub announce: Announce<'a>,
+}
 
 /// What [`Transport::stop_orphan`] found on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,32 +380,30 @@ pub trait Transport: Send {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError>;
 
-    /// Like [`Transport::exec`], for a step's command: its identity goes to `announce` before
-    /// it does any work (see [`Announce`]). Transports that cannot name a command before it
-    /// starts run it as `exec` does.
-    fn exec_announced(
+    /// Like [`Transport::exec`], for a step's command, which can be found again by `id` (see
+    /// [`Identity`]). Transports that cannot name a command run it as `exec` does.
+    fn exec_identified(
         &mut self,
         script: &str,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        let _ = announce;
+        let _ = id;
         self.exec(script, shell, ctl, out)
     }
 
-    /// Like [`Transport::run_script`], with the identity announced as for
-    /// [`Transport::exec_announced`].
-    fn run_script_announced(
+    /// Like [`Transport::run_script`], identified as for [`Transport::exec_identified`].
+    fn run_script_identified(
         &mut self,
         local: &Path,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        let _ = announce;
+        let _ = id;
         self.run_script(local, shell, ctl, out)
     }
 

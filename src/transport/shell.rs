@@ -74,18 +74,6 @@ pub fn command_line(shell: Shell, script: &str) -> String {
     }
 }
 
-/// When a tracked command begins its work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// At once.
-    Now,
-    /// Once the runner says so: after announcing itself, the `sh` wrapper reads one line on
-    /// its stdin (the runner's "go", sent once the command's identity is in the journal).
-    /// When its stdin ends instead (the runner died, or could not journal it) it exits with
-    /// 125 and runs nothing.
-    OnGo,
-}
-
 /// The `sh` wrapper of a tracked command as three arguments for `sh -c`: the wrapper script,
 /// its `$0` (`runner-` and the token, which is how the process is found again), and `$1`
 /// (the inline script, or the path of the script file).
@@ -96,18 +84,12 @@ pub enum Start {
 /// traps, `exit` and `set -e`; no positional parameters; only `$0`, the token, differs) but
 /// costs a fork instead of starting another `sh`. A script file runs as `sh FILE` and is
 /// removed by the watcher when the wrapper's stdin ends first.
-pub fn tracked_sh_args(payload: Payload<'_>, token: &str, start: Start) -> [String; 3] {
+pub fn tracked_sh_args(payload: Payload<'_>, token: &str) -> [String; 3] {
     // The runner removes a script file after the script; when the runner is gone, the
     // watcher does (an open file can be removed while `sh` still reads it).
     let (run, cleanup) = match payload {
         Payload::Inline(_) => ("( eval \"set --\n$1\" )", ""),
         Payload::File(_) => ("sh \"$1\"", "rm -f -- \"$1\"; "),
-    };
-    // Waiting for the go: `read` takes one byte at a time from a pipe, so nothing meant for
-    // the watcher is consumed.
-    let go = match start {
-        Start::Now => String::new(),
-        Start::OnGo => format!("read -r _ || {{ {cleanup}exit 125; }}\n"),
     };
     // A watcher holds the channel's stdin (runner never closes it): when the channel
     // goes away because the runner died, the watcher (a shell builtin loop, no extra
@@ -117,7 +99,6 @@ pub fn tracked_sh_args(payload: Payload<'_>, token: &str, start: Start) -> [Stri
     // the detour through fd 3.
     let wrapper = format!(
         "printf '\\036runner-pid:%s\\n' \"$$\" >&2 || exit 125\n\
-         {go}\
          exec 3<&0\n\
          ( while read -r _; do :; done <&3; {cleanup}kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
          w=$!\n\
@@ -135,23 +116,17 @@ pub fn tracked_sh_args(payload: Payload<'_>, token: &str, start: Start) -> [Stri
 
 /// The command line sent to a remote target. Before the script starts it reports what is
 /// needed to stop it later: `sh` and PowerShell print [`PID_MARKER`] and their PID on stderr,
-/// `cmd` carries `token` in its command line (see [`kill_command_line`]). `start` applies to
-/// `sh` only (see [`Start`]); the Windows shells start at once.
+/// `cmd` carries `token` in its command line (see [`kill_command_line`]).
 ///
 /// For `sh` the login shell is replaced (`exec`) by our `sh` wrapper ([`tracked_sh_args`]),
 /// so the reported PID is the session leader sshd created with `setsid()`, i.e. the process
 /// group of everything the script starts.
-pub fn tracked_command_line(
-    shell: Shell,
-    payload: Payload<'_>,
-    token: &str,
-    start: Start,
-) -> String {
+pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> String {
     match shell {
         Shell::Sh => {
             // The token as `$0` is in the wrapper's command line, where `stop_orphan_command_line`
             // looks for it: a PID alone could have been reused by the time it is needed.
-            let [wrapper, tag, arg] = tracked_sh_args(payload, token, start);
+            let [wrapper, tag, arg] = tracked_sh_args(payload, token);
             format!(
                 "exec sh -c {} {} {}",
                 sh_quote(&wrapper),
@@ -607,7 +582,6 @@ mod tests {
             Shell::Sh,
             Payload::Inline("echo out; echo err >&2; exit 7"),
             "t",
-            Start::Now,
         );
         // Like an SSH channel, stdin stays open while the command runs.
         let mut child = std::process::Command::new("sh")
@@ -632,7 +606,7 @@ mod tests {
 
     /// Runs an inline script through the tracked wrapper as sshd would, stdin kept open.
     fn run_tracked_locally(script: &str) -> (Option<i32>, String) {
-        let line = tracked_command_line(Shell::Sh, Payload::Inline(script), "t", Start::Now);
+        let line = tracked_command_line(Shell::Sh, Payload::Inline(script), "t");
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)
@@ -708,66 +682,9 @@ mod tests {
         assert!(!script.exists(), "{path} is still there");
     }
 
-    /// Started on the runner's go: nothing of the script runs before it, and a wrapper whose
-    /// input ends before the go (its runner died) runs nothing at all.
-    #[test]
-    fn tracked_sh_on_go_runs_nothing_before_the_go() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mark = dir.path().join("ran");
-        let script = format!("touch {}", sh_quote(&mark.display().to_string()));
-        let line = tracked_command_line(Shell::Sh, Payload::Inline(&script), "t", Start::OnGo);
-        let spawn = || {
-            let mut child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&line)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("sh runs");
-            let mut err = child.stderr.take().expect("stderr");
-            let mut first = [0u8; 1];
-            std::io::Read::read_exact(&mut err, &mut first).expect("the pid marker");
-            let stdin = child.stdin.take().expect("stdin");
-            (child, stdin)
-        };
-        // The input ends without a go: exit 125, nothing ran.
-        let (mut child, stdin) = spawn();
-        drop(stdin);
-        assert_eq!(child.wait().expect("wait").code(), Some(125));
-        assert!(!mark.exists(), "the script ran without a go");
-        // With the go it runs, and ends normally while its input stays open.
-        let (mut child, mut stdin) = spawn();
-        assert!(!mark.exists());
-        stdin.write_all(b"\n").expect("send the go");
-        assert_eq!(child.wait().expect("wait").code(), Some(0));
-        drop(stdin);
-        assert!(mark.exists(), "the script did not run after the go");
-    }
-
-    /// A script file whose wrapper never got its go is removed, like one cut off later.
-    #[test]
-    fn tracked_sh_file_without_a_go_is_removed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let script = dir.path().join("runner-y.sh");
-        std::fs::write(&script, "exit 0\n").expect("write script");
-        let path = script.display().to_string();
-        let line = tracked_command_line(Shell::Sh, Payload::File(&path), "t", Start::OnGo);
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("sh runs");
-        assert_eq!(status.code(), Some(125));
-        assert!(!script.exists(), "{path} is still there");
-    }
-
     #[test]
     fn tracked_cmd_carries_token() {
-        let line = tracked_command_line(Shell::Cmd, Payload::Inline("dir"), "abc", Start::OnGo);
+        let line = tracked_command_line(Shell::Cmd, Payload::Inline("dir"), "abc");
         assert_eq!(line, "cmd.exe /d /c set \"RUNNER_RUN=abc\" & dir");
         let kill = kill_command_line(Shell::Cmd, None, "abc");
         assert!(kill.is_some());
@@ -838,7 +755,7 @@ mod tests {
         token: &str,
     ) -> (std::process::Child, Option<std::process::ChildStdin>) {
         use std::os::unix::process::CommandExt;
-        let line = tracked_command_line(Shell::Sh, payload, token, Start::Now);
+        let line = tracked_command_line(Shell::Sh, payload, token);
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)

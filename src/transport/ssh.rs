@@ -27,10 +27,10 @@ use ssh2::{Channel, ErrorCode, MethodType, OpenFlags, OpenType, Session, Sftp};
 use super::known_hosts::{
     check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
 };
-use super::shell::{self, Payload, PidMarkerFilter, Start};
+use super::shell::{self, Payload, PidMarkerFilter};
 use super::upload_buffer::UploadBuffer;
 use super::{
-    random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Orphan, OrphanStop, Secret,
+    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Secret,
     Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
@@ -134,24 +134,9 @@ enum Opened {
 }
 
 /// What an exec is running, so that it can be stopped.
-struct Tracking<'a, 'b> {
+struct Tracking<'a> {
     shell: Shell,
     token: &'a str,
-    /// Set for a command started on the go ([`Start::OnGo`]): told the command's identity
-    /// before the go is sent.
-    announce: Option<Announce<'b>>,
-}
-
-impl Tracking<'_, '_> {
-    /// How the command starts: on the go when its identity must be announced first (`sh`
-    /// only; the Windows shells cannot wait for it).
-    fn start(&self) -> Start {
-        if self.announce.is_some() && self.shell == Shell::Sh {
-            Start::OnGo
-        } else {
-            Start::Now
-        }
-    }
 }
 
 impl SshTransport {
@@ -477,13 +462,13 @@ impl SshTransport {
         }
     }
 
-    /// `exec`, with the identity of a step's command announced when `announce` is given.
+    /// `exec`; a step's command carries `token` (already in the journal), others a new one.
     fn exec_inner(
         &mut self,
         script: &str,
         shell: Shell,
         ctl: &Control,
-        announce: Option<Announce<'_>>,
+        token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         if script.contains('\0') {
@@ -505,16 +490,14 @@ impl SshTransport {
                 ),
                 _ => Cow::Borrowed(script.as_bytes()),
             };
-            return self.run_content(&content, shell, ctl, announce, out);
+            return self.run_content(&content, shell, ctl, token, out);
         }
-        let token = random_token();
+        let token = token.map_or_else(random_token, str::to_string);
+        let line = shell::tracked_command_line(shell, Payload::Inline(script), &token);
         let tracking = Tracking {
             shell,
             token: &token,
-            announce,
         };
-        let line =
-            shell::tracked_command_line(shell, Payload::Inline(script), &token, tracking.start());
         self.run_tracked(&line, tracking, ctl, out)
     }
 
@@ -522,7 +505,7 @@ impl SshTransport {
     fn run_tracked(
         &mut self,
         line: &str,
-        mut tracking: Tracking<'_, '_>,
+        tracking: Tracking<'_>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
@@ -554,9 +537,6 @@ impl SshTransport {
             return Err(err);
         }
         let mut marker = PidMarkerFilter::new();
-        if tracking.start() == Start::Now {
-            tracking.announce = None;
-        }
         let (shell, token) = (tracking.shell, tracking.token);
         let result = self.pump(&sess, &mut channel, &mut marker, tracking, ctl, out);
         if let Err(e) = &result {
@@ -584,7 +564,7 @@ impl SshTransport {
         sess: &Session,
         channel: &mut Channel,
         marker: &mut PidMarkerFilter,
-        mut tracking: Tracking<'_, '_>,
+        tracking: Tracking<'_>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
@@ -613,11 +593,6 @@ impl SshTransport {
                                     let shown = marker.feed(&buf[..n]);
                                     if !shown.is_empty() {
                                         out(Stream::Stderr, &shown);
-                                    }
-                                    if let Some(pid) = marker.pid() {
-                                        if let Some(announce) = tracking.announce.take() {
-                                            self.go(sess, channel, pid, tracking.token, announce)?;
-                                        }
                                     }
                                 }
                             }
@@ -733,44 +708,6 @@ impl SshTransport {
             .map_err(|e| self.ssh_err(DURING, &e))?;
         // The SSH exit status is a u32 on the wire; libssh2 hands it out as i32.
         Ok(Exit::Code(i64::from(code as u32)))
-    }
-
-    /// The command waiting for its go announced its PID: hand its identity to `announce`,
-    /// then send the go, or, when `announce` refuses, end its input so that it exits without
-    /// running anything.
-    fn go(
-        &mut self,
-        sess: &Session,
-        channel: &mut Channel,
-        pid: u32,
-        token: &str,
-        announce: Announce<'_>,
-    ) -> Result<(), TransportError> {
-        const DURING: &str = "starting a command (it may or may not have started)";
-        let who = Orphan::Process {
-            pid: Some(pid),
-            token: token.to_string(),
-        };
-        let noted = announce(&who);
-        sess.set_blocking(true);
-        sess.set_timeout(timeout_ms(self.round_trip_timeout()));
-        let sent = match &noted {
-            Ok(()) => channel.write_all(b"\n").and_then(|()| channel.flush()),
-            Err(_) => channel.send_eof().map_err(io::Error::from),
-        };
-        sess.set_timeout(timeout_ms(IO_TIMEOUT));
-        sess.set_blocking(false);
-        if let Err(message) = noted {
-            return Err(TransportError::NotStarted {
-                target: self.describe(),
-                message,
-            });
-        }
-        if let Err(e) = sent {
-            self.mark_broken();
-            return Err(self.lost(DURING, e.to_string()));
-        }
-        Ok(())
     }
 
     /// Stop a tracked remote command from a second channel. Err carries a message for the user.
@@ -917,12 +854,12 @@ impl SshTransport {
         content: &[u8],
         shell: Shell,
         ctl: &Control,
-        announce: Option<Announce<'_>>,
+        token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         self.connect()?;
         self.remove_leftover_scripts();
-        let token = random_token();
+        let token = token.map_or_else(random_token, str::to_string);
         let (run_path, sftp_path) = match shell {
             Shell::Sh => {
                 let p = sh_script_path(&token);
@@ -937,13 +874,11 @@ impl SshTransport {
             }
         };
         self.write_new_file(&sftp_path, content)?;
+        let line = shell::tracked_command_line(shell, Payload::File(&run_path), &token);
         let tracking = Tracking {
             shell,
             token: &token,
-            announce,
         };
-        let line =
-            shell::tracked_command_line(shell, Payload::File(&run_path), &token, tracking.start());
         let result = self.run_tracked(&line, tracking, ctl, out);
         if self.conn.as_ref().is_none_or(|c| c.broken) {
             // Removing it now would mean reconnecting before the engine has noted, durably,
@@ -1378,27 +1313,27 @@ impl Transport for SshTransport {
         self.exec_inner(script, shell, ctl, None, out)
     }
 
-    fn exec_announced(
+    fn exec_identified(
         &mut self,
         script: &str,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        self.exec_inner(script, shell, ctl, Some(announce), out)
+        self.exec_inner(script, shell, ctl, Some(id.token), out)
     }
 
-    fn run_script_announced(
+    fn run_script_identified(
         &mut self,
         local: &Path,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let content = super::read_script(local)?;
-        self.run_content(&content, shell, ctl, Some(announce), out)
+        self.run_content(&content, shell, ctl, Some(id.token), out)
     }
 
     fn upload(

@@ -31,8 +31,8 @@ pub use response::{Fault, ParseError, Response};
 
 use super::shell::{self, ps_quote};
 use super::{
-    hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Orphan, OrphanStop,
-    Shell, Stream, Transport, TransportError, ORPHAN_REASON,
+    hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Identity, Orphan,
+    OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 use http::HttpClient;
 use soap::Endpoint;
@@ -998,27 +998,27 @@ impl Transport for WinrmTransport {
         self.exec_inner(script, shell, ctl, None, out)
     }
 
-    fn exec_announced(
+    fn exec_identified(
         &mut self,
         script: &str,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        self.exec_inner(script, shell, ctl, Some(announce), out)
+        self.exec_inner(script, shell, ctl, Some(id.announce), out)
     }
 
-    fn run_script_announced(
+    fn run_script_identified(
         &mut self,
         local: &Path,
         shell: Shell,
         ctl: &Control,
-        announce: Announce<'_>,
+        id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let content = super::read_script(local)?;
-        self.run_content(&content, shell, ctl, Some(announce), out)
+        self.run_content(&content, shell, ctl, Some(id.announce), out)
     }
     fn take_orphan(&mut self) -> Option<Orphan> {
         self.orphan.take()
