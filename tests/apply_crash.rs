@@ -964,7 +964,9 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
     ));
 
     let mut bg = p.spawn_apply();
-    let needle = dest.display().to_string();
+    // The upload writes a new file beside the destination (`.big.copy.runner-TOKEN`) and
+    // hashes that while it grows.
+    let needle = p.file(".big.copy.runner-").display().to_string();
     wait_until("the hashing process on the target", || {
         processes_with(&needle)
             .iter()
@@ -994,4 +996,34 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
         .map(|a| a.state)
         .collect();
     assert_eq!(states, ["interrupted", "succeeded"]);
+}
+
+// ---- 7: an attached local command dies with its runner -----------------------------------
+
+#[test]
+fn kill9_of_the_runner_takes_its_attached_local_command_with_it() {
+    let p = Play::new(&[]);
+    let yaml = format!(
+        "name: Crash and resume\nwindow:\n  business_hours: []\ntargets:\n  here:\n    transport: local\nsteps:\n{}",
+        step("copy", "here", &p.held("copy", "", ""), "    idempotent: true\n")
+    );
+    std::fs::write(p.file("cutover.yaml"), yaml).unwrap();
+    p.hold("copy");
+    let mut bg = p.spawn_apply();
+    p.wait_started("copy");
+    let pid = read_pid(p.dir(), "copy.pid");
+    bg.child.kill().unwrap();
+    let (status, _) = bg.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    // Nothing keeps running unattended, although its hold file is still there.
+    assert!(
+        common::stops_within(pid, PATIENCE),
+        "the local command {pid} outlived its runner"
+    );
+
+    // The resume runs it again, alone: one end, and only the second start reached it.
+    p.release("copy");
+    let r = p.apply(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.ledger("copy"), (2, 1));
 }

@@ -238,8 +238,14 @@ fn kill_9_during_a_winrm_step_then_resume_verifies_with_the_check() {
     let r = runner(&["apply", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let ran: Vec<String> = srv.delivered().into_iter().map(|(s, _)| s).collect();
-    // The interrupted command is not run again: its check decides.
+    // The interrupted command is not run again: its check decides, once the shell it was
+    // still running in (named in the journal before the command was sent) is deleted.
     assert_eq!(ran, ["robocopy-job", "check-copy", "echo after"], "{ran:?}");
+    assert_eq!(
+        srv.open_shells(),
+        0,
+        "the killed runner's command still runs"
+    );
 }
 
 #[test]

@@ -148,6 +148,8 @@ fn a_detached_step_runs_to_the_end_and_leaves_no_job_folder() {
         .join(&run_id)
         .join("1")
         .exists());
+    // Nor is the run's folder left behind, empty.
+    assert!(!Path::new("/tmp/runner-jobs").join(&run_id).exists());
 }
 
 #[test]
@@ -457,4 +459,141 @@ fn a_second_ctrl_c_stops_a_detached_job_on_the_target() {
         !process_running(job) && !process_running(child),
         "the job still runs: {seen}"
     );
+}
+
+// ---- where a detached job runs, and whose its folder is -----------------------------------
+
+fn local_target() -> &'static str {
+    "  box:\n    transport: local\n"
+}
+
+/// The job folder a run's log names (`detached: output and status in DIR on the target`).
+fn job_folder_in_logs(dir: &Path) -> Option<String> {
+    let logs = all_run_logs(dir);
+    let rest = logs.split("detached: output and status in ").nth(1)?;
+    rest.split(" on the target").next().map(str::to_string)
+}
+
+#[test]
+fn a_detached_local_step_keeps_what_it_writes_to_a_relative_path() {
+    let dir = tempfile::tempdir().unwrap();
+    playbook(
+        dir.path(),
+        local_target(),
+        "  - id: export\n    on: box\n    detach: true\n    run: echo data > export.pst\n",
+    );
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // In the playbook's folder, as for an attached step; not removed with the job's files.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("export.pst")).unwrap_or_default(),
+        "data\n"
+    );
+    let job = job_folder_in_logs(dir.path()).expect("the job folder in the logs");
+    assert!(!Path::new(&job).exists(), "{job}");
+    // No empty folder of the run is left either.
+    let jobs = dir.path().join(".runner/jobs");
+    assert_eq!(std::fs::read_dir(&jobs).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+#[test]
+fn a_detached_ssh_step_runs_in_the_login_folder_like_an_attached_one() {
+    let sshd = Sshd::start("127.0.0.48");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let steps = format!(
+        "  - id: attached\n    on: box\n    run: pwd > {d}/attached\n\
+         \x20 - id: detached\n    on: box\n    detach: true\n    run: pwd > {d}/detached\n"
+    );
+    playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let attached = std::fs::read_to_string(dir.path().join("attached")).unwrap();
+    let detached = std::fs::read_to_string(dir.path().join("detached")).unwrap();
+    assert!(!attached.contains("runner-jobs"), "{attached}");
+    assert_eq!(detached, attached);
+}
+
+/// The job folder root of a local target, pre-created by another user (or a symlink to a
+/// folder someone prepared): the runner refuses it before the job starts, exit 1.
+fn refused_before_the_job_starts(prepare: impl FnOnce(&Path), why: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    playbook(
+        dir.path(),
+        local_target(),
+        &format!("  - id: long\n    on: box\n    detach: true\n    run: echo ran >> {d}/ledger\n"),
+    );
+    std::fs::create_dir_all(dir.path().join(".runner")).unwrap();
+    prepare(&dir.path().join(".runner/jobs"));
+    let r = runner(&["apply", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let all = format!("{}{}{}", r.stdout, r.stderr, all_run_logs(dir.path()));
+    assert!(all.contains("the detached job was not started"), "{all}");
+    assert!(all.contains(why), "{all}");
+    assert!(!dir.path().join("ledger").exists(), "the job ran");
+}
+
+#[test]
+fn a_job_folder_root_created_by_another_user_is_refused() {
+    refused_before_the_job_starts(
+        |root| {
+            std::fs::create_dir(root).unwrap();
+            let path = std::ffi::CString::new(root.to_str().unwrap()).unwrap();
+            // SAFETY: chown(2) with a valid NUL-terminated path.
+            let chowned = unsafe { libc::chown(path.as_ptr(), 65534, 65534) };
+            assert_eq!(chowned, 0, "chown to nobody (the tests run as root)");
+        },
+        "belongs to uid 65534",
+    );
+}
+
+#[test]
+fn a_job_folder_root_that_is_a_symlink_is_refused() {
+    refused_before_the_job_starts(
+        |root| {
+            let elsewhere = root.with_file_name("elsewhere");
+            std::fs::create_dir(&elsewhere).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, root).unwrap();
+        },
+        "symbolic link",
+    );
+}
+
+/// While a job runs over SSH, its folder is handed to another user with a planted `status`
+/// saying success: the runner must not believe it. The job is in doubt (it may still run),
+/// and without a check the step is left to an operator: exit 1, not a success.
+#[test]
+fn a_job_folder_taken_over_while_the_job_runs_is_not_believed() {
+    let sshd = Sshd::start("127.0.0.49");
+    let dir = tempfile::tempdir().unwrap();
+    playbook(
+        dir.path(),
+        &target_yaml("box", &sshd, ""),
+        &waiting_step("long", dir.path(), ""),
+    );
+    let child = spawn_apply(dir.path());
+    wait_for("the job to start", || dir.path().join("started").exists());
+    let job = job_folder_in_logs(dir.path()).expect("the job folder in the logs");
+    std::fs::write(Path::new(&job).join("status.tmp"), "0\n").unwrap();
+    std::fs::rename(
+        Path::new(&job).join("status.tmp"),
+        Path::new(&job).join("status"),
+    )
+    .unwrap();
+    let path = std::ffi::CString::new(job.as_str()).unwrap();
+    // SAFETY: chown(2) with a valid NUL-terminated path.
+    let chowned = unsafe { libc::chown(path.as_ptr(), 65534, 65534) };
+    assert_eq!(chowned, 0, "chown to nobody (the tests run as root)");
+    let (code, out) = finish(child);
+    // Let the job end, and clean up what the runner refused to touch.
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("belongs to uid 65534"), "{out}");
+    let st = runner(&["status", "p.yaml"], dir.path(), &[]);
+    assert!(!st.stdout.contains("succeeded"), "{}", st.stdout);
+    wait_for("the job to end", || {
+        lines(&dir.path().join("ledger")).len() == 2
+    });
+    let _ = std::fs::remove_dir_all(&job);
 }

@@ -679,9 +679,24 @@ fn stall_for_good_during_an_upload_is_retried_over_a_new_connection() {
     fs::write(scene.dir.path().join("big.bin"), &data).expect("write source");
 
     let child = scene.apply();
-    wait_for("the upload to be under way", || {
-        fs::metadata(&dest).is_ok_and(|m| m.len() > 1024 * 1024)
-    });
+    // It is written to a new file beside the destination, renamed into place once verified.
+    let written = || {
+        fs::read_dir(scene.sshd.dir())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(".big.copy.runner-")
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    wait_for("the upload to be under way", || written() > 1024 * 1024);
     scene.proxy.stall_forever();
     let end = finish(child);
     assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
@@ -1014,6 +1029,44 @@ fn half_cut_with_the_target_unreachable_leaves_the_step_to_an_operator() {
     let end = finish(scene.apply());
     scene.release();
     assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    assert_eq!(
+        scene.ledger(),
+        vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
+    );
+}
+
+/// A power cut of the runner while the link is silently dead: the runner never saw anything
+/// go wrong, sshd never saw the connection end and keeps the command running. The next apply
+/// must find the command's identity in the journal and stop it before the check decides, so
+/// that no second copy runs beside the first.
+#[test]
+fn a_runner_killed_while_the_link_is_silently_dead_leaves_no_second_copy_running() {
+    let scene = Scene::new(41, &checked_trapped_step());
+    let mut child = scene.apply();
+    wait_for("the command to start on the target", || {
+        has(&scene.ledger(), "start-1")
+    });
+    scene.proxy.stall_forever();
+    child.kill().expect("kill -9 the runner");
+    let _ = child.wait();
+
+    let j = scene.journal();
+    let attempts = run_attempts(&j, "checked");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].state, AttemptState::Running);
+    // Written with the attempt, before the command was sent: the token it carries.
+    assert!(
+        notes_of(&j, &attempts[0])
+            .get("orphan")
+            .is_some_and(|n| n.starts_with("process ") && n.contains("token=")),
+        "the command's identity is not in the journal"
+    );
+    drop(j);
+
+    let end = finish(scene.apply());
+    scene.release();
+    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    // The first copy was stopped (its trap ran) before the check, and the second ran alone.
     assert_eq!(
         scene.ledger(),
         vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]

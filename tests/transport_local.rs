@@ -173,6 +173,8 @@ fn upload_refuses_a_source_that_changed_since_the_plan() {
     let planned = digest(&src);
     // Same size, other bytes: only the hash can tell.
     fs::write(&src, b"replaced content").expect("rewrite");
+    // The destination's earlier content must survive the failed upload.
+    fs::write(dir.path().join("copy.bin"), b"the old, longer content").expect("old file");
     let err = t
         .upload(&src, &planned, "copy.bin", Shell::Sh, &mut |_| {})
         .expect_err("the source changed");
@@ -183,6 +185,18 @@ fn upload_refuses_a_source_that_changed_since_the_plan() {
         other => panic!("expected UploadSourceChanged, got {other:?}"),
     }
     assert!(err.to_string().contains("review the plan again"), "{err}");
+    assert_eq!(
+        fs::read(dir.path().join("copy.bin")).expect("read"),
+        b"the old, longer content",
+        "a failed upload overwrote the destination"
+    );
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".copy.bin.runner-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 #[test]
@@ -224,4 +238,69 @@ fn unavailable_shell_is_a_clear_error() {
 
 fn digest(path: &std::path::Path) -> runner::transport::FileDigest {
     runner::transport::FileDigest::of_file(path).expect("digest of the source")
+}
+
+/// A step's command carries the token it is given (the engine journals it before the
+/// command starts), and that token is enough to find and stop it later, as a leftover of a
+/// runner that died; another token finds nothing.
+#[test]
+fn a_local_command_can_be_found_and_stopped_by_its_token() {
+    use runner::transport::{Identity, Orphan, OrphanStop};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "0123456789abcdef01234567";
+    let workdir = dir.path().to_path_buf();
+    let held = std::thread::spawn(move || {
+        let mut never = |o: &Orphan| Err(format!("a local command is not announced: {o:?}"));
+        local(&workdir).exec_identified(
+            "echo $$ > pid.tmp; mv pid.tmp pid; sleep 300",
+            Shell::Sh,
+            &Control::new(None),
+            Identity {
+                token,
+                announce: &mut never,
+            },
+            &mut |_, _| {},
+        )
+    });
+    let pid = read_pid_when_written(dir.path());
+    let by_token = |t: &str| Orphan::Process {
+        pid: None,
+        token: t.to_string(),
+    };
+    assert_eq!(
+        local(dir.path())
+            .stop_orphan(&by_token("fedcba9876543210fedcba98"))
+            .expect("stop"),
+        OrphanStop::Ended
+    );
+    // With the PID too, another token is another command: left alone.
+    let other = Orphan::Process {
+        pid: Some(pid),
+        token: "fedcba9876543210fedcba98".into(),
+    };
+    assert_eq!(
+        local(dir.path()).stop_orphan(&other).expect("stop"),
+        OrphanStop::PidReused
+    );
+    assert_eq!(
+        local(dir.path())
+            .stop_orphan(&by_token(token))
+            .expect("stop"),
+        OrphanStop::Stopped
+    );
+    assert!(stops_within(pid, EXIT_GRACE), "{pid} still runs");
+    let end = held.join().expect("exec thread").expect("exec");
+    assert_ne!(end, Exit::Code(0));
+}
+
+/// The PID a command wrote to `pid` in `dir` (renamed into place, so never half written).
+fn read_pid_when_written(dir: &Path) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = fs::read_to_string(dir.join("pid")) {
+            return text.trim().parse().expect("a pid");
+        }
+        assert!(std::time::Instant::now() < deadline, "no pid written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -658,6 +658,8 @@ fn upload_fails_when_the_target_reports_another_hash() {
     let src = sshd.dir().join("small.bin");
     fs::write(&src, b"payload").expect("write");
     let dest = sshd.dir().join("small.copy");
+    // What the destination held before must survive an upload that did not verify.
+    fs::write(&dest, b"the old, longer content").expect("write the old file");
     let err = t
         .upload(
             &src,
@@ -685,6 +687,28 @@ fn upload_fails_when_the_target_reports_another_hash() {
         TransportError::UploadVerify { .. } => {}
         other => panic!("{other:?}"),
     }
+    assert_old_file_kept(&dest, b"the old, longer content");
+}
+
+/// `dest` still holds `old`, and no temporary file of the upload is left beside it.
+fn assert_old_file_kept(dest: &Path, old: &[u8]) {
+    assert_eq!(
+        fs::read(dest).expect("read the destination"),
+        old,
+        "the destination was overwritten by an upload that failed"
+    );
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let dir = dest.parent().expect("a parent");
+    let left: Vec<_> = fs::read_dir(dir)
+        .expect("read the folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".{name}.runner-")))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 #[test]
@@ -697,7 +721,9 @@ fn upload_stops_when_the_source_changed_since_the_plan() {
     fs::write(&src, pseudo_random_bytes(1024 * 1024, 5)).expect("write");
     let planned = digest(&src);
     fs::write(&src, pseudo_random_bytes(6 * 1024 * 1024, 6)).expect("rewrite");
-    let dest = sshd.dir().join("grows.copy").display().to_string();
+    let dest_path = sshd.dir().join("grows.copy");
+    fs::write(&dest_path, b"reviewed earlier").expect("write the old file");
+    let dest = dest_path.display().to_string();
     let changed = |t: &mut SshTransport, planned: &FileDigest| {
         t.upload(&src, planned, &dest, Shell::Sh, &mut |_| {})
             .expect_err("the source changed")
@@ -715,6 +741,7 @@ fn upload_stops_when_the_source_changed_since_the_plan() {
         other => panic!("expected UploadSourceChanged, got {other:?}"),
     }
     assert!(err.to_string().contains("runner plan"), "{err}");
+    assert_old_file_kept(&dest_path, b"reviewed earlier");
 
     // Same size, other content, large enough to be hashed while written: that hash differs,
     // the finished file's too, and the local file is read again to tell the cause.
@@ -727,6 +754,7 @@ fn upload_stops_when_the_source_changed_since_the_plan() {
         matches!(err, TransportError::UploadSourceChanged(_)),
         "{err:?}"
     );
+    assert_old_file_kept(&dest_path, b"reviewed earlier");
 
     // The session is still usable afterwards.
     assert_eq!(

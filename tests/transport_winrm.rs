@@ -641,10 +641,22 @@ fn a_corrupted_upload_is_detected() {
     let src = dir.path().join("a");
     std::fs::write(&src, b"important bytes").unwrap();
     let mut t = transport(&srv);
+    // A good copy first: the corrupted one must not replace it.
+    srv.set_corrupt_uploads(false);
+    let old = dir.path().join("old");
+    std::fs::write(&old, b"the old, longer content").unwrap();
+    t.upload(&old, &digest(&old), "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
+        .expect("the first upload");
+    srv.set_corrupt_uploads(true);
     let e = t
         .upload(&src, &digest(&src), "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
         .unwrap_err();
     assert!(matches!(e, TransportError::UploadVerify { .. }), "{e:?}");
+    assert_eq!(
+        srv.file("C:\\Temp\\a").as_deref(),
+        Some(&b"the old, longer content"[..]),
+        "a failed upload replaced the destination"
+    );
 }
 
 // ---------------------------------------------------------------- HTTPS

@@ -7,6 +7,15 @@
 //! The job folder is recorded in the journal (an attempt note) *before* the job starts.
 //! Everything here is plain `sh` sent through [`Transport::exec`], so any transport that runs
 //! `sh` can run detached jobs.
+//!
+//! The job runs in the working directory of an attached command (the login folder over SSH,
+//! the playbook's folder for `local`, the shell's starting folder on Windows); only the job's
+//! own files live in the job folder, `<root>/<run>/<attempt>`. On POSIX targets the root, the
+//! run's folder and the job's folder are created private (0700) and checked before every
+//! use, with `lstat` semantics: each must be a real directory (no symlink) owned by the
+//! connecting user and writable by nobody else. Otherwise another user could plant a `status`
+//! (a success for a job that failed) or a `pid` (a process group the runner would kill): the
+//! runner refuses to use the folder.
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +24,15 @@ use super::Session;
 use crate::journal::{AttemptId, RunId};
 use crate::transport::{Control, Exit, Shell, Stream, Transport, TransportError};
 
-/// Where job folders live on POSIX targets.
+/// Where job folders live on POSIX targets reached over SSH. (For `local` targets:
+/// [`LOCAL_JOB_ROOT`] under the playbook's folder.)
 pub const JOB_ROOT: &str = "/tmp/runner-jobs";
+/// Where job folders of `local` targets live, under the playbook's folder.
+pub const LOCAL_JOB_ROOT: &str = ".runner/jobs";
+/// Exit code of a POSIX control script that refused a job folder it does not trust; its
+/// reason is on stderr, after [`UNSAFE`].
+const UNSAFE_EXIT: i64 = 3;
+const UNSAFE: &str = "UNSAFE ";
 /// Where job folders live on Windows targets (expanded on the target).
 pub const WINDOWS_JOB_ROOT: &str = r"%SystemRoot%\Temp\runner-jobs";
 /// The attempt note naming the job folder.
@@ -39,10 +55,11 @@ impl Flavor {
         }
     }
 
-    /// The job folder of an attempt: unique per run and attempt.
-    pub fn job_dir(self, run: &RunId, attempt: AttemptId) -> String {
+    /// The job folder of an attempt: unique per run and attempt, under `root` (POSIX) or
+    /// [`WINDOWS_JOB_ROOT`].
+    pub fn job_dir(self, root: &str, run: &RunId, attempt: AttemptId) -> String {
         match self {
-            Flavor::Posix => format!("{JOB_ROOT}/{}/{}", run.as_str(), attempt.0),
+            Flavor::Posix => format!("{root}/{}/{}", run.as_str(), attempt.0),
             Flavor::Windows(_) => format!("{WINDOWS_JOB_ROOT}\\{}\\{}", run.as_str(), attempt.0),
         }
     }
@@ -61,12 +78,23 @@ impl Flavor {
         match self {
             Flavor::Posix => {
                 let d = quote(dir);
+                // The folders are made (0700) and checked first; the job runs where this
+                // script runs, the working directory of an attached command, and keeps only
+                // its own files in the job folder. Making them is tried three times: the end
+                // of another job of this run may remove the run's folder in between.
                 format!(
-                    "set -e; umask 077; mkdir -p {d}; cd {d}; printf '%s\\n' {cmd} > cmd.sh; \
-                     command -v setsid >/dev/null || {{ echo 'setsid is missing on the target' >&2; exit 127; }}; \
-                     setsid sh -c 'echo $$ > pid.tmp; mv pid.tmp pid; sh cmd.sh > out 2> err < /dev/null; echo $? > status.tmp; mv status.tmp status' \
-                     < /dev/null > /dev/null 2>&1 & \
-                     i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat pid",
+                    "umask 077\n{guard}\
+                     mk() {{ for x in {all}; do [ -e \"$x\" ] || [ -h \"$x\" ] || mkdir -m 700 \"$x\" 2>/dev/null || return 1; own \"$x\"; done; }}\n\
+                     [ -e {root_parent} ] || mkdir -p {root_parent} || exit 1\n\
+                     mk || mk || mk || {{ echo 'cannot create the job folder '{d} >&2; exit 1; }}\n\
+                     printf '%s\\n' {cmd} > {d}/cmd.sh || exit 1\n\
+                     command -v setsid >/dev/null || {{ echo 'setsid is missing on the target' >&2; exit 127; }}\n\
+                     setsid sh -c 'd=$1; echo $$ > \"$d/pid.tmp\"; mv \"$d/pid.tmp\" \"$d/pid\"; sh \"$d/cmd.sh\" > \"$d/out\" 2> \"$d/err\" < /dev/null; echo $? > \"$d/status.tmp\"; mv \"$d/status.tmp\" \"$d/status\"' sh {d} \
+                     < /dev/null > /dev/null 2>&1 &\n\
+                     i=0; while [ ! -s {d}/pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat {d}/pid",
+                    guard = posix_guard(),
+                    all = chain(dir).iter().map(|c| quote(c)).collect::<Vec<_>>().join(" "),
+                    root_parent = quote(&parent_of(&parent_of(&parent_of(dir)))),
                     cmd = quote(command)
                 )
             }
@@ -97,8 +125,9 @@ impl Flavor {
                      {write}\n\
                      $w = \"@echo off`r`n{run} > `\"%~dp0out`\" 2> `\"%~dp0err`\" < nul`r`necho %ERRORLEVEL%> `\"%~dp0status.tmp`\"`r`nmove /y `\"%~dp0status.tmp`\" `\"%~dp0status`\" > nul`r`n\"\n\
                      [IO.File]::WriteAllText((Join-Path $d 'wrapper.cmd'), $w, [Text.Encoding]::Default)\n\
-                     # Created through WMI, the job is outside this session's job object and outlives it.\n\
-                     $r = ([wmiclass]'Win32_Process').Create('cmd.exe /d /c \"' + (Join-Path $d 'wrapper.cmd') + '\"')\n\
+                     # Created through WMI, the job is outside this session's job object and outlives it;\n\
+                     # it runs in this shell's folder, as an attached command does.\n\
+                     $r = ([wmiclass]'Win32_Process').Create('cmd.exe /d /c \"' + (Join-Path $d 'wrapper.cmd') + '\"', (Get-Location).Path)\n\
                      if ($r.ReturnValue -ne 0) {{ [Console]::Error.WriteLine('Win32_Process.Create failed with ' + $r.ReturnValue); exit 1 }}\n\
                      [IO.File]::WriteAllText((Join-Path $d 'pid'), [string]$r.ProcessId)\n\
                      [Console]::Out.Write([string]$r.ProcessId)",
@@ -114,10 +143,12 @@ impl Flavor {
             Flavor::Posix => {
                 let d = quote(dir);
                 format!(
-                    "cd {d} 2>/dev/null || {{ echo GONE; exit 0; }}; \
+                    "{guard}checked || {{ echo GONE; exit 0; }}\n\
+                     cd {d} 2>/dev/null || {{ echo GONE; exit 0; }}; \
                      if [ -f status ]; then echo \"DONE $(cat status)\"; \
                      elif kill -0 \"$(cat pid 2>/dev/null)\" 2>/dev/null; then echo RUNNING; \
-                     else echo LOST; fi"
+                     else echo LOST; fi",
+                    guard = guarded(dir)
                 )
             }
             Flavor::Windows(_) => format!(
@@ -136,7 +167,8 @@ impl Flavor {
     fn tail_script(self, dir: &str, file: &str, offset: u64) -> String {
         match self {
             Flavor::Posix => format!(
-                "tail -c +{} {}/{file} 2>/dev/null || true",
+                "{}checked || exit 0\ntail -c +{} {}/{file} 2>/dev/null || true",
+                guarded(dir),
                 offset + 1,
                 quote(dir)
             ),
@@ -161,12 +193,14 @@ impl Flavor {
             Flavor::Posix => {
                 let d = quote(dir);
                 format!(
-                    "cd {d} 2>/dev/null || exit 0; p=$(cat pid 2>/dev/null) || exit 0; [ -n \"$p\" ] || exit 0; \
+                    "{guard}checked || {{ echo GONE; exit 0; }}\n\
+                     cd {d} 2>/dev/null || exit 0; p=$(cat pid 2>/dev/null) || exit 0; [ -n \"$p\" ] || exit 0; \
                      kill -s TERM -- -\"$p\" 2>/dev/null || true; i=0; \
                      while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
                      kill -s KILL -- -\"$p\" 2>/dev/null || true; i=0; \
                      while kill -s 0 -- -\"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
-                     if kill -s 0 -- -\"$p\" 2>/dev/null; then echo ALIVE; else echo GONE; fi"
+                     if kill -s 0 -- -\"$p\" 2>/dev/null; then echo ALIVE; else echo GONE; fi",
+                    guard = guarded(dir)
                 )
             }
             Flavor::Windows(_) => format!(
@@ -184,7 +218,13 @@ impl Flavor {
 
     fn remove_script(self, dir: &str) -> Option<String> {
         match self {
-            Flavor::Posix if dir.starts_with(JOB_ROOT) => Some(format!("rm -rf {}", quote(dir))),
+            // The run's folder goes too once its last job is removed.
+            Flavor::Posix if is_posix_job_dir(dir) => Some(format!(
+                "{}checked || exit 0\nrm -rf {}; rmdir {} 2>/dev/null; exit 0",
+                guarded(dir),
+                quote(dir),
+                quote(&parent_of(dir))
+            )),
             Flavor::Windows(_) if dir.starts_with(WINDOWS_JOB_ROOT) => Some(format!(
                 "Remove-Item -LiteralPath ([Environment]::ExpandEnvironmentVariables({})) -Recurse -Force -ErrorAction SilentlyContinue",
                 ps_quote(dir)
@@ -202,6 +242,62 @@ impl Flavor {
             _ => n,
         })
     }
+}
+
+/// The folder above `path` (a POSIX path), or `path` itself at the top.
+fn parent_of(path: &str) -> String {
+    match path.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => path[..i].to_string(),
+        None => path.to_string(),
+    }
+}
+
+/// The folders checked before a job folder is used: its root, the run's folder and the job's
+/// own (`<root>/<run>/<attempt>`); the root's own parent (`/tmp`, or the playbook's `.runner`)
+/// is not another user's to change.
+fn chain(dir: &str) -> Vec<String> {
+    let run = parent_of(dir);
+    vec![parent_of(&run), run, dir.to_string()]
+}
+
+/// Whether `dir` is a POSIX job folder, `<root>/<run>/<attempt>` under one of the two roots:
+/// nothing else is ever removed.
+fn is_posix_job_dir(dir: &str) -> bool {
+    let parts = chain(dir);
+    let root = &parts[0];
+    let plain = |p: &str| {
+        let name = p.rsplit('/').next().unwrap_or_default();
+        !name.is_empty() && name != "." && name != ".."
+    };
+    (root == JOB_ROOT || root.ends_with(&format!("/{LOCAL_JOB_ROOT}")))
+        && plain(&parts[1])
+        && plain(dir)
+        && !dir.contains("/../")
+}
+
+/// Shell functions that check a job folder before it is used: `own DIR` exits with
+/// [`UNSAFE_EXIT`] and the reason on stderr unless DIR is a real directory (not a symlink)
+/// owned by the connecting user and writable by nobody else.
+fn posix_guard() -> String {
+    format!(
+        "own() {{\n\
+         if [ -h \"$1\" ] || [ ! -d \"$1\" ]; then echo \"{UNSAFE}$1 is not a folder of its own (a symbolic link or something else): refusing to use it as a job folder; remove it\" >&2; exit {UNSAFE_EXIT}; fi\n\
+         set -- \"$1\" $(ls -ldn -- \"$1\")\n\
+         [ \"$4\" = \"$(id -u)\" ] || {{ echo \"{UNSAFE}$1 belongs to uid $4, not to the connecting user (uid $(id -u)): another user may have planted files in it; refusing to use it as a job folder: remove it\" >&2; exit {UNSAFE_EXIT}; }}\n\
+         case $2 in ?????w*|????????w*) echo \"{UNSAFE}$1 is writable by other users ($2): refusing to use it as a job folder; remove it\" >&2; exit {UNSAFE_EXIT} ;; esac\n\
+         }}\n"
+    )
+}
+
+/// [`posix_guard`] and `checked`: checks the folders of `dir` that exist; false when one is
+/// missing (the job folder is gone).
+fn guarded(dir: &str) -> String {
+    format!(
+        "{}checked() {{ for x in {}; do [ -e \"$x\" ] || [ -h \"$x\" ] || return 1; own \"$x\"; done; }}\n",
+        posix_guard(),
+        chain(dir).iter().map(|c| quote(c)).collect::<Vec<_>>().join(" ")
+    )
 }
 
 /// Quotes text for `sh` as one word.
@@ -223,16 +319,45 @@ pub enum JobEnd {
     Lost(String),
 }
 
-/// Runs a short control script and returns its stdout, trimmed.
+/// The root of the POSIX job folders on `target`: under the playbook's folder for `local`
+/// targets (absolute: the job's working directory is elsewhere), [`JOB_ROOT`] otherwise.
+pub fn job_root(s: &Session<'_>, target: &str) -> String {
+    let local =
+        s.pb.targets
+            .get(target)
+            .is_some_and(|t| t.transport == crate::playbook::TransportKind::Local);
+    if !local {
+        return JOB_ROOT.to_string();
+    }
+    let dir = std::path::absolute(&s.pb.dir).unwrap_or_else(|_| s.pb.dir.clone());
+    format!("{}/{LOCAL_JOB_ROOT}", dir.display()).replace("//", "/")
+}
+
+/// Runs a short control script and returns its stdout, trimmed. A POSIX script that refused
+/// the job folder returns [`UNSAFE_EXIT`] and, instead of its output, the reason.
 fn control(
     t: &mut dyn Transport,
     flavor: Flavor,
     script: &str,
 ) -> Result<(Exit, String), TransportError> {
     let ctl = Control::new(Some(Duration::from_secs(60)));
-    let (exit, out, _) =
+    let (exit, out, err) =
         crate::transport::capture(|sink| t.exec(script, flavor.control_shell(), &ctl, sink))?;
+    if let Some(why) = unsafe_reason(flavor, exit, &err) {
+        return Ok((exit, why));
+    }
     Ok((exit, out.trim().to_string()))
+}
+
+/// The reason a POSIX control script gave for refusing a job folder, if it did.
+fn unsafe_reason(flavor: Flavor, exit: Exit, stderr: &str) -> Option<String> {
+    if flavor != Flavor::Posix || exit != Exit::Code(UNSAFE_EXIT) {
+        return None;
+    }
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(UNSAFE))
+        .map(|why| format!("{UNSAFE}{why}"))
 }
 
 /// Starts the job. The caller has already noted `dir` in the journal.
@@ -248,6 +373,10 @@ pub fn start(
     });
     match r {
         Ok(Ok((Exit::Code(0), pid))) if !pid.is_empty() => Ok(()),
+        Ok(Ok((_, text))) if text.starts_with(UNSAFE) => Err(format!(
+            "the detached job was not started: {}",
+            &text[UNSAFE.len()..]
+        )),
         Ok(Ok((exit, text))) => Err(format!(
             "the detached job could not start ({exit:?}): {text}"
         )),
@@ -334,6 +463,11 @@ fn poll(
     out: &mut PairOutput<'_, '_>,
 ) -> Result<Poll, TransportError> {
     let (_, status) = control(t, flavor, &flavor.status_script(dir))?;
+    if let Some(why) = status.strip_prefix(UNSAFE) {
+        return Ok(Poll::Lost(format!(
+            "the job folder can no longer be trusted, so neither its status nor its pid is used (the job may still run): {why}"
+        )));
+    }
     for (i, (file, stream)) in [("out", Stream::Stdout), ("err", Stream::Stderr)]
         .into_iter()
         .enumerate()
@@ -341,12 +475,21 @@ fn poll(
         let script = flavor.tail_script(dir, file, offsets[i]);
         let ctl = Control::new(Some(Duration::from_secs(300)));
         let mut got = 0u64;
-        t.exec(&script, flavor.control_shell(), &ctl, &mut |st, b| {
+        let mut err = String::new();
+        let exit = t.exec(&script, flavor.control_shell(), &ctl, &mut |st, b| {
             if st == Stream::Stdout {
                 got += b.len() as u64;
                 out.push(stream, b);
+            } else {
+                err.push_str(&String::from_utf8_lossy(b));
             }
         })?;
+        if let Some(why) = unsafe_reason(flavor, exit, &err) {
+            return Ok(Poll::Lost(format!(
+                "the job folder can no longer be trusted (the job may still run): {}",
+                &why[UNSAFE.len()..]
+            )));
+        }
         offsets[i] += got;
     }
     Ok(if let Some(code) = status.strip_prefix("DONE ") {
@@ -402,7 +545,7 @@ mod tests {
     fn windows_jobs_live_under_system_temp_and_keep_unsigned_exit_codes() {
         let run = RunId("20261130T230000Z-1".into());
         let f = Flavor::Windows(Shell::Cmd);
-        let dir = f.job_dir(&run, AttemptId(7));
+        let dir = f.job_dir(JOB_ROOT, &run, AttemptId(7));
         assert_eq!(dir, r"%SystemRoot%\Temp\runner-jobs\20261130T230000Z-1\7");
         assert_eq!(f.exit_code("-1"), Some(4_294_967_295));
         assert_eq!(f.exit_code("3010"), Some(3010));
@@ -439,17 +582,28 @@ mod tests {
         assert_eq!(quote("it's"), r"'it'\''s'");
     }
 
-    #[test]
-    fn the_launcher_runs_in_a_local_shell() {
-        let dir = tempfile::tempdir().unwrap();
-        let job = dir.path().join("job");
-        let job = job.to_str().unwrap();
-        let script = Flavor::Posix.launcher(job, "echo 'hello'; echo oops >&2; exit 7");
-        let st = std::process::Command::new("sh")
+    /// Runs a POSIX control script here, in `cwd`, as a target would.
+    fn sh_here(script: &str, cwd: &std::path::Path) -> std::process::Output {
+        std::process::Command::new("sh")
             .arg("-c")
-            .arg(&script)
+            .arg(script)
+            .current_dir(cwd)
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn the_launcher_runs_the_job_where_an_attached_command_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let job = dir.path().join("jobs/run-1/7");
+        let job = job.to_str().unwrap();
+        let script = Flavor::Posix.launcher(
+            job,
+            "echo 'hello'; echo oops >&2; echo data > export.pst; exit 7",
+        );
+        let st = sh_here(&script, &work);
         assert!(
             st.status.success(),
             "{}",
@@ -464,13 +618,92 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "7");
+        let file = |p: &str| std::fs::read_to_string(std::path::Path::new(job).join(p)).unwrap();
+        assert_eq!(file("out"), "hello\n");
+        assert_eq!(file("err"), "oops\n");
+        // A relative path is the working directory's, not the job folder's.
         assert_eq!(
-            std::fs::read_to_string(dir.path().join("job/out")).unwrap(),
-            "hello\n"
+            std::fs::read_to_string(work.join("export.pst")).unwrap(),
+            "data\n"
         );
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("job/err")).unwrap(),
-            "oops\n"
+        assert!(!std::path::Path::new(job).join("export.pst").exists());
+        // The folders are private.
+        use std::os::unix::fs::PermissionsExt;
+        for d in chain(job) {
+            let mode = std::fs::symlink_metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{d}");
+        }
+        // Removing the job removes the run's folder once it is empty.
+        let rm = sh_here(
+            &format!(
+                "{}checked || exit 0\nrm -rf {}; rmdir {} 2>/dev/null; exit 0",
+                guarded(job),
+                quote(job),
+                quote(&parent_of(job))
+            ),
+            &work,
         );
+        assert!(rm.status.success());
+        assert!(!dir.path().join("jobs/run-1").exists());
+        assert!(dir.path().join("jobs").exists());
+    }
+
+    /// A folder of the chain that is a symlink, belongs to another user or is writable by
+    /// others is refused before anything is written to it or read from it.
+    #[test]
+    fn job_folders_that_are_not_private_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let job = |root: &str| format!("{}/{root}/run-1/7", dir.path().display());
+        let refused = |script: &str, what: &str| {
+            let out = sh_here(script, dir.path());
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(3), "{what}: {err}");
+            assert!(err.contains(UNSAFE), "{what}: {err}");
+            err
+        };
+        // A root that is a symlink to a folder someone prepared.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("run-1/7")).unwrap();
+        std::fs::write(elsewhere.join("run-1/7/status"), "0\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("linked")).unwrap();
+        let err = refused(
+            &Flavor::Posix.launcher(&job("linked"), "true"),
+            "symlink launcher",
+        );
+        assert!(err.contains("symbolic link"), "{err}");
+        refused(
+            &Flavor::Posix.status_script(&job("linked")),
+            "symlink status",
+        );
+        refused(&Flavor::Posix.kill_script(&job("linked")), "symlink kill");
+        // A run folder writable by everybody.
+        std::fs::create_dir_all(dir.path().join("open/run-1")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("open/run-1"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let err = refused(
+            &Flavor::Posix.launcher(&job("open"), "true"),
+            "open launcher",
+        );
+        assert!(err.contains("writable by other users"), "{err}");
+        // A job folder that belongs to another user (the tests run as root, who may chown).
+        let planted = dir.path().join("planted/run-1/7");
+        std::fs::create_dir_all(&planted).unwrap();
+        std::fs::write(planted.join("status"), "0\n").unwrap();
+        let path = std::ffi::CString::new(planted.to_str().unwrap()).unwrap();
+        // SAFETY: chown(2) with a valid NUL-terminated path.
+        let chowned = unsafe { libc::chown(path.as_ptr(), 65534, 65534) };
+        assert_eq!(chowned, 0, "chown to nobody (the tests run as root)");
+        let err = refused(
+            &Flavor::Posix.status_script(&job("planted")),
+            "planted status",
+        );
+        assert!(err.contains("belongs to uid 65534"), "{err}");
+        // Nothing was written through the refused folders.
+        assert!(!elsewhere.join("run-1/7/cmd.sh").exists());
+        assert!(!dir.path().join("open/run-1/7").exists());
     }
 }

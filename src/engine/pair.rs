@@ -11,11 +11,14 @@ use super::targets::shell_of;
 use super::{Blocked, Session};
 use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt};
 use crate::playbook::{Rendered, RenderedAction, Step};
-use crate::transport::{Control, Exit, FileDigest, Orphan, OrphanStop, Shell, Transport};
+use crate::transport::{Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Shell, Transport};
 
-/// Note on a run attempt whose connection was lost mid-command: the command, which may still
-/// run on the target ([`Orphan::to_note`]). Written before reconnecting, so that the next
-/// `apply` stops it first if this runner dies before doing so.
+/// Note on a run attempt: its command on the target ([`Orphan::to_note`]), in the journal
+/// before the command is sent (an `sh` command's token, with the attempt itself; a WinRM
+/// shell once created), and again, with what more is known (the PID), when its connection was
+/// lost mid-command, before reconnecting. So the next `apply` can stop a command that may still
+/// run, first, even when the runner that started it died (a power cut) while the link was
+/// silently dead.
 pub const NOTE_ORPHAN: &str = "orphan";
 /// Note on the same attempt once that command is known to be gone: what was found.
 pub const NOTE_ORPHAN_SETTLED: &str = "orphan_settled";
@@ -74,7 +77,7 @@ pub fn run_pair(
             return PairEnd::Interrupted;
         }
         let end = match (&resume, n) {
-            (Some(r), 1) => run_attempt(s, step, target, rendered, r, earlier, n, tries),
+            (Some(r), 1) => run_attempt(s, step, target, rendered, r, None, earlier, n, tries),
             _ => attempt(s, step, target, rendered, earlier + n, n, tries),
         };
         match end {
@@ -95,6 +98,7 @@ pub(crate) enum AttemptEnd {
     Fatal(String),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn begin(
     s: &Session<'_>,
     step: &Step,
@@ -102,19 +106,23 @@ fn begin(
     kind: AttemptKind,
     number: u32,
     def_hash: &str,
+    notes: &[(&str, &str)],
 ) -> Result<AttemptId, String> {
     s.journal()
-        .begin_attempt(&NewAttempt {
-            run: s.run.clone(),
-            step_id: step.id.clone(),
-            target: target.to_string(),
-            kind,
-            number,
-            started_at: s.clock.now(),
-            pid: s.who.pid,
-            host: s.who.host.clone(),
-            def_hash: def_hash.to_string(),
-        })
+        .begin_attempt_noted(
+            &NewAttempt {
+                run: s.run.clone(),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                kind,
+                number,
+                started_at: s.clock.now(),
+                pid: s.who.pid,
+                host: s.who.host.clone(),
+                def_hash: def_hash.to_string(),
+            },
+            notes,
+        )
         .map_err(|e| format!("the journal cannot record the attempt, so it was not started: {e}"))
 }
 
@@ -168,7 +176,32 @@ fn attempt(
         crate::playbook::Action::Reboot { .. } => AttemptKind::Reboot,
         _ => AttemptKind::Run,
     };
-    let id = match begin(s, step, target, kind, number, &r.def_hash) {
+    // Identity before action: an attached `sh` command carries a token that is in the journal
+    // with the attempt, before the command is sent, so a later apply can find and stop it even
+    // if this runner dies (a power cut while the link is silently dead) before it learns more.
+    let token = crate::transport::random_token();
+    let attached = !s
+        .pb
+        .targets
+        .get(target)
+        .is_some_and(|t| step.detached_on(t));
+    let tracked = attached
+        && shell_for(s, target) == Shell::Sh
+        && matches!(
+            r.action,
+            RenderedAction::Run { .. } | RenderedAction::Script { .. }
+        );
+    let note = Orphan::Process {
+        pid: None,
+        token: token.clone(),
+    }
+    .to_note();
+    let notes: &[(&str, &str)] = if tracked {
+        &[(NOTE_ORPHAN, note.as_str())]
+    } else {
+        &[]
+    };
+    let id = match begin(s, step, target, kind, number, &r.def_hash, notes) {
         Ok(id) => id,
         Err(msg) => return AttemptEnd::Fatal(msg),
     };
@@ -177,10 +210,11 @@ fn attempt(
         phase: Phase::Fresh,
         started_at: s.clock.now(),
     };
-    run_attempt(s, step, target, r, &resume, number, n, tries)
+    run_attempt(s, step, target, r, &resume, Some(&token), number, n, tries)
 }
 
-/// Performs (or continues) one attempt and records its outcome.
+/// Performs (or continues) one attempt and records its outcome. A fresh attempt's command
+/// carries `token` (in the journal with the attempt).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_attempt(
     s: &Session<'_>,
@@ -188,6 +222,7 @@ pub(crate) fn run_attempt(
     target: &str,
     r: &Rendered,
     resume: &Resume,
+    token: Option<&str>,
     number: u32,
     n: u32,
     tries: u32,
@@ -255,7 +290,7 @@ pub(crate) fn run_attempt(
             ))
         }
         (Phase::Fresh, RenderedAction::Run { command }) if detached => {
-            let dir = flavor.job_dir(&s.run, id);
+            let dir = flavor.job_dir(&super::detach::job_root(s, target), &s.run, id);
             // Intent before action: the folder is known to the journal before the job exists.
             if let Err(e) = s.journal().set_note(id, super::detach::NOTE_JOB_DIR, &dir) {
                 return AttemptEnd::Fatal(format!(
@@ -282,7 +317,26 @@ pub(crate) fn run_attempt(
             }
         }
         (Phase::Fresh, _) => match s.pool.with(s.pb, &s.secrets, target, |t| {
-            let result = execute(t, r, shell, &ctl, &mut out);
+            // Where the target names the command itself (a WinRM shell): in the journal
+            // before the command is sent.
+            let mut announce = |o: &Orphan| {
+                s.journal()
+                    .set_note(id, NOTE_ORPHAN, &o.to_note())
+                    .map_err(|e| format!("the journal cannot record the command: {e}"))
+            };
+            let fallback;
+            let token = match token {
+                Some(t) => t,
+                None => {
+                    fallback = crate::transport::random_token();
+                    &fallback
+                }
+            };
+            let identity = Identity {
+                token,
+                announce: &mut announce,
+            };
+            let result = execute(t, r, shell, &ctl, identity, &mut out);
             // Asked only after a failure: a normal step pays nothing for this.
             let left = if result.is_err() {
                 t.take_orphan()
@@ -589,14 +643,15 @@ fn execute(
     r: &Rendered,
     shell: Shell,
     ctl: &Control,
+    id: Identity<'_>,
     out: &mut PairOutput<'_, '_>,
 ) -> Result<Exit, crate::transport::TransportError> {
     match &r.action {
         RenderedAction::Run { command } => {
-            t.exec(command, shell, ctl, &mut |st, b| out.push(st, b))
+            t.exec_identified(command, shell, ctl, id, &mut |st, b| out.push(st, b))
         }
         RenderedAction::Script { path, .. } => {
-            t.run_script(path, shell, ctl, &mut |st, b| out.push(st, b))
+            t.run_script_identified(path, shell, ctl, id, &mut |st, b| out.push(st, b))
         }
         RenderedAction::Upload {
             src,
@@ -644,7 +699,15 @@ fn run_check(
     check: &str,
     number: u32,
 ) -> CheckEnd {
-    let id = match begin(s, step, target, AttemptKind::Check, number, &r.def_hash) {
+    let id = match begin(
+        s,
+        step,
+        target,
+        AttemptKind::Check,
+        number,
+        &r.def_hash,
+        &[],
+    ) {
         Ok(id) => id,
         Err(msg) => return CheckEnd::Failed(msg),
     };

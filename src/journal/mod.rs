@@ -956,6 +956,16 @@ impl Journal {
     /// Records the intent to act: the `running` row is committed to disk before this returns,
     /// and only then may the engine touch the target.
     pub fn begin_attempt(&self, a: &NewAttempt) -> Result<AttemptId, JournalError> {
+        self.begin_attempt_noted(a, &[])
+    }
+
+    /// [`Journal::begin_attempt`] with notes on the attempt, committed together: what must be
+    /// durable before the attempt's command starts costs no second write.
+    pub fn begin_attempt_noted(
+        &self,
+        a: &NewAttempt,
+        notes: &[(&str, &str)],
+    ) -> Result<AttemptId, JournalError> {
         self.write(|tx| {
             require_run(tx, &a.run)?;
             let id = next_seq(tx)?;
@@ -978,6 +988,12 @@ impl Journal {
                     self.targets.get(&a.target),
                 ],
             )?;
+            for (key, value) in notes {
+                tx.execute(
+                    "INSERT OR REPLACE INTO attempt_notes (attempt_id, key, value) VALUES (?1, ?2, ?3)",
+                    params![id, key, value],
+                )?;
+            }
             Ok(AttemptId(id))
         })
     }

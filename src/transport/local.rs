@@ -2,6 +2,13 @@
 //!
 //! Each command is a child process in its own process group, so that a timeout or cancel can
 //! stop everything it started (SIGTERM to the group, SIGKILL after a short grace).
+//!
+//! An attached command dies with its runner, as over SSH: an `sh` command runs in the same
+//! wrapper as over SSH ([`shell::tracked_sh_args`]), whose watcher holds a pipe from the
+//! runner and stops the whole process group when it ends (the kernel closes it when the
+//! runner dies, even by `kill -9`); every command also gets `PR_SET_PDEATHSIG` on Linux. A
+//! step's command carries the token the engine journaled before starting it, so a leftover is
+//! found and stopped by it ([`Transport::stop_orphan`]), as on an SSH target.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -11,8 +18,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::shell::powershell_encode;
-use super::{upload_mismatch, Control, Exit, FileDigest, Shell, Stream, Transport, TransportError};
+use super::shell::{self, powershell_encode, Payload, PidMarkerFilter};
+use super::{
+    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Shell,
+    Stream, Transport, TransportError, ORPHAN_REASON,
+};
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -38,19 +48,25 @@ impl LocalTransport {
         self.describe()
     }
 
-    fn command_for(&self, shell: Shell, script: Option<&str>, file: Option<&Path>) -> Command {
+    /// The command for `script` (or the script `file`); for `sh`, in the tracked wrapper
+    /// with `token`.
+    fn command_for(
+        &self,
+        shell: Shell,
+        script: Option<&str>,
+        file: Option<&Path>,
+        token: &str,
+    ) -> Command {
         let mut cmd = match shell {
             Shell::Sh => {
+                let inline = match (script, file) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
+                    (None, None) => String::new(),
+                };
+                let [wrapper, tag, arg] = shell::tracked_sh_args(Payload::Inline(&inline), token);
                 let mut c = Command::new("sh");
-                match (script, file) {
-                    (Some(s), _) => {
-                        c.arg("-c").arg(s);
-                    }
-                    (None, Some(f)) => {
-                        c.arg(f);
-                    }
-                    (None, None) => {}
-                }
+                c.arg("-c").arg(wrapper).arg(tag).arg(arg);
                 c
             }
             Shell::PowerShell => {
@@ -88,14 +104,41 @@ impl LocalTransport {
                 c
             }
         };
+        // The `sh` wrapper's watcher reads the pipe until it ends.
+        let stdin = if shell == Shell::Sh {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
         cmd.current_dir(&self.workdir)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getpid, prctl, getppid and kill are async-signal-safe, which is all a
+            // pre_exec hook may call.
+            let parent = unsafe { libc::getpid() };
+            unsafe {
+                cmd.pre_exec(move || {
+                    // The signal comes when the thread that spawned the child ends: the
+                    // engine's pair thread, which waits for the command before it ends.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // The runner may have died before the prctl took effect.
+                    if libc::getppid() != parent {
+                        libc::kill(libc::getpid(), libc::SIGTERM);
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd
     }
@@ -105,7 +148,7 @@ impl LocalTransport {
         mut cmd: Command,
         shell: Shell,
         ctl: &Control,
-        out: &mut dyn FnMut(Stream, &[u8]),
+        sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         if !self.workdir.is_dir() {
             return Err(TransportError::Io {
@@ -132,6 +175,8 @@ impl LocalTransport {
                 })
             }
         };
+        // Held open while the command runs: its end is the watcher's signal to stop the group.
+        let stdin = child.stdin.take();
         let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut open_streams = 0;
@@ -144,6 +189,18 @@ impl LocalTransport {
             open_streams += 1;
         }
         drop(tx);
+
+        // The wrapper's PID marker is not the command's output.
+        let mut marker = (shell == Shell::Sh).then(PidMarkerFilter::new);
+        let mut out = |stream: Stream, bytes: &[u8]| match (stream, marker.as_mut()) {
+            (Stream::Stderr, Some(m)) => {
+                let shown = m.feed(bytes);
+                if !shown.is_empty() {
+                    sink(stream, &shown);
+                }
+            }
+            _ => sink(stream, bytes),
+        };
 
         // Like sshd, wait for both pipes to close, not just for the child: output of anything
         // it left running in the background would otherwise be lost.
@@ -203,7 +260,108 @@ impl LocalTransport {
             context: "cannot wait for the command".into(),
             source,
         })?;
+        drop(stdin);
+        if let Some(m) = marker.as_mut() {
+            let rest = m.finish();
+            if !rest.is_empty() {
+                sink(Stream::Stderr, &rest);
+            }
+        }
         Ok(Exit::Code(exit_code(status)))
+    }
+
+    /// Copies `input` to `output` (the file `temp`), syncs it, and checks what landed on disk
+    /// against `expected`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_verified(
+        &self,
+        input: &mut fs::File,
+        mut output: fs::File,
+        temp: &Path,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let io_err = |context: String| move |source| TransportError::Io { context, source };
+        let dest_path = temp;
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(format!("cannot read {}", src.display()))(e)),
+            };
+            output
+                .write_all(&buf[..n])
+                .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
+            sent += n as u64;
+            progress(sent);
+        }
+        output
+            .sync_all()
+            .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
+        drop(output);
+
+        // Verify what actually landed on disk against the reviewed content.
+        let actual = FileDigest::of_file(dest_path)
+            .map_err(io_err(format!("cannot read back {}", dest_path.display())))?;
+        if actual != *expected {
+            return Err(upload_mismatch(self.target(), src, dest, expected, actual));
+        }
+        Ok(())
+    }
+
+    fn exec_inner(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        token: Option<&str>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        if script.contains('\0') {
+            return Err(TransportError::InvalidScript {
+                target: self.target(),
+                message: "it contains a NUL byte".into(),
+            });
+        }
+        let token = token.map_or_else(random_token, str::to_string);
+        let cmd = self.command_for(shell, Some(script), None, &token);
+        self.run(cmd, shell, ctl, out)
+    }
+
+    fn run_script_inner(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        token: Option<&str>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        // The script is already a file here; no temporary copy is needed. Make it absolute so
+        // that the working directory does not change which file runs.
+        let path = if local.is_absolute() {
+            local.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|source| TransportError::Io {
+                    context: "cannot determine the current directory".into(),
+                    source,
+                })?
+                .join(local)
+        };
+        if !path.is_file() {
+            return Err(TransportError::Io {
+                context: format!("cannot run script {}", path.display()),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let token = token.map_or_else(random_token, str::to_string);
+        let cmd = self.command_for(shell, None, Some(&path), &token);
+        self.run(cmd, shell, ctl, out)
     }
 }
 
@@ -360,14 +518,59 @@ impl Transport for LocalTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        if script.contains('\0') {
-            return Err(TransportError::InvalidScript {
+        self.exec_inner(script, shell, ctl, None, out)
+    }
+
+    fn exec_identified(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.exec_inner(script, shell, ctl, Some(id.token), out)
+    }
+
+    fn run_script_identified(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.run_script_inner(local, shell, ctl, Some(id.token), out)
+    }
+
+    fn stop_orphan(&mut self, orphan: &Orphan) -> Result<OrphanStop, TransportError> {
+        let Orphan::Process { pid, token } = orphan else {
+            return Err(TransportError::KillFailed {
                 target: self.target(),
-                message: "it contains a NUL byte".into(),
+                reason: ORPHAN_REASON,
+                message: format!("a local target cannot stop {}", orphan.describe()),
             });
+        };
+        let line = shell::stop_orphan_command_line(*pid, token);
+        let failed = |message: String| TransportError::KillFailed {
+            target: self.target(),
+            reason: ORPHAN_REASON,
+            message,
+        };
+        let done = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| failed(format!("cannot run the stop command: {e}")))?;
+        if !done.status.success() {
+            return Err(failed(format!(
+                "the stop command ended with {}: {}",
+                done.status,
+                String::from_utf8_lossy(&done.stderr).trim()
+            )));
         }
-        let cmd = self.command_for(shell, Some(script), None);
-        self.run(cmd, shell, ctl, out)
+        shell::parse_orphan_stop(&String::from_utf8_lossy(&done.stdout)).map_err(failed)
     }
 
     fn upload(
@@ -391,35 +594,31 @@ impl Transport for LocalTransport {
         let io_err = |context: String| move |source| TransportError::Io { context, source };
         let mut input =
             fs::File::open(src).map_err(io_err(format!("cannot read {}", src.display())))?;
-        let mut output = fs::File::create(&dest_path)
-            .map_err(io_err(format!("cannot create {}", dest_path.display())))?;
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; 1024 * 1024];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(format!("cannot read {}", src.display()))(e)),
-            };
-            output
-                .write_all(&buf[..n])
-                .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
-            sent += n as u64;
-            progress(sent);
+        // Written beside the destination and verified there, then renamed into place: an
+        // upload that fails leaves the destination as it was.
+        let name = dest_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dest_path.with_file_name(format!(".{name}.runner-{}", random_token()));
+        let output = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io_err(format!("cannot create {}", temp.display())))?;
+        let sent = self.write_verified(&mut input, output, &temp, src, expected, dest, progress);
+        let placed = sent.and_then(|()| {
+            // POSIX rename(2); on Windows MoveFileEx with MOVEFILE_REPLACE_EXISTING.
+            fs::rename(&temp, &dest_path).map_err(io_err(format!(
+                "cannot move the verified copy {} to {}",
+                temp.display(),
+                dest_path.display()
+            )))
+        });
+        if placed.is_err() {
+            let _ = fs::remove_file(&temp);
         }
-        output
-            .sync_all()
-            .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
-        drop(output);
-
-        // Verify what actually landed on disk against the reviewed content.
-        let actual = FileDigest::of_file(&dest_path)
-            .map_err(io_err(format!("cannot read back {}", dest_path.display())))?;
-        if actual != *expected {
-            return Err(upload_mismatch(self.target(), src, dest, expected, actual));
-        }
-        Ok(())
+        placed
     }
 
     fn run_script(
@@ -429,25 +628,6 @@ impl Transport for LocalTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        // The script is already a file here; no temporary copy is needed. Make it absolute so
-        // that the working directory does not change which file runs.
-        let path = if local.is_absolute() {
-            local.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|source| TransportError::Io {
-                    context: "cannot determine the current directory".into(),
-                    source,
-                })?
-                .join(local)
-        };
-        if !path.is_file() {
-            return Err(TransportError::Io {
-                context: format!("cannot run script {}", path.display()),
-                source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        let cmd = self.command_for(shell, None, Some(&path));
-        self.run(cmd, shell, ctl, out)
+        self.run_script_inner(local, shell, ctl, None, out)
     }
 }

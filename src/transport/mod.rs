@@ -161,6 +161,24 @@ impl Orphan {
     }
 }
 
+/// Receives a step command's identity once the target gives it one (a WinRM shell) and before
+/// the command is sent; the command goes ahead only when it returns `Ok` (the engine journals
+/// the identity here, so that a later `apply` can stop the command even if this runner dies).
+/// `Err` carries why the command was not started.
+pub type Announce<'a> = &'a mut dyn FnMut(&Orphan) -> Result<(), String>;
+
+/// How a step's command can be found again on the target, settled before it starts: a later
+/// `apply` stops it by this before any check or retry, even when the runner that started it
+/// died (a power cut while the link was silently dead, or `kill -9`).
+pub struct Identity<'a> {
+    /// The token an `sh` command carries in its command line (its wrapper's `$0`), already in
+    /// the journal: with it the command's process group is found, and its PID, without a round
+    /// trip before the command starts.
+    pub token: &'a str,
+    /// For transports whose target names the command itself (WinRM's shell id).
+    pub announce: Announce<'a>,
+}
+
 /// What [`Transport::stop_orphan`] found on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrphanStop {
@@ -305,6 +323,9 @@ pub enum TransportError {
     #[error("the script cannot be run on {target}: {message}")]
     InvalidScript { target: String, message: String },
 
+    #[error("the command was not started on {target}: {message}")]
+    NotStarted { target: String, message: String },
+
     #[error("could not stop the command on {target} after it {reason}: {message}; it may still be running there, check the target and stop it by hand")]
     KillFailed {
         target: String,
@@ -358,6 +379,33 @@ pub trait Transport: Send {
         shell: Shell,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError>;
+
+    /// Like [`Transport::exec`], for a step's command, which can be found again by `id` (see
+    /// [`Identity`]). Transports that cannot name a command run it as `exec` does.
+    fn exec_identified(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let _ = id;
+        self.exec(script, shell, ctl, out)
+    }
+
+    /// Like [`Transport::run_script`], identified as for [`Transport::exec_identified`].
+    fn run_script_identified(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let _ = id;
+        self.run_script(local, shell, ctl, out)
+    }
 
     /// What the last `exec` or `run_script` may have left running on the target when it
     /// failed with the connection lost (or with the command impossible to stop): taken, so a

@@ -74,53 +74,64 @@ pub fn command_line(shell: Shell, script: &str) -> String {
     }
 }
 
+/// The `sh` wrapper of a tracked command as three arguments for `sh -c`: the wrapper script,
+/// its `$0` (`runner-` and the token, which is how the process is found again), and `$1`
+/// (the inline script, or the path of the script file).
+///
+/// It reports its PID (the process group of everything the script starts) on stderr as
+/// [`PID_MARKER`] first. An inline script runs untouched, with stdin from /dev/null, in a
+/// subshell of the wrapper (`eval` in `( )`): it behaves as under `sh -c` (its own variables,
+/// traps, `exit` and `set -e`; no positional parameters; only `$0`, the token, differs) but
+/// costs a fork instead of starting another `sh`. A script file runs as `sh FILE` and is
+/// removed by the watcher when the wrapper's stdin ends first.
+pub fn tracked_sh_args(payload: Payload<'_>, token: &str) -> [String; 3] {
+    // The runner removes a script file after the script; when the runner is gone, the
+    // watcher does (an open file can be removed while `sh` still reads it).
+    let (run, cleanup) = match payload {
+        Payload::Inline(_) => ("( eval \"set --\n$1\" )", ""),
+        Payload::File(_) => ("sh \"$1\"", "rm -f -- \"$1\"; "),
+    };
+    // A watcher holds the channel's stdin (runner never closes it): when the channel
+    // goes away because the runner died, the watcher (a shell builtin loop, no extra
+    // process) reads EOF and stops the whole process group, so no command outlives the
+    // runner that started it. When the script ends normally the watcher is disarmed
+    // first. Background jobs of a non-interactive shell get /dev/null as stdin, hence
+    // the detour through fd 3.
+    let wrapper = format!(
+        "printf '\\036runner-pid:%s\\n' \"$$\" >&2 || exit 125\n\
+         exec 3<&0\n\
+         ( while read -r _; do :; done <&3; {cleanup}kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
+         w=$!\n\
+         exec 3<&-\n\
+         {run} </dev/null\n\
+         s=$?\n\
+         kill -s TERM \"$w\" 2>/dev/null\n\
+         exit $s"
+    );
+    let arg = match payload {
+        Payload::Inline(s) | Payload::File(s) => s,
+    };
+    [wrapper, format!("{ORPHAN_TAG}{token}"), arg.to_string()]
+}
+
 /// The command line sent to a remote target. Before the script starts it reports what is
 /// needed to stop it later: `sh` and PowerShell print [`PID_MARKER`] and their PID on stderr,
 /// `cmd` carries `token` in its command line (see [`kill_command_line`]).
 ///
-/// For `sh` the login shell is replaced (`exec`) by our `sh` wrapper, so the reported PID is
-/// the session leader sshd created with `setsid()`, i.e. the process group of everything the
-/// script starts. An inline script runs untouched, with stdin from /dev/null, in a subshell of
-/// that wrapper (`eval` in `( )`): it behaves as under `sh -c` (its own variables, traps,
-/// `exit` and `set -e`; no positional parameters; only `$0`, the token, differs) but costs a
-/// fork instead of starting another `sh`, which is a fifth of a trivial step's time. A script
-/// file runs as `sh FILE`.
+/// For `sh` the login shell is replaced (`exec`) by our `sh` wrapper ([`tracked_sh_args`]),
+/// so the reported PID is the session leader sshd created with `setsid()`, i.e. the process
+/// group of everything the script starts.
 pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> String {
     match shell {
         Shell::Sh => {
-            // The runner removes a script file after the script; when the runner is gone, the
-            // watcher does (an open file can be removed while `sh` still reads it).
-            let (run, cleanup) = match payload {
-                Payload::Inline(_) => ("( eval \"set --\n$1\" )", ""),
-                Payload::File(_) => ("sh \"$1\"", "rm -f -- \"$1\"; "),
-            };
-            // A watcher holds the channel's stdin (runner never closes it): when the channel
-            // goes away because the runner died, the watcher (a shell builtin loop, no extra
-            // process) reads EOF and stops the whole process group, so no command outlives the
-            // runner that started it. When the script ends normally the watcher is disarmed
-            // first. Background jobs of a non-interactive shell get /dev/null as stdin, hence
-            // the detour through fd 3.
-            let wrapper = format!(
-                "printf '\\036runner-pid:%s\\n' \"$$\" >&2 || exit 125\n\
-                 exec 3<&0\n\
-                 ( while read -r _; do :; done <&3; {cleanup}kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
-                 w=$!\n\
-                 exec 3<&-\n\
-                 {run} </dev/null\n\
-                 s=$?\n\
-                 kill -s TERM \"$w\" 2>/dev/null\n\
-                 exit $s"
-            );
-            let arg = match payload {
-                Payload::Inline(s) | Payload::File(s) => s,
-            };
             // The token as `$0` is in the wrapper's command line, where `stop_orphan_command_line`
             // looks for it: a PID alone could have been reused by the time it is needed.
+            let [wrapper, tag, arg] = tracked_sh_args(payload, token);
             format!(
                 "exec sh -c {} {} {}",
                 sh_quote(&wrapper),
-                sh_quote(&format!("{ORPHAN_TAG}{token}")),
-                sh_quote(arg)
+                sh_quote(&tag),
+                sh_quote(&arg)
             )
         }
         Shell::PowerShell => {

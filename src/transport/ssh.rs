@@ -30,8 +30,8 @@ use super::known_hosts::{
 use super::shell::{self, Payload, PidMarkerFilter};
 use super::upload_buffer::UploadBuffer;
 use super::{
-    random_token, upload_mismatch, Control, Exit, FileDigest, Orphan, OrphanStop, Secret, Shell,
-    Stream, Transport, TransportError, ORPHAN_REASON,
+    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Secret,
+    Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How to reach one SSH target.
@@ -462,6 +462,45 @@ impl SshTransport {
         }
     }
 
+    /// `exec`; a step's command carries `token` (already in the journal), others a new one.
+    fn exec_inner(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        token: Option<&str>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        if script.contains('\0') {
+            return Err(TransportError::InvalidScript {
+                target: self.describe(),
+                message: "it contains a NUL byte".into(),
+            });
+        }
+        let multi_line_cmd = shell == Shell::Cmd && script.contains(['\n', '\r']);
+        if multi_line_cmd || script.len() > INLINE_LIMIT {
+            // `cmd.exe /c` takes a single line, and long scripts exceed command-line limits.
+            let content: Cow<'_, [u8]> = match shell {
+                Shell::Cmd => Cow::Owned(
+                    format!(
+                        "@echo off\r\n{}\r\n",
+                        script.replace("\r\n", "\n").replace('\n', "\r\n")
+                    )
+                    .into_bytes(),
+                ),
+                _ => Cow::Borrowed(script.as_bytes()),
+            };
+            return self.run_content(&content, shell, ctl, token, out);
+        }
+        let token = token.map_or_else(random_token, str::to_string);
+        let line = shell::tracked_command_line(shell, Payload::Inline(script), &token);
+        let tracking = Tracking {
+            shell,
+            token: &token,
+        };
+        self.run_tracked(&line, tracking, ctl, out)
+    }
+
     /// Run an already tracked command line, streaming its output.
     fn run_tracked(
         &mut self,
@@ -815,11 +854,12 @@ impl SshTransport {
         content: &[u8],
         shell: Shell,
         ctl: &Control,
+        token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         self.connect()?;
         self.remove_leftover_scripts();
-        let token = random_token();
+        let token = token.map_or_else(random_token, str::to_string);
         let (run_path, sftp_path) = match shell {
             Shell::Sh => {
                 let p = sh_script_path(&token);
@@ -835,15 +875,11 @@ impl SshTransport {
         };
         self.write_new_file(&sftp_path, content)?;
         let line = shell::tracked_command_line(shell, Payload::File(&run_path), &token);
-        let result = self.run_tracked(
-            &line,
-            Tracking {
-                shell,
-                token: &token,
-            },
-            ctl,
-            out,
-        );
+        let tracking = Tracking {
+            shell,
+            token: &token,
+        };
+        let result = self.run_tracked(&line, tracking, ctl, out);
         if self.conn.as_ref().is_none_or(|c| c.broken) {
             // Removing it now would mean reconnecting before the engine has noted, durably,
             // the command that may still be running it; it goes after that command is stopped.
@@ -872,6 +908,9 @@ impl SshTransport {
         }
     }
 
+    /// Sends `src` to a temporary file beside `dest` (same folder, unique name), verifies it
+    /// there, and only then renames it into place; a failed upload removes the temporary
+    /// file (unless the connection is gone) and leaves `dest` as it was.
     fn upload_inner(
         &mut self,
         src: &Path,
@@ -880,23 +919,87 @@ impl SshTransport {
         shell: Shell,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError> {
+        if dest.is_empty() || dest.contains('\0') {
+            return Err(TransportError::Upload {
+                target: self.describe(),
+                dest: dest.to_string(),
+                message: "the destination path is empty or contains a NUL byte".into(),
+            });
+        }
+        let temp = temp_beside(dest, shell, &random_token());
+        let mut created = false;
+        let sent = self.send_verified(src, expected, dest, &temp, shell, &mut created, progress);
+        let placed = sent.and_then(|()| self.move_into_place(&temp, dest, shell));
+        if placed.is_err() && created && self.conn.as_ref().is_some_and(Conn::alive) {
+            let path = sftp_path(&temp, shell);
+            if let Ok(sftp) = self.sftp() {
+                if let Err(e) = sftp.unlink(Path::new(&path)) {
+                    tracing::warn!(target = %self.describe(), file = %path, error = %e, "could not remove the temporary file of a failed upload");
+                }
+            }
+        }
+        placed
+    }
+
+    /// Renames the verified `temp` to `dest` on the target, replacing it (POSIX `rename`;
+    /// `Move-Item -Force` or `move /y` on Windows).
+    fn move_into_place(
+        &mut self,
+        temp: &str,
+        dest: &str,
+        shell: Shell,
+    ) -> Result<(), TransportError> {
+        let script = match shell {
+            Shell::Sh => format!(
+                "mv -f -- {} {}",
+                shell::sh_quote(temp),
+                shell::sh_quote(dest)
+            ),
+            Shell::PowerShell => format!(
+                "$ErrorActionPreference = 'Stop'\nMove-Item -LiteralPath {} -Destination {} -Force",
+                shell::ps_quote(temp),
+                shell::ps_quote(dest)
+            ),
+            Shell::Cmd => format!("move /y \"{temp}\" \"{dest}\" >nul"),
+        };
+        let (exit, _, stderr) = self.capture(&script, shell)?;
+        if exit != Exit::Code(0) {
+            return Err(TransportError::Upload {
+                target: self.describe(),
+                dest: dest.to_string(),
+                message: format!(
+                    "the verified copy {temp} could not be renamed into place ({exit:?}): {}",
+                    stderr.trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `src` to `temp` (a new file) and verifies it there; errors name `dest`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_verified(
+        &mut self,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        temp: &str,
+        shell: Shell,
+        created: &mut bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
         let target = self.describe();
         let upload_err = |message: String| TransportError::Upload {
             target: target.clone(),
             dest: dest.to_string(),
             message,
         };
-        if dest.is_empty() || dest.contains('\0') {
-            return Err(upload_err(
-                "the destination path is empty or contains a NUL byte".into(),
-            ));
-        }
         let mut input = fs::File::open(src).map_err(|source| TransportError::Io {
             context: format!("cannot read {}", src.display()),
             source,
         })?;
         let mode = local_mode(&input);
-        let remote_path = sftp_path(dest, shell);
+        let remote_path = sftp_path(temp, shell);
         self.connect()?;
         let sftp = self.sftp()?;
         let bounded = self.bounded()?;
@@ -922,11 +1025,14 @@ impl SshTransport {
 
         let mut remote = match sftp.open_mode(
             Path::new(&remote_path),
-            OpenFlags::WRITE | OpenFlags::TRUNCATE,
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
             mode,
             OpenType::File,
         ) {
-            Ok(f) => f,
+            Ok(f) => {
+                *created = true;
+                f
+            }
             Err(e) if is_connection_error(&e) => {
                 return Err(self.ssh_err("opening the destination", &e))
             }
@@ -945,7 +1051,7 @@ impl SshTransport {
         let share = UploadBuffer::reserve();
         let mut buf = vec![0u8; share.len];
         let mut follower = match shell {
-            Shell::Sh if expected.bytes >= FOLLOW_FROM => self.start_follower(dest),
+            Shell::Sh if expected.bytes >= FOLLOW_FROM => self.start_follower(temp),
             _ => None,
         };
         let mut noted = 0u64;
@@ -1051,7 +1157,7 @@ impl SshTransport {
         if actual_bytes == expected.bytes && followed.as_deref() == Some(&expected.sha256) {
             return Ok(());
         }
-        let script = shell::sha256_script(shell, dest);
+        let script = shell::sha256_script(shell, temp);
         let (exit, stdout, stderr) = self.capture(&script, shell)?;
         let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
             (Exit::Code(0), Some(h)) => h,
@@ -1204,38 +1310,30 @@ impl Transport for SshTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        if script.contains('\0') {
-            return Err(TransportError::InvalidScript {
-                target: self.describe(),
-                message: "it contains a NUL byte".into(),
-            });
-        }
-        let multi_line_cmd = shell == Shell::Cmd && script.contains(['\n', '\r']);
-        if multi_line_cmd || script.len() > INLINE_LIMIT {
-            // `cmd.exe /c` takes a single line, and long scripts exceed command-line limits.
-            let content: Cow<'_, [u8]> = match shell {
-                Shell::Cmd => Cow::Owned(
-                    format!(
-                        "@echo off\r\n{}\r\n",
-                        script.replace("\r\n", "\n").replace('\n', "\r\n")
-                    )
-                    .into_bytes(),
-                ),
-                _ => Cow::Borrowed(script.as_bytes()),
-            };
-            return self.run_content(&content, shell, ctl, out);
-        }
-        let token = random_token();
-        let line = shell::tracked_command_line(shell, Payload::Inline(script), &token);
-        self.run_tracked(
-            &line,
-            Tracking {
-                shell,
-                token: &token,
-            },
-            ctl,
-            out,
-        )
+        self.exec_inner(script, shell, ctl, None, out)
+    }
+
+    fn exec_identified(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.exec_inner(script, shell, ctl, Some(id.token), out)
+    }
+
+    fn run_script_identified(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let content = super::read_script(local)?;
+        self.run_content(&content, shell, ctl, Some(id.token), out)
     }
 
     fn upload(
@@ -1299,7 +1397,7 @@ impl Transport for SshTransport {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let content = super::read_script(local)?;
-        self.run_content(&content, shell, ctl, out)
+        self.run_content(&content, shell, ctl, None, out)
     }
 }
 
@@ -1494,6 +1592,20 @@ fn sftp_path(path: &str, shell: Shell) -> String {
     }
 }
 
+/// A new name beside `dest` (target notation), in the same folder: `.NAME.runner-TOKEN`.
+fn temp_beside(dest: &str, shell: Shell, token: &str) -> String {
+    let seps: &[char] = if shell == Shell::Sh {
+        &['/']
+    } else {
+        &['/', '\\']
+    };
+    let (dir, name) = match dest.rfind(seps) {
+        Some(i) => dest.split_at(i + 1),
+        None => ("", dest),
+    };
+    format!("{dir}.{name}.runner-{token}")
+}
+
 /// The directory part of an SFTP path, if it has one worth checking.
 fn parent_dir(path: &str) -> Option<&str> {
     let idx = path.rfind('/')?;
@@ -1562,6 +1674,19 @@ mod tests {
         assert_eq!(sftp_path("C:\\Temp\\a.zip", Shell::Cmd), "/C:/Temp/a.zip");
         assert_eq!(sftp_path("/tmp/a", Shell::Sh), "/tmp/a");
         assert_eq!(sftp_path("rel\\a", Shell::PowerShell), "rel/a");
+    }
+
+    #[test]
+    fn temporary_upload_names_are_beside_the_destination() {
+        assert_eq!(
+            temp_beside("/srv/a.zip", Shell::Sh, "t"),
+            "/srv/.a.zip.runner-t"
+        );
+        assert_eq!(temp_beside("a.zip", Shell::Sh, "t"), ".a.zip.runner-t");
+        assert_eq!(
+            temp_beside("C:\\Temp\\a.msi", Shell::Cmd, "t"),
+            "C:\\Temp\\.a.msi.runner-t"
+        );
     }
 
     #[test]

@@ -1222,7 +1222,18 @@ fn handle(req: &Request, state: &Arc<(Mutex<State>, Condvar)>, addr: SocketAddr)
                         .map(|b| format!("{b:02X}"))
                         .collect();
                     let report = format!("runner-upload {} {sha}", bytes.len());
-                    g.files.insert(path, bytes);
+                    // `path` is "DEST" or "DEST\nEXPECTED": the script moves its new file
+                    // into place only when it holds what was expected.
+                    let (dest, expected) = match path.split_once('\n') {
+                        Some((d, e)) => (d.to_string(), Some(e.to_string())),
+                        None => (path, None),
+                    };
+                    let matches = expected
+                        .as_deref()
+                        .is_none_or(|e| e.eq_ignore_ascii_case(&report["runner-upload ".len()..]));
+                    if matches {
+                        g.files.insert(dest, bytes);
+                    }
                     let Some(cmd) = g
                         .shells
                         .get_mut(&shell_id)
@@ -1451,11 +1462,15 @@ fn run(g: &mut State, line: &str) -> Cmd {
                     return cmd;
                 }
                 if script.contains("'runner-upload '") {
-                    let path = script
-                        .lines()
-                        .find_map(|l| l.strip_prefix("$p = "))
-                        .and_then(unquote_ps)
-                        .unwrap_or_default();
+                    let field = |name: &str| {
+                        script
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .and_then(unquote_ps)
+                            .unwrap_or_default()
+                    };
+                    let path = field("$p = ");
+                    let expected = field("$e = ");
                     let parent = parent_of(&path).to_string();
                     if !g.dirs.contains(&parent) {
                         cmd.program.push_back(Reply::finish(
@@ -1463,8 +1478,10 @@ fn run(g: &mut State, line: &str) -> Cmd {
                             &format!("directory missing: {parent}\r\n"),
                             3,
                         ));
-                    } else {
+                    } else if expected.is_empty() {
                         cmd.upload = Some(path);
+                    } else {
+                        cmd.upload = Some(format!("{path}\n{expected}"));
                     }
                     return cmd;
                 }

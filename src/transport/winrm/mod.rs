@@ -31,8 +31,8 @@ pub use response::{Fault, ParseError, Response};
 
 use super::shell::{self, ps_quote};
 use super::{
-    hex, random_token, upload_mismatch, Control, Exit, FileDigest, Orphan, OrphanStop, Shell,
-    Stream, Transport, TransportError, ORPHAN_REASON,
+    hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Identity, Orphan,
+    OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 use http::HttpClient;
 use soap::Endpoint;
@@ -460,9 +460,36 @@ impl WinrmTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
+        self.run_line_announced(line, stdin, ctl, None, out)
+    }
+
+    /// `run_line`, handing the shell to `announce` (when given) before the command is sent:
+    /// deleting that shell stops whatever runs in it.
+    fn run_line_announced(
+        &mut self,
+        line: &str,
+        stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
         self.orphan = None;
         self.connect()?;
         let shell_id = self.create_shell()?;
+        if let Some(announce) = announce {
+            let who = Orphan::WinrmShell {
+                shell_id: shell_id.clone(),
+            };
+            if let Err(message) = announce(&who) {
+                if let Err(e) = self.delete_shell(&shell_id) {
+                    tracing::warn!(target = %self.describe(), shell = %shell_id, error = %e, "could not delete an unused WinRM shell; it stays open on the target until its idle timeout");
+                }
+                return Err(TransportError::NotStarted {
+                    target: self.describe(),
+                    message,
+                });
+            }
+        }
         let result = self.run_in_shell(&shell_id, line, stdin, ctl, out);
         let deleted = self.delete_shell(&shell_id);
         match (result, deleted) {
@@ -704,7 +731,7 @@ impl WinrmTransport {
                 "the destination path is empty or contains a NUL or line break".into(),
             ));
         }
-        let line = shell::command_line(Shell::PowerShell, &upload_script(dest));
+        let line = shell::command_line(Shell::PowerShell, &upload_script(dest, expected));
         let mut hasher = Sha256::new();
         let mut sent = 0u64;
         let mut read_error: Option<io::Error> = None;
@@ -803,6 +830,7 @@ impl WinrmTransport {
         content: &[u8],
         shell: Shell,
         ctl: &Control,
+        announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let ext = match shell {
@@ -826,7 +854,7 @@ impl WinrmTransport {
                 "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"{path}\""
             ),
         };
-        let result = self.run_line(&line, None, ctl, out);
+        let result = self.run_line_announced(&line, None, ctl, announce, out);
         let removed = self.capture(&format!("del /f /q \"{path}\""), None);
         match removed {
             Ok((Exit::Code(0), _, _)) => {}
@@ -840,6 +868,46 @@ impl WinrmTransport {
         result
     }
 
+    /// `exec`, with the shell of a step's command announced when `announce` is given.
+    fn exec_inner(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        if script.contains('\0') {
+            return Err(TransportError::InvalidScript {
+                target: self.describe(),
+                message: "it contains a NUL byte".into(),
+            });
+        }
+        match shell {
+            Shell::Sh => Err(self.no_sh()),
+            Shell::Cmd => {
+                if script.contains(['\n', '\r']) || script.len() > CMD_LINE_LIMIT {
+                    // cmd.exe /c takes one line of at most 8191 characters.
+                    let content = format!(
+                        "@echo off\r\n{}\r\n",
+                        script.replace("\r\n", "\n").replace('\n', "\r\n")
+                    );
+                    self.run_content(content.as_bytes(), shell, ctl, announce, out)
+                } else {
+                    self.run_line_announced(script, None, ctl, announce, out)
+                }
+            }
+            Shell::PowerShell => {
+                let line = shell::command_line(Shell::PowerShell, script);
+                if line.len() > CMD_LINE_LIMIT {
+                    self.run_content(script.as_bytes(), shell, ctl, announce, out)
+                } else {
+                    self.run_line_announced(&line, None, ctl, announce, out)
+                }
+            }
+        }
+    }
+
     fn no_sh(&self) -> TransportError {
         TransportError::ShellUnavailable {
             target: self.describe(),
@@ -849,20 +917,44 @@ impl WinrmTransport {
     }
 }
 
-/// The PowerShell (2.0 compatible) that writes its stdin's base64 lines to `dest` and prints
-/// `runner-upload LENGTH SHA256HEX`.
-fn upload_script(dest: &str) -> String {
+/// The PowerShell (2.0 compatible) that writes its stdin's base64 lines to a file and prints
+/// `runner-upload LENGTH SHA256HEX` of what it wrote. With `expected` (an upload's reviewed
+/// size and SHA-256) the file is a new one beside `dest` (same folder, unique name), moved
+/// into place (`Move-Item -Force`) only when it matches, and removed otherwise, so a failed
+/// upload leaves `dest` as it was; without (a fresh temporary script) it is `dest` itself.
+fn upload_script(dest: &str, expected: Option<&FileDigest>) -> String {
+    let (temp, check) = match expected {
+        Some(e) => {
+            let (dir, name) = match dest.rfind(['\\', '/']) {
+                Some(i) => dest.split_at(i + 1),
+                None => ("", dest),
+            };
+            (
+                format!("{dir}.{name}.runner-{}", random_token()),
+                format!("{} {}", e.bytes, e.sha256.to_ascii_uppercase()),
+            )
+        }
+        None => (dest.to_string(), String::new()),
+    };
     format!(
         "$ErrorActionPreference = 'Stop'\n\
          $p = {}\n\
+         $t = {}\n\
+         $e = {}\n\
          $d = [IO.Path]::GetDirectoryName($p)\n\
          if ($d -and -not [IO.Directory]::Exists($d)) {{ [Console]::Error.WriteLine('directory missing: ' + $d); exit {UPLOAD_NO_PARENT} }}\n\
-         $f = [IO.File]::Open($p, [IO.FileMode]::Create, [IO.FileAccess]::Write)\n\
+         try {{\n\
+         $f = [IO.File]::Open($t, [IO.FileMode]::Create, [IO.FileAccess]::Write)\n\
          try {{ foreach ($l in $input) {{ if ($l.Length -gt 0) {{ $b = [Convert]::FromBase64String($l); $f.Write($b, 0, $b.Length) }} }} }} finally {{ $f.Close() }}\n\
-         $s = [IO.File]::OpenRead($p)\n\
+         $s = [IO.File]::OpenRead($t)\n\
          try {{ $h = [Security.Cryptography.SHA256]::Create().ComputeHash($s); $n = $s.Length }} finally {{ $s.Close() }}\n\
-         [Console]::Out.Write('{UPLOAD_REPORT}' + $n + ' ' + [BitConverter]::ToString($h).Replace('-', ''))\n",
-        ps_quote(dest)
+         $r = '' + $n + ' ' + [BitConverter]::ToString($h).Replace('-', '')\n\
+         if ($t -ne $p) {{ if ($r -eq $e) {{ Move-Item -LiteralPath $t -Destination $p -Force }} else {{ Remove-Item -LiteralPath $t -Force }} }}\n\
+         }} catch {{ if ($t -ne $p) {{ Remove-Item -LiteralPath $t -Force -ErrorAction SilentlyContinue }}; throw }}\n\
+         [Console]::Out.Write('{UPLOAD_REPORT}' + $r)\n",
+        ps_quote(dest),
+        ps_quote(&temp),
+        ps_quote(&check),
     )
 }
 
@@ -903,37 +995,31 @@ impl Transport for WinrmTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
-        if script.contains('\0') {
-            return Err(TransportError::InvalidScript {
-                target: self.describe(),
-                message: "it contains a NUL byte".into(),
-            });
-        }
-        match shell {
-            Shell::Sh => Err(self.no_sh()),
-            Shell::Cmd => {
-                if script.contains(['\n', '\r']) || script.len() > CMD_LINE_LIMIT {
-                    // cmd.exe /c takes one line of at most 8191 characters.
-                    let content = format!(
-                        "@echo off\r\n{}\r\n",
-                        script.replace("\r\n", "\n").replace('\n', "\r\n")
-                    );
-                    self.run_content(content.as_bytes(), shell, ctl, out)
-                } else {
-                    self.run_line(script, None, ctl, out)
-                }
-            }
-            Shell::PowerShell => {
-                let line = shell::command_line(Shell::PowerShell, script);
-                if line.len() > CMD_LINE_LIMIT {
-                    self.run_content(script.as_bytes(), shell, ctl, out)
-                } else {
-                    self.run_line(&line, None, ctl, out)
-                }
-            }
-        }
+        self.exec_inner(script, shell, ctl, None, out)
     }
 
+    fn exec_identified(
+        &mut self,
+        script: &str,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        self.exec_inner(script, shell, ctl, Some(id.announce), out)
+    }
+
+    fn run_script_identified(
+        &mut self,
+        local: &Path,
+        shell: Shell,
+        ctl: &Control,
+        id: Identity<'_>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Exit, TransportError> {
+        let content = super::read_script(local)?;
+        self.run_content(&content, shell, ctl, Some(id.announce), out)
+    }
     fn take_orphan(&mut self) -> Option<Orphan> {
         self.orphan.take()
     }
@@ -977,7 +1063,7 @@ impl Transport for WinrmTransport {
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<Exit, TransportError> {
         let content = super::read_script(local)?;
-        self.run_content(&content, shell, ctl, out)
+        self.run_content(&content, shell, ctl, None, out)
     }
 }
 
@@ -1090,9 +1176,22 @@ mod tests {
 
     #[test]
     fn upload_script_quotes_the_path() {
-        let s = upload_script("C:\\it's here\\a.zip");
+        let s = upload_script("C:\\it's here\\a.zip", None);
         assert!(s.contains("$p = 'C:\\it''s here\\a.zip'"), "{s}");
+        assert!(s.contains("$t = 'C:\\it''s here\\a.zip'"), "{s}");
         assert!(s.contains("SHA256]::Create()"), "{s}");
+        // An upload goes to a new name beside the destination, moved into place if it matches.
+        let e = FileDigest {
+            bytes: 3,
+            sha256: "ab".repeat(32),
+        };
+        let s = upload_script("C:\\d\\a.zip", Some(&e));
+        assert!(s.contains("$t = 'C:\\d\\.a.zip.runner-"), "{s}");
+        assert!(s.contains(&format!("$e = '3 {}'", "AB".repeat(32))), "{s}");
+        assert!(
+            s.contains("Move-Item -LiteralPath $t -Destination $p -Force"),
+            "{s}"
+        );
     }
 
     #[test]
