@@ -11,4 +11,4 @@ cd "$(dirname "$0")/.."
 [ -x /usr/sbin/sshd ] || { echo "torture: /usr/sbin/sshd is required (apt-get install openssh-server)" >&2; exit 2; }
 mkdir -p /run/sshd 2>/dev/null || true
 # Release mode: the runner's timing then resembles production, so kills land where they would.
-exec cargo test --release --locked --test torture -- --ignored --nocapture "$@"
+exec cargo test --release --locked --test it -- --ignored torture:: --nocapture "$@"

@@ -1,15 +1,13 @@
 //! `runner apply` and `runner rollback` of a playbook whose targets use WinRM, against the
 //! loopback test server; and the WinRM target keys in `validate` and the plan.
 
-#[path = "common/winrm_server.rs"]
-mod winrm_server;
-
-mod common_cli;
+use crate::common::winrm_server;
+use crate::common_cli;
 
 use std::path::Path;
 
-use common_cli::runner;
-use winrm_server::{Options, Reply, WinrmServer};
+use crate::common::winrm_server::{Options, Reply, WinrmServer};
+use crate::common_cli::runner;
 
 const PASSWORD: &str = "Apply!pw";
 const PW_ENV: &str = "RUNNER_TEST_WINRM_PW";

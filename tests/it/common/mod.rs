@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod sshd;
+pub mod winrm_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,24 @@ pub fn ssh_config(sshd: &Sshd) -> SshConfig {
         known_hosts: sshd.known_hosts_path(),
         connect_timeout: Duration::from_secs(10),
         keepalive: runner::transport::ssh::DEFAULT_KEEPALIVE,
+    }
+}
+
+/// How long a test waits for something another process does before it gives up (generous for
+/// loaded CI machines; a wait that ends sooner costs nothing).
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Polls `cond` until it holds; panics with `what` after [`PATIENCE`]. For conditions that live
+/// in another process (a file, a journal row, a process table entry), where there is nothing to
+/// block on.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,9 +1,7 @@
 //! `runner plan` and `apply --dry-run`: the schedule across nights in every format, the saved
 //! plan, and `apply --plan` refusing a changed playbook.
 
-mod common_cli;
-
-use common_cli::{fixture, runner};
+use crate::common_cli::{fixture, runner};
 use std::path::Path;
 
 /// Monday 30 November 2026, 17:00 in Chicago: half an hour before business hours end.

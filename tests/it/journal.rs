@@ -784,7 +784,7 @@ fn spawn_child(action: &str, path: &Path) -> (Child, BufReader<ChildStdout>) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([
-            "child_helper",
+            "journal::child_helper",
             "--exact",
             "--ignored",
             "--nocapture",

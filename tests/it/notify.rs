@@ -1,15 +1,14 @@
 //! Notifications against real receivers on loopback: an HTTP server for webhooks and ntfy,
 //! Debian's aiosmtpd for mail. Runs use local targets and RUNNER_NOW for the window.
 
-mod common_cli;
-
+use crate::common_cli;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
-use common_cli::runner;
+use crate::common_cli::runner;
 use runner::journal::Journal;
 use serde_json::{json, Value};
 

@@ -4,16 +4,14 @@
 //!
 //! Steps run on the local transport; synchronisation is by marker files, never by sleeping.
 
-mod common;
-mod common_cli;
-
+use crate::common::wait_until;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{process_running, stops_within};
-use common_cli::runner;
+use crate::common::{process_running, stops_within};
+use crate::common_cli::runner;
 
 /// Upper bound for any wait; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -89,14 +87,6 @@ fn attempts(dir: &Path) -> Vec<(String, String, String)> {
         .expect("query attempts")
         .collect::<Result<_, _>>()
         .expect("read attempts")
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn triple(s: (&str, &str, &str)) -> (String, String, String) {

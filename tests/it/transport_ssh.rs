@@ -1,15 +1,16 @@
 //! SshTransport against a real OpenSSH server on loopback. The target is this machine, so
 //! tests can check remote effects (files, processes) directly.
 
-mod common;
-
+use crate::common;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{pseudo_random_bytes, read_pid, run_sh, ssh_config, stops_within, Sshd, EXIT_GRACE};
+use crate::common::{
+    pseudo_random_bytes, read_pid, run_sh, ssh_config, stops_within, Sshd, EXIT_GRACE,
+};
 use runner::transport::upload_buffer::UploadBuffer;
 use runner::transport::{
     scan_host_key, trust, Control, Exit, FileDigest, HostKey, Shell, SshAuth, SshTransport, Stream,

@@ -2,15 +2,13 @@
 //! dropped connection, stopped as a whole on timeout; reboot-and-continue, resumed without a
 //! second reboot. Real sshd on loopback, real processes, the real binary.
 
-mod common;
-mod common_cli;
-
+use crate::common::wait_until;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{process_running, read_pid, Sshd};
-use common_cli::runner;
+use crate::common::{process_running, read_pid, Sshd};
+use crate::common_cli::runner;
 
 fn target_yaml(name: &str, sshd: &Sshd, extra: &str) -> String {
     format!(
@@ -43,15 +41,6 @@ fn spawn_apply(dir: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Waits (bounded) until `cond` holds; panics with `what` if it never does.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// Like [`wait_for`], but shows the run logs under `dir` if the wait fails.
@@ -163,7 +152,7 @@ fn a_killed_runner_reattaches_to_a_job_that_finished_meanwhile() {
     );
     playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
     let mut first = spawn_apply(dir.path());
-    wait_for("the job to start", || dir.path().join("started").exists());
+    wait_until("the job to start", || dir.path().join("started").exists());
     kill9(&mut first);
     // status says where the job runs while no runner follows it.
     let st = runner(&["status", "p.yaml"], dir.path(), &[]);
@@ -174,7 +163,7 @@ fn a_killed_runner_reattaches_to_a_job_that_finished_meanwhile() {
     );
     // The job outlives the runner and finishes on its own.
     std::fs::write(dir.path().join("go"), "").unwrap();
-    wait_for("the job to end", || {
+    wait_until("the job to end", || {
         lines(&dir.path().join("ledger")).len() == 2
     });
 
@@ -200,12 +189,12 @@ fn a_killed_runner_follows_a_job_still_running_to_its_end() {
         &waiting_step("long", dir.path(), ""),
     );
     let mut first = spawn_apply(dir.path());
-    wait_for("the job to start", || dir.path().join("started").exists());
+    wait_until("the job to start", || dir.path().join("started").exists());
     kill9(&mut first);
 
     let second = spawn_apply(dir.path());
     // The resume is following the job (its run log says so) before the job may end.
-    wait_for("the resume to follow the job", || {
+    wait_until("the resume to follow the job", || {
         all_run_logs(dir.path()).contains("following the detached job in")
     });
     std::fs::write(dir.path().join("go"), "").unwrap();
@@ -224,8 +213,8 @@ fn a_detached_step_survives_a_restart_of_sshd_and_its_output_is_whole() {
         &waiting_step("long", dir.path(), ""),
     );
     let run = spawn_apply(dir.path());
-    wait_for("the job to start", || dir.path().join("started").exists());
-    wait_for("the first half of the output", || {
+    wait_until("the job to start", || dir.path().join("started").exists());
+    wait_until("the first half of the output", || {
         all_run_logs(dir.path()).contains("first half")
     });
     sshd.restart();
@@ -323,7 +312,7 @@ fn a_runner_killed_while_waiting_for_a_reboot_waits_again_without_rebooting_agai
     );
     playbook(dir.path(), &rebootable(&sshd, dir.path()), &steps);
     let mut first = spawn_apply(dir.path());
-    wait_for("the reboot request", || {
+    wait_until("the reboot request", || {
         lines(&dir.path().join("reboots")).len() == 1
     });
     kill9(&mut first);
@@ -356,7 +345,7 @@ fn a_runner_killed_during_an_attached_step_takes_the_command_with_it() {
     );
     playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
     let mut run = spawn_apply(dir.path());
-    wait_for("the command to start", || {
+    wait_until("the command to start", || {
         dir.path().join("shell.pid").exists() && dir.path().join("child.pid").exists()
     });
     let (shell, child) = (
@@ -365,7 +354,7 @@ fn a_runner_killed_during_an_attached_step_takes_the_command_with_it() {
     );
     kill9(&mut run);
     // The connection closes with the runner; the command must not run on unattended.
-    wait_for("the orphaned command to stop", || {
+    wait_until("the orphaned command to stop", || {
         !process_running(shell) && !process_running(child)
     });
 }
@@ -391,7 +380,7 @@ fn a_detached_job_is_followed_even_when_business_hours_have_begun() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the job to start", || dir.path().join("started").exists());
+    wait_until("the job to start", || dir.path().join("started").exists());
     kill9(&mut first);
     std::fs::write(dir.path().join("go"), "").unwrap();
 
@@ -424,7 +413,7 @@ fn a_second_ctrl_c_stops_a_detached_job_on_the_target() {
     );
     playbook(dir.path(), &target_yaml("box", &sshd, ""), &steps);
     let mut run = spawn_apply(dir.path());
-    wait_for("the job to start", || {
+    wait_until("the job to start", || {
         dir.path().join("job.pid").exists() && dir.path().join("child.pid").exists()
     });
     let (job, child) = (
@@ -450,7 +439,7 @@ fn a_second_ctrl_c_stops_a_detached_job_on_the_target() {
     }
     sigint();
     let mut status = None;
-    wait_for("runner to stop the job and exit", || {
+    wait_until("runner to stop the job and exit", || {
         status = run.try_wait().unwrap();
         status.is_some()
     });
@@ -573,7 +562,7 @@ fn a_job_folder_taken_over_while_the_job_runs_is_not_believed() {
         &waiting_step("long", dir.path(), ""),
     );
     let child = spawn_apply(dir.path());
-    wait_for("the job to start", || dir.path().join("started").exists());
+    wait_until("the job to start", || dir.path().join("started").exists());
     let job = job_folder_in_logs(dir.path()).expect("the job folder in the logs");
     std::fs::write(Path::new(&job).join("status.tmp"), "0\n").unwrap();
     std::fs::rename(
@@ -592,7 +581,7 @@ fn a_job_folder_taken_over_while_the_job_runs_is_not_believed() {
     assert!(out.contains("belongs to uid 65534"), "{out}");
     let st = runner(&["status", "p.yaml"], dir.path(), &[]);
     assert!(!st.stdout.contains("succeeded"), "{}", st.stdout);
-    wait_for("the job to end", || {
+    wait_until("the job to end", || {
         lines(&dir.path().join("ledger")).len() == 2
     });
     let _ = std::fs::remove_dir_all(&job);

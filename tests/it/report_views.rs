@@ -1,7 +1,6 @@
 //! `runner status` and `runner report` views on a real playbook file and a real SQLite journal.
 
-mod common_cli;
-
+use crate::common_cli;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;

@@ -8,16 +8,13 @@
 //! The kill moments come from a seeded generator: `TORTURE_SEED=<n>` replays a run exactly
 //! as far as the runner's own timing allows. `TORTURE_ROUNDS` (default 50) sets the rounds.
 
-#[allow(unused_imports)]
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Sshd;
+use crate::common::Sshd;
 use runner::journal::{AttemptKind, AttemptState, Journal, PairState};
 
 /// How a step behaves when it finds itself in doubt after a crash.

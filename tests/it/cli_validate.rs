@@ -1,9 +1,8 @@
 //! `runner validate` on good and bad playbooks: exit codes, positions, messages, and that an
 //! invalid playbook changes nothing.
 
-mod common_cli;
-
-use common_cli::{fixture, runner};
+use crate::common_cli;
+use crate::common_cli::{fixture, runner};
 use std::path::Path;
 
 const BASE: &str = r#"name: T

@@ -8,31 +8,21 @@
 //! one `end` line when it gets to its end), and a step that must stay "in flight" blocks while
 //! its hold file exists.
 
-mod common;
-mod common_cli;
-
+use crate::common;
+use crate::common::wait_until;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{process_running, read_pid, Sshd};
-use common_cli::{runner, Run};
+use crate::common::{process_running, read_pid, Sshd};
+use crate::common_cli::{runner, Run};
 
 /// Upper bound for waiting on a condition; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Polls `cond` until it holds; panics with `what` after [`PATIENCE`].
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// One attempt row of the journal.
 #[derive(Debug, Clone)]

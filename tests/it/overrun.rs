@@ -1,9 +1,7 @@
 //! A step still running when business hours (less the margin) begin is not killed: it is
 //! reported as an overrun, in the journal and in the customer's report.
 
-mod common_cli;
-
-use common_cli::runner;
+use crate::common_cli::runner;
 
 #[test]
 fn a_step_that_runs_into_the_margin_is_reported_as_an_overrun() {

@@ -6,16 +6,15 @@
 //! Synchronisation with a running runner is always by a condition (a marker file a step
 //! creates, a "go" file the test creates), never by sleeping for a while.
 
-mod common;
-mod common_cli;
-
+use crate::common;
+use crate::common_cli;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{process_running, Sshd};
-use common_cli::{runner, Run};
+use crate::common::{process_running, Sshd};
+use crate::common_cli::{runner, Run};
 
 /// Upper bound for any wait on the runner or on a step; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(90);

@@ -8,9 +8,7 @@
 //! target that starts after another one has finished cannot fit, whatever the timing. The first
 //! target only needs to start within a few seconds of the process starting.
 
-mod common_cli;
-
-use common_cli::runner;
+use crate::common_cli::runner;
 use std::path::Path;
 
 /// Business hours start at 08:00 UTC on Tuesday 10 March 2026. A step estimated at one hour

@@ -1,10 +1,7 @@
 //! `runner ping`: every target is connected (host key, authentication) and runs a no-op.
 
-mod common;
-mod common_cli;
-
-use common::Sshd;
-use common_cli::runner;
+use crate::common::Sshd;
+use crate::common_cli::runner;
 
 fn ssh_target(name: &str, sshd: &Sshd, known_hosts: &std::path::Path) -> String {
     format!(

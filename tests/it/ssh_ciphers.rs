@@ -4,11 +4,9 @@
 //! match, so a command and a multi-packet upload succeeding under each mode is the proof that
 //! the bytes on the wire are right.
 
-mod common;
-
 use std::fs;
 
-use common::{pseudo_random_bytes, run_sh, ssh_config, Sshd};
+use crate::common::{pseudo_random_bytes, run_sh, ssh_config, Sshd};
 use runner::transport::{Exit, FileDigest, Shell, SshTransport, Transport};
 
 /// Runs a command and an upload of a few hundred packets with sshd limited to `only`.

@@ -1,14 +1,14 @@
 //! The WinRM transport against recorded Windows messages and against the loopback test
 //! server in `common/winrm_server.rs` (which behaves like Windows but is not Windows).
 
-#[path = "common/winrm_server.rs"]
-mod winrm_server;
+use crate::common::winrm_server;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::common::winrm_server::{Options, Out, Reply, WinrmServer};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -16,7 +16,6 @@ use runner::transport::winrm::{
     parse_cert_sha256, response, soap, Credentials, TlsTrust, WinrmConfig, WinrmTransport,
 };
 use runner::transport::{Control, Exit, Secret, Shell, Stream, Transport, TransportError};
-use winrm_server::{Options, Out, Reply, WinrmServer};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "S3cret!pw";

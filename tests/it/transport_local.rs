@@ -1,13 +1,12 @@
 //! LocalTransport with real processes.
 
-mod common;
-
+use crate::common;
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{pseudo_random_bytes, read_pid, run_sh, stops_within, EXIT_GRACE};
+use crate::common::{pseudo_random_bytes, read_pid, run_sh, stops_within, EXIT_GRACE};
 use runner::transport::{Control, Exit, LocalTransport, Shell, Stream, Transport, TransportError};
 use sha2::{Digest, Sha256};
 

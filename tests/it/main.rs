@@ -1,0 +1,26 @@
+//! The integration tests: one binary, one module per area. Shared helpers live in `common`
+//! (servers the tests start, process helpers) and `common_cli` (running the `runner` binary).
+
+mod apply_crash;
+mod apply_ssh;
+mod apply_winrm;
+mod cli_ping;
+mod cli_plan;
+mod cli_validate;
+mod common;
+mod common_cli;
+mod journal;
+mod libssh2_hostile_server;
+mod long_steps;
+mod network_faults;
+mod notify;
+mod overrun;
+mod report_views;
+mod ssh_ciphers;
+mod terminal;
+mod torture;
+mod transport_local;
+mod transport_ssh;
+mod transport_winrm;
+mod window_gate;
+mod window_props;
