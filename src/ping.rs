@@ -75,7 +75,12 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
             d.passed.push("port open".into());
         }
         let mut tr = make_transport(pb, t, secrets).map_err(|e| e.to_string())?;
-        tr.connect().map_err(|e| format!("connect: {e}"))?;
+        tr.connect().map_err(|e| {
+            format!(
+                "connect: {}",
+                name_trust_command(&e.to_string(), pb, &t.name)
+            )
+        })?;
         d.passed.push(match t.transport {
             TransportKind::Ssh => "host key and login accepted".into(),
             TransportKind::Winrm if t.https => "certificate and authentication accepted".into(),
@@ -156,9 +161,22 @@ pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
     })
 }
 
+/// A transport error's hint names `runner trust PLAYBOOK TARGET`; this puts in the real file
+/// and target, so the command can be copied as it is.
+pub fn name_trust_command(message: &str, pb: &Playbook, target: &str) -> String {
+    message.replace(
+        "`runner trust PLAYBOOK TARGET`",
+        &format!("`runner trust {} {target}`", pb.path.display()),
+    )
+}
+
 /// Shows each SSH target's host key fingerprint and, once confirmed, records it in the
 /// target's known_hosts file. A key that differs from one already recorded is never replaced
 /// here: that is for a person to investigate and edit by hand.
+///
+/// The fingerprint is always shown. Confirmation is `yes` (or `y`) typed on a terminal, or
+/// `--yes` given after checking the fingerprint another way; without a terminal nothing else
+/// is read. Exit 1 when any target was left untrusted.
 pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingError> {
     let targets: Vec<_> = pb
         .targets
@@ -175,11 +193,7 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
         }
     }
     let interactive = std::io::stdin().is_terminal();
-    if !yes && !interactive {
-        return Err(PingError::Usage(
-            "trust needs confirmation: run it on a terminal, or add --yes after checking the fingerprints another way".into(),
-        ));
-    }
+    let mut untrusted: Vec<&str> = Vec::new();
     for t in targets {
         let host = t.host.clone().unwrap_or_default();
         let port = t.port.unwrap_or(22);
@@ -192,18 +206,42 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
             key.fingerprint_sha256()
         );
         if !yes {
+            if !interactive {
+                println!("{}: not trusted (no terminal to confirm on)", t.name);
+                untrusted.push(&t.name);
+                continue;
+            }
             let mut err = std::io::stderr().lock();
-            let _ = write!(err, "Does this match what the server's administrator reads on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`)? Type `yes` to trust it: ");
+            let _ = write!(err, "Does this match what the server's administrator reads on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`)? Type `yes` to trust it, anything else to leave it untrusted: ");
             let _ = err.flush();
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);
-            if line.trim() != "yes" {
-                println!("{}: not trusted", t.name);
+            let answer = line.trim();
+            if !matches!(answer.to_ascii_lowercase().as_str(), "yes" | "y") {
+                println!(
+                    "{}: not trusted (the answer was `{answer}`, not `yes`)",
+                    t.name
+                );
+                untrusted.push(&t.name);
                 continue;
             }
         }
         known_hosts::trust(&file, &host, port, &key)?;
         println!("{}: recorded in {}", t.name, file.display());
     }
-    Ok(Exit::Success)
+    if untrusted.is_empty() {
+        return Ok(Exit::Success);
+    }
+    let how = if interactive {
+        "run it again and type `yes` once the fingerprint is checked"
+    } else {
+        "there is no terminal to confirm on: check the fingerprint with the server's administrator, then add --yes"
+    };
+    eprintln!(
+        "not trusted: {}; {how} (`runner trust {} {}--yes`)",
+        untrusted.join(", "),
+        pb.path.display(),
+        only.map(|o| format!("{o} ")).unwrap_or_default()
+    );
+    Ok(Exit::StepFailed)
 }

@@ -236,3 +236,56 @@ fn ssh_password_authentication_logs_in_and_never_shows_the_password() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(!r.stdout.contains("not-the-password"), "{}", r.stdout);
 }
+
+#[test]
+fn trust_without_a_terminal_shows_the_fingerprint_and_fails_until_yes() {
+    let sshd = Sshd::start("127.0.0.96");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+    let text = format!(
+        "name: Trust\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: ./known_hosts\nsteps:\n  - id: a\n    on: box\n    run: 'true'\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.user(),
+        sshd.user_key_path().display(),
+    );
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+
+    // ping names the real command, not placeholders.
+    let ping = runner(&["ping", "p.yaml"], dir.path(), &[]);
+    assert_eq!(ping.code, 1, "{}{}", ping.stdout, ping.stderr);
+    assert!(
+        ping.stdout.contains("`runner trust p.yaml box`"),
+        "{}",
+        ping.stdout
+    );
+    assert!(!ping.stdout.contains("PLAYBOOK"), "{}", ping.stdout);
+    assert!(!ping.stdout.contains("././"), "{}", ping.stdout);
+
+    // No terminal, no --yes: the fingerprint is shown, nothing is recorded, exit 1.
+    let r = runner(&["trust", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("box: 127.0.0.96:") && r.stdout.contains("SHA256:"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("box: not trusted"), "{}", r.stdout);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("known_hosts")).unwrap(),
+        ""
+    );
+
+    // With --yes after checking: recorded, with a clean path; ping then passes.
+    let r = runner(&["trust", "p.yaml", "--yes"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("box: recorded in ./known_hosts\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("././"), "{}", r.stdout);
+    let ping = runner(&["ping", "p.yaml"], dir.path(), &[]);
+    assert_eq!(ping.code, 0, "{}{}", ping.stdout, ping.stderr);
+}

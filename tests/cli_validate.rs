@@ -568,3 +568,132 @@ fn a_value_of_no_accepted_shape_names_the_shapes() {
     );
     assert!(!r.stderr.contains("Raw"), "{}", r.stderr);
 }
+
+#[test]
+fn type_errors_in_separate_keys_are_all_reported_at_once() {
+    // Six mistakes in six keys: one run of validate shows every one of them.
+    let text = BASE.replace("    transport: ssh\n", "    transport: sshh\n").replace(
+        "    run: echo {{ drive }}\n",
+        "    run: echo {{ drive }}\n    point_of_no_return: yes\n    estimate: 1mo\n    retries: many\n    timeout: 2 hours\n    comand: x\n",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("6 errors found"), "{e}");
+    for at in [
+        "c.yaml:13:16",
+        "c.yaml:24:25",
+        "c.yaml:25:15",
+        "c.yaml:26:14",
+        "c.yaml:27:14",
+        "c.yaml:28:5",
+    ] {
+        assert!(e.contains(at), "{at} missing in\n{e}");
+    }
+    assert!(e.contains("write `point_of_no_return: true`"), "{e}");
+    assert!(e.contains("did you mean `ssh`?"), "{e}");
+    assert!(e.contains("`many` is not a whole number"), "{e}");
+    assert!(!e.contains("jiff"), "{e}");
+    assert!(!e.contains("SpanRelativeTo"), "{e}");
+    // In file order, each with its source line and a caret.
+    assert!(
+        e.find("c.yaml:13:16").unwrap() < e.find("c.yaml:28:5").unwrap(),
+        "{e}"
+    );
+    assert!(e.contains("24 |     point_of_no_return: yes\n"), "{e}");
+}
+
+#[test]
+fn durations_take_only_the_documented_form() {
+    for bad in [
+        "2 hours", "1.5h", "PT2H", "1mo", "1h 30m", "30m1h", "2w", "h",
+    ] {
+        let text = BASE.replace(
+            "    run: echo {{ drive }}\n",
+            &format!("    run: echo {{{{ drive }}}}\n    estimate: \"{bad}\"\n"),
+        );
+        let (r, _d) = validate(&text);
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("c.yaml:24:15"), "{bad}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("`{bad}` is not a duration")),
+            "{bad}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr
+                .contains("write durations like 90s, 15m, 1h30m or 2d"),
+            "{bad}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("jiff"), "{bad}: {}", r.stderr);
+    }
+    for good in ["90s", "15m", "1h30m", "2d", "0s", "1d2h3m4s"] {
+        let text = BASE.replace(
+            "    run: echo {{ drive }}\n",
+            &format!("    run: echo {{{{ drive }}}}\n    estimate: {good}\n"),
+        );
+        let (r, _d) = validate(&text);
+        assert_eq!(r.code, 0, "{good}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn a_tab_in_the_indentation_points_at_the_tab_and_says_spaces() {
+    let text = BASE.replace("    run: echo", "\trun: echo");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("c.yaml:23:1"), "{e}");
+    assert!(e.contains("tab"), "{e}");
+    assert!(e.contains("indent with spaces"), "{e}");
+    assert!(e.contains("stops at the first syntax error"), "{e}");
+}
+
+#[test]
+fn bad_indentation_is_explained_in_plain_words() {
+    let text = BASE.replace("    run: echo", "     run: echo");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(!e.contains("not allowed in this context"), "{e}");
+    assert!(e.contains("c.yaml:23:"), "{e}");
+    assert!(
+        e.contains("line 23 starts at column 6, the key on line 22 at column 5"),
+        "{e}"
+    );
+    assert!(e.contains("stops at the first syntax error"), "{e}");
+}
+
+#[test]
+fn changes_none_is_checked() {
+    let step = |extra: &str| {
+        BASE.replace(
+            "    run: echo {{ drive }}\n",
+            &format!("    run: echo {{{{ drive }}}}\n{extra}"),
+        )
+    };
+    let (r, _d) = validate(&step("    changes: none\n"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (r, _d) = validate(&step("    changes: nothing\n"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("c.yaml:24:14"), "{}", r.stderr);
+    assert!(r.stderr.contains("`none`"), "{}", r.stderr);
+    let (r, _d) = validate(&step("    changes: none\n    rollback: echo undo\n"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("a step that changes nothing has nothing to roll back"),
+        "{}",
+        r.stderr
+    );
+    let (r, _d) = validate(&step("    changes: none\n    point_of_no_return: true\n"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot be a point of no return"),
+        "{}",
+        r.stderr
+    );
+    let schema = runner(&["schema"], Path::new("."), &[]);
+    assert!(schema.stdout.contains("\"changes\""), "{}", schema.stdout);
+}

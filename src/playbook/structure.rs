@@ -68,6 +68,7 @@ pub const STEP_KEYS: &[&str] = &[
     "point_of_no_return",
     "business_hours",
     "deadline",
+    "changes",
 ];
 pub const UPLOAD_KEYS: &[&str] = &["src", "dest"];
 pub const DEADLINE_KEYS: &[&str] = &["after", "within"];
@@ -226,6 +227,7 @@ fn walk_map(
             }
             out.push(d);
         } else {
+            check_type(src, what, &entry.key, &entry.value, path, out);
             visit(&entry.key, &entry.value, path, out);
         }
         seen.push(&entry.key);
@@ -303,5 +305,188 @@ fn check_secret(
             }
         }
         _ => {}
+    }
+}
+
+/// The scalar type a key takes, where it can be checked on the tree: booleans, whole numbers,
+/// durations and fixed choices. Checking them here, key by key, reports every wrong value at
+/// once; serde would stop at the first. Mappings and lists of the wrong shape are left to serde.
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Int { min: i64, max: i64 },
+    Ints,
+    Duration { help: &'static str },
+    Choice(&'static [&'static str]),
+}
+
+const DURATION_HELP: &str = "write durations like 90s, 15m, 1h30m or 2d";
+
+/// `what` is the name `walk_map` uses for the mapping.
+fn kind_of(what: &str, key: &str) -> Option<Kind> {
+    let duration = Kind::Duration {
+        help: DURATION_HELP,
+    };
+    Some(match (what, key) {
+        ("the playbook", "on_failure") => Kind::Choice(&["stop", "rollback"]),
+        ("window", "margin") => duration,
+        ("window", "when_closed") => Kind::Choice(&["stop", "wait"]),
+        ("a target", "transport") => Kind::Choice(&["ssh", "winrm", "local"]),
+        ("a target", "port") => Kind::Int {
+            min: 0,
+            max: u16::MAX as i64,
+        },
+        ("a target", "https" | "insecure" | "allow_unencrypted") => Kind::Bool,
+        ("a target", "keepalive") => Kind::Duration {
+            help: "write whole seconds from 1s to 1h, e.g. `keepalive: 15s` (the default)",
+        },
+        ("a target", "shell") => Kind::Choice(&["sh", "cmd", "powershell"]),
+        ("a target", "auth") => Kind::Choice(&["basic", "ntlm"]),
+        ("a step", "detach" | "idempotent" | "point_of_no_return") => Kind::Bool,
+        ("a step", "estimate" | "timeout" | "retry_delay") => duration,
+        ("a step", "retries") => Kind::Int {
+            min: 0,
+            max: u32::MAX as i64,
+        },
+        ("a step", "ok_codes" | "reboot_on") => Kind::Ints,
+        ("a step", "business_hours") => Kind::Choice(&["refuse", "allow"]),
+        ("a step", "changes") => Kind::Choice(&["none", "target"]),
+        ("reboot", "timeout") | ("deadline", "within") => duration,
+        _ => return None,
+    })
+}
+
+fn is_null(node: &Node, value: &str) -> bool {
+    node.plain && matches!(value, "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn check_type(
+    src: &Source,
+    what: &str,
+    key: &str,
+    node: &Node,
+    path: &mut Vec<Seg>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(kind) = kind_of(what, key) else {
+        return;
+    };
+    if let (Kind::Ints, NodeKind::Seq(items)) = (kind, &node.kind) {
+        for (i, item) in items.iter().enumerate() {
+            path.push(Seg::Index(i));
+            check_int(src, key, item, i64::MIN, i64::MAX, path, out);
+            path.pop();
+        }
+        return;
+    }
+    let NodeKind::Scalar(value) = &node.kind else {
+        return;
+    };
+    match kind {
+        Kind::Bool => {
+            let ok = node.plain
+                && matches!(
+                    value.as_str(),
+                    "true" | "false" | "True" | "False" | "TRUE" | "FALSE"
+                );
+            if ok {
+                return;
+            }
+            let lower = value.to_ascii_lowercase();
+            let meant = match lower.as_str() {
+                "yes" | "y" | "on" | "true" => Some("true"),
+                "no" | "n" | "off" | "false" => Some("false"),
+                _ => None,
+            };
+            let (message, help) = if is_null(node, value) {
+                (
+                    format!("`{key}` has no value"),
+                    format!("write `{key}: true` or `{key}: false`"),
+                )
+            } else if !node.plain && meant.is_some() {
+                (
+                    format!("`\"{value}\"` is quoted text, not true or false"),
+                    format!("write `{key}: {}` without quotes", meant.unwrap_or("true")),
+                )
+            } else if let Some(m) = meant {
+                (
+                    format!("`{key}: {value}` is not true or false here"),
+                    format!("write `{key}: {m}` (YAML 1.2 reads only true and false as booleans)"),
+                )
+            } else {
+                (
+                    format!("`{value}` is not true or false"),
+                    format!("write `{key}: true` or `{key}: false`"),
+                )
+            };
+            out.push(Diagnostic::at(src, path, message).help(help));
+        }
+        Kind::Int { min, max } => check_int(src, key, node, min, max, path, out),
+        Kind::Ints => {}
+        Kind::Duration { help } => {
+            if is_null(node, value) {
+                return;
+            }
+            if let Err(e) = super::validate::parse_duration(value) {
+                out.push(
+                    Diagnostic::at(src, path, format!("`{value}` is not a duration ({e})"))
+                        .help(help)
+                        .soft(),
+                );
+            }
+        }
+        Kind::Choice(choices) => {
+            if is_null(node, value) || choices.contains(&value.as_str()) {
+                return;
+            }
+            out.push(
+                Diagnostic::at(src, path, format!("`{value}` is not a valid `{key}`"))
+                    .help(suggestion_or_choices(value, choices.iter().copied())),
+            );
+        }
+    }
+}
+
+fn check_int(
+    src: &Source,
+    key: &str,
+    node: &Node,
+    min: i64,
+    max: i64,
+    path: &[Seg],
+    out: &mut Vec<Diagnostic>,
+) {
+    let NodeKind::Scalar(value) = &node.kind else {
+        return;
+    };
+    if is_null(node, value) {
+        return;
+    }
+    let range = if min == i64::MIN {
+        "exit codes are whole numbers, e.g. `[0, 3010]`".to_string()
+    } else if max == u32::MAX as i64 {
+        format!("`{key}` takes a whole number, e.g. `{key}: 2`")
+    } else {
+        format!("`{key}` takes a whole number from {min} to {max}")
+    };
+    let parsed = value.parse::<i64>().ok().or_else(|| {
+        let (radix, digits) = match value.get(..2) {
+            Some("0x") => (16, &value[2..]),
+            Some("0o") => (8, &value[2..]),
+            _ => return None,
+        };
+        i64::from_str_radix(digits, radix).ok()
+    });
+    let problem = match parsed {
+        Some(_) if !node.plain => Some((
+            format!("`\"{value}\"` is quoted text, not a number"),
+            format!("write the number without quotes; {range}"),
+        )),
+        Some(n) if n < min || n > max => Some((format!("`{value}` is out of range"), range)),
+        Some(_) => None,
+        None => Some((format!("`{value}` is not a whole number"), range)),
+    };
+    if let Some((message, help)) = problem {
+        out.push(Diagnostic::at(src, path, message).help(help));
     }
 }
