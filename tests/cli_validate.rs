@@ -697,3 +697,21 @@ fn changes_none_is_checked() {
     let schema = runner(&["schema"], Path::new("."), &[]);
     assert!(schema.stdout.contains("\"changes\""), "{}", schema.stdout);
 }
+
+#[test]
+fn wrong_keys_do_not_hide_the_other_errors() {
+    // A misspelt key, a wrong boolean and, elsewhere, a step on an unknown target and an
+    // undefined variable: all four in one run.
+    let text = BASE.replace("    transport: ssh\n", "    transport: ssh\n    hostname: x\n").replace(
+        "    run: echo {{ drive }}\n",
+        "    run: echo {{ drive }}\n    idempotent: yes\n  - id: second\n    on: webb\n    run: 'true'\n  - id: third\n    on: web\n    run: echo {{ driv }}\n",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("unknown key `hostname`"), "{e}");
+    assert!(e.contains("write `idempotent: true`"), "{e}");
+    assert!(e.contains("`webb` is neither a target nor a group"), "{e}");
+    assert!(e.contains("undefined variable `driv`"), "{e}");
+    assert!(e.contains("4 errors found"), "{e}");
+}

@@ -216,6 +216,85 @@ impl Source {
     }
 }
 
+/// A plain scalar read the way YAML 1.2's core schema reads it: null, bool, number or text.
+fn plain_value(text: &str) -> serde_yaml_ng::Value {
+    use serde_yaml_ng::Value;
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Value::Number(n.into());
+    }
+    if let Ok(n) = text.parse::<u64>() {
+        return Value::Number(n.into());
+    }
+    let looks_numeric = text
+        .trim_start_matches(['-', '+'])
+        .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    match text.parse::<f64>() {
+        Ok(f) if looks_numeric && f.is_finite() => Value::Number(f.into()),
+        _ => Value::String(text.to_string()),
+    }
+}
+
+impl Source {
+    /// The document as a YAML value with the entries at the paths in `drop` left out (their
+    /// key paths as [`path_text`] writes them), and the positions of the mappings that lost an
+    /// entry. None when the document uses aliases, which this tree does not resolve.
+    ///
+    /// This lets the later checks run on a playbook that still has wrong keys, so that their
+    /// errors are reported together with the wrong keys; it never builds a playbook that runs.
+    pub fn value_without(&self, drop: &[String]) -> Option<(serde_yaml_ng::Value, Vec<Pos>)> {
+        fn conv(
+            node: &Node,
+            path: &mut Vec<Seg>,
+            drop: &[String],
+            pruned: &mut Vec<Pos>,
+        ) -> Option<serde_yaml_ng::Value> {
+            use serde_yaml_ng::Value;
+            Some(match &node.kind {
+                NodeKind::Alias => return None,
+                NodeKind::Scalar(s) if node.plain => plain_value(s),
+                NodeKind::Scalar(s) => Value::String(s.clone()),
+                NodeKind::Seq(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        path.push(Seg::Index(i));
+                        let v = conv(item, path, drop, pruned);
+                        path.pop();
+                        out.push(v?);
+                    }
+                    Value::Sequence(out)
+                }
+                NodeKind::Map(entries) => {
+                    let mut out = serde_yaml_ng::Mapping::new();
+                    for e in entries {
+                        path.push(Seg::Key(e.key.clone()));
+                        let dropped = drop.contains(&path_text(path));
+                        let v = if dropped {
+                            pruned.push(node.pos);
+                            None
+                        } else {
+                            Some(conv(&e.value, path, drop, pruned))
+                        };
+                        path.pop();
+                        if let Some(v) = v {
+                            out.insert(Value::String(e.key.clone()), v?);
+                        }
+                    }
+                    Value::Mapping(out)
+                }
+            })
+        }
+        let mut pruned = Vec::new();
+        let value = conv(self.root.as_ref()?, &mut Vec::new(), drop, &mut pruned)?;
+        Some((value, pruned))
+    }
+}
+
 fn pos_of(m: &saphyr_parser::Marker) -> Pos {
     Pos {
         line: m.line().max(1),

@@ -80,7 +80,10 @@ pub fn load(path: &Path) -> Result<Playbook, LoadError> {
         LoadError(diags)
     };
     if !hard.is_empty() {
-        return Err(in_order(hard.into_iter().chain(soft).collect()));
+        let mut diags: Vec<Diagnostic> = hard.into_iter().chain(soft).collect();
+        let more = checks_beyond_wrong_keys(&src, path, &diags);
+        diags.extend(more);
+        return Err(in_order(diags));
     }
 
     let raw: RawPlaybook = match serde_yaml_ng::from_str(&src.text) {
@@ -92,20 +95,9 @@ pub fn load(path: &Path) -> Result<Playbook, LoadError> {
         }
     };
 
-    let dir = path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
     let mut v = Validator {
         src: &src,
-        dir,
+        dir: dir_of(path),
         diags: Vec::new(),
         templates: Templates::new(),
     };
@@ -123,6 +115,50 @@ pub fn load(path: &Path) -> Result<Playbook, LoadError> {
         .collect();
     diags.extend(soft);
     Err(in_order(diags))
+}
+
+/// The folder relative paths in the playbook are resolved against.
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// With wrong keys or types found, the later checks still run on the rest of the playbook
+/// (the wrong entries left out), so that one run of `validate` shows every error. Left out
+/// are errors at a place already reported and errors about a mapping that lost an entry (a
+/// key missing there is a consequence). Nothing more when the rest does not deserialize (or
+/// uses aliases): then only the errors found so far are shown.
+fn checks_beyond_wrong_keys(src: &Source, path: &Path, reported: &[Diagnostic]) -> Vec<Diagnostic> {
+    let wrong: Vec<String> = reported
+        .iter()
+        .filter(|d| !d.soft && !d.key.is_empty())
+        .map(|d| d.key.clone())
+        .collect();
+    let Some((value, pruned)) = src.value_without(&wrong) else {
+        return Vec::new();
+    };
+    let Ok(raw) = serde_yaml_ng::from_value::<RawPlaybook>(value) else {
+        return Vec::new();
+    };
+    let mut v = Validator {
+        src,
+        dir: dir_of(path),
+        diags: Vec::new(),
+        templates: Templates::new(),
+    };
+    let _ = v.playbook(raw, String::new());
+    v.diags
+        .into_iter()
+        .filter(|d| !reported.iter().any(|r| r.pos == d.pos) && !pruned.contains(&d.pos))
+        .collect()
 }
 
 /// How serde names our raw types in "expected ..." messages, and what the reader should see
