@@ -715,3 +715,44 @@ fn wrong_keys_do_not_hide_the_other_errors() {
     assert!(e.contains("undefined variable `driv`"), "{e}");
     assert!(e.contains("4 errors found"), "{e}");
 }
+
+/// GitHub's anchor for a heading: lowercase, punctuation other than `-` and `_` dropped,
+/// spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn the_format_reference_links_only_to_its_own_headings_and_lists_what_validate_checks() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/playbook.md"))
+            .unwrap();
+    let anchors: Vec<String> = doc
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    for (i, _) in doc.match_indices("](#") {
+        let rest = &doc[i + 3..];
+        let target = &rest[..rest.find(')').unwrap()];
+        assert!(
+            anchors.iter().any(|a| a == target),
+            "dead link #{target}; headings: {anchors:?}"
+        );
+    }
+    let checks = &doc[doc.find("## What `validate` checks").unwrap()..];
+    let checks = &checks[..checks.find("\n## ").unwrap()];
+    assert!(
+        checks.contains("`run`, `script`, `upload`, `manual`, `reboot`"),
+        "{checks}"
+    );
+    assert!(checks.contains("`changes: none`"), "{checks}");
+    let durations = &doc[doc.find("## Durations").unwrap()..];
+    assert!(durations.contains("`2 hours`") && durations.contains("`PT2H`"));
+}
