@@ -161,6 +161,11 @@ pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
     })
 }
 
+/// Whether a typed answer confirms: `yes` or `y`, in any case.
+fn confirmed(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y")
+}
+
 /// A transport error's hint names `runner trust PLAYBOOK TARGET`; this puts in the real file
 /// and target, so the command can be copied as it is.
 pub fn name_trust_command(message: &str, pb: &Playbook, target: &str) -> String {
@@ -217,7 +222,7 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);
             let answer = line.trim();
-            if !matches!(answer.to_ascii_lowercase().as_str(), "yes" | "y") {
+            if !confirmed(answer) {
                 println!(
                     "{}: not trusted (the answer was `{answer}`, not `yes`)",
                     t.name
@@ -244,4 +249,19 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
         only.map(|o| format!("{o} ")).unwrap_or_default()
     );
     Ok(Exit::StepFailed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirmed;
+
+    #[test]
+    fn yes_and_y_confirm_anything_else_does_not() {
+        for a in ["yes", "y", "Y", "YES", " yes\n"] {
+            assert!(confirmed(a), "{a:?}");
+        }
+        for a in ["", "no", "n", "ok", "yess", "sure"] {
+            assert!(!confirmed(a), "{a:?}");
+        }
+    }
 }
