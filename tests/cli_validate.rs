@@ -756,3 +756,38 @@ fn the_format_reference_links_only_to_its_own_headings_and_lists_what_validate_c
     let durations = &doc[doc.find("## Durations").unwrap()..];
     assert!(durations.contains("`2 hours`") && durations.contains("`PT2H`"));
 }
+
+#[test]
+fn values_of_the_wrong_shape_are_all_reported_at_once() {
+    // A list where a mapping belongs, a mapping where text belongs, text where a list belongs.
+    let text = BASE
+        .replace(
+            "  web:\n    transport: ssh\n    host: 127.0.0.1\n    user: admin\n",
+            "  web: [ssh, 127.0.0.1]\n",
+        )
+        .replace("  all: [web, db]\n", "  all: [db]\n")
+        .replace(
+            "    run: echo {{ drive }}\n",
+            "    run: { echo: x }\n  - id: second\n    on: db\n    run: 'true'\n    ok_codes: 0\n",
+        );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(
+        e.contains("invalid type: sequence, expected a target (a mapping)"),
+        "{e}"
+    );
+    assert!(e.contains("invalid type: map, expected text"), "{e}");
+    assert!(
+        e.contains("invalid type: integer `0`, expected a list of exit codes"),
+        "{e}"
+    );
+    assert!(e.contains("3 errors found"), "{e}");
+    // Empty values still read as empty mappings and lists.
+    let (r, _d) = validate(
+        &BASE
+            .replace("vars:\n  drive: 'D:'\n", "vars:\n")
+            .replace("{{ drive }}", "x"),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -217,7 +217,7 @@ impl Source {
 }
 
 /// A plain scalar read the way YAML 1.2's core schema reads it: null, bool, number or text.
-fn plain_value(text: &str) -> serde_yaml_ng::Value {
+pub(crate) fn plain_value(text: &str) -> serde_yaml_ng::Value {
     use serde_yaml_ng::Value;
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,

@@ -195,8 +195,23 @@ fn walk_map(
     out: &mut Vec<Diagnostic>,
     visit: &Visit<'_>,
 ) {
-    // Wrong types (a list where a mapping belongs, an alias) are serde's to report.
+    // Something else where this mapping belongs: said here, so that it is one of all the
+    // errors and not serde's only one. Aliases are serde's to judge.
     let NodeKind::Map(entries) = &node.kind else {
+        let (desc, nullable) = match what {
+            "window" => ("the window (a mapping)", false),
+            "a target" => ("a target (a mapping)", false),
+            "a step" => ("a step (a mapping)", false),
+            "a business_hours rule" => ("a business_hours rule (a mapping)", false),
+            "upload" => ("`upload: { src: FILE, dest: PATH }`", true),
+            "reboot" => (
+                "`reboot: { timeout: DURATION }` (or `reboot: {}` for 20m)",
+                true,
+            ),
+            "deadline" => ("`deadline: { after: STEP, within: DURATION }`", true),
+            _ => return,
+        };
+        wrong_shape(src, node, path, desc, nullable, out);
         return;
     };
     let mut seen: Vec<&str> = Vec::new();
@@ -314,10 +329,21 @@ fn check_secret(
 #[derive(Clone, Copy)]
 enum Kind {
     Bool,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Ints,
-    Duration { help: &'static str },
+    Duration {
+        help: &'static str,
+    },
     Choice(&'static [&'static str]),
+    /// A mapping, a list, or text or a list, as described; `nullable` when null means absent.
+    Map(&'static str, bool),
+    Seq(&'static str, bool),
+    TextOrSeq(&'static str, bool),
+    /// Text (any scalar reads as text); a mapping or list is wrong.
+    Text,
 }
 
 const DURATION_HELP: &str = "write durations like 90s, 15m, 1h30m or 2d";
@@ -351,6 +377,34 @@ fn kind_of(what: &str, key: &str) -> Option<Kind> {
         ("a step", "ok_codes" | "reboot_on") => Kind::Ints,
         ("a step", "business_hours") => Kind::Choice(&["refuse", "allow"]),
         ("a step", "changes") => Kind::Choice(&["none", "target"]),
+        ("the playbook", "vars") | ("a target", "vars") => {
+            Kind::Map("a mapping of variables", false)
+        }
+        ("the playbook", "targets") => Kind::Map("a mapping of target names to targets", false),
+        ("the playbook", "groups") => {
+            Kind::Map("a mapping of group names to lists of targets", false)
+        }
+        ("the playbook", "steps") => Kind::Seq("a list of steps", false),
+        ("the playbook", "name" | "description") => Kind::Text,
+        ("window", "business_hours") => Kind::Seq("a list of business_hours rules", false),
+        ("window", "holidays") => Kind::Seq("a list of dates", false),
+        ("window", "timezone") => Kind::Text,
+        ("a business_hours rule", "days") => Kind::TextOrSeq(
+            "a day (mon), a range (mon-fri) or a list ([mon, wed])",
+            false,
+        ),
+        ("a business_hours rule", "from" | "to") => Kind::Text,
+        ("a step", "on") => Kind::TextOrSeq("a target or group name, or a list of them", true),
+        (
+            "a step",
+            "id" | "name" | "phase" | "run" | "script" | "manual" | "check" | "rollback",
+        ) => Kind::Text,
+        (
+            "a target",
+            "host" | "user" | "key" | "known_hosts" | "ca_file" | "cert_sha256" | "reboot_command"
+            | "boot_id_command",
+        ) => Kind::Text,
+        ("upload", "src" | "dest") | ("deadline", "after") => Kind::Text,
         ("reboot", "timeout") | ("deadline", "within") => duration,
         _ => return None,
     })
@@ -379,10 +433,42 @@ fn check_type(
         }
         return;
     }
+    // An empty value reads as an empty mapping or list.
+    let empty = node.plain && matches!(&node.kind, NodeKind::Scalar(v) if v.is_empty());
+    match kind {
+        Kind::Map(..) | Kind::Seq(..) if empty => {}
+        Kind::Map(desc, nullable) if !matches!(node.kind, NodeKind::Map(_)) => {
+            return wrong_shape(src, node, path, desc, nullable, out);
+        }
+        Kind::Seq(desc, nullable) if !matches!(node.kind, NodeKind::Seq(_)) => {
+            return wrong_shape(src, node, path, desc, nullable, out);
+        }
+        Kind::TextOrSeq(desc, nullable) if matches!(node.kind, NodeKind::Map(_)) => {
+            return wrong_shape(src, node, path, desc, nullable, out);
+        }
+        Kind::TextOrSeq(desc, nullable) if is_null_node(node) => {
+            return wrong_shape(src, node, path, desc, nullable, out);
+        }
+        Kind::Ints if !matches!(node.kind, NodeKind::Seq(_)) => {
+            return wrong_shape(
+                src,
+                node,
+                path,
+                "a list of exit codes, e.g. `[0, 3010]`",
+                true,
+                out,
+            );
+        }
+        Kind::Text if matches!(node.kind, NodeKind::Map(_) | NodeKind::Seq(_)) => {
+            return wrong_shape(src, node, path, "text", true, out);
+        }
+        _ => {}
+    }
     let NodeKind::Scalar(value) = &node.kind else {
         return;
     };
     match kind {
+        Kind::Map(..) | Kind::Seq(..) | Kind::TextOrSeq(..) | Kind::Text => {}
         Kind::Bool => {
             let ok = node.plain
                 && matches!(
@@ -445,6 +531,42 @@ fn check_type(
             );
         }
     }
+}
+
+fn is_null_node(node: &Node) -> bool {
+    matches!(&node.kind, NodeKind::Scalar(v) if is_null(node, v))
+}
+
+/// "invalid type: string \"x\", expected DESC", worded as serde words it, for a value of the
+/// wrong shape. Null is accepted where it means the key is absent; aliases are left to serde.
+fn wrong_shape(
+    src: &Source,
+    node: &Node,
+    path: &[Seg],
+    desc: &str,
+    nullable: bool,
+    out: &mut Vec<Diagnostic>,
+) {
+    use serde_yaml_ng::Value;
+    let found = match &node.kind {
+        NodeKind::Alias => return,
+        NodeKind::Map(_) => "map".to_string(),
+        NodeKind::Seq(_) => "sequence".to_string(),
+        NodeKind::Scalar(v) if !node.plain => format!("string {v:?}"),
+        NodeKind::Scalar(v) => match super::source::plain_value(v) {
+            Value::Null if nullable => return,
+            Value::Null => "unit value".to_string(),
+            Value::Bool(b) => format!("boolean `{b}`"),
+            Value::Number(n) if n.is_f64() => format!("floating point `{n}`"),
+            Value::Number(n) => format!("integer `{n}`"),
+            _ => format!("string {v:?}"),
+        },
+    };
+    out.push(Diagnostic::at(
+        src,
+        path,
+        format!("invalid type: {found}, expected {desc}"),
+    ));
 }
 
 fn check_int(

@@ -134,8 +134,9 @@ fn dir_of(path: &Path) -> PathBuf {
 /// With wrong keys or types found, the later checks still run on the rest of the playbook
 /// (the wrong entries left out), so that one run of `validate` shows every error. Left out
 /// are errors at a place already reported and errors about a mapping that lost an entry (a
-/// key missing there is a consequence). Nothing more when the rest does not deserialize (or
-/// uses aliases): then only the errors found so far are shown.
+/// key missing there is a consequence), as are errors naming a key that was left out. Nothing
+/// more when the rest does not deserialize (or uses aliases): then only the errors found so
+/// far are shown.
 fn checks_beyond_wrong_keys(src: &Source, path: &Path, reported: &[Diagnostic]) -> Vec<Diagnostic> {
     let wrong: Vec<String> = reported
         .iter()
@@ -155,9 +156,17 @@ fn checks_beyond_wrong_keys(src: &Source, path: &Path, reported: &[Diagnostic]) 
         templates: Templates::new(),
     };
     let _ = v.playbook(raw, String::new());
+    // A name left out (a target given as a list) is no news when it comes up again later.
+    let names: Vec<String> = wrong
+        .iter()
+        .filter_map(|k| k.rsplit('.').next())
+        .filter(|last| !last.ends_with(']'))
+        .map(|last| format!("`{last}`"))
+        .collect();
     v.diags
         .into_iter()
         .filter(|d| !reported.iter().any(|r| r.pos == d.pos) && !pruned.contains(&d.pos))
+        .filter(|d| !names.iter().any(|n| d.message.contains(n.as_str())))
         .collect()
 }
 
