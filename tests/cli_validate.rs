@@ -791,3 +791,18 @@ fn values_of_the_wrong_shape_are_all_reported_at_once() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn missing_keys_are_all_reported_at_once() {
+    let text = BASE
+        .replace("    transport: local\n", "    user: x\n")
+        .replace("      to: \"18:00\"\n", "")
+        .replace("  - id: first\n    on: web\n", "  - on: web\n");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("missing `to` in a business_hours rule"), "{e}");
+    assert!(e.contains("missing `transport` in a target"), "{e}");
+    assert!(e.contains("missing `id` in a step"), "{e}");
+    assert!(e.contains("add `transport: ssh`"), "{e}");
+}

@@ -1,6 +1,7 @@
-//! The shape check that runs before serde: every unknown or duplicated key in the whole file,
-//! each with its position and a suggestion, and literal secrets. serde alone would stop at the
-//! first unknown key; a consultant fixing a playbook wants to see all of them at once.
+//! The shape check that runs before serde: every unknown, duplicated or missing key in the
+//! whole file, every value of the wrong type, each with its position and a suggestion, and
+//! literal secrets. serde alone would stop at the first; a consultant fixing a playbook wants
+//! to see all of them at once.
 
 use super::diagnostic::{suggestion_or_choices, Diagnostic};
 use super::source::{Node, NodeKind, Seg, Source};
@@ -248,6 +249,35 @@ fn walk_map(
         seen.push(&entry.key);
         path.pop();
     }
+    let required: &[(&str, &str)] = match what {
+        "the playbook" => &[
+            ("name", "say what this cutover is, e.g. `name: Acme SBS 2000 to SBS 2003 cutover`"),
+            ("window", "add `window:` with the customer's `timezone` and `business_hours` (`business_hours: []` for none)"),
+            ("steps", "add `steps:` with at least one step"),
+        ],
+        "window" => &[("business_hours", "add `business_hours: [{ days: mon-fri, from: \"07:30\", to: \"18:00\" }]`, or `business_hours: []` for none")],
+        "a target" => &[("transport", "add `transport: ssh`, `transport: winrm` or `transport: local`")],
+        "a step" => &[("id", "add `id:`, a unique name such as `copy-company-share`")],
+        "a business_hours rule" => &[
+            ("days", "add `days: mon-fri`"),
+            ("from", "add `from: \"07:30\"`"),
+            ("to", "add `to: \"18:00\"`"),
+        ],
+        "upload" => &[
+            ("src", "add `src: FILE` (relative to the playbook)"),
+            ("dest", "add `dest: PATH` on the target"),
+        ],
+        "deadline" => &[
+            ("after", "add `after: STEP`, an earlier step's id"),
+            ("within", "add `within: DURATION`, e.g. `within: 21d`"),
+        ],
+        _ => &[],
+    };
+    for (key, help) in required {
+        if !seen.contains(key) {
+            out.push(Diagnostic::at(src, path, format!("missing `{key}` in {what}")).help(*help));
+        }
+    }
 }
 
 /// A suggestion for an unknown key: a near miss of a valid key, or of a word from another
@@ -323,9 +353,9 @@ fn check_secret(
     }
 }
 
-/// The scalar type a key takes, where it can be checked on the tree: booleans, whole numbers,
-/// durations and fixed choices. Checking them here, key by key, reports every wrong value at
-/// once; serde would stop at the first. Mappings and lists of the wrong shape are left to serde.
+/// The type a key takes, where it can be checked on the tree: booleans, whole numbers,
+/// durations, fixed choices, and mappings, lists or text of the right shape. Checking them
+/// here, key by key, reports every wrong value at once; serde would stop at the first.
 #[derive(Clone, Copy)]
 enum Kind {
     Bool,
