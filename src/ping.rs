@@ -78,7 +78,7 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
         tr.connect().map_err(|e| {
             format!(
                 "connect: {}",
-                name_trust_command(&e.to_string(), pb, &t.name)
+                known_hosts::with_trust_command(&e.to_string(), &pb.path, &t.name)
             )
         })?;
         d.passed.push(match t.transport {
@@ -164,15 +164,6 @@ pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
 /// Whether a typed answer confirms: `yes` or `y`, in any case.
 fn confirmed(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y")
-}
-
-/// A transport error's hint names `runner trust PLAYBOOK TARGET`; this puts in the real file
-/// and target, so the command can be copied as it is.
-pub fn name_trust_command(message: &str, pb: &Playbook, target: &str) -> String {
-    message.replace(
-        "`runner trust PLAYBOOK TARGET`",
-        &format!("`runner trust {} {target}`", pb.path.display()),
-    )
 }
 
 /// Shows each SSH target's host key fingerprint and, once confirmed, records it in the

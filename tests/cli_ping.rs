@@ -261,6 +261,12 @@ fn trust_without_a_terminal_shows_the_fingerprint_and_fails_until_yes() {
     );
     assert!(!ping.stdout.contains("PLAYBOOK"), "{}", ping.stdout);
     assert!(!ping.stdout.contains("././"), "{}", ping.stdout);
+    // So does apply, refused by the same unknown key.
+    let apply = runner(&["apply", "p.yaml", "--quiet"], dir.path(), &[]);
+    assert_eq!(apply.code, 1, "{}{}", apply.stdout, apply.stderr);
+    let shown = format!("{}{}", apply.stdout, apply.stderr);
+    assert!(shown.contains("`runner trust p.yaml box`"), "{shown}");
+    assert!(!shown.contains("PLAYBOOK"), "{shown}");
 
     // No terminal, no --yes: the fingerprint is shown, nothing is recorded, exit 1.
     let r = runner(&["trust", "p.yaml"], dir.path(), &[]);
