@@ -371,6 +371,12 @@ fn markdown_review_shows_business_hours_holidays_and_detach() {
         .find(|l| l.contains("`long-copy`"))
         .unwrap_or_else(|| panic!("no long-copy row: {o}"));
     assert!(row.contains("detached"), "{row}");
+    assert!(
+        o.contains(
+            "On web, run detached (it survives a dropped connection):\n\n```\ncp -a /a /b\n```"
+        ),
+        "{o}"
+    );
     // Key/value tables have real headers, never an empty header row.
     assert!(!o.contains("| | |\n|---|---|"), "{o}");
     assert!(o.contains("| Item | Value |"), "{o}");
@@ -402,6 +408,10 @@ fn markdown_review_says_the_operator_confirms_manual_steps() {
         .find(|l| l.contains("`confirm`"))
         .unwrap_or_else(|| panic!("no confirm row: {o}"));
     assert!(row.contains("operator confirms"), "{row}");
+    assert!(
+        o.contains("The operator carries out, then confirms:\n\n```\nAsk the customer to open Q3.xlsx\n```"),
+        "{o}"
+    );
     assert!(!row.contains("**no**"), "{row}");
 }
 

@@ -500,6 +500,9 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
             short(night.finish, &tz)
         );
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
+            let Some(step) = pb.steps.iter().find(|s| s.id == ps.id) else {
+                continue;
+            };
             let _ = writeln!(
                 o,
                 "#### {}-{} `{}`: {}\n",
@@ -535,11 +538,21 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
                         let (kind, text) = action_text(r);
                         let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
                         let fence = "`".repeat(longest.max(2) + 1);
-                        let _ = writeln!(
-                            o,
-                            "On {on}, {kind}:\n\n{fence}\n{}\n{fence}\n",
-                            text.trim_end()
-                        );
+                        let intro = match &r.action {
+                            RenderedAction::Manual { .. } => {
+                                "The operator carries out, then confirms:".to_string()
+                            }
+                            RenderedAction::Run { .. }
+                                if pb
+                                    .targets
+                                    .get(&r.target)
+                                    .is_some_and(|t| step.detached_on(t)) =>
+                            {
+                                format!("On {on}, run detached (it survives a dropped connection):")
+                            }
+                            _ => format!("On {on}, {kind}:"),
+                        };
+                        let _ = writeln!(o, "{intro}\n\n{fence}\n{}\n{fence}\n", text.trim_end());
                     }
                 }
                 if let Some(c) = &r.check {
