@@ -76,7 +76,12 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
             d.passed.push("port open".into());
         }
         let mut tr = make_transport(pb, t, secrets).map_err(|e| e.to_string())?;
-        tr.connect().map_err(|e| format!("connect: {e}"))?;
+        tr.connect().map_err(|e| {
+            format!(
+                "connect: {}",
+                known_hosts::with_trust_command(&e.to_string(), &pb.path, &t.name)
+            )
+        })?;
         d.passed.push(match t.transport {
             TransportKind::Ssh => "host key and login accepted".into(),
             TransportKind::Winrm if t.https => "certificate and authentication accepted".into(),
@@ -160,9 +165,18 @@ pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
     })
 }
 
+/// Whether a typed answer confirms: `yes` or `y`, in any case.
+fn confirmed(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y")
+}
+
 /// Shows each SSH target's host key fingerprint and, once confirmed, records it in the
 /// target's known_hosts file. A key that differs from one already recorded is never replaced
 /// here: that is for a person to investigate and edit by hand.
+///
+/// The fingerprint is always shown. Confirmation is `yes` (or `y`) typed on a terminal, or
+/// `--yes` given after checking the fingerprint another way; without a terminal nothing else
+/// is read. Exit 1 when any target was left untrusted.
 pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingError> {
     let targets: Vec<_> = pb
         .targets
@@ -179,11 +193,7 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
         }
     }
     let interactive = std::io::stdin().is_terminal();
-    if !yes && !interactive {
-        return Err(PingError::Usage(
-            "trust needs confirmation: run it on a terminal, or add --yes after checking the fingerprints another way".into(),
-        ));
-    }
+    let mut untrusted: Vec<&str> = Vec::new();
     for t in targets {
         let host = t.host.clone().unwrap_or_default();
         let port = t.port.unwrap_or(22);
@@ -196,18 +206,57 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
             key.fingerprint_sha256()
         );
         if !yes {
+            if !interactive {
+                println!("{}: not trusted (no terminal to confirm on)", t.name);
+                untrusted.push(&t.name);
+                continue;
+            }
             let mut err = std::io::stderr().lock();
-            let _ = write!(err, "Does this match what the server's administrator reads on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`)? Type `yes` to trust it: ");
+            let _ = write!(err, "Does this match what the server's administrator reads on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`)? Type `yes` to trust it, anything else to leave it untrusted: ");
             let _ = err.flush();
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);
-            if line.trim() != "yes" {
-                outln!("{}: not trusted", t.name);
+            let answer = line.trim();
+            if !confirmed(answer) {
+                outln!(
+                    "{}: not trusted (the answer was `{answer}`, not `yes`)",
+                    t.name
+                );
+                untrusted.push(&t.name);
                 continue;
             }
         }
         known_hosts::trust(&file, &host, port, &key)?;
         outln!("{}: recorded in {}", t.name, file.display());
     }
-    Ok(Exit::Success)
+    if untrusted.is_empty() {
+        return Ok(Exit::Success);
+    }
+    let how = if interactive {
+        "run it again and type `yes` once the fingerprint is checked"
+    } else {
+        "there is no terminal to confirm on: check the fingerprint with the server's administrator, then add --yes"
+    };
+    eprintln!(
+        "not trusted: {}; {how} (`runner trust {} {}--yes`)",
+        untrusted.join(", "),
+        pb.path.display(),
+        only.map(|o| format!("{o} ")).unwrap_or_default()
+    );
+    Ok(Exit::StepFailed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirmed;
+
+    #[test]
+    fn yes_and_y_confirm_anything_else_does_not() {
+        for a in ["yes", "y", "Y", "YES", " yes\n"] {
+            assert!(confirmed(a), "{a:?}");
+        }
+        for a in ["", "no", "n", "ok", "yess", "sure"] {
+            assert!(!confirmed(a), "{a:?}");
+        }
+    }
 }

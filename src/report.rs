@@ -1076,8 +1076,29 @@ fn override_inlines(run: &RunRecord, e: &EventRecord, tz: &TimeZone) -> Vec<Inli
         a.push(t(", step "));
         a.push(code(step));
     }
-    a.push(t(format!("): {}", e.detail)));
+    a.push(t("): "));
+    a.extend(with_code_spans(&e.detail));
     a
+}
+
+/// Text in which `backticked` words are code (event details name steps that way): those
+/// become code spans, so that a document shows `copy-data` as code and not as escaped
+/// backticks. An unpaired backtick stays text.
+fn with_code_spans(text: &str) -> Vec<Inline> {
+    let parts: Vec<&str> = text.split('`').collect();
+    let paired = parts.len() % 2 == 1;
+    let mut out = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        if i % 2 == 1 && (paired || !last) && !part.is_empty() {
+            out.push(code(*part));
+        } else if i % 2 == 1 {
+            out.push(t(format!("`{part}")));
+        } else if !part.is_empty() {
+            out.push(t(*part));
+        }
+    }
+    out
 }
 
 fn run_blocks(d: &mut Vec<Block>, run: &RunRecord, total: usize, tz: &TimeZone) {
@@ -1146,7 +1167,7 @@ fn run_blocks(d: &mut Vec<Block>, run: &RunRecord, total: usize, tz: &TimeZone) 
                             t(event_label(&e.kind))
                         }],
                         e.step.as_deref().map(|s| vec![code(s)]).unwrap_or_default(),
-                        vec![t(&e.detail)],
+                        with_code_spans(&e.detail),
                     ],
                     mark: if is_override || e.kind == "overrun" {
                         RowMark::Fail
@@ -1398,7 +1419,7 @@ fn render_markdown(doc: &[Block]) -> String {
                 let _ = writeln!(o, "{text}\n");
             }
             Block::Facts(facts) => {
-                let _ = writeln!(o, "| | |\n|---|---|");
+                let _ = writeln!(o, "| Item | Value |\n|---|---|");
                 for (k, v) in facts {
                     let _ = writeln!(o, "| {} | {} |", md_text(k), md_inlines(v));
                 }

@@ -265,7 +265,17 @@ impl Pool {
         let transport = guard
             .as_mut()
             .ok_or_else(|| PoolError::UnknownTarget(target.to_string()))?;
-        transport.connect()?;
+        transport.connect().map_err(|e| match e {
+            // Their hint names the real trust command, which needs the playbook's name.
+            TransportError::HostKeyUnknown { .. } | TransportError::HostKeyChanged { .. } => {
+                PoolError::HostKey(crate::transport::known_hosts::with_trust_command(
+                    &e.to_string(),
+                    &pb.path,
+                    target,
+                ))
+            }
+            e => PoolError::Transport(e),
+        })?;
         Ok(f(transport.as_mut()))
     }
 }
@@ -280,4 +290,7 @@ pub enum PoolError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A host key that is unknown or changed, with the real `runner trust` command.
+    #[error("{0}")]
+    HostKey(String),
 }

@@ -338,8 +338,8 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
                 warn("interruption-needs-human", step, format!("`{}` is not idempotent and has no check: if it is interrupted, an operator must inspect the target and use `runner mark`", step.id));
             }
         }
-        // Read-only steps (allowed in business hours) have nothing to undo.
-        let read_only = step.business_hours == BusinessHoursPolicy::Allow;
+        // Read-only steps (allowed in business hours, or `changes: none`) have nothing to undo.
+        let read_only = step.business_hours == BusinessHoursPolicy::Allow || step.changes_nothing;
         if step.rollback.is_none()
             && !read_only
             && last_ponr.is_some_and(|p| i < p)
@@ -396,7 +396,35 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
             }
         }
     }
+    // Riskiest kind first; within a kind, playbook order (the sort is stable).
+    out.sort_by_key(|w| warning_kind(w.code).rank);
     out
+}
+
+/// What a kind of review warning is called in the review and why it matters.
+pub struct WarningKind {
+    /// Lower is riskier: the order of kinds in the review.
+    pub rank: u8,
+    pub title: &'static str,
+    pub why: &'static str,
+}
+
+/// Review warnings by kind, riskiest first: who can read the password, what cannot be undone,
+/// what needs a person at night, what may overrun, and last what only weakens the evidence.
+pub fn warning_kind(code: &str) -> WarningKind {
+    let (rank, title, why) = match code {
+        "insecure-tls" => (0, "Any TLS certificate accepted", "whoever sits on the network path can pose as the server and read its password"),
+        "unencrypted" => (1, "WinRM without encryption", "the password and all output cross the network readably"),
+        "no-rollback-before-ponr" => (2, "No rollback before a point of no return", "`runner rollback` will have to skip these steps: undoing them is manual (mark steps that only read with `changes: none`)"),
+        "interruption-needs-human" => (3, "An interruption needs an operator", "not idempotent and without a check: if runner is interrupted during the step, a person must inspect the target and `runner mark` it"),
+        "deadline-missed" => (4, "Deadline missed", "the plan as a whole takes too long"),
+        "timeout-below-estimate" => (5, "Timeout shorter than the estimate", "the step would be stopped before it is expected to finish"),
+        "no-estimate" => (6, "No estimate", "the window rule and the schedule count the step as 0 and it may run into business hours"),
+        "detach-windows-unverified" => (7, "Detached on Windows, not yet proven", "the WMI-started wrapper has not been run against a real Windows host: rehearse it"),
+        "no-check" => (8, "No check", "success is judged by the exit code alone"),
+        _ => (9, "Other", ""),
+    };
+    WarningKind { rank, title, why }
 }
 
 /// `1d2h`, `1h30m`, `45m`, `90s` → compact text, largest units first, seconds only when needed.

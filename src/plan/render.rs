@@ -33,7 +33,7 @@ fn hhmm(t: Timestamp, tz: &TimeZone) -> String {
         .to_string()
 }
 
-fn flags(s: &PlannedStep, step: &crate::playbook::Step) -> Vec<String> {
+fn flags(s: &PlannedStep, step: &crate::playbook::Step, pb: &Playbook) -> Vec<String> {
     let mut f = Vec::new();
     match step.estimate {
         Some(e) => f.push(format!("est {}", human_duration(e))),
@@ -59,8 +59,22 @@ fn flags(s: &PlannedStep, step: &crate::playbook::Step) -> Vec<String> {
                 .join(",")
         ));
     }
+    if step
+        .targets
+        .iter()
+        .any(|t| pb.targets.get(t).is_some_and(|t| step.detached_on(t)))
+    {
+        f.push(if step.detach == Some(true) {
+            "detached".into()
+        } else {
+            "detached (estimate of 15m or more)".into()
+        });
+    }
     if s.idempotent {
         f.push("idempotent".into());
+    }
+    if step.changes_nothing {
+        f.push("changes nothing".into());
     }
     if s.point_of_no_return {
         f.push("POINT OF NO RETURN".into());
@@ -279,7 +293,7 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
                 o,
                 "      on {}  [{}]",
                 ps.targets.join(", "),
-                flags(ps, step).join(", ")
+                flags(ps, step, pb).join(", ")
             );
             for (names, r) in rendering_groups(&ps.rendered) {
                 let pad = "        ";
@@ -306,15 +320,121 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
         plan.night_count(),
         if plan.night_count() == 1 { "" } else { "s" }
     );
+    if let Some(line) = points_of_no_return(pb) {
+        let _ = writeln!(o, "\n{line}");
+    }
     if plan.warnings.is_empty() {
         let _ = writeln!(o, "\nNo review warnings.");
     } else {
-        let _ = writeln!(o, "\nReview warnings ({})", plan.warnings.len());
-        for w in &plan.warnings {
-            let _ = writeln!(o, "  - [{}] {}", w.code, w.message);
+        let _ = writeln!(
+            o,
+            "\nReview warnings ({}, riskiest kind first)",
+            plan.warnings.len()
+        );
+        for (kind, group) in warning_groups(plan) {
+            let _ = writeln!(o, "  {} ({}): {}", kind.title, group.len(), kind.why);
+            for w in group {
+                let _ = writeln!(o, "    - [{}] {}", w.code, w.message);
+            }
         }
     }
     o
+}
+
+/// "Points of no return: `a`, `b` (a rollback never goes past them)", if there are any.
+fn points_of_no_return(pb: &Playbook) -> Option<String> {
+    let ids: Vec<String> = pb
+        .steps
+        .iter()
+        .filter(|s| s.point_of_no_return)
+        .map(|s| format!("`{}`", s.id))
+        .collect();
+    (!ids.is_empty()).then(|| {
+        format!(
+            "Points of no return: {} (a rollback never goes past {})",
+            ids.join(", "),
+            if ids.len() == 1 { "it" } else { "them" }
+        )
+    })
+}
+
+/// The plan's warnings by kind, in the plan's order (riskiest kind first).
+fn warning_groups(plan: &Plan) -> Vec<(super::WarningKind, Vec<&super::Warning>)> {
+    let mut groups: Vec<(&str, Vec<&super::Warning>)> = Vec::new();
+    for w in &plan.warnings {
+        match groups.iter_mut().find(|(c, _)| *c == w.code) {
+            Some((_, g)) => g.push(w),
+            None => groups.push((w.code, vec![w])),
+        }
+    }
+    groups.sort_by_key(|(c, _)| super::warning_kind(c).rank);
+    groups
+        .into_iter()
+        .map(|(c, g)| (super::warning_kind(c), g))
+        .collect()
+}
+
+/// The lines of a business-hours rule set: "mon-fri 07:30-18:00; sat 09:00-12:00".
+fn hours_text(pb: &Playbook) -> String {
+    let rules: Vec<String> = pb
+        .window
+        .rules()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}-{}",
+                r.days,
+                r.from.strftime("%H:%M"),
+                r.to.strftime("%H:%M")
+            )
+        })
+        .collect();
+    if rules.is_empty() {
+        "none (steps may start any time)".into()
+    } else {
+        rules.join("; ")
+    }
+}
+
+/// Largest script shown in the review; longer ones are named with their hash only.
+const MAX_SHOWN_SCRIPT: u64 = 256 * 1024;
+
+/// A script's content for the review, folded, with its full SHA-256; or why it is not shown.
+fn script_block(path: &std::path::Path, sha256: &str) -> String {
+    let shown = std::fs::metadata(path)
+        .map_err(|e| format!("cannot be read now: {e}"))
+        .and_then(|m| {
+            if m.len() > MAX_SHOWN_SCRIPT {
+                Err(format!(
+                    "{} bytes, too long to show here; compare its SHA-256",
+                    m.len()
+                ))
+            } else {
+                std::fs::read(path).map_err(|e| format!("cannot be read now: {e}"))
+            }
+        })
+        .and_then(|bytes| {
+            if crate::digest::sha256_hex(&bytes) != sha256 {
+                return Err("changed since the playbook was loaded: plan again".into());
+            }
+            String::from_utf8(bytes).map_err(|_| "not text; compare its SHA-256".to_string())
+        });
+    match shown {
+        Ok(text) => {
+            let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+            let fence = "`".repeat(longest.max(2) + 1);
+            let lines = text.lines().count();
+            let mut body = text;
+            if !body.ends_with('\n') {
+                body.push('\n');
+            }
+            format!(
+                "<details>\n<summary>The script ({lines} line{})</summary>\n\n{fence}\n{body}{fence}\n\n</details>\n",
+                if lines == 1 { "" } else { "s" }
+            )
+        }
+        Err(why) => format!("(The script is not shown: {why}.)\n"),
+    }
 }
 
 fn md_cell(s: &str) -> String {
@@ -328,7 +448,7 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
     if let Some(d) = &pb.description {
         let _ = writeln!(o, "{}\n", d.trim());
     }
-    let _ = writeln!(o, "| | |\n|---|---|");
+    let _ = writeln!(o, "| Item | Value |\n|---|---|");
     let _ = writeln!(o, "| Playbook | `{}` |", plan.playbook);
     let _ = writeln!(o, "| Playbook SHA-256 | `{}` |", plan.playbook_sha256);
     let _ = writeln!(
@@ -338,10 +458,29 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
             .as_deref()
             .unwrap_or("none (no business hours)")
     );
+    let _ = writeln!(o, "| Business hours | {} |", md_cell(&hours_text(pb)));
+    let holidays: Vec<String> = pb.window.holidays().iter().map(|d| d.to_string()).collect();
+    let _ = writeln!(
+        o,
+        "| Holidays | {} |",
+        if holidays.is_empty() {
+            "none".to_string()
+        } else {
+            holidays.join(", ")
+        }
+    );
     let _ = writeln!(
         o,
         "| Margin before business hours | {} |",
         human_duration(pb.window.margin())
+    );
+    let _ = writeln!(
+        o,
+        "| When closed | {} |",
+        match pb.when_closed {
+            crate::playbook::WhenClosed::Stop => "stop (checkpoint and exit)",
+            crate::playbook::WhenClosed::Wait => "wait until a step may start",
+        }
     );
     let _ = writeln!(o, "| Planned start | {} |", long(plan.start, &tz));
     let _ = writeln!(o, "| Expected finish | {} |", long(plan.finish, &tz));
@@ -379,13 +518,20 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
             md_cell(&ps.targets.join(", ")),
             short(ps.start, &tz),
             short(ps.end, &tz),
-            if step.check.is_some() {
-                "yes"
-            } else {
-                "**no**"
+            match step.action {
+                _ if step.check.is_some() => "yes",
+                crate::playbook::Action::Manual(_) => "operator confirms",
+                crate::playbook::Action::Upload { .. } => "SHA-256 verified",
+                crate::playbook::Action::Reboot { .. } => "new boot id",
+                _ => "**no**",
             },
-            if step.rollback.is_some() { "yes" } else { "no" },
-            md_cell(&flags(ps, step).join(", "))
+            match step.action {
+                _ if step.rollback.is_some() => "yes",
+                _ if step.changes_nothing => "not needed (changes nothing)",
+                crate::playbook::Action::Manual(_) => "by hand",
+                _ => "no",
+            },
+            md_cell(&flags(ps, step, pb).join(", "))
         );
     }
     let _ = writeln!(o, "\n## Nights");
@@ -397,6 +543,9 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
             short(night.finish, &tz)
         );
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
+            let Some(step) = pb.steps.iter().find(|s| s.id == ps.id) else {
+                continue;
+            };
             let _ = writeln!(
                 o,
                 "#### {}-{} `{}`: {}\n",
@@ -406,13 +555,49 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
                 ps.name
             );
             for (names, r) in rendering_groups(&ps.rendered) {
-                let (kind, text) = action_text(r);
-                let _ = writeln!(
-                    o,
-                    "On {}, {kind}:\n\n```\n{}\n```\n",
-                    names.join(", "),
-                    text.trim_end()
-                );
+                let on = names.join(", ");
+                match &r.action {
+                    RenderedAction::Script { path, sha256 } => {
+                        let _ = writeln!(
+                            o,
+                            "On {on}, script `{}`, SHA-256 `{sha256}`:\n\n{}",
+                            path.display(),
+                            script_block(path, sha256)
+                        );
+                    }
+                    RenderedAction::Upload {
+                        src,
+                        sha256,
+                        bytes,
+                        dest,
+                    } => {
+                        let _ = writeln!(
+                            o,
+                            "On {on}, upload `{}` ({bytes} bytes, SHA-256 `{sha256}`) to:\n\n```\n{dest}\n```\n",
+                            src.display()
+                        );
+                    }
+                    _ => {
+                        let (kind, text) = action_text(r);
+                        let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+                        let fence = "`".repeat(longest.max(2) + 1);
+                        let intro = match &r.action {
+                            RenderedAction::Manual { .. } => {
+                                "The operator carries out, then confirms:".to_string()
+                            }
+                            RenderedAction::Run { .. }
+                                if pb
+                                    .targets
+                                    .get(&r.target)
+                                    .is_some_and(|t| step.detached_on(t)) =>
+                            {
+                                format!("On {on}, run detached (it survives a dropped connection):")
+                            }
+                            _ => format!("On {on}, {kind}:"),
+                        };
+                        let _ = writeln!(o, "{intro}\n\n{fence}\n{}\n{fence}\n", text.trim_end());
+                    }
+                }
                 if let Some(c) = &r.check {
                     let _ = writeln!(o, "Check:\n\n```\n{}\n```\n", c.trim_end());
                 }
@@ -423,11 +608,34 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
         }
     }
     let _ = writeln!(o, "## Review warnings\n");
+    if let Some(line) = points_of_no_return(pb) {
+        let _ = writeln!(o, "{line}.\n");
+    }
     if plan.warnings.is_empty() {
         let _ = writeln!(o, "None.");
-    }
-    for w in &plan.warnings {
-        let _ = writeln!(o, "- **{}**: {}", w.code, md_cell(&w.message));
+    } else {
+        let groups = warning_groups(plan);
+        let _ = writeln!(
+            o,
+            "{} warning{} of {} kind{}, riskiest first. Steps marked `changes: none` are not asked for a rollback.",
+            plan.warnings.len(),
+            if plan.warnings.len() == 1 { "" } else { "s" },
+            groups.len(),
+            if groups.len() == 1 { "" } else { "s" }
+        );
+        for (kind, group) in groups {
+            let _ = writeln!(
+                o,
+                "\n### {} ({})\n\n`{}`: {}.\n",
+                kind.title,
+                group.len(),
+                group[0].code,
+                kind.why
+            );
+            for w in group {
+                let _ = writeln!(o, "- {}", md_cell(&w.message));
+            }
+        }
     }
     let _ = writeln!(
         o,

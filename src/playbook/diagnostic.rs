@@ -14,6 +14,11 @@ pub struct Diagnostic {
     pub key: String,
     pub message: String,
     pub help: Option<String>,
+    /// Context after the help, e.g. that the parser stopped here.
+    pub note: Option<String>,
+    /// A wrong value that still deserializes (a duration is text to serde): loading goes on
+    /// to the later checks, which then do not report the same place again.
+    pub(crate) soft: bool,
     line_text: Option<String>,
     width: usize,
 }
@@ -44,6 +49,8 @@ impl Diagnostic {
             key: String::new(),
             message: message.into(),
             help: None,
+            note: None,
+            soft: false,
             line_text: None,
             width: 0,
         }
@@ -56,6 +63,8 @@ impl Diagnostic {
             key,
             message,
             help: None,
+            note: None,
+            soft: false,
             line_text: src.line(pos.line).map(str::to_string),
             width,
         }
@@ -63,6 +72,16 @@ impl Diagnostic {
 
     pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
         self.help = Some(help.into());
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
+        self.note = Some(note.into());
+        self
+    }
+
+    pub(crate) fn soft(mut self) -> Diagnostic {
+        self.soft = true;
         self
     }
 
@@ -120,6 +139,9 @@ impl fmt::Display for Diagnostic {
         }
         if let Some(help) = &self.help {
             writeln!(f, "  = help: {help}")?;
+        }
+        if let Some(note) = &self.note {
+            writeln!(f, "  = note: {note}")?;
         }
         Ok(())
     }

@@ -146,6 +146,9 @@ pub struct Step {
     pub retry_delay: SignedDuration,
     pub idempotent: bool,
     pub point_of_no_return: bool,
+    /// `changes: none`: the step only reads (or stages what nothing uses yet), so a missing
+    /// rollback is no concern.
+    pub changes_nothing: bool,
     pub business_hours: BusinessHoursPolicy,
     pub deadline: Option<Deadline>,
     /// Exit codes that mean "success, and reboot now".

@@ -278,6 +278,22 @@ pub struct RawStep {
     /// Must finish within `within` of the end of step `after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<RawDeadline>,
+    /// `none` when the step changes nothing on its targets (a check, an inventory, a copy to
+    /// a staging folder nothing uses yet): the review then does not ask for its rollback.
+    #[serde(default)]
+    pub changes: Changes,
+}
+
+/// What a step changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Changes {
+    /// Nothing: the step only reads. It may have no `rollback` and is no point of no return.
+    #[serde(rename = "none")]
+    Nothing,
+    /// Its targets (the default).
+    #[default]
+    #[serde(rename = "target")]
+    Target,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

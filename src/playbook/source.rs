@@ -29,6 +29,9 @@ pub struct Node {
     pub pos: Pos,
     /// Width of the node's first line, for the caret under it.
     pub width: usize,
+    /// A scalar written without quotes (YAML reads `yes`, `12` or `true` by their look only
+    /// then); false for quoted scalars and for everything else.
+    pub plain: bool,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,83 @@ pub struct Source {
 pub struct SyntaxError {
     pub pos: Pos,
     pub message: String,
+}
+
+/// Column (1-based) where a line's content starts, counting a sequence dash as indentation:
+/// for `  - id: a` that is the `i` of `id`, where the step's keys must line up.
+fn key_column(line: &str) -> usize {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    let mut rest = &line[indent..];
+    let mut col = indent + 1;
+    while let Some(r) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("-\t")) {
+        let pad = r.len() - r.trim_start_matches(' ').len();
+        col += 2 + pad;
+        rest = &r[pad..];
+    }
+    col
+}
+
+/// Whether a line is empty or only a comment.
+fn is_blank(line: &str) -> bool {
+    let t = line.trim();
+    t.is_empty() || t.starts_with('#')
+}
+
+impl SyntaxError {
+    /// The error as a person should read it: where its cause most likely is, what it means in
+    /// plain words, and a hint. The parser's own words are kept only when nothing better is
+    /// known.
+    pub fn explain(&self, text: &str) -> (Pos, String, Option<String>) {
+        let lines: Vec<&str> = text.lines().collect();
+        // A tab in the indentation: the parser often notices it only at the token before it,
+        // a line early. Point at the tab itself.
+        let from = self.pos.line.max(1);
+        let tab = lines
+            .iter()
+            .enumerate()
+            .skip(from - 1)
+            .take(if self.message.contains("tab") { 2 } else { 1 })
+            .find_map(|(i, l)| {
+                let lead: String = l.chars().take_while(|c| c.is_whitespace()).collect();
+                lead.find('\t').map(|c| Pos {
+                    line: i + 1,
+                    col: lead[..c].chars().count() + 1,
+                })
+            });
+        if let Some(pos) = tab {
+            return (
+                pos,
+                "a tab in the indentation".into(),
+                Some("YAML does not allow tabs there: indent with spaces only".into()),
+            );
+        }
+        if self.message.contains("mapping values are not allowed") {
+            let line = self.pos.line;
+            let this = lines.get(line.wrapping_sub(1)).copied().unwrap_or("");
+            let prev = (1..line)
+                .rev()
+                .find(|&n| lines.get(n - 1).is_some_and(|l| !is_blank(l)));
+            if let Some(prev) = prev {
+                let (a, b) = (key_column(this), key_column(lines[prev - 1]));
+                if a != b {
+                    return (
+                        Pos { line, col: a },
+                        "a `key: value` where none may start: the indentation does not match"
+                            .into(),
+                        Some(format!(
+                            "line {line} starts at column {a}, the key on line {prev} at column {b}: keys of one mapping start in the same column, and a nested mapping goes under a key that ends with `:`"
+                        )),
+                    );
+                }
+            }
+            return (
+                self.pos,
+                "a `: ` inside a value that is not quoted".into(),
+                Some("quote the value, e.g. `run: 'echo a: b'`".into()),
+            );
+        }
+        (self.pos, self.message.clone(), None)
+    }
 }
 
 impl Source {
@@ -133,6 +213,85 @@ impl Source {
             }
         }
         self.locate(path)
+    }
+}
+
+/// A plain scalar read the way YAML 1.2's core schema reads it: null, bool, number or text.
+pub(crate) fn plain_value(text: &str) -> serde_yaml_ng::Value {
+    use serde_yaml_ng::Value;
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Value::Number(n.into());
+    }
+    if let Ok(n) = text.parse::<u64>() {
+        return Value::Number(n.into());
+    }
+    let looks_numeric = text
+        .trim_start_matches(['-', '+'])
+        .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    match text.parse::<f64>() {
+        Ok(f) if looks_numeric && f.is_finite() => Value::Number(f.into()),
+        _ => Value::String(text.to_string()),
+    }
+}
+
+impl Source {
+    /// The document as a YAML value with the entries at the paths in `drop` left out (their
+    /// key paths as [`path_text`] writes them), and the positions of the mappings that lost an
+    /// entry. None when the document uses aliases, which this tree does not resolve.
+    ///
+    /// This lets the later checks run on a playbook that still has wrong keys, so that their
+    /// errors are reported together with the wrong keys; it never builds a playbook that runs.
+    pub fn value_without(&self, drop: &[String]) -> Option<(serde_yaml_ng::Value, Vec<Pos>)> {
+        fn conv(
+            node: &Node,
+            path: &mut Vec<Seg>,
+            drop: &[String],
+            pruned: &mut Vec<Pos>,
+        ) -> Option<serde_yaml_ng::Value> {
+            use serde_yaml_ng::Value;
+            Some(match &node.kind {
+                NodeKind::Alias => return None,
+                NodeKind::Scalar(s) if node.plain => plain_value(s),
+                NodeKind::Scalar(s) => Value::String(s.clone()),
+                NodeKind::Seq(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        path.push(Seg::Index(i));
+                        let v = conv(item, path, drop, pruned);
+                        path.pop();
+                        out.push(v?);
+                    }
+                    Value::Sequence(out)
+                }
+                NodeKind::Map(entries) => {
+                    let mut out = serde_yaml_ng::Mapping::new();
+                    for e in entries {
+                        path.push(Seg::Key(e.key.clone()));
+                        let dropped = drop.contains(&path_text(path));
+                        let v = if dropped {
+                            pruned.push(node.pos);
+                            None
+                        } else {
+                            Some(conv(&e.value, path, drop, pruned))
+                        };
+                        path.pop();
+                        if let Some(v) = v {
+                            out.insert(Value::String(e.key.clone()), v?);
+                        }
+                    }
+                    Value::Mapping(out)
+                }
+            })
+        }
+        let mut pruned = Vec::new();
+        let value = conv(self.root.as_ref()?, &mut Vec::new(), drop, &mut pruned)?;
+        Some((value, pruned))
     }
 }
 
@@ -244,26 +403,30 @@ fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
                     kind: NodeKind::Map(entries),
                     pos,
                     width: 1,
+                    plain: false,
                 }),
                 Some(Frame::Seq { pos, items }) => Some(Node {
                     kind: NodeKind::Seq(items),
                     pos,
                     width: 1,
+                    plain: false,
                 }),
                 None => None,
             },
-            Event::Scalar(value, ..) => {
+            Event::Scalar(value, style, ..) => {
                 let width = span_width(text_chars, &span).max(1);
                 Some(Node {
                     kind: NodeKind::Scalar(value.into_owned()),
                     pos,
                     width,
+                    plain: matches!(style, saphyr_parser::ScalarStyle::Plain),
                 })
             }
             Event::Alias(_) => Some(Node {
                 kind: NodeKind::Alias,
                 pos,
                 width: 1,
+                plain: false,
             }),
             _ => None,
         };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Span, SpanRelativeTo};
+use jiff::SignedDuration;
 use minijinja::Value;
 
 use super::diagnostic::{suggestion_or_choices, Diagnostic};
@@ -68,27 +68,69 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
                     .unwrap_or_default(),
                 root: None,
             };
+            let (pos, message, help) = e.explain(&src.text);
             return Err(LoadError(vec![Diagnostic::at_pos(
                 &src,
-                e.pos,
+                pos,
                 String::new(),
-                format!("YAML syntax error: {}", e.message),
-            )]));
+                format!("YAML syntax error: {message}"),
+            )
+            .with_help(help)
+            .note("the YAML parser stops at the first syntax error: fix this one and run `runner validate` again to see any others")]));
         }
     };
 
-    let shape = structure::check(&src);
-    if !shape.is_empty() {
-        return Err(LoadError(shape));
+    // Wrong keys and wrong types stop here, all of them reported; wrong values that serde
+    // still reads (durations are text to it) go on to the checks below, so that they are
+    // reported together with everything else.
+    let (soft, hard): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        structure::check(&src).into_iter().partition(|d| d.soft);
+    let in_order = |mut diags: Vec<Diagnostic>| {
+        diags.sort_by_key(|d| (d.pos.line, d.pos.col));
+        LoadError(diags)
+    };
+    if !hard.is_empty() {
+        let mut diags: Vec<Diagnostic> = hard.into_iter().chain(soft).collect();
+        let more = checks_beyond_wrong_keys(&src, path, &diags, fit_from);
+        diags.extend(more);
+        return Err(in_order(diags));
     }
 
     let raw: RawPlaybook = match serde_yaml_ng::from_str(&src.text) {
         Ok(raw) => raw,
-        Err(e) => return Err(LoadError(vec![serde_diagnostic(&src, &e)])),
+        Err(e) => {
+            let mut diags = soft;
+            diags.push(serde_diagnostic(&src, &e));
+            return Err(in_order(diags));
+        }
     };
 
-    let dir = path
-        .parent()
+    let mut v = Validator {
+        src: &src,
+        dir: dir_of(path),
+        diags: Vec::new(),
+        templates: Templates::new(),
+        fit_from,
+    };
+    let playbook = v.playbook(raw, sha256);
+    if v.diags.is_empty() && soft.is_empty() {
+        if let Some(pb) = playbook {
+            return Ok(pb);
+        }
+    }
+    // The shape check's words for a place win over the same place found again here.
+    let mut diags: Vec<Diagnostic> = v
+        .diags
+        .into_iter()
+        .filter(|d| !soft.iter().any(|s| s.pos == d.pos))
+        .collect();
+    diags.extend(soft);
+    Err(in_order(diags))
+}
+
+/// The folder relative paths in the playbook are resolved against.
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent()
         .map(|p| {
             if p.as_os_str().is_empty() {
                 Path::new(".")
@@ -97,22 +139,52 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
             }
         })
         .unwrap_or(Path::new("."))
-        .to_path_buf();
+        .to_path_buf()
+}
+
+/// With wrong keys or types found, the later checks still run on the rest of the playbook
+/// (the wrong entries left out), so that one run of `validate` shows every error. Left out
+/// are errors at a place already reported and errors about a mapping that lost an entry (a
+/// key missing there is a consequence), as are errors naming a key that was left out. Nothing
+/// more when the rest does not deserialize (or uses aliases): then only the errors found so
+/// far are shown.
+fn checks_beyond_wrong_keys(
+    src: &Source,
+    path: &Path,
+    reported: &[Diagnostic],
+    fit_from: Option<super::FitFrom>,
+) -> Vec<Diagnostic> {
+    let wrong: Vec<String> = reported
+        .iter()
+        .filter(|d| !d.soft && !d.key.is_empty())
+        .map(|d| d.key.clone())
+        .collect();
+    let Some((value, pruned)) = src.value_without(&wrong) else {
+        return Vec::new();
+    };
+    let Ok(raw) = serde_yaml_ng::from_value::<RawPlaybook>(value) else {
+        return Vec::new();
+    };
     let mut v = Validator {
-        src: &src,
-        dir,
+        src,
+        dir: dir_of(path),
         diags: Vec::new(),
         templates: Templates::new(),
         fit_from,
     };
-    let playbook = v.playbook(raw, sha256);
-    if v.diags.is_empty() {
-        if let Some(pb) = playbook {
-            return Ok(pb);
-        }
-    }
-    v.diags.sort_by_key(|d| (d.pos.line, d.pos.col));
-    Err(LoadError(v.diags))
+    let _ = v.playbook(raw, String::new());
+    // A name left out (a target given as a list) is no news when it comes up again later.
+    let names: Vec<String> = wrong
+        .iter()
+        .filter_map(|k| k.rsplit('.').next())
+        .filter(|last| !last.ends_with(']'))
+        .map(|last| format!("`{last}`"))
+        .collect();
+    v.diags
+        .into_iter()
+        .filter(|d| !reported.iter().any(|r| r.pos == d.pos) && !pruned.contains(&d.pos))
+        .filter(|d| !names.iter().any(|n| d.message.contains(n.as_str())))
+        .collect()
 }
 
 /// How serde names our raw types in "expected ..." messages, and what the reader should see
@@ -211,20 +283,73 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Parses `90s`, `15m`, `1h30m`, `2d` (a day is 24 hours here: durations are elapsed time).
+/// Longest duration accepted: ten years, far beyond any cutover, well within time arithmetic.
+const MAX_DURATION_SECS: i64 = 3650 * 86_400;
+
+/// Parses the documented form only: whole numbers, each with a unit `d`, `h`, `m` or `s`,
+/// largest first, each unit once, no spaces (`90s`, `15m`, `1h30m`, `2d`). A day is 24 hours
+/// here: durations are elapsed time. `2 hours`, `1.5h`, `PT2H` and `1mo` are refused, each
+/// with the reason, so that what a playbook says is never a guess.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
+    const UNITS: [(char, i64); 4] = [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];
     let t = text.trim();
     if t.is_empty() {
-        return Err("empty duration".into());
+        return Err("it is empty".into());
     }
-    let span: Span = t.parse().map_err(|e: jiff::Error| e.to_string())?;
-    let d = span
-        .to_duration(SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| e.to_string())?;
-    if d.is_negative() {
+    if t.starts_with('-') {
         return Err("a duration cannot be negative".into());
     }
-    Ok(d)
+    if t.contains(char::is_whitespace) {
+        return Err("write it without spaces".into());
+    }
+    if t.contains(['.', ',']) {
+        return Err("whole numbers only, e.g. 1h30m rather than 1.5h".into());
+    }
+    if t.starts_with(['P', 'p']) {
+        return Err("ISO 8601 durations such as PT2H are not used here".into());
+    }
+    let mut secs: i64 = 0;
+    let mut last: Option<usize> = None;
+    let mut digits = String::new();
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        // The whole word, so that `1mo` names `mo`, not `o`.
+        let mut word = c.to_string();
+        while let Some(n) = chars.next_if(|n| n.is_alphabetic()) {
+            word.push(n);
+        }
+        let rank = match word.chars().collect::<Vec<_>>()[..] {
+            [u] => UNITS.iter().position(|(x, _)| *x == u),
+            _ => None,
+        };
+        let Some(rank) = rank else {
+            return Err(format!(
+                "`{word}` is not a unit: the units are d, h, m and s (months, weeks and years vary in length)"
+            ));
+        };
+        if digits.is_empty() {
+            return Err(format!("`{c}` needs a number before it"));
+        }
+        if last.is_some_and(|l| rank <= l) {
+            return Err("units go largest first, each once".into());
+        }
+        let n: i64 = digits.parse().map_err(|_| "the number is too large")?;
+        secs = n
+            .checked_mul(UNITS[rank].1)
+            .and_then(|v| secs.checked_add(v))
+            .filter(|v| *v <= MAX_DURATION_SECS)
+            .ok_or("longer than ten years")?;
+        digits.clear();
+        last = Some(rank);
+    }
+    if !digits.is_empty() {
+        return Err(format!("`{digits}` needs a unit: d, h, m or s"));
+    }
+    Ok(SignedDuration::from_secs(secs))
 }
 
 fn parse_day(s: &str) -> Option<Weekday> {
@@ -685,8 +810,15 @@ impl Validator<'_> {
             TransportKind::Winrm => ShellKind::Cmd,
             _ => ShellKind::Sh,
         });
-        let resolve =
-            |s: &Option<String>| s.as_ref().map(|k| self.dir.join(expand_home(Path::new(k))));
+        // `components()` drops the inner `./` a join leaves (`././known_hosts`).
+        let resolve = |s: &Option<String>| {
+            s.as_ref().map(|k| {
+                self.dir
+                    .join(expand_home(Path::new(k)))
+                    .components()
+                    .collect::<PathBuf>()
+            })
+        };
         Some(Target {
             name: name.to_string(),
             transport: kind,
@@ -1140,6 +1272,29 @@ impl Validator<'_> {
                 Some("remove it, or use a separate `reboot:` step".into()),
             );
         }
+        if s.changes == super::raw::Changes::Nothing {
+            if s.rollback.is_some() {
+                self.err(
+                    &p("rollback"),
+                    "a step that changes nothing has nothing to roll back",
+                    Some("remove `rollback`, or remove `changes: none` if the step does change its targets".into()),
+                );
+            }
+            if s.point_of_no_return {
+                self.err(
+                    &p("point_of_no_return"),
+                    "a step that changes nothing cannot be a point of no return",
+                    Some("remove one of `changes: none` and `point_of_no_return: true`".into()),
+                );
+            }
+            if s.reboot.is_some() || s.reboot_on.is_some() {
+                self.err(
+                    &p("changes"),
+                    "a reboot changes the target: `changes: none` does not fit",
+                    Some("remove `changes: none`".into()),
+                );
+            }
+        }
         if s.detach == Some(true) && !matches!(action, Some(Action::Run(_))) {
             self.err(
                 &p("detach"),
@@ -1178,6 +1333,7 @@ impl Validator<'_> {
             retry_delay,
             idempotent: s.idempotent,
             point_of_no_return: s.point_of_no_return,
+            changes_nothing: s.changes == super::raw::Changes::Nothing,
             business_hours: s.business_hours,
             deadline,
             reboot_on,
@@ -1594,6 +1750,23 @@ mod tests {
         );
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-5m").is_err());
+        for bad in [
+            "2 hours",
+            "1.5h",
+            "PT2H",
+            "1mo",
+            "30m1h",
+            "1h1h",
+            "5",
+            "h",
+            "99999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_duration("1d2h3m4s").unwrap(),
+            SignedDuration::from_secs(86_400 + 7_200 + 184)
+        );
     }
 
     #[test]

@@ -85,6 +85,18 @@ impl HostKey {
     }
 }
 
+/// The placeholder host key errors use for the trust command.
+pub const TRUST_PLACEHOLDER: &str = "`runner trust PLAYBOOK TARGET`";
+
+/// A host key error's message with the real playbook and target in its `runner trust` hint,
+/// so that the command can be copied as it is.
+pub fn with_trust_command(message: &str, playbook: &Path, target: &str) -> String {
+    message.replace(
+        TRUST_PLACEHOLDER,
+        &format!("`runner trust {} {target}`", playbook.display()),
+    )
+}
+
 /// The host field OpenSSH writes for `host` on `port`.
 pub fn host_pattern(host: &str, port: u16) -> String {
     if port == 22 {

@@ -233,3 +233,124 @@ fn ssh_password_authentication_logs_in_and_never_shows_the_password() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(!r.stdout.contains("not-the-password"), "{}", r.stdout);
 }
+
+#[test]
+fn trust_without_a_terminal_shows_the_fingerprint_and_fails_until_yes() {
+    let sshd = Sshd::start("127.0.0.96");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+    let text = format!(
+        "name: Trust\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: ./known_hosts\nsteps:\n  - id: a\n    on: box\n    run: 'true'\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.user(),
+        sshd.user_key_path().display(),
+    );
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+
+    // ping names the real command, not placeholders.
+    let ping = runner(&["ping", "p.yaml"], dir.path(), &[]);
+    assert_eq!(ping.code, 1, "{}{}", ping.stdout, ping.stderr);
+    assert!(
+        ping.stdout.contains("`runner trust p.yaml box`"),
+        "{}",
+        ping.stdout
+    );
+    assert!(!ping.stdout.contains("PLAYBOOK"), "{}", ping.stdout);
+    assert!(!ping.stdout.contains("././"), "{}", ping.stdout);
+    // So does apply, refused by the same unknown key.
+    let apply = runner(&["apply", "p.yaml", "--quiet"], dir.path(), &[]);
+    assert_eq!(apply.code, 1, "{}{}", apply.stdout, apply.stderr);
+    let shown = format!("{}{}", apply.stdout, apply.stderr);
+    assert!(shown.contains("`runner trust p.yaml box`"), "{shown}");
+    assert!(!shown.contains("PLAYBOOK"), "{shown}");
+
+    // No terminal, no --yes: the fingerprint is shown, nothing is recorded, exit 1.
+    let r = runner(&["trust", "p.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("box: 127.0.0.96:") && r.stdout.contains("SHA256:"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("box: not trusted"), "{}", r.stdout);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("known_hosts")).unwrap(),
+        ""
+    );
+
+    // With --yes after checking: recorded, with a clean path; ping then passes.
+    let r = runner(&["trust", "p.yaml", "--yes"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("box: recorded in ./known_hosts\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("././"), "{}", r.stdout);
+    let ping = runner(&["ping", "p.yaml"], dir.path(), &[]);
+    assert_eq!(ping.code, 0, "{}{}", ping.stdout, ping.stderr);
+}
+
+/// Runs `runner ARGS` on a pseudo-terminal (util-linux `script`), typing `input`; returns
+/// the exit code and what the terminal showed.
+fn on_a_terminal(args: &str, dir: &std::path::Path, input: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_runner")),
+            "/dev/null",
+        ])
+        .current_dir(dir)
+        .env_remove("RUNNER_NOW")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+    )
+}
+
+#[test]
+fn trust_on_a_terminal_takes_y_and_answers_anything_else() {
+    let sshd = Sshd::start("127.0.0.97");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+    let text = format!(
+        "name: Trust\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: known_hosts\nsteps:\n  - id: a\n    on: box\n    run: 'true'\n",
+        sshd.host(),
+        sshd.port(),
+        sshd.user(),
+        sshd.user_key_path().display(),
+    );
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+
+    let (code, screen) = on_a_terminal("trust p.yaml", dir.path(), "ok\n");
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("SHA256:"), "{screen}");
+    assert!(screen.contains("Type `yes` to trust it"), "{screen}");
+    assert!(
+        screen.contains("box: not trusted (the answer was `ok`, not `yes`)"),
+        "{screen}"
+    );
+
+    let (code, screen) = on_a_terminal("trust p.yaml", dir.path(), "y\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("box: recorded in ./known_hosts"),
+        "{screen}"
+    );
+    assert!(runner(&["ping", "p.yaml"], dir.path(), &[]).code == 0);
+}

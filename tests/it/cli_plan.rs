@@ -352,3 +352,167 @@ fn a_missed_deadline_is_a_review_warning() {
         r.stdout
     );
 }
+
+/// A review fixture of our own: business hours and holidays, a detached step, a script, an
+/// upload, a manual step, read-only checks and a point of no return.
+const REVIEW: &str = r#"name: Review
+window:
+  timezone: America/Chicago
+  business_hours:
+    - { days: mon-fri, from: "07:30", to: "18:00" }
+    - { days: sat, from: "09:00", to: "12:00" }
+  holidays: [2026-12-24, 2026-12-25]
+  margin: 15m
+targets:
+  web:
+    transport: local
+steps:
+  - id: inventory
+    on: web
+    run: df -h
+    check: 'true'
+    changes: none
+    estimate: 1m
+  - id: stage
+    on: web
+    upload: { src: payload.bin, dest: /tmp/payload.bin }
+    estimate: 1m
+  - id: migrate
+    on: web
+    script: migrate.sh
+    check: test -f /tmp/done
+    estimate: 10m
+  - id: long-copy
+    on: web
+    run: cp -a /a /b
+    check: test -d /b
+    detach: true
+    estimate: 2h
+  - id: confirm
+    manual: Ask the customer to open Q3.xlsx
+  - id: switch
+    on: web
+    run: ln -sfn /b /cur
+    check: test -L /cur
+    estimate: 5m
+    point_of_no_return: true
+"#;
+
+fn review_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.yaml"), REVIEW).unwrap();
+    std::fs::write(dir.path().join("payload.bin"), b"payload").unwrap();
+    std::fs::write(
+        dir.path().join("migrate.sh"),
+        "#!/bin/sh\nset -e\necho 'moving <data> | `now`'\ntouch /tmp/done\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn review(dir: &Path, format: &str) -> String {
+    let r = runner(
+        &["plan", "r.yaml", "--start", MONDAY_5PM, "--format", format],
+        dir,
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout
+}
+
+#[test]
+fn markdown_review_shows_business_hours_holidays_and_detach() {
+    let dir = review_dir();
+    let o = review(dir.path(), "markdown");
+    assert!(
+        o.contains("| Business hours | mon-fri 07:30-18:00; sat 09:00-12:00 |"),
+        "{o}"
+    );
+    assert!(o.contains("| Holidays | 2026-12-24, 2026-12-25 |"), "{o}");
+    assert!(
+        o.contains("| When closed | stop (checkpoint and exit) |"),
+        "{o}"
+    );
+    let row = o
+        .lines()
+        .find(|l| l.contains("`long-copy`"))
+        .unwrap_or_else(|| panic!("no long-copy row: {o}"));
+    assert!(row.contains("detached"), "{row}");
+    assert!(
+        o.contains(
+            "On web, run detached (it survives a dropped connection):\n\n```\ncp -a /a /b\n```"
+        ),
+        "{o}"
+    );
+    // Key/value tables have real headers, never an empty header row.
+    assert!(!o.contains("| | |\n|---|---|"), "{o}");
+    assert!(o.contains("| Item | Value |"), "{o}");
+}
+
+#[test]
+fn markdown_review_shows_script_content_folded_with_full_sha256() {
+    let dir = review_dir();
+    let o = review(dir.path(), "markdown");
+    let sha = runner::playbook::sha256_hex(&std::fs::read(dir.path().join("migrate.sh")).unwrap());
+    assert!(o.contains(&sha), "full SHA-256 {sha} missing: {o}");
+    assert!(o.contains("<details>"), "{o}");
+    assert!(o.contains("<summary>"), "{o}");
+    // The content as it is, inside a fence, so a reviewer reads every line.
+    assert!(
+        o.contains("echo 'moving <data> | `now`'\ntouch /tmp/done\n"),
+        "{o}"
+    );
+    let up = runner::playbook::sha256_hex(b"payload");
+    assert!(o.contains(&up), "upload's full SHA-256 missing: {o}");
+}
+
+#[test]
+fn markdown_review_says_the_operator_confirms_manual_steps() {
+    let dir = review_dir();
+    let o = review(dir.path(), "markdown");
+    let row = o
+        .lines()
+        .find(|l| l.contains("`confirm`"))
+        .unwrap_or_else(|| panic!("no confirm row: {o}"));
+    assert!(row.contains("operator confirms"), "{row}");
+    assert!(
+        o.contains("The operator carries out, then confirms:\n\n```\nAsk the customer to open Q3.xlsx\n```"),
+        "{o}"
+    );
+    assert!(!row.contains("**no**"), "{row}");
+}
+
+#[test]
+fn review_warnings_are_grouped_riskiest_first_and_spare_changes_none() {
+    let dir = review_dir();
+    let text = review(dir.path(), "text");
+    // Read-only `inventory` is not listed for a missing rollback; the upload and the script are.
+    assert!(!text.contains("`inventory` has no rollback"), "{text}");
+    assert!(text.contains("`stage` has no rollback"), "{text}");
+    assert!(text.contains("`migrate` has no rollback"), "{text}");
+    // One heading per kind with its count, the rollback group before the estimate-free ones.
+    assert!(
+        text.contains("No rollback before a point of no return (3)"),
+        "{text}"
+    );
+    assert!(text.contains("Points of no return: `switch`"), "{text}");
+    let ponr = text.find("Points of no return").unwrap();
+    let rollback = text
+        .find("No rollback before a point of no return")
+        .unwrap();
+    assert!(ponr < rollback, "{text}");
+    let md = review(dir.path(), "markdown");
+    assert!(
+        md.contains("### No rollback before a point of no return (3)"),
+        "{md}"
+    );
+    // JSON keeps every warning, riskiest kind first.
+    let json: serde_json::Value = serde_json::from_str(&review(dir.path(), "json")).unwrap();
+    let codes: Vec<&str> = json["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes[0], "no-rollback-before-ponr", "{codes:?}");
+}

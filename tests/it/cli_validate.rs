@@ -665,3 +665,241 @@ fn every_day_name_the_window_reads_is_valid() {
         assert_eq!(r.code, 0, "days: {days}: {}{}", r.stdout, r.stderr);
     }
 }
+
+#[test]
+fn type_errors_in_separate_keys_are_all_reported_at_once() {
+    // Six mistakes in six keys: one run of validate shows every one of them.
+    let text = BASE.replace("    transport: ssh\n", "    transport: sshh\n").replace(
+        "    run: echo {{ drive }}\n",
+        "    run: echo {{ drive }}\n    point_of_no_return: yes\n    estimate: 1mo\n    retries: many\n    timeout: 2 hours\n    comand: x\n",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("6 errors found"), "{e}");
+    for at in [
+        "c.yaml:13:16",
+        "c.yaml:24:25",
+        "c.yaml:25:15",
+        "c.yaml:26:14",
+        "c.yaml:27:14",
+        "c.yaml:28:5",
+    ] {
+        assert!(e.contains(at), "{at} missing in\n{e}");
+    }
+    assert!(e.contains("write `point_of_no_return: true`"), "{e}");
+    assert!(e.contains("did you mean `ssh`?"), "{e}");
+    assert!(e.contains("`many` is not a whole number"), "{e}");
+    assert!(!e.contains("jiff"), "{e}");
+    assert!(!e.contains("SpanRelativeTo"), "{e}");
+    // In file order, each with its source line and a caret.
+    assert!(
+        e.find("c.yaml:13:16").unwrap() < e.find("c.yaml:28:5").unwrap(),
+        "{e}"
+    );
+    assert!(e.contains("24 |     point_of_no_return: yes\n"), "{e}");
+}
+
+#[test]
+fn durations_take_only_the_documented_form() {
+    for bad in [
+        "2 hours", "1.5h", "PT2H", "1mo", "1h 30m", "30m1h", "2w", "h",
+    ] {
+        let text = BASE.replace(
+            "    run: echo {{ drive }}\n",
+            &format!("    run: echo {{{{ drive }}}}\n    estimate: \"{bad}\"\n"),
+        );
+        let (r, _d) = validate(&text);
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("c.yaml:24:15"), "{bad}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("`{bad}` is not a duration")),
+            "{bad}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr
+                .contains("write durations like 90s, 15m, 1h30m or 2d"),
+            "{bad}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("jiff"), "{bad}: {}", r.stderr);
+    }
+    for good in ["90s", "15m", "1h30m", "2d", "0s", "1d2h3m4s"] {
+        let text = BASE.replace(
+            "    run: echo {{ drive }}\n",
+            &format!("    run: echo {{{{ drive }}}}\n    estimate: {good}\n"),
+        );
+        let (r, _d) = validate(&text);
+        assert_eq!(r.code, 0, "{good}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn a_tab_in_the_indentation_points_at_the_tab_and_says_spaces() {
+    let text = BASE.replace("    run: echo", "\trun: echo");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("c.yaml:23:1"), "{e}");
+    assert!(e.contains("tab"), "{e}");
+    assert!(e.contains("indent with spaces"), "{e}");
+    assert!(e.contains("stops at the first syntax error"), "{e}");
+}
+
+#[test]
+fn bad_indentation_is_explained_in_plain_words() {
+    let text = BASE.replace("    run: echo", "     run: echo");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(!e.contains("not allowed in this context"), "{e}");
+    assert!(e.contains("c.yaml:23:"), "{e}");
+    assert!(
+        e.contains("line 23 starts at column 6, the key on line 22 at column 5"),
+        "{e}"
+    );
+    assert!(e.contains("stops at the first syntax error"), "{e}");
+}
+
+#[test]
+fn changes_none_is_checked() {
+    let step = |extra: &str| {
+        BASE.replace(
+            "    run: echo {{ drive }}\n",
+            &format!("    run: echo {{{{ drive }}}}\n{extra}"),
+        )
+    };
+    let (r, _d) = validate(&step("    changes: none\n"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (r, _d) = validate(&step("    changes: nothing\n"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("c.yaml:24:14"), "{}", r.stderr);
+    assert!(r.stderr.contains("`none`"), "{}", r.stderr);
+    let (r, _d) = validate(&step("    changes: none\n    rollback: echo undo\n"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("a step that changes nothing has nothing to roll back"),
+        "{}",
+        r.stderr
+    );
+    let (r, _d) = validate(&step("    changes: none\n    point_of_no_return: true\n"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot be a point of no return"),
+        "{}",
+        r.stderr
+    );
+    let schema = runner(&["schema"], Path::new("."), &[]);
+    assert!(schema.stdout.contains("\"changes\""), "{}", schema.stdout);
+}
+
+#[test]
+fn wrong_keys_do_not_hide_the_other_errors() {
+    // A misspelt key, a wrong boolean and, elsewhere, a step on an unknown target and an
+    // undefined variable: all four in one run.
+    let text = BASE.replace("    transport: ssh\n", "    transport: ssh\n    hostname: x\n").replace(
+        "    run: echo {{ drive }}\n",
+        "    run: echo {{ drive }}\n    idempotent: yes\n  - id: second\n    on: webb\n    run: 'true'\n  - id: third\n    on: web\n    run: echo {{ driv }}\n",
+    );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("unknown key `hostname`"), "{e}");
+    assert!(e.contains("write `idempotent: true`"), "{e}");
+    assert!(e.contains("`webb` is neither a target nor a group"), "{e}");
+    assert!(e.contains("undefined variable `driv`"), "{e}");
+    assert!(e.contains("4 errors found"), "{e}");
+}
+
+/// GitHub's anchor for a heading: lowercase, punctuation other than `-` and `_` dropped,
+/// spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn the_format_reference_links_only_to_its_own_headings_and_lists_what_validate_checks() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/playbook.md"))
+            .unwrap();
+    let anchors: Vec<String> = doc
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    for (i, _) in doc.match_indices("](#") {
+        let rest = &doc[i + 3..];
+        let target = &rest[..rest.find(')').unwrap()];
+        assert!(
+            anchors.iter().any(|a| a == target),
+            "dead link #{target}; headings: {anchors:?}"
+        );
+    }
+    let checks = &doc[doc.find("## What `validate` checks").unwrap()..];
+    let checks = &checks[..checks.find("\n## ").unwrap()];
+    assert!(
+        checks.contains("`run`, `script`, `upload`, `manual`, `reboot`"),
+        "{checks}"
+    );
+    assert!(checks.contains("`changes: none`"), "{checks}");
+    let durations = &doc[doc.find("## Durations").unwrap()..];
+    assert!(durations.contains("`2 hours`") && durations.contains("`PT2H`"));
+}
+
+#[test]
+fn values_of_the_wrong_shape_are_all_reported_at_once() {
+    // A list where a mapping belongs, a mapping where text belongs, text where a list belongs.
+    let text = BASE
+        .replace(
+            "  web:\n    transport: ssh\n    host: 127.0.0.1\n    user: admin\n",
+            "  web: [ssh, 127.0.0.1]\n",
+        )
+        .replace("  all: [web, db]\n", "  all: [db]\n")
+        .replace(
+            "    run: echo {{ drive }}\n",
+            "    run: { echo: x }\n  - id: second\n    on: db\n    run: 'true'\n    ok_codes: 0\n",
+        );
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(
+        e.contains("invalid type: sequence, expected a target (a mapping)"),
+        "{e}"
+    );
+    assert!(e.contains("invalid type: map, expected text"), "{e}");
+    assert!(
+        e.contains("invalid type: integer `0`, expected a list of exit codes"),
+        "{e}"
+    );
+    assert!(e.contains("3 errors found"), "{e}");
+    // Empty values still read as empty mappings and lists.
+    let (r, _d) = validate(
+        &BASE
+            .replace("vars:\n  drive: 'D:'\n", "vars:\n")
+            .replace("{{ drive }}", "x"),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn missing_keys_are_all_reported_at_once() {
+    let text = BASE
+        .replace("    transport: local\n", "    user: x\n")
+        .replace("      to: \"18:00\"\n", "")
+        .replace("  - id: first\n    on: web\n", "  - on: web\n");
+    let (r, _d) = validate(&text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.stderr;
+    assert!(e.contains("missing `to` in a business_hours rule"), "{e}");
+    assert!(e.contains("missing `transport` in a target"), "{e}");
+    assert!(e.contains("missing `id` in a step"), "{e}");
+    assert!(e.contains("add `transport: ssh`"), "{e}");
+}

@@ -792,3 +792,27 @@ fn a_run_under_a_simulated_clock_says_so_in_the_journal_progress_status_and_repo
         st.stdout
     );
 }
+
+#[test]
+fn markdown_report_shows_code_in_override_text_as_code_not_escaped_backticks() {
+    let f = fixture();
+    f.journal
+        .record_event(&NewEvent {
+            run: f.runs[1].clone(),
+            at: t(700),
+            step_id: Some("copy-data".into()),
+            kind: EventKind::Override,
+            detail:
+                "window overridden by alice on jump1 for step `copy-data`: the *customer* asked"
+                    .into(),
+        })
+        .unwrap();
+    let md = report::report(&f.pb, &f.journal, &f.runs_dir, ReportFormat::Markdown).unwrap();
+    assert!(
+        md.contains("for step `copy-data`: the \\*customer\\* asked"),
+        "{md}"
+    );
+    assert!(!md.contains("\\`"), "{md}");
+    // Key/value tables carry a real header row.
+    assert!(!md.contains("| | |\n|---|---|"), "{md}");
+}
