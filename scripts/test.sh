@@ -14,6 +14,8 @@ if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null 2>&1; then
   PACKAGES+=(openssh-server openssh-client)
 fi
 [ -x /usr/bin/python3 ] || PACKAGES+=(python3)
+# tests/serve.rs loads the live page in a real headless browser.
+command -v chromium >/dev/null 2>&1 || PACKAGES+=(chromium)
 if [ "${#PACKAGES[@]}" -gt 0 ]; then
   echo "installing ${PACKAGES[*]} (the tests start real sshd processes on loopback)" >&2
   $SUDO apt-get update -qq
