@@ -37,9 +37,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// A new snapshot at least this often even when no journal changed.
 const REFRESH: Duration = Duration::from_secs(5);
 /// Output lines kept per pair for a page that connects (the live tail).
-const TAIL_LINES: usize = 40;
+const TAIL_LINES: usize = 30;
 /// A longer line is cut: the page is a tail, the log file keeps everything.
-const MAX_LINE: usize = 2000;
+const MAX_LINE: usize = 500;
 /// At most this much of an existing log is read when the follower first sees it.
 const FIRST_READ: u64 = 64 * 1024;
 /// Cookie that carries the token after a `?token=` link.
@@ -799,7 +799,11 @@ async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
         let ev = s.next().await?;
         Some((Ok::<_, std::convert::Infallible>(ev), s))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    (
+        // A reverse proxy must pass the stream on as it comes, not buffer it.
+        [("x-accel-buffering", "no")],
+        Sse::new(stream).keep_alive(KeepAlive::default()),
+    )
 }
 
 struct Stream {

@@ -513,6 +513,11 @@ impl Browser {
 
     /// Sends one command (to the page once attached) and returns its result.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        self.call_about(method, params, method)
+    }
+
+    /// [`Browser::call`], saying `what` was awaited if no reply comes.
+    fn call_about(&mut self, method: &str, params: Value, what: &str) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -528,7 +533,7 @@ impl Browser {
             let reply = self
                 .from
                 .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("no reply from chromium to {method}: {e}"));
+                .unwrap_or_else(|e| panic!("chromium did not answer in time ({e}): {what}"));
             if reply["id"] == json!(id) {
                 if let Some(err) = reply.get("error") {
                     panic!("{method} failed: {err}");
@@ -539,9 +544,14 @@ impl Browser {
     }
 
     fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call(
+        self.eval_about(expression, expression)
+    }
+
+    fn eval_about(&mut self, expression: &str, what: &str) -> Value {
+        let r = self.call_about(
             "Runtime.evaluate",
             json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            what,
         );
         if let Some(e) = r.get("exceptionDetails") {
             panic!("{expression}: {e}");
@@ -559,7 +569,8 @@ impl Browser {
                mo.observe(document, {{ subtree: true, childList: true, attributes: true, characterData: true }});\n\
              }})"
         );
-        assert_eq!(self.eval(&js), json!(true), "{condition}");
+        let what = format!("the page never showed {condition}");
+        assert_eq!(self.eval_about(&js, &what), json!(true), "{condition}");
     }
 
     fn screenshot(&mut self, path: &Path) {
@@ -600,24 +611,55 @@ impl Drop for Browser {
 fn the_page_follows_a_run_live_in_chromium_against_sshd() {
     let sshd = Sshd::start("127.0.14.2");
     let dir = workdir();
+    // The target's key is encrypted: its passphrase is a secret the run masks, and the `hello`
+    // step prints it (without the command containing it).
+    let key = dir.path().join("key");
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-C",
+            "runner test",
+            "-N",
+            PASSPHRASE,
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .expect("run ssh-keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::copy(
+        key.with_extension("pub"),
+        sshd.dir().join("authorized_keys"),
+    )
+    .expect("authorize the key");
+    let (head, tail) = PASSPHRASE.split_at(7);
+    let hello = format!("echo hello; printf 'pp=%s%s\\n' {head} {tail}");
     let go = dir.path().join("go");
     let wait = format!(
         "echo waiting-for-go; i=0; until [ -e {p} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.05; done; echo got-go",
         p = go.display()
     );
     let yaml = format!(
-        "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  t1:\n    transport: ssh\n    host: {host}\n    port: {port}\n    user: {user}\n    key: {key}\n    known_hosts: {kh}\n\
-         steps:\n  - id: hello\n    on: t1\n    run: 'echo hello'\n\
+        "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  t1:\n    transport: ssh\n    host: {host}\n    port: {port}\n    user: {user}\n    key: {key}\n    known_hosts: {kh}\n    passphrase: {{ env: RUNNER_TEST_PP }}\n\
+         steps:\n  - id: hello\n    on: t1\n    run: {hello}\n\
          \x20 - id: wait\n    name: Copy the shares\n    on: t1\n    run: {wait}\n\
          \x20 - id: boom\n    name: Switch DNS\n    on: t1\n    run: 'echo about-to-fail; exit 7'\n\
          \x20 - id: after\n    on: t1\n    run: 'echo never'\n",
         host = q(sshd.host()),
         port = sshd.port(),
         user = q(&sshd.user()),
-        key = q(&sshd.user_key_path().display().to_string()),
+        key = q(&key.display().to_string()),
+        hello = q(&hello),
         kh = q(&sshd.known_hosts_path().display().to_string()),
         wait = q(&wait),
     );
+    assert!(!yaml.contains(PASSPHRASE));
     fs::write(dir.path().join("cutover.yaml"), yaml).expect("write the playbook");
 
     let serve = Serve::start(&["cutover.yaml", "--listen", "127.0.0.1:0"], dir.path());
@@ -640,6 +682,7 @@ fn the_page_follows_a_run_live_in_chromium_against_sshd() {
         .args(["apply", "cutover.yaml"])
         .current_dir(dir.path())
         .env_remove("RUNNER_NOW")
+        .env("RUNNER_TEST_PP", PASSPHRASE)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -679,7 +722,43 @@ fn the_page_follows_a_run_live_in_chromium_against_sshd() {
         "document.querySelector('[data-cutover=\"0\"] .meta').textContent.indexOf('failed') >= 0",
     );
     browser.screenshot(&artifact("serve-screenshot.png"));
+
+    // The secret the step printed is masked everywhere the server shows it.
+    browser.wait_for(
+        "document.getElementById('tail-0|hello|t1').textContent.indexOf('pp=********') >= 0",
+    );
+    let text = browser.eval("document.documentElement.outerHTML");
+    let text = text.as_str().expect("the page's HTML");
+    assert!(!text.contains(PASSPHRASE), "the page shows the secret");
+    for path in ["/api/status", "/api/page", "/report/1"] {
+        let r = serve.get(path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(!r.body.contains(PASSPHRASE), "{path} shows the secret");
+    }
+
+    // An operator's decision appears live too, with who made it and why.
+    let marked = runner(
+        &[
+            "mark",
+            "cutover.yaml",
+            "boom@t1",
+            "skip",
+            "--reason",
+            "DNS switched by hand",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(marked.code, 0, "{}", marked.stderr);
+    browser.wait_for(&pair("boom@t1", "skipped"));
+    browser.wait_for(
+        "document.querySelector('[data-pair=\"boom@t1\"] .markinfo').textContent.indexOf('DNS switched by hand') >= 0",
+    );
+    assert_eq!(browser.eval("window.loadedOnce"), json!("yes"));
 }
+
+/// The passphrase of the target's key in the browser test.
+const PASSPHRASE: &str = "Pp-serve-7e1d9c";
 
 /// Where a test keeps a file for people to look at: target/.
 fn artifact(name: &str) -> PathBuf {
