@@ -845,3 +845,73 @@ impl Stream {
         SseEvent::default().event("tails").data(data)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_line_written_in_two_pieces_is_shown_once_complete() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s@t.log");
+        let mut f = std::fs::File::create(&path).expect("create");
+        let mut tail = FileTail::default();
+        write!(f, "one\ntw").expect("write");
+        assert_eq!(read_new_lines(&path, &mut tail), ["one"]);
+        assert!(read_new_lines(&path, &mut tail).is_empty());
+        write!(f, "o\nthree\n").expect("write");
+        assert_eq!(read_new_lines(&path, &mut tail), ["two", "three"]);
+    }
+
+    #[test]
+    fn a_long_log_is_read_from_its_end_starting_at_a_whole_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s@t.log");
+        let line = "x".repeat(99);
+        let text: String = (0..2000).map(|i| format!("{i:05} {line}\n")).collect();
+        std::fs::write(&path, &text).expect("write");
+        let mut tail = FileTail::default();
+        let lines = read_new_lines(&path, &mut tail);
+        assert!(lines.len() < 2000 && !lines.is_empty());
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(&*format!("01999 {line}"))
+        );
+        assert!(
+            lines.iter().all(|l| l.len() == 6 + line.len()),
+            "no cut line"
+        );
+    }
+
+    #[test]
+    fn a_truncated_log_is_read_again_from_the_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s@t.log");
+        std::fs::write(&path, "first run line\n").expect("write");
+        let mut tail = FileTail::default();
+        assert_eq!(read_new_lines(&path, &mut tail), ["first run line"]);
+        std::fs::write(&path, "new\n").expect("write");
+        assert_eq!(read_new_lines(&path, &mut tail), ["new"]);
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(token_matches("abc123", "abc123"));
+        assert!(!token_matches("abc124", "abc123"));
+        assert!(!token_matches("abc12", "abc123"));
+        assert!(!token_matches("", "abc123"));
+        let t = generate_token().expect("random bytes");
+        assert_eq!(t.len(), 32);
+        assert_ne!(t, generate_token().expect("random bytes"));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert!(parse_listen("127.0.0.1:8080").is_ok_and(|a| a.ip().is_loopback()));
+        assert!(parse_listen("[::1]:0").is_ok_and(|a| a.ip().is_loopback()));
+        assert!(parse_listen("0.0.0.0:80").is_ok_and(|a| !a.ip().is_loopback()));
+        assert!(parse_listen("8080").is_err());
+        assert!(parse_listen("not an address").is_err());
+    }
+}
