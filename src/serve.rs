@@ -402,6 +402,7 @@ struct Follower {
     journals: Vec<Option<Journal>>,
     versions: Vec<Option<i64>>,
     lock_stamps: Vec<Option<std::time::SystemTime>>,
+    inodes: Vec<Option<u64>>,
     snapshot: watch::Sender<Arc<String>>,
     tails: Arc<Mutex<Tails>>,
     lines: broadcast::Sender<Arc<String>>,
@@ -428,6 +429,15 @@ impl Follower {
     fn poll_journals(&mut self) -> bool {
         let mut changed = false;
         for i in 0..self.cutovers.len() {
+            // A journal deleted or replaced (a fresh start) is read anew.
+            let inode = std::fs::metadata(&self.cutovers[i].state)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            if inode != self.inodes[i] {
+                self.inodes[i] = inode;
+                self.journals[i] = None;
+                changed = true;
+            }
             if self.journals[i].is_none() {
                 match Journal::open_read_only(&self.cutovers[i].state) {
                     Ok(Some(j)) => {
@@ -562,6 +572,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         journals: opts.cutovers.iter().map(|_| None).collect(),
         versions: opts.cutovers.iter().map(|_| None).collect(),
         lock_stamps: opts.cutovers.iter().map(|_| None).collect(),
+        inodes: opts.cutovers.iter().map(|_| None).collect(),
         snapshot: snap_tx,
         tails: tails.clone(),
         lines: lines_tx.clone(),
@@ -622,6 +633,15 @@ fn security_headers(mut r: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // The page's one inline script and style, the stream and the JSON from here; nothing else.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ),
+    );
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -639,6 +659,18 @@ async fn auth(
     next: Next,
 ) -> Response {
     let Some(expected) = app.token.as_deref() else {
+        // Without a token only loopback listens; a page elsewhere must not reach it through a
+        // name it points at 127.0.0.1 (DNS rebinding): only address and localhost names pass.
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if !host.is_some_and(is_local_host) {
+            return security_headers(
+                (
+                    StatusCode::FORBIDDEN,
+                    "without a token this server answers only to localhost and IP addresses\n",
+                )
+                    .into_response(),
+            );
+        }
         return security_headers(next.run(req).await);
     };
     let bearer = headers
@@ -663,8 +695,13 @@ async fn auth(
         if token_matches(t, expected) {
             let path = req.uri().path().to_owned();
             let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, path)]).into_response();
+            // Behind a TLS proxy the cookie is sent over TLS only.
+            let secure = headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
             if let Ok(v) = HeaderValue::from_str(&format!(
-                "{COOKIE}={expected}; HttpOnly; SameSite=Strict; Path=/"
+                "{COOKIE}={expected}; HttpOnly; SameSite=Strict; Path=/{}",
+                if secure { "; Secure" } else { "" }
             )) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -679,6 +716,15 @@ async fn auth(
         )
             .into_response(),
     )
+}
+
+/// A Host header naming this machine by address or as localhost.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 async fn page() -> Html<&'static str> {
@@ -904,6 +950,27 @@ mod tests {
         let t = generate_token().expect("random bytes");
         assert_eq!(t.len(), 32);
         assert_ne!(t, generate_token().expect("random bytes"));
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_are_local_host_names() {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:80",
+            "10.0.0.5:80",
+        ] {
+            assert!(is_local_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "evil.example",
+            "127.0.0.1.nip.io:80",
+            "",
+        ] {
+            assert!(!is_local_host(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -141,8 +141,15 @@ struct Reply {
 fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect to runner serve");
     s.set_read_timeout(Some(PATIENCE)).expect("set a timeout");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or(addr, |(_, v)| *v);
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+    {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
@@ -342,6 +349,21 @@ fn a_token_file_makes_the_token_required_even_on_loopback() {
     let page = serve.get("/", &[("Cookie", pair)]);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("EventSource"));
+}
+
+#[test]
+fn without_a_token_only_local_host_names_are_answered() {
+    let dir = workdir();
+    local_cutover(dir.path());
+    let serve = Serve::start(&["cutover.yaml", "--listen", "127.0.0.1:0"], dir.path());
+    // A web page elsewhere whose name now points at 127.0.0.1 (DNS rebinding) gets nothing.
+    let rebound = serve.get("/api/status", &[("Host", "attacker.example")]);
+    assert_eq!(rebound.status, 403, "{}", rebound.body);
+    let port = serve.port();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let r = serve.get("/api/status", &[("Host", &host)]);
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+    }
 }
 
 #[test]
