@@ -288,6 +288,10 @@ fn api_status_is_exactly_what_runner_status_prints_and_nothing_is_written() {
         report.body, cli_report.stdout,
         "the report page is `report --format html`"
     );
+    assert!(
+        report.body.contains("name=\"viewport\""),
+        "the report reads on a phone"
+    );
 
     // The page's own reader has had its look too.
     let page_data = serve.get("/api/page", &[]);
