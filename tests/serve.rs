@@ -309,6 +309,50 @@ fn api_status_is_exactly_what_runner_status_prints_and_nothing_is_written() {
 }
 
 #[test]
+fn several_cutovers_are_one_entry_each_in_the_order_given() {
+    let dir = workdir();
+    local_cutover(dir.path());
+    let applied = runner(&["apply", "cutover.yaml"], dir.path(), &[]);
+    assert_eq!(applied.code, 1, "{}", applied.stderr);
+    let other = dir.path().join("other");
+    fs::create_dir(&other).expect("a second folder");
+    let second = local_cutover(&other);
+    let text = fs::read_to_string(&second).expect("read");
+    fs::write(&second, text.replace("Acme file server", "Acme mail")).expect("rename");
+
+    let serve = Serve::start(
+        &[
+            "cutover.yaml",
+            "other/cutover.yaml",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    let all: Value = serde_json::from_str(&serve.get("/api/status", &[]).body).expect("JSON");
+    let names: Vec<(&str, bool)> = all
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| {
+            (
+                v["playbook"].as_str().expect("a name"),
+                v["applied"].as_bool().expect("applied"),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("Acme file server", true), ("Acme mail", false)]);
+    let by_name: Value =
+        serde_json::from_str(&serve.get("/api/status/Acme%20mail", &[]).body).expect("JSON");
+    assert_eq!(by_name["path"], json!("other/cutover.yaml"));
+    assert_eq!(serve.get("/api/status/3", &[]).status, 404);
+    // Never applied: no report yet, said as such.
+    let report = serve.get("/report/2", &[]);
+    assert_eq!(report.status, 404);
+    assert!(report.body.contains("not been applied"), "{}", report.body);
+}
+
+#[test]
 fn a_token_file_makes_the_token_required_even_on_loopback() {
     let dir = workdir();
     local_cutover(dir.path());
