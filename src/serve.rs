@@ -531,6 +531,10 @@ impl Follower {
                 let Some(ft) = tail.files.get_mut(&name) else {
                     continue;
                 };
+                // Most logs did not grow since the last look: a stat, not an open.
+                if entry.metadata().is_ok_and(|m| m.len() == ft.offset) {
+                    continue;
+                }
                 for line in read_new_lines(&entry.path(), ft) {
                     let msg = OutputLine {
                         cutover: i,
@@ -829,7 +833,7 @@ async fn report_page(State(app): State<Arc<App>>, UrlPath(which): UrlPath<String
 /// pair's last lines (at connect and after a gap), `output` with each new line.
 async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
     let mut snapshot = app.snapshot.clone();
-    snapshot.mark_changed();
+    let status = snapshot.borrow_and_update().clone();
     let (lines, tails) = match app.tails.lock() {
         // Subscribing under the lock: no line is both in the snapshot and sent again.
         Ok(t) => (app.lines.subscribe(), t.snapshot()),
@@ -839,7 +843,10 @@ async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
         app,
         snapshot,
         lines,
-        pending: VecDeque::from([SseEvent::default().event("tails").data(tails)]),
+        pending: VecDeque::from([
+            SseEvent::default().event("status").data(status.as_str()),
+            SseEvent::default().event("tails").data(tails),
+        ]),
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         let ev = s.next().await?;
