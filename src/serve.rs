@@ -3,9 +3,9 @@
 //! Everything shown is read from where `runner status` and `runner report` read it: the
 //! playbook, the journal (opened read-only, never locked) and the run folder's output logs.
 //! Nothing here knows the engine. One thread follows the journals and logs and publishes a new
-//! snapshot when a journal's `data_version` changes (and every few seconds, so that "now" and
-//! a dead runner's in-doubt pairs stay true); the page gets it as server-sent events, with
-//! each output line as it is appended.
+//! snapshot when a journal's `data_version` changes (and looks again every few seconds, so that
+//! a dead runner's in-doubt pairs show); the page gets, as server-sent events, each cutover
+//! whose data changed (only those, only then) and each output line as it is appended.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -34,7 +34,8 @@ use crate::status::{self, StatusView};
 
 /// How often the follower looks at the journals and logs.
 const TICK: Duration = Duration::from_millis(250);
-/// A new snapshot at least this often even when no journal changed.
+/// Everything is computed again this often even when no journal changed (a runner that died
+/// changes nothing in its journal); it is sent only if it differs.
 const REFRESH: Duration = Duration::from_secs(5);
 /// Output lines kept per pair for a page that connects (the live tail).
 const TAIL_LINES: usize = 30;
@@ -158,14 +159,17 @@ pub struct WindowEvent {
     pub detail: String,
 }
 
+/// Per cutover, its page data as JSON; an entry is replaced (a new `Arc`) only when it changed.
+type Snapshot = Arc<Vec<Arc<String>>>;
+
 /// Shared by the handlers.
 struct App {
     cutovers: Vec<Cutover>,
     token: Option<String>,
     clock: Clock,
     host: String,
-    /// The latest snapshot of every cutover, as the page's JSON.
-    snapshot: watch::Receiver<Arc<String>>,
+    /// The latest data of every cutover, each as the page's JSON.
+    snapshot: watch::Receiver<Snapshot>,
     tails: Arc<Mutex<Tails>>,
     lines: broadcast::Sender<Arc<String>>,
 }
@@ -219,7 +223,21 @@ fn page_cutover(c: &Cutover, journal: Option<&Journal>, clock: &Clock, host: &st
     }
 }
 
-/// Places the steps not done yet against the business hours, from the view's "now".
+/// The page data without what changes with the clock alone: "now", and the next step's
+/// earliest start when that is now. Two readings equal in this are the same news.
+fn still(p: &PageCutover) -> PageCutover {
+    let mut p = p.clone();
+    if let Some(s) = p.status.as_mut() {
+        s.now = Timestamp::UNIX_EPOCH;
+        if let Some(n) = s.next.as_mut().filter(|n| n.now) {
+            n.earliest = None;
+        }
+    }
+    p
+}
+
+/// Places the steps not done yet against the business hours, from the view's "now" (to the
+/// minute, so that the schedule does not change with every reading).
 fn schedule_left(pb: &Playbook, view: &StatusView) -> Option<Schedule> {
     let mut left = pb.clone();
     left.steps.retain(|s| {
@@ -231,7 +249,15 @@ fn schedule_left(pb: &Playbook, view: &StatusView) -> Option<Schedule> {
     if left.steps.is_empty() {
         return None;
     }
-    let plan = match crate::plan::build(&left, view.now) {
+    let from = view
+        .now
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Minute)
+                .mode(jiff::RoundMode::Trunc),
+        )
+        .unwrap_or(view.now);
+    let plan = match crate::plan::build(&left, from) {
         Ok(p) => p,
         Err(e) => {
             return Some(Schedule {
@@ -403,7 +429,10 @@ struct Follower {
     versions: Vec<Option<i64>>,
     lock_stamps: Vec<Option<std::time::SystemTime>>,
     inodes: Vec<Option<u64>>,
-    snapshot: watch::Sender<Arc<String>>,
+    snapshot: watch::Sender<Snapshot>,
+    /// What each cutover's data was last published as, without the times that move by
+    /// themselves, and the JSON published then.
+    published: Vec<Option<(String, Arc<String>)>>,
     tails: Arc<Mutex<Tails>>,
     lines: broadcast::Sender<Arc<String>>,
 }
@@ -489,11 +518,31 @@ impl Follower {
                 }
             }
         }
-        match serde_json::to_string(&page) {
-            Ok(json) => {
-                let _ = self.snapshot.send(Arc::new(json));
+        let mut changed = false;
+        for (i, p) in page.iter().enumerate() {
+            let (Ok(json), Ok(sig)) = (serde_json::to_string(p), serde_json::to_string(&still(p)))
+            else {
+                tracing::warn!("cannot serialize the page data");
+                continue;
+            };
+            if self.published[i]
+                .as_ref()
+                .is_none_or(|(old, _)| *old != sig)
+            {
+                self.published[i] = Some((sig, Arc::new(json)));
+                changed = true;
             }
-            Err(e) => tracing::warn!("cannot serialize the page data: {e}"),
+        }
+        if changed {
+            let all = self
+                .published
+                .iter()
+                .map(|p| {
+                    p.as_ref()
+                        .map_or_else(|| Arc::new(String::from("null")), |(_, j)| j.clone())
+                })
+                .collect();
+            let _ = self.snapshot.send(Arc::new(all));
         }
     }
 
@@ -564,7 +613,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .enable_time()
         .build()
         .map_err(ServeError::Runtime)?;
-    let (snap_tx, snap_rx) = watch::channel(Arc::new(String::from("[]")));
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Vec::new()));
     let (lines_tx, _) = broadcast::channel(1024);
     let tails = Arc::new(Mutex::new(Tails {
         cutovers: opts.cutovers.iter().map(|_| RunTail::default()).collect(),
@@ -578,6 +627,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         lock_stamps: opts.cutovers.iter().map(|_| None).collect(),
         inodes: opts.cutovers.iter().map(|_| None).collect(),
         snapshot: snap_tx,
+        published: opts.cutovers.iter().map(|_| None).collect(),
         tails: tails.clone(),
         lines: lines_tx.clone(),
     };
@@ -802,7 +852,8 @@ async fn api_status_one(State(app): State<Arc<App>>, UrlPath(which): UrlPath<Str
 /// What the page shows (status, schedule, window events), as last published.
 async fn api_page(State(app): State<Arc<App>>) -> Response {
     let snap = app.snapshot.borrow().clone();
-    json_response(StatusCode::OK, String::clone(&snap))
+    let parts: Vec<&str> = snap.iter().map(|j| j.as_str()).collect();
+    json_response(StatusCode::OK, format!("[{}]", parts.join(",")))
 }
 
 async fn report_page(State(app): State<Arc<App>>, UrlPath(which): UrlPath<String>) -> Response {
@@ -829,25 +880,27 @@ async fn report_page(State(app): State<Arc<App>>, UrlPath(which): UrlPath<String
     }
 }
 
-/// The live stream: `status` events with the page data when it changes, `tails` with every
-/// pair's last lines (at connect and after a gap), `output` with each new line.
+/// The live stream: a `cutover` event with one cutover's page data whenever it changed (each
+/// at connect), `tails` with every pair's last lines (at connect and after a gap), `output`
+/// with each new line.
 async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let mut snapshot = app.snapshot.clone();
-    let status = snapshot.borrow_and_update().clone();
+    let snapshot = app.snapshot.clone();
     let (lines, tails) = match app.tails.lock() {
         // Subscribing under the lock: no line is both in the snapshot and sent again.
         Ok(t) => (app.lines.subscribe(), t.snapshot()),
         Err(_) => (app.lines.subscribe(), String::from("[]")),
     };
-    let state = Stream {
+    let mut state = Stream {
         app,
         snapshot,
         lines,
-        pending: VecDeque::from([
-            SseEvent::default().event("status").data(status.as_str()),
-            SseEvent::default().event("tails").data(tails),
-        ]),
+        pending: VecDeque::new(),
+        sent: Vec::new(),
     };
+    state.queue_changed();
+    state
+        .pending
+        .push_back(SseEvent::default().event("tails").data(tails));
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         let ev = s.next().await?;
         Some((Ok::<_, std::convert::Infallible>(ev), s))
@@ -861,9 +914,11 @@ async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
 
 struct Stream {
     app: Arc<App>,
-    snapshot: watch::Receiver<Arc<String>>,
+    snapshot: watch::Receiver<Snapshot>,
     lines: broadcast::Receiver<Arc<String>>,
     pending: VecDeque<SseEvent>,
+    /// What this page was sent of each cutover.
+    sent: Vec<Arc<String>>,
 }
 
 impl Stream {
@@ -874,8 +929,9 @@ impl Stream {
         tokio::select! {
             changed = self.snapshot.changed() => {
                 changed.ok()?;
-                let data = self.snapshot.borrow_and_update().clone();
-                Some(SseEvent::default().event("status").data(data.as_str()))
+                self.queue_changed();
+                // Nothing this page has not seen: a keep-alive comment, the stream goes on.
+                Some(self.pending.pop_front().unwrap_or_else(|| SseEvent::default().comment("")))
             }
             line = self.lines.recv() => match line {
                 Ok(l) if l.as_str() == "reset" => Some(self.resync()),
@@ -884,6 +940,26 @@ impl Stream {
                 Err(broadcast::error::RecvError::Lagged(_)) => Some(self.resync()),
                 Err(broadcast::error::RecvError::Closed) => None,
             }
+        }
+    }
+
+    /// Queues the cutovers whose data differs from what this page was sent.
+    fn queue_changed(&mut self) {
+        let snap = self.snapshot.borrow_and_update().clone();
+        for (i, json) in snap.iter().enumerate() {
+            if self.sent.get(i).is_some_and(|s| Arc::ptr_eq(s, json)) {
+                continue;
+            }
+            if i < self.sent.len() {
+                self.sent[i] = json.clone();
+            } else {
+                self.sent.push(json.clone());
+            }
+            self.pending.push_back(
+                SseEvent::default()
+                    .event("cutover")
+                    .data(format!("{{\"cutover\":{i},\"data\":{json}}}")),
+            );
         }
     }
 
