@@ -792,6 +792,12 @@ fn the_page_follows_a_run_live_in_chromium_against_sshd() {
         "document.querySelector('[data-cutover=\"0\"] .meta').textContent.indexOf('failed') >= 0",
     );
     browser.screenshot(&artifact("serve-screenshot.png"));
+    // Readable on a phone: nothing wider than its screen, no sideways scrolling.
+    assert_eq!(
+        browser.eval("document.documentElement.scrollWidth <= window.innerWidth"),
+        json!(true),
+        "the page is wider than a phone"
+    );
 
     // The secret the step printed is masked everywhere the server shows it.
     browser.wait_for(
