@@ -19,7 +19,7 @@ STEPS=200
 PLAN_STEPS=2000
 UPLOAD_MIB=${UPLOAD_MIB:-512}
 # A subset, e.g. SCENARIOS="seq upload" (profiling one thing).
-SCENARIOS=${SCENARIOS:-"seq fan rss upload plan"}
+SCENARIOS=${SCENARIOS:-"seq fan rss serve upload plan"}
 want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required" >&2; exit 2; }; }
@@ -309,6 +309,40 @@ else
   wait "$rp"
 fi
 row "peak RSS, $HOSTS-host fan-out" "runner: $(ratio "$rss_kib" 1024) MiB" "target" "50 MiB" "$(ratio "$rss_kib" 51200)"
+fi
+
+if want serve; then
+log "peak memory of runner serve showing 10 cutovers of $STEPS steps, with 3 pages open"
+mkdir -p "$WORK/serve"
+for c in $(seq 1 10); do
+  sed "s/^name: .*/name: cutover $c/" "$WORK/pb/seq.yaml" > "$WORK/serve/c$c.yaml"
+  "$RUNNER" apply "$WORK/serve/c$c.yaml" --quiet >/dev/null
+done
+"$RUNNER" serve "$WORK"/serve/c*.yaml --listen 127.0.0.1:0 > "$WORK/serve/out.txt" &
+sp=$!; PIDS+=("$sp")
+until grep -q '^serving on' "$WORK/serve/out.txt" 2>/dev/null; do
+  kill -0 "$sp" 2>/dev/null || { echo "bench: runner serve did not start" >&2; exit 1; }
+  sleep 0.05
+done
+addr=$(sed -n 's#^serving on http://\(.*\)/$#\1#p' "$WORK/serve/out.txt")
+# Three pages following the live stream while tools read the JSON and every report.
+cpids=()
+for k in 1 2 3; do python3 - "$addr" <<'PY' &
+import sys, urllib.request
+with urllib.request.urlopen(f"http://{sys.argv[1]}/events", timeout=30) as r:
+    for _ in range(6):
+        r.readline()
+PY
+  cpids+=($!)
+done
+for c in $(seq 1 10); do
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()' "http://$addr/api/status"
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()' "http://$addr/report/$c"
+done
+for p in "${cpids[@]}"; do wait "$p" 2>/dev/null || true; done
+serve_kib=$(awk '/VmHWM/ {print $2}' "/proc/$sp/status")
+kill "$sp"; wait "$sp" 2>/dev/null || true
+row "peak RSS, serve 10 cutovers" "runner serve: $(ratio "$serve_kib" 1024) MiB" "target" "30 MiB" "$(ratio "$serve_kib" 30720)"
 fi
 
 if want upload; then

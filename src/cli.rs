@@ -53,6 +53,8 @@ enum Command {
     Status(StatusArgs),
     /// Write the run record for the customer.
     Report(ReportArgs),
+    /// Serve a read-only live web page (and JSON) of one or more cutovers.
+    Serve(ServeArgs),
     /// Connect to every target (host key, authentication) and run a no-op.
     Ping(PingArgs),
     /// Record an SSH target's host key as trusted, after checking its fingerprint.
@@ -163,6 +165,23 @@ struct ReportArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     state: StateArg,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// The playbooks (YAML), one cutover each.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Address to listen on; a token is required unless it is loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Read the access token from this file (then it is required even on loopback); without
+    /// it, a non-loopback address gets a random token, printed once.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// The journal, when serving one playbook; default `.runner/<playbook-stem>.db` beside it.
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -511,6 +530,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Success)
         }
+        Command::Serve(args) => serve(args, clock),
         Command::Ping(args) => {
             let pb = playbook::load(&args.file)?;
             Ok(runner::ping::ping(&pb)?)
@@ -532,6 +552,72 @@ fn warn_other_playbook(journal: &Journal, pb: &Playbook) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn serve(args: ServeArgs, clock: Clock) -> anyhow::Result<Exit> {
+    use runner::serve;
+    if args.state.is_some() && args.files.len() > 1 {
+        return Err(InvalidArg(
+            "--state names one journal: give one playbook with it, or none and let each playbook use its default journal".into(),
+        )
+        .into());
+    }
+    let listen =
+        serve::parse_listen(&args.listen).map_err(|e| InvalidArg(format!("--listen {e}")))?;
+    let mut cutovers = Vec::with_capacity(args.files.len());
+    for file in &args.files {
+        let pb = playbook::load(file)?;
+        let state = state_path(
+            &pb,
+            &StateArg {
+                state: args.state.clone(),
+            },
+        );
+        cutovers.push(serve::Cutover {
+            runs_dir: engine::runs_dir(&state),
+            state,
+            playbook: pb,
+        });
+    }
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                InvalidArg(format!(
+                    "--token-file {}: cannot read it: {e}",
+                    path.display()
+                ))
+            })?;
+            let token = text.trim().to_owned();
+            if token.is_empty()
+                || token
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == ';')
+            {
+                return Err(InvalidArg(format!(
+                    "--token-file {}: the token must be one non-empty word (no spaces, no `;`)",
+                    path.display()
+                ))
+                .into());
+            }
+            Some(token)
+        }
+        None if listen.ip().is_loopback() => None,
+        None => {
+            let token = serve::generate_token().context("generating an access token")?;
+            println!("access token (shown once): {token}");
+            println!(
+                "open http://{listen}/?token={token} once; the browser then keeps it in a cookie"
+            );
+            Some(token)
+        }
+    };
+    serve::serve(serve::ServeOptions {
+        cutovers,
+        listen,
+        token,
+        clock,
+    })?;
+    Ok(Exit::Success)
 }
 
 /// The journal's real path (symlinks resolved): its lock, its runs folder and the file itself

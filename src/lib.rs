@@ -17,6 +17,7 @@ pub mod playbook;
 pub mod progress;
 pub mod report;
 pub mod secret;
+pub mod serve;
 pub mod status;
 pub mod transport;
 pub mod window;

@@ -1502,13 +1502,14 @@ pre .stderr{color:#a00}
 .alert{border-left:6px solid #c00;background:#fde8e8;padding:.5em 1em;margin:.6em 0}
 .authored{white-space:pre-wrap}
 @media print{body{max-width:none}}
+@media (max-width:40em){body{margin:1em auto}table{display:block;overflow-x:auto}}
 ";
 
 fn render_html(title: &str, doc: &[Block]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Cutover report: {}</title>\n<style>\n{CSS}</style>\n</head>\n<body>",
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Cutover report: {}</title>\n<style>\n{CSS}</style>\n</head>\n<body>",
         html_escape(&visible(title))
     );
     for b in doc {

@@ -73,6 +73,15 @@ pub enum JournalError {
         known: i64,
     },
     #[error(
+        "the journal {path} has schema version {found}, older than this runner's {known}; \
+         run `runner status` on it once to upgrade it"
+    )]
+    TooOld {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error(
         "the journal {path} could not be switched to {wanted} (SQLite reports {got}); \
          the file system may not support it (network file systems often do not)"
     )]
@@ -654,6 +663,50 @@ impl Journal {
             return Ok(None);
         }
         Self::open_with(path, OpenFlags::empty()).map(Some)
+    }
+
+    /// Opens an existing journal for reading only, or `None` if there is no file: nothing is
+    /// written, not even a migration or a pragma, and no lock is taken, so a reader (`runner
+    /// serve`) can never disturb a run. A journal of another schema version is refused (any
+    /// writing command migrates an older one).
+    pub fn open_read_only(path: &Path) -> Result<Option<Journal>, JournalError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| JournalError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let journal = Journal {
+            conn,
+            path: path.to_owned(),
+            file: file_id(path),
+            lost: std::cell::RefCell::new(None),
+            targets: std::collections::BTreeMap::new(),
+        };
+        journal.conn.busy_timeout(BUSY_TIMEOUT)?;
+        let version = schema::version(&journal.conn).map_err(|e| journal.classify(e))?;
+        if version > schema::current_version() {
+            return Err(journal.too_new(version));
+        }
+        if version < schema::current_version() {
+            return Err(JournalError::TooOld {
+                path: path.to_owned(),
+                found: version,
+                known: schema::current_version(),
+            });
+        }
+        Ok(Some(journal))
+    }
+
+    /// SQLite's `data_version`: changes whenever another connection commits to the journal,
+    /// so a reader can tell cheaply whether there is anything new to read.
+    pub fn data_version(&self) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
     }
 
     fn open_with(path: &Path, extra: OpenFlags) -> Result<Journal, JournalError> {

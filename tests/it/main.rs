@@ -16,6 +16,7 @@ mod network_faults;
 mod notify;
 mod overrun;
 mod report_views;
+mod serve;
 mod ssh_ciphers;
 mod terminal;
 mod torture;
