@@ -140,6 +140,9 @@ struct StatusArgs {
     file: PathBuf,
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     format: TextOrJson,
+    /// Follow the run live until it ends (Ctrl-C leaves, the run goes on).
+    #[arg(long, conflicts_with = "format")]
+    follow: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -224,6 +227,10 @@ struct ApplyArgs {
     /// Keep earlier successes of steps that changed in the playbook since.
     #[arg(long)]
     accept_changed: bool,
+    /// Run detached from this terminal (its own session; output to `runner.log` in the run's
+    /// folder); print the run id and return once the run has started.
+    #[arg(long, conflicts_with = "dry_run")]
+    background: bool,
     #[command(flatten)]
     state: StateArg,
     #[command(flatten)]
@@ -249,6 +256,8 @@ pub fn main() -> i32 {
             };
         }
     };
+    // Before any thread exists: the variable is read and removed from the environment.
+    let announcer = runner::background::Announcer::from_env();
     init_logging(cli.verbose);
     let clock = match Clock::from_env() {
         Ok(c) => c,
@@ -264,7 +273,7 @@ pub fn main() -> i32 {
             clock.now()
         );
     }
-    match run(cli.command, clock) {
+    match run(cli.command, clock, announcer) {
         Ok(exit) => exit.code(),
         Err(e) => {
             let exit = exit_for(&e);
@@ -349,7 +358,11 @@ fn describe(e: &anyhow::Error) -> String {
 #[error("{0}")]
 struct InvalidArg(String);
 
-fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
+fn run(
+    command: Command,
+    clock: Clock,
+    announcer: Option<runner::background::Announcer>,
+) -> anyhow::Result<Exit> {
     match command {
         Command::Validate { file } => {
             let from = playbook::FitFrom {
@@ -389,6 +402,9 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             if args.dry_run {
                 return show_plan(&pb, args.start.as_deref(), args.format, None, &clock);
             }
+            if args.background {
+                return start_background(&args.file);
+            }
             let state = state_path(&pb, &args.state);
             let opts = engine::ApplyOptions {
                 runs_dir: engine::runs_dir(&state),
@@ -401,7 +417,15 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             };
             let reporter = reporter(&args.output, clock);
             let interrupt = interrupt(reporter.clone());
-            let outcome = engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt)?;
+            let background = announcer.map(|announcer| runner::background::Child {
+                inner: reporter.clone(),
+                announcer,
+            });
+            let shown: &dyn Reporter = match &background {
+                Some(b) => b,
+                None => reporter.as_ref(),
+            };
+            let outcome = engine::apply(&pb, &opts, clock, shown, interrupt)?;
             Ok(conclude(outcome, args.output.json))
         }
         Command::Rollback(args) => {
@@ -545,9 +569,13 @@ fn interrupt(reporter: Arc<progress::Console>) -> Interrupt {
             return;
         }
         let name = sig.name();
+        let again = match sig {
+            Signal::Terminate => "Send SIGTERM again (or press Ctrl-C)",
+            _ => "Press Ctrl-C again",
+        };
         match n {
-            1 => errln!("\n{name} received: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now."),
-            2 => errln!("\n{name} received again: stopping running commands; they will be recorded as interrupted. Press Ctrl-C once more to exit at once."),
+            1 => errln!("\n{name} received: no new steps will start; running commands are allowed to finish, detached jobs are left running on their targets. {again} to stop them now."),
+            2 => errln!("\n{name} received again: stopping running commands; they will be recorded as interrupted. {again} to exit at once."),
             _ => {
                 errln!("\n{name} received a third time: exiting now. What was running stays in the journal as in doubt; the next `runner apply` decides about it.");
                 std::process::exit(Exit::Interrupted.code());
@@ -558,6 +586,30 @@ fn interrupt(reporter: Arc<progress::Console>) -> Interrupt {
         tracing::warn!("cannot install the signal handlers: {e}");
     }
     i
+}
+
+/// `apply --background`: the same command again, detached from this terminal.
+fn start_background(file: &Path) -> anyhow::Result<Exit> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--background")
+        .collect();
+    let launched = runner::background::launch(&args, &mut std::io::stderr())
+        .context("starting the run in the background")?;
+    match launched {
+        runner::background::Launch::Started(s) => {
+            outln!(
+                "started run {} in the background (pid {})\n  log:    {}\n  watch:  runner status {} --follow\n  stop:   kill -TERM {} (no new step starts; running ones finish)",
+                s.run_id,
+                s.pid,
+                s.log.display(),
+                file.display(),
+                s.pid
+            );
+            Ok(Exit::Success)
+        }
+        runner::background::Launch::Failed(code) => Ok(Exit::from_code(code)),
+    }
 }
 
 /// Prints an outcome's message and turns it into the exit code. With `--json` stdout carries

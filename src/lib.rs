@@ -5,6 +5,7 @@
 //! [`engine`] → [`transport`], with the [`journal`] beside the engine. [`window`] is the pure
 //! business-hours rule everything else asks.
 
+pub mod background;
 pub mod clock;
 pub mod digest;
 pub mod engine;

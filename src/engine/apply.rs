@@ -379,6 +379,14 @@ pub fn apply(
             step: step.id.clone(),
             ok,
         });
+        let left: Vec<&str> = ends
+            .iter()
+            .filter(|(_, e)| *e == PairEnd::LeftRunning)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        if !left.is_empty() && failed.is_empty() {
+            return Ok(left_running(&session, step, &left));
+        }
         if ends.iter().any(|(_, e)| *e == PairEnd::Interrupted) && failed.is_empty() {
             return Ok(interrupted(&session));
         }
@@ -421,6 +429,25 @@ fn interrupted(s: &Session<'_>) -> Outcome {
         "interrupted",
         format!(
             "interrupted; run `runner apply {}` to resume",
+            s.pb.path.display()
+        ),
+    )
+}
+
+/// Stopped by the operator while detached jobs ran: they go on on their targets, recorded as
+/// running, and the next apply follows them to their end instead of starting them again.
+fn left_running(s: &Session<'_>, step: &Step, targets: &[&str]) -> Outcome {
+    s.finish(
+        Exit::Interrupted,
+        "interrupted",
+        format!(
+            "interrupted; the detached job of `{}` keeps running on {}; run `runner apply {}` to reattach to it and resume",
+            step.id,
+            targets
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
             s.pb.path.display()
         ),
     )
