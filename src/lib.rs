@@ -16,6 +16,7 @@ pub mod plan;
 pub mod playbook;
 pub mod progress;
 pub mod report;
+pub mod resume;
 pub mod secret;
 pub mod status;
 pub mod transport;

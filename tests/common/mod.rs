@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod sshd;
+pub mod tmux;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
