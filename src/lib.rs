@@ -10,6 +10,7 @@ pub mod clock;
 pub mod digest;
 pub mod engine;
 pub mod exit;
+pub mod follow;
 pub mod journal;
 pub mod ping;
 pub mod plan;

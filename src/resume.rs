@@ -86,7 +86,9 @@ impl Remaining {
                 "{steps}, expected to end {}, business hours at {}, margin {}",
                 label(end, true),
                 label(b, false),
-                human_duration(b.duration_since(end).max(SignedDuration::ZERO))
+                human_duration(SignedDuration::from_secs(
+                    b.duration_since(end).as_secs().max(0) / 60 * 60
+                ))
             ),
             Some(b) => format!(
                 "{steps}, expected to end {}: it does not fit before business hours at {} ({} night(s) of work)",

@@ -322,3 +322,150 @@ fn one_ctrl_c_during_a_detached_step_leaves_the_job_running_and_apply_reattaches
         ]
     );
 }
+
+/// Runs `runner status night.yaml --follow` in a tmux pane of `session`; its exit code lands in
+/// `rc-<session>`.
+fn follow_in_tmux(tmux: &Tmux, dir: &Path, session: &str) {
+    let cmd = format!(
+        "cd {d} && env -u RUNNER_NOW {bin} status night.yaml --follow; echo $? > {d}/rc-{session}; exec sleep 3600",
+        d = dir.display(),
+        bin = env!("CARGO_BIN_EXE_runner"),
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    assert!(out.status.success(), "tmux: {out:?}");
+}
+
+fn rc(dir: &Path, session: &str) -> Option<String> {
+    fs::read_to_string(dir.join(format!("rc-{session}")))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn status_follow_shows_a_step_go_from_running_to_done_and_ends_with_the_run() {
+    let dir = tempfile::Builder::new()
+        .prefix("runner-follow-")
+        .tempdir()
+        .expect("tempdir");
+    playbook(dir.path(), false);
+    let tmux = Tmux::new(dir.path());
+    let started = runner(&["apply", "night.yaml", "--background"], dir.path(), &[]);
+    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
+    let pid = background_pid(&started.stdout);
+
+    // A first look, left with Ctrl-C: the run goes on.
+    follow_in_tmux(&tmux, dir.path(), "look");
+    wait_until(
+        "the live view to show the running step and its output",
+        || {
+            let screen = tmux.capture("look");
+            screen.contains("long on here: running") && screen.contains("| copying the share")
+        },
+    );
+    let screen = tmux.capture("look");
+    assert!(screen.contains("Next:"), "{screen}");
+    assert!(screen.contains("after (after) on here"), "{screen}");
+    assert!(screen.contains("2 steps left, expected to end"), "{screen}");
+    tmux.run(&["send-keys", "-t", "look", "C-c"]);
+    wait_until("the view to be left", || rc(dir.path(), "look").is_some());
+    assert_eq!(rc(dir.path(), "look").as_deref(), Some("0"));
+    assert!(
+        tmux.capture("look")
+            .contains("Left the live view; the run goes on"),
+        "{}",
+        tmux.capture("look")
+    );
+    assert!(process_running(pid), "leaving the view stopped the run");
+
+    // Back again: the step ends, the next runs, the view ends by itself with the run.
+    follow_in_tmux(&tmux, dir.path(), "again");
+    wait_until("the live view to show the running step", || {
+        tmux.capture("again").contains("long on here: running")
+    });
+    fs::write(dir.path().join("go"), b"").expect("create go");
+    wait_until("the view to end with the run", || {
+        rc(dir.path(), "again").is_some()
+    });
+    let screen = tmux.capture("again");
+    assert_eq!(rc(dir.path(), "again").as_deref(), Some("0"), "{screen}");
+    assert!(
+        screen.contains("Done: 2 of 2 step x target pairs"),
+        "{screen}"
+    );
+    assert!(screen.contains("The run ended: succeeded"), "{screen}");
+    assert!(stops_within(pid, PATIENCE));
+}
+
+#[test]
+fn a_background_run_waits_for_the_window_with_a_visible_countdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pb = playbook(dir.path(), false);
+    let text = fs::read_to_string(&pb).expect("read");
+    fs::write(
+        &pb,
+        text.replace(
+            "window:\n  business_hours: []\n",
+            "window:\n  timezone: America/Chicago\n  business_hours:\n    - { days: mon-fri, from: \"07:15\", to: \"18:00\" }\n  when_closed: wait\n",
+        ),
+    )
+    .expect("write");
+    // An afternoon: the window opens at 18:00, 2h 13m from now.
+    let now = [("RUNNER_NOW", "2026-12-07T15:47:00-06:00")];
+    let started = runner(&["apply", "night.yaml", "--background"], dir.path(), &now);
+    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
+    let pid = background_pid(&started.stdout);
+
+    // Watched without a terminal: plain lines, no screen control.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["status", "night.yaml", "--follow"])
+        .current_dir(dir.path())
+        .env("RUNNER_NOW", "2026-12-07T15:47:00-06:00")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("status --follow starts");
+    let mut out = std::io::BufReader::new(watch.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).expect("read");
+        assert!(n > 0, "the view ended before showing the wait: {seen}");
+        seen.push_str(&line);
+        if line.contains("waiting for the window") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("waiting for the window: `long` may start at 18:00 CST (in 2h 1"),
+        "{seen}"
+    );
+    assert!(!dir.path().join("started").exists(), "a step started early");
+    // SIGTERM ends the wait politely; the view ends with the run and says how.
+    // SAFETY: signals the background run this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    let status = watch.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    assert!(rest.contains("The run ended: interrupted"), "{rest}");
+    assert!(
+        !rest.contains('\x1b'),
+        "screen control on a plain stdout: {rest:?}"
+    );
+    assert!(stops_within(pid, PATIENCE));
+    assert_eq!(
+        runs(dir.path()),
+        [("apply".to_string(), Some("interrupted".to_string()))]
+    );
+}
