@@ -90,9 +90,12 @@ impl Follow<'_> {
             }
         );
         let run_dir = run.map(|r| self.runs_dir.join(&r.id.0));
+        let mut waiting = String::new();
         if ended.is_none() {
             if let Some((step, until)) = run_dir.as_deref().and_then(waiting_for_window) {
                 if until > now {
+                    // A wait that begins is news; its countdown ticking is not.
+                    waiting = format!("waiting for `{step}` until {until}\n");
                     let _ = writeln!(
                         live,
                         "waiting for the window: `{step}` may start at {} (in {})",
@@ -128,7 +131,7 @@ impl Follow<'_> {
         }
         Ok(Frame {
             text: format!("{head}{live}{body}"),
-            key: format!("{head}{body}"),
+            key: format!("{head}{waiting}{body}"),
             ended,
         })
     }

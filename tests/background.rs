@@ -469,3 +469,45 @@ fn a_background_run_waits_for_the_window_with_a_visible_countdown() {
         [("apply".to_string(), Some("interrupted".to_string()))]
     );
 }
+
+#[test]
+fn a_background_run_started_before_the_window_sleeps_and_works_when_it_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pb = playbook(dir.path(), false);
+    let text = fs::read_to_string(&pb).expect("read");
+    fs::write(
+        &pb,
+        text.replace(
+            "window:\n  business_hours: []\n",
+            "window:\n  timezone: America/Chicago\n  business_hours:\n    - { days: mon-fri, from: \"07:15\", to: \"18:00\" }\n  when_closed: wait\n",
+        ),
+    )
+    .expect("write");
+    fs::write(dir.path().join("go"), b"").expect("create go");
+    // Two seconds before the window opens.
+    let now = [("RUNNER_NOW", "2026-12-07T17:59:58-06:00")];
+    let started = runner(&["apply", "night.yaml", "--background"], dir.path(), &now);
+    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
+    let pid = background_pid(&started.stdout);
+    assert!(stops_within(pid, PATIENCE), "the run did not end");
+    assert_eq!(
+        runs(dir.path()),
+        [("apply".to_string(), Some("succeeded".to_string()))]
+    );
+    assert_eq!(ledger(dir.path()), ["start", "end", "after"]);
+    // Nothing started before 18:00 CST (00:00 UTC), on the run's own clock.
+    let first: String = db(dir.path())
+        .query_row(
+            "SELECT started_at FROM attempts ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the first attempt");
+    let first: jiff::Timestamp = first.parse().expect("a timestamp");
+    assert!(
+        first >= "2026-12-08T00:00:00Z".parse().expect("a timestamp"),
+        "started at {first}"
+    );
+    let log = fs::read_to_string(background_log(&started.stdout)).expect("the run's log");
+    assert!(log.contains("window closed for long (wait)"), "{log}");
+}
