@@ -424,6 +424,8 @@ fn run(
                 accept_changed: args.accept_changed,
                 interactive: engine::stdin_is_terminal(),
                 args: std::env::args().collect(),
+                // Unattended: a manual step waits for `runner mark` from any shell.
+                wait_for_operator: announcer.is_some(),
             };
             let reporter = reporter(&args.output, clock);
             let interrupt = interrupt(reporter.clone());

@@ -105,6 +105,15 @@ impl Follow<'_> {
                 }
             }
         }
+        if ended.is_none() {
+            if let Some(step) = run_dir.as_deref().and_then(waiting_for_operator) {
+                let _ = writeln!(
+                    body,
+                    "waiting for an operator: manual step `{step}`; when it is done, run `runner mark {} {step} done` (or `skip`)",
+                    view.path
+                );
+            }
+        }
         render_pairs(&view, run_dir.as_deref(), tz, now, &mut body);
         if let Some(fit) = &view.fit {
             if !view.schedule.is_empty() && ended.is_none() {
@@ -248,18 +257,28 @@ fn read_tail(path: &Path, max: u64) -> String {
 /// The step the run waits for and until when, if the run's last event (output aside) is a
 /// wait for the window (`when_closed: wait`).
 fn waiting_for_window(run_dir: &Path) -> Option<(String, Timestamp)> {
-    let text = read_tail(&run_dir.join("events.jsonl"), 64 * 1024);
-    let last = text
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] != "output" && e["event"] != "notice")?;
+    let last = last_event(run_dir)?;
     let until = match last["event"].as_str()? {
         "waiting" => last["until"].as_str()?,
         "window_closed" if last["action"] == "wait" => last["next_start"].as_str()?,
         _ => return None,
     };
     Some((last["step"].as_str()?.to_string(), until.parse().ok()?))
+}
+
+/// The run's last event other than output and notices.
+fn last_event(run_dir: &Path) -> Option<serde_json::Value> {
+    let text = read_tail(&run_dir.join("events.jsonl"), 64 * 1024);
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] != "output" && e["event"] != "notice")
+}
+
+/// The manual step the run waits for an operator on, if that is what it does now.
+fn waiting_for_operator(run_dir: &Path) -> Option<String> {
+    let last = last_event(run_dir)?;
+    (last["event"] == "operator_needed").then(|| last["step"].as_str().map(str::to_string))?
 }
 
 /// "18:00 CST" today, "Mon 7 Dec 18:00 CST" another day, in the playbook's zone.

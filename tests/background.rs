@@ -511,3 +511,64 @@ fn a_background_run_started_before_the_window_sleeps_and_works_when_it_opens() {
     let log = fs::read_to_string(background_log(&started.stdout)).expect("the run's log");
     assert!(log.contains("window closed for long (wait)"), "{log}");
 }
+
+#[test]
+fn a_manual_step_in_a_background_run_waits_for_runner_mark_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    let yaml = format!(
+        "name: night\nwindow:\n  business_hours: []\ntargets:\n  here:\n    transport: local\n\
+         steps:\n\
+         - id: first\n  on: here\n  run: echo first >> {d}/ledger\n\
+         - id: confirm\n  manual: Ask the customer to open a file on the new share.\n\
+         - id: after\n  on: here\n  run: echo after >> {d}/ledger\n"
+    );
+    fs::write(dir.path().join("night.yaml"), yaml).expect("write");
+    let started = runner(&["apply", "night.yaml", "--background"], dir.path(), &[]);
+    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
+    let pid = background_pid(&started.stdout);
+
+    // The watcher is told what to do, with the real command.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["status", "night.yaml", "--follow"])
+        .current_dir(dir.path())
+        .env_remove("RUNNER_NOW")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("status --follow starts");
+    let mut out = std::io::BufReader::new(watch.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).expect("read");
+        assert!(n > 0, "the view ended before the manual step: {seen}");
+        seen.push_str(&line);
+        if line.contains("waiting for an operator") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("run `runner mark night.yaml confirm done` (or `skip`)"),
+        "{seen}"
+    );
+    assert!(process_running(pid), "the run stopped instead of waiting");
+    assert_eq!(ledger(dir.path()), ["first"]);
+    // Only the awaited answer passes the running apply's lock.
+    let other = runner(&["mark", "night.yaml", "first", "done"], dir.path(), &[]);
+    assert_eq!(other.code, 4, "{}{}", other.stdout, other.stderr);
+    let mark = runner(&["mark", "night.yaml", "confirm", "done"], dir.path(), &[]);
+    assert_eq!(mark.code, 0, "{}{}", mark.stdout, mark.stderr);
+    assert!(mark.stdout.contains("goes on"), "{}", mark.stdout);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    assert_eq!(watch.wait().expect("wait").code(), Some(0), "{rest}");
+    assert!(rest.contains("The run ended: succeeded"), "{rest}");
+    assert!(stops_within(pid, PATIENCE));
+    assert_eq!(ledger(dir.path()), ["first", "after"]);
+    assert_eq!(
+        runs(dir.path()),
+        [("apply".to_string(), Some("succeeded".to_string()))]
+    );
+}

@@ -33,6 +33,9 @@ pub struct ApplyOptions {
     /// The command line, for the journal (the caller leaves secrets out: there are none in
     /// arguments by design).
     pub args: Vec<String>,
+    /// Without a terminal, a manual step waits for `runner mark STEP done` (or `skip`) instead
+    /// of stopping with exit 5 (`apply --background`).
+    pub wait_for_operator: bool,
 }
 
 /// What the journal says about a pair, as apply sees it.
@@ -354,7 +357,16 @@ pub fn apply(
         }
 
         if step.is_manual() {
-            match manual(&session, step, opts.interactive) {
+            let waited = (!opts.interactive && opts.wait_for_operator)
+                .then(|| super::mark::wait_for_mark(&session, step, &opts.state));
+            let end = match waited {
+                Some(Ok(())) => ManualEnd::Confirmed,
+                Some(Err(super::mark::NoMark::Interrupted)) => return Ok(interrupted(&session)),
+                Some(Err(super::mark::NoMark::CannotWait)) | None => {
+                    manual(&session, step, opts.interactive)
+                }
+            };
+            match end {
                 ManualEnd::Confirmed => {
                     session.emit(&Event::StepFinished {
                         step: step.id.clone(),
