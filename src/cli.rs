@@ -266,7 +266,8 @@ pub fn main() -> i32 {
             return Exit::InvalidInput.code();
         }
     };
-    if clock.is_shifted() {
+    // A background run's starting command has said it already.
+    if clock.is_shifted() && announcer.is_none() {
         errln!(
             "note: {} is set: the clock starts at {} instead of the real time",
             clock::RUNNER_NOW,
