@@ -143,6 +143,9 @@ struct StatusArgs {
     file: PathBuf,
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     format: TextOrJson,
+    /// Follow the run live until it ends (Ctrl-C leaves, the run goes on).
+    #[arg(long, conflicts_with = "format")]
+    follow: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -244,6 +247,10 @@ struct ApplyArgs {
     /// Keep earlier successes of steps that changed in the playbook since.
     #[arg(long)]
     accept_changed: bool,
+    /// Run detached from this terminal (its own session; output to `runner.log` in the run's
+    /// folder); print the run id and return once the run has started.
+    #[arg(long, conflicts_with = "dry_run")]
+    background: bool,
     #[command(flatten)]
     state: StateArg,
     #[command(flatten)]
@@ -272,6 +279,8 @@ pub fn main() -> i32 {
             };
         }
     };
+    // Before any thread exists: the variable is read and removed from the environment.
+    let announcer = runner::background::Announcer::from_env();
     init_logging(cli.verbose);
     let clock = match Clock::from_env() {
         Ok(c) => c,
@@ -280,14 +289,15 @@ pub fn main() -> i32 {
             return Exit::InvalidInput.code();
         }
     };
-    if clock.is_shifted() {
+    // A background run's starting command has said it already.
+    if clock.is_shifted() && announcer.is_none() {
         errln!(
             "note: {} is set: the clock starts at {} instead of the real time",
             clock::RUNNER_NOW,
             clock.now()
         );
     }
-    match run(cli.command, clock) {
+    match run(cli.command, clock, announcer) {
         Ok(exit) => exit.code(),
         Err(e) => {
             let exit = exit_for(&e);
@@ -379,7 +389,11 @@ fn describe(e: &anyhow::Error) -> String {
 #[error("{0}")]
 struct InvalidArg(String);
 
-fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
+fn run(
+    command: Command,
+    clock: Clock,
+    announcer: Option<runner::background::Announcer>,
+) -> anyhow::Result<Exit> {
     match command {
         Command::Validate { file } => {
             let from = playbook::FitFrom {
@@ -403,12 +417,14 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
         }
         Command::Plan(args) => {
             let pb = playbook::load(&args.file)?;
+            let journal = state_path(&pb, &StateArg { state: None });
             show_plan(
                 &pb,
                 args.start.as_deref(),
                 args.format,
                 args.out.as_deref(),
                 &clock,
+                Some(&journal),
             )
         }
         Command::Apply(args) => {
@@ -417,7 +433,18 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 plan::saved::verify(reviewed, &pb)?;
             }
             if args.dry_run {
-                return show_plan(&pb, args.start.as_deref(), args.format, None, &clock);
+                let journal = state_path(&pb, &args.state);
+                return show_plan(
+                    &pb,
+                    args.start.as_deref(),
+                    args.format,
+                    None,
+                    &clock,
+                    Some(&journal),
+                );
+            }
+            if args.background {
+                return start_background(&args.file);
             }
             let state = state_path(&pb, &args.state);
             let opts = engine::ApplyOptions {
@@ -428,13 +455,23 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 accept_changed: args.accept_changed,
                 interactive: engine::stdin_is_terminal(),
                 args: std::env::args().collect(),
+                // Unattended: a manual step waits for `runner mark` from any shell.
+                wait_for_operator: announcer.is_some(),
             };
             let reporter = reporter(&args.output, clock);
             let notifier = Notifier::new(&pb, &opts.state, clock)?;
             let interrupt = interrupt(reporter.clone());
+            let background = announcer.map(|announcer| runner::background::Child {
+                inner: reporter.clone(),
+                announcer,
+            });
+            let shown: &dyn Reporter = match &background {
+                Some(b) => b,
+                None => reporter.as_ref(),
+            };
             let outcome = match &notifier {
-                Some(n) => engine::apply(&pb, &opts, clock, &Tee(reporter.as_ref(), n), interrupt),
-                None => engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt),
+                Some(n) => engine::apply(&pb, &opts, clock, &Tee(shown, n), interrupt),
+                None => engine::apply(&pb, &opts, clock, shown, interrupt),
             };
             if let Some(n) = notifier {
                 n.finish(NOTIFY_WAIT);
@@ -488,6 +525,10 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let journal = Journal::open_existing(&state)?;
             if let Some(j) = &journal {
                 warn_other_playbook(j, &pb)?;
+            }
+            if args.follow {
+                drop(journal);
+                return follow_run(&pb, &args.file, state, &clock);
             }
             let host = runner::journal::lock::host_name().unwrap_or_default();
             let holder = runner::journal::lock::read_holder_of(&state);
@@ -658,9 +699,13 @@ fn interrupt(reporter: Arc<progress::Console>) -> Interrupt {
             return;
         }
         let name = sig.name();
+        let again = match sig {
+            Signal::Terminate => "Send SIGTERM again (or press Ctrl-C)",
+            _ => "Press Ctrl-C again",
+        };
         match n {
-            1 => errln!("\n{name} received: no new steps will start; running ones are allowed to finish. Press Ctrl-C again to stop them now."),
-            2 => errln!("\n{name} received again: stopping running commands; they will be recorded as interrupted. Press Ctrl-C once more to exit at once."),
+            1 => errln!("\n{name} received: no new steps will start; running commands are allowed to finish, detached jobs are left running on their targets. {again} to stop them now."),
+            2 => errln!("\n{name} received again: stopping running commands; they will be recorded as interrupted. {again} to exit at once."),
             _ => {
                 errln!("\n{name} received a third time: exiting now. What was running stays in the journal as in doubt; the next `runner apply` decides about it.");
                 std::process::exit(Exit::Interrupted.code());
@@ -671,6 +716,158 @@ fn interrupt(reporter: Arc<progress::Console>) -> Interrupt {
         tracing::warn!("cannot install the signal handlers: {e}");
     }
     i
+}
+
+/// When a journal exists: the playbook reduced to what is left, and the text that says what is
+/// done, in doubt and left, and whether the rest fits before business hours.
+fn resume_from_journal(
+    pb: &Playbook,
+    state: &Path,
+    start: jiff::Timestamp,
+) -> anyhow::Result<Option<(Playbook, String)>> {
+    let Some(journal) = Journal::open_existing(state)? else {
+        return Ok(None);
+    };
+    let host = runner::journal::lock::host_name().unwrap_or_default();
+    let view = runner::status::status(pb, Some(&journal), start, &host, None)?;
+    if view.last_run.is_none() {
+        return Ok(None);
+    }
+    let mut done = Vec::new();
+    let mut in_doubt = Vec::new();
+    let mut left = Vec::new();
+    let mut done_pairs = std::collections::HashSet::new();
+    for s in &view.steps {
+        for p in &s.pairs {
+            if p.status.is_done() {
+                done_pairs.insert((s.id.clone(), p.target.clone()));
+            } else if p.status == runner::status::PairStatus::InDoubt {
+                in_doubt.push(format!("{} on {}", s.id, p.target));
+            }
+        }
+        if s.pairs.iter().all(|p| p.status.is_done()) {
+            done.push(s.id.clone());
+        } else {
+            left.push(s.id.clone());
+        }
+    }
+    let is_done = |s: &str, t: &str| done_pairs.contains(&(s.to_string(), t.to_string()));
+    let remaining = runner::resume::remaining(pb, &is_done, start)?;
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut text = format!(
+        "From the journal {}: {} of {} steps done\n  done:     {}\n  in doubt: {}\n  left:     {}\n",
+        state.display(),
+        done.len(),
+        view.steps.len(),
+        list(&done),
+        list(&in_doubt),
+        list(&left),
+    );
+    if !in_doubt.is_empty() {
+        text.push_str(&format!(
+            "  (`runner status {}` says how to decide about what is in doubt)\n",
+            pb.path.display()
+        ));
+    }
+    let summary = remaining.summary(pb, start);
+    let mut chars = summary.chars();
+    let first: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
+    text.push_str(&format!("{first}{}\n\n", chars.as_str()));
+    Ok(Some((runner::resume::left_playbook(pb, &is_done), text)))
+}
+
+/// `status --follow`: redraws the run's view until it ends (exit 0) or the viewer leaves
+/// (Ctrl-C, exit 0; the run goes on). On a terminal the screen is redrawn; elsewhere the view is
+/// printed again when it changes (at most once a minute when only the clock moves).
+fn follow_run(pb: &Playbook, file: &Path, state: PathBuf, clock: &Clock) -> anyhow::Result<Exit> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing Ctrl-C handling")?;
+    }
+    let tty = std::io::stdout().is_terminal();
+    let redactor = engine::targets::Secrets::redactor_for(pb);
+    let mut follow = runner::follow::Follow {
+        pb,
+        runs_dir: engine::runs_dir(&state),
+        state,
+        host: runner::journal::lock::host_name().unwrap_or_default(),
+        run: None,
+    };
+    let mut shown = String::new();
+    let mut shown_key = String::new();
+    let mut shown_at = Instant::now();
+    let mut first = true;
+    loop {
+        let frame = follow.frame(clock.now())?;
+        let text = redactor.redact(&frame.text);
+        if tty {
+            if text != shown {
+                out!("\x1b[H\x1b[2J{text}");
+            }
+        } else if first
+            || frame.key != shown_key
+            || shown_at.elapsed() >= Duration::from_secs(60)
+            || frame.ended.is_some()
+        {
+            if !first {
+                outln!();
+            }
+            out!("{text}");
+            shown_at = Instant::now();
+        }
+        first = false;
+        shown = text;
+        shown_key = frame.key;
+        if frame.ended.is_some() {
+            return Ok(Exit::Success);
+        }
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if stop.load(Ordering::SeqCst) {
+            outln!(
+                "\nLeft the live view; the run goes on. `runner status {} --follow` shows it again.",
+                file.display()
+            );
+            return Ok(Exit::Success);
+        }
+    }
+}
+
+/// `apply --background`: the same command again, detached from this terminal.
+fn start_background(file: &Path) -> anyhow::Result<Exit> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--background")
+        .collect();
+    let launched = runner::background::launch(&args, &mut std::io::stderr())
+        .context("starting the run in the background")?;
+    match launched {
+        runner::background::Launch::Started(s) => {
+            outln!(
+                "started run {} in the background (pid {})\n  log:    {}\n  watch:  runner status {} --follow\n  stop:   kill -TERM {} (no new step starts; running ones finish)",
+                s.run_id,
+                s.pid,
+                s.log.display(),
+                file.display(),
+                s.pid
+            );
+            Ok(Exit::Success)
+        }
+        runner::background::Launch::Failed(code) => Ok(Exit::from_code(code)),
+    }
 }
 
 /// Prints an outcome's message and turns it into the exit code. With `--json` stdout carries
@@ -692,6 +889,7 @@ fn show_plan(
     format: PlanFormat,
     out: Option<&Path>,
     clock: &Clock,
+    journal: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     let start = match start {
         Some(s) => clock::parse_instant(s).map_err(|e| {
@@ -701,14 +899,36 @@ fn show_plan(
         })?,
         None => clock.now(),
     };
-    let p = plan::build(pb, start)?;
+    let mut p = plan::build(pb, start)?;
     if let Some(path) = out {
         plan::saved::save(&p, path)?;
         errln!("saved the reviewed plan to {}", path.display());
     }
+    // With a journal, what is done is not scheduled again: the schedule is of what is left.
+    let resume = match journal {
+        Some(j) => resume_from_journal(pb, j, start)?,
+        None => None,
+    };
+    let mut shown_pb = pb;
+    let left_pb;
+    let mut preface = String::new();
+    if let Some((left, text)) = resume {
+        left_pb = left;
+        p = plan::build(&left_pb, start)?;
+        shown_pb = &left_pb;
+        preface = text;
+    }
+    let pb = shown_pb;
     let text = match format {
-        PlanFormat::Text => plan::render_text(&p, pb),
-        PlanFormat::Markdown => plan::render_markdown(&p, pb),
+        PlanFormat::Text => preface + &plan::render_text(&p, pb),
+        PlanFormat::Markdown => {
+            let preface = if preface.is_empty() {
+                preface
+            } else {
+                format!("## Resume from the journal\n\n```\n{preface}```\n\n")
+            };
+            preface + &plan::render_markdown(&p, pb)
+        }
         PlanFormat::Json => {
             serde_json::to_string_pretty(&p).context("serializing the plan")? + "\n"
         }

@@ -23,4 +23,17 @@ impl Exit {
     pub fn code(self) -> i32 {
         self as i32
     }
+
+    /// The exit a code stands for (an unknown code is a failure).
+    pub fn from_code(code: i32) -> Exit {
+        match code {
+            0 => Exit::Success,
+            2 => Exit::InvalidInput,
+            3 => Exit::WindowClosed,
+            4 => Exit::Conflict,
+            5 => Exit::WaitingForOperator,
+            130 => Exit::Interrupted,
+            _ => Exit::StepFailed,
+        }
+    }
 }

@@ -5,10 +5,12 @@
 //! [`engine`] → [`transport`], with the [`journal`] beside the engine. [`window`] is the pure
 //! business-hours rule everything else asks.
 
+pub mod background;
 pub mod clock;
 pub mod digest;
 pub mod engine;
 pub mod exit;
+pub mod follow;
 pub mod journal;
 pub mod notify;
 pub mod ping;
@@ -16,6 +18,7 @@ pub mod plan;
 pub mod playbook;
 pub mod progress;
 pub mod report;
+pub mod resume;
 pub mod secret;
 pub mod serve;
 pub mod status;

@@ -140,6 +140,24 @@ pub struct StatusView {
     pub simulated_runs: Vec<RunView>,
     /// Notifications of the latest run that sent any, one entry per notification and sink.
     pub notifications: Vec<crate::journal::DeliverySummary>,
+    /// Every step with work left, with its planned start from now (what is done is not
+    /// scheduled again).
+    pub schedule: Vec<ScheduledStep>,
+    /// Whether the rest fits before business hours, as a sentence ("3 steps left, expected to
+    /// end 05:40 CST, business hours at 07:15, margin 1h35m"); None when it cannot be scheduled.
+    pub fit: Option<String>,
+    /// The rest ends before business hours begin (None: it cannot be scheduled).
+    pub fits: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduledStep {
+    pub step: String,
+    pub title: String,
+    /// Its targets with work left.
+    pub targets: Vec<String>,
+    pub start: Timestamp,
+    pub end: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -300,8 +318,45 @@ pub fn status(
         }
         None => Vec::new(),
     };
+    let done: HashSet<(String, String)> = view
+        .steps
+        .iter()
+        .flat_map(|s| {
+            s.pairs
+                .iter()
+                .filter(|p| p.status.is_done())
+                .map(move |p| (s.id.clone(), p.target.clone()))
+        })
+        .collect();
+    let is_done = |s: &str, t: &str| done.contains(&(s.to_string(), t.to_string()));
+    let (schedule, fit, fits) = match crate::resume::remaining(pb, &is_done, now) {
+        Ok(r) => (
+            r.plan
+                .steps
+                .iter()
+                .map(|p| ScheduledStep {
+                    step: p.id.clone(),
+                    title: p.name.clone(),
+                    targets: p
+                        .targets
+                        .iter()
+                        .filter(|t| !is_done(&p.id, t))
+                        .cloned()
+                        .collect(),
+                    start: p.start,
+                    end: p.end,
+                })
+                .collect(),
+            Some(r.summary(pb, now)),
+            Some(r.fits()),
+        ),
+        Err(_) => (Vec::new(), None, None),
+    };
     Ok(StatusView {
         notifications,
+        schedule,
+        fit,
+        fits,
         applied: journal.is_some(),
         lock: lock.map(|h| LockView {
             holder: h.clone(),
@@ -389,6 +444,11 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
             // A detached job runs on the target whatever happens to runner: say where.
             if let (PairState::Running { attempt, .. }, Some(r)) = (state, view.running.as_mut()) {
                 r.detached_job = h.job_dirs.get(&attempt.0).cloned();
+                // Its runner may be gone, the job is not: the next apply follows it to its
+                // end. Nothing about it is in doubt.
+                if r.detached_job.is_some() {
+                    view.status = PairStatus::Running;
+                }
             }
             if let Some(n) = counts.get_mut(&view.status) {
                 *n += 1;
@@ -458,6 +518,9 @@ fn build(pb: &Playbook, h: &History<'_>, now: Timestamp, this_host: &str) -> Sta
             .filter(|r| r.simulated.is_some())
             .map(run_view)
             .collect(),
+        schedule: Vec::new(),
+        fit: None,
+        fits: None,
     }
 }
 
@@ -585,6 +648,9 @@ pub(crate) fn one_line(text: &str, max_chars: usize) -> String {
 
 fn state_text(p: &PairView) -> String {
     let mut s = p.status.label().to_owned();
+    if p.running.as_ref().is_some_and(|r| r.detached_job.is_some()) {
+        s.push_str(" (detached)");
+    }
     if let Some(code) = p.exit_code {
         let _ = write!(s, " (exit {code})");
     }
@@ -766,20 +832,47 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
         }
     }
 
-    let in_doubt: Vec<String> = v
+    let in_doubt: Vec<(&str, &str)> = v
         .steps
         .iter()
         .flat_map(|s| s.pairs.iter().map(move |p| (s, p)))
         .filter(|(_, p)| p.status == PairStatus::InDoubt)
-        .map(|(s, p)| format!("{} on {}", s.id, p.target))
+        .map(|(s, p)| (s.id.as_str(), p.target.as_str()))
         .collect();
     if !in_doubt.is_empty() {
+        let list: Vec<String> = in_doubt
+            .iter()
+            .map(|(s, t)| format!("{s} on {t}"))
+            .collect();
         let _ = writeln!(
             o,
             "\nIn doubt: {}. The runner that started it is gone: it may or may not have had its \
-             effect. Inspect the target, then record what you found with \
-             `runner mark {} STEP done` (or `retry`).",
-            in_doubt.join(", "),
+             effect. Inspect the target, then record what you found:",
+            list.join(", ")
+        );
+        for (s, t) in &in_doubt {
+            let _ = writeln!(
+                o,
+                "  runner mark {} {s}@{t} done    (or `retry`, or `skip`)",
+                v.path
+            );
+        }
+    }
+    let left: Vec<(&str, &str)> = v
+        .steps
+        .iter()
+        .flat_map(|s| s.pairs.iter().map(move |p| (s, p)))
+        .filter(|(_, p)| {
+            p.running.as_ref().is_some_and(|r| r.detached_job.is_some())
+                && !matches!(v.lock.as_ref().map(|l| l.state), Some(LockState::Held))
+        })
+        .map(|(s, p)| (s.id.as_str(), p.target.as_str()))
+        .collect();
+    for (s, t) in &left {
+        let _ = writeln!(
+            o,
+            "\nDetached: the job of {s} on {t} runs on the target without a runner following it; \
+             `runner apply {}` reattaches to it (it is not started again).",
             v.path
         );
     }
@@ -813,6 +906,29 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
                 n.title,
                 waiting.join(", ")
             );
+        }
+    }
+    if !v.schedule.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nSchedule of what is left ({}):",
+            v.timezone.as_deref().unwrap_or("UTC")
+        );
+        for st in &v.schedule {
+            let _ = writeln!(
+                o,
+                "  {}-{}  {} ({}) on {}",
+                short(st.start, tz),
+                st.end.to_zoned_datetime(tz.clone()).strftime("%H:%M"),
+                st.step,
+                st.title,
+                st.targets.join(", ")
+            );
+        }
+    }
+    if let Some(fit) = &v.fit {
+        if !v.schedule.is_empty() {
+            let _ = writeln!(o, "{}", capitalized(fit));
         }
     }
     if !v.unknown_pairs.is_empty() {
@@ -852,6 +968,14 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
         }
     }
     o
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 /// The second line under a pair: why it failed, who marked it, or which process runs it.

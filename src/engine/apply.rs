@@ -33,6 +33,9 @@ pub struct ApplyOptions {
     /// The command line, for the journal (the caller leaves secrets out: there are none in
     /// arguments by design).
     pub args: Vec<String>,
+    /// Without a terminal, a manual step waits for `runner mark STEP done` (or `skip`) instead
+    /// of stopping with exit 5 (`apply --background`).
+    pub wait_for_operator: bool,
 }
 
 /// What the journal says about a pair, as apply sees it.
@@ -354,7 +357,16 @@ pub fn apply(
         }
 
         if step.is_manual() {
-            match manual(&session, step, opts.interactive) {
+            let waited = (!opts.interactive && opts.wait_for_operator)
+                .then(|| super::mark::wait_for_mark(&session, step, &opts.state));
+            let end = match waited {
+                Some(Ok(())) => ManualEnd::Confirmed,
+                Some(Err(super::mark::NoMark::Interrupted)) => return Ok(interrupted(&session)),
+                Some(Err(super::mark::NoMark::CannotWait)) | None => {
+                    manual(&session, step, opts.interactive)
+                }
+            };
+            match end {
                 ManualEnd::Confirmed => {
                     session.emit(&Event::StepFinished {
                         step: step.id.clone(),
@@ -379,6 +391,14 @@ pub fn apply(
             step: step.id.clone(),
             ok,
         });
+        let left: Vec<&str> = ends
+            .iter()
+            .filter(|(_, e)| *e == PairEnd::LeftRunning)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        if !left.is_empty() && failed.is_empty() {
+            return Ok(left_running(&session, step, &left));
+        }
         if ends.iter().any(|(_, e)| *e == PairEnd::Interrupted) && failed.is_empty() {
             return Ok(interrupted(&session));
         }
@@ -421,6 +441,25 @@ fn interrupted(s: &Session<'_>) -> Outcome {
         "interrupted",
         format!(
             "interrupted; run `runner apply {}` to resume",
+            s.pb.path.display()
+        ),
+    )
+}
+
+/// Stopped by the operator while detached jobs ran: they go on on their targets, recorded as
+/// running, and the next apply follows them to their end instead of starting them again.
+fn left_running(s: &Session<'_>, step: &Step, targets: &[&str]) -> Outcome {
+    s.finish(
+        Exit::Interrupted,
+        "interrupted",
+        format!(
+            "interrupted; the detached job of `{}` keeps running on {}; run `runner apply {}` to reattach to it and resume",
+            step.id,
+            targets
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
             s.pb.path.display()
         ),
     )

@@ -317,7 +317,14 @@ pub enum JobEnd {
     Cancelled,
     /// The job vanished without an exit status (killed on the target, or the target rebooted).
     Lost(String),
+    /// The runner was asked to stop (one Ctrl-C or SIGTERM) and leaves the job running on the
+    /// target: its attempt stays `running` with its folder noted, and the next apply follows it.
+    LeftRunning,
 }
+
+/// After the first Ctrl-C or SIGTERM, how long a detached job is still followed before the
+/// runner leaves it running and exits: the time to press Ctrl-C again to stop it instead.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(10);
 
 /// The root of the POSIX job folders on `target`: under the playbook's folder for `local`
 /// targets (absolute: the job's working directory is elsewhere), [`JOB_ROOT`] otherwise.
@@ -401,9 +408,27 @@ pub fn follow(
     let mut offsets = [0u64; 2];
     let mut pause = Duration::from_millis(100);
     let mut failures = 0u32;
+    let mut leave_at: Option<Instant> = None;
     loop {
         if cancel.load(std::sync::atomic::Ordering::SeqCst) {
             return stop(s, flavor, target, dir, JobEnd::Cancelled);
+        }
+        if s.interrupt.stopping() {
+            let at = *leave_at.get_or_insert_with(|| {
+                s.emit(&super::event::Event::Notice {
+                    text: format!(
+                        "the detached job `{}` on `{target}` keeps running on the target: the runner leaves it running and exits in {} s (`runner apply {}` reattaches to it); to stop it on the target instead, press Ctrl-C again now",
+                        out.step(),
+                        LEAVE_GRACE.as_secs(),
+                        s.pb.path.display()
+                    ),
+                });
+                Instant::now() + LEAVE_GRACE
+            });
+            if Instant::now() >= at {
+                out.note("left running: the runner was asked to stop; the next apply follows it");
+                return JobEnd::LeftRunning;
+            }
         }
         if timeout.is_some_and(|t| started.elapsed() >= t) {
             return stop(s, flavor, target, dir, JobEnd::TimedOut);
@@ -429,6 +454,10 @@ pub fn follow(
                 pause = backoff(failures);
             }
         }
+        let pause = match leave_at {
+            Some(at) => pause.min(at.saturating_duration_since(Instant::now())),
+            None => pause,
+        };
         sleep_unless_cancelled(&cancel, pause);
     }
 }

@@ -42,11 +42,25 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
         None => step.targets.iter().map(String::as_str).collect(),
     };
     let who = Who::current();
-    // Marks change what the next apply does: never while an apply is running.
-    let _lock = lock::acquire(
+    // Marks change what the next apply does: never while an apply is running, except the one
+    // answer a running apply waits for (a manual step in a background run).
+    let locked = lock::acquire(
         &opts.state,
         &lock::Holder::this_process("mark", &who.user, clock.now()),
-    )?;
+    );
+    let held = match locked {
+        Ok(l) => Some(l),
+        Err(lock::LockError::Held {
+            holder: Some(h), ..
+        }) if targets == [crate::playbook::OPERATOR]
+            && matches!(opts.mark, MarkKind::Done | MarkKind::Skip)
+            && awaited_by(&opts.state, &h) == Some(step.id.clone()) =>
+        {
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let awaited = held.is_none();
     let mut journal = Journal::open(&opts.state)?;
     // Another playbook's journal is not ours to decide about.
     super::identity::claim(&mut journal, pb, false)?;
@@ -96,6 +110,19 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
         })
         .collect();
     journal.mark_all(&marks)?;
+    if awaited {
+        return Ok(Outcome {
+            exit: Exit::Success,
+            message: format!(
+                "recorded `{}` for step `{}`; the run waiting for it (pid {}) goes on",
+                opts.mark,
+                step.id,
+                read_awaited(&opts.state)
+                    .map(|(p, _)| p)
+                    .unwrap_or_default()
+            ),
+        });
+    }
     Ok(Outcome {
         exit: Exit::Success,
         message: format!(
@@ -111,4 +138,81 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
             }
         ),
     })
+}
+
+/// The file beside the journal that says which manual step a running apply waits for:
+/// `PID STEP`. It lets `runner mark` record that one answer while the apply holds the lock.
+pub fn awaited_path(state: &std::path::Path) -> PathBuf {
+    let mut p = state.as_os_str().to_owned();
+    p.push(".operator");
+    PathBuf::from(p)
+}
+
+fn read_awaited(state: &std::path::Path) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string(awaited_path(state)).ok()?;
+    let (pid, step) = text.trim().split_once(' ')?;
+    Some((pid.parse().ok()?, step.to_string()))
+}
+
+/// The step the lock's holder waits for an operator on, if it is alive and waits.
+fn awaited_by(state: &std::path::Path, holder: &lock::Holder) -> Option<String> {
+    let (pid, step) = read_awaited(state)?;
+    let here = lock::host_name().ok()?;
+    (pid == holder.pid && holder.host == here && crate::journal::process_alive(pid)).then_some(step)
+}
+
+/// Why a manual step was not confirmed by a mark.
+pub(crate) enum NoMark {
+    /// Ctrl-C or SIGTERM while waiting.
+    Interrupted,
+    /// The wait cannot be announced (the file beside the journal cannot be written): the
+    /// step stops the run as without a terminal.
+    CannotWait,
+}
+
+/// A manual step without a terminal, in a run that waits: the operator confirms it with
+/// `runner mark FILE STEP done` (or `skip`) from any shell; the run polls the journal.
+pub(crate) fn wait_for_mark(
+    s: &super::Session<'_>,
+    step: &crate::playbook::Step,
+    state: &std::path::Path,
+) -> Result<(), NoMark> {
+    use super::event::Event;
+    use crate::journal::PairState;
+    let target = crate::playbook::OPERATOR;
+    let instructions = match step.rendered_for(target).map(|r| &r.action) {
+        Some(crate::playbook::RenderedAction::Manual { instructions }) => instructions.clone(),
+        _ => String::new(),
+    };
+    let path = awaited_path(state);
+    if let Err(e) = std::fs::write(&path, format!("{} {}\n", s.who.pid, step.id)) {
+        tracing::warn!("cannot write {}: {e}", path.display());
+        return Err(NoMark::CannotWait);
+    }
+    s.emit(&Event::OperatorNeeded {
+        step: step.id.clone(),
+        instructions: instructions.clone(),
+    });
+    s.emit(&Event::Notice {
+        text: format!(
+            "step `{}` waits for an operator:\n\n  {}\n\nwhen it is done, run `runner mark {} {} done` (or `skip`): this run goes on then",
+            step.id,
+            instructions.trim().replace('\n', "\n  "),
+            s.pb.path.display(),
+            step.id
+        ),
+    });
+    let end = loop {
+        let state = s.journal().pair(&step.id, target);
+        match state {
+            Ok(PairState::Succeeded { .. } | PairState::Skipped { .. }) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the journal while waiting for an operator: {e}"),
+        }
+        if !s.interrupt.sleep(std::time::Duration::from_millis(500)) {
+            break Err(NoMark::Interrupted);
+        }
+    };
+    let _ = std::fs::remove_file(&path);
+    end
 }

@@ -76,6 +76,11 @@ impl<'s, 'a> PairOutput<'s, 'a> {
     }
 
     /// A line from runner itself (attempt boundaries, upload results) into the pair's log.
+    /// The step this output belongs to.
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+
     pub fn note(&mut self, text: &str) {
         let text = self.session.redactor.redact(text);
         self.session

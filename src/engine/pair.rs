@@ -31,6 +31,9 @@ pub enum PairEnd {
     Interrupted,
     /// A retry could not start because the window closed (`when_closed: stop`).
     WindowClosed(Option<Timestamp>),
+    /// A detached job left running on the target at the operator's request (one Ctrl-C or
+    /// SIGTERM); its attempt stays `running` and the next apply follows it.
+    LeftRunning,
 }
 
 fn std_duration(d: Option<jiff::SignedDuration>) -> Option<Duration> {
@@ -83,6 +86,7 @@ pub fn run_pair(
         match end {
             AttemptEnd::Succeeded => return PairEnd::Done,
             AttemptEnd::Interrupted => return PairEnd::Interrupted,
+            AttemptEnd::LeftRunning => return PairEnd::LeftRunning,
             AttemptEnd::Failed(msg) => last_failure = msg,
             AttemptEnd::Fatal(msg) => return PairEnd::Failed(msg),
         }
@@ -94,6 +98,8 @@ pub(crate) enum AttemptEnd {
     Succeeded,
     Failed(String),
     Interrupted,
+    /// A detached job left running (see [`PairEnd::LeftRunning`]).
+    LeftRunning,
     /// Do not retry: the journal could not record intent, so nothing may run.
     Fatal(String),
 }
@@ -279,15 +285,13 @@ pub(crate) fn run_attempt(
         (_, RenderedAction::Reboot { .. }) => Ok(Ok(Exit::Code(0))),
         (Phase::Job(dir), _) => {
             job_dir = Some(dir.clone());
-            job_result(super::detach::follow(
-                s,
-                flavor,
-                target,
-                dir,
-                ctl.timeout,
-                started,
-                &mut out,
-            ))
+            match super::detach::follow(s, flavor, target, dir, ctl.timeout, started, &mut out) {
+                super::detach::JobEnd::LeftRunning => {
+                    out.finish();
+                    return AttemptEnd::LeftRunning;
+                }
+                end => job_result(end),
+            }
         }
         (Phase::Fresh, RenderedAction::Run { command }) if detached => {
             let dir = flavor.job_dir(&super::detach::job_root(s, target), &s.run, id);
@@ -304,7 +308,7 @@ pub(crate) fn run_attempt(
                 Err(m) => Ok(Err(m)),
                 Ok(()) => {
                     job_dir = Some(dir.clone());
-                    job_result(super::detach::follow(
+                    match super::detach::follow(
                         s,
                         flavor,
                         target,
@@ -312,7 +316,13 @@ pub(crate) fn run_attempt(
                         ctl.timeout,
                         started,
                         &mut out,
-                    ))
+                    ) {
+                        super::detach::JobEnd::LeftRunning => {
+                            out.finish();
+                            return AttemptEnd::LeftRunning;
+                        }
+                        end => job_result(end),
+                    }
                 }
             }
         }
@@ -600,6 +610,7 @@ fn job_result(end: super::detach::JobEnd) -> Result<Result<Exit, String>, Lost> 
         JobEnd::TimedOut => Ok(Ok(Exit::TimedOut)),
         JobEnd::Cancelled => Ok(Ok(Exit::Cancelled)),
         JobEnd::Lost(m) => Err(Lost(m)),
+        JobEnd::LeftRunning => Err(Lost("left running on the target".into())),
     }
 }
 

@@ -516,3 +516,58 @@ fn review_warnings_are_grouped_riskiest_first_and_spare_changes_none() {
         .collect();
     assert_eq!(codes[0], "no-rollback-before-ponr", "{codes:?}");
 }
+
+/// Three local steps of an hour each; the second fails until `fixed` exists.
+fn half_done(dir: &Path) {
+    let yaml = format!(
+        "name: half\nwindow:\n  timezone: America/Chicago\n  business_hours:\n    - {{ days: mon-fri, from: \"07:15\", to: \"18:00\" }}\n\
+         targets:\n  here:\n    transport: local\n\
+         steps:\n\
+         - id: one\n  on: here\n  run: echo one\n  estimate: 1h\n\
+         - id: two\n  on: here\n  run: test -e {}\n  estimate: 1h\n\
+         - id: three\n  on: here\n  run: echo three\n  estimate: 1h\n",
+        dir.join("fixed").display()
+    );
+    std::fs::write(dir.join("half.yaml"), yaml).unwrap();
+    let r = runner(
+        &["apply", "half.yaml"],
+        dir,
+        &[("RUNNER_NOW", "2026-11-30T19:00:00-06:00")],
+    );
+    assert_eq!(r.code, 1, "the second step fails: {}{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn plan_and_dry_run_with_a_half_done_journal_schedule_only_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    half_done(dir.path());
+    for args in [
+        &["plan", "half.yaml", "--start", "2026-11-30T20:00:00-06:00"][..],
+        &[
+            "apply",
+            "half.yaml",
+            "--dry-run",
+            "--start",
+            "2026-11-30T20:00:00-06:00",
+        ][..],
+    ] {
+        let r = runner(args, dir.path(), &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let o = &r.stdout;
+        assert!(o.contains("1 of 3 steps done"), "{o}");
+        assert!(o.contains("  done:     one\n"), "{o}");
+        assert!(o.contains("  in doubt: none\n"), "{o}");
+        assert!(o.contains("  left:     two, three\n"), "{o}");
+        assert!(
+            o.contains(
+                "2 steps left, expected to end 22:00 CST, business hours at Tue 1 Dec 07:15, margin 9h15m"
+            ),
+            "{o}"
+        );
+        // The schedule is of what is left: the done step is not scheduled again.
+        assert!(o.contains("20:00-21:00  two"), "{o}");
+        assert!(o.contains("21:00-22:00  three"), "{o}");
+        assert!(!o.contains("  one  "), "{o}");
+        assert!(o.contains("(2 steps, 1 night)"), "{o}");
+    }
+}

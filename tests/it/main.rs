@@ -4,6 +4,7 @@
 mod apply_crash;
 mod apply_ssh;
 mod apply_winrm;
+mod background;
 mod cli_ping;
 mod cli_plan;
 mod cli_validate;

@@ -378,7 +378,30 @@ fn status_shows_states_counts_and_next_step() {
     assert!(text.contains("rolled back"), "{text}");
     assert!(text.contains("Next: stop-shares"), "{text}");
     assert!(text.contains("window allows it now"), "{text}");
-    assert!(text.contains("runner mark"), "{text}");
+    // The hint is the real command, ready to paste: the path as given, the real pair.
+    assert!(
+        text.contains(&format!(
+            "runner mark {} switch-dns@fs1 done",
+            f.pb.path.display()
+        )),
+        "{text}"
+    );
+    // The rest of the schedule, every step with work left, not only the next one.
+    let left: Vec<(&str, Vec<String>)> = v
+        .schedule
+        .iter()
+        .map(|s| (s.step.as_str(), s.targets.clone()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            ("stop-shares", vec!["fs2".to_string()]),
+            ("switch-dns", vec!["fs1".to_string()]),
+            ("tell-dc", vec!["dc1".to_string()])
+        ]
+    );
+    assert!(text.contains("Schedule of what is left"), "{text}");
+    assert!(text.contains("3 steps left, expected to end"), "{text}");
 
     let json: serde_json::Value = serde_json::to_value(&v).unwrap();
     assert_eq!(json["counts"]["in_doubt"], 1);

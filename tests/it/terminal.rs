@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::tmux::Tmux;
 use crate::common::{process_running, stops_within};
 use crate::common_cli::runner;
 
@@ -91,39 +92,6 @@ fn attempts(dir: &Path) -> Vec<(String, String, String)> {
 
 fn triple(s: (&str, &str, &str)) -> (String, String, String) {
     (s.0.to_string(), s.1.to_string(), s.2.to_string())
-}
-
-/// A tmux server of its own for one test; killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new(dir: &Path) -> Tmux {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "runner-test".into());
-        Tmux {
-            socket: format!("runner-{name}"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("tmux runs (scripts/test.sh installs it)")
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod sshd;
+pub mod tmux;
 pub mod winrm_server;
 
 use std::path::{Path, PathBuf};
