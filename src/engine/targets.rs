@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::playbook::{Playbook, ShellKind, Target, TransportKind, WinrmAuth};
-use crate::secret::{Redactor, Secret, SecretError};
+use crate::playbook::{EnvValue, Playbook, Rendered, ShellKind, Target, TransportKind, WinrmAuth};
+use crate::secret::{Redactor, Secret, SecretError, SecretRef};
 use crate::transport::winrm::{parse_cert_sha256, Credentials, TlsTrust};
 use crate::transport::{
     LocalTransport, Shell, SshAuth, SshConfig, SshTransport, Transport, TransportError,
@@ -29,6 +29,8 @@ pub fn shell_of(kind: ShellKind) -> Shell {
 pub enum TargetError {
     #[error("target `{target}`: {source}")]
     Secret { target: String, source: SecretError },
+    #[error("step `{step}`: {source}")]
+    StepSecret { step: String, source: SecretError },
     #[error("target `{target}`: {what} is not supported by this build yet")]
     Unsupported { target: String, what: String },
 }
@@ -37,6 +39,8 @@ pub enum TargetError {
 #[derive(Default)]
 pub struct Secrets {
     by_target: BTreeMap<String, (Option<Secret>, Option<Secret>)>,
+    /// Secrets of steps' `env` and `stdin`, by their reference as written.
+    inputs: BTreeMap<String, Secret>,
 }
 
 impl Secrets {
@@ -48,6 +52,28 @@ impl Secrets {
         redactor: &mut Redactor,
     ) -> Result<Secrets, TargetError> {
         let mut by_target = BTreeMap::new();
+        let targets: Vec<&str> = targets.into_iter().collect();
+        // The `env` and `stdin` secrets of every step that runs on one of these targets.
+        let mut inputs = BTreeMap::new();
+        for step in pb
+            .steps
+            .iter()
+            .filter(|s| s.targets.iter().any(|t| targets.contains(&t.as_str())))
+        {
+            for r in step_secret_refs(step) {
+                if inputs.contains_key(&r.to_string()) {
+                    continue;
+                }
+                let s = r
+                    .resolve(&pb.dir)
+                    .map_err(|source| TargetError::StepSecret {
+                        step: step.id.clone(),
+                        source,
+                    })?;
+                redactor.add(&s);
+                inputs.insert(r.to_string(), s);
+            }
+        }
         for name in targets {
             let Some(t) = pb.targets.get(name) else {
                 continue;
@@ -81,7 +107,7 @@ impl Secrets {
                 redactor.add(&s);
             }
         }
-        Ok(Secrets { by_target })
+        Ok(Secrets { by_target, inputs })
     }
 
     /// Like [`Secrets::resolve`] for the `required` targets (those with work to do: a missing
@@ -107,6 +133,17 @@ impl Secrets {
             }
             all.by_target.insert(name.clone(), (password, passphrase));
         }
+        for step in &pb.steps {
+            for r in step_secret_refs(step) {
+                if all.inputs.contains_key(&r.to_string()) {
+                    continue;
+                }
+                if let Ok(s) = r.resolve(&pb.dir) {
+                    redactor.add(&s);
+                    all.inputs.insert(r.to_string(), s);
+                }
+            }
+        }
         Ok(all)
     }
 
@@ -118,9 +155,45 @@ impl Secrets {
         r
     }
 
+    /// What the command of `r` gets besides its text: its `env` (plain values and resolved
+    /// secrets) and `stdin`. A secret that could not be read is left out (the run resolved
+    /// every one a step with work needs before it started).
+    pub fn inputs_of(&self, r: &Rendered) -> (Vec<(String, Secret)>, Option<Secret>) {
+        let env = r
+            .env
+            .iter()
+            .filter_map(|v| match &v.value {
+                EnvValue::Plain(text) => Some((v.name.clone(), Secret::new(text.clone()))),
+                EnvValue::Secret(r) => self
+                    .inputs
+                    .get(&r.to_string())
+                    .map(|s| (v.name.clone(), s.clone())),
+            })
+            .collect();
+        let stdin = r
+            .stdin
+            .as_ref()
+            .and_then(|r| self.inputs.get(&r.to_string()).cloned());
+        (env, stdin)
+    }
+
     fn of(&self, target: &str) -> (Option<Secret>, Option<Secret>) {
         self.by_target.get(target).cloned().unwrap_or((None, None))
     }
+}
+
+/// The secret references of a step's `env` and `stdin` (the same for every target).
+fn step_secret_refs(step: &crate::playbook::Step) -> Vec<&SecretRef> {
+    let mut out = Vec::new();
+    for r in &step.rendered {
+        for v in &r.env {
+            if let EnvValue::Secret(s) = &v.value {
+                out.push(s);
+            }
+        }
+        out.extend(r.stdin.iter());
+    }
+    out
 }
 
 /// Builds the transport for a target (without connecting).

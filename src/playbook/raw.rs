@@ -278,6 +278,26 @@ pub struct RawStep {
     /// Must finish within `within` of the end of step `after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<RawDeadline>,
+    /// Environment variables of the command, its check and its rollback (run and script
+    /// steps): `NAME: { env: VARIABLE }` or `NAME: { file: PATH }` for a secret, which is
+    /// passed without ever being in a command line, the plan, the journal or a report; or
+    /// `NAME: text` for an ordinary value, shown in the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, RawEnvValue>>,
+    /// A secret given to the command on its standard input (followed by a newline, then the
+    /// end of input): `{ env: VARIABLE }` or `{ file: PATH }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<RawSecretRef>,
+}
+
+/// The value of a step's environment variable: a secret by reference, or plain text.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawEnvValue {
+    /// An ordinary value, shown in the plan (never a password: reference those).
+    Plain(String),
+    /// A secret: `{ env: VARIABLE }` or `{ file: PATH }`.
+    Secret(RawSecretRef),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

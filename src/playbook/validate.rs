@@ -11,14 +11,15 @@ use minijinja::Value;
 
 use super::diagnostic::{suggestion_or_choices, Diagnostic};
 use super::raw::{
-    RawAddresses, RawDays, RawEmail, RawOn, RawPlaybook, RawSecretRef, RawSink, RawStep, RawTarget,
+    RawAddresses, RawDays, RawEmail, RawEnvValue, RawOn, RawPlaybook, RawSecretRef, RawSink,
+    RawStep, RawTarget,
 };
 use super::source::{Pos, Seg, Source};
 use super::template::{json_to_value, TemplateError, Templates};
 use super::{
-    expand_home, sha256_hex, structure, Action, Deadline, FileRef, LoadError, Playbook, Rendered,
-    RenderedAction, ShellKind, Step, Target, TransportKind, WinrmAuth, MAX_PLAYBOOK_BYTES,
-    OPERATOR,
+    expand_home, sha256_hex, structure, Action, Deadline, EnvValue, EnvVar, FileRef, LoadError,
+    Playbook, Rendered, RenderedAction, ShellKind, Step, Target, TransportKind, WinrmAuth,
+    MAX_PLAYBOOK_BYTES, OPERATOR,
 };
 use crate::notify::{EmailSink, HttpUrl, NotifyEvent, Sink, SinkKind, Smtp};
 use crate::secret::SecretRef;
@@ -152,6 +153,10 @@ const SERDE_NAMES: &[(&str, &str)] = &[
     (
         "untagged enum RawOn",
         "a target or group name, or a list of them",
+    ),
+    (
+        "untagged enum RawEnvValue",
+        "plain text, or a secret as `{ env: NAME }` or `{ file: PATH }`",
     ),
     (
         "untagged enum RawDays",
@@ -1148,6 +1153,8 @@ impl Validator<'_> {
             );
         }
 
+        let inputs = self.inputs(&p, s, action.as_ref(), estimate, &expanded, targets);
+
         if self.diags.len() != before {
             return None;
         }
@@ -1159,7 +1166,16 @@ impl Validator<'_> {
         };
         let mut rendered = Vec::new();
         for t in &pair_targets {
-            rendered.push(self.render(&base, s, &action, raw, targets.get(t), t, &ok_codes)?);
+            rendered.push(self.render(
+                &base,
+                s,
+                &action,
+                raw,
+                targets.get(t),
+                t,
+                &ok_codes,
+                &inputs,
+            )?);
         }
         Some(Step {
             index: i,
@@ -1185,6 +1201,89 @@ impl Validator<'_> {
             line: self.src.locate(&p("id")).0.line,
             rendered,
         })
+    }
+
+    /// A step's `env` and `stdin`: valid names, secrets by reference, and only where they can
+    /// reach the command without a command line (run and script steps, attached, `sh` over SSH).
+    fn inputs(
+        &mut self,
+        p: &dyn Fn(&str) -> Vec<Seg>,
+        s: &RawStep,
+        action: Option<&Action>,
+        estimate: Option<SignedDuration>,
+        expanded: &[String],
+        targets: &BTreeMap<String, Target>,
+    ) -> (Vec<EnvVar>, Option<SecretRef>) {
+        let mut env = Vec::new();
+        for (name, value) in s.env.iter().flatten() {
+            let mut q = p("env");
+            q.push(key(name));
+            if !is_identifier(name) {
+                self.err(
+                    &q,
+                    format!("`{name}` is not a valid environment variable name"),
+                    Some(
+                        "use letters, digits and `_`, not starting with a digit, e.g. `ADMIN_PW`"
+                            .into(),
+                    ),
+                );
+                continue;
+            }
+            match value {
+                RawEnvValue::Plain(text) if text.contains('\0') => self.err(
+                    &q,
+                    format!("`env.{name}` contains a NUL byte"),
+                    Some("environment variables cannot hold NUL bytes".into()),
+                ),
+                RawEnvValue::Plain(text) => env.push(EnvVar {
+                    name: name.clone(),
+                    value: EnvValue::Plain(text.clone()),
+                }),
+                RawEnvValue::Secret(r) => {
+                    if let Some(r) = self.secret(&q, &Some(r.clone())) {
+                        env.push(EnvVar {
+                            name: name.clone(),
+                            value: EnvValue::Secret(r),
+                        });
+                    }
+                }
+            }
+        }
+        let stdin = self.secret(&p("stdin"), &s.stdin);
+        let key_given = if s.env.is_some() { "env" } else { "stdin" };
+        if s.env.is_none() && s.stdin.is_none() {
+            return (env, stdin);
+        }
+        let runs = matches!(action, Some(Action::Run(_)) | Some(Action::Script(_)));
+        if action.is_some() && !runs {
+            self.err(
+                &p(key_given),
+                format!("`{key_given}` applies to `run` and `script` steps"),
+                Some("remove it, or pass the value to a `run` or `script` step".into()),
+            );
+        }
+        let detached = s
+            .detach
+            .unwrap_or_else(|| estimate.is_some_and(|e| e >= super::DETACH_FROM));
+        if detached && matches!(action, Some(Action::Run(_))) {
+            self.err(
+                &p(key_given),
+                format!("a step with `{key_given}` cannot run detached: a detached job would have to keep its secrets on the target's disk"),
+                Some("set `detach: false` on this step (steps estimated at 15 minutes or more run detached by default)".into()),
+            );
+        }
+        for name in expanded {
+            if let Some(t) = targets.get(name) {
+                if t.transport == TransportKind::Ssh && t.shell != ShellKind::Sh {
+                    self.err(
+                        &p(key_given),
+                        format!("`{key_given}` reaches commands over SSH only with `shell: sh`, and target `{name}` uses another shell"),
+                        Some("run this step on an `sh` target, or reach the Windows server over WinRM, where `env` and `stdin` work with every shell".into()),
+                    );
+                }
+            }
+        }
+        (env, stdin)
     }
 
     /// A local file the step sends: it must exist now, and its hash goes into the plan.
@@ -1228,6 +1327,7 @@ impl Validator<'_> {
         target: Option<&Target>,
         target_name: &str,
         ok_codes: &[i64],
+        inputs: &(Vec<EnvVar>, Option<SecretRef>),
     ) -> Option<Rendered> {
         let ctx = context(raw, target, target_name);
         let render = |field: &str, text: &str, v: &mut Validator<'_>| -> Option<String> {
@@ -1293,12 +1393,23 @@ impl Validator<'_> {
             Some(c) => Some(render("rollback", c, self)?),
             None => None,
         };
+        let (env, stdin) = inputs;
         let def_hash = {
-            let basis = serde_json::json!({
+            let mut basis = serde_json::json!({
                 "action": &rendered_action,
                 "check": &check,
                 "ok_codes": ok_codes,
             });
+            // Only when given, so that the identity of every step without them is unchanged.
+            // References and plain values, never a secret's value.
+            if let Some(b) = basis.as_object_mut() {
+                if !env.is_empty() {
+                    b.insert("env".into(), serde_json::json!(env));
+                }
+                if let Some(r) = stdin {
+                    b.insert("stdin".into(), serde_json::json!(r));
+                }
+            }
             sha256_hex(basis.to_string().as_bytes())
         };
         Some(Rendered {
@@ -1307,6 +1418,8 @@ impl Validator<'_> {
             check,
             rollback,
             def_hash,
+            env: env.clone(),
+            stdin: stdin.clone(),
         })
     }
 }

@@ -58,6 +58,14 @@ pub struct Control {
     pub timeout: Option<Duration>,
     /// Set to stop the command now; polled at least every few hundred milliseconds.
     pub cancel: Arc<AtomicBool>,
+    /// Environment variables the command gets (a step's `env`), passed the way the transport
+    /// keeps them out of every command line: over SSH on the wrapper's standard input, over
+    /// WinRM in the shell's environment, locally in the child's environment. A name is
+    /// `[A-Za-z_][A-Za-z0-9_]*`; a value holds no NUL.
+    pub env: Vec<(String, Secret)>,
+    /// What the command reads on its standard input (a step's `stdin`), followed by a newline
+    /// and the end of input. Without it a command reads nothing.
+    pub stdin: Option<Secret>,
 }
 
 impl Control {
@@ -65,7 +73,14 @@ impl Control {
         Control {
             timeout,
             cancel: Arc::new(AtomicBool::new(false)),
+            env: Vec::new(),
+            stdin: None,
         }
+    }
+
+    /// True when the command gets environment variables or standard input.
+    pub fn has_input(&self) -> bool {
+        !self.env.is_empty() || self.stdin.is_some()
     }
 
     pub fn is_cancelled(&self) -> bool {

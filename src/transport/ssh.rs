@@ -493,7 +493,9 @@ impl SshTransport {
             return self.run_content(&content, shell, ctl, token, out);
         }
         let token = token.map_or_else(random_token, str::to_string);
-        let line = shell::tracked_command_line(shell, Payload::Inline(script), &token);
+        let input = shell == Shell::Sh && ctl.has_input();
+        let line =
+            shell::tracked_command_line_with_input(shell, Payload::Inline(script), &token, input);
         let tracking = Tracking {
             shell,
             token: &token,
@@ -535,6 +537,23 @@ impl SshTransport {
             let err = self.ssh_err("starting a command (it may or may not have started)", &e);
             self.orphan = orphan_after(&err, tracking.shell, None, tracking.token);
             return Err(err);
+        }
+        if tracking.shell == Shell::Sh && ctl.has_input() {
+            // The wrapper waits for these lines before the command starts: environment and
+            // stdin travel inside the channel, never in a command line.
+            let block = shell::input_block(&ctl.env, ctl.stdin.as_ref());
+            let sent = channel
+                .write_all(block.expose().as_bytes())
+                .and_then(|()| channel.flush());
+            if let Err(e) = sent {
+                let err = self.lost(
+                    "sending the command's environment (it may or may not have started)",
+                    e.to_string(),
+                );
+                self.mark_broken();
+                self.orphan = orphan_after(&err, tracking.shell, None, tracking.token);
+                return Err(err);
+            }
         }
         let mut marker = PidMarkerFilter::new();
         let (shell, token) = (tracking.shell, tracking.token);
@@ -874,7 +893,9 @@ impl SshTransport {
             }
         };
         self.write_new_file(&sftp_path, content)?;
-        let line = shell::tracked_command_line(shell, Payload::File(&run_path), &token);
+        let input = shell == Shell::Sh && ctl.has_input();
+        let line =
+            shell::tracked_command_line_with_input(shell, Payload::File(&run_path), &token, input);
         let tracking = Tracking {
             shell,
             token: &token,

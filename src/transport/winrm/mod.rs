@@ -34,6 +34,7 @@ use super::{
     hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Identity, Orphan,
     OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
+use crate::secret::Secret;
 use http::HttpClient;
 use soap::Endpoint;
 
@@ -417,14 +418,14 @@ impl WinrmTransport {
         }
     }
 
-    fn create_shell(&mut self) -> Result<String, TransportError> {
-        let body = soap::create_shell(&self.ep, &soap::message_id());
+    fn create_shell(&mut self, env: &[(String, Secret)]) -> Result<String, TransportError> {
+        let body = soap::create_shell(&self.ep, &soap::message_id(), env);
         let r = match self.simple(body, "opening a shell") {
             // Nothing runs in a new shell yet, so one retry on a fresh connection is safe
             // (at worst an empty shell idles out on the target).
             Err(e) if e.is_connection_lost() => {
                 tracing::info!(target = %self.describe(), error = %e, "WinRM connection lost while opening a shell; retrying once");
-                let body = soap::create_shell(&self.ep, &soap::message_id());
+                let body = soap::create_shell(&self.ep, &soap::message_id(), env);
                 self.simple(body, "opening a shell")?
             }
             other => other?,
@@ -475,7 +476,7 @@ impl WinrmTransport {
     ) -> Result<Exit, TransportError> {
         self.orphan = None;
         self.connect()?;
-        let shell_id = self.create_shell()?;
+        let shell_id = self.create_shell(&ctl.env)?;
         if let Some(announce) = announce {
             let who = Orphan::WinrmShell {
                 shell_id: shell_id.clone(),
@@ -490,6 +491,24 @@ impl WinrmTransport {
                 });
             }
         }
+        // A step's `stdin`: its value and a newline, then the end of input.
+        let mut secret_input = ctl
+            .stdin
+            .as_ref()
+            .map(|v| Some(Secret::new(format!("{}\r\n", v.expose()))));
+        let mut feed_secret = || -> Result<Option<Vec<u8>>, TransportError> {
+            Ok(secret_input
+                .as_mut()
+                .and_then(Option::take)
+                .map(|s| s.expose().as_bytes().to_vec()))
+        };
+        type Feed<'f> = &'f mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>;
+        let mut given = stdin;
+        let stdin: Option<Feed<'_>> = match given.as_mut() {
+            Some(feed) => Some(&mut **feed),
+            None if ctl.stdin.is_some() => Some(&mut feed_secret),
+            None => None,
+        };
         let result = self.run_in_shell(&shell_id, line, stdin, ctl, out);
         let deleted = self.delete_shell(&shell_id);
         match (result, deleted) {
