@@ -4,6 +4,8 @@
 
 mod common;
 mod common_cli;
+#[path = "common/winrm_server.rs"]
+mod winrm_server;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -395,4 +397,71 @@ fn env_and_stdin_mistakes_are_refused_with_their_position() {
         "exactly one",
         "p.yaml:17:",
     );
+}
+
+#[test]
+fn env_and_stdin_secrets_reach_a_winrm_command_in_its_shell_environment() {
+    const WINRM_PW: &str = "Apply!pw";
+    let srv = winrm_server::WinrmServer::start(
+        "127.0.16.3",
+        winrm_server::Options {
+            user: "admin".into(),
+            password: WINRM_PW.into(),
+            ..winrm_server::Options::default()
+        },
+    );
+    srv.program(
+        "type con > NUL",
+        vec![winrm_server::Reply::finish("read\r\n", "", 0)],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("file-pw.txt"), format!("{FILE_PW}\n")).expect("write");
+    let yaml = format!(
+        "name: secrets\nwindow:\n  business_hours: []\ntargets:\n  dc:\n    transport: winrm\n    host: {host}\n    port: {port}\n    user: admin\n    password: {{ env: RUNNER_TEST_WINRM_PW }}\n    auth: basic\n    allow_unencrypted: true\nsteps:\n\
+         - id: show\n  on: dc\n  run: echo shown %ADMIN_PW% %MODE%\n  env:\n    ADMIN_PW: {{ env: RUNNER_TEST_ADMIN_PW }}\n    FILE_PW: {{ file: file-pw.txt }}\n    MODE: fast\n\
+         - id: read\n  on: dc\n  run: type con > NUL\n  stdin: {{ env: RUNNER_TEST_STDIN_PW }}\n",
+        host = srv.host(),
+        port = srv.port(),
+    );
+    let pb = dir.path().join("cutover.yaml");
+    fs::write(&pb, yaml).expect("write the playbook");
+    let pb_s = pb.display().to_string();
+    let mut env = secret_env().to_vec();
+    env.push(("RUNNER_TEST_WINRM_PW", WINRM_PW));
+    let r = runner(&["apply", &pb_s], dir.path(), &env);
+    assert_exit(&r, 0);
+    assert!(
+        r.stdout.contains("shown ******** fast"),
+        "the command saw the variable, and its output is masked:\n{}",
+        show(&r)
+    );
+    let started = srv.started();
+    let show_cmd = started
+        .iter()
+        .find(|s| s.line.contains("shown"))
+        .expect("the step's command started");
+    assert_eq!(
+        show_cmd.env.get("ADMIN_PW").map(String::as_str),
+        Some(ADMIN_PW)
+    );
+    assert_eq!(
+        show_cmd.env.get("FILE_PW").map(String::as_str),
+        Some(FILE_PW)
+    );
+    assert_eq!(show_cmd.env.get("MODE").map(String::as_str), Some("fast"));
+    let read_cmd = started
+        .iter()
+        .find(|s| s.line.contains("type con"))
+        .expect("the stdin step's command started");
+    assert_eq!(
+        read_cmd.stdin.as_deref(),
+        Some(format!("{STDIN_PW}\r\n").as_bytes()),
+        "stdin holds the value and a newline, then ends"
+    );
+    for s in &started {
+        assert_no_secret(&format!("the command line {:?}", s.line), s.line.as_bytes());
+    }
+    for f in files_below(&dir.path().join(".runner")) {
+        assert_no_secret(&f.display().to_string(), &fs::read(&f).expect("read"));
+    }
 }
