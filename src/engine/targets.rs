@@ -52,7 +52,17 @@ impl Secrets {
         redactor: &mut Redactor,
     ) -> Result<Secrets, TargetError> {
         let mut by_target = BTreeMap::new();
-        let targets: Vec<&str> = targets.into_iter().collect();
+        let mut targets: Vec<&str> = targets.into_iter().collect();
+        // The jump hosts a target is reached through log in with their own secrets.
+        let mut i = 0;
+        while i < targets.len() {
+            if let Some(via) = pb.targets.get(targets[i]).and_then(|t| t.jump.as_deref()) {
+                if !targets.contains(&via) {
+                    targets.push(via);
+                }
+            }
+            i += 1;
+        }
         // The `env` and `stdin` secrets of every step that runs on one of these targets.
         let mut inputs = BTreeMap::new();
         for step in pb
@@ -202,33 +212,58 @@ pub fn make_transport(
     t: &Target,
     secrets: &Secrets,
 ) -> Result<Box<dyn Transport>, TargetError> {
-    let (password, passphrase) = secrets.of(&t.name);
+    let (password, _) = secrets.of(&t.name);
     match t.transport {
         TransportKind::Local => Ok(Box::new(LocalTransport::new(pb.dir.clone()))),
         TransportKind::Ssh => {
-            let auth = match (&t.key, password) {
-                (Some(key), _) => SshAuth::Key {
-                    path: key.clone(),
-                    passphrase,
-                },
-                (None, Some(pw)) => SshAuth::Password(pw),
-                (None, None) => SshAuth::Agent,
-            };
-            let known_hosts = t.known_hosts.clone().unwrap_or_else(default_known_hosts);
-            Ok(Box::new(SshTransport::new(SshConfig {
-                name: t.name.clone(),
-                host: t.host.clone().unwrap_or_default(),
-                port: t.port.unwrap_or(22),
-                user: t.user.clone().unwrap_or_default(),
-                auth,
-                known_hosts,
-                connect_timeout: CONNECT_TIMEOUT,
-                keepalive: t
-                    .keepalive
-                    .unwrap_or(crate::transport::ssh::DEFAULT_KEEPALIVE),
-            })))
+            // The jump hosts, the one reached directly first (validate refused cycles; the
+            // bound keeps a bad model from looping).
+            let mut hops = Vec::new();
+            let mut via = t.jump.as_deref();
+            while let Some(name) = via {
+                let Some(hop) = pb.targets.get(name) else {
+                    break;
+                };
+                if hops.len() >= pb.targets.len() {
+                    return Err(TargetError::Unsupported {
+                        target: t.name.clone(),
+                        what: "a circle of jump hosts".into(),
+                    });
+                }
+                hops.insert(0, ssh_config(hop, secrets));
+                via = hop.jump.as_deref();
+            }
+            Ok(Box::new(SshTransport::through(
+                ssh_config(t, secrets),
+                hops,
+            )))
         }
         TransportKind::Winrm => make_winrm(t, password).map(|w| Box::new(w) as Box<dyn Transport>),
+    }
+}
+
+/// How to log into the SSH target `t`.
+fn ssh_config(t: &Target, secrets: &Secrets) -> SshConfig {
+    let (password, passphrase) = secrets.of(&t.name);
+    let auth = match (&t.key, password) {
+        (Some(key), _) => SshAuth::Key {
+            path: key.clone(),
+            passphrase,
+        },
+        (None, Some(pw)) => SshAuth::Password(pw),
+        (None, None) => SshAuth::Agent,
+    };
+    SshConfig {
+        name: t.name.clone(),
+        host: t.host.clone().unwrap_or_default(),
+        port: t.port.unwrap_or(22),
+        user: t.user.clone().unwrap_or_default(),
+        auth,
+        known_hosts: t.known_hosts.clone().unwrap_or_else(default_known_hosts),
+        connect_timeout: CONNECT_TIMEOUT,
+        keepalive: t
+            .keepalive
+            .unwrap_or(crate::transport::ssh::DEFAULT_KEEPALIVE),
     }
 }
 

@@ -176,6 +176,9 @@ fn targets_lines(pb: &Playbook) -> Vec<(String, String)> {
             if let Some(k) = &t.key {
                 d.push_str(&format!(", key {}", k.display()));
             }
+            if let Some(j) = &t.jump {
+                d.push_str(&format!(", through jump host {j}"));
+            }
             if let Some(a) = t.auth {
                 d.push_str(match a {
                     crate::playbook::WinrmAuth::Basic => ", auth basic",

@@ -91,6 +91,8 @@ pub struct Target {
     pub insecure: bool,
     /// WinRM over plain HTTP without message encryption, explicitly allowed.
     pub allow_unencrypted: bool,
+    /// The `ssh` target this one is reached through (`jump`), if any.
+    pub jump: Option<String>,
     pub vars: BTreeMap<String, serde_json::Value>,
     /// The effective reboot command (the target's own or the shell's default).
     pub reboot_command: String,

@@ -175,6 +175,11 @@ pub struct RawTarget {
     /// Only for isolated test networks; the plan shows a warning.
     #[serde(default)]
     pub allow_unencrypted: bool,
+    /// SSH through a jump host: the name of another `ssh` target of this playbook, which
+    /// carries this target's connection (like OpenSSH's ProxyJump). That target may itself
+    /// use a `jump`; each hop checks its own host key and logs in with its own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<String>,
     /// The target's own template variables (override playbook vars).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,

@@ -41,6 +41,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "cert_sha256",
     "insecure",
     "allow_unencrypted",
+    "jump",
     "vars",
     "reboot_command",
     "boot_id_command",

@@ -556,7 +556,76 @@ impl Validator<'_> {
                 out.insert(name.clone(), target);
             }
         }
+        self.jumps(raw);
         out
+    }
+
+    /// Each `jump` names another `ssh` target, from an `ssh` target, and no chain of jumps
+    /// comes back to where it started.
+    fn jumps(&mut self, raw: &RawPlaybook) {
+        for (name, t) in &raw.targets {
+            let Some(via) = &t.jump else {
+                continue;
+            };
+            let at = vec![key("targets"), key(name), key("jump")];
+            if t.transport != TransportKind::Ssh {
+                self.err(
+                    &at,
+                    format!(
+                        "`jump` applies to `ssh` targets, and `{name}` uses {}",
+                        kind_name(t.transport)
+                    ),
+                    Some(
+                        "remove `jump`; WinRM through an SSH jump host is not supported yet".into(),
+                    ),
+                );
+                continue;
+            }
+            match raw.targets.get(via) {
+                None => {
+                    let help = suggestion_or_choices(
+                        via,
+                        raw.targets
+                            .keys()
+                            .filter(|k| *k != name)
+                            .map(String::as_str),
+                    );
+                    self.err(
+                        &at,
+                        format!("`jump` names `{via}`, which is not a target"),
+                        Some(help),
+                    );
+                    continue;
+                }
+                Some(v) if v.transport != TransportKind::Ssh => {
+                    self.err(
+                        &at,
+                        format!("`jump` names `{via}`, which is not an `ssh` target"),
+                        Some("a jump host is reached over SSH: name an `ssh` target".into()),
+                    );
+                    continue;
+                }
+                Some(_) => {}
+            }
+            // Follow the chain; coming back to `name` is a cycle.
+            let mut chain = vec![name.clone()];
+            let mut next = Some(via.clone());
+            while let Some(n) = next {
+                if chain.contains(&n) {
+                    if n == *name {
+                        chain.push(n);
+                        self.err(
+                            &at,
+                            format!("the jump hosts of `{name}` go round in a circle: {}", chain.join(" -> ")),
+                            Some("one target in the chain must be reachable directly (without `jump`)".into()),
+                        );
+                    }
+                    break;
+                }
+                next = raw.targets.get(&n).and_then(|t| t.jump.clone());
+                chain.push(n);
+            }
+        }
     }
 
     fn target(&mut self, name: &str, t: &RawTarget) -> Option<Target> {
@@ -713,6 +782,7 @@ impl Validator<'_> {
             cert_sha256: t.cert_sha256.clone(),
             insecure: t.insecure,
             allow_unencrypted: t.allow_unencrypted,
+            jump: t.jump.clone(),
             vars: t.vars.clone(),
             reboot_command: t.reboot_command.clone().unwrap_or_else(|| {
                 match shell {

@@ -237,6 +237,15 @@ pub enum TransportError {
         source: io::Error,
     },
 
+    #[error("cannot reach {target} through the jump host {hop}: {source}")]
+    Jump {
+        target: String,
+        /// The jump host: its name in the playbook and its address.
+        hop: String,
+        #[source]
+        source: Box<TransportError>,
+    },
+
     #[error("SSH handshake with {target} failed: {message}; check that an SSH server answers on that port")]
     Handshake { target: String, message: String },
 
@@ -355,10 +364,13 @@ impl TransportError {
     /// retrying is sensible. It says nothing about whether a command already ran: the engine
     /// must consult the step's idempotency before re-running it.
     pub fn is_connection_lost(&self) -> bool {
-        matches!(
-            self,
-            TransportError::Connect { .. } | TransportError::ConnectionLost { .. }
-        )
+        match self {
+            TransportError::Jump { source, .. } => source.is_connection_lost(),
+            _ => matches!(
+                self,
+                TransportError::Connect { .. } | TransportError::ConnectionLost { .. }
+            ),
+        }
     }
 }
 
