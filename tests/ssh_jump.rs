@@ -190,3 +190,90 @@ fn jump_mistakes_are_refused_with_their_position() {
         );
     }
 }
+
+#[test]
+fn ssh_config_gives_what_the_target_does_not_set_and_its_proxyjump_is_followed() {
+    let a = Sshd::start("127.0.16.21");
+    let gw = Sshd::start("127.0.16.22");
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(home.path().join(".ssh")).expect("mkdir");
+    // `~/` in IdentityFile is the temporary HOME.
+    fs::copy(gw.user_key_path(), home.path().join(".ssh").join("gw_key")).expect("copy key");
+    fs::write(
+        home.path().join(".ssh").join("config"),
+        format!(
+            "Host inner\n  HostName {}\n  Port {}\n  User {}\n  IdentityFile {}\n  ProxyJump jumpbox\n\
+             Host jumpbox\n  HostName {}\n  Port {}\n  User {}\n  IdentityFile ~/.ssh/gw_key\n\
+             Host *\n  User nobody-else\n",
+            a.host(),
+            a.port(),
+            a.user(),
+            a.user_key_path().display(),
+            gw.host(),
+            gw.port(),
+            gw.user(),
+        ),
+    )
+    .expect("write ~/.ssh/config");
+    // One known_hosts for the target and its jump host, as a user's own would be.
+    let kh = dir.path().join("known_hosts");
+    fs::write(
+        &kh,
+        fs::read_to_string(a.known_hosts_path()).expect("read")
+            + &fs::read_to_string(gw.known_hosts_path()).expect("read"),
+    )
+    .expect("write known_hosts");
+    let out = dir.path().join("ran");
+    let yaml = format!(
+        "name: config\nwindow:\n  business_hours: []\ntargets:\n  a:\n    transport: ssh\n    host: inner\n    ssh_config: true\n    known_hosts: {}\nsteps:\n- id: one\n  on: a\n  run: {}\n",
+        q(&kh.display().to_string()),
+        q(&format!("echo \"$SSH_CONNECTION\" > {}", out.display())),
+    );
+    let pb = dir.path().join("cutover.yaml");
+    fs::write(&pb, yaml).expect("write the playbook");
+    let pb_s = pb.display().to_string();
+    let home_s = home.path().display().to_string();
+    let env = [("HOME", home_s.as_str())];
+
+    let plan = runner(&["plan", &pb_s], dir.path(), &env);
+    assert_exit(&plan, 0);
+    for want in [
+        format!("HostName {}", a.host()),
+        format!("Port {}", a.port()),
+        format!("User {}", a.user()),
+        "ProxyJump jumpbox".to_string(),
+    ] {
+        assert!(
+            plan.stdout.contains(&want),
+            "the plan shows what came from ~/.ssh/config ({want}):\n{}",
+            plan.stdout
+        );
+    }
+    let g0 = accepted(&gw);
+    let r = runner(&["apply", &pb_s], dir.path(), &env);
+    assert_exit(&r, 0);
+    let seen = fs::read_to_string(&out).expect("the step ran on a");
+    assert!(
+        seen.contains(&format!(" {} {}", a.host(), a.port())),
+        "{seen}"
+    );
+    assert!(
+        accepted(&gw) > g0,
+        "the ProxyJump host carried the connection"
+    );
+
+    // Without the file, `ssh_config: true` is bad input at its key.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let r = runner(
+        &["validate", &pb_s],
+        dir.path(),
+        &[("HOME", &empty.path().display().to_string())],
+    );
+    assert_exit(&r, 2);
+    assert!(
+        r.stderr.contains("cutover.yaml:8:") && r.stderr.contains(".ssh/config"),
+        "{}",
+        show(&r)
+    );
+}

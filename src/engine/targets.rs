@@ -233,6 +233,26 @@ pub fn make_transport(
                 hops.insert(0, ssh_config(hop, secrets));
                 via = hop.jump.as_deref();
             }
+            if t.jump.is_none() {
+                // From `~/.ssh/config`'s ProxyJump: checked against the target's known_hosts.
+                let own = ssh_config(t, secrets);
+                for h in &t.proxy_hops {
+                    hops.push(SshConfig {
+                        name: format!("{}@{}", h.user, h.host),
+                        host: h.host.clone(),
+                        port: h.port,
+                        user: h.user.clone(),
+                        auth: match &h.key {
+                            Some(k) => SshAuth::Key {
+                                path: k.clone(),
+                                passphrase: None,
+                            },
+                            None => SshAuth::Agent,
+                        },
+                        ..own.clone()
+                    });
+                }
+            }
             Ok(Box::new(SshTransport::through(
                 ssh_config(t, secrets),
                 hops,

@@ -179,6 +179,12 @@ fn targets_lines(pb: &Playbook) -> Vec<(String, String)> {
             if let Some(j) = &t.jump {
                 d.push_str(&format!(", through jump host {j}"));
             }
+            if !t.from_ssh_config.is_empty() {
+                d.push_str(&format!(
+                    ", from ~/.ssh/config: {}",
+                    t.from_ssh_config.join(", ")
+                ));
+            }
             if let Some(a) = t.auth {
                 d.push_str(match a {
                     crate::playbook::WinrmAuth::Basic => ", auth basic",

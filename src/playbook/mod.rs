@@ -93,6 +93,11 @@ pub struct Target {
     pub allow_unencrypted: bool,
     /// The `ssh` target this one is reached through (`jump`), if any.
     pub jump: Option<String>,
+    /// Jump hosts from `~/.ssh/config`'s `ProxyJump` (`ssh_config: true`, no `jump`), the one
+    /// reached directly first.
+    pub proxy_hops: Vec<ProxyHop>,
+    /// What was taken from `~/.ssh/config` (`ssh_config: true`), e.g. `HostName 10.0.0.5`.
+    pub from_ssh_config: Vec<String>,
     pub vars: BTreeMap<String, serde_json::Value>,
     /// The effective reboot command (the target's own or the shell's default).
     pub reboot_command: String,
@@ -124,6 +129,15 @@ impl Target {
             }
         }
     }
+}
+
+/// A jump host given by `~/.ssh/config`'s `ProxyJump`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyHop {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

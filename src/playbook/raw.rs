@@ -180,6 +180,11 @@ pub struct RawTarget {
     /// use a `jump`; each hop checks its own host key and logs in with its own credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jump: Option<String>,
+    /// `ssh` only: take what this target does not set (host name, port, user, key, jump
+    /// hosts) from `~/.ssh/config`, looking up `host` as a `Host` alias, as `ssh host` would.
+    /// The plan shows what was taken.
+    #[serde(default)]
+    pub ssh_config: bool,
     /// The target's own template variables (override playbook vars).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,

@@ -42,6 +42,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "insecure",
     "allow_unencrypted",
     "jump",
+    "ssh_config",
     "vars",
     "reboot_command",
     "boot_id_command",

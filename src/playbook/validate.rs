@@ -628,10 +628,115 @@ impl Validator<'_> {
         }
     }
 
+    /// `ssh_config: true`: the target with what `~/.ssh/config` says for its `host` filled in
+    /// where it sets nothing, what was taken, and the `ProxyJump` hosts (unless it has `jump`).
+    fn with_ssh_config(
+        &mut self,
+        name: &str,
+        t: &RawTarget,
+    ) -> (RawTarget, Vec<String>, Vec<super::ProxyHop>) {
+        use crate::transport::ssh_config::{parse_jump, SshConfigFile};
+        let at = vec![key("targets"), key(name), key("ssh_config")];
+        let mut eff = t.clone();
+        if t.transport != TransportKind::Ssh {
+            self.err(
+                &at,
+                "`ssh_config` applies to `ssh` targets",
+                Some("remove it".into()),
+            );
+            return (eff, Vec::new(), Vec::new());
+        }
+        let Some(alias) = t.host.clone() else {
+            return (eff, Vec::new(), Vec::new());
+        };
+        let home = expand_home(Path::new("~"));
+        let file = home.join(".ssh").join("config");
+        let read = SshConfigFile::read(&file).and_then(|c| {
+            let s = c.lookup(&alias, &home)?;
+            Ok((c, s))
+        });
+        let (cfg, found) = match read {
+            Ok(v) => v,
+            Err(e) => {
+                self.err(&at, format!("`ssh_config: true`, but {e}"), Some("create the file, or set the target's `host`, `port`, `user` and `key` here and remove `ssh_config`".into()));
+                return (eff, Vec::new(), Vec::new());
+            }
+        };
+        let mut taken = Vec::new();
+        if let Some(h) = &found.host_name {
+            taken.push(format!("HostName {h}"));
+            eff.host = Some(h.clone());
+        }
+        if t.port.is_none() {
+            if let Some(port) = found.port {
+                taken.push(format!("Port {port}"));
+                eff.port = Some(port);
+            }
+        }
+        if t.user.is_none() {
+            if let Some(u) = &found.user {
+                taken.push(format!("User {u}"));
+                eff.user = Some(u.clone());
+            }
+        }
+        if t.key.is_none() && t.password.is_none() {
+            if let Some(k) = &found.identity_file {
+                taken.push(format!("IdentityFile {}", k.display()));
+                eff.key = Some(k.display().to_string());
+            }
+        }
+        let mut hops = Vec::new();
+        if let Some(pj) = found.proxy_jump.as_deref().filter(|p| *p != "none") {
+            if t.jump.is_some() {
+                taken.push(format!(
+                    "ProxyJump {pj} ignored: the target's `jump` is used"
+                ));
+            } else {
+                for spec in pj.split(',') {
+                    let Some((user, host, port)) = parse_jump(spec) else {
+                        self.err(&at, format!("`ProxyJump {pj}` in {} is not a list of `[user@]host[:port]`", file.display()), Some("fix the line in that file, or give the jump host as a target and use `jump`".into()));
+                        return (eff, taken, Vec::new());
+                    };
+                    let hop = match cfg.lookup(&host, &home) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            self.err(&at, e.to_string(), None);
+                            return (eff, taken, Vec::new());
+                        }
+                    };
+                    hops.push(super::ProxyHop {
+                        host: hop.host_name.clone().unwrap_or(host),
+                        port: port.or(hop.port).unwrap_or(22),
+                        user: user
+                            .or(hop.user.clone())
+                            .or(eff.user.clone())
+                            .unwrap_or_default(),
+                        key: hop.identity_file.clone().or_else(|| {
+                            eff.key
+                                .as_ref()
+                                .map(|k| self.dir.join(expand_home(Path::new(k))))
+                        }),
+                    });
+                }
+                taken.push(format!("ProxyJump {pj}"));
+            }
+        }
+        for (line, text) in &cfg.ignored {
+            taken.push(format!("not read: line {line} `{text}`"));
+        }
+        (eff, taken, hops)
+    }
+
     fn target(&mut self, name: &str, t: &RawTarget) -> Option<Target> {
         let p = |k: &str| vec![key("targets"), key(name), key(k)];
         let base = vec![key("targets"), key(name)];
         let before = self.diags.len();
+        let (effective, from_ssh_config, proxy_hops) = if t.ssh_config {
+            self.with_ssh_config(name, t)
+        } else {
+            (t.clone(), Vec::new(), Vec::new())
+        };
+        let t = &effective;
         if !is_name(name) || name == OPERATOR {
             self.err(&base, format!("`{name}` is not a valid target name"), Some(format!("use lowercase letters, digits, `-` and `_` (and not `{OPERATOR}`, which names the person confirming manual steps)")));
         }
@@ -783,6 +888,8 @@ impl Validator<'_> {
             insecure: t.insecure,
             allow_unencrypted: t.allow_unencrypted,
             jump: t.jump.clone(),
+            proxy_hops,
+            from_ssh_config,
             vars: t.vars.clone(),
             reboot_command: t.reboot_command.clone().unwrap_or_else(|| {
                 match shell {

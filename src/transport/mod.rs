@@ -8,6 +8,7 @@ pub mod known_hosts;
 pub mod local;
 pub mod shell;
 pub mod ssh;
+pub mod ssh_config;
 pub mod upload_buffer;
 pub mod winrm;
 
