@@ -3,6 +3,8 @@
 
 mod common;
 mod common_cli;
+#[path = "common/winrm_server.rs"]
+mod winrm_server;
 
 use std::fs;
 use std::path::Path;
@@ -273,6 +275,57 @@ fn ssh_config_gives_what_the_target_does_not_set_and_its_proxyjump_is_followed()
     assert_exit(&r, 2);
     assert!(
         r.stderr.contains("cutover.yaml:8:") && r.stderr.contains(".ssh/config"),
+        "{}",
+        show(&r)
+    );
+}
+
+#[test]
+fn a_winrm_target_is_reached_through_an_ssh_jump_host() {
+    const WINRM_PW: &str = "Jump!pw";
+    let srv = winrm_server::WinrmServer::start(
+        "127.0.16.31",
+        winrm_server::Options {
+            user: "admin".into(),
+            password: WINRM_PW.into(),
+            ..winrm_server::Options::default()
+        },
+    );
+    let mut gw = Sshd::start("127.0.16.32");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "name: winrm jump\nwindow:\n  business_hours: []\ntargets:\n{}  dc:\n    transport: winrm\n    host: {}\n    port: {}\n    user: admin\n    password: {{ env: RUNNER_TEST_WINRM_PW }}\n    auth: basic\n    allow_unencrypted: true\n    jump: gw\nsteps:\n- id: hello\n  on: dc\n  run: echo hello through the jump\n",
+        target("gw", &gw, &gw.known_hosts_path(), None),
+        srv.host(),
+        srv.port(),
+    );
+    let pb = dir.path().join("cutover.yaml");
+    fs::write(&pb, yaml).expect("write the playbook");
+    let pb_s = pb.display().to_string();
+    let env = [("RUNNER_TEST_WINRM_PW", WINRM_PW)];
+    let g0 = accepted(&gw);
+    let r = runner(&["apply", &pb_s], dir.path(), &env);
+    assert_exit(&r, 0);
+    assert!(r.stdout.contains("hello through the jump"), "{}", show(&r));
+    assert!(
+        accepted(&gw) > g0,
+        "the jump host carried the WinRM connection"
+    );
+
+    // Without the jump host the Windows server is not reached.
+    gw.stop();
+    fs::write(
+        &pb,
+        fs::read_to_string(&pb)
+            .expect("read")
+            .replace("id: hello", "id: hello-again")
+            .replace("through the jump", "again"),
+    )
+    .expect("rewrite");
+    let r = runner(&["apply", &pb_s], dir.path(), &env);
+    assert_ne!(r.code, 0, "{}", show(&r));
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("jump host"),
         "{}",
         show(&r)
     );

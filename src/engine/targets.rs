@@ -258,7 +258,30 @@ pub fn make_transport(
                 hops,
             )))
         }
-        TransportKind::Winrm => make_winrm(t, password).map(|w| Box::new(w) as Box<dyn Transport>),
+        TransportKind::Winrm => {
+            let w = make_winrm(t, password)?;
+            #[cfg(unix)]
+            if t.jump.is_some() {
+                let mut hops = Vec::new();
+                let mut via = t.jump.as_deref();
+                while let Some(name) = via {
+                    let Some(hop) = pb.targets.get(name) else {
+                        break;
+                    };
+                    if hops.len() >= pb.targets.len() {
+                        return Err(TargetError::Unsupported {
+                            target: t.name.clone(),
+                            what: "a circle of jump hosts".into(),
+                        });
+                    }
+                    hops.insert(0, ssh_config(hop, secrets));
+                    via = hop.jump.as_deref();
+                }
+                let cfg = w.config().clone();
+                return Ok(Box::new(WinrmTransport::through(cfg, hops)));
+            }
+            Ok(Box::new(w))
+        }
     }
 }
 

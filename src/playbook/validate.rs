@@ -568,16 +568,11 @@ impl Validator<'_> {
                 continue;
             };
             let at = vec![key("targets"), key(name), key("jump")];
-            if t.transport != TransportKind::Ssh {
+            if t.transport == TransportKind::Local {
                 self.err(
                     &at,
-                    format!(
-                        "`jump` applies to `ssh` targets, and `{name}` uses {}",
-                        kind_name(t.transport)
-                    ),
-                    Some(
-                        "remove `jump`; WinRM through an SSH jump host is not supported yet".into(),
-                    ),
+                    format!("`jump` applies to `ssh` and `winrm` targets, and `{name}` is local"),
+                    Some("remove `jump`".into()),
                 );
                 continue;
             }

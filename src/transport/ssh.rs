@@ -424,53 +424,16 @@ impl SshTransport {
     }
 
     /// Connects the jump hosts and opens a `direct-tcpip` channel from the last one to the
-    /// target; returns a socket that carries it, for the target's session. A thread moves the
-    /// bytes; it ends, closing both, when either side closes.
+    /// target; returns a socket that carries it, for the target's session.
     #[cfg(unix)]
     fn tunnel(&self) -> Result<std::os::unix::net::UnixStream, TransportError> {
-        let Some((last, before)) = self.hops.split_last() else {
-            return Err(self.lost("connecting", "no jump host"));
-        };
-        let hop_name = format!("{} ({}@{}:{})", last.name, last.user, last.host, last.port);
-        let via = |e: TransportError| TransportError::Jump {
-            target: self.describe(),
-            hop: hop_name.clone(),
-            source: Box::new(e),
-        };
-        let mut hop = SshTransport::through(last.clone(), before.to_vec());
-        hop.connect().map_err(via)?;
-        let sess = hop.session().map_err(via)?;
-        sess.set_blocking(true);
-        sess.set_timeout(timeout_ms(self.cfg.connect_timeout));
-        let channel = sess
-            .channel_direct_tcpip(&self.cfg.host, self.cfg.port, None)
-            .map_err(|e| {
-                via(TransportError::Connect {
-                    target: hop.describe(),
-                    source: io::Error::other(format!(
-                        "the jump host did not open a connection to {}:{} ({}); check that the target is reachable from it and that its sshd allows TCP forwarding (AllowTcpForwarding)",
-                        self.cfg.host,
-                        self.cfg.port,
-                        e.message()
-                    )),
-                })
-            })?;
-        let (mine, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|source| TransportError::Io {
-                context: "cannot create a socket pair for the jump host".into(),
-                source,
-            })?;
-        let keepalive = last.keepalive;
-        let spawned = thread::Builder::new()
-            .name(format!("ssh-jump-{}", last.name))
-            .spawn(move || pump_tunnel(hop, sess, channel, theirs, keepalive));
-        if let Err(source) = spawned {
-            return Err(TransportError::Io {
-                context: "cannot start the jump host's relay thread".into(),
-                source,
-            });
-        }
-        Ok(mine)
+        open_tunnel(
+            &self.hops,
+            &self.cfg.host,
+            self.cfg.port,
+            self.cfg.connect_timeout,
+            &self.describe(),
+        )
     }
 
     fn authenticate(&self, sess: &Session) -> Result<(), TransportError> {
@@ -1508,6 +1471,64 @@ impl Transport for SshTransport {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, None, out)
     }
+}
+
+/// Connects the jump hosts `hops` (the one reached directly first) and opens a `direct-tcpip`
+/// channel from the last one to `host`:`port`; returns a socket that carries that TCP
+/// connection, for a session (SSH, or WinRM's HTTP) to use as its own. A thread moves the
+/// bytes; it ends, closing both, when either side closes. `target` names the destination in
+/// errors.
+#[cfg(unix)]
+pub fn open_tunnel(
+    hops: &[SshConfig],
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
+    target: &str,
+) -> Result<std::os::unix::net::UnixStream, TransportError> {
+    let Some((last, before)) = hops.split_last() else {
+        return Err(TransportError::ConnectionLost {
+            target: target.to_string(),
+            during: "connecting".into(),
+            message: "no jump host".into(),
+        });
+    };
+    let hop_name = format!("{} ({}@{}:{})", last.name, last.user, last.host, last.port);
+    let via = |e: TransportError| TransportError::Jump {
+        target: target.to_string(),
+        hop: hop_name.clone(),
+        source: Box::new(e),
+    };
+    let mut hop = SshTransport::through(last.clone(), before.to_vec());
+    hop.connect().map_err(via)?;
+    let sess = hop.session().map_err(via)?;
+    sess.set_blocking(true);
+    sess.set_timeout(timeout_ms(connect_timeout));
+    let channel = sess.channel_direct_tcpip(host, port, None).map_err(|e| {
+        via(TransportError::Connect {
+            target: hop.describe(),
+            source: io::Error::other(format!(
+                "the jump host did not open a connection to {host}:{port} ({}); check that the target is reachable from it and that its sshd allows TCP forwarding (AllowTcpForwarding)",
+                e.message()
+            )),
+        })
+    })?;
+    let (mine, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|source| TransportError::Io {
+            context: "cannot create a socket pair for the jump host".into(),
+            source,
+        })?;
+    let keepalive = last.keepalive;
+    let spawned = thread::Builder::new()
+        .name(format!("ssh-jump-{}", last.name))
+        .spawn(move || pump_tunnel(hop, sess, channel, theirs, keepalive));
+    if let Err(source) = spawned {
+        return Err(TransportError::Io {
+            context: "cannot start the jump host's relay thread".into(),
+            source,
+        });
+    }
+    Ok(mine)
 }
 
 /// Moves bytes between the local end of a jump tunnel (`local`, which the next session uses

@@ -113,6 +113,9 @@ pub struct WinrmTransport {
     ntlm: Option<(u64, ntlm::Session)>,
     /// A shell the last failed command left open (see [`Transport::take_orphan`]).
     orphan: Option<Orphan>,
+    /// SSH jump hosts that carry the connection (see [`WinrmTransport::through`]).
+    #[cfg(unix)]
+    hops: Vec<super::SshConfig>,
 }
 
 impl WinrmTransport {
@@ -132,6 +135,8 @@ impl WinrmTransport {
             http: None,
             ep,
             temp_dir: None,
+            #[cfg(unix)]
+            hops: Vec::new(),
             ntlm: None,
             orphan: None,
         }
@@ -171,15 +176,42 @@ impl WinrmTransport {
         }
     }
 
+    /// A WinRM target reached through SSH jump hosts (`hops`, the one reached directly
+    /// first): its HTTP connection is a `direct-tcpip` channel from the last one, each hop
+    /// checking its own host key ([`super::ssh::open_tunnel`]). TLS, NTLM and everything above
+    /// are unchanged, end to end with the Windows server.
+    #[cfg(unix)]
+    pub fn through(cfg: WinrmConfig, hops: Vec<super::SshConfig>) -> Self {
+        let mut t = WinrmTransport::new(cfg);
+        t.hops = hops;
+        t
+    }
+
     fn client(&mut self) -> Result<&mut HttpClient, TransportError> {
         if self.http.is_none() {
-            let client = HttpClient::new(HttpConfig {
+            #[allow(unused_mut)]
+            let mut client = HttpClient::new(HttpConfig {
                 host: self.cfg.host.clone(),
                 port: self.cfg.port,
                 tls: self.cfg.tls.clone(),
                 connect_timeout: self.cfg.connect_timeout,
             })
             .map_err(|e| self.wrap("starting", WinrmError::Http(e)))?;
+            #[cfg(unix)]
+            if !self.hops.is_empty() {
+                let (hops, host, port, timeout, target) = (
+                    self.hops.clone(),
+                    self.cfg.host.clone(),
+                    self.cfg.port,
+                    self.cfg.connect_timeout,
+                    self.describe(),
+                );
+                client.set_dialer(http::Dialer(std::sync::Arc::new(move || {
+                    super::ssh::open_tunnel(&hops, &host, port, timeout, &target).map_err(|e| {
+                        io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())
+                    })
+                })));
+            }
             self.http = Some(client);
         }
         match self.http.as_mut() {
