@@ -106,7 +106,8 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
 /// `whoami` that runs), prints a table; exit 1 if any fails.
 pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
     let mut redactor = Redactor::new();
-    let secrets = Secrets::resolve(pb, pb.targets.keys().map(String::as_str), &mut redactor)?;
+    let secrets =
+        Secrets::resolve_for_connecting(pb, pb.targets.keys().map(String::as_str), &mut redactor)?;
     let results: Vec<Diagnosis> = std::thread::scope(|scope| {
         let handles: Vec<_> = pb
             .targets

@@ -465,3 +465,15 @@ fn env_and_stdin_secrets_reach_a_winrm_command_in_its_shell_environment() {
         assert_no_secret(&f.display().to_string(), &fs::read(&f).expect("read"));
     }
 }
+
+#[test]
+fn ping_needs_only_the_targets_secrets_not_the_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        dir.path().join("cutover.yaml"),
+        "name: secrets\nwindow:\n  business_hours: []\ntargets:\n  here:\n    transport: local\nsteps:\n- id: one\n  on: here\n  run: 'true'\n  env:\n    PW: { env: RUNNER_TEST_SURELY_UNSET_PW }\n",
+    )
+    .expect("write the playbook");
+    let r = runner(&["ping", "cutover.yaml"], dir.path(), &[]);
+    assert_exit(&r, 0);
+}

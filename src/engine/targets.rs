@@ -51,6 +51,27 @@ impl Secrets {
         targets: impl IntoIterator<Item = &'a str>,
         redactor: &mut Redactor,
     ) -> Result<Secrets, TargetError> {
+        Secrets::resolve_inner(pb, targets, redactor, true)
+    }
+
+    /// Like [`Secrets::resolve`], for connecting only (`runner ping`): the secrets of the steps'
+    /// `env` and `stdin` are masked where they can be read, but one that cannot is no error.
+    pub fn resolve_for_connecting<'a>(
+        pb: &Playbook,
+        targets: impl IntoIterator<Item = &'a str>,
+        redactor: &mut Redactor,
+    ) -> Result<Secrets, TargetError> {
+        let mut s = Secrets::resolve_inner(pb, targets, redactor, false)?;
+        s.add_readable_inputs(pb, redactor);
+        Ok(s)
+    }
+
+    fn resolve_inner<'a>(
+        pb: &Playbook,
+        targets: impl IntoIterator<Item = &'a str>,
+        redactor: &mut Redactor,
+        with_steps: bool,
+    ) -> Result<Secrets, TargetError> {
         let mut by_target = BTreeMap::new();
         let mut targets: Vec<&str> = targets.into_iter().collect();
         // The jump hosts a target is reached through log in with their own secrets.
@@ -68,7 +89,7 @@ impl Secrets {
         for step in pb
             .steps
             .iter()
-            .filter(|s| s.targets.iter().any(|t| targets.contains(&t.as_str())))
+            .filter(|s| with_steps && s.targets.iter().any(|t| targets.contains(&t.as_str())))
         {
             for r in step_secret_refs(step) {
                 if inputs.contains_key(&r.to_string()) {
@@ -143,18 +164,23 @@ impl Secrets {
             }
             all.by_target.insert(name.clone(), (password, passphrase));
         }
+        all.add_readable_inputs(pb, redactor);
+        Ok(all)
+    }
+
+    /// Reads every step's `env` and `stdin` secret that can be read, for masking.
+    fn add_readable_inputs(&mut self, pb: &Playbook, redactor: &mut Redactor) {
         for step in &pb.steps {
             for r in step_secret_refs(step) {
-                if all.inputs.contains_key(&r.to_string()) {
+                if self.inputs.contains_key(&r.to_string()) {
                     continue;
                 }
                 if let Ok(s) = r.resolve(&pb.dir) {
                     redactor.add(&s);
-                    all.inputs.insert(r.to_string(), s);
+                    self.inputs.insert(r.to_string(), s);
                 }
             }
         }
-        Ok(all)
     }
 
     /// A redactor that knows every secret of the playbook that can be read now (for commands
