@@ -1611,6 +1611,17 @@ fn pump_tunnel(
             let _ = sess.keepalive_send();
             last_keepalive = Instant::now();
         }
+        // A jump host silent for KEEPALIVE_COUNT intervals is lost, as for a direct target:
+        // closing the tunnel makes the session inside it see its connection end.
+        if hop
+            .conn
+            .as_ref()
+            .and_then(Conn::silence)
+            .is_some_and(|quiet| quiet >= keepalive * KEEPALIVE_COUNT)
+        {
+            tracing::info!(hop = %hop.describe(), "jump host silent too long; closing the tunnel through it");
+            break;
+        }
         if !progressed {
             // Wait until either side has something (or a tick passes: libssh2 may hold data
             // it already read from the socket).
