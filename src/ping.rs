@@ -111,7 +111,8 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
 /// `whoami` that runs), prints a table; exit 1 if any fails.
 pub fn ping(pb: &Playbook) -> Result<Exit, PingError> {
     let mut redactor = Redactor::new();
-    let secrets = Secrets::resolve(pb, pb.targets.keys().map(String::as_str), &mut redactor)?;
+    let secrets =
+        Secrets::resolve_for_connecting(pb, pb.targets.keys().map(String::as_str), &mut redactor)?;
     let results: Vec<Diagnosis> = std::thread::scope(|scope| {
         let handles: Vec<_> = pb
             .targets
@@ -198,6 +199,16 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
         let host = t.host.clone().unwrap_or_default();
         let port = t.port.unwrap_or(22);
         let file = t.known_hosts.clone().unwrap_or_else(default_known_hosts);
+        if let Some(j) = &t.jump {
+            // Scanned from here, the address could be another machine than the one the jump
+            // host reaches: record that key by hand.
+            outln!(
+                "{}: reached through jump host {j}, so its key is not scanned from this machine; on {j}, run `ssh-keyscan -p {port} {host}`, check the fingerprint with the server's administrator and add the line to {}",
+                t.name,
+                file.display()
+            );
+            continue;
+        }
         let key = known_hosts::scan_host_key(&host, port, crate::engine::targets::CONNECT_TIMEOUT)?;
         outln!(
             "{}: {host}:{port} offers a {} key with fingerprint {}",

@@ -255,9 +255,12 @@ pub(crate) fn run_attempt(
         )),
         Phase::Reboot => out.note("continuing the reboot begun by an earlier run"),
     }
+    let (env, stdin) = s.secrets.inputs_of(r);
     let ctl = Control {
         timeout: std_duration(step.timeout),
         cancel: s.interrupt.cancel_flag(),
+        env,
+        stdin,
     };
     let shell = shell_for(s, target);
     let detached =
@@ -724,9 +727,13 @@ fn run_check(
     };
     let mut out = PairOutput::new(s, &step.id, target, "check");
     out.note("check");
+    // The check gets the step's environment; its stdin is the command's alone.
+    let (env, _) = s.secrets.inputs_of(r);
     let ctl = Control {
         timeout: std_duration(step.timeout),
         cancel: s.interrupt.cancel_flag(),
+        env,
+        stdin: None,
     };
     let shell = shell_for(s, target);
     let result = s.pool.with(s.pb, &s.secrets, target, |t| {

@@ -429,6 +429,9 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
             .timeout
             .and_then(|d| std::time::Duration::try_from(d).ok()),
         cancel: s.interrupt.cancel_flag(),
+        // The rollback gets the step's environment; its stdin is the command's alone.
+        env: s.secrets.inputs_of(r).0,
+        stdin: None,
     };
     let shell =
         s.pb.targets

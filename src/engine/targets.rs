@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::playbook::{Playbook, ShellKind, Target, TransportKind, WinrmAuth};
-use crate::secret::{Redactor, Secret, SecretError};
+use crate::playbook::{EnvValue, Playbook, Rendered, ShellKind, Target, TransportKind, WinrmAuth};
+use crate::secret::{Redactor, Secret, SecretError, SecretRef};
 use crate::transport::winrm::{parse_cert_sha256, Credentials, TlsTrust};
 use crate::transport::{
     LocalTransport, Shell, SshAuth, SshConfig, SshTransport, Transport, TransportError,
@@ -29,6 +29,8 @@ pub fn shell_of(kind: ShellKind) -> Shell {
 pub enum TargetError {
     #[error("target `{target}`: {source}")]
     Secret { target: String, source: SecretError },
+    #[error("step `{step}`: {source}")]
+    StepSecret { step: String, source: SecretError },
     #[error("target `{target}`: {what} is not supported by this build yet")]
     Unsupported { target: String, what: String },
 }
@@ -37,6 +39,8 @@ pub enum TargetError {
 #[derive(Default)]
 pub struct Secrets {
     by_target: BTreeMap<String, (Option<Secret>, Option<Secret>)>,
+    /// Secrets of steps' `env` and `stdin`, by their reference as written.
+    inputs: BTreeMap<String, Secret>,
 }
 
 impl Secrets {
@@ -47,7 +51,60 @@ impl Secrets {
         targets: impl IntoIterator<Item = &'a str>,
         redactor: &mut Redactor,
     ) -> Result<Secrets, TargetError> {
+        Secrets::resolve_inner(pb, targets, redactor, true)
+    }
+
+    /// Like [`Secrets::resolve`], for connecting only (`runner ping`): the secrets of the steps'
+    /// `env` and `stdin` are masked where they can be read, but one that cannot is no error.
+    pub fn resolve_for_connecting<'a>(
+        pb: &Playbook,
+        targets: impl IntoIterator<Item = &'a str>,
+        redactor: &mut Redactor,
+    ) -> Result<Secrets, TargetError> {
+        let mut s = Secrets::resolve_inner(pb, targets, redactor, false)?;
+        s.add_readable_inputs(pb, redactor);
+        Ok(s)
+    }
+
+    fn resolve_inner<'a>(
+        pb: &Playbook,
+        targets: impl IntoIterator<Item = &'a str>,
+        redactor: &mut Redactor,
+        with_steps: bool,
+    ) -> Result<Secrets, TargetError> {
         let mut by_target = BTreeMap::new();
+        let mut targets: Vec<&str> = targets.into_iter().collect();
+        // The jump hosts a target is reached through log in with their own secrets.
+        let mut i = 0;
+        while i < targets.len() {
+            if let Some(via) = pb.targets.get(targets[i]).and_then(|t| t.jump.as_deref()) {
+                if !targets.contains(&via) {
+                    targets.push(via);
+                }
+            }
+            i += 1;
+        }
+        // The `env` and `stdin` secrets of every step that runs on one of these targets.
+        let mut inputs = BTreeMap::new();
+        for step in pb
+            .steps
+            .iter()
+            .filter(|s| with_steps && s.targets.iter().any(|t| targets.contains(&t.as_str())))
+        {
+            for r in step_secret_refs(step) {
+                if inputs.contains_key(&r.to_string()) {
+                    continue;
+                }
+                let s = r
+                    .resolve(&pb.dir)
+                    .map_err(|source| TargetError::StepSecret {
+                        step: step.id.clone(),
+                        source,
+                    })?;
+                redactor.add(&s);
+                inputs.insert(r.to_string(), s);
+            }
+        }
         for name in targets {
             let Some(t) = pb.targets.get(name) else {
                 continue;
@@ -81,7 +138,7 @@ impl Secrets {
                 redactor.add(&s);
             }
         }
-        Ok(Secrets { by_target })
+        Ok(Secrets { by_target, inputs })
     }
 
     /// Like [`Secrets::resolve`] for the `required` targets (those with work to do: a missing
@@ -107,7 +164,23 @@ impl Secrets {
             }
             all.by_target.insert(name.clone(), (password, passphrase));
         }
+        all.add_readable_inputs(pb, redactor);
         Ok(all)
+    }
+
+    /// Reads every step's `env` and `stdin` secret that can be read, for masking.
+    fn add_readable_inputs(&mut self, pb: &Playbook, redactor: &mut Redactor) {
+        for step in &pb.steps {
+            for r in step_secret_refs(step) {
+                if self.inputs.contains_key(&r.to_string()) {
+                    continue;
+                }
+                if let Ok(s) = r.resolve(&pb.dir) {
+                    redactor.add(&s);
+                    self.inputs.insert(r.to_string(), s);
+                }
+            }
+        }
     }
 
     /// A redactor that knows every secret of the playbook that can be read now (for commands
@@ -118,9 +191,45 @@ impl Secrets {
         r
     }
 
+    /// What the command of `r` gets besides its text: its `env` (plain values and resolved
+    /// secrets) and `stdin`. A secret that could not be read is left out (the run resolved
+    /// every one a step with work needs before it started).
+    pub fn inputs_of(&self, r: &Rendered) -> (Vec<(String, Secret)>, Option<Secret>) {
+        let env = r
+            .env
+            .iter()
+            .filter_map(|v| match &v.value {
+                EnvValue::Plain(text) => Some((v.name.clone(), Secret::new(text.clone()))),
+                EnvValue::Secret(r) => self
+                    .inputs
+                    .get(&r.to_string())
+                    .map(|s| (v.name.clone(), s.clone())),
+            })
+            .collect();
+        let stdin = r
+            .stdin
+            .as_ref()
+            .and_then(|r| self.inputs.get(&r.to_string()).cloned());
+        (env, stdin)
+    }
+
     fn of(&self, target: &str) -> (Option<Secret>, Option<Secret>) {
         self.by_target.get(target).cloned().unwrap_or((None, None))
     }
+}
+
+/// The secret references of a step's `env` and `stdin` (the same for every target).
+fn step_secret_refs(step: &crate::playbook::Step) -> Vec<&SecretRef> {
+    let mut out = Vec::new();
+    for r in &step.rendered {
+        for v in &r.env {
+            if let EnvValue::Secret(s) = &v.value {
+                out.push(s);
+            }
+        }
+        out.extend(r.stdin.iter());
+    }
+    out
 }
 
 /// Builds the transport for a target (without connecting).
@@ -129,33 +238,101 @@ pub fn make_transport(
     t: &Target,
     secrets: &Secrets,
 ) -> Result<Box<dyn Transport>, TargetError> {
-    let (password, passphrase) = secrets.of(&t.name);
+    let (password, _) = secrets.of(&t.name);
     match t.transport {
         TransportKind::Local => Ok(Box::new(LocalTransport::new(pb.dir.clone()))),
         TransportKind::Ssh => {
-            let auth = match (&t.key, password) {
-                (Some(key), _) => SshAuth::Key {
-                    path: key.clone(),
-                    passphrase,
-                },
-                (None, Some(pw)) => SshAuth::Password(pw),
-                (None, None) => SshAuth::Agent,
-            };
-            let known_hosts = t.known_hosts.clone().unwrap_or_else(default_known_hosts);
-            Ok(Box::new(SshTransport::new(SshConfig {
-                name: t.name.clone(),
-                host: t.host.clone().unwrap_or_default(),
-                port: t.port.unwrap_or(22),
-                user: t.user.clone().unwrap_or_default(),
-                auth,
-                known_hosts,
-                connect_timeout: CONNECT_TIMEOUT,
-                keepalive: t
-                    .keepalive
-                    .unwrap_or(crate::transport::ssh::DEFAULT_KEEPALIVE),
-            })))
+            // The jump hosts, the one reached directly first (validate refused cycles; the
+            // bound keeps a bad model from looping).
+            let mut hops = Vec::new();
+            let mut via = t.jump.as_deref();
+            while let Some(name) = via {
+                let Some(hop) = pb.targets.get(name) else {
+                    break;
+                };
+                if hops.len() >= pb.targets.len() {
+                    return Err(TargetError::Unsupported {
+                        target: t.name.clone(),
+                        what: "a circle of jump hosts".into(),
+                    });
+                }
+                hops.insert(0, ssh_config(hop, secrets));
+                via = hop.jump.as_deref();
+            }
+            if t.jump.is_none() {
+                // From `~/.ssh/config`'s ProxyJump: checked against the target's known_hosts.
+                let own = ssh_config(t, secrets);
+                for h in &t.proxy_hops {
+                    hops.push(SshConfig {
+                        name: format!("{}@{}", h.user, h.host),
+                        host: h.host.clone(),
+                        port: h.port,
+                        user: h.user.clone(),
+                        auth: match &h.key {
+                            Some(k) => SshAuth::Key {
+                                path: k.clone(),
+                                passphrase: None,
+                            },
+                            None => SshAuth::Agent,
+                        },
+                        ..own.clone()
+                    });
+                }
+            }
+            Ok(Box::new(SshTransport::through(
+                ssh_config(t, secrets),
+                hops,
+            )))
         }
-        TransportKind::Winrm => make_winrm(t, password).map(|w| Box::new(w) as Box<dyn Transport>),
+        TransportKind::Winrm => {
+            let w = make_winrm(t, password)?;
+            #[cfg(unix)]
+            if t.jump.is_some() {
+                let mut hops = Vec::new();
+                let mut via = t.jump.as_deref();
+                while let Some(name) = via {
+                    let Some(hop) = pb.targets.get(name) else {
+                        break;
+                    };
+                    if hops.len() >= pb.targets.len() {
+                        return Err(TargetError::Unsupported {
+                            target: t.name.clone(),
+                            what: "a circle of jump hosts".into(),
+                        });
+                    }
+                    hops.insert(0, ssh_config(hop, secrets));
+                    via = hop.jump.as_deref();
+                }
+                let cfg = w.config().clone();
+                return Ok(Box::new(WinrmTransport::through(cfg, hops)));
+            }
+            Ok(Box::new(w))
+        }
+    }
+}
+
+/// How to log into the SSH target `t`.
+fn ssh_config(t: &Target, secrets: &Secrets) -> SshConfig {
+    let (password, passphrase) = secrets.of(&t.name);
+    let auth = match (&t.key, password) {
+        (Some(key), _) => SshAuth::Key {
+            path: key.clone(),
+            passphrase,
+        },
+        (None, Some(pw)) => SshAuth::Password(pw),
+        (None, None) => SshAuth::Agent,
+    };
+    SshConfig {
+        name: t.name.clone(),
+        host: t.host.clone().unwrap_or_default(),
+        port: t.port.unwrap_or(22),
+        user: t.user.clone().unwrap_or_default(),
+        auth,
+        known_hosts: t.known_hosts.clone().unwrap_or_else(default_known_hosts),
+        connect_timeout: CONNECT_TIMEOUT,
+        keepalive: t
+            .keepalive
+            .unwrap_or(crate::transport::ssh::DEFAULT_KEEPALIVE),
     }
 }
 

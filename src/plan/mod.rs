@@ -415,6 +415,8 @@ pub fn warning_kind(code: &str) -> WarningKind {
     let (rank, title, why) = match code {
         "insecure-tls" => (0, "Any TLS certificate accepted", "whoever sits on the network path can pose as the server and read its password"),
         "unencrypted" => (1, "WinRM without encryption", "the password and all output cross the network readably"),
+        "smtp-unencrypted" => (1, "Mail without encryption", "the notifications and the SMTP password cross the network readably"),
+        "notify-plain-http" => (1, "Notifications over plain HTTP", "the notifications, and any token in the URL, cross the network readably"),
         "no-rollback-before-ponr" => (2, "No rollback before a point of no return", "`runner rollback` will have to skip these steps: undoing them is manual (mark steps that only read with `changes: none`)"),
         "interruption-needs-human" => (3, "An interruption needs an operator", "not idempotent and without a check: if runner is interrupted during the step, a person must inspect the target and `runner mark` it"),
         "deadline-missed" => (4, "Deadline missed", "the plan as a whole takes too long"),

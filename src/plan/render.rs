@@ -131,14 +131,27 @@ fn action_text(r: &Rendered) -> (String, String) {
     }
 }
 
+/// What the command gets besides its text: `env: NAME = <secret from env VAR>` per variable,
+/// `stdin: <secret from file PATH>`. Never a secret's value.
+fn input_lines(r: &Rendered) -> Vec<String> {
+    let mut out: Vec<String> = r.env.iter().map(|v| format!("env: {v}")).collect();
+    if let Some(s) = &r.stdin {
+        out.push(format!("stdin: {}", crate::playbook::secret_origin(s)));
+    }
+    out
+}
+
 /// Groups targets whose rendering is identical, so a fan-out to 200 hosts reads as one block.
 fn rendering_groups(rendered: &[Rendered]) -> Vec<(Vec<&str>, &Rendered)> {
     let mut groups: Vec<(Vec<&str>, &Rendered)> = Vec::new();
     for r in rendered {
-        match groups
-            .iter_mut()
-            .find(|(_, g)| g.action == r.action && g.check == r.check && g.rollback == r.rollback)
-        {
+        match groups.iter_mut().find(|(_, g)| {
+            g.action == r.action
+                && g.check == r.check
+                && g.rollback == r.rollback
+                && g.env == r.env
+                && g.stdin == r.stdin
+        }) {
             Some((names, _)) => names.push(&r.target),
             None => groups.push((vec![&r.target], r)),
         }
@@ -176,6 +189,15 @@ fn targets_lines(pb: &Playbook) -> Vec<(String, String)> {
             }
             if let Some(k) = &t.key {
                 d.push_str(&format!(", key {}", k.display()));
+            }
+            if let Some(j) = &t.jump {
+                d.push_str(&format!(", through jump host {j}"));
+            }
+            if !t.from_ssh_config.is_empty() {
+                d.push_str(&format!(
+                    ", from ~/.ssh/config: {}",
+                    t.from_ssh_config.join(", ")
+                ));
             }
             if let Some(a) = t.auth {
                 d.push_str(match a {
@@ -302,6 +324,9 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
                 }
                 let (kind, text) = action_text(r);
                 let _ = writeln!(o, "      {kind}: {}", indent(&text, pad));
+                for line in input_lines(r) {
+                    let _ = writeln!(o, "      {line}");
+                }
                 if let Some(c) = &r.check {
                     let _ = writeln!(o, "      check: {}", indent(c, pad));
                 }
@@ -597,6 +622,12 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
                         };
                         let _ = writeln!(o, "{intro}\n\n{fence}\n{}\n{fence}\n", text.trim_end());
                     }
+                }
+                for line in input_lines(r) {
+                    let _ = writeln!(o, "- {}", line.replace('`', "'"));
+                }
+                if !input_lines(r).is_empty() {
+                    let _ = writeln!(o);
                 }
                 if let Some(c) = &r.check {
                     let _ = writeln!(o, "Check:\n\n```\n{}\n```\n", c.trim_end());

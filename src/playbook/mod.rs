@@ -91,6 +91,13 @@ pub struct Target {
     pub insecure: bool,
     /// WinRM over plain HTTP without message encryption, explicitly allowed.
     pub allow_unencrypted: bool,
+    /// The `ssh` target this one is reached through (`jump`), if any.
+    pub jump: Option<String>,
+    /// Jump hosts from `~/.ssh/config`'s `ProxyJump` (`ssh_config: true`, no `jump`), the one
+    /// reached directly first.
+    pub proxy_hops: Vec<ProxyHop>,
+    /// What was taken from `~/.ssh/config` (`ssh_config: true`), e.g. `HostName 10.0.0.5`.
+    pub from_ssh_config: Vec<String>,
     pub vars: BTreeMap<String, serde_json::Value>,
     /// The effective reboot command (the target's own or the shell's default).
     pub reboot_command: String,
@@ -122,6 +129,15 @@ impl Target {
             }
         }
     }
+}
+
+/// A jump host given by `~/.ssh/config`'s `ProxyJump`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyHop {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -232,9 +248,51 @@ pub struct Rendered {
     pub check: Option<String>,
     pub rollback: Option<String>,
     /// SHA-256 over what decides whether this pair's work is "the same work": the rendered
-    /// action (with script and upload contents' hashes), the check and the ok codes. A resume
+    /// action (with script and upload contents' hashes), the check and the ok codes, and the
+    /// step's `env` and `stdin` as written (references, never secret values). A resume
     /// refuses to trust an old success when this changed.
     pub def_hash: String,
+    /// The environment variables the command, check and rollback get, in name order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// The secret the command gets on its standard input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<SecretRef>,
+}
+
+/// One environment variable of a step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: EnvValue,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvValue {
+    /// Plain text, written in the playbook.
+    Plain(String),
+    /// A secret, read when the step runs.
+    Secret(SecretRef),
+}
+
+impl std::fmt::Display for EnvVar {
+    /// `ADMIN_PW = <secret from env SBS_ADMIN_PASSWORD>`, or `MODE = "fast"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            EnvValue::Plain(v) => write!(f, "{} = {v:?}", self.name),
+            EnvValue::Secret(r) => write!(f, "{} = {}", self.name, secret_origin(r)),
+        }
+    }
+}
+
+/// `<secret from env NAME>` or `<secret from file PATH>`: how the plan names a secret.
+pub fn secret_origin(r: &SecretRef) -> String {
+    match r {
+        SecretRef::Env(n) => format!("<secret from env {n}>"),
+        SecretRef::File(p) => format!("<secret from file {}>", p.display()),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -175,6 +175,16 @@ pub struct RawTarget {
     /// Only for isolated test networks; the plan shows a warning.
     #[serde(default)]
     pub allow_unencrypted: bool,
+    /// SSH through a jump host: the name of another `ssh` target of this playbook, which
+    /// carries this target's connection (like OpenSSH's ProxyJump). That target may itself
+    /// use a `jump`; each hop checks its own host key and logs in with its own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<String>,
+    /// `ssh` only: take what this target does not set (host name, port, user, key, jump
+    /// hosts) from `~/.ssh/config`, looking up `host` as a `Host` alias, as `ssh host` would.
+    /// The plan shows what was taken.
+    #[serde(default)]
+    pub ssh_config: bool,
     /// The target's own template variables (override playbook vars).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
@@ -282,6 +292,16 @@ pub struct RawStep {
     /// a staging folder nothing uses yet): the review then does not ask for its rollback.
     #[serde(default)]
     pub changes: Changes,
+    /// Environment variables of the command, its check and its rollback (run and script
+    /// steps): `NAME: { env: VARIABLE }` or `NAME: { file: PATH }` for a secret, which is
+    /// passed without ever being in a command line, the plan, the journal or a report; or
+    /// `NAME: text` for an ordinary value, shown in the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, RawEnvValue>>,
+    /// A secret given to the command on its standard input (followed by a newline, then the
+    /// end of input): `{ env: VARIABLE }` or `{ file: PATH }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<RawSecretRef>,
 }
 
 /// What a step changes.
@@ -294,6 +314,16 @@ pub enum Changes {
     #[default]
     #[serde(rename = "target")]
     Target,
+}
+
+/// The value of a step's environment variable: a secret by reference, or plain text.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawEnvValue {
+    /// An ordinary value, shown in the plan (never a password: reference those).
+    Plain(String),
+    /// A secret: `{ env: VARIABLE }` or `{ file: PATH }`.
+    Secret(RawSecretRef),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

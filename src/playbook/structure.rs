@@ -42,6 +42,8 @@ pub const TARGET_KEYS: &[&str] = &[
     "cert_sha256",
     "insecure",
     "allow_unencrypted",
+    "jump",
+    "ssh_config",
     "vars",
     "reboot_command",
     "boot_id_command",
@@ -71,6 +73,8 @@ pub const STEP_KEYS: &[&str] = &[
     "business_hours",
     "deadline",
     "changes",
+    "env",
+    "stdin",
 ];
 pub const UPLOAD_KEYS: &[&str] = &["src", "dest"];
 pub const DEADLINE_KEYS: &[&str] = &["after", "within"];
@@ -178,6 +182,10 @@ pub fn check(src: &Source) -> Vec<Diagnostic> {
                             walk_map(src, c, p, DEADLINE_KEYS, "deadline", o, &|_, _, _, _| {})
                         }
                         "reboot" => walk_map(src, c, p, REBOOT_KEYS, "reboot", o, &|_, _, _, _| {}),
+                        "stdin" => check_secret(src, c, p, k, o),
+                        "env" => each_value(c, p, |name, value, p| {
+                            check_env_value(src, name, value, p, o)
+                        }),
                         _ => {}
                     },
                 )
@@ -350,6 +358,35 @@ fn each_value(node: &Node, path: &mut Vec<Seg>, mut f: impl FnMut(&str, &Node, &
             f(&e.key, &e.value, path);
             path.pop();
         }
+    }
+}
+
+/// Words in a variable's name that say its value is a credential: a plain value there is a
+/// literal secret.
+const SECRET_WORDS: &[&str] = &["PASS", "PWD", "_PW", "SECRET", "TOKEN", "CREDENTIAL", "KEY"];
+
+/// A step's `env` entry: a secret reference is checked as one; a plain value is fine unless
+/// the variable's name says it holds a credential.
+fn check_env_value(
+    src: &Source,
+    name: &str,
+    node: &Node,
+    path: &mut Vec<Seg>,
+    out: &mut Vec<Diagnostic>,
+) {
+    match &node.kind {
+        NodeKind::Map(_) => check_secret(src, node, path, name, out),
+        NodeKind::Scalar(_) => {
+            let upper = name.to_ascii_uppercase();
+            if SECRET_WORDS.iter().any(|w| upper.contains(w)) || upper.ends_with("PW") {
+                out.push(
+                    Diagnostic::at(src, path, format!("`env.{name}` looks like a literal secret; secrets may only be referenced"))
+                        .help(format!("write `{name}: {{ env: VARIABLE }}` or `{name}: {{ file: PATH }}`, and remove the value from this file (rename the variable if it truly is no secret)"))
+                        .without_source(),
+                );
+            }
+        }
+        _ => {}
     }
 }
 

@@ -11,14 +11,15 @@ use minijinja::Value;
 
 use super::diagnostic::{suggestion_or_choices, Diagnostic};
 use super::raw::{
-    RawAddresses, RawDays, RawEmail, RawOn, RawPlaybook, RawSecretRef, RawSink, RawStep, RawTarget,
+    RawAddresses, RawDays, RawEmail, RawEnvValue, RawOn, RawPlaybook, RawSecretRef, RawSink,
+    RawStep, RawTarget,
 };
 use super::source::{Pos, Seg, Source};
 use super::template::{json_to_value, TemplateError, Templates};
 use super::{
-    expand_home, sha256_hex, structure, Action, Deadline, FileRef, LoadError, Playbook, Rendered,
-    RenderedAction, ShellKind, Step, Target, TransportKind, WinrmAuth, MAX_PLAYBOOK_BYTES,
-    OPERATOR,
+    expand_home, sha256_hex, structure, Action, Deadline, EnvValue, EnvVar, FileRef, LoadError,
+    Playbook, Rendered, RenderedAction, ShellKind, Step, Target, TransportKind, WinrmAuth,
+    MAX_PLAYBOOK_BYTES, OPERATOR,
 };
 use crate::notify::{EmailSink, HttpUrl, NotifyEvent, Sink, SinkKind, Smtp};
 use crate::secret::SecretRef;
@@ -224,6 +225,10 @@ const SERDE_NAMES: &[(&str, &str)] = &[
     (
         "untagged enum RawOn",
         "a target or group name, or a list of them",
+    ),
+    (
+        "untagged enum RawEnvValue",
+        "plain text, or a secret as `{ env: NAME }` or `{ file: PATH }`",
     ),
     (
         "untagged enum RawDays",
@@ -676,13 +681,182 @@ impl Validator<'_> {
                 out.insert(name.clone(), target);
             }
         }
+        self.jumps(raw);
         out
+    }
+
+    /// Each `jump` names another `ssh` target, from an `ssh` target, and no chain of jumps
+    /// comes back to where it started.
+    fn jumps(&mut self, raw: &RawPlaybook) {
+        for (name, t) in &raw.targets {
+            let Some(via) = &t.jump else {
+                continue;
+            };
+            let at = vec![key("targets"), key(name), key("jump")];
+            if t.transport == TransportKind::Local {
+                self.err(
+                    &at,
+                    format!("`jump` applies to `ssh` and `winrm` targets, and `{name}` is local"),
+                    Some("remove `jump`".into()),
+                );
+                continue;
+            }
+            match raw.targets.get(via) {
+                None => {
+                    let help = suggestion_or_choices(
+                        via,
+                        raw.targets
+                            .keys()
+                            .filter(|k| *k != name)
+                            .map(String::as_str),
+                    );
+                    self.err(
+                        &at,
+                        format!("`jump` names `{via}`, which is not a target"),
+                        Some(help),
+                    );
+                    continue;
+                }
+                Some(v) if v.transport != TransportKind::Ssh => {
+                    self.err(
+                        &at,
+                        format!("`jump` names `{via}`, which is not an `ssh` target"),
+                        Some("a jump host is reached over SSH: name an `ssh` target".into()),
+                    );
+                    continue;
+                }
+                Some(_) => {}
+            }
+            // Follow the chain; coming back to `name` is a cycle.
+            let mut chain = vec![name.clone()];
+            let mut next = Some(via.clone());
+            while let Some(n) = next {
+                if chain.contains(&n) {
+                    if n == *name {
+                        chain.push(n);
+                        self.err(
+                            &at,
+                            format!("the jump hosts of `{name}` go round in a circle: {}", chain.join(" -> ")),
+                            Some("one target in the chain must be reachable directly (without `jump`)".into()),
+                        );
+                    }
+                    break;
+                }
+                next = raw.targets.get(&n).and_then(|t| t.jump.clone());
+                chain.push(n);
+            }
+        }
+    }
+
+    /// `ssh_config: true`: the target with what `~/.ssh/config` says for its `host` filled in
+    /// where it sets nothing, what was taken, and the `ProxyJump` hosts (unless it has `jump`).
+    fn with_ssh_config(
+        &mut self,
+        name: &str,
+        t: &RawTarget,
+    ) -> (RawTarget, Vec<String>, Vec<super::ProxyHop>) {
+        use crate::transport::ssh_config::{parse_jump, SshConfigFile};
+        let at = vec![key("targets"), key(name), key("ssh_config")];
+        let mut eff = t.clone();
+        if t.transport != TransportKind::Ssh {
+            self.err(
+                &at,
+                "`ssh_config` applies to `ssh` targets",
+                Some("remove it".into()),
+            );
+            return (eff, Vec::new(), Vec::new());
+        }
+        let Some(alias) = t.host.clone() else {
+            return (eff, Vec::new(), Vec::new());
+        };
+        let home = expand_home(Path::new("~"));
+        let file = home.join(".ssh").join("config");
+        let read = SshConfigFile::read(&file).and_then(|c| {
+            let s = c.lookup(&alias, &home)?;
+            Ok((c, s))
+        });
+        let (cfg, found) = match read {
+            Ok(v) => v,
+            Err(e) => {
+                self.err(&at, format!("`ssh_config: true`, but {e}"), Some("create the file, or set the target's `host`, `port`, `user` and `key` here and remove `ssh_config`".into()));
+                return (eff, Vec::new(), Vec::new());
+            }
+        };
+        let mut taken = Vec::new();
+        if let Some(h) = &found.host_name {
+            taken.push(format!("HostName {h}"));
+            eff.host = Some(h.clone());
+        }
+        if t.port.is_none() {
+            if let Some(port) = found.port {
+                taken.push(format!("Port {port}"));
+                eff.port = Some(port);
+            }
+        }
+        if t.user.is_none() {
+            if let Some(u) = &found.user {
+                taken.push(format!("User {u}"));
+                eff.user = Some(u.clone());
+            }
+        }
+        if t.key.is_none() && t.password.is_none() {
+            if let Some(k) = &found.identity_file {
+                taken.push(format!("IdentityFile {}", k.display()));
+                eff.key = Some(k.display().to_string());
+            }
+        }
+        let mut hops = Vec::new();
+        if let Some(pj) = found.proxy_jump.as_deref().filter(|p| *p != "none") {
+            if t.jump.is_some() {
+                taken.push(format!(
+                    "ProxyJump {pj} ignored: the target's `jump` is used"
+                ));
+            } else {
+                for spec in pj.split(',') {
+                    let Some((user, host, port)) = parse_jump(spec) else {
+                        self.err(&at, format!("`ProxyJump {pj}` in {} is not a list of `[user@]host[:port]`", file.display()), Some("fix the line in that file, or give the jump host as a target and use `jump`".into()));
+                        return (eff, taken, Vec::new());
+                    };
+                    let hop = match cfg.lookup(&host, &home) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            self.err(&at, e.to_string(), None);
+                            return (eff, taken, Vec::new());
+                        }
+                    };
+                    hops.push(super::ProxyHop {
+                        host: hop.host_name.clone().unwrap_or(host),
+                        port: port.or(hop.port).unwrap_or(22),
+                        user: user
+                            .or(hop.user.clone())
+                            .or(eff.user.clone())
+                            .unwrap_or_default(),
+                        key: hop.identity_file.clone().or_else(|| {
+                            eff.key
+                                .as_ref()
+                                .map(|k| self.dir.join(expand_home(Path::new(k))))
+                        }),
+                    });
+                }
+                taken.push(format!("ProxyJump {pj}"));
+            }
+        }
+        for (line, text) in &cfg.ignored {
+            taken.push(format!("not read: line {line} `{text}`"));
+        }
+        (eff, taken, hops)
     }
 
     fn target(&mut self, name: &str, t: &RawTarget) -> Option<Target> {
         let p = |k: &str| vec![key("targets"), key(name), key(k)];
         let base = vec![key("targets"), key(name)];
         let before = self.diags.len();
+        let (effective, from_ssh_config, proxy_hops) = if t.ssh_config {
+            self.with_ssh_config(name, t)
+        } else {
+            (t.clone(), Vec::new(), Vec::new())
+        };
+        let t = &effective;
         if !is_name(name) || name == OPERATOR {
             self.err(&base, format!("`{name}` is not a valid target name"), Some(format!("use lowercase letters, digits, `-` and `_` (and not `{OPERATOR}`, which names the person confirming manual steps)")));
         }
@@ -840,6 +1014,9 @@ impl Validator<'_> {
             cert_sha256: t.cert_sha256.clone(),
             insecure: t.insecure,
             allow_unencrypted: t.allow_unencrypted,
+            jump: t.jump.clone(),
+            proxy_hops,
+            from_ssh_config,
             vars: t.vars.clone(),
             reboot_command: t.reboot_command.clone().unwrap_or_else(|| {
                 match shell {
@@ -1303,6 +1480,8 @@ impl Validator<'_> {
             );
         }
 
+        let inputs = self.inputs(&p, s, action.as_ref(), estimate, &expanded, targets);
+
         if self.diags.len() != before {
             return None;
         }
@@ -1314,7 +1493,16 @@ impl Validator<'_> {
         };
         let mut rendered = Vec::new();
         for t in &pair_targets {
-            rendered.push(self.render(&base, s, &action, raw, targets.get(t), t, &ok_codes)?);
+            rendered.push(self.render(
+                &base,
+                s,
+                &action,
+                raw,
+                targets.get(t),
+                t,
+                &ok_codes,
+                &inputs,
+            )?);
         }
         Some(Step {
             index: i,
@@ -1341,6 +1529,89 @@ impl Validator<'_> {
             line: self.src.locate(&p("id")).0.line,
             rendered,
         })
+    }
+
+    /// A step's `env` and `stdin`: valid names, secrets by reference, and only where they can
+    /// reach the command without a command line (run and script steps, attached, `sh` over SSH).
+    fn inputs(
+        &mut self,
+        p: &dyn Fn(&str) -> Vec<Seg>,
+        s: &RawStep,
+        action: Option<&Action>,
+        estimate: Option<SignedDuration>,
+        expanded: &[String],
+        targets: &BTreeMap<String, Target>,
+    ) -> (Vec<EnvVar>, Option<SecretRef>) {
+        let mut env = Vec::new();
+        for (name, value) in s.env.iter().flatten() {
+            let mut q = p("env");
+            q.push(key(name));
+            if !is_identifier(name) {
+                self.err(
+                    &q,
+                    format!("`{name}` is not a valid environment variable name"),
+                    Some(
+                        "use letters, digits and `_`, not starting with a digit, e.g. `ADMIN_PW`"
+                            .into(),
+                    ),
+                );
+                continue;
+            }
+            match value {
+                RawEnvValue::Plain(text) if text.contains('\0') => self.err(
+                    &q,
+                    format!("`env.{name}` contains a NUL byte"),
+                    Some("environment variables cannot hold NUL bytes".into()),
+                ),
+                RawEnvValue::Plain(text) => env.push(EnvVar {
+                    name: name.clone(),
+                    value: EnvValue::Plain(text.clone()),
+                }),
+                RawEnvValue::Secret(r) => {
+                    if let Some(r) = self.secret(&q, &Some(r.clone())) {
+                        env.push(EnvVar {
+                            name: name.clone(),
+                            value: EnvValue::Secret(r),
+                        });
+                    }
+                }
+            }
+        }
+        let stdin = self.secret(&p("stdin"), &s.stdin);
+        let key_given = if s.env.is_some() { "env" } else { "stdin" };
+        if s.env.is_none() && s.stdin.is_none() {
+            return (env, stdin);
+        }
+        let runs = matches!(action, Some(Action::Run(_)) | Some(Action::Script(_)));
+        if action.is_some() && !runs {
+            self.err(
+                &p(key_given),
+                format!("`{key_given}` applies to `run` and `script` steps"),
+                Some("remove it, or pass the value to a `run` or `script` step".into()),
+            );
+        }
+        let detached = s
+            .detach
+            .unwrap_or_else(|| estimate.is_some_and(|e| e >= super::DETACH_FROM));
+        if detached && matches!(action, Some(Action::Run(_))) {
+            self.err(
+                &p(key_given),
+                format!("a step with `{key_given}` cannot run detached: a detached job would have to keep its secrets on the target's disk"),
+                Some("set `detach: false` on this step (steps estimated at 15 minutes or more run detached by default)".into()),
+            );
+        }
+        for name in expanded {
+            if let Some(t) = targets.get(name) {
+                if t.transport == TransportKind::Ssh && t.shell != ShellKind::Sh {
+                    self.err(
+                        &p(key_given),
+                        format!("`{key_given}` reaches commands over SSH only with `shell: sh`, and target `{name}` uses another shell"),
+                        Some("run this step on an `sh` target, or reach the Windows server over WinRM, where `env` and `stdin` work with every shell".into()),
+                    );
+                }
+            }
+        }
+        (env, stdin)
     }
 
     /// A local file the step sends: it must exist now, and its hash goes into the plan.
@@ -1384,6 +1655,7 @@ impl Validator<'_> {
         target: Option<&Target>,
         target_name: &str,
         ok_codes: &[i64],
+        inputs: &(Vec<EnvVar>, Option<SecretRef>),
     ) -> Option<Rendered> {
         let ctx = context(raw, target, target_name);
         let render = |field: &str, text: &str, v: &mut Validator<'_>| -> Option<String> {
@@ -1449,12 +1721,23 @@ impl Validator<'_> {
             Some(c) => Some(render("rollback", c, self)?),
             None => None,
         };
+        let (env, stdin) = inputs;
         let def_hash = {
-            let basis = serde_json::json!({
+            let mut basis = serde_json::json!({
                 "action": &rendered_action,
                 "check": &check,
                 "ok_codes": ok_codes,
             });
+            // Only when given, so that the identity of every step without them is unchanged.
+            // References and plain values, never a secret's value.
+            if let Some(b) = basis.as_object_mut() {
+                if !env.is_empty() {
+                    b.insert("env".into(), serde_json::json!(env));
+                }
+                if let Some(r) = stdin {
+                    b.insert("stdin".into(), serde_json::json!(r));
+                }
+            }
             sha256_hex(basis.to_string().as_bytes())
         };
         Some(Rendered {
@@ -1463,6 +1746,8 @@ impl Validator<'_> {
             check,
             rollback,
             def_hash,
+            env: env.clone(),
+            stdin: stdin.clone(),
         })
     }
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::shell::{self, powershell_encode, Payload, PidMarkerFilter};
 use super::{
-    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Shell,
-    Stream, Transport, TransportError, ORPHAN_REASON,
+    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Secret,
+    Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
@@ -56,6 +56,7 @@ impl LocalTransport {
         script: Option<&str>,
         file: Option<&Path>,
         token: &str,
+        ctl: &Control,
     ) -> Command {
         let mut cmd = match shell {
             Shell::Sh => {
@@ -64,7 +65,13 @@ impl LocalTransport {
                     (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
                     (None, None) => String::new(),
                 };
-                let [wrapper, tag, arg] = shell::tracked_sh_args(Payload::Inline(&inline), token);
+                // Environment and stdin reach the command as over SSH: the wrapper reads them
+                // from the pipe it holds ([`shell::input_block`]).
+                let [wrapper, tag, arg] = shell::tracked_sh_args_with_input(
+                    Payload::Inline(&inline),
+                    token,
+                    ctl.has_input(),
+                );
                 let mut c = Command::new("sh");
                 c.arg("-c").arg(wrapper).arg(tag).arg(arg);
                 c
@@ -105,11 +112,16 @@ impl LocalTransport {
             }
         };
         // The `sh` wrapper's watcher reads the pipe until it ends.
-        let stdin = if shell == Shell::Sh {
+        let stdin = if shell == Shell::Sh || ctl.stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         };
+        if shell != Shell::Sh {
+            for (name, value) in &ctl.env {
+                cmd.env(name, value.expose());
+            }
+        }
         cmd.current_dir(&self.workdir)
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -176,7 +188,25 @@ impl LocalTransport {
             }
         };
         // Held open while the command runs: its end is the watcher's signal to stop the group.
-        let stdin = child.stdin.take();
+        let mut stdin = child.stdin.take();
+        if ctl.has_input() {
+            if let Some(pipe) = stdin.as_mut() {
+                let data = if shell == Shell::Sh {
+                    shell::input_block(&ctl.env, ctl.stdin.as_ref())
+                } else {
+                    Secret::new(format!(
+                        "{}\n",
+                        ctl.stdin.as_ref().map(Secret::expose).unwrap_or_default()
+                    ))
+                };
+                // A command that exits without reading its input is not an error.
+                let _ = pipe.write_all(data.expose().as_bytes());
+            }
+            if shell != Shell::Sh {
+                // Other shells read their stdin to its end.
+                stdin = None;
+            }
+        }
         let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut open_streams = 0;
@@ -329,7 +359,7 @@ impl LocalTransport {
             });
         }
         let token = token.map_or_else(random_token, str::to_string);
-        let cmd = self.command_for(shell, Some(script), None, &token);
+        let cmd = self.command_for(shell, Some(script), None, &token, ctl);
         self.run(cmd, shell, ctl, out)
     }
 
@@ -360,7 +390,7 @@ impl LocalTransport {
             });
         }
         let token = token.map_or_else(random_token, str::to_string);
-        let cmd = self.command_for(shell, None, Some(&path), &token);
+        let cmd = self.command_for(shell, None, Some(&path), &token, ctl);
         self.run(cmd, shell, ctl, out)
     }
 }

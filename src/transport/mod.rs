@@ -8,6 +8,7 @@ pub mod known_hosts;
 pub mod local;
 pub mod shell;
 pub mod ssh;
+pub mod ssh_config;
 pub mod upload_buffer;
 pub mod winrm;
 
@@ -58,6 +59,14 @@ pub struct Control {
     pub timeout: Option<Duration>,
     /// Set to stop the command now; polled at least every few hundred milliseconds.
     pub cancel: Arc<AtomicBool>,
+    /// Environment variables the command gets (a step's `env`), passed the way the transport
+    /// keeps them out of every command line: over SSH on the wrapper's standard input, over
+    /// WinRM in the shell's environment, locally in the child's environment. A name is
+    /// `[A-Za-z_][A-Za-z0-9_]*`; a value holds no NUL.
+    pub env: Vec<(String, Secret)>,
+    /// What the command reads on its standard input (a step's `stdin`), followed by a newline
+    /// and the end of input. Without it a command reads nothing.
+    pub stdin: Option<Secret>,
 }
 
 impl Control {
@@ -65,7 +74,14 @@ impl Control {
         Control {
             timeout,
             cancel: Arc::new(AtomicBool::new(false)),
+            env: Vec::new(),
+            stdin: None,
         }
+    }
+
+    /// True when the command gets environment variables or standard input.
+    pub fn has_input(&self) -> bool {
+        !self.env.is_empty() || self.stdin.is_some()
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -222,6 +238,15 @@ pub enum TransportError {
         source: io::Error,
     },
 
+    #[error("cannot reach {target} through the jump host {hop}: {source}")]
+    Jump {
+        target: String,
+        /// The jump host: its name in the playbook and its address.
+        hop: String,
+        #[source]
+        source: Box<TransportError>,
+    },
+
     #[error("SSH handshake with {target} failed: {message}; check that an SSH server answers on that port")]
     Handshake { target: String, message: String },
 
@@ -340,10 +365,13 @@ impl TransportError {
     /// retrying is sensible. It says nothing about whether a command already ran: the engine
     /// must consult the step's idempotency before re-running it.
     pub fn is_connection_lost(&self) -> bool {
-        matches!(
-            self,
-            TransportError::Connect { .. } | TransportError::ConnectionLost { .. }
-        )
+        match self {
+            TransportError::Jump { source, .. } => source.is_connection_lost(),
+            _ => matches!(
+                self,
+                TransportError::Connect { .. } | TransportError::ConnectionLost { .. }
+            ),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 
-use super::Shell;
+use super::{Secret, Shell};
 
 /// First bytes of the line a tracked command prints on stderr to report the PID of its shell.
 /// Starts with ASCII RS (0x1e) so that it cannot be confused with anything a login script
@@ -85,6 +85,45 @@ pub fn command_line(shell: Shell, script: &str) -> String {
 /// costs a fork instead of starting another `sh`. A script file runs as `sh FILE` and is
 /// removed by the watcher when the wrapper's stdin ends first.
 pub fn tracked_sh_args(payload: Payload<'_>, token: &str) -> [String; 3] {
+    tracked_sh_args_with_input(payload, token, false)
+}
+
+/// The lines [`tracked_sh_args_with_input`]'s wrapper reads from its standard input before
+/// the command starts: `NAME=VALUE` per environment variable, `<VALUE` for what the command
+/// reads on its stdin, then an empty line. In a VALUE, `\` is written `\\`, a newline `\n` and
+/// a carriage return `\r` (the wrapper decodes them with `printf %b`, a builtin). Held as a
+/// [`Secret`] so it is zeroed when dropped.
+pub fn input_block(env: &[(String, Secret)], stdin: Option<&Secret>) -> Secret {
+    fn enc(v: &str, out: &mut String) {
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    }
+    let mut out = String::new();
+    for (name, value) in env {
+        out.push_str(name);
+        out.push('=');
+        enc(value.expose(), &mut out);
+    }
+    if let Some(v) = stdin {
+        out.push('<');
+        enc(v.expose(), &mut out);
+    }
+    out.push('\n');
+    Secret::new(out)
+}
+
+/// [`tracked_sh_args`]; with `input`, the wrapper first reads an [`input_block`] from its
+/// standard input: it exports the variables (`export` is a builtin: no value is ever in a
+/// command line) and pipes the stdin value, with a newline, into the command, whose standard
+/// input otherwise is /dev/null.
+pub fn tracked_sh_args_with_input(payload: Payload<'_>, token: &str, input: bool) -> [String; 3] {
     // The runner removes a script file after the script; when the runner is gone, the
     // watcher does (an open file can be removed while `sh` still reads it).
     let (run, cleanup) = match payload {
@@ -97,13 +136,35 @@ pub fn tracked_sh_args(payload: Payload<'_>, token: &str) -> [String; 3] {
     // runner that started it. When the script ends normally the watcher is disarmed
     // first. Background jobs of a non-interactive shell get /dev/null as stdin, hence
     // the detour through fd 3.
+    let (read_input, run) = if input {
+        (
+            "_i=\n\
+             _s=\n\
+             while IFS= read -r _l && [ -n \"$_l\" ]; do\n\
+             case $_l in\n\
+             '<'*) _i=$(printf '%bx' \"${_l#?}\"); _i=${_i%x}; _s=1 ;;\n\
+             *) _v=$(printf '%bx' \"${_l#*=}\"); export \"${_l%%=*}=${_v%x}\" ;;\n\
+             esac\n\
+             done\n\
+             unset _l _v\n",
+            if run.starts_with('(') {
+                "if [ -n \"$_s\" ]; then printf '%s\\n' \"$_i\" | ( unset _i _s; eval \"set --\n$1\" ); else ( unset _i _s; eval \"set --\n$1\" ) </dev/null; fi"
+            } else {
+                "if [ -n \"$_s\" ]; then printf '%s\\n' \"$_i\" | sh \"$1\"; else sh \"$1\" </dev/null; fi"
+            },
+        )
+    } else {
+        ("", run)
+    };
+    let stdin_redirect = if input { "" } else { " </dev/null" };
     let wrapper = format!(
         "printf '\\036runner-pid:%s\\n' \"$$\" >&2 || exit 125\n\
+         {read_input}\
          exec 3<&0\n\
          ( while read -r _; do :; done <&3; {cleanup}kill -s TERM -- -$$ ) >/dev/null 2>&1 &\n\
          w=$!\n\
          exec 3<&-\n\
-         {run} </dev/null\n\
+         {run}{stdin_redirect}\n\
          s=$?\n\
          kill -s TERM \"$w\" 2>/dev/null\n\
          exit $s"
@@ -122,11 +183,22 @@ pub fn tracked_sh_args(payload: Payload<'_>, token: &str) -> [String; 3] {
 /// so the reported PID is the session leader sshd created with `setsid()`, i.e. the process
 /// group of everything the script starts.
 pub fn tracked_command_line(shell: Shell, payload: Payload<'_>, token: &str) -> String {
+    tracked_command_line_with_input(shell, payload, token, false)
+}
+
+/// [`tracked_command_line`]; with `input` (only for `sh`), the wrapper first reads an
+/// [`input_block`] from its standard input ([`tracked_sh_args_with_input`]).
+pub fn tracked_command_line_with_input(
+    shell: Shell,
+    payload: Payload<'_>,
+    token: &str,
+    input: bool,
+) -> String {
     match shell {
         Shell::Sh => {
             // The token as `$0` is in the wrapper's command line, where `stop_orphan_command_line`
             // looks for it: a PID alone could have been reused by the time it is needed.
-            let [wrapper, tag, arg] = tracked_sh_args(payload, token);
+            let [wrapper, tag, arg] = tracked_sh_args_with_input(payload, token, input);
             format!(
                 "exec sh -c {} {} {}",
                 sh_quote(&wrapper),

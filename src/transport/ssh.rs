@@ -90,6 +90,9 @@ const ORPHAN_STOP_LIMIT: Duration = Duration::from_secs(60);
 /// A transport that runs steps on one SSH target.
 pub struct SshTransport {
     cfg: SshConfig,
+    /// The jump hosts in front of the target, the one reached directly first: each is reached
+    /// through the ones before it, and the target through the last (see [`SshTransport::through`]).
+    hops: Vec<SshConfig>,
     conn: Option<Conn>,
     /// The target's temporary directory (Windows targets only; asked once).
     windows_temp: Option<String>,
@@ -141,8 +144,17 @@ struct Tracking<'a> {
 
 impl SshTransport {
     pub fn new(cfg: SshConfig) -> Self {
+        SshTransport::through(cfg, Vec::new())
+    }
+
+    /// A target reached through jump hosts (`hops`, the one reached directly first), like
+    /// OpenSSH's ProxyJump: each hop is its own SSH session, with its own host key check
+    /// against its own known_hosts and its own authentication, and carries the next one's TCP
+    /// connection in a `direct-tcpip` channel.
+    pub fn through(cfg: SshConfig, hops: Vec<SshConfig>) -> Self {
         SshTransport {
             cfg,
+            hops,
             conn: None,
             windows_temp: None,
             orphan: None,
@@ -289,17 +301,37 @@ impl SshTransport {
     fn open(&self, only_types: Option<&[String]>) -> Result<Opened, TransportError> {
         let cfg = &self.cfg;
         let target = self.describe();
-        let tcp = tcp_connect(&cfg.host, cfg.port, cfg.connect_timeout).map_err(|source| {
-            TransportError::Connect {
-                target: target.clone(),
-                source,
+        let mut sess_tcp: Option<TcpStream> = None;
+        #[cfg(unix)]
+        let mut sess_tunnel: Option<std::os::unix::net::UnixStream> = None;
+        if self.hops.is_empty() {
+            let tcp = tcp_connect(&cfg.host, cfg.port, cfg.connect_timeout).map_err(|source| {
+                TransportError::Connect {
+                    target: target.clone(),
+                    source,
+                }
+            })?;
+            tune_socket(&tcp);
+            sess_tcp = Some(tcp);
+        } else {
+            #[cfg(unix)]
+            {
+                sess_tunnel = Some(self.tunnel()?);
             }
-        })?;
-        tune_socket(&tcp);
+            #[cfg(not(unix))]
+            return Err(TransportError::Connect {
+                target: target.clone(),
+                source: io::Error::other("jump hosts need a Unix runner machine"),
+            });
+        }
         #[cfg(unix)]
         let fd = {
             use std::os::unix::io::AsRawFd;
-            tcp.as_raw_fd()
+            match (&sess_tcp, &sess_tunnel) {
+                (Some(t), _) => t.as_raw_fd(),
+                (None, Some(u)) => u.as_raw_fd(),
+                (None, None) => -1,
+            }
         };
         let early = |e: ssh2::Error| {
             if is_connection_error(&e) {
@@ -318,7 +350,13 @@ impl SshTransport {
             }
         };
         let mut sess = Session::new().map_err(early)?;
-        sess.set_tcp_stream(tcp);
+        if let Some(tcp) = sess_tcp {
+            sess.set_tcp_stream(tcp);
+        }
+        #[cfg(unix)]
+        if let Some(tunnel) = sess_tunnel {
+            sess.set_tcp_stream(tunnel);
+        }
         sess.set_timeout(timeout_ms(cfg.connect_timeout));
         set_hostkey_preference(&sess, only_types).map_err(early)?;
         set_algorithm_preference(&sess);
@@ -383,6 +421,19 @@ impl SshTransport {
             sftp: None,
             broken: false,
         }))
+    }
+
+    /// Connects the jump hosts and opens a `direct-tcpip` channel from the last one to the
+    /// target; returns a socket that carries it, for the target's session.
+    #[cfg(unix)]
+    fn tunnel(&self) -> Result<std::os::unix::net::UnixStream, TransportError> {
+        open_tunnel(
+            &self.hops,
+            &self.cfg.host,
+            self.cfg.port,
+            self.cfg.connect_timeout,
+            &self.describe(),
+        )
     }
 
     fn authenticate(&self, sess: &Session) -> Result<(), TransportError> {
@@ -493,7 +544,9 @@ impl SshTransport {
             return self.run_content(&content, shell, ctl, token, out);
         }
         let token = token.map_or_else(random_token, str::to_string);
-        let line = shell::tracked_command_line(shell, Payload::Inline(script), &token);
+        let input = shell == Shell::Sh && ctl.has_input();
+        let line =
+            shell::tracked_command_line_with_input(shell, Payload::Inline(script), &token, input);
         let tracking = Tracking {
             shell,
             token: &token,
@@ -535,6 +588,23 @@ impl SshTransport {
             let err = self.ssh_err("starting a command (it may or may not have started)", &e);
             self.orphan = orphan_after(&err, tracking.shell, None, tracking.token);
             return Err(err);
+        }
+        if tracking.shell == Shell::Sh && ctl.has_input() {
+            // The wrapper waits for these lines before the command starts: environment and
+            // stdin travel inside the channel, never in a command line.
+            let block = shell::input_block(&ctl.env, ctl.stdin.as_ref());
+            let sent = channel
+                .write_all(block.expose().as_bytes())
+                .and_then(|()| channel.flush());
+            if let Err(e) = sent {
+                let err = self.lost(
+                    "sending the command's environment (it may or may not have started)",
+                    e.to_string(),
+                );
+                self.mark_broken();
+                self.orphan = orphan_after(&err, tracking.shell, None, tracking.token);
+                return Err(err);
+            }
         }
         let mut marker = PidMarkerFilter::new();
         let (shell, token) = (tracking.shell, tracking.token);
@@ -874,7 +944,9 @@ impl SshTransport {
             }
         };
         self.write_new_file(&sftp_path, content)?;
-        let line = shell::tracked_command_line(shell, Payload::File(&run_path), &token);
+        let input = shell == Shell::Sh && ctl.has_input();
+        let line =
+            shell::tracked_command_line_with_input(shell, Payload::File(&run_path), &token, input);
         let tracking = Tracking {
             shell,
             token: &token,
@@ -1399,6 +1471,186 @@ impl Transport for SshTransport {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, None, out)
     }
+}
+
+/// Connects the jump hosts `hops` (the one reached directly first) and opens a `direct-tcpip`
+/// channel from the last one to `host`:`port`; returns a socket that carries that TCP
+/// connection, for a session (SSH, or WinRM's HTTP) to use as its own. A thread moves the
+/// bytes; it ends, closing both, when either side closes. `target` names the destination in
+/// errors.
+#[cfg(unix)]
+pub fn open_tunnel(
+    hops: &[SshConfig],
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
+    target: &str,
+) -> Result<std::os::unix::net::UnixStream, TransportError> {
+    let Some((last, before)) = hops.split_last() else {
+        return Err(TransportError::ConnectionLost {
+            target: target.to_string(),
+            during: "connecting".into(),
+            message: "no jump host".into(),
+        });
+    };
+    let hop_name = format!("{} ({}@{}:{})", last.name, last.user, last.host, last.port);
+    let via = |e: TransportError| TransportError::Jump {
+        target: target.to_string(),
+        hop: hop_name.clone(),
+        source: Box::new(e),
+    };
+    let mut hop = SshTransport::through(last.clone(), before.to_vec());
+    hop.connect().map_err(via)?;
+    let sess = hop.session().map_err(via)?;
+    sess.set_blocking(true);
+    sess.set_timeout(timeout_ms(connect_timeout));
+    let channel = sess.channel_direct_tcpip(host, port, None).map_err(|e| {
+        via(TransportError::Connect {
+            target: hop.describe(),
+            source: io::Error::other(format!(
+                "the jump host did not open a connection to {host}:{port} ({}); check that the target is reachable from it and that its sshd allows TCP forwarding (AllowTcpForwarding)",
+                e.message()
+            )),
+        })
+    })?;
+    let (mine, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|source| TransportError::Io {
+            context: "cannot create a socket pair for the jump host".into(),
+            source,
+        })?;
+    let keepalive = last.keepalive;
+    let spawned = thread::Builder::new()
+        .name(format!("ssh-jump-{}", last.name))
+        .spawn(move || pump_tunnel(hop, sess, channel, theirs, keepalive));
+    if let Err(source) = spawned {
+        return Err(TransportError::Io {
+            context: "cannot start the jump host's relay thread".into(),
+            source,
+        });
+    }
+    Ok(mine)
+}
+
+/// Moves bytes between the local end of a jump tunnel (`local`, which the next session uses
+/// as its socket) and the `direct-tcpip` channel on the jump host, until either side ends.
+/// Owns the jump host's transport, so its session (and any hops before it) lives as long.
+#[cfg(unix)]
+fn pump_tunnel(
+    hop: SshTransport,
+    sess: Session,
+    mut channel: Channel,
+    mut local: std::os::unix::net::UnixStream,
+    keepalive: Duration,
+) {
+    use std::os::unix::io::AsRawFd;
+    let hop_fd = hop.conn.as_ref().map_or(-1, |c| c.fd);
+    let local_fd = local.as_raw_fd();
+    if local.set_nonblocking(true).is_err() {
+        return;
+    }
+    sess.set_blocking(false);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut up: Vec<u8> = Vec::new();
+    let mut down: Vec<u8> = Vec::new();
+    let mut local_open = true;
+    let mut last_keepalive = Instant::now();
+    loop {
+        let mut progressed = false;
+        // Local -> jump host.
+        if up.is_empty() && local_open {
+            match local.read(&mut buf) {
+                Ok(0) => {
+                    local_open = false;
+                    let _ = channel.send_eof();
+                }
+                Ok(n) => {
+                    up.extend_from_slice(&buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        if !up.is_empty() {
+            match channel.write(&up) {
+                Ok(n) => {
+                    up.drain(..n);
+                    progressed = progressed || n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        // Jump host -> local.
+        if down.is_empty() {
+            match channel.read(&mut buf) {
+                Ok(0) if channel.eof() => break,
+                Ok(0) => {}
+                Ok(n) => {
+                    down.extend_from_slice(&buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        if !down.is_empty() {
+            match local.write(&down) {
+                Ok(n) => {
+                    down.drain(..n);
+                    progressed = progressed || n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        if !local_open && up.is_empty() && down.is_empty() {
+            break;
+        }
+        if last_keepalive.elapsed() >= keepalive {
+            let _ = sess.keepalive_send();
+            last_keepalive = Instant::now();
+        }
+        // A jump host silent for KEEPALIVE_COUNT intervals is lost, as for a direct target:
+        // closing the tunnel makes the session inside it see its connection end.
+        if hop
+            .conn
+            .as_ref()
+            .and_then(Conn::silence)
+            .is_some_and(|quiet| quiet >= keepalive * KEEPALIVE_COUNT)
+        {
+            tracing::info!(hop = %hop.describe(), "jump host silent too long; closing the tunnel through it");
+            break;
+        }
+        if !progressed {
+            // Wait until either side has something (or a tick passes: libssh2 may hold data
+            // it already read from the socket).
+            let mut fds = [
+                libc::pollfd {
+                    fd: local_fd,
+                    events: if local_open && up.is_empty() {
+                        libc::POLLIN
+                    } else {
+                        0
+                    } | if down.is_empty() { 0 } else { libc::POLLOUT },
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: hop_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, 20) };
+        }
+    }
+    // Closing `local` tells the next session that its connection ended.
+    let _ = local.shutdown(std::net::Shutdown::Both);
+    let _ = channel.close();
+    drop(channel);
+    drop(sess);
+    drop(hop);
 }
 
 /// Restores the session's normal blocking limit ([`IO_TIMEOUT`]) when dropped.

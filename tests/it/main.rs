@@ -19,6 +19,8 @@ mod overrun;
 mod report_views;
 mod serve;
 mod ssh_ciphers;
+mod ssh_jump;
+mod step_secrets;
 mod terminal;
 mod torture;
 mod transport_local;

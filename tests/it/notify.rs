@@ -842,7 +842,12 @@ fn the_plan_shows_sinks_without_secrets_and_warns_about_unencrypted_mail() {
         "{}",
         md.stdout
     );
-    assert!(md.stdout.contains("**smtp-unencrypted**"), "{}", md.stdout);
+    assert!(
+        md.stdout
+            .contains("### Mail without encryption (1)\n\n`smtp-unencrypted`: "),
+        "{}",
+        md.stdout
+    );
     assert!(!md.stdout.contains("acme-secret-topic"));
 
     let schema = runner(&["schema"], dir.path(), &[]);

@@ -195,9 +195,18 @@ fn dechunk(mut body: &str) -> String {
 
 /// A status view without "now", which differs between any two readings (and so does the next
 /// step's earliest start when that is now).
+/// Without what depends on the instant each was asked: `now`, and the schedule of what is left
+/// with its fit, which are computed from now.
 fn without_now(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("now");
+        o.remove("fit");
+        if let Some(steps) = o.get_mut("schedule").and_then(Value::as_array_mut) {
+            for s in steps.iter_mut().filter_map(Value::as_object_mut) {
+                s.remove("start");
+                s.remove("end");
+            }
+        }
         if let Some(next) = o.get_mut("next").and_then(Value::as_object_mut) {
             if next.get("now") == Some(&json!(true)) {
                 next.remove("earliest");

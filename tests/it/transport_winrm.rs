@@ -956,7 +956,7 @@ fn our_requests_have_the_shape_of_recorded_ones() {
     };
     let id = soap::message_id();
     let ours = [
-        ("Create", soap::create_shell(&ep, &id)),
+        ("Create", soap::create_shell(&ep, &id, &[])),
         (
             "Command",
             soap::command(&ep, &id, "uuid:S", "echo hi", false),

@@ -72,8 +72,26 @@ pub enum HttpError {
 /// How often a waiting request checks whether it should stop.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Opens the connection's byte stream another way than TCP to the host: through an SSH jump
+/// host's `direct-tcpip` channel ([`crate::transport::ssh::open_tunnel`]).
+#[cfg(unix)]
+#[derive(Clone)]
+pub struct Dialer(
+    pub std::sync::Arc<dyn Fn() -> io::Result<std::os::unix::net::UnixStream> + Send + Sync>,
+);
+
+#[cfg(unix)]
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer")
+    }
+}
+
 pub struct HttpClient {
     cfg: HttpConfig,
+    /// When set, connections are opened by it instead of by TCP.
+    #[cfg(unix)]
+    dialer: Option<Dialer>,
     rt: tokio::runtime::Runtime,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// When the connection last carried a request; see [`IDLE_REUSE`].
@@ -95,6 +113,8 @@ impl HttpClient {
             .map_err(HttpError::Runtime)?;
         Ok(HttpClient {
             cfg,
+            #[cfg(unix)]
+            dialer: None,
             rt,
             sender: None,
             last_used: Instant::now(),
@@ -117,12 +137,32 @@ impl HttpClient {
         self.sender = None;
     }
 
+    /// Opens every connection with `dialer` instead of TCP to the host.
+    #[cfg(unix)]
+    pub fn set_dialer(&mut self, dialer: Dialer) {
+        self.dialer = Some(dialer);
+    }
+
     pub fn connect(&mut self) -> Result<(), HttpError> {
         if self.is_connected() {
             return Ok(());
         }
         self.sender = None;
         let cfg = self.cfg.clone();
+        #[cfg(unix)]
+        if let Some(dial) = &self.dialer {
+            let stream = (dial.0)().map_err(HttpError::Connect)?;
+            stream.set_nonblocking(true).map_err(HttpError::Connect)?;
+            let sender = self.rt.block_on(async {
+                let stream =
+                    tokio::net::UnixStream::from_std(stream).map_err(HttpError::Connect)?;
+                handshake(stream, &cfg).await
+            })?;
+            self.sender = Some(sender);
+            self.last_used = Instant::now();
+            self.generation += 1;
+            return Ok(());
+        }
         let rt = &self.rt;
         let sender = rt.block_on(async {
             let addr = (cfg.host.as_str(), cfg.port);
@@ -137,39 +177,7 @@ impl HttpClient {
                     })?
                     .map_err(HttpError::Connect)?;
             let _ = tcp.set_nodelay(true);
-            match &cfg.tls {
-                None => {
-                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                        .await
-                        .map_err(|e| HttpError::Lost(e.to_string()))?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "WinRM HTTP connection ended");
-                        }
-                    });
-                    Ok::<_, HttpError>(sender)
-                }
-                Some(trust) => {
-                    let tls = tokio::time::timeout(
-                        cfg.connect_timeout,
-                        tls_handshake(tcp, &cfg.host, trust),
-                    )
-                    .await
-                    .map_err(|_| HttpError::Tls {
-                        message: format!("no TLS handshake within {:?}", cfg.connect_timeout),
-                        fingerprint: None,
-                    })??;
-                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                        .await
-                        .map_err(|e| HttpError::Lost(e.to_string()))?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "WinRM HTTPS connection ended");
-                        }
-                    });
-                    Ok(sender)
-                }
-            }
+            handshake(tcp, &cfg).await
         })?;
         self.sender = Some(sender);
         self.last_used = Instant::now();
@@ -258,11 +266,52 @@ impl HttpClient {
     }
 }
 
-async fn tls_handshake(
-    tcp: tokio::net::TcpStream,
+/// HTTP/1.1 (over TLS when configured) on an open byte stream.
+async fn handshake<S>(stream: S, cfg: &HttpConfig) -> Result<SendRequest<Full<Bytes>>, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match &cfg.tls {
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| HttpError::Lost(e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "WinRM HTTP connection ended");
+                }
+            });
+            Ok(sender)
+        }
+        Some(trust) => {
+            let tls =
+                tokio::time::timeout(cfg.connect_timeout, tls_handshake(stream, &cfg.host, trust))
+                    .await
+                    .map_err(|_| HttpError::Tls {
+                        message: format!("no TLS handshake within {:?}", cfg.connect_timeout),
+                        fingerprint: None,
+                    })??;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| HttpError::Lost(e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "WinRM HTTPS connection ended");
+                }
+            });
+            Ok(sender)
+        }
+    }
+}
+
+async fn tls_handshake<S>(
+    tcp: S,
     host: &str,
     trust: &TlsTrust,
-) -> Result<tokio_openssl::SslStream<tokio::net::TcpStream>, HttpError> {
+) -> Result<tokio_openssl::SslStream<S>, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let tls_err = |message: String| HttpError::Tls {
         message,
         fingerprint: None,

@@ -34,6 +34,7 @@ use super::{
     hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Identity, Orphan,
     OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
+use crate::secret::Secret;
 use http::HttpClient;
 use soap::Endpoint;
 
@@ -112,6 +113,9 @@ pub struct WinrmTransport {
     ntlm: Option<(u64, ntlm::Session)>,
     /// A shell the last failed command left open (see [`Transport::take_orphan`]).
     orphan: Option<Orphan>,
+    /// SSH jump hosts that carry the connection (see [`WinrmTransport::through`]).
+    #[cfg(unix)]
+    hops: Vec<super::SshConfig>,
 }
 
 impl WinrmTransport {
@@ -131,6 +135,8 @@ impl WinrmTransport {
             http: None,
             ep,
             temp_dir: None,
+            #[cfg(unix)]
+            hops: Vec::new(),
             ntlm: None,
             orphan: None,
         }
@@ -170,15 +176,42 @@ impl WinrmTransport {
         }
     }
 
+    /// A WinRM target reached through SSH jump hosts (`hops`, the one reached directly
+    /// first): its HTTP connection is a `direct-tcpip` channel from the last one, each hop
+    /// checking its own host key ([`super::ssh::open_tunnel`]). TLS, NTLM and everything above
+    /// are unchanged, end to end with the Windows server.
+    #[cfg(unix)]
+    pub fn through(cfg: WinrmConfig, hops: Vec<super::SshConfig>) -> Self {
+        let mut t = WinrmTransport::new(cfg);
+        t.hops = hops;
+        t
+    }
+
     fn client(&mut self) -> Result<&mut HttpClient, TransportError> {
         if self.http.is_none() {
-            let client = HttpClient::new(HttpConfig {
+            #[allow(unused_mut)]
+            let mut client = HttpClient::new(HttpConfig {
                 host: self.cfg.host.clone(),
                 port: self.cfg.port,
                 tls: self.cfg.tls.clone(),
                 connect_timeout: self.cfg.connect_timeout,
             })
             .map_err(|e| self.wrap("starting", WinrmError::Http(e)))?;
+            #[cfg(unix)]
+            if !self.hops.is_empty() {
+                let (hops, host, port, timeout, target) = (
+                    self.hops.clone(),
+                    self.cfg.host.clone(),
+                    self.cfg.port,
+                    self.cfg.connect_timeout,
+                    self.describe(),
+                );
+                client.set_dialer(http::Dialer(std::sync::Arc::new(move || {
+                    super::ssh::open_tunnel(&hops, &host, port, timeout, &target).map_err(|e| {
+                        io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())
+                    })
+                })));
+            }
             self.http = Some(client);
         }
         match self.http.as_mut() {
@@ -417,14 +450,14 @@ impl WinrmTransport {
         }
     }
 
-    fn create_shell(&mut self) -> Result<String, TransportError> {
-        let body = soap::create_shell(&self.ep, &soap::message_id());
+    fn create_shell(&mut self, env: &[(String, Secret)]) -> Result<String, TransportError> {
+        let body = soap::create_shell(&self.ep, &soap::message_id(), env);
         let r = match self.simple(body, "opening a shell") {
             // Nothing runs in a new shell yet, so one retry on a fresh connection is safe
             // (at worst an empty shell idles out on the target).
             Err(e) if e.is_connection_lost() => {
                 tracing::info!(target = %self.describe(), error = %e, "WinRM connection lost while opening a shell; retrying once");
-                let body = soap::create_shell(&self.ep, &soap::message_id());
+                let body = soap::create_shell(&self.ep, &soap::message_id(), env);
                 self.simple(body, "opening a shell")?
             }
             other => other?,
@@ -475,7 +508,7 @@ impl WinrmTransport {
     ) -> Result<Exit, TransportError> {
         self.orphan = None;
         self.connect()?;
-        let shell_id = self.create_shell()?;
+        let shell_id = self.create_shell(&ctl.env)?;
         if let Some(announce) = announce {
             let who = Orphan::WinrmShell {
                 shell_id: shell_id.clone(),
@@ -490,6 +523,24 @@ impl WinrmTransport {
                 });
             }
         }
+        // A step's `stdin`: its value and a newline, then the end of input.
+        let mut secret_input = ctl
+            .stdin
+            .as_ref()
+            .map(|v| Some(Secret::new(format!("{}\r\n", v.expose()))));
+        let mut feed_secret = || -> Result<Option<Vec<u8>>, TransportError> {
+            Ok(secret_input
+                .as_mut()
+                .and_then(Option::take)
+                .map(|s| s.expose().as_bytes().to_vec()))
+        };
+        type Feed<'f> = &'f mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>;
+        let mut given = stdin;
+        let stdin: Option<Feed<'_>> = match given.as_mut() {
+            Some(feed) => Some(&mut **feed),
+            None if ctl.stdin.is_some() => Some(&mut feed_secret),
+            None => None,
+        };
         let result = self.run_in_shell(&shell_id, line, stdin, ctl, out);
         let deleted = self.delete_shell(&shell_id);
         match (result, deleted) {

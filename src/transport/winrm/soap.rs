@@ -5,6 +5,8 @@
 
 use base64::Engine as _;
 
+use crate::secret::Secret;
+
 pub const NS_SOAP: &str = "http://www.w3.org/2003/05/soap-envelope";
 pub const NS_ADDRESSING: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
 pub const NS_WSMAN: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
@@ -133,7 +135,22 @@ fn envelope(ep: &Endpoint, message_id: &str, h: &Header<'_>, body: &str) -> Stri
 
 /// Create a cmd shell: UTF-8 code page (so output decodes the same everywhere) and no user
 /// profile (faster, and no profile scripts that print or prompt).
-pub fn create_shell(ep: &Endpoint, message_id: &str) -> String {
+///
+/// `env` becomes the shell's environment (`rsp:Environment`), which every command started in
+/// it inherits: how a step's `env` reaches a Windows command without a command line.
+pub fn create_shell(ep: &Endpoint, message_id: &str, env: &[(String, Secret)]) -> String {
+    let mut environment = String::new();
+    if !env.is_empty() {
+        environment.push_str("<rsp:Environment>");
+        for (name, value) in env {
+            environment.push_str(&format!(
+                "<rsp:Variable Name=\"{}\">{}</rsp:Variable>",
+                xml_escape(name),
+                xml_escape(value.expose())
+            ));
+        }
+        environment.push_str("</rsp:Environment>");
+    }
     envelope(
         ep,
         message_id,
@@ -142,7 +159,7 @@ pub fn create_shell(ep: &Endpoint, message_id: &str) -> String {
             shell_id: None,
             options: &[("WINRS_NOPROFILE", "TRUE"), ("WINRS_CODEPAGE", "65001")],
         },
-        "<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>",
+        &format!("<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams>{environment}</rsp:Shell>"),
     )
 }
 

@@ -145,11 +145,24 @@ struct Cmd {
 
 struct ShellState {
     commands: HashMap<String, Cmd>,
+    /// The shell's environment (`rsp:Environment` of Create), which its commands inherit.
+    env: BTreeMap<String, String>,
+}
+
+/// A command as it started: its line and the environment of its shell; and the stdin it was
+/// sent once that ended.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub line: String,
+    pub env: BTreeMap<String, String>,
+    pub stdin: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
 struct State {
     programs: HashMap<String, Vec<Reply>>,
+    /// Every command started, by command id.
+    started: Vec<(String, Started)>,
     shells: HashMap<String, ShellState>,
     created: u64,
     deleted: u64,
@@ -248,6 +261,18 @@ impl WinrmServer {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Every command started so far, in order, with its shell's environment and its stdin.
+    pub fn started(&self) -> Vec<Started> {
+        self.state
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .started
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
     /// What running `script` (a cmd line, a decoded PowerShell script, or the text of a
@@ -801,6 +826,8 @@ pub struct Request {
     pub send_data: Option<Vec<u8>>,
     pub send_end: bool,
     pub options: BTreeMap<String, String>,
+    /// `rsp:Environment` of a Create: name and value of each `rsp:Variable`.
+    pub environment: Vec<(String, String)>,
 }
 
 /// Namespace, local name and attributes of an element being read.
@@ -893,6 +920,9 @@ fn end_element(r: &mut Request, ns: &str, local: &str, attrs: &[(String, String)
             r.options.insert(get("Name").unwrap_or_default(), t);
         }
         (NS_SHELL, "Command") => r.command = Some(text.to_string()),
+        (NS_SHELL, "Variable") => r
+            .environment
+            .push((get("Name").unwrap_or_default(), text.to_string())),
         (NS_SHELL, "Code") => r.signal_code = Some(t),
         (NS_SHELL, "Stream") => {
             r.send_data = base64::engine::general_purpose::STANDARD.decode(&t).ok()
@@ -1039,6 +1069,7 @@ fn handle(req: &Request, state: &Arc<(Mutex<State>, Condvar)>, addr: SocketAddr)
                 id.clone(),
                 ShellState {
                     commands: HashMap::new(),
+                    env: req.environment.iter().cloned().collect(),
                 },
             );
             let (w, a, rsp, q) = (st.w, st.a, st.rsp, st.q);
@@ -1087,9 +1118,22 @@ fn handle(req: &Request, state: &Arc<(Mutex<State>, Condvar)>, addr: SocketAddr)
             if !g.shells.contains_key(&shell_id) {
                 return invalid_selectors(st);
             }
-            let cmd = run(&mut g, &line);
+            let env = g
+                .shells
+                .get(&shell_id)
+                .map(|s| s.env.clone())
+                .unwrap_or_default();
+            let cmd = run(&mut g, &line, &env);
             cvar.notify_all();
             let cmd_id = new_id();
+            g.started.push((
+                cmd_id.clone(),
+                Started {
+                    line: line.clone(),
+                    env,
+                    stdin: None,
+                },
+            ));
             if let Some(sh) = g.shells.get_mut(&shell_id) {
                 sh.commands.insert(cmd_id.clone(), cmd);
             }
@@ -1132,6 +1176,10 @@ fn handle(req: &Request, state: &Arc<(Mutex<State>, Condvar)>, addr: SocketAddr)
                 .extend_from_slice(req.send_data.as_deref().unwrap_or_default());
             if req.send_end {
                 cmd.stdin_done = true;
+                let all = cmd.stdin.clone();
+                if let Some((_, s)) = g.started.iter_mut().find(|(id, _)| id == cmd_id) {
+                    s.stdin = Some(all);
+                }
             }
             let rsp = st.rsp;
             (
@@ -1443,7 +1491,7 @@ fn parent_of(path: &str) -> &str {
 }
 
 /// "Runs" a command line: decides what its Receives will answer.
-fn run(g: &mut State, line: &str) -> Cmd {
+fn run(g: &mut State, line: &str, env: &BTreeMap<String, String>) -> Cmd {
     let mut cmd = Cmd {
         program: VecDeque::new(),
         stdin: Vec::new(),
@@ -1544,8 +1592,13 @@ fn run(g: &mut State, line: &str) -> Cmd {
         cmd.program
             .push_back(Reply::finish("acme\\administrator\r\n", "", 0));
     } else if let Some(text) = script.strip_prefix("echo ") {
+        // As cmd.exe does: `%NAME%` is the variable's value when it is set.
+        let mut shown = text.to_string();
+        for (name, value) in env {
+            shown = shown.replace(&format!("%{name}%"), value);
+        }
         cmd.program
-            .push_back(Reply::finish(&format!("{text}\r\n"), "", 0));
+            .push_back(Reply::finish(&format!("{shown}\r\n"), "", 0));
     } else {
         let first = script.split_whitespace().next().unwrap_or_default();
         cmd.program.push_back(Reply::finish(
