@@ -30,6 +30,13 @@ struct Cli {
     /// More log detail on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Set a template variable for this run (text; repeatable; wins over the files' vars).
+    /// Shown in the plan; part of the reviewed plan's hash.
+    #[arg(long = "var", global = true, value_name = "NAME=VALUE")]
+    var: Vec<String>,
+    /// Read template variables from a YAML mapping (repeatable; `--var` wins).
+    #[arg(long = "vars", global = true, value_name = "FILE")]
+    vars: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -268,7 +275,11 @@ pub fn main() -> i32 {
             clock.now()
         );
     }
-    match run(cli.command, clock) {
+    let given = playbook::GivenVars {
+        files: cli.vars,
+        vars: cli.var,
+    };
+    match run(cli.command, clock, &given) {
         Ok(exit) => exit.code(),
         Err(e) => {
             let exit = exit_for(&e);
@@ -360,14 +371,14 @@ fn describe(e: &anyhow::Error) -> String {
 #[error("{0}")]
 struct InvalidArg(String);
 
-fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
+fn run(command: Command, clock: Clock, given: &playbook::GivenVars) -> anyhow::Result<Exit> {
     match command {
         Command::Validate { file } => {
             let from = playbook::FitFrom {
                 at: clock.now(),
                 simulated: clock.is_shifted(),
             };
-            let pb = playbook::load_checking_fit(&file, from)?;
+            let pb = playbook::load_with(&file, given, Some(from))?;
             let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
             outln!(
                 "{}: valid ({} steps, {} step x target pairs, {} targets)",
@@ -383,7 +394,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Plan(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             show_plan(
                 &pb,
                 args.start.as_deref(),
@@ -393,7 +404,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             )
         }
         Command::Apply(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             if let Some(reviewed) = &args.plan {
                 plan::saved::verify(reviewed, &pb)?;
             }
@@ -423,7 +434,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(conclude(outcome?, args.output.json))
         }
         Command::Rollback(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state);
             let opts = engine::RollbackOptions {
                 runs_dir: engine::runs_dir(&state),
@@ -450,7 +461,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(conclude(outcome?, args.output.json))
         }
         Command::Mark(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let opts = engine::MarkOptions {
                 state: state_path(&pb, &args.state),
                 pair: args.step.clone(),
@@ -464,7 +475,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(conclude(engine::mark(&pb, &opts, clock)?, false))
         }
         Command::Status(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state);
             let journal = Journal::open_existing(&state)?;
             if let Some(j) = &journal {
@@ -485,7 +496,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Report(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state);
             let Some(journal) = Journal::open_existing(&state)? else {
                 anyhow::bail!(
@@ -512,11 +523,11 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Ping(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             Ok(runner::ping::ping(&pb)?)
         }
         Command::Trust(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             Ok(runner::ping::trust(&pb, args.target.as_deref(), args.yes)?)
         }
     }

@@ -282,6 +282,9 @@ pub struct RawStep {
     /// a staging folder nothing uses yet): the review then does not ask for its rollback.
     #[serde(default)]
     pub changes: Changes,
+    /// In a procedure: a customer file may leave this step out (`overrides: { ID: { skip: true } }`).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// What a step changes.

@@ -71,6 +71,7 @@ pub const STEP_KEYS: &[&str] = &[
     "business_hours",
     "deadline",
     "changes",
+    "optional",
 ];
 pub const UPLOAD_KEYS: &[&str] = &["src", "dest"];
 pub const DEADLINE_KEYS: &[&str] = &["after", "within"];
@@ -425,7 +426,7 @@ fn kind_of(what: &str, key: &str) -> Option<Kind> {
         },
         ("a target", "shell") => Kind::Choice(&["sh", "cmd", "powershell"]),
         ("a target", "auth") => Kind::Choice(&["basic", "ntlm"]),
-        ("a step", "detach" | "idempotent" | "point_of_no_return") => Kind::Bool,
+        ("a step", "detach" | "idempotent" | "point_of_no_return" | "optional") => Kind::Bool,
         ("a step", "estimate" | "timeout" | "retry_delay") => duration,
         ("a step", "retries") => Kind::Int {
             min: 0,
