@@ -24,6 +24,9 @@ pub struct Plan {
     pub name: String,
     pub playbook: String,
     pub playbook_sha256: String,
+    /// A customer file's procedure, overrides and given variables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub composition: Option<crate::playbook::Composition>,
     pub files: Vec<crate::playbook::FileRef>,
     pub timezone: Option<String>,
     #[serde(skip)]
@@ -163,6 +166,7 @@ pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
         name: pb.name.clone(),
         playbook: pb.path.display().to_string(),
         playbook_sha256: pb.sha256.clone(),
+        composition: pb.composition.clone(),
         files: pb.files.clone(),
         timezone: pb.timezone.clone(),
         start,

@@ -35,12 +35,34 @@ fn hhmm(t: Timestamp, tz: &TimeZone) -> String {
 
 fn flags(s: &PlannedStep, step: &crate::playbook::Step, pb: &Playbook) -> Vec<String> {
     let mut f = Vec::new();
+    let by_customer = |key: &str| {
+        pb.composition
+            .as_ref()
+            .and_then(|c| {
+                c.overrides
+                    .iter()
+                    .find(|o| o.step == step.id && o.key == key)
+            })
+            .map(|o| match &o.procedure_value {
+                Some(was) => format!(" (customer's, procedure {was})"),
+                None => " (customer's)".to_string(),
+            })
+            .unwrap_or_default()
+    };
     match step.estimate {
-        Some(e) => f.push(format!("est {}", human_duration(e))),
+        Some(e) => f.push(format!(
+            "est {}{}",
+            human_duration(e),
+            by_customer("estimate")
+        )),
         None => f.push("no estimate".into()),
     }
     if let Some(t) = step.timeout {
-        f.push(format!("timeout {}", human_duration(t)));
+        f.push(format!(
+            "timeout {}{}",
+            human_duration(t),
+            by_customer("timeout")
+        ));
     }
     if s.retries > 0 {
         f.push(format!(
@@ -219,6 +241,53 @@ fn notify_lines(pb: &Playbook) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where a customer file's parts come from: its procedure, the steps it changes or leaves
+/// out, and the variables given on the command line.
+fn composition_lines(pb: &Playbook) -> Vec<String> {
+    let Some(c) = &pb.composition else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(p) = &c.procedure {
+        out.push(format!(
+            "Procedure: {}{} (sha256 {})",
+            p.path.display(),
+            p.name
+                .as_ref()
+                .map(|n| format!(" \"{n}\""))
+                .unwrap_or_default(),
+            &p.sha256[..16.min(p.sha256.len())]
+        ));
+    }
+    for f in &c.vars_files {
+        out.push(format!(
+            "Vars file: {} (sha256 {})",
+            f.path.display(),
+            &f.sha256[..16.min(f.sha256.len())]
+        ));
+    }
+    for o in &c.overrides {
+        out.push(format!(
+            "  override: {} {} {} (procedure: {}) at {}",
+            o.step,
+            o.key,
+            o.value,
+            o.procedure_value.as_deref().unwrap_or("none"),
+            o.at
+        ));
+    }
+    for s in &c.skipped {
+        out.push(format!("  skipped (optional): {} at {}", s.step, s.at));
+    }
+    for v in &c.given {
+        out.push(format!(
+            "  var given on the command line: {} = {} ({})",
+            v.name, v.value, v.from
+        ));
+    }
+    out
+}
+
 pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
     let tz = tz_of(pb);
     let mut o = String::new();
@@ -229,6 +298,9 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
         plan.playbook,
         &plan.playbook_sha256[..16]
     );
+    for line in composition_lines(pb) {
+        let _ = writeln!(o, "{line}");
+    }
     match &plan.timezone {
         Some(z) => {
             let _ = writeln!(
@@ -451,6 +523,11 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
     let _ = writeln!(o, "| Item | Value |\n|---|---|");
     let _ = writeln!(o, "| Playbook | `{}` |", plan.playbook);
     let _ = writeln!(o, "| Playbook SHA-256 | `{}` |", plan.playbook_sha256);
+    for line in composition_lines(pb) {
+        let line = line.trim();
+        let (k, v) = line.split_once(": ").unwrap_or(("", line));
+        let _ = writeln!(o, "| {} | {} |", md_cell(k), md_cell(v));
+    }
     let _ = writeln!(
         o,
         "| Time zone | {} |",

@@ -148,6 +148,9 @@ pub(super) struct Composed {
     pub src: Source,
     pub sha256: String,
     pub composition: Option<Composition>,
+    /// Problems found while merging that do not stop the later checks (unknown keys of the
+    /// customer file, wrong overrides): reported together with theirs.
+    pub diags: Vec<Diagnostic>,
 }
 
 /// The path written in a file, resolved against that file's folder, without `x/..` pairs.
@@ -204,7 +207,9 @@ fn read(path: &Path, what: &str) -> Result<(String, String), String> {
 fn set_origin(node: &mut Node, origin: usize) {
     node.origin = origin;
     match &mut node.kind {
-        NodeKind::Map(entries) => entries.iter_mut().for_each(|e| set_origin(&mut e.value, origin)),
+        NodeKind::Map(entries) => entries
+            .iter_mut()
+            .for_each(|e| set_origin(&mut e.value, origin)),
         NodeKind::Seq(items) => items.iter_mut().for_each(|n| set_origin(n, origin)),
         _ => {}
     }
@@ -249,7 +254,8 @@ fn parse_other(
 ) -> Option<Node> {
     match Source::parse(path, text) {
         Ok(mut s) => {
-            out.others.push((path.to_path_buf(), std::mem::take(&mut s.text)));
+            out.others
+                .push((path.to_path_buf(), std::mem::take(&mut s.text)));
             let origin = out.others.len();
             let mut root = s.root?;
             set_origin(&mut root, origin);
@@ -264,8 +270,13 @@ fn parse_other(
             };
             let (pos, message, help) = e.explain(&own.text);
             diags.push(
-                Diagnostic::at_pos(&own, pos, String::new(), format!("YAML syntax error: {message}"))
-                    .with_help(help),
+                Diagnostic::at_pos(
+                    &own,
+                    pos,
+                    String::new(),
+                    format!("YAML syntax error: {message}"),
+                )
+                .with_help(help),
             );
             None
         }
@@ -318,12 +329,7 @@ fn merge_map(entries: &mut Vec<Entry>, incoming: Entry) {
 }
 
 fn at_text(src: &Source, origin: usize, pos: Pos) -> String {
-    format!(
-        "{}:{}:{}",
-        src.file_of(origin).display(),
-        pos.line,
-        pos.col
-    )
+    format!("{}:{}:{}", src.file_of(origin).display(), pos.line, pos.col)
 }
 
 /// Merges the customer file with its procedure and the given variables. A plain playbook
@@ -340,6 +346,7 @@ pub(super) fn compose(
             src,
             sha256,
             composition: None,
+            diags: Vec::new(),
         });
     }
     let mut diags = Vec::new();
@@ -349,8 +356,13 @@ pub(super) fn compose(
     if is_customer {
         if let Some(pos) = src.root.as_ref().and_then(first_alias) {
             diags.push(
-                Diagnostic::at_pos(&src, pos, String::new(), "YAML aliases are not supported in a customer file")
-                    .help("write the value out, or move shared values into `vars`"),
+                Diagnostic::at_pos(
+                    &src,
+                    pos,
+                    String::new(),
+                    "YAML aliases are not supported in a customer file",
+                )
+                .help("write the value out, or move shared values into `vars`"),
             );
             return Err(diags);
         }
@@ -369,13 +381,26 @@ pub(super) fn compose(
         for e in &entries {
             let path = [Seg::Key(e.key.clone())];
             let d = if seen.contains(&e.key.as_str()) {
-                Some(Diagnostic::at_key(&src_with(&src, &entries), &path, format!("`{}` is given twice in the customer file", e.key)).help("keep one of them"))
+                Some(
+                    Diagnostic::at_key(
+                        &src_with(&src, &entries),
+                        &path,
+                        format!("`{}` is given twice in the customer file", e.key),
+                    )
+                    .help("keep one of them"),
+                )
             } else if e.key == "steps" {
                 Some(Diagnostic::at_key(&src_with(&src, &entries), &path, "a customer file has no `steps`: they come from its procedure")
                     .help("change a step for this customer under `overrides: { STEP: { estimate: 6h } }`, or leave an optional one out with `skip: true`"))
             } else if !CUSTOMER_KEYS.contains(&e.key.as_str()) {
-                Some(Diagnostic::at_key(&src_with(&src, &entries), &path, format!("unknown key `{}` in the customer file", e.key))
-                    .help(suggestion_or_choices(&e.key, CUSTOMER_KEYS.iter().copied())))
+                Some(
+                    Diagnostic::at_key(
+                        &src_with(&src, &entries),
+                        &path,
+                        format!("unknown key `{}` in the customer file", e.key),
+                    )
+                    .help(suggestion_or_choices(&e.key, CUSTOMER_KEYS.iter().copied())),
+                )
             } else {
                 None
             };
@@ -383,7 +408,9 @@ pub(super) fn compose(
             seen.push(&e.key);
         }
         let proc_entry = entries.iter().find(|e| e.key == "procedure");
-        let written = proc_entry.and_then(|e| scalar(&e.value)).map(str::to_string);
+        let written = proc_entry
+            .and_then(|e| scalar(&e.value))
+            .map(str::to_string);
         let Some(written) = written.filter(|w| !w.trim().is_empty()) else {
             diags.push(
                 Diagnostic::at(&src_with(&src, &entries), &[Seg::Key("procedure".into())], "`procedure` must be the path of a procedure file")
@@ -396,8 +423,12 @@ pub(super) fn compose(
             Ok(x) => x,
             Err(e) => {
                 diags.push(
-                    Diagnostic::at(&src_with(&src, &entries), &[Seg::Key("procedure".into())], format!("{e} ({})", proc_path.display()))
-                        .help("the procedure's path is relative to the customer file's folder"),
+                    Diagnostic::at(
+                        &src_with(&src, &entries),
+                        &[Seg::Key("procedure".into())],
+                        format!("{e} ({})", proc_path.display()),
+                    )
+                    .help("the procedure's path is relative to the customer file's folder"),
                 );
                 return Err(diags);
             }
@@ -412,19 +443,43 @@ pub(super) fn compose(
         let proc_origin = src.others.len();
         if let Some(pos) = first_alias(&proc_root) {
             diags.push(
-                Diagnostic::new_in(&src, proc_origin, pos, 1, String::new(), "YAML aliases are not supported in a procedure".into())
-                    .help("write the value out, or move shared values into `vars`"),
+                Diagnostic::new_in(
+                    &src,
+                    proc_origin,
+                    pos,
+                    1,
+                    String::new(),
+                    "YAML aliases are not supported in a procedure".into(),
+                )
+                .help("write the value out, or move shared values into `vars`"),
             );
             return Err(diags);
         }
         let Some(merged) = entries_mut(&mut proc_root) else {
-            diags.push(Diagnostic::new_in(&src, proc_origin, proc_root.pos, 1, String::new(), "a procedure must be a mapping of keys".into()).help("a procedure is a playbook: `name:`, `vars:` and `steps:`"));
+            diags.push(
+                Diagnostic::new_in(
+                    &src,
+                    proc_origin,
+                    proc_root.pos,
+                    1,
+                    String::new(),
+                    "a procedure must be a mapping of keys".into(),
+                )
+                .help("a procedure is a playbook: `name:`, `vars:` and `steps:`"),
+            );
             return Err(diags);
         };
         if let Some(e) = merged.iter().find(|e| e.key == "procedure") {
             diags.push(
-                Diagnostic::new_in(&src, proc_origin, e.key_pos, e.key.len(), "procedure".into(), "a procedure cannot name another procedure".into())
-                    .help("a customer file names one procedure; the procedure holds the steps"),
+                Diagnostic::new_in(
+                    &src,
+                    proc_origin,
+                    e.key_pos,
+                    e.key.len(),
+                    "procedure".into(),
+                    "a procedure cannot name another procedure".into(),
+                )
+                .help("a customer file names one procedure; the procedure holds the steps"),
             );
             return Err(diags);
         }
@@ -441,6 +496,7 @@ pub(super) fn compose(
         let mut overrides = None;
         for e in entries {
             match e.key.as_str() {
+                k if !CUSTOMER_KEYS.contains(&k) => {}
                 "procedure" => {}
                 "overrides" => overrides = Some(e),
                 "vars" | "targets" | "groups" => merge_map(merged, e),
@@ -463,7 +519,10 @@ pub(super) fn compose(
         let (text, sha) = match read(file, "vars file") {
             Ok(x) => x,
             Err(e) => {
-                diags.push(Diagnostic::whole_file(file, e).help("`--vars FILE` takes a YAML mapping of variable names to values"));
+                diags.push(
+                    Diagnostic::whole_file(file, e)
+                        .help("`--vars FILE` takes a YAML mapping of variable names to values"),
+                );
                 continue;
             }
         };
@@ -489,8 +548,15 @@ pub(super) fn compose(
                 }
             }
             _ => diags.push(
-                Diagnostic::new_in(&src, origin, root.pos, root.width, String::new(), "a vars file must be a mapping of variable names to values".into())
-                    .help("e.g. `share_path: D:\\Company`"),
+                Diagnostic::new_in(
+                    &src,
+                    origin,
+                    root.pos,
+                    root.width,
+                    String::new(),
+                    "a vars file must be a mapping of variable names to values".into(),
+                )
+                .help("e.g. `share_path: D:\\Company`"),
             ),
         }
     }
@@ -503,8 +569,15 @@ pub(super) fn compose(
             let line = i + 1;
             let Some((name, value)) = v.split_once('=') else {
                 diags.push(
-                    Diagnostic::new_in(&src, origin, Pos { line, col: 7 }, v.chars().count(), String::new(), format!("`--var {v}` has no `=`"))
-                        .help("write `--var NAME=VALUE`"),
+                    Diagnostic::new_in(
+                        &src,
+                        origin,
+                        Pos { line, col: 7 },
+                        v.chars().count(),
+                        String::new(),
+                        format!("`--var {v}` has no `=`"),
+                    )
+                    .help("write `--var NAME=VALUE`"),
                 );
                 continue;
             };
@@ -531,13 +604,11 @@ pub(super) fn compose(
             );
         }
     }
-    if !diags.is_empty() {
-        return Err(diags);
-    }
     Ok(Composed {
         src,
         sha256: sha256_hex(hash_input.as_bytes()),
         composition: Some(comp),
+        diags,
     })
 }
 
@@ -634,8 +705,15 @@ fn apply_overrides(
     let NodeKind::Map(per_step) = overrides.value.kind else {
         if !matches!(&overrides.value.kind, NodeKind::Scalar(s) if s.is_empty()) {
             diags.push(
-                Diagnostic::new_in(src, 0, overrides.value.pos, overrides.value.width, "overrides".into(), "`overrides` must be a mapping of step ids".into())
-                    .help("e.g. `overrides: { copy-company-first-pass: { estimate: 6h } }`"),
+                Diagnostic::new_in(
+                    src,
+                    0,
+                    overrides.value.pos,
+                    overrides.value.width,
+                    "overrides".into(),
+                    "`overrides` must be a mapping of step ids".into(),
+                )
+                .help("e.g. `overrides: { copy-company-first-pass: { estimate: 6h } }`"),
             );
         }
         return;
@@ -660,15 +738,32 @@ fn apply_overrides(
         let key_path = format!("overrides.{}", o.key);
         let Some(index) = ids.iter().position(|id| *id == o.key) else {
             diags.push(
-                Diagnostic::new_in(src, 0, o.key_pos, o.key.chars().count().max(1), key_path, format!("the procedure has no step `{}`", o.key))
-                    .help(suggestion_or_choices(&o.key, ids.iter().map(String::as_str))),
+                Diagnostic::new_in(
+                    src,
+                    0,
+                    o.key_pos,
+                    o.key.chars().count().max(1),
+                    key_path,
+                    format!("the procedure has no step `{}`", o.key),
+                )
+                .help(suggestion_or_choices(
+                    &o.key,
+                    ids.iter().map(String::as_str),
+                )),
             );
             continue;
         };
         let NodeKind::Map(changes) = o.value.kind else {
             diags.push(
-                Diagnostic::new_in(src, 0, o.value.pos, o.value.width, key_path, format!("the override of `{}` must be a mapping", o.key))
-                    .help("e.g. `{ estimate: 6h }` or `{ skip: true }`"),
+                Diagnostic::new_in(
+                    src,
+                    0,
+                    o.value.pos,
+                    o.value.width,
+                    key_path,
+                    format!("the override of `{}` must be a mapping", o.key),
+                )
+                .help("e.g. `{ estimate: 6h }` or `{ skip: true }`"),
             );
             continue;
         };
@@ -678,17 +773,33 @@ fn apply_overrides(
             match c.key.as_str() {
                 "skip" => {
                     let optional = src
-                        .node(&[step_path[0].clone(), step_path[1].clone(), Seg::Key("optional".into())])
+                        .node(&[
+                            step_path[0].clone(),
+                            step_path[1].clone(),
+                            Seg::Key("optional".into()),
+                        ])
                         .is_some_and(is_true);
                     let wanted = is_true(&c.value);
-                    let is_false = c.value.plain && matches!(scalar(&c.value), Some("false" | "False" | "FALSE"));
+                    let is_false = c.value.plain
+                        && matches!(scalar(&c.value), Some("false" | "False" | "FALSE"));
                     if !wanted && !is_false {
                         diags.push(
-                            Diagnostic::new_in(src, 0, c.value.pos, c.value.width, format!("{key_path}.skip"), format!("`{}` is not true or false", shown(&c.value)))
-                                .help("write `skip: true` or `skip: false`"),
+                            Diagnostic::new_in(
+                                src,
+                                0,
+                                c.value.pos,
+                                c.value.width,
+                                format!("{key_path}.skip"),
+                                format!("`{}` is not true or false", shown(&c.value)),
+                            )
+                            .help("write `skip: true` or `skip: false`"),
                         );
                     } else if wanted && !optional {
-                        let (o2, pos, _) = src.locate_origin(&[step_path[0].clone(), step_path[1].clone(), Seg::Key("id".into())]);
+                        let (o2, pos, _) = src.locate_origin(&[
+                            step_path[0].clone(),
+                            step_path[1].clone(),
+                            Seg::Key("id".into()),
+                        ]);
                         diags.push(
                             Diagnostic::new_in(src, 0, c.value.pos, c.value.width, format!("{key_path}.skip"), format!("step `{}` is not optional in the procedure", o.key))
                                 .help(format!("only steps marked `optional: true` in the procedure may be skipped; `{}` is at {}", o.key, at_text(src, o2, pos))),
@@ -702,13 +813,19 @@ fn apply_overrides(
                     }
                 }
                 "estimate" | "timeout" => {
-                    let Some(NodeKind::Map(step)) = src.root.as_mut().and_then(|r| match &mut r.kind {
-                        NodeKind::Map(top) => top.iter_mut().find(|e| e.key == "steps"),
-                        _ => None,
-                    }).and_then(|e| match &mut e.value.kind {
-                        NodeKind::Seq(items) => items.get_mut(index),
-                        _ => None,
-                    }).map(|n| &mut n.kind) else {
+                    let Some(NodeKind::Map(step)) = src
+                        .root
+                        .as_mut()
+                        .and_then(|r| match &mut r.kind {
+                            NodeKind::Map(top) => top.iter_mut().find(|e| e.key == "steps"),
+                            _ => None,
+                        })
+                        .and_then(|e| match &mut e.value.kind {
+                            NodeKind::Seq(items) => items.get_mut(index),
+                            _ => None,
+                        })
+                        .map(|n| &mut n.kind)
+                    else {
                         continue;
                     };
                     let before = step.iter().find(|e| e.key == c.key).map(|e| {
@@ -728,8 +845,15 @@ fn apply_overrides(
                     }
                 }
                 other => diags.push(
-                    Diagnostic::new_in(src, 0, c.key_pos, other.chars().count().max(1), format!("{key_path}.{other}"), format!("unknown key `{other}` in an override"))
-                        .help(suggestion_or_choices(other, OVERRIDE_KEYS.iter().copied())),
+                    Diagnostic::new_in(
+                        src,
+                        0,
+                        c.key_pos,
+                        other.chars().count().max(1),
+                        format!("{key_path}.{other}"),
+                        format!("unknown key `{other}` in an override"),
+                    )
+                    .help(suggestion_or_choices(other, OVERRIDE_KEYS.iter().copied())),
                 ),
             }
         }
@@ -737,10 +861,14 @@ fn apply_overrides(
     if skip.is_empty() {
         return;
     }
-    if let Some(NodeKind::Seq(items)) = src.root.as_mut().and_then(|r| match &mut r.kind {
-        NodeKind::Map(top) => top.iter_mut().find(|e| e.key == "steps"),
-        _ => None,
-    }).map(|e| &mut e.value.kind)
+    if let Some(NodeKind::Seq(items)) = src
+        .root
+        .as_mut()
+        .and_then(|r| match &mut r.kind {
+            NodeKind::Map(top) => top.iter_mut().find(|e| e.key == "steps"),
+            _ => None,
+        })
+        .map(|e| &mut e.value.kind)
     {
         let mut i = 0;
         items.retain(|_| {

@@ -88,17 +88,21 @@ pub fn load(
     // A customer file: merged with its procedure (and given variables) into one tree whose
     // nodes remember their file.
     let in_order = |mut diags: Vec<Diagnostic>| {
-        diags.sort_by(|a, b| (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col)));
+        diags.sort_by(|a, b| {
+            (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col))
+        });
         LoadError(diags)
     };
     let composed = super::compose::compose(src, sha256, given).map_err(in_order)?;
     let (src, sha256, composition) = (composed.src, composed.sha256, composed.composition);
+    let merge_diags = composed.diags;
 
     // Wrong keys and wrong types stop here, all of them reported; wrong values that serde
     // still reads (durations are text to it) go on to the checks below, so that they are
     // reported together with everything else.
-    let (soft, hard): (Vec<Diagnostic>, Vec<Diagnostic>) =
+    let (soft, mut hard): (Vec<Diagnostic>, Vec<Diagnostic>) =
         structure::check(&src).into_iter().partition(|d| d.soft);
+    hard.extend(merge_diags);
     if !hard.is_empty() {
         let mut diags: Vec<Diagnostic> = hard.into_iter().chain(soft).collect();
         let more = checks_beyond_wrong_keys(&src, path, &diags, fit_from);

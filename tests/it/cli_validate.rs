@@ -48,7 +48,7 @@ fn validate(text: &str) -> (common_cli::Run, tempfile::TempDir) {
 fn the_shipped_playbooks_and_fixture_validate() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for p in [
-        root.join("playbooks/sbs2000-to-sbs2003.yaml"),
+        root.join("playbooks/customers/acme.yaml"),
         root.join("playbooks/demo.yaml"),
         fixture("small.yaml"),
     ] {
