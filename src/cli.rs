@@ -202,6 +202,13 @@ struct PlanArgs {
     /// Also save the reviewed plan (JSON, with hashes) for `apply --plan`.
     #[arg(long, value_name = "PLAN.json")]
     out: Option<PathBuf>,
+    /// Estimate from the durations measured in these journals (other customers', a
+    /// rehearsal's), besides this cutover's own journal.
+    #[arg(long, value_name = "JOURNAL", num_args = 1..)]
+    history: Vec<PathBuf>,
+    /// Use the playbook's estimates only, not even this cutover's journal.
+    #[arg(long, conflicts_with = "history")]
+    no_history: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -310,6 +317,7 @@ fn exit_for(e: &anyhow::Error) -> Exit {
         if cause.is::<LoadError>()
             || cause.is::<PlanError>()
             || cause.is::<InvalidArg>()
+            || cause.is::<plan::history::HistoryError>()
             || matches!(
                 cause.downcast_ref::<NotifyError>(),
                 Some(NotifyError::Secret { .. })
@@ -395,6 +403,26 @@ fn run(command: Command, clock: Clock, given: &playbook::GivenVars) -> anyhow::R
         }
         Command::Plan(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
+            let mut journals = Vec::new();
+            if !args.no_history {
+                let own = engine::default_state_path(&pb);
+                if own.exists() {
+                    journals.push(own);
+                }
+                journals.extend(args.history.iter().cloned());
+            }
+            let history = plan::history::History::read(&journals)?;
+            if !history.is_empty() {
+                let (learned, measured) = history.apply(&pb);
+                return show_plan_with(
+                    &learned,
+                    args.start.as_deref(),
+                    args.format,
+                    args.out.as_deref(),
+                    &clock,
+                    Some((&history, &measured)),
+                );
+            }
             show_plan(
                 &pb,
                 args.start.as_deref(),
@@ -618,6 +646,22 @@ fn show_plan(
     out: Option<&Path>,
     clock: &Clock,
 ) -> anyhow::Result<Exit> {
+    show_plan_with(pb, start, format, out, clock, None)
+}
+
+type Learned<'a> = (
+    &'a plan::history::History,
+    &'a std::collections::BTreeMap<String, plan::history::Measured>,
+);
+
+fn show_plan_with(
+    pb: &Playbook,
+    start: Option<&str>,
+    format: PlanFormat,
+    out: Option<&Path>,
+    clock: &Clock,
+    learned: Option<Learned<'_>>,
+) -> anyhow::Result<Exit> {
     let start = match start {
         Some(s) => clock::parse_instant(s).map_err(|e| {
             InvalidArg(format!(
@@ -626,7 +670,10 @@ fn show_plan(
         })?,
         None => clock.now(),
     };
-    let p = plan::build(pb, start)?;
+    let mut p = plan::build(pb, start)?;
+    if let Some((history, measured)) = learned {
+        history.annotate(&mut p, measured, pb);
+    }
     if let Some(path) = out {
         plan::saved::save(&p, path)?;
         errln!("saved the reviewed plan to {}", path.display());

@@ -49,13 +49,23 @@ fn flags(s: &PlannedStep, step: &crate::playbook::Step, pb: &Playbook) -> Vec<St
             })
             .unwrap_or_default()
     };
-    match step.estimate {
-        Some(e) => f.push(format!(
+    let secs = |x: i64| human_duration(jiff::SignedDuration::from_secs(x));
+    match (&s.measured, step.estimate) {
+        (Some(m), _) => f.push(format!(
+            "est {} (median of {} measured run{}, {} to {}; playbook {})",
+            secs(m.median_secs),
+            m.runs,
+            if m.runs == 1 { "" } else { "s" },
+            secs(m.min_secs),
+            secs(m.max_secs),
+            m.playbook_secs.map(secs).unwrap_or_else(|| "none".into())
+        )),
+        (None, Some(e)) => f.push(format!(
             "est {}{}",
             human_duration(e),
             by_customer("estimate")
         )),
-        None => f.push("no estimate".into()),
+        (None, None) => f.push("no estimate".into()),
     }
     if let Some(t) = step.timeout {
         f.push(format!(
@@ -241,6 +251,20 @@ fn notify_lines(pb: &Playbook) -> Vec<(String, String)> {
         .collect()
 }
 
+/// With history: how likely the night's work fits before the window closes.
+fn fit_line(night: &super::Night, tz: &TimeZone) -> Option<String> {
+    let fit = night.fit.as_ref()?;
+    let closes = night.closes?;
+    Some(format!(
+        "history: {}% likely to end by {} (90th percentile end {}; {} of {} steps measured, the others at their estimates)",
+        fit.percent,
+        short(closes, tz),
+        short(fit.p90_end_at, tz),
+        fit.measured_steps,
+        fit.steps
+    ))
+}
+
 /// Where a customer file's parts come from: its procedure, the steps it changes or leaves
 /// out, and the variables given on the command line.
 fn composition_lines(pb: &Playbook) -> Vec<String> {
@@ -349,6 +373,9 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
             night.title,
             short(night.finish, &tz)
         );
+        if let Some(line) = fit_line(night, &tz) {
+            let _ = writeln!(o, "  {line}");
+        }
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
             let Some(step) = pb.steps.iter().find(|s| s.id == ps.id) else {
                 continue;
@@ -619,6 +646,9 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
             night.title,
             short(night.finish, &tz)
         );
+        if let Some(line) = fit_line(night, &tz) {
+            let _ = writeln!(o, "{}\n", md_cell(&line));
+        }
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
             let Some(step) = pb.steps.iter().find(|s| s.id == ps.id) else {
                 continue;

@@ -10,6 +10,7 @@ mod cli_validate;
 mod common;
 mod common_cli;
 mod customers;
+mod estimates;
 mod journal;
 mod libssh2_hostile_server;
 mod long_steps;
