@@ -280,7 +280,7 @@ fn walk_map(
     let required: &[(&str, &str)] = match what {
         "the playbook" => &[
             ("name", "say what this cutover is, e.g. `name: Acme SBS 2000 to SBS 2003 cutover`"),
-            ("window", "add `window:` with the customer's `timezone` and `business_hours` (`business_hours: []` for none)"),
+            ("window", "add `window:` with the customer's `timezone` and `business_hours` (`business_hours: []` for none); a procedure is checked through a customer file that names it (`procedure: PATH`)"),
             ("steps", "add `steps:` with at least one step"),
         ],
         "window" => &[("business_hours", "add `business_hours: [{ days: mon-fri, from: \"07:30\", to: \"18:00\" }]`, or `business_hours: []` for none")],
