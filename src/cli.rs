@@ -395,6 +395,9 @@ fn run(command: Command, clock: Clock, given: &playbook::GivenVars) -> anyhow::R
                 pairs,
                 pb.targets.len()
             );
+            if let Some(p) = pb.composition.as_ref().and_then(|c| c.procedure.as_ref()) {
+                outln!("  procedure: {}", p.path.display());
+            }
             Ok(Exit::Success)
         }
         Command::Schema => {

@@ -131,6 +131,15 @@ fn a_customer_file_runs_the_procedures_steps_with_its_own_vars_overrides_and_ski
     );
     assert!(o.contains("est 2h (customer's, procedure 1h)"), "{o}");
 
+    let r = s.run(&["validate", "customers/c1.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("customers/c1.yaml: valid (2 steps, 2 step x target pairs, 1 targets)\n  procedure: procedures/p.yaml"),
+        "{}",
+        r.stdout
+    );
+
     let r = s.run(&["apply", "customers/c1.yaml"]);
     assert_eq!(r.code, 1, "`last` fails without its go file: {}", r.stderr);
     assert_eq!(s.read("first.ledger"), "hello customer\n");
