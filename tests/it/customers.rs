@@ -432,3 +432,25 @@ fn the_two_example_customers_plan_from_one_procedure() {
         );
     }
 }
+
+#[test]
+fn a_syntax_error_in_the_procedure_points_into_the_procedure() {
+    let s = Site::new(&customer("C", OVERRIDES));
+    s.write(
+        "procedures/p.yaml",
+        &PROCEDURE.replace("    estimate: 10m\n", "    estimate: 10m\n\tretries: 1\n"),
+    );
+    let r = s.run(&["validate", "customers/c1.yaml"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("a tab in the indentation"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("--> procedures/p.yaml:11:1"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.journal("c1").exists());
+}
