@@ -30,6 +30,13 @@ struct Cli {
     /// More log detail on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Set a template variable for this run (text; repeatable; wins over the files' vars).
+    /// Shown in the plan; part of the reviewed plan's hash.
+    #[arg(long = "var", global = true, value_name = "NAME=VALUE")]
+    var: Vec<String>,
+    /// Read template variables from a YAML mapping (repeatable; `--var` wins).
+    #[arg(long = "vars", global = true, value_name = "FILE")]
+    vars: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -217,6 +224,13 @@ struct PlanArgs {
     /// Also save the reviewed plan (JSON, with hashes) for `apply --plan`.
     #[arg(long, value_name = "PLAN.json")]
     out: Option<PathBuf>,
+    /// Estimate from the durations measured in these journals (other customers', a
+    /// rehearsal's), besides this cutover's own journal.
+    #[arg(long, value_name = "JOURNAL", num_args = 1..)]
+    history: Vec<PathBuf>,
+    /// Use the playbook's estimates only, not even this cutover's journal.
+    #[arg(long, conflicts_with = "history")]
+    no_history: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -297,7 +311,11 @@ pub fn main() -> i32 {
             clock.now()
         );
     }
-    match run(cli.command, clock, announcer) {
+    let given = playbook::GivenVars {
+        files: cli.vars,
+        vars: cli.var,
+    };
+    match run(cli.command, clock, announcer, &given) {
         Ok(exit) => exit.code(),
         Err(e) => {
             let exit = exit_for(&e);
@@ -328,6 +346,7 @@ fn exit_for(e: &anyhow::Error) -> Exit {
         if cause.is::<LoadError>()
             || cause.is::<PlanError>()
             || cause.is::<InvalidArg>()
+            || cause.is::<plan::history::HistoryError>()
             || matches!(
                 cause.downcast_ref::<NotifyError>(),
                 Some(NotifyError::Secret { .. })
@@ -393,6 +412,7 @@ fn run(
     command: Command,
     clock: Clock,
     announcer: Option<runner::background::Announcer>,
+    given: &playbook::GivenVars,
 ) -> anyhow::Result<Exit> {
     match command {
         Command::Validate { file } => {
@@ -400,7 +420,7 @@ fn run(
                 at: clock.now(),
                 simulated: clock.is_shifted(),
             };
-            let pb = playbook::load_checking_fit(&file, from)?;
+            let pb = playbook::load_with(&file, given, Some(from))?;
             let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
             outln!(
                 "{}: valid ({} steps, {} step x target pairs, {} targets)",
@@ -409,6 +429,9 @@ fn run(
                 pairs,
                 pb.targets.len()
             );
+            if let Some(p) = pb.composition.as_ref().and_then(|c| c.procedure.as_ref()) {
+                outln!("  procedure: {}", p.path.display());
+            }
             Ok(Exit::Success)
         }
         Command::Schema => {
@@ -416,8 +439,29 @@ fn run(
             Ok(Exit::Success)
         }
         Command::Plan(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let journal = state_path(&pb, &StateArg { state: None });
+            let mut journals = Vec::new();
+            if !args.no_history {
+                let own = engine::default_state_path(&pb);
+                if own.exists() {
+                    journals.push(own);
+                }
+                journals.extend(args.history.iter().cloned());
+            }
+            let history = plan::history::History::read(&journals)?;
+            if !history.is_empty() {
+                let (learned, measured) = history.apply(&pb);
+                return show_plan_with(
+                    &learned,
+                    args.start.as_deref(),
+                    args.format,
+                    args.out.as_deref(),
+                    &clock,
+                    Some(&journal),
+                    Some((&history, &measured)),
+                );
+            }
             show_plan(
                 &pb,
                 args.start.as_deref(),
@@ -428,7 +472,7 @@ fn run(
             )
         }
         Command::Apply(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             if let Some(reviewed) = &args.plan {
                 plan::saved::verify(reviewed, &pb)?;
             }
@@ -479,7 +523,7 @@ fn run(
             Ok(conclude(outcome?, args.output.json))
         }
         Command::Rollback(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state);
             let opts = engine::RollbackOptions {
                 runs_dir: engine::runs_dir(&state),
@@ -506,7 +550,7 @@ fn run(
             Ok(conclude(outcome?, args.output.json))
         }
         Command::Mark(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let opts = engine::MarkOptions {
                 state: state_path(&pb, &args.state),
                 pair: args.step.clone(),
@@ -520,7 +564,7 @@ fn run(
             Ok(conclude(engine::mark(&pb, &opts, clock)?, false))
         }
         Command::Status(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state);
             let journal = Journal::open_existing(&state)?;
             if let Some(j) = &journal {
@@ -545,7 +589,7 @@ fn run(
             Ok(Exit::Success)
         }
         Command::Report(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state);
             let Some(journal) = Journal::open_existing(&state)? else {
                 anyhow::bail!(
@@ -573,11 +617,11 @@ fn run(
         }
         Command::Serve(args) => serve(args, clock),
         Command::Ping(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             Ok(runner::ping::ping(&pb)?)
         }
         Command::Trust(args) => {
-            let pb = playbook::load(&args.file)?;
+            let pb = playbook::load_with(&args.file, given, None)?;
             Ok(runner::ping::trust(&pb, args.target.as_deref(), args.yes)?)
         }
     }
@@ -891,6 +935,23 @@ fn show_plan(
     clock: &Clock,
     journal: Option<&Path>,
 ) -> anyhow::Result<Exit> {
+    show_plan_with(pb, start, format, out, clock, journal, None)
+}
+
+type Learned<'a> = (
+    &'a plan::history::History,
+    &'a std::collections::BTreeMap<String, plan::history::Measured>,
+);
+
+fn show_plan_with(
+    pb: &Playbook,
+    start: Option<&str>,
+    format: PlanFormat,
+    out: Option<&Path>,
+    clock: &Clock,
+    journal: Option<&Path>,
+    learned: Option<Learned<'_>>,
+) -> anyhow::Result<Exit> {
     let start = match start {
         Some(s) => clock::parse_instant(s).map_err(|e| {
             InvalidArg(format!(
@@ -900,6 +961,9 @@ fn show_plan(
         None => clock.now(),
     };
     let mut p = plan::build(pb, start)?;
+    if let Some((history, measured)) = learned {
+        history.annotate(&mut p, measured, pb);
+    }
     if let Some(path) = out {
         plan::saved::save(&p, path)?;
         errln!("saved the reviewed plan to {}", path.display());
@@ -915,6 +979,9 @@ fn show_plan(
     if let Some((left, text)) = resume {
         left_pb = left;
         p = plan::build(&left_pb, start)?;
+        if let Some((history, measured)) = learned {
+            history.annotate(&mut p, measured, &left_pb);
+        }
         shown_pb = &left_pb;
         preface = text;
     }

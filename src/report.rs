@@ -161,6 +161,11 @@ pub struct StepRecord {
     pub phase: Option<String>,
     pub outcome: StepOutcome,
     pub pairs: Vec<FinalPair>,
+    /// The playbook's estimate, in seconds.
+    pub estimate_secs: Option<i64>,
+    /// How long it took: each target's last succeeded attempt (checks and rollbacks aside),
+    /// the longest of them (targets run in parallel). None until it succeeded.
+    pub actual_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -343,6 +348,8 @@ pub fn build_report(
                 phase: step.phase.clone(),
                 outcome: StepOutcome::of(&pairs),
                 pairs,
+                estimate_secs: step.estimate.map(|e| e.as_secs()),
+                actual_secs: actual_secs(&step.id, &attempts),
             }
         })
         .collect();
@@ -536,6 +543,24 @@ pub fn build_report(
         other_marks,
         notifications: journal::summarize_notifications(&journal.notifications(None)?),
     })
+}
+
+/// Each target's last succeeded attempt of the step that moved it forward, the longest.
+fn actual_secs(step: &str, attempts: &[Attempt]) -> Option<i64> {
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for a in attempts.iter().filter(|a| {
+        a.step_id == step
+            && a.state == journal::AttemptState::Succeeded
+            && !matches!(
+                a.kind,
+                journal::AttemptKind::Check | journal::AttemptKind::Rollback
+            )
+    }) {
+        if let Some(end) = a.ended_at {
+            last.insert(&a.target, a.started_at.duration_until(end).as_secs().max(0));
+        }
+    }
+    last.into_values().max()
 }
 
 fn attempt_failed(a: &Attempt) -> bool {
@@ -973,6 +998,42 @@ fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
     d.push(Block::Table {
         head: vec!["#", "Step", "Target", "State", "Exit code", "Message"],
         rows,
+    });
+
+    // To correct the procedure: what each step was expected to take and what it took.
+    d.push(Block::Heading(2, vec![t("Estimates against actual")]));
+    d.push(Block::Table {
+        head: vec!["#", "Step", "Estimate", "Actual", "Actual / estimate"],
+        rows: r
+            .steps
+            .iter()
+            .map(|step| {
+                let ratio = match (step.estimate_secs, step.actual_secs) {
+                    (Some(e), Some(a)) if e > 0 => format!("{:.1}x", a as f64 / e as f64),
+                    _ => String::new(),
+                };
+                let off = match (step.estimate_secs, step.actual_secs) {
+                    (Some(e), Some(a)) => a > e.saturating_mul(2) || a.saturating_mul(2) < e,
+                    _ => false,
+                };
+                Row {
+                    cells: vec![
+                        vec![t(step.number.to_string())],
+                        titled(&step.title, &step.id),
+                        vec![t(step
+                            .estimate_secs
+                            .map(secs)
+                            .unwrap_or_else(|| "none".into()))],
+                        vec![t(step
+                            .actual_secs
+                            .map(secs)
+                            .unwrap_or_else(|| "not done".into()))],
+                        vec![if off { strong(ratio) } else { t(ratio) }],
+                    ],
+                    mark: RowMark::Plain,
+                }
+            })
+            .collect(),
     });
 
     if !r.targets.is_empty() {

@@ -4,6 +4,7 @@
 //! playbook; `--plan` makes it refuse when the playbook or a file it sends changed since the
 //! review (see [`saved`]).
 
+pub mod history;
 mod render;
 pub mod saved;
 
@@ -24,6 +25,9 @@ pub struct Plan {
     pub name: String,
     pub playbook: String,
     pub playbook_sha256: String,
+    /// A customer file's procedure, overrides and given variables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub composition: Option<crate::playbook::Composition>,
     pub files: Vec<crate::playbook::FileRef>,
     pub timezone: Option<String>,
     #[serde(skip)]
@@ -68,6 +72,9 @@ pub struct PlannedStep {
     pub waits_for_window: bool,
     /// The step as it will run on each target.
     pub rendered: Vec<crate::playbook::Rendered>,
+    /// With history: the measured durations the estimate comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<history::Measured>,
 }
 
 /// A stretch of work between two business-hours intervals (a night), or a run of steps
@@ -96,6 +103,9 @@ pub struct Night {
     #[serde(rename = "finish")]
     pub finish_text: String,
     pub steps: Vec<String>,
+    /// With history: how likely the night's work ends before `closes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit: Option<history::Fit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,6 +163,7 @@ pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
             night: 0,
             waits_for_window: s > cursor,
             rendered: step.rendered.clone(),
+            measured: None,
         });
         cursor = end;
     }
@@ -163,6 +174,7 @@ pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
         name: pb.name.clone(),
         playbook: pb.path.display().to_string(),
         playbook_sha256: pb.sha256.clone(),
+        composition: pb.composition.clone(),
         files: pb.files.clone(),
         timezone: pb.timezone.clone(),
         start,
@@ -231,6 +243,7 @@ fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
                 closes_text: closes.map(|c| rfc3339(c, w)),
                 finish_text: String::new(),
                 steps: Vec::new(),
+                fit: None,
             });
             if let Some(g) = groups.last_mut() {
                 g.title = if daytime {
@@ -424,6 +437,7 @@ pub fn warning_kind(code: &str) -> WarningKind {
         "no-estimate" => (6, "No estimate", "the window rule and the schedule count the step as 0 and it may run into business hours"),
         "detach-windows-unverified" => (7, "Detached on Windows, not yet proven", "the WMI-started wrapper has not been run against a real Windows host: rehearse it"),
         "no-check" => (8, "No check", "success is judged by the exit code alone"),
+        "estimate-vs-history" => (5, "Estimate and history disagree", "the guess and the measured runs differ by more than 2x; the plan uses the measured median"),
         _ => (9, "Other", ""),
     };
     WarningKind { rank, title, why }

@@ -35,12 +35,44 @@ fn hhmm(t: Timestamp, tz: &TimeZone) -> String {
 
 fn flags(s: &PlannedStep, step: &crate::playbook::Step, pb: &Playbook) -> Vec<String> {
     let mut f = Vec::new();
-    match step.estimate {
-        Some(e) => f.push(format!("est {}", human_duration(e))),
-        None => f.push("no estimate".into()),
+    let by_customer = |key: &str| {
+        pb.composition
+            .as_ref()
+            .and_then(|c| {
+                c.overrides
+                    .iter()
+                    .find(|o| o.step == step.id && o.key == key)
+            })
+            .map(|o| match &o.procedure_value {
+                Some(was) => format!(" (customer's, procedure {was})"),
+                None => " (customer's)".to_string(),
+            })
+            .unwrap_or_default()
+    };
+    let secs = |x: i64| human_duration(jiff::SignedDuration::from_secs(x));
+    match (&s.measured, step.estimate) {
+        (Some(m), _) => f.push(format!(
+            "est {} (median of {} measured run{}, {} to {}; playbook {})",
+            secs(m.median_secs),
+            m.runs,
+            if m.runs == 1 { "" } else { "s" },
+            secs(m.min_secs),
+            secs(m.max_secs),
+            m.playbook_secs.map(secs).unwrap_or_else(|| "none".into())
+        )),
+        (None, Some(e)) => f.push(format!(
+            "est {}{}",
+            human_duration(e),
+            by_customer("estimate")
+        )),
+        (None, None) => f.push("no estimate".into()),
     }
     if let Some(t) = step.timeout {
-        f.push(format!("timeout {}", human_duration(t)));
+        f.push(format!(
+            "timeout {}{}",
+            human_duration(t),
+            by_customer("timeout")
+        ));
     }
     if s.retries > 0 {
         f.push(format!(
@@ -241,6 +273,67 @@ fn notify_lines(pb: &Playbook) -> Vec<(String, String)> {
         .collect()
 }
 
+/// With history: how likely the night's work fits before the window closes.
+fn fit_line(night: &super::Night, tz: &TimeZone) -> Option<String> {
+    let fit = night.fit.as_ref()?;
+    let closes = night.closes?;
+    Some(format!(
+        "history: {}% likely to end by {} (90th percentile end {}; {} of {} steps measured, the others at their estimates)",
+        fit.percent,
+        short(closes, tz),
+        short(fit.p90_end_at, tz),
+        fit.measured_steps,
+        fit.steps
+    ))
+}
+
+/// Where a customer file's parts come from: its procedure, the steps it changes or leaves
+/// out, and the variables given on the command line.
+fn composition_lines(pb: &Playbook) -> Vec<String> {
+    let Some(c) = &pb.composition else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(p) = &c.procedure {
+        out.push(format!(
+            "Procedure: {}{} (sha256 {})",
+            p.path.display(),
+            p.name
+                .as_ref()
+                .map(|n| format!(" \"{n}\""))
+                .unwrap_or_default(),
+            &p.sha256[..16.min(p.sha256.len())]
+        ));
+    }
+    for f in &c.vars_files {
+        out.push(format!(
+            "Vars file: {} (sha256 {})",
+            f.path.display(),
+            &f.sha256[..16.min(f.sha256.len())]
+        ));
+    }
+    for o in &c.overrides {
+        out.push(format!(
+            "  override: {} {} {} (procedure: {}) at {}",
+            o.step,
+            o.key,
+            o.value,
+            o.procedure_value.as_deref().unwrap_or("none"),
+            o.at
+        ));
+    }
+    for s in &c.skipped {
+        out.push(format!("  skipped (optional): {} at {}", s.step, s.at));
+    }
+    for v in &c.given {
+        out.push(format!(
+            "  var given on the command line: {} = {} ({})",
+            v.name, v.value, v.from
+        ));
+    }
+    out
+}
+
 pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
     let tz = tz_of(pb);
     let mut o = String::new();
@@ -251,6 +344,9 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
         plan.playbook,
         &plan.playbook_sha256[..16]
     );
+    for line in composition_lines(pb) {
+        let _ = writeln!(o, "{line}");
+    }
     match &plan.timezone {
         Some(z) => {
             let _ = writeln!(
@@ -299,6 +395,9 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
             night.title,
             short(night.finish, &tz)
         );
+        if let Some(line) = fit_line(night, &tz) {
+            let _ = writeln!(o, "  {line}");
+        }
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
             let Some(step) = pb.steps.iter().find(|s| s.id == ps.id) else {
                 continue;
@@ -476,6 +575,11 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
     let _ = writeln!(o, "| Item | Value |\n|---|---|");
     let _ = writeln!(o, "| Playbook | `{}` |", plan.playbook);
     let _ = writeln!(o, "| Playbook SHA-256 | `{}` |", plan.playbook_sha256);
+    for line in composition_lines(pb) {
+        let line = line.trim();
+        let (k, v) = line.split_once(": ").unwrap_or(("", line));
+        let _ = writeln!(o, "| {} | {} |", md_cell(k), md_cell(v));
+    }
     let _ = writeln!(
         o,
         "| Time zone | {} |",
@@ -567,6 +671,9 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
             night.title,
             short(night.finish, &tz)
         );
+        if let Some(line) = fit_line(night, &tz) {
+            let _ = writeln!(o, "{}\n", md_cell(&line));
+        }
         for ps in plan.steps.iter().filter(|s| s.night == night.number) {
             let Some(step) = pb.steps.iter().find(|s| s.id == ps.id) else {
                 continue;

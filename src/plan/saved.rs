@@ -59,9 +59,32 @@ struct SavedStep {
 }
 
 #[derive(Deserialize)]
+struct SavedSource {
+    path: PathBuf,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+struct SavedGiven {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize, Default)]
+struct SavedComposition {
+    procedure: Option<SavedSource>,
+    #[serde(default)]
+    vars_files: Vec<SavedSource>,
+    #[serde(default)]
+    given: Vec<SavedGiven>,
+}
+
+#[derive(Deserialize)]
 struct SavedView {
     format: u32,
     playbook_sha256: String,
+    #[serde(default)]
+    composition: Option<SavedComposition>,
     files: Vec<SavedFile>,
     steps: Vec<SavedStep>,
 }
@@ -84,7 +107,8 @@ pub fn verify(path: &Path, pb: &Playbook) -> Result<(), SavedPlanError> {
         });
     }
     let mut diffs = Vec::new();
-    if saved.playbook_sha256 != pb.sha256 {
+    composition_diffs(saved.composition.as_ref(), pb, &mut diffs);
+    if saved.playbook_sha256 != pb.sha256 && diffs.is_empty() {
         diffs.push(format!(
             "the playbook file changed (reviewed sha256 {}, now {})",
             short(&saved.playbook_sha256),
@@ -141,6 +165,79 @@ pub fn verify(path: &Path, pb: &Playbook) -> Result<(), SavedPlanError> {
             path: path.to_path_buf(),
             differences: diffs,
         })
+    }
+}
+
+/// What differs in a customer file's parts: its procedure, its vars files, the variables
+/// given on the command line. (The playbook hash covers them all; this says which.)
+fn composition_diffs(saved: Option<&SavedComposition>, pb: &Playbook, diffs: &mut Vec<String>) {
+    let empty = SavedComposition::default();
+    let saved = saved.unwrap_or(&empty);
+    let now = pb.composition.clone().unwrap_or_default();
+    match (&saved.procedure, &now.procedure) {
+        (Some(old), Some(new)) if old.path != new.path => diffs.push(format!(
+            "the procedure is now {} (reviewed: {})",
+            new.path.display(),
+            old.path.display()
+        )),
+        (Some(old), Some(new)) if old.sha256 != new.sha256 => diffs.push(format!(
+            "the procedure {} changed (reviewed sha256 {}, now {})",
+            new.path.display(),
+            short(&old.sha256),
+            short(&new.sha256)
+        )),
+        (None, Some(new)) => diffs.push(format!(
+            "the procedure {} was not in the reviewed plan",
+            new.path.display()
+        )),
+        (Some(old), None) => diffs.push(format!(
+            "the reviewed plan had the procedure {}; the playbook names none now",
+            old.path.display()
+        )),
+        _ => {}
+    }
+    let files = |v: &mut dyn Iterator<Item = (String, String)>| v.collect::<Vec<_>>();
+    let old_files = files(
+        &mut saved
+            .vars_files
+            .iter()
+            .map(|f| (f.path.display().to_string(), f.sha256.clone())),
+    );
+    let new_files = files(
+        &mut now
+            .vars_files
+            .iter()
+            .map(|f| (f.path.display().to_string(), f.sha256.clone())),
+    );
+    if old_files != new_files {
+        diffs.push("the --vars files differ from the reviewed plan's".to_string());
+    }
+    let old_given: Vec<(&str, &str)> = saved
+        .given
+        .iter()
+        .map(|g| (g.name.as_str(), g.value.as_str()))
+        .collect();
+    let new_given: Vec<(&str, &str)> = now
+        .given
+        .iter()
+        .map(|g| (g.name.as_str(), g.value.as_str()))
+        .collect();
+    if old_given != new_given {
+        let show = |v: &[(&str, &str)]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter()
+                    .map(|(n, x)| format!("{n}={x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        diffs.push(format!(
+            "the variables given on the command line differ (reviewed: {}; now: {})",
+            show(&old_given),
+            show(&new_given)
+        ));
     }
 }
 

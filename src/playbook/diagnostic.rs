@@ -26,14 +26,14 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error about the value at `path`.
     pub fn at(src: &Source, path: &[Seg], message: impl Into<String>) -> Diagnostic {
-        let (pos, width) = src.locate(path);
-        Diagnostic::new(src, pos, width, path_text(path), message.into())
+        let (origin, pos, width) = src.locate_origin(path);
+        Diagnostic::new_in(src, origin, pos, width, path_text(path), message.into())
     }
 
     /// An error about the key at the end of `path` (unknown or duplicated keys).
     pub fn at_key(src: &Source, path: &[Seg], message: impl Into<String>) -> Diagnostic {
-        let (pos, width) = src.locate_key(path);
-        Diagnostic::new(src, pos, width, path_text(path), message.into())
+        let (origin, pos, width) = src.locate_key_origin(path);
+        Diagnostic::new_in(src, origin, pos, width, path_text(path), message.into())
     }
 
     /// An error at a known position (syntax errors, serde errors).
@@ -57,15 +57,27 @@ impl Diagnostic {
     }
 
     fn new(src: &Source, pos: Pos, width: usize, key: String, message: String) -> Diagnostic {
+        Diagnostic::new_in(src, 0, pos, width, key, message)
+    }
+
+    /// An error in the file a node of `origin` was written in (see `Node::origin`).
+    pub(crate) fn new_in(
+        src: &Source,
+        origin: usize,
+        pos: Pos,
+        width: usize,
+        key: String,
+        message: String,
+    ) -> Diagnostic {
         Diagnostic {
-            file: src.path.clone(),
+            file: src.file_of(origin).to_path_buf(),
             pos,
             key,
             message,
             help: None,
             note: None,
             soft: false,
-            line_text: src.line(pos.line).map(str::to_string),
+            line_text: src.line_in(origin, pos.line).map(str::to_string),
             width,
         }
     }

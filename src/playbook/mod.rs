@@ -4,6 +4,7 @@
 //! (`source`) and its shape check (`structure`), then serde into the `raw` types, then
 //! `validate` into [`Playbook`]. Nothing here touches a machine or writes a file.
 
+pub mod compose;
 pub mod diagnostic;
 pub mod raw;
 pub mod schema;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::SignedDuration;
 
+pub use compose::{Composition, GivenVars};
 pub use diagnostic::Diagnostic;
 pub use raw::{BusinessHoursPolicy, OnFailure, ShellKind, TransportKind, WhenClosed, WinrmAuth};
 
@@ -37,8 +39,11 @@ pub struct Playbook {
     pub path: PathBuf,
     /// The directory relative paths in the playbook are resolved against.
     pub dir: PathBuf,
-    /// SHA-256 of the playbook file's bytes.
+    /// SHA-256 of the playbook file's bytes; for a customer file (or with `--var`/`--vars`),
+    /// over the customer file's, the procedure's and the vars files' hashes and every `--var`.
     pub sha256: String,
+    /// For a customer file or given variables: where the merged parts came from.
+    pub composition: Option<Composition>,
     pub name: String,
     pub description: Option<String>,
     pub window: Window,
@@ -342,7 +347,17 @@ fn render_all(diags: &[Diagnostic]) -> String {
 
 /// Reads, parses and validates a playbook file.
 pub fn load(path: &Path) -> Result<Playbook, LoadError> {
-    validate::load(path, None)
+    validate::load(path, &GivenVars::default(), None)
+}
+
+/// [`load`] with variables given on the command line (`--var`, `--vars`), and, for
+/// `runner validate`, the fit check of [`load_checking_fit`].
+pub fn load_with(
+    path: &Path,
+    given: &GivenVars,
+    fit: Option<FitFrom>,
+) -> Result<Playbook, LoadError> {
+    validate::load(path, given, fit)
 }
 
 /// The instant from which `runner validate` looks for a gap between business hours long enough
@@ -359,7 +374,7 @@ pub struct FitFrom {
 /// depends on when you ask, and the other commands must still read a playbook whose long
 /// weekend is over.
 pub fn load_checking_fit(path: &Path, from: FitFrom) -> Result<Playbook, LoadError> {
-    validate::load(path, Some(from))
+    validate::load(path, &GivenVars::default(), Some(from))
 }
 
 /// Expands a leading `~/` to the home directory.

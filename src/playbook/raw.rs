@@ -302,6 +302,9 @@ pub struct RawStep {
     /// end of input): `{ env: VARIABLE }` or `{ file: PATH }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<RawSecretRef>,
+    /// In a procedure: a customer file may leave this step out (`overrides: { ID: { skip: true } }`).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// What a step changes.

@@ -1,14 +1,25 @@
 //! The JSON Schema of the playbook format, printed by `runner schema` for editors
 //! (e.g. the YAML language server's `# yaml-language-server: $schema=...`).
 
+use super::compose::RawCustomer;
 use super::raw::RawPlaybook;
+
+/// A file runner reads: a playbook (or a procedure, which has the same keys), or a customer
+/// file naming a procedure.
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum PlaybookFile {
+    Playbook(RawPlaybook),
+    Customer(RawCustomer),
+}
 
 /// The schema as pretty JSON.
 pub fn json_schema() -> String {
-    let mut schema = schemars::schema_for!(RawPlaybook);
+    let mut schema = schemars::schema_for!(PlaybookFile);
     schema.insert(
         "title".into(),
-        serde_json::Value::String("runner playbook (format v1)".into()),
+        serde_json::Value::String("runner playbook or customer file (format v1)".into()),
     );
     serde_json::to_string_pretty(&schema).unwrap_or_else(|_| "{}".to_string())
 }
@@ -41,7 +52,18 @@ mod tests {
     #[test]
     fn structure_key_lists_match_the_schema() {
         let schema: Value = serde_json::from_str(&super::json_schema()).unwrap();
-        assert_eq!(props(&schema, None), sorted(structure::TOP_KEYS));
+        assert_eq!(
+            props(&schema, Some("RawPlaybook")),
+            sorted(structure::TOP_KEYS)
+        );
+        assert_eq!(
+            props(&schema, Some("RawCustomer")),
+            sorted(super::super::compose::CUSTOMER_KEYS)
+        );
+        assert_eq!(
+            props(&schema, Some("RawOverride")),
+            sorted(super::super::compose::OVERRIDE_KEYS)
+        );
         assert_eq!(
             props(&schema, Some("RawWindow")),
             sorted(structure::WINDOW_KEYS)

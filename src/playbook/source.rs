@@ -32,6 +32,9 @@ pub struct Node {
     /// A scalar written without quotes (YAML reads `yes`, `12` or `true` by their look only
     /// then); false for quoted scalars and for everything else.
     pub plain: bool,
+    /// Which file the node was written in: 0 for the source's own file, `n` for
+    /// `Source::others[n - 1]` (a customer file's procedure, a vars file, the command line).
+    pub origin: usize,
 }
 
 #[derive(Debug)]
@@ -71,6 +74,8 @@ pub struct Source {
     pub path: PathBuf,
     pub text: String,
     pub root: Option<Node>,
+    /// The other files a composed tree took nodes from (see [`Node::origin`]): path and text.
+    pub others: Vec<(PathBuf, String)>,
 }
 
 /// A syntax error found while building the tree.
@@ -165,12 +170,56 @@ impl Source {
             path: path.to_path_buf(),
             text,
             root,
+            others: Vec::new(),
         })
     }
 
     /// The text of a 1-based line.
     pub fn line(&self, line: usize) -> Option<&str> {
         self.text.lines().nth(line.checked_sub(1)?)
+    }
+
+    /// The file a node of `origin` was written in.
+    pub fn file_of(&self, origin: usize) -> &Path {
+        match origin.checked_sub(1).and_then(|i| self.others.get(i)) {
+            Some((path, _)) => path,
+            None => &self.path,
+        }
+    }
+
+    /// The text of a 1-based line of the file a node of `origin` was written in.
+    pub fn line_in(&self, origin: usize, line: usize) -> Option<&str> {
+        let text = match origin.checked_sub(1).and_then(|i| self.others.get(i)) {
+            Some((_, text)) => text,
+            None => &self.text,
+        };
+        text.lines().nth(line.checked_sub(1)?)
+    }
+
+    /// Like [`Source::locate`], with the origin of the node found.
+    pub fn locate_origin(&self, path: &[Seg]) -> (usize, Pos, usize) {
+        for len in (0..=path.len()).rev() {
+            if let Some(node) = self.node(&path[..len]) {
+                return (node.origin, node.pos, node.width);
+            }
+        }
+        (0, Pos { line: 1, col: 1 }, 1)
+    }
+
+    /// Like [`Source::locate_key`], with the origin of the key found.
+    pub fn locate_key_origin(&self, path: &[Seg]) -> (usize, Pos, usize) {
+        if let Some((Seg::Key(k), parent)) = path.split_last() {
+            if let Some(Node {
+                kind: NodeKind::Map(entries),
+                ..
+            }) = self.node(parent)
+            {
+                if let Some(e) = entries.iter().find(|e| &e.key == k) {
+                    return (e.value.origin, e.key_pos, k.chars().count().max(1));
+                }
+            }
+        }
+        self.locate_origin(path)
     }
 
     /// The node at `path`, if it exists (no alias is followed).
@@ -404,12 +453,14 @@ fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
                     pos,
                     width: 1,
                     plain: false,
+                    origin: 0,
                 }),
                 Some(Frame::Seq { pos, items }) => Some(Node {
                     kind: NodeKind::Seq(items),
                     pos,
                     width: 1,
                     plain: false,
+                    origin: 0,
                 }),
                 None => None,
             },
@@ -420,6 +471,7 @@ fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
                     pos,
                     width,
                     plain: matches!(style, saphyr_parser::ScalarStyle::Plain),
+                    origin: 0,
                 })
             }
             Event::Alias(_) => Some(Node {
@@ -427,6 +479,7 @@ fn build(text: &str) -> Result<Option<Node>, SyntaxError> {
                 pos,
                 width: 1,
                 plain: false,
+                origin: 0,
             }),
             _ => None,
         };

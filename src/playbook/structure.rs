@@ -75,6 +75,7 @@ pub const STEP_KEYS: &[&str] = &[
     "changes",
     "env",
     "stdin",
+    "optional",
 ];
 pub const UPLOAD_KEYS: &[&str] = &["src", "dest"];
 pub const DEADLINE_KEYS: &[&str] = &["after", "within"];
@@ -287,7 +288,7 @@ fn walk_map(
     let required: &[(&str, &str)] = match what {
         "the playbook" => &[
             ("name", "say what this cutover is, e.g. `name: Acme SBS 2000 to SBS 2003 cutover`"),
-            ("window", "add `window:` with the customer's `timezone` and `business_hours` (`business_hours: []` for none)"),
+            ("window", "add `window:` with the customer's `timezone` and `business_hours` (`business_hours: []` for none); a procedure is checked through a customer file that names it (`procedure: PATH`)"),
             ("steps", "add `steps:` with at least one step"),
         ],
         "window" => &[("business_hours", "add `business_hours: [{ days: mon-fri, from: \"07:30\", to: \"18:00\" }]`, or `business_hours: []` for none")],
@@ -462,7 +463,7 @@ fn kind_of(what: &str, key: &str) -> Option<Kind> {
         },
         ("a target", "shell") => Kind::Choice(&["sh", "cmd", "powershell"]),
         ("a target", "auth") => Kind::Choice(&["basic", "ntlm"]),
-        ("a step", "detach" | "idempotent" | "point_of_no_return") => Kind::Bool,
+        ("a step", "detach" | "idempotent" | "point_of_no_return" | "optional") => Kind::Bool,
         ("a step", "estimate" | "timeout" | "retry_delay") => duration,
         ("a step", "retries") => Kind::Int {
             min: 0,

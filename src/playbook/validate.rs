@@ -32,7 +32,11 @@ const MAX_RETRIES: u32 = 100;
 const MIN_KEEPALIVE: SignedDuration = SignedDuration::from_secs(1);
 const MAX_KEEPALIVE: SignedDuration = SignedDuration::from_hours(1);
 
-pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, LoadError> {
+pub fn load(
+    path: &Path,
+    given: &super::GivenVars,
+    fit_from: Option<super::FitFrom>,
+) -> Result<Playbook, LoadError> {
     let fail = |msg: String| LoadError(vec![Diagnostic::whole_file(path, msg)]);
     let meta =
         std::fs::metadata(path).map_err(|e| fail(format!("cannot read the playbook: {e}")))?;
@@ -68,6 +72,7 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
                     .map(|t| t.trim_start_matches('\u{feff}').to_string())
                     .unwrap_or_default(),
                 root: None,
+                others: Vec::new(),
             };
             let (pos, message, help) = e.explain(&src.text);
             return Err(LoadError(vec![Diagnostic::at_pos(
@@ -81,15 +86,24 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
         }
     };
 
+    // A customer file: merged with its procedure (and given variables) into one tree whose
+    // nodes remember their file.
+    let in_order = |mut diags: Vec<Diagnostic>| {
+        diags.sort_by(|a, b| {
+            (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col))
+        });
+        LoadError(diags)
+    };
+    let composed = super::compose::compose(src, sha256, given).map_err(in_order)?;
+    let (src, sha256, composition) = (composed.src, composed.sha256, composed.composition);
+    let merge_diags = composed.diags;
+
     // Wrong keys and wrong types stop here, all of them reported; wrong values that serde
     // still reads (durations are text to it) go on to the checks below, so that they are
     // reported together with everything else.
-    let (soft, hard): (Vec<Diagnostic>, Vec<Diagnostic>) =
+    let (soft, mut hard): (Vec<Diagnostic>, Vec<Diagnostic>) =
         structure::check(&src).into_iter().partition(|d| d.soft);
-    let in_order = |mut diags: Vec<Diagnostic>| {
-        diags.sort_by_key(|d| (d.pos.line, d.pos.col));
-        LoadError(diags)
-    };
+    hard.extend(merge_diags);
     if !hard.is_empty() {
         let mut diags: Vec<Diagnostic> = hard.into_iter().chain(soft).collect();
         let more = checks_beyond_wrong_keys(&src, path, &diags, fit_from);
@@ -97,7 +111,21 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
         return Err(in_order(diags));
     }
 
-    let raw: RawPlaybook = match serde_yaml_ng::from_str(&src.text) {
+    let parsed = if src.others.is_empty() {
+        serde_yaml_ng::from_str(&src.text)
+    } else {
+        // A merged tree has no single text: serde reads the tree (aliases were refused).
+        match src.value_without(&[]) {
+            Some((value, _)) => serde_yaml_ng::from_value(value),
+            None => {
+                return Err(LoadError(vec![Diagnostic::whole_file(
+                    path,
+                    "YAML aliases are not supported in a customer file or its procedure",
+                )]))
+            }
+        }
+    };
+    let raw: RawPlaybook = match parsed {
         Ok(raw) => raw,
         Err(e) => {
             let mut diags = soft;
@@ -115,7 +143,8 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
     };
     let playbook = v.playbook(raw, sha256);
     if v.diags.is_empty() && soft.is_empty() {
-        if let Some(pb) = playbook {
+        if let Some(mut pb) = playbook {
+            pb.composition = composition;
             return Ok(pb);
         }
     }
@@ -123,7 +152,7 @@ pub fn load(path: &Path, fit_from: Option<super::FitFrom>) -> Result<Playbook, L
     let mut diags: Vec<Diagnostic> = v
         .diags
         .into_iter()
-        .filter(|d| !soft.iter().any(|s| s.pos == d.pos))
+        .filter(|d| !soft.iter().any(|s| s.pos == d.pos && s.file == d.file))
         .collect();
     diags.extend(soft);
     Err(in_order(diags))
@@ -183,7 +212,9 @@ fn checks_beyond_wrong_keys(
         .collect();
     v.diags
         .into_iter()
-        .filter(|d| !reported.iter().any(|r| r.pos == d.pos) && !pruned.contains(&d.pos))
+        .filter(|d| {
+            !reported.iter().any(|r| r.pos == d.pos && r.file == d.file) && !pruned.contains(&d.pos)
+        })
         .filter(|d| !names.iter().any(|n| d.message.contains(n.as_str())))
         .collect()
 }
@@ -444,6 +475,15 @@ impl<'w> Fit<'w> {
 }
 
 impl Validator<'_> {
+    /// The folder relative paths at `path` are resolved against: that of the file the value
+    /// was written in (a procedure's scripts, a customer's key files).
+    fn dir_at(&self, path: &[Seg]) -> PathBuf {
+        match self.src.locate_origin(path).0 {
+            0 => self.dir.clone(),
+            origin => dir_of(self.src.file_of(origin)),
+        }
+    }
+
     fn err(&mut self, path: &[Seg], msg: impl Into<String>, help: impl Into<Option<String>>) {
         let d = Diagnostic::at(self.src, path, msg).with_help(help.into());
         self.diags.push(d);
@@ -494,6 +534,7 @@ impl Validator<'_> {
             path: self.src.path.clone(),
             dir: self.dir.clone(),
             sha256,
+            composition: None,
             name: raw.name,
             description: raw.description,
             window: window?,
@@ -987,7 +1028,7 @@ impl Validator<'_> {
         // `components()` drops the inner `./` a join leaves (`././known_hosts`).
         let resolve = |s: &Option<String>| {
             s.as_ref().map(|k| {
-                self.dir
+                self.dir_at(&base)
                     .join(expand_home(Path::new(k)))
                     .components()
                     .collect::<PathBuf>()
@@ -1619,7 +1660,11 @@ impl Validator<'_> {
         if let Some(known) = files.iter().find(|f| f.written == written) {
             return Some(known.clone());
         }
-        let full = self.dir.join(expand_home(Path::new(written)));
+        let dir = self.dir_at(path);
+        let mut full = dir.join(expand_home(Path::new(written)));
+        if self.src.locate_origin(path).0 != 0 {
+            full = super::compose::normalize(&full);
+        }
         match crate::digest::FileDigest::of_file(&full) {
             Ok(crate::digest::FileDigest { sha256, bytes }) => {
                 let f = FileRef {
@@ -1636,8 +1681,8 @@ impl Validator<'_> {
                     path,
                     format!("cannot read `{written}`: {e}"),
                     Some(format!(
-                        "paths are relative to the playbook's folder ({})",
-                        self.dir.display()
+                        "paths are relative to the folder of the file that names them ({})",
+                        dir.display()
                     )),
                 );
                 None

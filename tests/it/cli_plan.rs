@@ -243,7 +243,7 @@ fn the_flagship_plan_separates_daytime_checks_from_nights_and_meets_its_deadline
     let r = runner(
         &[
             "plan",
-            "playbooks/sbs2000-to-sbs2003.yaml",
+            "playbooks/customers/acme.yaml",
             "--start",
             "2026-12-14T13:00:00-06:00",
         ],
@@ -272,7 +272,7 @@ fn the_flagship_runs_nothing_on_windows_2000_follows_kb884453_and_keeps_its_revi
     let args = |format: &'static str| {
         [
             "plan",
-            "playbooks/sbs2000-to-sbs2003.yaml",
+            "playbooks/customers/acme.yaml",
             "--format",
             format,
             "--start",

@@ -48,7 +48,7 @@ fn validate(text: &str) -> (common_cli::Run, tempfile::TempDir) {
 fn the_shipped_playbooks_and_fixture_validate() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for p in [
-        root.join("playbooks/sbs2000-to-sbs2003.yaml"),
+        root.join("playbooks/customers/acme.yaml"),
         root.join("playbooks/demo.yaml"),
         fixture("small.yaml"),
     ] {
@@ -498,6 +498,22 @@ fn schema_is_json_with_the_step_keys() {
     ] {
         assert!(step.get(k).is_some(), "schema lacks step key {k}");
     }
+}
+
+/// Editors get one schema for both kinds of file: a playbook (or procedure) and a customer
+/// file with its overrides.
+#[test]
+fn schema_covers_playbooks_and_customer_files() {
+    let r = runner(&["schema"], Path::new("."), &[]);
+    assert_eq!(r.code, 0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["anyOf"][0]["$ref"], "#/$defs/RawPlaybook");
+    assert_eq!(v["anyOf"][1]["$ref"], "#/$defs/RawCustomer");
+    let customer = &v["$defs"]["RawCustomer"]["properties"];
+    assert!(customer["procedure"].is_object(), "{}", r.stdout);
+    assert!(customer["overrides"].is_object(), "{}", r.stdout);
+    assert!(v["$defs"]["RawOverride"]["properties"]["skip"].is_object());
+    assert!(v["$defs"]["RawStep"]["properties"]["optional"].is_object());
 }
 
 #[test]

@@ -10,6 +10,8 @@ mod cli_plan;
 mod cli_validate;
 mod common;
 mod common_cli;
+mod customers;
+mod estimates;
 mod journal;
 mod libssh2_hostile_server;
 mod long_steps;

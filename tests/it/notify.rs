@@ -852,7 +852,11 @@ fn the_plan_shows_sinks_without_secrets_and_warns_about_unencrypted_mail() {
 
     let schema = runner(&["schema"], dir.path(), &[]);
     let v: Value = serde_json::from_str(&schema.stdout).expect("schema JSON");
-    assert!(v["properties"]["notify"].is_object(), "{}", schema.stdout);
+    assert!(
+        v["$defs"]["RawPlaybook"]["properties"]["notify"].is_object(),
+        "{}",
+        schema.stdout
+    );
     assert_eq!(
         v["$defs"]["RawSmtp"]["properties"]["tls"]["anyOf"][0]["$ref"],
         "#/$defs/SmtpTls"
