@@ -480,7 +480,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",
             };
             // What was recorded is masked already; this also covers older records.
-            let text = engine::targets::Secrets::redactor_for(&pb).redact(&text);
+            let text = runner::targets::Secrets::redactor_for(&pb).redact(&text);
             out!("{text}");
             Ok(Exit::Success)
         }
@@ -500,7 +500,7 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
                 ReportFormatArg::Json => runner::report::ReportFormat::Json,
             };
             let text = runner::report::report(&pb, &journal, &engine::runs_dir(&state), format)?;
-            let text = engine::targets::Secrets::redactor_for(&pb).redact(&text);
+            let text = runner::targets::Secrets::redactor_for(&pb).redact(&text);
             match &args.out {
                 Some(path) => {
                     std::fs::write(path, text)

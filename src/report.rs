@@ -19,8 +19,8 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use crate::duration::human_duration;
 use crate::journal::{self, Attempt, AttemptKind, AttemptState, EventKind, Journal, JournalError};
-use crate::plan::human_duration;
 use crate::playbook::Playbook;
 use crate::status::PairStatus;
 

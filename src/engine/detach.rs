@@ -35,8 +35,7 @@ const UNSAFE_EXIT: i64 = 3;
 const UNSAFE: &str = "UNSAFE ";
 /// Where job folders live on Windows targets (expanded on the target).
 pub const WINDOWS_JOB_ROOT: &str = r"%SystemRoot%\Temp\runner-jobs";
-/// The attempt note naming the job folder.
-pub const NOTE_JOB_DIR: &str = "job_dir";
+pub use crate::journal::notes::NOTE_JOB_DIR;
 
 /// How jobs are started and watched on a target: with POSIX tools, or with PowerShell
 /// (2.0 or later) and a `cmd` wrapper on Windows.

@@ -7,21 +7,13 @@ use jiff::Timestamp;
 
 use super::event::Event;
 use super::output::PairOutput;
-use super::targets::shell_of;
 use super::{Blocked, Session};
 use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt};
 use crate::playbook::{Rendered, RenderedAction, Step};
+use crate::targets::shell_of;
 use crate::transport::{Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Shell, Transport};
 
-/// Note on a run attempt: its command on the target ([`Orphan::to_note`]), in the journal
-/// before the command is sent (an `sh` command's token, with the attempt itself; a WinRM
-/// shell once created), and again, with what more is known (the PID), when its connection was
-/// lost mid-command, before reconnecting. So the next `apply` can stop a command that may still
-/// run, first, even when the runner that started it died (a power cut) while the link was
-/// silently dead.
-pub const NOTE_ORPHAN: &str = "orphan";
-/// Note on the same attempt once that command is known to be gone: what was found.
-pub const NOTE_ORPHAN_SETTLED: &str = "orphan_settled";
+pub use crate::journal::notes::{NOTE_ORPHAN, NOTE_ORPHAN_SETTLED};
 
 /// How a pair ended in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,7 +368,7 @@ pub(crate) fn run_attempt(
             Some(format!(
                 "timed out after {}; the command was stopped on the target",
                 step.timeout
-                    .map(crate::plan::human_duration)
+                    .map(crate::duration::human_duration)
                     .unwrap_or_default()
             )),
         ),
@@ -778,7 +770,7 @@ fn overrun(s: &Session<'_>, step: &Step, target: &str, started: Timestamp) {
             format!(
                 "`{}` on `{target}` was still running within {} of business hours (ended {})",
                 step.id,
-                crate::plan::human_duration(w.margin()),
+                crate::duration::human_duration(w.margin()),
                 super::when(s.pb, Some(end))
             ),
         );

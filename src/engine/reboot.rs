@@ -8,15 +8,12 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use super::output::PairOutput;
-use super::targets::shell_of;
 use super::Session;
 use crate::journal::AttemptId;
+use crate::targets::shell_of;
 use crate::transport::{Control, Exit};
 
-pub const NOTE_BOOT_ID: &str = "boot_id_before";
-pub const NOTE_ISSUED: &str = "reboot_issued_at";
-/// On a `reboot_on` step: the command's exit code, noted before the reboot begins.
-pub const NOTE_EXIT_CODE: &str = "exit_code";
+pub use crate::journal::notes::{NOTE_BOOT_ID, NOTE_EXIT_CODE, NOTE_ISSUED};
 
 pub enum RebootEnd {
     Done,
@@ -121,7 +118,7 @@ pub fn reboot(
         if already + started.elapsed() >= timeout {
             return RebootEnd::Failed(format!(
                 "the target did not come back with a new boot id within {}",
-                crate::plan::human_duration(
+                crate::duration::human_duration(
                     jiff::SignedDuration::try_from(timeout).unwrap_or_default()
                 )
             ));

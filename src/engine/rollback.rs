@@ -9,13 +9,13 @@ use std::time::Instant;
 use super::event::{Event, Reporter};
 use super::interrupt::Interrupt;
 use super::output::PairOutput;
-use super::targets::{shell_of, Secrets};
 use super::{Blocked, EngineError, Outcome, Session, Start, Who};
 use crate::clock::Clock;
 use crate::exit::Exit;
 use crate::journal::{lock, AttemptKind, AttemptState, Journal, NewAttempt, PairState, RunCommand};
 use crate::playbook::{Playbook, Step};
 use crate::secret::Redactor;
+use crate::targets::{shell_of, Secrets};
 use crate::transport::{Control, Exit as CmdExit};
 
 pub struct RollbackOptions {

@@ -79,8 +79,7 @@ const READ_CHUNK: usize = 32 * 1024;
 /// Uploads from this size on are hashed on the target while they are written (see
 /// `shell::follow_sha256_command`); below it, starting Python costs more than hashing after.
 const FOLLOW_FROM: u64 = 8 * 1024 * 1024;
-/// Default of the `keepalive` target key.
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+pub use crate::target_defaults::DEFAULT_KEEPALIVE;
 /// Keepalive intervals the server may stay silent before the connection counts as lost.
 pub const KEEPALIVE_COUNT: u32 = 3;
 /// Limit for stopping a command whose connection was lost (its script waits at most ten
