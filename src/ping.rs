@@ -10,7 +10,7 @@ use crate::playbook::{Playbook, TransportKind};
 use crate::secret::Redactor;
 use crate::targets::{default_known_hosts, make_transport, shell_of, Secrets};
 use crate::transport::known_hosts;
-use crate::transport::{Control, Exit as CmdExit};
+use crate::transport::{CommandExit, Control};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PingError {
@@ -93,12 +93,12 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
             crate::transport::capture(|sink| tr.exec("whoami", shell_of(t.shell), &ctl, sink))
                 .map_err(|e| format!("whoami: {e}"))?;
         match exit {
-            CmdExit::Code(0) => {
+            CommandExit::Code(0) => {
                 let who = out.trim().to_string();
                 d.passed.push(format!("whoami: {who}"));
                 Ok(())
             }
-            CmdExit::Code(c) => Err(format!("whoami exited with {c}")),
+            CommandExit::Code(c) => Err(format!("whoami exited with {c}")),
             other => Err(format!("whoami did not finish: {other:?}")),
         }
     })();

@@ -11,7 +11,9 @@ use super::{Blocked, Session};
 use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt};
 use crate::playbook::{Rendered, RenderedAction, Step};
 use crate::targets::shell_of;
-use crate::transport::{Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Shell, Transport};
+use crate::transport::{
+    CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop, Shell, Transport,
+};
 
 pub use crate::journal::notes::{NOTE_ORPHAN, NOTE_ORPHAN_SETTLED};
 
@@ -254,7 +256,7 @@ pub(crate) fn run_attempt(
     let mut job_dir: Option<String> = None;
     let mut orphan: Option<Orphan> = None;
 
-    let result: Result<Result<Exit, String>, Lost> = match (&resume.phase, &r.action) {
+    let result: Result<Result<CommandExit, String>, Lost> = match (&resume.phase, &r.action) {
         // A reboot step, or the reboot after a `reboot_on` code: the command part is done.
         (Phase::Reboot, _) => {
             let code = s
@@ -266,9 +268,9 @@ pub(crate) fn run_attempt(
                         .and_then(|c| c.parse().ok())
                 })
                 .unwrap_or(0);
-            Ok(Ok(Exit::Code(code)))
+            Ok(Ok(CommandExit::Code(code)))
         }
-        (_, RenderedAction::Reboot { .. }) => Ok(Ok(Exit::Code(0))),
+        (_, RenderedAction::Reboot { .. }) => Ok(Ok(CommandExit::Code(0))),
         (Phase::Job(dir), _) => {
             job_dir = Some(dir.clone());
             job_result(super::detach::follow(
@@ -362,7 +364,7 @@ pub(crate) fn run_attempt(
         // The link died (or the job vanished) while the command ran: it may or may not have
         // had its effect. Recorded as interrupted, which every later decision treats as in doubt.
         Err(Lost(m)) => (AttemptState::Interrupted, None, Some(m)),
-        Ok(Ok(Exit::TimedOut)) => (
+        Ok(Ok(CommandExit::TimedOut)) => (
             AttemptState::TimedOut,
             None,
             Some(format!(
@@ -372,13 +374,13 @@ pub(crate) fn run_attempt(
                     .unwrap_or_default()
             )),
         ),
-        Ok(Ok(Exit::Cancelled)) => (
+        Ok(Ok(CommandExit::Cancelled)) => (
             AttemptState::Interrupted,
             None,
             Some("interrupted by the operator (second Ctrl-C)".into()),
         ),
-        Ok(Ok(Exit::Code(c))) if succeeded(c) => (AttemptState::Succeeded, Some(c), None),
-        Ok(Ok(Exit::Code(c))) => {
+        Ok(Ok(CommandExit::Code(c))) if succeeded(c) => (AttemptState::Succeeded, Some(c), None),
+        Ok(Ok(CommandExit::Code(c))) => {
             let tail = out.tail.back().cloned().unwrap_or_default();
             let mut m = format!(
                 "exit code {c} is not one of the ok codes {:?}",
@@ -585,12 +587,12 @@ pub(crate) fn settle_recorded_orphan(
 /// A command whose outcome is unknown (the link or the job was lost mid-way).
 struct Lost(String);
 
-fn job_result(end: super::detach::JobEnd) -> Result<Result<Exit, String>, Lost> {
+fn job_result(end: super::detach::JobEnd) -> Result<Result<CommandExit, String>, Lost> {
     use super::detach::JobEnd;
     match end {
-        JobEnd::Exited(c) => Ok(Ok(Exit::Code(c))),
-        JobEnd::TimedOut => Ok(Ok(Exit::TimedOut)),
-        JobEnd::Cancelled => Ok(Ok(Exit::Cancelled)),
+        JobEnd::Exited(c) => Ok(Ok(CommandExit::Code(c))),
+        JobEnd::TimedOut => Ok(Ok(CommandExit::TimedOut)),
+        JobEnd::Cancelled => Ok(Ok(CommandExit::Cancelled)),
         JobEnd::Lost(m) => Err(Lost(m)),
     }
 }
@@ -637,7 +639,7 @@ fn execute(
     ctl: &Control,
     id: Identity<'_>,
     out: &mut PairOutput<'_, '_>,
-) -> Result<Exit, crate::transport::TransportError> {
+) -> Result<CommandExit, crate::transport::TransportError> {
     match &r.action {
         RenderedAction::Run { command } => {
             t.exec_identified(command, shell, ctl, id, &mut |st, b| out.push(st, b))
@@ -662,10 +664,10 @@ fn execute(
                 "uploaded {bytes} bytes to {dest}; the target has the planned SHA-256 {sha256} ({:.1} MiB/s)",
                 *bytes as f64 / 1_048_576.0 / secs
             ));
-            Ok(Exit::Code(0))
+            Ok(CommandExit::Code(0))
         }
         // Manual steps are confirmed by the operator and reboots are driven by `reboot`.
-        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(Exit::Code(0)),
+        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(CommandExit::Code(0)),
     }
 }
 
@@ -715,18 +717,18 @@ fn run_check(
     });
     out.finish();
     let (state, code, end) = match result {
-        Ok(Ok(Exit::Code(0))) => (AttemptState::Succeeded, Some(0), CheckEnd::Passed),
-        Ok(Ok(Exit::Code(c))) => (
+        Ok(Ok(CommandExit::Code(0))) => (AttemptState::Succeeded, Some(0), CheckEnd::Passed),
+        Ok(Ok(CommandExit::Code(c))) => (
             AttemptState::Failed,
             Some(c),
             CheckEnd::Failed(format!("the check exited with {c}")),
         ),
-        Ok(Ok(Exit::TimedOut)) => (
+        Ok(Ok(CommandExit::TimedOut)) => (
             AttemptState::TimedOut,
             None,
             CheckEnd::Failed("the check timed out".into()),
         ),
-        Ok(Ok(Exit::Cancelled)) => (AttemptState::Interrupted, None, CheckEnd::Interrupted),
+        Ok(Ok(CommandExit::Cancelled)) => (AttemptState::Interrupted, None, CheckEnd::Interrupted),
         Ok(Err(e)) => (
             AttemptState::Failed,
             None,

@@ -11,7 +11,7 @@ use super::output::PairOutput;
 use super::Session;
 use crate::journal::AttemptId;
 use crate::targets::shell_of;
-use crate::transport::{Control, Exit};
+use crate::transport::{CommandExit, Control};
 
 pub use crate::journal::notes::{NOTE_BOOT_ID, NOTE_EXIT_CODE, NOTE_ISSUED};
 
@@ -32,7 +32,7 @@ fn boot_id(s: &Session<'_>, target: &str) -> Result<String, String> {
             .map(|(e, out, _)| (e, out.trim().to_string()))
     });
     match r {
-        Ok(Ok((Exit::Code(0), id))) if !id.is_empty() => Ok(id),
+        Ok(Ok((CommandExit::Code(0), id))) if !id.is_empty() => Ok(id),
         Ok(Ok((exit, id))) => Err(format!("the boot id command gave {exit:?} {id:?}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -97,7 +97,7 @@ pub fn reboot(
                 let ctl = Control::new(Some(Duration::from_secs(60)));
                 tr.exec(&cmd, shell, &ctl, &mut |st, b| out.push(st, b))
             });
-            if let Ok(Ok(Exit::Code(c))) = r {
+            if let Ok(Ok(CommandExit::Code(c))) = r {
                 if c != 0 {
                     return RebootEnd::Failed(format!("the reboot command exited with {c}"));
                 }

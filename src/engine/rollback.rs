@@ -16,7 +16,7 @@ use crate::journal::{lock, AttemptKind, AttemptState, Journal, NewAttempt, PairS
 use crate::playbook::{Playbook, Step};
 use crate::secret::Redactor;
 use crate::targets::{shell_of, Secrets};
-use crate::transport::{Control, Exit as CmdExit};
+use crate::transport::{CommandExit, Control};
 
 pub struct RollbackOptions {
     pub state: PathBuf,
@@ -440,14 +440,16 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
     });
     out.finish();
     let (state, code, err) = match result {
-        Ok(Ok(CmdExit::Code(0))) => (AttemptState::Succeeded, Some(0), None),
-        Ok(Ok(CmdExit::Code(c))) => (
+        Ok(Ok(CommandExit::Code(0))) => (AttemptState::Succeeded, Some(0), None),
+        Ok(Ok(CommandExit::Code(c))) => (
             AttemptState::Failed,
             Some(c),
             Some(format!("exit code {c}")),
         ),
-        Ok(Ok(CmdExit::TimedOut)) => (AttemptState::TimedOut, None, Some("timed out".to_string())),
-        Ok(Ok(CmdExit::Cancelled)) => (
+        Ok(Ok(CommandExit::TimedOut)) => {
+            (AttemptState::TimedOut, None, Some("timed out".to_string()))
+        }
+        Ok(Ok(CommandExit::Cancelled)) => (
             AttemptState::Interrupted,
             None,
             Some("interrupted".to_string()),

@@ -31,8 +31,8 @@ pub use response::{Fault, ParseError, Response};
 
 use super::shell::{self, ps_quote};
 use super::{
-    hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Identity, Orphan,
-    OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
+    hex, random_token, upload_mismatch, Announce, CommandExit, Control, FileDigest, Identity,
+    Orphan, OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 use http::HttpClient;
 use soap::Endpoint;
@@ -459,7 +459,7 @@ impl WinrmTransport {
         stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.run_line_announced(line, stdin, ctl, None, out)
     }
 
@@ -472,7 +472,7 @@ impl WinrmTransport {
         ctl: &Control,
         announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.orphan = None;
         self.connect()?;
         let shell_id = self.create_shell()?;
@@ -494,8 +494,8 @@ impl WinrmTransport {
         let deleted = self.delete_shell(&shell_id);
         match (result, deleted) {
             (Ok((exit, signalled)), Err(e)) => {
-                if matches!(exit, Exit::TimedOut | Exit::Cancelled) && !signalled {
-                    let reason = if exit == Exit::Cancelled {
+                if matches!(exit, CommandExit::TimedOut | CommandExit::Cancelled) && !signalled {
+                    let reason = if exit == CommandExit::Cancelled {
                         "was cancelled"
                     } else {
                         "timed out"
@@ -535,7 +535,7 @@ impl WinrmTransport {
         mut stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<(Exit, bool), TransportError> {
+    ) -> Result<(CommandExit, bool), TransportError> {
         const DURING: &str = "running a command (it may have run partly or fully)";
         let started = Instant::now();
         let body = soap::command(
@@ -592,15 +592,15 @@ impl WinrmTransport {
             .then(clixml::StderrFilter::default);
         let timeout = ctl.timeout;
         let receive_limit = self.cfg.operation_timeout + RECEIVE_GRACE;
-        let mut stopped: Option<Exit> = None;
-        let mut exit: Option<Exit> = None;
+        let mut stopped: Option<CommandExit> = None;
+        let mut exit: Option<CommandExit> = None;
         while exit.is_none() && stopped.is_none() {
             if ctl.is_cancelled() {
-                stopped = Some(Exit::Cancelled);
+                stopped = Some(CommandExit::Cancelled);
                 break;
             }
             if timeout.is_some_and(|t| started.elapsed() >= t) {
-                stopped = Some(Exit::TimedOut);
+                stopped = Some(CommandExit::TimedOut);
                 break;
             }
             let body = soap::receive(&self.ep, &soap::message_id(), shell_id, &command_id);
@@ -629,7 +629,7 @@ impl WinrmTransport {
                     }
                     if r.done == Some(true) {
                         match r.exit_code {
-                            Some(code) => exit = Some(Exit::Code(code)),
+                            Some(code) => exit = Some(CommandExit::Code(code)),
                             None => {
                                 return Err(self.wrap(DURING, WinrmError::Missing("an ExitCode")))
                             }
@@ -642,9 +642,9 @@ impl WinrmTransport {
                 }
                 Err(Failure::Stopped) => {
                     stopped = Some(if ctl.is_cancelled() {
-                        Exit::Cancelled
+                        CommandExit::Cancelled
                     } else {
-                        Exit::TimedOut
+                        CommandExit::TimedOut
                     });
                 }
                 Err(Failure::Err(e)) => return Err(e),
@@ -684,7 +684,7 @@ impl WinrmTransport {
         &mut self,
         line: &str,
         stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
-    ) -> Result<(Exit, String, String), TransportError> {
+    ) -> Result<(CommandExit, String, String), TransportError> {
         let ctl = Control::new(None);
         super::capture(|out| self.run_line(line, stdin, &ctl, out))
     }
@@ -695,7 +695,7 @@ impl WinrmTransport {
         }
         let (exit, stdout, stderr) = self.capture("echo %TEMP%", None)?;
         let dir = stdout.trim().trim_end_matches('\\').to_string();
-        if exit != Exit::Code(0) || dir.is_empty() || dir.contains('%') {
+        if exit != CommandExit::Code(0) || dir.is_empty() || dir.contains('%') {
             return Err(TransportError::ShellUnavailable {
                 target: self.describe(),
                 shell: Shell::Cmd,
@@ -772,7 +772,7 @@ impl WinrmTransport {
             },
             None => e,
         })?;
-        if exit == Exit::Code(UPLOAD_NO_PARENT) {
+        if exit == CommandExit::Code(UPLOAD_NO_PARENT) {
             let parent = match dest.rfind(['\\', '/']) {
                 Some(i) => dest[..i].to_string(),
                 None => dest.to_string(),
@@ -799,9 +799,9 @@ impl WinrmTransport {
             sha256: actual_sha256,
         };
         let verified = match expected {
-            Some(expected) => exit == Exit::Code(0) && actual == *expected,
+            Some(expected) => exit == CommandExit::Code(0) && actual == *expected,
             None => {
-                exit == Exit::Code(0)
+                exit == CommandExit::Code(0)
                     && actual.bytes == sent
                     && actual.sha256 == hex(&hasher.finalize())
             }
@@ -832,7 +832,7 @@ impl WinrmTransport {
         ctl: &Control,
         announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let ext = match shell {
             Shell::Cmd => "cmd",
             Shell::PowerShell => "ps1",
@@ -857,7 +857,7 @@ impl WinrmTransport {
         let result = self.run_line_announced(&line, None, ctl, announce, out);
         let removed = self.capture(&format!("del /f /q \"{path}\""), None);
         match removed {
-            Ok((Exit::Code(0), _, _)) => {}
+            Ok((CommandExit::Code(0), _, _)) => {}
             Ok((exit, _, err)) => {
                 tracing::warn!(target = %self.describe(), file = %path, ?exit, error = %err.trim(), "could not remove a temporary script; remove it by hand")
             }
@@ -876,7 +876,7 @@ impl WinrmTransport {
         ctl: &Control,
         announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         if script.contains('\0') {
             return Err(TransportError::InvalidScript {
                 target: self.describe(),
@@ -994,7 +994,7 @@ impl Transport for WinrmTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, None, out)
     }
 
@@ -1005,7 +1005,7 @@ impl Transport for WinrmTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, Some(id.announce), out)
     }
 
@@ -1016,7 +1016,7 @@ impl Transport for WinrmTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, Some(id.announce), out)
     }
@@ -1061,7 +1061,7 @@ impl Transport for WinrmTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, None, out)
     }
