@@ -280,6 +280,14 @@ pub enum TransportError {
         message: String,
     },
 
+    #[error("WinRM on {target} failed while {during}: {source}")]
+    Winrm {
+        target: String,
+        during: String,
+        #[source]
+        source: winrm::WinrmError,
+    },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -13,7 +13,8 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 use runner::transport::winrm::{
-    parse_cert_sha256, response, soap, Credentials, TlsTrust, WinrmConfig, WinrmTransport,
+    parse_cert_sha256, response, soap, Credentials, TlsTrust, WinrmConfig, WinrmError,
+    WinrmTransport,
 };
 use runner::transport::{CommandExit, Control, Secret, Shell, Stream, Transport, TransportError};
 
@@ -264,6 +265,15 @@ fn quota_fault_shows_code_and_fix() {
     assert!(text.contains("2150859173"), "{text}");
     assert!(text.contains("MaxShellsPerUser"), "{text}");
     assert!(text.contains("30 concurrent shells"), "{text}");
+    // The cause stays typed: the WinRM fault itself, not a boxed I/O error to downcast.
+    let TransportError::Winrm { source, .. } = &e else {
+        panic!("not a WinRM error: {e:?}");
+    };
+    let WinrmError::Fault { fault } = source else {
+        panic!("not a fault: {source:?}");
+    };
+    assert_eq!(fault.subcode.as_deref(), Some("QuotaLimit"));
+    assert!(std::error::Error::source(&e).is_some_and(|c| c.is::<WinrmError>()));
 }
 
 #[test]

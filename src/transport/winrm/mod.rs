@@ -52,12 +52,11 @@ pub struct WinrmConfig {
     pub operation_timeout: Duration,
 }
 
-/// What went wrong in WinRM terms; carried inside [`TransportError::Io`] so that callers can
-/// still downcast it.
+/// What went wrong in WinRM terms; the cause of a [`TransportError::Winrm`].
 #[derive(Debug, thiserror::Error)]
 pub enum WinrmError {
     #[error("{fault}{}", fault.hint().map(|h| format!("; {h}")).unwrap_or_default())]
-    Fault { fault: Fault },
+    Fault { fault: Box<Fault> },
     #[error("{0}")]
     Http(#[from] HttpError),
     #[error("the reply cannot be read: {0}")]
@@ -141,9 +140,10 @@ impl WinrmTransport {
     }
 
     fn wrap(&self, during: &str, e: WinrmError) -> TransportError {
-        TransportError::Io {
-            context: format!("WinRM on {} failed while {during}", self.describe()),
-            source: io::Error::other(e),
+        TransportError::Winrm {
+            target: self.describe(),
+            during: during.to_string(),
+            source: e,
         }
     }
 
@@ -405,9 +405,7 @@ impl WinrmTransport {
     fn simple(&mut self, body: String, during: &str) -> Result<Response, TransportError> {
         match self.call(body, during, REQUEST_TIMEOUT, &|| false) {
             Ok(r) => Ok(r),
-            Err(Failure::Fault(fault)) => {
-                Err(self.wrap(during, WinrmError::Fault { fault: *fault }))
-            }
+            Err(Failure::Fault(fault)) => Err(self.wrap(during, WinrmError::Fault { fault })),
             Err(Failure::Stopped) => Err(TransportError::ConnectionLost {
                 target: self.describe(),
                 during: during.to_string(),
@@ -638,7 +636,7 @@ impl WinrmTransport {
                 }
                 Err(Failure::Fault(f)) if f.is_timed_out() => {}
                 Err(Failure::Fault(fault)) => {
-                    return Err(self.wrap(DURING, WinrmError::Fault { fault: *fault }))
+                    return Err(self.wrap(DURING, WinrmError::Fault { fault }))
                 }
                 Err(Failure::Stopped) => {
                     stopped = Some(if ctl.is_cancelled() {
@@ -982,7 +980,7 @@ impl Transport for WinrmTransport {
             Ok(_) => Ok(()),
             Err(Failure::Err(e)) => Err(e),
             Err(Failure::Fault(fault)) => {
-                Err(self.wrap("authenticating", WinrmError::Fault { fault: *fault }))
+                Err(self.wrap("authenticating", WinrmError::Fault { fault }))
             }
             Err(Failure::Stopped) => Ok(()),
         }
@@ -1070,14 +1068,11 @@ impl Transport for WinrmTransport {
 /// 16 fresh random bytes (NTLM's client challenge and session key).
 /// The fault WinRM answers for a shell that no longer exists.
 fn is_invalid_selectors(e: &TransportError) -> bool {
-    let TransportError::Io { source, .. } = e else {
+    let TransportError::Winrm { source, .. } = e else {
         return false;
     };
-    match source
-        .get_ref()
-        .and_then(|s| s.downcast_ref::<WinrmError>())
-    {
-        Some(WinrmError::Fault { fault }) => {
+    match source {
+        WinrmError::Fault { fault } => {
             fault.wsman_code == Some(response::CODE_INVALID_SELECTORS)
                 || fault.subcode.as_deref() == Some("InvalidSelectors")
         }
