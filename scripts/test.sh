@@ -32,3 +32,9 @@ if [ ! -d /run/sshd ]; then
 fi
 
 cargo test --locked "$@"
+# Tests that need root are #[ignore]d so that no test passes by not running; as root (CI),
+# the full run runs them too.
+if [ "$#" -eq 0 ] && [ "$(id -u)" -eq 0 ]; then
+  cargo test --locked --test it -- --ignored --exact \
+    cli_ping::ssh_password_authentication_logs_in_and_never_shows_the_password
+fi

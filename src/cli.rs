@@ -584,7 +584,7 @@ fn run(
                 TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",
             };
             // What was recorded is masked already; this also covers older records.
-            let text = engine::targets::Secrets::redactor_for(&pb).redact(&text);
+            let text = runner::targets::Secrets::redactor_for(&pb).redact(&text);
             out!("{text}");
             Ok(Exit::Success)
         }
@@ -604,7 +604,7 @@ fn run(
                 ReportFormatArg::Json => runner::report::ReportFormat::Json,
             };
             let text = runner::report::report(&pb, &journal, &engine::runs_dir(&state), format)?;
-            let text = engine::targets::Secrets::redactor_for(&pb).redact(&text);
+            let text = runner::targets::Secrets::redactor_for(&pb).redact(&text);
             match &args.out {
                 Some(path) => {
                     std::fs::write(path, text)
@@ -840,7 +840,7 @@ fn follow_run(pb: &Playbook, file: &Path, state: PathBuf, clock: &Clock) -> anyh
         signal_hook::flag::register(sig, stop.clone()).context("installing Ctrl-C handling")?;
     }
     let tty = std::io::stdout().is_terminal();
-    let redactor = engine::targets::Secrets::redactor_for(pb);
+    let redactor = runner::targets::Secrets::redactor_for(pb);
     let mut follow = runner::follow::Follow {
         pb,
         runs_dir: engine::runs_dir(&state),

@@ -4,18 +4,18 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Instant;
 
-use crate::engine::targets::{default_known_hosts, make_transport, shell_of, Secrets};
 use crate::exit::Exit;
 use crate::outln;
 use crate::playbook::{Playbook, TransportKind};
 use crate::secret::Redactor;
+use crate::targets::{default_known_hosts, make_transport, shell_of, Secrets};
 use crate::transport::known_hosts;
-use crate::transport::{Control, Exit as CmdExit};
+use crate::transport::{CommandExit, Control};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PingError {
     #[error(transparent)]
-    Target(#[from] crate::engine::targets::TargetError),
+    Target(#[from] crate::targets::TargetError),
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -93,12 +93,12 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
             crate::transport::capture(|sink| tr.exec("whoami", shell_of(t.shell), &ctl, sink))
                 .map_err(|e| format!("whoami: {e}"))?;
         match exit {
-            CmdExit::Code(0) => {
+            CommandExit::Code(0) => {
                 let who = out.trim().to_string();
                 d.passed.push(format!("whoami: {who}"));
                 Ok(())
             }
-            CmdExit::Code(c) => Err(format!("whoami exited with {c}")),
+            CommandExit::Code(c) => Err(format!("whoami exited with {c}")),
             other => Err(format!("whoami did not finish: {other:?}")),
         }
     })();
@@ -197,7 +197,7 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
     let mut untrusted: Vec<&str> = Vec::new();
     for t in targets {
         let host = t.host.clone().unwrap_or_default();
-        let port = t.port.unwrap_or(22);
+        let port = t.port.unwrap_or(crate::target_defaults::SSH_PORT);
         let file = t.known_hosts.clone().unwrap_or_else(default_known_hosts);
         if let Some(j) = &t.jump {
             // Scanned from here, the address could be another machine than the one the jump
@@ -209,7 +209,7 @@ pub fn trust(pb: &Playbook, only: Option<&str>, yes: bool) -> Result<Exit, PingE
             );
             continue;
         }
-        let key = known_hosts::scan_host_key(&host, port, crate::engine::targets::CONNECT_TIMEOUT)?;
+        let key = known_hosts::scan_host_key(&host, port, crate::target_defaults::CONNECT_TIMEOUT)?;
         outln!(
             "{}: {host}:{port} offers a {} key with fingerprint {}",
             t.name,

@@ -106,7 +106,7 @@ fn hhmmss(t: Timestamp) -> String {
 fn secs(ms: u64) -> String {
     let d = Duration::from_millis(ms);
     if d.as_secs() >= 60 {
-        crate::plan::human_duration(jiff::SignedDuration::from_secs(d.as_secs() as i64))
+        crate::duration::human_duration(jiff::SignedDuration::from_secs(d.as_secs() as i64))
     } else {
         format!("{:.1}s", d.as_secs_f64())
     }
@@ -205,7 +205,7 @@ fn line(e: &Event, quiet: bool) -> Option<String> {
             remaining_secs,
         } if !quiet && remaining_secs % 600 >= 570 => format!(
             "  waiting for the window: {step} may start at {until} (in {})",
-            crate::plan::human_duration(jiff::SignedDuration::from_secs(*remaining_secs))
+            crate::duration::human_duration(jiff::SignedDuration::from_secs(*remaining_secs))
         ),
         Event::WindowOverride { step, reason } => {
             format!("  WINDOW OVERRIDDEN for {step}: {reason}")
@@ -290,7 +290,7 @@ impl Bars {
                 } else {
                     format!(
                         "{} before business hours",
-                        crate::plan::human_duration(left)
+                        crate::duration::human_duration(left)
                     )
                 }
             }
@@ -390,7 +390,9 @@ impl Reporter for Bars {
             } => {
                 self.overall.set_message(format!(
                     "waiting for the window: {step} may start in {}",
-                    crate::plan::human_duration(jiff::SignedDuration::from_secs(*remaining_secs))
+                    crate::duration::human_duration(jiff::SignedDuration::from_secs(
+                        *remaining_secs
+                    ))
                 ));
             }
             Event::RunFinished { .. } => {

@@ -4,7 +4,8 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::plan::{self, human_duration, Plan, PlanError};
+use crate::duration::human_duration;
+use crate::plan::{self, Plan, PlanError};
 use crate::playbook::Playbook;
 
 /// The rest of the work, scheduled from a given instant.

@@ -95,7 +95,7 @@ impl SecretRef {
                 std::env::var(name).map_err(|_| SecretError::EnvMissing { name: name.clone() })?
             }
             SecretRef::File(path) => {
-                let full = base.join(crate::playbook::expand_home(path));
+                let full = base.join(crate::paths::expand_home(path));
                 let text = std::fs::read_to_string(&full).map_err(|source| {
                     SecretError::FileUnreadable {
                         path: full.clone(),

@@ -11,11 +11,12 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::duration::human_duration;
 use crate::journal::{
     process_alive, Attempt, AttemptKind, AttemptState, Holder, Journal, JournalError, Mark,
     MarkKind, PairState, Run,
 };
-use crate::plan::{earliest, human_duration};
+use crate::plan::earliest;
 use crate::playbook::{Playbook, Step};
 
 /// The state of one step × target pair as an operator needs to see it.
@@ -290,7 +291,7 @@ pub fn status(
     if let Some(j) = journal {
         for (_, _, st) in &pairs {
             if let PairState::Running { attempt, .. } = st {
-                if let Some(dir) = j.notes(*attempt)?.get(crate::engine::JOB_DIR_NOTE) {
+                if let Some(dir) = j.notes(*attempt)?.get(crate::journal::notes::NOTE_JOB_DIR) {
                     job_dirs.insert(attempt.0, dir.clone());
                 }
             }

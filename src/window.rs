@@ -20,7 +20,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
 use jiff::civil::{self, Date, Time, Weekday};
 use jiff::tz::TimeZone;
@@ -46,24 +45,11 @@ const MAX_CHAIN_DAYS: i32 = 35;
 /// A reference Monday for the "typical fortnight" of [`Window::longest_regular_gap`].
 const REFERENCE_MONDAY: Date = civil::date(2024, 1, 1);
 
-/// Why a list of weekdays could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DaysParseError {
-    #[error("unknown weekday {0:?} (expected mon, tue, wed, thu, fri, sat or sun)")]
-    UnknownWeekday(String),
-    #[error("empty list of days (write for example `mon-fri` or `sat,sun`)")]
-    Empty,
-}
-
 /// A set of weekdays (Monday..Sunday).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct DaySet(u8);
 
 impl DaySet {
-    pub fn all() -> Self {
-        DaySet(0b111_1111)
-    }
-
     pub fn single(w: Weekday) -> Self {
         let mut set = DaySet::default();
         set.insert(w);
@@ -108,8 +94,8 @@ impl DaySet {
     }
 }
 
-/// The one reader of a weekday's name (`mon`, `Tues`, `thursday`, ...), for the playbook and
-/// for [`DaySet`]'s own spelling alike.
+/// The one reader of a weekday's name (`mon`, `Tues`, `thursday`, ...): the playbook's
+/// `days:` are read with it.
 pub fn weekday_from_name(name: &str) -> Option<Weekday> {
     let lower = name.trim().to_ascii_lowercase();
     let w = match lower.as_str() {
@@ -134,39 +120,6 @@ fn weekday_short(w: Weekday) -> &'static str {
         Weekday::Friday => "fri",
         Weekday::Saturday => "sat",
         Weekday::Sunday => "sun",
-    }
-}
-
-/// Reads the playbook spelling: comma-separated days or wrapping ranges, e.g. `mon-fri`,
-/// `sat,sun`, `fri-mon`, `mon,wed-fri`, or `all`. Case-insensitive.
-impl FromStr for DaySet {
-    type Err = DaysParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut set = DaySet::default();
-        for item in s.split(',') {
-            let item = item.trim();
-            if item.is_empty() {
-                continue;
-            }
-            if item.eq_ignore_ascii_case("all") {
-                set = DaySet::all();
-                continue;
-            }
-            let unknown = |name: &str| DaysParseError::UnknownWeekday(name.trim().to_string());
-            match item.split_once('-') {
-                Some((a, b)) => {
-                    let from = weekday_from_name(a).ok_or_else(|| unknown(a))?;
-                    let to = weekday_from_name(b).ok_or_else(|| unknown(b))?;
-                    set.0 |= DaySet::range(from, to).0;
-                }
-                None => set.insert(weekday_from_name(item).ok_or_else(|| unknown(item))?),
-            }
-        }
-        if set.is_empty() {
-            return Err(DaysParseError::Empty);
-        }
-        Ok(set)
     }
 }
 
@@ -669,9 +622,20 @@ mod tests {
         tz.to_timestamp(d.at(h, m, 0, 0)).unwrap()
     }
 
-    fn rule(days: &str, from: Time, to: Time) -> HoursRule {
+    /// `mon-fri`, `sun`, `all`: the few spellings these tests use (the playbook's reader is
+    /// in playbook/validate.rs).
+    fn days(s: &str) -> DaySet {
+        let day = |d: &str| weekday_from_name(d).unwrap();
+        match s.split_once('-') {
+            Some((a, b)) => DaySet::range(day(a), day(b)),
+            None if s == "all" => DaySet::range(Weekday::Monday, Weekday::Sunday),
+            None => DaySet::single(day(s)),
+        }
+    }
+
+    fn rule(d: &str, from: Time, to: Time) -> HoursRule {
         HoursRule {
-            days: days.parse().unwrap(),
+            days: days(d),
             from,
             to,
         }
@@ -698,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn day_set_parse_display_and_wrap() {
+    fn day_set_display_and_wrap() {
         let wrap = DaySet::range(Weekday::Friday, Weekday::Monday);
         let expected: Vec<Weekday> = vec![
             Weekday::Monday,
@@ -707,26 +671,31 @@ mod tests {
             Weekday::Sunday,
         ];
         assert_eq!(wrap.iter().collect::<Vec<_>>(), expected);
-        assert_eq!("fri-mon".parse::<DaySet>().unwrap(), wrap);
         assert_eq!(wrap.to_string(), "mon,fri-sun");
-        assert_eq!("MON-fri".parse::<DaySet>().unwrap().to_string(), "mon-fri");
-        assert_eq!("sat, sun".parse::<DaySet>().unwrap().to_string(), "sat,sun");
-        assert_eq!(
-            "mon,wed-fri".parse::<DaySet>().unwrap().to_string(),
-            "mon,wed-fri"
-        );
-        assert_eq!("all".parse::<DaySet>().unwrap(), DaySet::all());
+        assert_eq!(days("mon-fri").to_string(), "mon-fri");
+        let mut weekend = DaySet::single(Weekday::Saturday);
+        weekend.insert(Weekday::Sunday);
+        assert_eq!(weekend.to_string(), "sat,sun");
+        let mut split = DaySet::range(Weekday::Wednesday, Weekday::Friday);
+        split.insert(Weekday::Monday);
+        assert_eq!(split.to_string(), "mon,wed-fri");
+        assert_eq!(days("all").to_string(), "mon-sun");
         assert_eq!(
             DaySet::range(Weekday::Tuesday, Weekday::Tuesday),
             DaySet::single(Weekday::Tuesday)
         );
-        assert_eq!(
-            "mon-fry".parse::<DaySet>(),
-            Err(DaysParseError::UnknownWeekday("fry".into()))
-        );
-        assert_eq!(" , ".parse::<DaySet>(), Err(DaysParseError::Empty));
         assert!(DaySet::default().is_empty());
-        assert!(!DaySet::all().is_empty());
+        assert!(!days("all").is_empty());
+        assert_eq!(DaySet::default().to_string(), "none");
+    }
+
+    #[test]
+    fn weekday_names_one_reader() {
+        for name in ["tue", "Tues", "TUESDAY", " tuesday "] {
+            assert_eq!(weekday_from_name(name), Some(Weekday::Tuesday), "{name}");
+        }
+        assert_eq!(weekday_from_name("thurs"), Some(Weekday::Thursday));
+        assert_eq!(weekday_from_name("fry"), None);
     }
 
     #[test]

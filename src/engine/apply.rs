@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use super::event::{Event, Reporter};
 use super::interrupt::Interrupt;
 use super::pair::{run_pair, verify_in_doubt, PairEnd, Phase, Resume};
-use super::targets::Secrets;
 use super::{Blocked, EngineError, Outcome, Session, Start, Who};
 use crate::clock::Clock;
 use crate::exit::Exit;
@@ -21,6 +20,7 @@ use crate::journal::{
 };
 use crate::playbook::{OnFailure, Playbook, Step};
 use crate::secret::Redactor;
+use crate::targets::Secrets;
 
 pub struct ApplyOptions {
     pub state: PathBuf,

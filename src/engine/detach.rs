@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::output::PairOutput;
 use super::Session;
 use crate::journal::{AttemptId, RunId};
-use crate::transport::{Control, Exit, Shell, Stream, Transport, TransportError};
+use crate::transport::{CommandExit, Control, Shell, Stream, Transport, TransportError};
 
 /// Where job folders live on POSIX targets reached over SSH. (For `local` targets:
 /// [`LOCAL_JOB_ROOT`] under the playbook's folder.)
@@ -35,8 +35,7 @@ const UNSAFE_EXIT: i64 = 3;
 const UNSAFE: &str = "UNSAFE ";
 /// Where job folders live on Windows targets (expanded on the target).
 pub const WINDOWS_JOB_ROOT: &str = r"%SystemRoot%\Temp\runner-jobs";
-/// The attempt note naming the job folder.
-pub const NOTE_JOB_DIR: &str = "job_dir";
+pub use crate::journal::notes::NOTE_JOB_DIR;
 
 /// How jobs are started and watched on a target: with POSIX tools, or with PowerShell
 /// (2.0 or later) and a `cmd` wrapper on Windows.
@@ -346,7 +345,7 @@ fn control(
     t: &mut dyn Transport,
     flavor: Flavor,
     script: &str,
-) -> Result<(Exit, String), TransportError> {
+) -> Result<(CommandExit, String), TransportError> {
     let ctl = Control::new(Some(Duration::from_secs(60)));
     let (exit, out, err) =
         crate::transport::capture(|sink| t.exec(script, flavor.control_shell(), &ctl, sink))?;
@@ -357,8 +356,8 @@ fn control(
 }
 
 /// The reason a POSIX control script gave for refusing a job folder, if it did.
-fn unsafe_reason(flavor: Flavor, exit: Exit, stderr: &str) -> Option<String> {
-    if flavor != Flavor::Posix || exit != Exit::Code(UNSAFE_EXIT) {
+fn unsafe_reason(flavor: Flavor, exit: CommandExit, stderr: &str) -> Option<String> {
+    if flavor != Flavor::Posix || exit != CommandExit::Code(UNSAFE_EXIT) {
         return None;
     }
     stderr
@@ -379,7 +378,7 @@ pub fn start(
         control(t, flavor, &flavor.launcher(dir, command))
     });
     match r {
-        Ok(Ok((Exit::Code(0), pid))) if !pid.is_empty() => Ok(()),
+        Ok(Ok((CommandExit::Code(0), pid))) if !pid.is_empty() => Ok(()),
         Ok(Ok((_, text))) if text.starts_with(UNSAFE) => Err(format!(
             "the detached job was not started: {}",
             &text[UNSAFE.len()..]

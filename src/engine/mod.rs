@@ -16,7 +16,6 @@
 pub mod event;
 pub mod interrupt;
 pub mod runlog;
-pub mod targets;
 
 mod apply;
 mod detach;
@@ -33,8 +32,6 @@ use std::sync::{Mutex, MutexGuard};
 use jiff::{SignedDuration, Timestamp};
 
 pub use apply::{apply, stdin_is_terminal, ApplyOptions};
-/// The attempt note that names a detached job's folder on the target.
-pub use detach::NOTE_JOB_DIR as JOB_DIR_NOTE;
 pub use mark::{mark, MarkOptions};
 pub use rollback::{rollback, RollbackOptions};
 
@@ -43,10 +40,10 @@ use crate::exit::Exit;
 use crate::journal::{self, EventKind, Journal, NewEvent, RunId};
 use crate::playbook::{BusinessHoursPolicy, Playbook, Step, WhenClosed};
 use crate::secret::Redactor;
+use crate::targets::{Pool, Secrets};
 use event::{Event, Reporter};
 use interrupt::Interrupt;
 use runlog::RunLog;
-use targets::{Pool, Secrets};
 
 /// How a command ended, for the CLI to print and exit with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +66,7 @@ pub enum EngineError {
         help: String,
     },
     #[error(transparent)]
-    Target(#[from] targets::TargetError),
+    Target(#[from] crate::targets::TargetError),
     #[error("these earlier results no longer match the playbook:\n{}\n  = help: review them; to keep every earlier result listed (a renamed step counts as done), run `runner apply` with --accept-changed; or decide each pair with the command shown", .0.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
     Changed(Vec<identity::Conflict>),
     #[error("the journal {} belongs to the playbook `{owner}`, not to `{playbook}` ({file}); refusing to mix their results\n  = help: give this playbook its own journal (another --state); if it is the same cutover and only its `name` changed, run `runner apply {file} --accept-changed` to record the new name", journal.display())]
@@ -361,7 +358,7 @@ impl<'a> Session<'a> {
                 return Err(Blocked::Interrupted);
             }
             let now = self.clock.now();
-            let next = match w.gate(now, step.gate_estimate(), crate::plan::HORIZON) {
+            let next = match w.gate(now, step.gate_estimate(), crate::duration::HORIZON) {
                 crate::window::Gate::Open => return Ok(()),
                 crate::window::Gate::Closed { next_start, .. } => next_start,
             };

@@ -7,21 +7,15 @@ use jiff::Timestamp;
 
 use super::event::Event;
 use super::output::PairOutput;
-use super::targets::shell_of;
 use super::{Blocked, Session};
 use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt};
 use crate::playbook::{Rendered, RenderedAction, Step};
-use crate::transport::{Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Shell, Transport};
+use crate::targets::shell_of;
+use crate::transport::{
+    CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop, Shell, Transport,
+};
 
-/// Note on a run attempt: its command on the target ([`Orphan::to_note`]), in the journal
-/// before the command is sent (an `sh` command's token, with the attempt itself; a WinRM
-/// shell once created), and again, with what more is known (the PID), when its connection was
-/// lost mid-command, before reconnecting. So the next `apply` can stop a command that may still
-/// run, first, even when the runner that started it died (a power cut) while the link was
-/// silently dead.
-pub const NOTE_ORPHAN: &str = "orphan";
-/// Note on the same attempt once that command is known to be gone: what was found.
-pub const NOTE_ORPHAN_SETTLED: &str = "orphan_settled";
+pub use crate::journal::notes::{NOTE_ORPHAN, NOTE_ORPHAN_SETTLED};
 
 /// How a pair ended in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,7 +265,7 @@ pub(crate) fn run_attempt(
     let mut job_dir: Option<String> = None;
     let mut orphan: Option<Orphan> = None;
 
-    let result: Result<Result<Exit, String>, Lost> = match (&resume.phase, &r.action) {
+    let result: Result<Result<CommandExit, String>, Lost> = match (&resume.phase, &r.action) {
         // A reboot step, or the reboot after a `reboot_on` code: the command part is done.
         (Phase::Reboot, _) => {
             let code = s
@@ -283,9 +277,9 @@ pub(crate) fn run_attempt(
                         .and_then(|c| c.parse().ok())
                 })
                 .unwrap_or(0);
-            Ok(Ok(Exit::Code(code)))
+            Ok(Ok(CommandExit::Code(code)))
         }
-        (_, RenderedAction::Reboot { .. }) => Ok(Ok(Exit::Code(0))),
+        (_, RenderedAction::Reboot { .. }) => Ok(Ok(CommandExit::Code(0))),
         (Phase::Job(dir), _) => {
             job_dir = Some(dir.clone());
             match super::detach::follow(s, flavor, target, dir, ctl.timeout, started, &mut out) {
@@ -383,23 +377,23 @@ pub(crate) fn run_attempt(
         // The link died (or the job vanished) while the command ran: it may or may not have
         // had its effect. Recorded as interrupted, which every later decision treats as in doubt.
         Err(Lost(m)) => (AttemptState::Interrupted, None, Some(m)),
-        Ok(Ok(Exit::TimedOut)) => (
+        Ok(Ok(CommandExit::TimedOut)) => (
             AttemptState::TimedOut,
             None,
             Some(format!(
                 "timed out after {}; the command was stopped on the target",
                 step.timeout
-                    .map(crate::plan::human_duration)
+                    .map(crate::duration::human_duration)
                     .unwrap_or_default()
             )),
         ),
-        Ok(Ok(Exit::Cancelled)) => (
+        Ok(Ok(CommandExit::Cancelled)) => (
             AttemptState::Interrupted,
             None,
             Some("interrupted by the operator (second Ctrl-C)".into()),
         ),
-        Ok(Ok(Exit::Code(c))) if succeeded(c) => (AttemptState::Succeeded, Some(c), None),
-        Ok(Ok(Exit::Code(c))) => {
+        Ok(Ok(CommandExit::Code(c))) if succeeded(c) => (AttemptState::Succeeded, Some(c), None),
+        Ok(Ok(CommandExit::Code(c))) => {
             let tail = out.tail.back().cloned().unwrap_or_default();
             let mut m = format!(
                 "exit code {c} is not one of the ok codes {:?}",
@@ -606,12 +600,12 @@ pub(crate) fn settle_recorded_orphan(
 /// A command whose outcome is unknown (the link or the job was lost mid-way).
 struct Lost(String);
 
-fn job_result(end: super::detach::JobEnd) -> Result<Result<Exit, String>, Lost> {
+fn job_result(end: super::detach::JobEnd) -> Result<Result<CommandExit, String>, Lost> {
     use super::detach::JobEnd;
     match end {
-        JobEnd::Exited(c) => Ok(Ok(Exit::Code(c))),
-        JobEnd::TimedOut => Ok(Ok(Exit::TimedOut)),
-        JobEnd::Cancelled => Ok(Ok(Exit::Cancelled)),
+        JobEnd::Exited(c) => Ok(Ok(CommandExit::Code(c))),
+        JobEnd::TimedOut => Ok(Ok(CommandExit::TimedOut)),
+        JobEnd::Cancelled => Ok(Ok(CommandExit::Cancelled)),
         JobEnd::Lost(m) => Err(Lost(m)),
         JobEnd::LeftRunning => Err(Lost("left running on the target".into())),
     }
@@ -659,7 +653,7 @@ fn execute(
     ctl: &Control,
     id: Identity<'_>,
     out: &mut PairOutput<'_, '_>,
-) -> Result<Exit, crate::transport::TransportError> {
+) -> Result<CommandExit, crate::transport::TransportError> {
     match &r.action {
         RenderedAction::Run { command } => {
             t.exec_identified(command, shell, ctl, id, &mut |st, b| out.push(st, b))
@@ -684,10 +678,10 @@ fn execute(
                 "uploaded {bytes} bytes to {dest}; the target has the planned SHA-256 {sha256} ({:.1} MiB/s)",
                 *bytes as f64 / 1_048_576.0 / secs
             ));
-            Ok(Exit::Code(0))
+            Ok(CommandExit::Code(0))
         }
         // Manual steps are confirmed by the operator and reboots are driven by `reboot`.
-        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(Exit::Code(0)),
+        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(CommandExit::Code(0)),
     }
 }
 
@@ -741,18 +735,18 @@ fn run_check(
     });
     out.finish();
     let (state, code, end) = match result {
-        Ok(Ok(Exit::Code(0))) => (AttemptState::Succeeded, Some(0), CheckEnd::Passed),
-        Ok(Ok(Exit::Code(c))) => (
+        Ok(Ok(CommandExit::Code(0))) => (AttemptState::Succeeded, Some(0), CheckEnd::Passed),
+        Ok(Ok(CommandExit::Code(c))) => (
             AttemptState::Failed,
             Some(c),
             CheckEnd::Failed(format!("the check exited with {c}")),
         ),
-        Ok(Ok(Exit::TimedOut)) => (
+        Ok(Ok(CommandExit::TimedOut)) => (
             AttemptState::TimedOut,
             None,
             CheckEnd::Failed("the check timed out".into()),
         ),
-        Ok(Ok(Exit::Cancelled)) => (AttemptState::Interrupted, None, CheckEnd::Interrupted),
+        Ok(Ok(CommandExit::Cancelled)) => (AttemptState::Interrupted, None, CheckEnd::Interrupted),
         Ok(Err(e)) => (
             AttemptState::Failed,
             None,
@@ -796,7 +790,7 @@ fn overrun(s: &Session<'_>, step: &Step, target: &str, started: Timestamp) {
             format!(
                 "`{}` on `{target}` was still running within {} of business hours (ended {})",
                 step.id,
-                crate::plan::human_duration(w.margin()),
+                crate::duration::human_duration(w.margin()),
                 super::when(s.pb, Some(end))
             ),
         );

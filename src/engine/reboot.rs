@@ -8,15 +8,12 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use super::output::PairOutput;
-use super::targets::shell_of;
 use super::Session;
 use crate::journal::AttemptId;
-use crate::transport::{Control, Exit};
+use crate::targets::shell_of;
+use crate::transport::{CommandExit, Control};
 
-pub const NOTE_BOOT_ID: &str = "boot_id_before";
-pub const NOTE_ISSUED: &str = "reboot_issued_at";
-/// On a `reboot_on` step: the command's exit code, noted before the reboot begins.
-pub const NOTE_EXIT_CODE: &str = "exit_code";
+pub use crate::journal::notes::{NOTE_BOOT_ID, NOTE_EXIT_CODE, NOTE_ISSUED};
 
 pub enum RebootEnd {
     Done,
@@ -35,7 +32,7 @@ fn boot_id(s: &Session<'_>, target: &str) -> Result<String, String> {
             .map(|(e, out, _)| (e, out.trim().to_string()))
     });
     match r {
-        Ok(Ok((Exit::Code(0), id))) if !id.is_empty() => Ok(id),
+        Ok(Ok((CommandExit::Code(0), id))) if !id.is_empty() => Ok(id),
         Ok(Ok((exit, id))) => Err(format!("the boot id command gave {exit:?} {id:?}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -100,7 +97,7 @@ pub fn reboot(
                 let ctl = Control::new(Some(Duration::from_secs(60)));
                 tr.exec(&cmd, shell, &ctl, &mut |st, b| out.push(st, b))
             });
-            if let Ok(Ok(Exit::Code(c))) = r {
+            if let Ok(Ok(CommandExit::Code(c))) = r {
                 if c != 0 {
                     return RebootEnd::Failed(format!("the reboot command exited with {c}"));
                 }
@@ -121,7 +118,7 @@ pub fn reboot(
         if already + started.elapsed() >= timeout {
             return RebootEnd::Failed(format!(
                 "the target did not come back with a new boot id within {}",
-                crate::plan::human_duration(
+                crate::duration::human_duration(
                     jiff::SignedDuration::try_from(timeout).unwrap_or_default()
                 )
             ));

@@ -9,14 +9,14 @@ use std::time::Instant;
 use super::event::{Event, Reporter};
 use super::interrupt::Interrupt;
 use super::output::PairOutput;
-use super::targets::{shell_of, Secrets};
 use super::{Blocked, EngineError, Outcome, Session, Start, Who};
 use crate::clock::Clock;
 use crate::exit::Exit;
 use crate::journal::{lock, AttemptKind, AttemptState, Journal, NewAttempt, PairState, RunCommand};
 use crate::playbook::{Playbook, Step};
 use crate::secret::Redactor;
-use crate::transport::{Control, Exit as CmdExit};
+use crate::targets::{shell_of, Secrets};
+use crate::transport::{CommandExit, Control};
 
 pub struct RollbackOptions {
     pub state: PathBuf,
@@ -443,14 +443,16 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
     });
     out.finish();
     let (state, code, err) = match result {
-        Ok(Ok(CmdExit::Code(0))) => (AttemptState::Succeeded, Some(0), None),
-        Ok(Ok(CmdExit::Code(c))) => (
+        Ok(Ok(CommandExit::Code(0))) => (AttemptState::Succeeded, Some(0), None),
+        Ok(Ok(CommandExit::Code(c))) => (
             AttemptState::Failed,
             Some(c),
             Some(format!("exit code {c}")),
         ),
-        Ok(Ok(CmdExit::TimedOut)) => (AttemptState::TimedOut, None, Some("timed out".to_string())),
-        Ok(Ok(CmdExit::Cancelled)) => (
+        Ok(Ok(CommandExit::TimedOut)) => {
+            (AttemptState::TimedOut, None, Some("timed out".to_string()))
+        }
+        Ok(Ok(CommandExit::Cancelled)) => (
             AttemptState::Interrupted,
             None,
             Some("interrupted".to_string()),

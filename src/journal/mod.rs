@@ -14,6 +14,7 @@
 //! Only the CLI chooses where the file lives; the journal creates the directory.
 
 pub mod lock;
+pub mod notes;
 mod notifications;
 mod schema;
 

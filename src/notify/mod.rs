@@ -21,7 +21,7 @@
 //! that order) that the sink subscribes to.
 
 pub mod cloudevent;
-pub mod config;
+pub use crate::playbook::notify as config;
 mod http;
 mod notifier;
 mod smtp;

@@ -489,7 +489,7 @@ impl Notifier {
                     "the work left ({} step{}, about {}) no longer fits before business hours at {}",
                     left.len(),
                     if left.len() == 1 { "" } else { "s" },
-                    crate::plan::human_duration(work),
+                    crate::duration::human_duration(work),
                     self.local(bh)
                 ),
             ),

@@ -16,8 +16,7 @@ use crate::window::Window;
 
 pub use render::{render_markdown, render_text};
 
-/// How far ahead a step may be pushed before the plan calls it unschedulable.
-pub const HORIZON: SignedDuration = SignedDuration::from_hours(14 * 24);
+use crate::duration::{human_duration, HORIZON};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -275,7 +274,7 @@ fn group_nights(w: &Window, steps: &mut [PlannedStep]) -> Vec<Night> {
 
 /// Notifications that cross the network readably.
 fn notify_warnings(pb: &Playbook, out: &mut Vec<Warning>) {
-    use crate::notify::{is_loopback, SinkKind, SmtpTls};
+    use crate::playbook::notify::{is_loopback, SinkKind, SmtpTls};
     for (i, sink) in pb.notify.iter().enumerate() {
         let n = i + 1;
         match &sink.kind {
@@ -441,36 +440,4 @@ pub fn warning_kind(code: &str) -> WarningKind {
         _ => (9, "Other", ""),
     };
     WarningKind { rank, title, why }
-}
-
-/// `1d2h`, `1h30m`, `45m`, `90s` → compact text, largest units first, seconds only when needed.
-pub fn human_duration(d: SignedDuration) -> String {
-    let mut secs = d.as_secs().max(0);
-    if secs == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
-        let n = secs / len;
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
-            secs %= len;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human_duration(SignedDuration::from_mins(90)), "1h30m");
-        assert_eq!(
-            human_duration(SignedDuration::from_secs(86_400 + 61)),
-            "1d1m1s"
-        );
-        assert_eq!(human_duration(SignedDuration::ZERO), "0s");
-    }
 }

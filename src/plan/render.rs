@@ -6,7 +6,8 @@ use std::fmt::Write;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use super::{human_duration, Plan, PlannedStep};
+use super::{Plan, PlannedStep};
+use crate::duration::human_duration;
 use crate::playbook::{Playbook, Rendered, RenderedAction};
 
 fn tz_of(pb: &Playbook) -> TimeZone {
@@ -245,7 +246,7 @@ fn targets_lines(pb: &Playbook) -> Vec<(String, String)> {
 /// The `notify:` sinks as (where, details): no URL path or query (a webhook's token or an ntfy
 /// topic lives there), secrets by reference only.
 fn notify_lines(pb: &Playbook) -> Vec<(String, String)> {
-    use crate::notify::SinkKind;
+    use crate::playbook::notify::SinkKind;
     pb.notify
         .iter()
         .map(|s| {

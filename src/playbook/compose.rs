@@ -156,7 +156,7 @@ pub(super) struct Composed {
 /// The path written in a file, resolved against that file's folder, without `x/..` pairs.
 fn resolve(base: &Path, written: &str) -> PathBuf {
     let dir = base.parent().unwrap_or(Path::new(""));
-    normalize(&dir.join(super::expand_home(Path::new(written))))
+    normalize(&dir.join(crate::paths::expand_home(Path::new(written))))
 }
 
 /// A path without `.` and without `x/..` pairs: a procedure's `../scripts/a.cmd` is the same

@@ -6,6 +6,7 @@
 
 pub mod compose;
 pub mod diagnostic;
+pub mod notify;
 pub mod raw;
 pub mod schema;
 pub mod source;
@@ -58,7 +59,7 @@ pub struct Playbook {
     /// Every local file the playbook sends (scripts, uploads), with its SHA-256.
     pub files: Vec<FileRef>,
     /// Where notifications go (`notify:`), in playbook order.
-    pub notify: Vec<crate::notify::Sink>,
+    pub notify: Vec<notify::Sink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -375,16 +376,6 @@ pub struct FitFrom {
 /// weekend is over.
 pub fn load_checking_fit(path: &Path, from: FitFrom) -> Result<Playbook, LoadError> {
     validate::load(path, &GivenVars::default(), Some(from))
-}
-
-/// Expands a leading `~/` to the home directory.
-pub fn expand_home(path: &Path) -> PathBuf {
-    if let Ok(rest) = path.strip_prefix("~") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
-    }
-    path.to_path_buf()
 }
 
 pub use crate::digest::sha256_hex;

@@ -414,7 +414,7 @@ pub struct RawSmtp {
     pub port: Option<u16>,
     /// starttls (default), tls or none (the plan warns unless the host is loopback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<crate::notify::SmtpTls>,
+    pub tls: Option<super::notify::SmtpTls>,
     /// Login user; with `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,

@@ -10,6 +10,7 @@ use jiff::SignedDuration;
 use minijinja::Value;
 
 use super::diagnostic::{suggestion_or_choices, Diagnostic};
+use super::notify::{EmailSink, HttpUrl, NotifyEvent, Sink, SinkKind, Smtp};
 use super::raw::{
     RawAddresses, RawDays, RawEmail, RawEnvValue, RawOn, RawPlaybook, RawSecretRef, RawSink,
     RawStep, RawTarget,
@@ -17,12 +18,13 @@ use super::raw::{
 use super::source::{Pos, Seg, Source};
 use super::template::{json_to_value, TemplateError, Templates};
 use super::{
-    expand_home, sha256_hex, structure, Action, Deadline, EnvValue, EnvVar, FileRef, LoadError,
-    Playbook, Rendered, RenderedAction, ShellKind, Step, Target, TransportKind, WinrmAuth,
+    sha256_hex, structure, Action, Deadline, EnvValue, EnvVar, FileRef, LoadError, Playbook,
+    Rendered, RenderedAction, ShellKind, Step, Target, TransportKind, WinrmAuth,
     MAX_PLAYBOOK_BYTES, OPERATOR,
 };
-use crate::notify::{EmailSink, HttpUrl, NotifyEvent, Sink, SinkKind, Smtp};
+use crate::paths::expand_home;
 use crate::secret::SecretRef;
+use crate::target_defaults::{winrm_port, SSH_PORT};
 use crate::window::{DaySet, HoursRule, Window};
 
 /// Most retries a step may ask for: more is a loop, not a retry policy.
@@ -418,7 +420,7 @@ struct Fit<'w> {
 
 impl<'w> Fit<'w> {
     fn new(window: &'w Window, from: super::FitFrom) -> Fit<'w> {
-        let mut horizon = crate::plan::HORIZON;
+        let mut horizon = crate::duration::HORIZON;
         let tz = window.time_zone();
         if let Some(last) = window.holidays().last() {
             let after = last
@@ -459,7 +461,7 @@ impl<'w> Fit<'w> {
         let longest = match w.longest_gap(at, until) {
             Some(g) if g.end < jiff::Timestamp::MAX => format!(
                 "; the longest is {} ({} to {})",
-                crate::plan::human_duration(g.start.duration_until(g.end)),
+                crate::duration::human_duration(g.start.duration_until(g.end)),
                 label(g.start),
                 label(g.end)
             ),
@@ -469,7 +471,7 @@ impl<'w> Fit<'w> {
             "step `{id}` cannot start within {days} days from {} ({}): its estimate plus the window margin ({}) is longer than every gap between business hours in that time, holidays and daylight saving counted{longest}",
             label(at),
             if self.from.simulated { "RUNNER_NOW" } else { "the current time" },
-            crate::plan::human_duration(need),
+            crate::duration::human_duration(need),
         ))
     }
 }
@@ -796,7 +798,7 @@ impl Validator<'_> {
         name: &str,
         t: &RawTarget,
     ) -> (RawTarget, Vec<String>, Vec<super::ProxyHop>) {
-        use crate::transport::ssh_config::{parse_jump, SshConfigFile};
+        use crate::ssh_config::{parse_jump, SshConfigFile};
         let at = vec![key("targets"), key(name), key("ssh_config")];
         let mut eff = t.clone();
         if t.transport != TransportKind::Ssh {
@@ -1018,8 +1020,8 @@ impl Validator<'_> {
         }
         let port = match kind {
             TransportKind::Local => None,
-            TransportKind::Ssh => Some(t.port.unwrap_or(22)),
-            TransportKind::Winrm => Some(t.port.unwrap_or(if t.https { 5986 } else { 5985 })),
+            TransportKind::Ssh => Some(t.port.unwrap_or(SSH_PORT)),
+            TransportKind::Winrm => Some(t.port.unwrap_or(winrm_port(t.https))),
         };
         let shell = t.shell.unwrap_or(match kind {
             TransportKind::Winrm => ShellKind::Cmd,
@@ -1080,7 +1082,7 @@ impl Validator<'_> {
     /// An ssh target's keepalive interval, the default if absent; None after an error.
     fn keepalive(&mut self, path: &[Seg], text: Option<&str>) -> Option<std::time::Duration> {
         let Some(written) = text else {
-            return Some(crate::transport::ssh::DEFAULT_KEEPALIVE);
+            return Some(crate::target_defaults::DEFAULT_KEEPALIVE);
         };
         let d = self.duration(path, Some(written))?;
         // Keep in step with MIN_KEEPALIVE and MAX_KEEPALIVE.
@@ -1139,7 +1141,7 @@ impl Validator<'_> {
             );
         }
         if let Some(fp) = &t.cert_sha256 {
-            if crate::transport::winrm::parse_cert_sha256(fp).is_none() {
+            if crate::digest::parse_cert_sha256(fp).is_none() {
                 self.err(
                     &p("cert_sha256"),
                     "`cert_sha256` is not a SHA-256 fingerprint",

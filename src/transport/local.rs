@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::shell::{self, powershell_encode, Payload, PidMarkerFilter};
 use super::{
-    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Secret,
-    Shell, Stream, Transport, TransportError, ORPHAN_REASON,
+    random_token, upload_mismatch, CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop,
+    Secret, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
@@ -161,7 +161,7 @@ impl LocalTransport {
         shell: Shell,
         ctl: &Control,
         sink: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         if !self.workdir.is_dir() {
             return Err(TransportError::Io {
                 context: format!("cannot run in working directory {}", self.workdir.display()),
@@ -234,7 +234,7 @@ impl LocalTransport {
 
         // Like sshd, wait for both pipes to close, not just for the child: output of anything
         // it left running in the background would otherwise be lost.
-        let mut stopped: Option<Exit> = None;
+        let mut stopped: Option<CommandExit> = None;
         while open_streams > 0 {
             let wait = match ctl.timeout {
                 Some(t) => t.saturating_sub(started.elapsed()).min(TICK),
@@ -251,9 +251,9 @@ impl LocalTransport {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             if ctl.is_cancelled() {
-                stopped = Some(Exit::Cancelled);
+                stopped = Some(CommandExit::Cancelled);
             } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
-                stopped = Some(Exit::TimedOut);
+                stopped = Some(CommandExit::TimedOut);
             }
             if stopped.is_some() {
                 break;
@@ -263,7 +263,7 @@ impl LocalTransport {
         if let Some(exit) = stopped {
             kill_tree(&mut child).map_err(|e| TransportError::KillFailed {
                 target: self.target(),
-                reason: if exit == Exit::Cancelled {
+                reason: if exit == CommandExit::Cancelled {
                     "was cancelled"
                 } else {
                     "timed out"
@@ -297,7 +297,7 @@ impl LocalTransport {
                 sink(Stream::Stderr, &rest);
             }
         }
-        Ok(Exit::Code(exit_code(status)))
+        Ok(CommandExit::Code(exit_code(status)))
     }
 
     /// Copies `input` to `output` (the file `temp`), syncs it, and checks what landed on disk
@@ -351,7 +351,7 @@ impl LocalTransport {
         ctl: &Control,
         token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         if script.contains('\0') {
             return Err(TransportError::InvalidScript {
                 target: self.target(),
@@ -370,7 +370,7 @@ impl LocalTransport {
         ctl: &Control,
         token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         // The script is already a file here; no temporary copy is needed. Make it absolute so
         // that the working directory does not change which file runs.
         let path = if local.is_absolute() {
@@ -547,7 +547,7 @@ impl Transport for LocalTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, None, out)
     }
 
@@ -558,7 +558,7 @@ impl Transport for LocalTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, Some(id.token), out)
     }
 
@@ -569,7 +569,7 @@ impl Transport for LocalTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.run_script_inner(local, shell, ctl, Some(id.token), out)
     }
 
@@ -657,7 +657,7 @@ impl Transport for LocalTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.run_script_inner(local, shell, ctl, None, out)
     }
 }

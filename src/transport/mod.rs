@@ -8,7 +8,6 @@ pub mod known_hosts;
 pub mod local;
 pub mod shell;
 pub mod ssh;
-pub mod ssh_config;
 pub mod upload_buffer;
 pub mod winrm;
 
@@ -89,9 +88,10 @@ impl Control {
     }
 }
 
-/// How a command ended.
+/// How a command on a target ended (not to be confused with [`crate::exit::Exit`], how the
+/// `runner` process ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub enum CommandExit {
     /// The exit code. `i64` so that Windows' unsigned codes (3010, 4294967295) survive intact;
     /// a Unix command killed by signal N reports 128 + N, as shells do.
     Code(i64),
@@ -304,6 +304,14 @@ pub enum TransportError {
         message: String,
     },
 
+    #[error("WinRM on {target} failed while {during}: {source}")]
+    Winrm {
+        target: String,
+        during: String,
+        #[source]
+        source: winrm::WinrmError,
+    },
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -392,7 +400,7 @@ pub trait Transport: Send {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError>;
+    ) -> Result<CommandExit, TransportError>;
 
     /// Copy a local file to `dest` on the target, then verify on the target that it holds
     /// exactly `expected`: the size and SHA-256 the plan was made with, so that what lands is
@@ -417,7 +425,7 @@ pub trait Transport: Send {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let _ = id;
         self.exec(script, shell, ctl, out)
     }
@@ -430,7 +438,7 @@ pub trait Transport: Send {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let _ = id;
         self.run_script(local, shell, ctl, out)
     }
@@ -464,7 +472,7 @@ pub trait Transport: Send {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError>;
+    ) -> Result<CommandExit, TransportError>;
 }
 
 /// Reads a local script for `run_script`, with an error that names it.
@@ -478,8 +486,8 @@ pub(crate) fn read_script(local: &Path) -> Result<Vec<u8>, TransportError> {
 /// Runs `run` with an output sink that collects both streams, for short helper commands whose
 /// output is read rather than shown. Returns the exit and stdout and stderr as text.
 pub fn capture<E>(
-    run: impl FnOnce(&mut dyn FnMut(Stream, &[u8])) -> Result<Exit, E>,
-) -> Result<(Exit, String, String), E> {
+    run: impl FnOnce(&mut dyn FnMut(Stream, &[u8])) -> Result<CommandExit, E>,
+) -> Result<(CommandExit, String, String), E> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let exit = run(&mut |s, b| match s {

@@ -30,8 +30,8 @@ use super::known_hosts::{
 use super::shell::{self, Payload, PidMarkerFilter};
 use super::upload_buffer::UploadBuffer;
 use super::{
-    random_token, upload_mismatch, Control, Exit, FileDigest, Identity, Orphan, OrphanStop, Secret,
-    Shell, Stream, Transport, TransportError, ORPHAN_REASON,
+    random_token, upload_mismatch, CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop,
+    Secret, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How to reach one SSH target.
@@ -79,8 +79,7 @@ const READ_CHUNK: usize = 32 * 1024;
 /// Uploads from this size on are hashed on the target while they are written (see
 /// `shell::follow_sha256_command`); below it, starting Python costs more than hashing after.
 const FOLLOW_FROM: u64 = 8 * 1024 * 1024;
-/// Default of the `keepalive` target key.
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+pub use crate::target_defaults::DEFAULT_KEEPALIVE;
 /// Keepalive intervals the server may stay silent before the connection counts as lost.
 pub const KEEPALIVE_COUNT: u32 = 3;
 /// Limit for stopping a command whose connection was lost (its script waits at most ten
@@ -521,7 +520,7 @@ impl SshTransport {
         ctl: &Control,
         token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         if script.contains('\0') {
             return Err(TransportError::InvalidScript {
                 target: self.describe(),
@@ -561,7 +560,7 @@ impl SshTransport {
         tracking: Tracking<'_>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.orphan = None;
         self.connect()?;
         let mut sess = self.session()?;
@@ -637,11 +636,11 @@ impl SshTransport {
         tracking: Tracking<'_>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         const DURING: &str = "running a command (it may have run partly or fully)";
         let started = Instant::now();
         let mut buf = vec![0u8; READ_CHUNK];
-        let mut stop: Option<(Exit, Instant)> = None;
+        let mut stop: Option<(CommandExit, Instant)> = None;
         let mut kill_sent_at: Option<Instant> = None;
         sess.set_blocking(false);
         loop {
@@ -681,13 +680,13 @@ impl SshTransport {
 
             if stop.is_none() {
                 if ctl.is_cancelled() {
-                    stop = Some((Exit::Cancelled, Instant::now()));
+                    stop = Some((CommandExit::Cancelled, Instant::now()));
                 } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
-                    stop = Some((Exit::TimedOut, Instant::now()));
+                    stop = Some((CommandExit::TimedOut, Instant::now()));
                 }
             }
             if let Some((exit, asked)) = stop {
-                let reason = if exit == Exit::Cancelled {
+                let reason = if exit == CommandExit::Cancelled {
                     "was cancelled"
                 } else {
                     "timed out"
@@ -770,14 +769,14 @@ impl SshTransport {
         }
         if let Ok(sig) = channel.exit_signal() {
             if let Some(name) = sig.exit_signal {
-                return Ok(Exit::Code(128 + signal_number(&name)));
+                return Ok(CommandExit::Code(128 + signal_number(&name)));
             }
         }
         let code = channel
             .exit_status()
             .map_err(|e| self.ssh_err(DURING, &e))?;
         // The SSH exit status is a u32 on the wire; libssh2 hands it out as i32.
-        Ok(Exit::Code(i64::from(code as u32)))
+        Ok(CommandExit::Code(i64::from(code as u32)))
     }
 
     /// Stop a tracked remote command from a second channel. Err carries a message for the user.
@@ -894,7 +893,7 @@ impl SshTransport {
         };
         let (exit, stdout, stderr) = self.capture(script, shell)?;
         let dir = stdout.trim().trim_end_matches('\\').to_string();
-        if exit != Exit::Code(0) || dir.is_empty() || dir.contains('%') {
+        if exit != CommandExit::Code(0) || dir.is_empty() || dir.contains('%') {
             return Err(TransportError::ShellUnavailable {
                 target: self.describe(),
                 shell,
@@ -913,7 +912,7 @@ impl SshTransport {
         &mut self,
         script: &str,
         shell: Shell,
-    ) -> Result<(Exit, String, String), TransportError> {
+    ) -> Result<(CommandExit, String, String), TransportError> {
         let ctl = Control::new(None);
         super::capture(|out| self.exec(script, shell, &ctl, out))
     }
@@ -926,7 +925,7 @@ impl SshTransport {
         ctl: &Control,
         token: Option<&str>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.connect()?;
         self.remove_leftover_scripts();
         let token = token.map_or_else(random_token, str::to_string);
@@ -1035,7 +1034,7 @@ impl SshTransport {
             Shell::Cmd => format!("move /y \"{temp}\" \"{dest}\" >nul"),
         };
         let (exit, _, stderr) = self.capture(&script, shell)?;
-        if exit != Exit::Code(0) {
+        if exit != CommandExit::Code(0) {
             return Err(TransportError::Upload {
                 target: self.describe(),
                 dest: dest.to_string(),
@@ -1232,7 +1231,7 @@ impl SshTransport {
         let script = shell::sha256_script(shell, temp);
         let (exit, stdout, stderr) = self.capture(&script, shell)?;
         let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
-            (Exit::Code(0), Some(h)) => h,
+            (CommandExit::Code(0), Some(h)) => h,
             _ => {
                 return Err(upload_err(format!(
                     "cannot compute its SHA-256 on the target ({exit:?}): {}",
@@ -1381,7 +1380,7 @@ impl Transport for SshTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, None, out)
     }
 
@@ -1392,7 +1391,7 @@ impl Transport for SshTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, Some(id.token), out)
     }
 
@@ -1403,7 +1402,7 @@ impl Transport for SshTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, Some(id.token), out)
     }
@@ -1439,7 +1438,7 @@ impl Transport for SshTransport {
         // The stop command's own leftovers are not the caller's business.
         self.orphan = None;
         let (exit, stdout, stderr) = captured?;
-        if exit == Exit::Code(0) {
+        if exit == CommandExit::Code(0) {
             // The script of a `script:` step, left when the connection was lost (also by a
             // runner that died since: the name follows from the token). Usually there is none.
             self.remove_leftover_scripts();
@@ -1447,7 +1446,7 @@ impl Transport for SshTransport {
                 let _ = sftp.unlink(Path::new(&sh_script_path(token)));
             }
         }
-        if exit != Exit::Code(0) {
+        if exit != CommandExit::Code(0) {
             return Err(TransportError::KillFailed {
                 target: self.describe(),
                 reason: ORPHAN_REASON,
@@ -1467,7 +1466,7 @@ impl Transport for SshTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, None, out)
     }

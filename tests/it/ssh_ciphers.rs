@@ -7,7 +7,7 @@
 use std::fs;
 
 use crate::common::{pseudo_random_bytes, run_sh, ssh_config, Sshd};
-use runner::transport::{Exit, FileDigest, Shell, SshTransport, Transport};
+use runner::transport::{CommandExit, FileDigest, Shell, SshTransport, Transport};
 
 /// Runs a command and an upload of a few hundred packets with sshd limited to `only`.
 fn command_and_upload_work(ip: &str, only: &str) {
@@ -18,7 +18,7 @@ fn command_and_upload_work(ip: &str, only: &str) {
 
     let out = run_sh(&mut t, "printf '%s' \"$((6 * 7))\"; exit 5", None)
         .unwrap_or_else(|e| panic!("exec with `{only}`: {e}"));
-    assert_eq!(out.exit, Exit::Code(5), "with `{only}`");
+    assert_eq!(out.exit, CommandExit::Code(5), "with `{only}`");
     assert_eq!(out.stdout, "42", "with `{only}`");
 
     // Not a multiple of the block size, so the last packet is a short one. Printable, so

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::{pseudo_random_bytes, read_pid, run_sh, stops_within, EXIT_GRACE};
-use runner::transport::{Control, Exit, LocalTransport, Shell, Stream, Transport, TransportError};
+use runner::transport::{
+    CommandExit, Control, LocalTransport, Shell, Stream, Transport, TransportError,
+};
 use sha2::{Digest, Sha256};
 
 fn local(dir: &Path) -> LocalTransport {
@@ -20,21 +22,21 @@ fn exit_codes_and_separate_streams() {
     let mut t = local(dir.path());
     t.connect().expect("connect is a no-op");
     let out = run_sh(&mut t, "echo out; echo err >&2; exit 3", None).expect("exec");
-    assert_eq!(out.exit, Exit::Code(3));
+    assert_eq!(out.exit, CommandExit::Code(3));
     assert_eq!(out.stdout, "out\n");
     assert_eq!(out.stderr, "err\n");
     assert_eq!(
         run_sh(&mut t, "true", None).expect("exec").exit,
-        Exit::Code(0)
+        CommandExit::Code(0)
     );
     assert_eq!(
         run_sh(&mut t, "exit 255", None).expect("exec").exit,
-        Exit::Code(255)
+        CommandExit::Code(255)
     );
     // Killed by a signal: 128 + N, as shells report it.
     assert_eq!(
         run_sh(&mut t, "kill -s KILL $$", None).expect("exec").exit,
-        Exit::Code(128 + 9)
+        CommandExit::Code(128 + 9)
     );
 }
 
@@ -61,7 +63,7 @@ fn output_is_streamed_while_the_command_runs() {
             }
         })
         .expect("exec");
-    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(exit, CommandExit::Code(0));
     assert_eq!(stdout, "first\nsecond\n");
 }
 
@@ -71,7 +73,7 @@ fn timeout_kills_the_process_group_including_children() {
     let mut t = local(dir.path());
     let script = "sleep 300 & echo $! > child; echo $$ > shell; wait";
     let out = run_sh(&mut t, script, Some(Duration::from_secs(1))).expect("exec");
-    assert_eq!(out.exit, Exit::TimedOut);
+    assert_eq!(out.exit, CommandExit::TimedOut);
     let shell = read_pid(dir.path(), "shell");
     let child = read_pid(dir.path(), "child");
     assert!(
@@ -102,7 +104,7 @@ fn cancel_escalates_to_sigkill_for_processes_ignoring_sigterm() {
             }
         })
         .expect("exec");
-    assert_eq!(exit, Exit::Cancelled);
+    assert_eq!(exit, CommandExit::Cancelled);
     let shell = read_pid(dir.path(), "shell");
     let child = read_pid(dir.path(), "child");
     assert!(
@@ -212,7 +214,7 @@ fn run_script_runs_the_file_in_the_working_directory() {
         })
         .expect("run_script");
     let out = common::collect(exit, chunks);
-    assert_eq!(out.exit, Exit::Code(5));
+    assert_eq!(out.exit, CommandExit::Code(5));
     let expected = dir.path().canonicalize().expect("canonicalize");
     assert_eq!(out.stdout, format!("in {}\n", expected.display()));
     assert_eq!(out.stderr, "bad\n");
@@ -289,7 +291,7 @@ fn a_local_command_can_be_found_and_stopped_by_its_token() {
     );
     assert!(stops_within(pid, EXIT_GRACE), "{pid} still runs");
     let end = held.join().expect("exec thread").expect("exec");
-    assert_ne!(end, Exit::Code(0));
+    assert_ne!(end, CommandExit::Code(0));
 }
 
 /// The PID a command wrote to `pid` in `dir` (renamed into place, so never half written).

@@ -13,8 +13,8 @@ use crate::common::{
 };
 use runner::transport::upload_buffer::UploadBuffer;
 use runner::transport::{
-    scan_host_key, trust, Control, Exit, FileDigest, HostKey, Shell, SshAuth, SshTransport, Stream,
-    Transport, TransportError, TrustOutcome,
+    scan_host_key, trust, CommandExit, Control, FileDigest, HostKey, Shell, SshAuth, SshTransport,
+    Stream, Transport, TransportError, TrustOutcome,
 };
 use sha2::{Digest, Sha256};
 
@@ -43,7 +43,7 @@ fn exec_reports_exit_codes_and_separates_streams() {
     t.connect().expect("connect");
 
     let out = run_sh(&mut t, "echo out; echo err >&2; exit 3", None).expect("exec");
-    assert_eq!(out.exit, Exit::Code(3));
+    assert_eq!(out.exit, CommandExit::Code(3));
     assert_eq!(out.stdout, "out\n");
     assert_eq!(
         out.stderr, "err\n",
@@ -52,11 +52,11 @@ fn exec_reports_exit_codes_and_separates_streams() {
 
     assert_eq!(
         run_sh(&mut t, "true", None).expect("exec").exit,
-        Exit::Code(0)
+        CommandExit::Code(0)
     );
     assert_eq!(
         run_sh(&mut t, "exit 255", None).expect("exec").exit,
-        Exit::Code(255)
+        CommandExit::Code(255)
     );
 
     // Quoting survives the trip: single quotes, $, backslashes, newlines.
@@ -75,7 +75,7 @@ fn exec_reports_exit_codes_and_separates_streams() {
         None,
     )
     .expect("exec");
-    assert_eq!(out.exit, Exit::Code(0));
+    assert_eq!(out.exit, CommandExit::Code(0));
     assert_eq!(out.stdout.len(), 3_000_000);
     assert!(out.stdout.bytes().all(|b| b == b'o'));
     assert_eq!(out.stderr.len(), 2_000_000);
@@ -106,7 +106,7 @@ fn output_is_streamed_while_the_command_runs() {
             }
         })
         .expect("exec");
-    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(exit, CommandExit::Code(0));
     assert_eq!(stdout, "first\nsecond\n");
 }
 
@@ -120,7 +120,7 @@ fn sequential_execs_reuse_one_session() {
     for i in 0..25 {
         let script = format!("cut -d' ' -f4 /proc/$PPID/stat; exit {}", i % 3);
         let out = run_sh(&mut t, &script, None).expect("exec");
-        assert_eq!(out.exit, Exit::Code(i64::from(i % 3)));
+        assert_eq!(out.exit, CommandExit::Code(i64::from(i % 3)));
         parents.push(out.stdout.trim().to_string());
     }
     parents.dedup();
@@ -288,7 +288,7 @@ fn timeout_kills_the_remote_process_tree() {
     let d = sshd.dir().display().to_string();
     let script = format!("sleep 300 & echo $! > '{d}/child'; echo $$ > '{d}/shell'; wait");
     let out = run_sh(&mut t, &script, Some(Duration::from_secs(1))).expect("exec");
-    assert_eq!(out.exit, Exit::TimedOut);
+    assert_eq!(out.exit, CommandExit::TimedOut);
     let shell = read_pid(sshd.dir(), "shell");
     let child = read_pid(sshd.dir(), "child");
     assert!(
@@ -330,7 +330,7 @@ fn cancel_kills_the_remote_process_tree() {
             }
         })
         .expect("exec");
-    assert_eq!(exit, Exit::Cancelled);
+    assert_eq!(exit, CommandExit::Cancelled);
     let shell = read_pid(sshd.dir(), "shell");
     let child = read_pid(sshd.dir(), "child");
     assert!(
@@ -477,7 +477,7 @@ fn run_script_runs_the_file_and_removes_it() {
         })
         .expect("run_script");
     let out = common::collect(exit, chunks);
-    assert_eq!(out.exit, Exit::Code(4));
+    assert_eq!(out.exit, CommandExit::Code(4));
     assert_eq!(out.stdout, "from-script\n");
     assert_eq!(out.stderr, "oops\n");
     let remote_path = fs::read_to_string(sshd.dir().join("script-path")).expect("read");
@@ -498,7 +498,7 @@ fn run_script_runs_the_file_and_removes_it() {
     let exit = t
         .run_script(&script, Shell::Sh, &ctl, &mut |_, _| {})
         .expect("run_script");
-    assert_eq!(exit, Exit::TimedOut);
+    assert_eq!(exit, CommandExit::TimedOut);
     let remote_path = fs::read_to_string(sshd.dir().join("script-path2")).expect("read");
     assert!(!Path::new(remote_path.trim()).exists());
 }
@@ -511,7 +511,7 @@ fn reconnects_after_the_server_restarts() {
     sshd.restart();
     t.connect().expect("reconnect");
     let after = run_sh(&mut t, "echo $PPID", None).expect("exec after restart");
-    assert_eq!(after.exit, Exit::Code(0));
+    assert_eq!(after.exit, CommandExit::Code(0));
     assert_ne!(before, after.stdout, "must be a new session");
 }
 

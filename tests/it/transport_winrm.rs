@@ -13,9 +13,10 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 use runner::transport::winrm::{
-    parse_cert_sha256, response, soap, Credentials, TlsTrust, WinrmConfig, WinrmTransport,
+    parse_cert_sha256, response, soap, Credentials, TlsTrust, WinrmConfig, WinrmError,
+    WinrmTransport,
 };
-use runner::transport::{Control, Exit, Secret, Shell, Stream, Transport, TransportError};
+use runner::transport::{CommandExit, Control, Secret, Shell, Stream, Transport, TransportError};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "S3cret!pw";
@@ -56,7 +57,7 @@ fn transport(srv: &WinrmServer) -> WinrmTransport {
 
 #[derive(Debug)]
 struct Output {
-    exit: Exit,
+    exit: CommandExit,
     stdout: String,
     stderr: String,
     chunks: Vec<(Stream, Vec<u8>)>,
@@ -108,7 +109,7 @@ fn echo_runs_in_a_shell_that_is_signalled_and_deleted() {
     let srv = start("127.0.0.21");
     let mut t = transport(&srv);
     let out = cmd(&mut t, "echo hello").unwrap();
-    assert_eq!(out.exit, Exit::Code(0));
+    assert_eq!(out.exit, CommandExit::Code(0));
     assert_eq!(out.stdout, "hello\r\n");
     assert_eq!(out.stderr, "");
     assert_eq!(srv.open_shells(), 0);
@@ -146,7 +147,7 @@ fn output_over_several_receives_with_timeouts_between_is_streamed_in_order() {
     );
     let mut t = transport(&srv);
     let out = cmd(&mut t, "long-job").unwrap();
-    assert_eq!(out.exit, Exit::Code(0));
+    assert_eq!(out.exit, CommandExit::Code(0));
     assert_eq!(out.stdout, "part 1\r\npart 2\r\npart 3\r\n");
     assert_eq!(out.stderr, "warning\r\n");
     // Streamed as it came, not collected at the end.
@@ -206,14 +207,20 @@ fn exit_codes_are_unsigned_32_bit() {
     srv.program("crash", vec![Reply::done(4294967295)]);
     srv.program("access-violation", vec![Reply::done(3221225477)]);
     let mut t = transport(&srv);
-    assert_eq!(cmd(&mut t, "reboot-needed").unwrap().exit, Exit::Code(3010));
-    assert_eq!(cmd(&mut t, "crash").unwrap().exit, Exit::Code(4294967295));
+    assert_eq!(
+        cmd(&mut t, "reboot-needed").unwrap().exit,
+        CommandExit::Code(3010)
+    );
+    assert_eq!(
+        cmd(&mut t, "crash").unwrap().exit,
+        CommandExit::Code(4294967295)
+    );
     assert_eq!(
         cmd(&mut t, "access-violation").unwrap().exit,
-        Exit::Code(3221225477)
+        CommandExit::Code(3221225477)
     );
     let out = cmd(&mut t, "nonexistent-program /x").unwrap();
-    assert_eq!(out.exit, Exit::Code(1));
+    assert_eq!(out.exit, CommandExit::Code(1));
     assert!(out.stderr.contains("is not recognized"), "{}", out.stderr);
 }
 
@@ -224,7 +231,7 @@ fn uuid_prefixed_shell_ids_are_echoed_exactly() {
     // The server alternates `uuid:`-prefixed (WinRM 1.1) and plain ids, and refuses any
     // selector that is not exactly the id it issued.
     for _ in 0..3 {
-        assert_eq!(cmd(&mut t, "echo x").unwrap().exit, Exit::Code(0));
+        assert_eq!(cmd(&mut t, "echo x").unwrap().exit, CommandExit::Code(0));
     }
     assert_eq!(srv.created_and_deleted(), (3, 3));
     let prefixed = srv
@@ -258,6 +265,15 @@ fn quota_fault_shows_code_and_fix() {
     assert!(text.contains("2150859173"), "{text}");
     assert!(text.contains("MaxShellsPerUser"), "{text}");
     assert!(text.contains("30 concurrent shells"), "{text}");
+    // The cause stays typed: the WinRM fault itself, not a boxed I/O error to downcast.
+    let TransportError::Winrm { source, .. } = &e else {
+        panic!("not a WinRM error: {e:?}");
+    };
+    let WinrmError::Fault { fault } = source else {
+        panic!("not a fault: {source:?}");
+    };
+    assert_eq!(fault.subcode.as_deref(), Some("QuotaLimit"));
+    assert!(std::error::Error::source(&e).is_some_and(|c| c.is::<WinrmError>()));
 }
 
 #[test]
@@ -321,7 +337,7 @@ fn timeout_terminates_and_deletes_the_shell() {
         &Control::new(Some(Duration::from_millis(300))),
     )
     .unwrap();
-    assert_eq!(out.exit, Exit::TimedOut);
+    assert_eq!(out.exit, CommandExit::TimedOut);
     assert_eq!(out.stdout, "started\r\n");
     assert!(srv
         .signals()
@@ -345,7 +361,7 @@ fn cancel_terminates_and_deletes_the_shell() {
             cancel.store(true, Ordering::SeqCst)
         })
         .unwrap();
-    assert_eq!(exit, Exit::Cancelled);
+    assert_eq!(exit, CommandExit::Cancelled);
     assert!(!srv.signals().is_empty());
     assert_eq!(srv.open_shells(), 0);
 }
@@ -470,7 +486,7 @@ fn powershell_clixml_on_stderr_becomes_readable_text() {
         &Control::new(None),
     )
     .unwrap();
-    assert_eq!(out.exit, Exit::Code(1));
+    assert_eq!(out.exit, CommandExit::Code(1));
     assert!(
         out.stderr.starts_with("Write-Error \"Error\" : Error\r\n"),
         "{}",
@@ -532,7 +548,7 @@ fn run_script_uploads_runs_and_removes() {
             &mut |_, _| {},
         )
         .unwrap();
-    assert_eq!(exit, Exit::Code(3010));
+    assert_eq!(exit, CommandExit::Code(3010));
     assert_eq!(srv.delivered(), vec![(text.to_string(), true)]);
     assert!(srv.files().is_empty());
 }
@@ -1071,7 +1087,7 @@ fn ntlm_over_http_seals_every_message() {
     let mut t = ntlm_transport(&srv, "TEST\\admin", PASSWORD);
     t.connect().unwrap();
     let out = cmd(&mut t, "long-job").unwrap();
-    assert_eq!(out.exit, Exit::Code(3010));
+    assert_eq!(out.exit, CommandExit::Code(3010));
     assert_eq!(out.stdout, "part 1 é\r\npart 2\r\n");
     assert_eq!(out.stderr, "warn\r\n");
     // Several commands and an upload on the one authenticated connection.
@@ -1107,7 +1123,7 @@ fn ntlm_local_account_and_timeout_cleanup() {
         &Control::new(Some(Duration::from_millis(300))),
     )
     .unwrap();
-    assert_eq!(out.exit, Exit::TimedOut);
+    assert_eq!(out.exit, CommandExit::TimedOut);
     // The abandoned Receive cost the connection; Signal and Delete went out on a new,
     // newly authenticated one.
     assert!(!srv.signals().is_empty());

@@ -31,8 +31,8 @@ pub use response::{Fault, ParseError, Response};
 
 use super::shell::{self, ps_quote};
 use super::{
-    hex, random_token, upload_mismatch, Announce, Control, Exit, FileDigest, Identity, Orphan,
-    OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
+    hex, random_token, upload_mismatch, Announce, CommandExit, Control, FileDigest, Identity,
+    Orphan, OrphanStop, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 use crate::secret::Secret;
 use http::HttpClient;
@@ -53,12 +53,11 @@ pub struct WinrmConfig {
     pub operation_timeout: Duration,
 }
 
-/// What went wrong in WinRM terms; carried inside [`TransportError::Io`] so that callers can
-/// still downcast it.
+/// What went wrong in WinRM terms; the cause of a [`TransportError::Winrm`].
 #[derive(Debug, thiserror::Error)]
 pub enum WinrmError {
     #[error("{fault}{}", fault.hint().map(|h| format!("; {h}")).unwrap_or_default())]
-    Fault { fault: Fault },
+    Fault { fault: Box<Fault> },
     #[error("{0}")]
     Http(#[from] HttpError),
     #[error("the reply cannot be read: {0}")]
@@ -147,9 +146,10 @@ impl WinrmTransport {
     }
 
     fn wrap(&self, during: &str, e: WinrmError) -> TransportError {
-        TransportError::Io {
-            context: format!("WinRM on {} failed while {during}", self.describe()),
-            source: io::Error::other(e),
+        TransportError::Winrm {
+            target: self.describe(),
+            during: during.to_string(),
+            source: e,
         }
     }
 
@@ -438,9 +438,7 @@ impl WinrmTransport {
     fn simple(&mut self, body: String, during: &str) -> Result<Response, TransportError> {
         match self.call(body, during, REQUEST_TIMEOUT, &|| false) {
             Ok(r) => Ok(r),
-            Err(Failure::Fault(fault)) => {
-                Err(self.wrap(during, WinrmError::Fault { fault: *fault }))
-            }
+            Err(Failure::Fault(fault)) => Err(self.wrap(during, WinrmError::Fault { fault })),
             Err(Failure::Stopped) => Err(TransportError::ConnectionLost {
                 target: self.describe(),
                 during: during.to_string(),
@@ -492,7 +490,7 @@ impl WinrmTransport {
         stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.run_line_announced(line, stdin, ctl, None, out)
     }
 
@@ -505,7 +503,7 @@ impl WinrmTransport {
         ctl: &Control,
         announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.orphan = None;
         self.connect()?;
         let shell_id = self.create_shell(&ctl.env)?;
@@ -545,8 +543,8 @@ impl WinrmTransport {
         let deleted = self.delete_shell(&shell_id);
         match (result, deleted) {
             (Ok((exit, signalled)), Err(e)) => {
-                if matches!(exit, Exit::TimedOut | Exit::Cancelled) && !signalled {
-                    let reason = if exit == Exit::Cancelled {
+                if matches!(exit, CommandExit::TimedOut | CommandExit::Cancelled) && !signalled {
+                    let reason = if exit == CommandExit::Cancelled {
                         "was cancelled"
                     } else {
                         "timed out"
@@ -586,7 +584,7 @@ impl WinrmTransport {
         mut stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<(Exit, bool), TransportError> {
+    ) -> Result<(CommandExit, bool), TransportError> {
         const DURING: &str = "running a command (it may have run partly or fully)";
         let started = Instant::now();
         let body = soap::command(
@@ -643,15 +641,15 @@ impl WinrmTransport {
             .then(clixml::StderrFilter::default);
         let timeout = ctl.timeout;
         let receive_limit = self.cfg.operation_timeout + RECEIVE_GRACE;
-        let mut stopped: Option<Exit> = None;
-        let mut exit: Option<Exit> = None;
+        let mut stopped: Option<CommandExit> = None;
+        let mut exit: Option<CommandExit> = None;
         while exit.is_none() && stopped.is_none() {
             if ctl.is_cancelled() {
-                stopped = Some(Exit::Cancelled);
+                stopped = Some(CommandExit::Cancelled);
                 break;
             }
             if timeout.is_some_and(|t| started.elapsed() >= t) {
-                stopped = Some(Exit::TimedOut);
+                stopped = Some(CommandExit::TimedOut);
                 break;
             }
             let body = soap::receive(&self.ep, &soap::message_id(), shell_id, &command_id);
@@ -680,7 +678,7 @@ impl WinrmTransport {
                     }
                     if r.done == Some(true) {
                         match r.exit_code {
-                            Some(code) => exit = Some(Exit::Code(code)),
+                            Some(code) => exit = Some(CommandExit::Code(code)),
                             None => {
                                 return Err(self.wrap(DURING, WinrmError::Missing("an ExitCode")))
                             }
@@ -689,13 +687,13 @@ impl WinrmTransport {
                 }
                 Err(Failure::Fault(f)) if f.is_timed_out() => {}
                 Err(Failure::Fault(fault)) => {
-                    return Err(self.wrap(DURING, WinrmError::Fault { fault: *fault }))
+                    return Err(self.wrap(DURING, WinrmError::Fault { fault }))
                 }
                 Err(Failure::Stopped) => {
                     stopped = Some(if ctl.is_cancelled() {
-                        Exit::Cancelled
+                        CommandExit::Cancelled
                     } else {
-                        Exit::TimedOut
+                        CommandExit::TimedOut
                     });
                 }
                 Err(Failure::Err(e)) => return Err(e),
@@ -735,7 +733,7 @@ impl WinrmTransport {
         &mut self,
         line: &str,
         stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
-    ) -> Result<(Exit, String, String), TransportError> {
+    ) -> Result<(CommandExit, String, String), TransportError> {
         let ctl = Control::new(None);
         super::capture(|out| self.run_line(line, stdin, &ctl, out))
     }
@@ -746,7 +744,7 @@ impl WinrmTransport {
         }
         let (exit, stdout, stderr) = self.capture("echo %TEMP%", None)?;
         let dir = stdout.trim().trim_end_matches('\\').to_string();
-        if exit != Exit::Code(0) || dir.is_empty() || dir.contains('%') {
+        if exit != CommandExit::Code(0) || dir.is_empty() || dir.contains('%') {
             return Err(TransportError::ShellUnavailable {
                 target: self.describe(),
                 shell: Shell::Cmd,
@@ -823,7 +821,7 @@ impl WinrmTransport {
             },
             None => e,
         })?;
-        if exit == Exit::Code(UPLOAD_NO_PARENT) {
+        if exit == CommandExit::Code(UPLOAD_NO_PARENT) {
             let parent = match dest.rfind(['\\', '/']) {
                 Some(i) => dest[..i].to_string(),
                 None => dest.to_string(),
@@ -850,9 +848,9 @@ impl WinrmTransport {
             sha256: actual_sha256,
         };
         let verified = match expected {
-            Some(expected) => exit == Exit::Code(0) && actual == *expected,
+            Some(expected) => exit == CommandExit::Code(0) && actual == *expected,
             None => {
-                exit == Exit::Code(0)
+                exit == CommandExit::Code(0)
                     && actual.bytes == sent
                     && actual.sha256 == hex(&hasher.finalize())
             }
@@ -883,7 +881,7 @@ impl WinrmTransport {
         ctl: &Control,
         announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let ext = match shell {
             Shell::Cmd => "cmd",
             Shell::PowerShell => "ps1",
@@ -908,7 +906,7 @@ impl WinrmTransport {
         let result = self.run_line_announced(&line, None, ctl, announce, out);
         let removed = self.capture(&format!("del /f /q \"{path}\""), None);
         match removed {
-            Ok((Exit::Code(0), _, _)) => {}
+            Ok((CommandExit::Code(0), _, _)) => {}
             Ok((exit, _, err)) => {
                 tracing::warn!(target = %self.describe(), file = %path, ?exit, error = %err.trim(), "could not remove a temporary script; remove it by hand")
             }
@@ -927,7 +925,7 @@ impl WinrmTransport {
         ctl: &Control,
         announce: Option<Announce<'_>>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         if script.contains('\0') {
             return Err(TransportError::InvalidScript {
                 target: self.describe(),
@@ -1033,7 +1031,7 @@ impl Transport for WinrmTransport {
             Ok(_) => Ok(()),
             Err(Failure::Err(e)) => Err(e),
             Err(Failure::Fault(fault)) => {
-                Err(self.wrap("authenticating", WinrmError::Fault { fault: *fault }))
+                Err(self.wrap("authenticating", WinrmError::Fault { fault }))
             }
             Err(Failure::Stopped) => Ok(()),
         }
@@ -1045,7 +1043,7 @@ impl Transport for WinrmTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, None, out)
     }
 
@@ -1056,7 +1054,7 @@ impl Transport for WinrmTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         self.exec_inner(script, shell, ctl, Some(id.announce), out)
     }
 
@@ -1067,7 +1065,7 @@ impl Transport for WinrmTransport {
         ctl: &Control,
         id: Identity<'_>,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, Some(id.announce), out)
     }
@@ -1112,7 +1110,7 @@ impl Transport for WinrmTransport {
         shell: Shell,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
-    ) -> Result<Exit, TransportError> {
+    ) -> Result<CommandExit, TransportError> {
         let content = super::read_script(local)?;
         self.run_content(&content, shell, ctl, None, out)
     }
@@ -1121,14 +1119,11 @@ impl Transport for WinrmTransport {
 /// 16 fresh random bytes (NTLM's client challenge and session key).
 /// The fault WinRM answers for a shell that no longer exists.
 fn is_invalid_selectors(e: &TransportError) -> bool {
-    let TransportError::Io { source, .. } = e else {
+    let TransportError::Winrm { source, .. } = e else {
         return false;
     };
-    match source
-        .get_ref()
-        .and_then(|s| s.downcast_ref::<WinrmError>())
-    {
-        Some(WinrmError::Fault { fault }) => {
+    match source {
+        WinrmError::Fault { fault } => {
             fault.wsman_code == Some(response::CODE_INVALID_SELECTORS)
                 || fault.subcode.as_deref() == Some("InvalidSelectors")
         }

@@ -8,7 +8,9 @@ pub mod winrm_server;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use runner::transport::{Control, Exit, SshAuth, SshConfig, Stream, Transport, TransportError};
+use runner::transport::{
+    CommandExit, Control, SshAuth, SshConfig, Stream, Transport, TransportError,
+};
 
 #[allow(unused_imports)]
 pub use sshd::{process_running, stops_within, Sshd};
@@ -54,7 +56,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// What a command printed and how it ended.
 #[derive(Debug)]
 pub struct Output {
-    pub exit: Exit,
+    pub exit: CommandExit,
     pub stdout: String,
     pub stderr: String,
     /// The streams in arrival order, for interleaving checks.
@@ -75,7 +77,7 @@ pub fn run_sh(
     Ok(collect(exit, chunks))
 }
 
-pub fn collect(exit: Exit, chunks: Vec<(Stream, Vec<u8>)>) -> Output {
+pub fn collect(exit: CommandExit, chunks: Vec<(Stream, Vec<u8>)>) -> Output {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     for (s, b) in &chunks {

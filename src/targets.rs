@@ -6,16 +6,17 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::digest::parse_cert_sha256;
 use crate::playbook::{EnvValue, Playbook, Rendered, ShellKind, Target, TransportKind, WinrmAuth};
 use crate::secret::{Redactor, Secret, SecretError, SecretRef};
-use crate::transport::winrm::{parse_cert_sha256, Credentials, TlsTrust};
+use crate::target_defaults::{winrm_port, DEFAULT_KEEPALIVE, SSH_PORT};
+use crate::transport::winrm::{Credentials, TlsTrust};
 use crate::transport::{
     LocalTransport, Shell, SshAuth, SshConfig, SshTransport, Transport, TransportError,
     WinrmConfig, WinrmTransport,
 };
 
-/// How long to wait for a TCP connection and handshake before calling a target unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+use crate::target_defaults::CONNECT_TIMEOUT;
 
 pub fn shell_of(kind: ShellKind) -> Shell {
     match kind {
@@ -132,7 +133,7 @@ impl Secrets {
         for r in pb
             .notify
             .iter()
-            .filter_map(crate::notify::Sink::smtp_password)
+            .filter_map(crate::playbook::notify::Sink::smtp_password)
         {
             if let Ok(s) = r.resolve(&pb.dir) {
                 redactor.add(&s);
@@ -325,14 +326,12 @@ fn ssh_config(t: &Target, secrets: &Secrets) -> SshConfig {
     SshConfig {
         name: t.name.clone(),
         host: t.host.clone().unwrap_or_default(),
-        port: t.port.unwrap_or(22),
+        port: t.port.unwrap_or(SSH_PORT),
         user: t.user.clone().unwrap_or_default(),
         auth,
         known_hosts: t.known_hosts.clone().unwrap_or_else(default_known_hosts),
         connect_timeout: CONNECT_TIMEOUT,
-        keepalive: t
-            .keepalive
-            .unwrap_or(crate::transport::ssh::DEFAULT_KEEPALIVE),
+        keepalive: t.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
     }
 }
 
@@ -370,7 +369,7 @@ fn make_winrm(t: &Target, password: Option<Secret>) -> Result<WinrmTransport, Ta
     Ok(WinrmTransport::new(WinrmConfig {
         name: t.name.clone(),
         host: t.host.clone().unwrap_or_default(),
-        port: t.port.unwrap_or(if t.https { 5986 } else { 5985 }),
+        port: t.port.unwrap_or(winrm_port(t.https)),
         tls,
         credentials: {
             let user = t.user.clone().unwrap_or_default();
@@ -388,7 +387,7 @@ fn make_winrm(t: &Target, password: Option<Secret>) -> Result<WinrmTransport, Ta
 
 /// `~/.ssh/known_hosts` of the user running runner.
 pub fn default_known_hosts() -> PathBuf {
-    crate::playbook::expand_home(std::path::Path::new("~/.ssh/known_hosts"))
+    crate::paths::expand_home(std::path::Path::new("~/.ssh/known_hosts"))
 }
 
 /// The transports of a run, one per target, each used by one pair at a time.

@@ -1,0 +1,668 @@
+//! The document model: the report laid out once as headings, paragraphs, tables, alerts and
+//! output, for the renderers in `markdown` and `html` (which do all escaping).
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+use super::{AttemptRecord, EventRecord, MarkRecord, OutputStatus, Report, RunRecord, StepOutcome};
+use crate::duration::human_duration;
+use crate::journal::{AttemptKind, AttemptState, EventKind};
+use crate::status::PairStatus;
+
+/// A piece of inline text. Everything is escaped by the renderer.
+pub(super) enum Inline {
+    Text(String),
+    Code(String),
+    Strong(String),
+}
+
+pub(super) type Cell = Vec<Inline>;
+
+pub(super) struct Row {
+    pub(super) cells: Vec<Cell>,
+    pub(super) mark: RowMark,
+}
+
+/// How a table row stands out in HTML (Markdown tables cannot colour rows; there the
+/// important cell is bold instead).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum RowMark {
+    Plain,
+    Fail,
+    Rollback,
+}
+
+pub(super) enum Block {
+    Heading(u8, Vec<Inline>),
+    Para(Vec<Inline>),
+    /// The playbook author's description: Markdown passes it through (the author wrote it for
+    /// the review document); HTML escapes it and keeps its line breaks.
+    Authored(String),
+    /// A two-column table without a header (key, value).
+    Facts(Vec<(String, Cell)>),
+    Table {
+        head: Vec<&'static str>,
+        rows: Vec<Row>,
+    },
+    /// Something a reader must not miss: failures and business-hours overrides.
+    Alert(Vec<Inline>),
+    /// Command output: (is stderr, line).
+    Pre(Vec<(bool, String)>),
+}
+
+pub(super) fn t(s: impl Into<String>) -> Inline {
+    Inline::Text(s.into())
+}
+
+pub(super) fn code(s: impl Into<String>) -> Inline {
+    Inline::Code(s.into())
+}
+
+pub(super) fn strong(s: impl Into<String>) -> Inline {
+    Inline::Strong(s.into())
+}
+
+/// "Mon 30 Nov 2026 23:00 CET".
+pub(super) fn long(at: Timestamp, tz: &TimeZone) -> String {
+    at.to_zoned_datetime(tz.clone())
+        .strftime("%a %-d %b %Y %H:%M %Z")
+        .to_string()
+}
+
+/// "Mon 30 Nov 23:00:05": attempts are short, seconds matter.
+pub(super) fn short(at: Timestamp, tz: &TimeZone) -> String {
+    at.to_zoned_datetime(tz.clone())
+        .strftime("%a %-d %b %H:%M:%S")
+        .to_string()
+}
+
+pub(super) fn secs(s: i64) -> String {
+    if s > 0 && s < 60 {
+        format!("{s}s")
+    } else {
+        human_duration(SignedDuration::from_secs(s))
+    }
+}
+
+pub(super) fn attempt_state_label(a: &AttemptRecord) -> &'static str {
+    match AttemptState::parse(&a.state) {
+        Some(AttemptState::Running) => "no outcome recorded",
+        Some(AttemptState::Succeeded) => "succeeded",
+        Some(AttemptState::Failed) => "failed",
+        Some(AttemptState::TimedOut) => "timed out",
+        Some(AttemptState::Interrupted) => "interrupted",
+        None => "unknown",
+    }
+}
+
+pub(super) fn event_label(kind: &str) -> &'static str {
+    match EventKind::parse(kind) {
+        Some(EventKind::Stopped) => "stopped for business hours",
+        Some(EventKind::Waited) => "waited for the window",
+        Some(EventKind::Override) => "BUSINESS-HOURS OVERRIDE",
+        Some(EventKind::Overrun) => "ran into business hours",
+        None => "window event",
+    }
+}
+
+pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
+    let mut d = Vec::new();
+    let s = &r.summary;
+    d.push(Block::Heading(
+        1,
+        vec![t(format!("Cutover report: {}", r.playbook.name))],
+    ));
+    if let Some(desc) = r.playbook.description.as_deref().map(str::trim) {
+        if !desc.is_empty() {
+            d.push(Block::Authored(desc.to_owned()));
+        }
+    }
+    d.push(Block::Facts(vec![
+        ("Playbook".into(), vec![code(&r.playbook.path)]),
+        ("Playbook SHA-256".into(), vec![code(&r.playbook.sha256)]),
+        (
+            "Times shown in".into(),
+            vec![t(match &r.playbook.timezone {
+                Some(z) => z.clone(),
+                None => "UTC".to_owned(),
+            })],
+        ),
+    ]));
+
+    // Summary first: most readers stop here.
+    d.push(Block::Heading(2, vec![t("Summary")]));
+    let mut result: Cell = Vec::new();
+    let mut parts: Vec<String> = vec![format!("{} of {} done", s.steps_done, s.steps)];
+    for (n, what) in [
+        (s.steps_in_doubt, "in doubt"),
+        (s.steps_running, "running"),
+        (s.steps_rolled_back, "rolled back"),
+        (s.steps_pending, "pending"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if s.steps_failed > 0 {
+        result.push(strong(format!(
+            "{} failed",
+            plural(s.steps_failed, "step", "steps")
+        )));
+        result.push(t(format!(", {}", parts.join(", "))));
+    } else {
+        result.push(t(format!("Steps: {}", parts.join(", "))));
+    }
+    let mut facts = vec![("Result".to_owned(), result)];
+    facts.push((
+        "Runs".into(),
+        vec![t(match (s.first_start, s.last_end) {
+            (Some(a), Some(b)) => format!(
+                "{}: first started {}, last activity {}",
+                s.runs,
+                long(a, tz),
+                long(b, tz)
+            ),
+            _ => "none recorded: the playbook was never applied".to_owned(),
+        })],
+    ));
+    if s.simulated_runs > 0 {
+        facts.push((
+            "Simulated clock".into(),
+            vec![strong(format!(
+                "{} under RUNNER_NOW: their times are simulated",
+                plural(s.simulated_runs, "run", "runs")
+            ))],
+        ));
+    }
+    facts.push((
+        "Working time".into(),
+        vec![t(match s.elapsed_secs {
+            Some(e) => format!(
+                "{} (elapsed {} from first start to last activity)",
+                secs(s.working_secs),
+                secs(e)
+            ),
+            None => secs(s.working_secs),
+        })],
+    ));
+    let mut attempts: Cell = vec![t(format!("{}", s.attempts))];
+    if s.failed_attempts > 0 {
+        attempts.push(t(", "));
+        attempts.push(strong(format!("{} failed", s.failed_attempts)));
+    }
+    if s.rollback_attempts > 0 {
+        attempts.push(t(format!(
+            ", {}",
+            plural(s.rollback_attempts, "rollback", "rollbacks")
+        )));
+    }
+    facts.push(("Attempts".into(), attempts));
+    facts.push(("Operator decisions".into(), vec![t(s.marks.to_string())]));
+    facts.push((
+        "Business-hours overrides".into(),
+        vec![if s.overrides > 0 {
+            strong(s.overrides.to_string())
+        } else {
+            t("0")
+        }],
+    ));
+    if s.overruns > 0 {
+        facts.push((
+            "Ran into business hours".into(),
+            vec![strong(s.overruns.to_string())],
+        ));
+    }
+    d.push(Block::Facts(facts));
+    // A rehearsal's times must not pass for a real night's.
+    for run in &r.runs {
+        if let Some(c) = &run.simulated_clock {
+            d.push(Block::Alert(simulated_inlines(run, c, tz)));
+        }
+    }
+    // Overrides and failures stand out at the top, not only deep in the run they belong to.
+    for run in &r.runs {
+        for e in run.events.iter().filter(|e| e.kind == "override") {
+            d.push(Block::Alert(override_inlines(run, e, tz)));
+        }
+    }
+    for step in r.steps.iter().filter(|s| s.outcome == StepOutcome::Failed) {
+        for p in step.pairs.iter().filter(|p| p.status.is_failure()) {
+            let mut a = vec![
+                strong(format!("Step {} {}", step.number, p.status.label())),
+                t(" "),
+                code(&step.id),
+                t(" on "),
+                code(&p.target),
+            ];
+            if let Some(c) = p.exit_code {
+                a.push(t(format!(", exit code {c}")));
+            }
+            if let Some(m) = &p.message {
+                a.push(t(format!(": {m}")));
+            }
+            d.push(Block::Alert(a));
+        }
+    }
+
+    d.push(Block::Heading(2, vec![t("Final state")]));
+    let mut rows = Vec::new();
+    for step in &r.steps {
+        for (i, p) in step.pairs.iter().enumerate() {
+            let first = i == 0;
+            let fail = p.status.is_failure() || p.status == PairStatus::InDoubt;
+            rows.push(Row {
+                cells: vec![
+                    if first {
+                        vec![t(step.number.to_string())]
+                    } else {
+                        vec![]
+                    },
+                    if first {
+                        titled(&step.title, &step.id)
+                    } else {
+                        vec![]
+                    },
+                    vec![code(&p.target)],
+                    vec![if fail {
+                        strong(p.status.label())
+                    } else {
+                        t(p.status.label())
+                    }],
+                    vec![t(p.exit_code.map(|c| c.to_string()).unwrap_or_default())],
+                    vec![t(p.message.clone().unwrap_or_default())],
+                ],
+                mark: if fail { RowMark::Fail } else { RowMark::Plain },
+            });
+        }
+    }
+    d.push(Block::Table {
+        head: vec!["#", "Step", "Target", "State", "Exit code", "Message"],
+        rows,
+    });
+
+    // To correct the procedure: what each step was expected to take and what it took.
+    d.push(Block::Heading(2, vec![t("Estimates against actual")]));
+    d.push(Block::Table {
+        head: vec!["#", "Step", "Estimate", "Actual", "Actual / estimate"],
+        rows: r
+            .steps
+            .iter()
+            .map(|step| {
+                let ratio = match (step.estimate_secs, step.actual_secs) {
+                    (Some(e), Some(a)) if e > 0 => format!("{:.1}x", a as f64 / e as f64),
+                    _ => String::new(),
+                };
+                let off = match (step.estimate_secs, step.actual_secs) {
+                    (Some(e), Some(a)) => a > e.saturating_mul(2) || a.saturating_mul(2) < e,
+                    _ => false,
+                };
+                Row {
+                    cells: vec![
+                        vec![t(step.number.to_string())],
+                        titled(&step.title, &step.id),
+                        vec![t(step
+                            .estimate_secs
+                            .map(secs)
+                            .unwrap_or_else(|| "none".into()))],
+                        vec![t(step
+                            .actual_secs
+                            .map(secs)
+                            .unwrap_or_else(|| "not done".into()))],
+                        vec![if off { strong(ratio) } else { t(ratio) }],
+                    ],
+                    mark: RowMark::Plain,
+                }
+            })
+            .collect(),
+    });
+
+    if !r.targets.is_empty() {
+        d.push(Block::Heading(2, vec![t("Targets")]));
+        d.push(Block::Table {
+            head: vec!["Target", "Connection"],
+            rows: r
+                .targets
+                .iter()
+                .map(|tg| Row {
+                    cells: vec![vec![code(&tg.name)], vec![t(&tg.connection)]],
+                    mark: RowMark::Plain,
+                })
+                .collect(),
+        });
+    }
+
+    for run in &r.runs {
+        run_blocks(&mut d, run, r.runs.len(), tz);
+    }
+
+    if !r.other_marks.is_empty() {
+        d.push(Block::Heading(
+            2,
+            vec![t("Operator decisions outside a run")],
+        ));
+        d.push(marks_table(&r.other_marks, tz));
+    }
+
+    if !r.notifications.is_empty() {
+        let delivered = r
+            .notifications
+            .iter()
+            .filter(|n| n.outcome == "delivered")
+            .count();
+        d.push(Block::Heading(2, vec![t("Notifications")]));
+        d.push(Block::Para(vec![t(format!(
+            "{delivered} of {} delivered.",
+            r.notifications.len()
+        ))]));
+        d.push(Block::Table {
+            head: vec!["Time", "Event", "Sink", "Outcome", "Tries", "Detail"],
+            rows: r
+                .notifications
+                .iter()
+                .map(|n| {
+                    let fail = n.outcome != "delivered";
+                    Row {
+                        cells: vec![
+                            vec![t(short(n.at, tz))],
+                            vec![code(&n.event)],
+                            vec![t(&n.sink)],
+                            vec![if fail {
+                                strong(&n.outcome)
+                            } else {
+                                t(&n.outcome)
+                            }],
+                            vec![t(n.tries.to_string())],
+                            vec![t(&n.detail)],
+                        ],
+                        mark: if fail { RowMark::Fail } else { RowMark::Plain },
+                    }
+                })
+                .collect(),
+        });
+    }
+    d
+}
+
+/// "Stop the shares `stop-shares`", or just the id when the step has no name.
+pub(super) fn titled(title: &str, id: &str) -> Cell {
+    if title == id {
+        vec![code(id)]
+    } else {
+        vec![t(format!("{title} ")), code(id)]
+    }
+}
+
+pub(super) fn simulated_inlines(
+    run: &RunRecord,
+    c: &crate::clock::Simulated,
+    tz: &TimeZone,
+) -> Vec<Inline> {
+    let real = c
+        .real_start
+        .map(|r| format!(" It really started {}.", long(r, tz)))
+        .unwrap_or_default();
+    vec![
+        strong("Simulated clock"),
+        t(format!(" in run {} (", run.number)),
+        code(&run.id),
+        t(format!(
+            "): it ran with {}, so the times recorded for it are simulated, not when the work happened.{real}",
+            c.setting()
+        )),
+    ]
+}
+
+pub(super) fn override_inlines(run: &RunRecord, e: &EventRecord, tz: &TimeZone) -> Vec<Inline> {
+    let mut a = vec![
+        strong("Business-hours override"),
+        t(format!(" at {} (run {}", long(e.at, tz), run.number)),
+    ];
+    if let Some(step) = &e.step {
+        a.push(t(", step "));
+        a.push(code(step));
+    }
+    a.push(t("): "));
+    a.extend(with_code_spans(&e.detail));
+    a
+}
+
+/// Text in which `backticked` words are code (event details name steps that way): those
+/// become code spans, so that a document shows `copy-data` as code and not as escaped
+/// backticks. An unpaired backtick stays text.
+pub(super) fn with_code_spans(text: &str) -> Vec<Inline> {
+    let parts: Vec<&str> = text.split('`').collect();
+    let paired = parts.len() % 2 == 1;
+    let mut out = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        if i % 2 == 1 && (paired || !last) && !part.is_empty() {
+            out.push(code(*part));
+        } else if i % 2 == 1 {
+            out.push(t(format!("`{part}")));
+        } else if !part.is_empty() {
+            out.push(t(*part));
+        }
+    }
+    out
+}
+
+pub(super) fn run_blocks(d: &mut Vec<Block>, run: &RunRecord, total: usize, tz: &TimeZone) {
+    d.push(Block::Heading(
+        2,
+        vec![t(format!(
+            "Run {} of {total}: {} by {} on {}{}",
+            run.number,
+            run.command,
+            run.user,
+            run.host,
+            if run.simulated_clock.is_some() {
+                " (simulated clock)"
+            } else {
+                ""
+            }
+        ))],
+    ));
+    let ended = match (run.ended_at, run.last_activity) {
+        (Some(e), _) => vec![t(long(e, tz))],
+        (None, Some(l)) => vec![
+            strong("not recorded"),
+            t(format!(
+                " (the runner stopped without closing the run, or is still running; last activity {})",
+                long(l, tz)
+            )),
+        ],
+        (None, None) => vec![strong("not recorded")],
+    };
+    let outcome = match &run.outcome {
+        Some(o) if run.had_failures => vec![strong(o)],
+        Some(o) => vec![t(o)],
+        None => vec![strong("none recorded")],
+    };
+    let mut facts: Vec<(String, Cell)> = Vec::new();
+    if let Some(c) = &run.simulated_clock {
+        facts.push(("Clock".into(), simulated_inlines(run, c, tz)));
+    }
+    facts.extend(vec![
+        ("Run id".into(), vec![code(&run.id)]),
+        (
+            "By".into(),
+            vec![t(format!("{} on {}", run.user, run.host))],
+        ),
+        ("Started".into(), vec![t(long(run.started_at, tz))]),
+        ("Ended".into(), ended),
+        ("Duration".into(), vec![t(secs(run.duration_secs))]),
+        ("Outcome".into(), outcome),
+        ("Runner version".into(), vec![t(&run.runner_version)]),
+    ]);
+    d.push(Block::Facts(facts));
+
+    if !run.events.is_empty() {
+        d.push(Block::Heading(3, vec![t("Business-hours window")]));
+        let rows = run
+            .events
+            .iter()
+            .map(|e| {
+                let is_override = e.kind == "override";
+                Row {
+                    cells: vec![
+                        vec![t(short(e.at, tz))],
+                        vec![if is_override {
+                            strong(event_label(&e.kind))
+                        } else {
+                            t(event_label(&e.kind))
+                        }],
+                        e.step.as_deref().map(|s| vec![code(s)]).unwrap_or_default(),
+                        with_code_spans(&e.detail),
+                    ],
+                    mark: if is_override || e.kind == "overrun" {
+                        RowMark::Fail
+                    } else {
+                        RowMark::Plain
+                    },
+                }
+            })
+            .collect();
+        d.push(Block::Table {
+            head: vec!["When", "Decision", "Step", "Detail"],
+            rows,
+        });
+    }
+
+    for step in &run.steps {
+        let mut heading = vec![t("Step "), code(&step.id)];
+        if step.title != step.id {
+            heading.push(t(format!(": {}", step.title)));
+        }
+        d.push(Block::Heading(3, heading));
+        let targets: Vec<&str> = step.pairs.iter().map(|p| p.target.as_str()).collect();
+        d.push(Block::Para(vec![t(format!(
+            "Targets: {}",
+            targets.join(", ")
+        ))]));
+        let mut rows = Vec::new();
+        for p in &step.pairs {
+            for a in &p.attempts {
+                let fail = a.failed || a.state == "running";
+                let label = attempt_state_label(a);
+                rows.push(Row {
+                    cells: vec![
+                        vec![code(&p.target)],
+                        vec![t(a.number.to_string())],
+                        vec![t(&a.kind)],
+                        vec![t(short(a.started_at, tz))],
+                        vec![t(a.duration_secs.map(secs).unwrap_or_default())],
+                        vec![if fail { strong(label) } else { t(label) }],
+                        vec![t(a.exit_code.map(|c| c.to_string()).unwrap_or_default())],
+                        vec![t(a.message.clone().unwrap_or_default())],
+                    ],
+                    mark: if fail {
+                        RowMark::Fail
+                    } else if a.kind == AttemptKind::Rollback.as_str() {
+                        RowMark::Rollback
+                    } else {
+                        RowMark::Plain
+                    },
+                });
+            }
+        }
+        d.push(Block::Table {
+            head: vec![
+                "Target",
+                "Try",
+                "Kind",
+                "Started",
+                "Duration",
+                "Result",
+                "Exit code",
+                "Message",
+            ],
+            rows,
+        });
+        for p in &step.pairs {
+            let o = &p.output;
+            let mut head = vec![t("Output on "), code(&p.target)];
+            match o.status {
+                OutputStatus::Recorded => {
+                    head.push(t(if o.earlier_omitted {
+                        format!(" (last {} lines):", o.lines.len())
+                    } else {
+                        ":".to_owned()
+                    }));
+                    d.push(Block::Para(head));
+                    d.push(Block::Pre(
+                        o.lines
+                            .iter()
+                            .map(|l| {
+                                let text = if l.stream.is_empty() {
+                                    l.text.clone()
+                                } else {
+                                    format!("{} | {}", l.stream, l.text)
+                                };
+                                (l.stream == "stderr", text)
+                            })
+                            .collect(),
+                    ));
+                }
+                OutputStatus::Empty => {
+                    head.push(t(": the command printed nothing."));
+                    d.push(Block::Para(head));
+                }
+                OutputStatus::Missing => {
+                    head.push(t(": no output recorded."));
+                    d.push(Block::Para(head));
+                }
+                OutputStatus::Unreadable => {
+                    head.push(t(format!(
+                        ": the output file {} could not be read ({}).",
+                        o.file,
+                        o.error.as_deref().unwrap_or("unknown error")
+                    )));
+                    d.push(Block::Para(head));
+                }
+            }
+        }
+    }
+
+    if !run.marks.is_empty() {
+        d.push(Block::Heading(3, vec![t("Operator decisions")]));
+        d.push(marks_table(&run.marks, tz));
+    }
+}
+
+pub(super) fn marks_table(marks: &[MarkRecord], tz: &TimeZone) -> Block {
+    Block::Table {
+        head: vec!["When", "Step", "Target", "Decision", "By", "Reason"],
+        rows: marks
+            .iter()
+            .map(|m| Row {
+                cells: vec![
+                    vec![t(short(m.at, tz))],
+                    vec![code(&m.step)],
+                    vec![code(&m.target)],
+                    vec![strong(&m.decision)],
+                    vec![t(format!("{} on {}", m.user, m.host))],
+                    vec![t(m.reason.clone().unwrap_or_default())],
+                ],
+                mark: RowMark::Plain,
+            })
+            .collect(),
+    }
+}
+
+/// Control characters from command output (escape sequences, NULs) mean nothing in a document
+/// and some are invalid in HTML; they become `?`. Tabs and line breaks stay.
+pub(super) fn visible(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
