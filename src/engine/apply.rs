@@ -3,13 +3,14 @@
 //! failure or Ctrl-C.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::event::{Event, Reporter};
 use super::interrupt::Interrupt;
+use super::operator::{ManualAnswer, ManualTask, Operator};
 use super::pair::{run_pair, verify_in_doubt, PairEnd, Phase, Resume};
 use super::targets::Secrets;
 use super::{Blocked, EngineError, Outcome, Session, Start, Who};
@@ -26,10 +27,10 @@ pub struct ApplyOptions {
     pub state: PathBuf,
     pub runs_dir: PathBuf,
     pub max_parallel: usize,
-    pub override_reason: Option<String>,
+    pub override_window: Option<super::WindowOverride>,
     pub accept_changed: bool,
-    /// Whether an operator can answer at this terminal (manual steps, confirmations).
-    pub interactive: bool,
+    /// Who answers manual steps: the terminal's owner, or nobody ([`super::operator::Absent`]).
+    pub operator: Arc<dyn Operator>,
     /// The command line, for the journal (the caller leaves secrets out: there are none in
     /// arguments by design).
     pub args: Vec<String>,
@@ -51,6 +52,9 @@ pub fn apply(
     interrupt: Interrupt,
 ) -> Result<Outcome, EngineError> {
     let who = Who::current();
+    if let Some(o) = &opts.override_window {
+        o.check(pb)?;
+    }
     // A missing secret is bad input: find it before anything is written (the lock file, a new
     // journal). Which targets still have work is read without the lock; the lock then makes the
     // real decisions, and a target that turns out to need work after all is resolved below.
@@ -180,7 +184,7 @@ pub fn apply(
         secrets,
         interrupt,
         who,
-        override_reason: opts.override_reason.clone(),
+        override_window: opts.override_window.clone(),
     })?;
     let defs: Vec<(String, String)> = pb
         .steps
@@ -212,6 +216,15 @@ pub fn apply(
         business_hours_at: pb.window.next_business_start(session.clock.now()),
         simulated_clock: session.clock.simulated(),
     });
+    if let Some(o) = &session.override_window {
+        let remaining = pb
+            .steps
+            .iter()
+            .filter(|s| s.targets.iter().any(|t| !is_done(&state_of(&s.id, t))));
+        session.emit(&Event::Notice {
+            text: o.describe(remaining),
+        });
+    }
     if let Some(old) = previous_owner.filter(|old| *old != pb.name) {
         session.emit(&Event::Notice {
             text: format!(
@@ -338,7 +351,11 @@ pub fn apply(
         // override is journaled by each start it lets through, so the step does not ask for it.
         let mut blocked: Option<Option<jiff::Timestamp>> = None;
         if run_on.iter().any(|(_, _, resume)| resume.is_none())
-            && (step.is_manual() || session.override_reason.is_none())
+            && (step.is_manual()
+                || !session
+                    .override_window
+                    .as_ref()
+                    .is_some_and(|o| o.covers(&step.id)))
         {
             match session.gate(step) {
                 Ok(()) => {}
@@ -354,7 +371,7 @@ pub fn apply(
         }
 
         if step.is_manual() {
-            match manual(&session, step, opts.interactive) {
+            match manual(&session, step, opts.operator.as_ref()) {
                 ManualEnd::Confirmed => {
                     session.emit(&Event::StepFinished {
                         step: step.id.clone(),
@@ -682,9 +699,9 @@ enum ManualEnd {
     Failed(Outcome),
 }
 
-/// A manual step: on a terminal, show the instructions and wait for `done` or `fail`;
-/// otherwise stop (exit 5) and say how to confirm with `runner mark`.
-fn manual(s: &Session<'_>, step: &Step, interactive: bool) -> ManualEnd {
+/// A manual step: ask the operator for `done` or `fail`; without one, stop (exit 5) and say
+/// how to confirm with `runner mark`.
+fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
     let target = crate::playbook::OPERATOR;
     let Some(r) = step.rendered_for(target) else {
         return ManualEnd::Confirmed;
@@ -697,7 +714,7 @@ fn manual(s: &Session<'_>, step: &Step, interactive: bool) -> ManualEnd {
         step: step.id.clone(),
         instructions: instructions.clone(),
     });
-    if !interactive {
+    if !operator.present() {
         return ManualEnd::Waiting(s.finish(
             Exit::WaitingForOperator,
             "waiting-for-operator",
@@ -711,89 +728,74 @@ fn manual(s: &Session<'_>, step: &Step, interactive: bool) -> ManualEnd {
             ),
         ));
     }
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(
-        stderr,
-        "\n== Manual step `{}`: {}\n\n  {}\n",
-        step.id,
-        step.title(),
-        instructions.trim().replace('\n', "\n  ")
-    );
-    let stdin = std::io::stdin();
-    loop {
-        let _ = write!(stderr, "Type `done` when finished, or `fail`: ");
-        let _ = stderr.flush();
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                return ManualEnd::Waiting(s.finish(
-                    Exit::WaitingForOperator,
-                    "waiting-for-operator",
-                    format!(
-                        "no answer for manual step `{}`; confirm it with `runner mark {} {} done`",
-                        step.id,
-                        s.pb.path.display(),
-                        step.id
-                    ),
-                ))
-            }
-            Ok(_) => {}
-        }
-        match line.trim() {
-            "done" => {
-                let mark = NewMark {
-                    run: Some(s.run.clone()),
-                    step_id: step.id.clone(),
-                    target: target.to_string(),
-                    mark: MarkKind::Done,
-                    def_hash: r.def_hash.clone(),
-                    user: s.who.user.clone(),
-                    host: s.who.host.clone(),
-                    at: s.clock.now(),
-                    reason: Some("confirmed at the terminal".into()),
-                };
-                return match s.journal().mark(&mark) {
-                    Ok(()) => ManualEnd::Confirmed,
-                    Err(e) => ManualEnd::Failed(s.finish(
-                        Exit::StepFailed,
-                        "failed",
-                        format!("cannot record the confirmation: {e}"),
-                    )),
-                };
-            }
-            "fail" => {
-                let j = s.journal();
-                let rec = j.begin_attempt(&NewAttempt {
-                    run: s.run.clone(),
-                    step_id: step.id.clone(),
-                    target: target.to_string(),
-                    kind: AttemptKind::Run,
-                    number: 1,
-                    started_at: s.clock.now(),
-                    pid: s.who.pid,
-                    host: s.who.host.clone(),
-                    def_hash: r.def_hash.clone(),
-                });
-                if let Ok(id) = rec {
-                    let _ = j.finish_attempt(
-                        id,
-                        AttemptState::Failed,
-                        None,
-                        s.clock.now(),
-                        Some("the operator reported a failure"),
-                    );
-                }
-                drop(j);
-                return ManualEnd::Failed(s.finish(
+    let answer = operator.manual(&ManualTask {
+        step: step.id.clone(),
+        title: step.title().to_string(),
+        instructions: instructions.trim().to_string(),
+    });
+    match answer {
+        ManualAnswer::Wait => ManualEnd::Waiting(s.finish(
+            Exit::WaitingForOperator,
+            "waiting-for-operator",
+            format!(
+                "no answer for manual step `{}`; confirm it with `runner mark {} {} done`",
+                step.id,
+                s.pb.path.display(),
+                step.id
+            ),
+        )),
+        ManualAnswer::Done => {
+            let mark = NewMark {
+                run: Some(s.run.clone()),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                mark: MarkKind::Done,
+                def_hash: r.def_hash.clone(),
+                user: s.who.user.clone(),
+                host: s.who.host.clone(),
+                at: s.clock.now(),
+                reason: Some("confirmed at the terminal".into()),
+            };
+            match s.journal().mark(&mark) {
+                Ok(()) => ManualEnd::Confirmed,
+                Err(e) => ManualEnd::Failed(s.finish(
                     Exit::StepFailed,
                     "failed",
-                    format!(
-                        "the operator reported that manual step `{}` failed",
-                        step.id
-                    ),
-                ));
+                    format!("cannot record the confirmation: {e}"),
+                )),
             }
-            _ => continue,
+        }
+        ManualAnswer::Fail => {
+            let j = s.journal();
+            let rec = j.begin_attempt(&NewAttempt {
+                run: s.run.clone(),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                kind: AttemptKind::Run,
+                number: 1,
+                started_at: s.clock.now(),
+                pid: s.who.pid,
+                host: s.who.host.clone(),
+                def_hash: r.def_hash.clone(),
+            });
+            if let Ok(id) = rec {
+                let _ = j.finish_attempt(
+                    id,
+                    AttemptState::Failed,
+                    None,
+                    s.clock.now(),
+                    Some("the operator reported a failure"),
+                );
+            }
+            drop(j);
+            ManualEnd::Failed(s.finish(
+                Exit::StepFailed,
+                "failed",
+                format!(
+                    "the operator reported that manual step `{}` failed",
+                    step.id
+                ),
+            ))
         }
     }
 }

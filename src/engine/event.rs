@@ -119,6 +119,12 @@ pub trait Reporter: Send + Sync {
 
     /// The terminal this reporter writes to is gone (SIGHUP): stop drawing on it.
     fn hang_up(&self) {}
+
+    /// Runs `f` (a question to the operator) with this reporter's drawing suspended, so that
+    /// what `f` prints stays on the screen.
+    fn suspend(&self, f: &mut dyn FnMut()) {
+        f()
+    }
 }
 
 /// A reporter that shows nothing (tests, `--quiet` where events still go to the run log).

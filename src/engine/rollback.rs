@@ -2,7 +2,6 @@
 //! `rollback`, never crossing a point of no return, recording every attempt.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,8 +24,9 @@ pub struct RollbackOptions {
     pub to: Option<String>,
     /// Answer yes to the confirmation (required without a terminal).
     pub yes: bool,
-    pub interactive: bool,
-    pub override_reason: Option<String>,
+    /// Who confirms the rollback (without `--yes`).
+    pub operator: std::sync::Arc<dyn super::operator::Operator>,
+    pub override_window: Option<super::WindowOverride>,
     pub args: Vec<String>,
     /// Also undo pairs in doubt (their outcome unknown), running their rollback command.
     pub include_in_doubt: bool,
@@ -226,6 +226,9 @@ pub fn rollback(
     interrupt: Interrupt,
 ) -> Result<Outcome, EngineError> {
     let who = Who::current();
+    if let Some(o) = &opts.override_window {
+        o.check(pb)?;
+    }
     let _lock = lock::acquire(
         &opts.state,
         &lock::Holder::this_process("rollback", &who.user, clock.now()),
@@ -271,21 +274,23 @@ pub fn rollback(
         }
     }
     if !opts.yes {
-        if !opts.interactive {
-            return Err(EngineError::Usage(format!(
-                "rollback needs confirmation: run it on a terminal, or add --yes. It would do this:\n{plan_text}"
-            )));
-        }
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "{plan_text}Proceed? Type `yes` to roll back: ");
-        let _ = err.flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if line.trim() != "yes" {
-            return Ok(Outcome {
-                exit: Exit::Success,
-                message: "rollback cancelled; nothing was changed".into(),
-            });
+        let asked = opts.operator.confirm(&super::operator::Confirmation {
+            plan: plan_text.clone(),
+            word: "yes".into(),
+        });
+        match asked {
+            super::operator::Confirmed::Yes => {}
+            super::operator::Confirmed::NoOperator => {
+                return Err(EngineError::Usage(format!(
+                    "rollback needs confirmation: run it on a terminal, or add --yes. It would do this:\n{plan_text}"
+                )));
+            }
+            super::operator::Confirmed::No => {
+                return Ok(Outcome {
+                    exit: Exit::Success,
+                    message: "rollback cancelled; nothing was changed".into(),
+                });
+            }
         }
     }
     let mut redactor = Redactor::new();
@@ -302,7 +307,7 @@ pub fn rollback(
         secrets,
         interrupt,
         who,
-        override_reason: opts.override_reason.clone(),
+        override_window: opts.override_window.clone(),
     })?;
     session.emit(&Event::Notice { text: plan_text });
     let p = {

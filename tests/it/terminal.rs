@@ -94,12 +94,12 @@ fn triple(s: (&str, &str, &str)) -> (String, String, String) {
 }
 
 /// A tmux server of its own for one test; killed when dropped.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn new(dir: &Path) -> Tmux {
+    pub(crate) fn new(dir: &Path) -> Tmux {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -109,7 +109,7 @@ impl Tmux {
         }
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
@@ -117,6 +117,42 @@ impl Tmux {
             .env_remove("TMUX")
             .output()
             .expect("tmux runs (scripts/test.sh installs it)")
+    }
+}
+
+impl Tmux {
+    /// Starts `cmd` in a detached 120x40 session named `night`.
+    pub(crate) fn start(&self, cmd: &str) {
+        let out = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "night",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// What the screen of session `night` shows now.
+    pub(crate) fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", "night"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `text` and Enter into session `night`.
+    pub(crate) fn type_line(&self, text: &str) {
+        let out = self.run(&["send-keys", "-t", "night", "-l", text]);
+        assert!(out.status.success(), "tmux send-keys failed");
+        let out = self.run(&["send-keys", "-t", "night", "Enter"]);
+        assert!(out.status.success(), "tmux send-keys failed");
     }
 }
 
