@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use crate::clock::Clock;
-use crate::engine::event::{Event, Reporter};
+use crate::engine::event::{ActionKind, AttemptOutcome, Decision, Event, Reporter};
 use crate::engine::operator::{
     parse_manual, Confirmation, Confirmed, ManualAnswer, ManualTask, Operator,
 };
@@ -223,7 +223,7 @@ fn line(e: &Event, quiet: bool, tz: &TimeZone) -> Option<String> {
             kind,
             attempt,
             of,
-        } if !quiet && (*attempt > 1 || kind != "run") => {
+        } if !quiet && (*attempt > 1 || *kind != ActionKind::Run) => {
             format!("  {kind} {step} on {target}: attempt {attempt} of {of}")
         }
         Event::Output {
@@ -239,7 +239,7 @@ fn line(e: &Event, quiet: bool, tz: &TimeZone) -> Option<String> {
             message,
             ..
         } => {
-            if outcome == "succeeded" {
+            if *outcome == AttemptOutcome::Succeeded {
                 if quiet {
                     return None;
                 }
@@ -250,7 +250,7 @@ fn line(e: &Event, quiet: bool, tz: &TimeZone) -> Option<String> {
                 let detail = match (message, exit_code) {
                     (Some(m), _) => m.clone(),
                     (None, Some(c)) => format!("exit code {c}"),
-                    (None, None) => outcome.clone(),
+                    (None, None) => outcome.to_string(),
                 };
                 format!(
                     "  FAILED {kind} {step} on {target}: {detail} ({})",
@@ -535,9 +535,19 @@ impl Reporter for Bars {
                 }
                 self.refresh_message();
             }
-            // A pair skipped as done was counted in `pairs_done` when the run started.
+            // A pair skipped as done was counted in `pairs_done` when the run started; one
+            // found done by its check after an interruption was not.
             Event::PairFinished { ok: true, .. } => {
                 self.overall.inc(1);
+            }
+            Event::InDoubt {
+                decision: Decision::CheckPassed,
+                ..
+            } => {
+                self.overall.inc(1);
+                if let Some(t) = line(e, false, tz) {
+                    self.println(t);
+                }
             }
             Event::Waiting { step, until, .. } => {
                 self.update(|c| c.waiting = Some((step.clone(), *until)));

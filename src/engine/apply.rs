@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::event::{Event, Reporter};
+use super::event::{Decision, Event, Reporter, RunOutcome};
 use super::interrupt::Interrupt;
 use super::operator::{ManualAnswer, ManualTask, Operator};
 use super::pair::{run_pair, verify_in_doubt, PairEnd, Phase, Resume};
@@ -329,7 +329,7 @@ pub fn apply(
             });
             return Ok(session.finish(
                 Exit::StepFailed,
-                "needs-operator",
+                RunOutcome::NeedsOperator,
                 format!(
                     "stopped: an operator must decide about step `{}`:\n{list}",
                     step.id
@@ -411,7 +411,7 @@ pub fn apply(
                 let rb = super::rollback::automatic(&session, step);
                 message.push_str(&format!("\n\non_failure: rollback\n{rb}"));
             }
-            return Ok(session.finish(Exit::StepFailed, "failed", message));
+            return Ok(session.finish(Exit::StepFailed, RunOutcome::Failed, message));
         }
         if let Some(next) = blocked.or_else(|| {
             ends.iter().find_map(|(_, e)| match e {
@@ -427,7 +427,7 @@ pub fn apply(
     }
     Ok(session.finish(
         Exit::Success,
-        "succeeded",
+        RunOutcome::Succeeded,
         format!("all {} steps are done", pb.steps.len()),
     ))
 }
@@ -435,7 +435,7 @@ pub fn apply(
 fn interrupted(s: &Session<'_>) -> Outcome {
     s.finish(
         Exit::Interrupted,
-        "interrupted",
+        RunOutcome::Interrupted,
         format!(
             "interrupted; run `runner apply {}` to resume",
             s.pb.path.display()
@@ -446,7 +446,7 @@ fn interrupted(s: &Session<'_>) -> Outcome {
 fn window_stop(s: &Session<'_>, step: &Step, next: Option<jiff::Timestamp>) -> Outcome {
     s.finish(
         Exit::WindowClosed,
-        "stopped-window",
+        RunOutcome::StoppedWindow,
         format!(
             "stopped before `{}`: it could still be running in business hours if started now. It may start {}; run `runner apply {}` then",
             step.id,
@@ -503,8 +503,8 @@ fn resolve_doubt(
             };
             if let Some(phase) = phase {
                 let decision = match &phase {
-                    Phase::Job(_) => "a detached job: follow it",
-                    _ => "a reboot: wait for the target",
+                    Phase::Job(_) => Decision::FollowJob,
+                    _ => Decision::WaitForReboot,
                 };
                 return emit_doubt(
                     s,
@@ -538,7 +538,7 @@ fn resolve_doubt(
                     s,
                     step,
                     target,
-                    "operator",
+                    Decision::Operator,
                     Doubt::Operator(format!("{why} (a rollback)")),
                 );
             }
@@ -581,14 +581,14 @@ fn resolve_doubt(
     match settled {
         Ok(None) => {}
         Ok(Some(text)) => {
-            emit_doubt(s, step, target, &text, Doubt::Run);
+            emit_doubt(s, step, target, Decision::Settled(text), Doubt::Run);
         }
         Err(_) => {
             return emit_doubt(
                 s,
                 step,
                 target,
-                "operator",
+                Decision::Operator,
                 Doubt::Operator(format!(
                     "{why}; it is neither checked nor run again while it may still run"
                 )),
@@ -596,7 +596,7 @@ fn resolve_doubt(
         }
     }
     if step.is_manual() {
-        return emit_doubt(s, step, target, "ask the operator again", Doubt::Run);
+        return emit_doubt(s, step, target, Decision::AskOperatorAgain, Doubt::Run);
     }
     match verify_in_doubt(s, step, target, earlier) {
         Some(true) => {
@@ -613,27 +613,27 @@ fn resolve_doubt(
                 reason: Some("in doubt after an interruption; the check passed".into()),
             };
             match s.journal().mark(&mark) {
-                Ok(()) => emit_doubt(s, step, target, "check passed: done", Doubt::Done),
-                Err(e) => emit_doubt(s, step, target, "check passed but cannot be recorded", Doubt::Operator(format!("the journal cannot record it: {e}"))),
+                Ok(()) => emit_doubt(s, step, target, Decision::CheckPassed, Doubt::Done),
+                Err(e) => emit_doubt(s, step, target, Decision::CheckPassedUnrecorded, Doubt::Operator(format!("the journal cannot record it: {e}"))),
             }
         }
-        Some(false) => emit_doubt(s, step, target, "check failed: run again", Doubt::Run),
-        None if step.idempotent => emit_doubt(s, step, target, "idempotent: run again", Doubt::Run),
+        Some(false) => emit_doubt(s, step, target, Decision::CheckFailed, Doubt::Run),
+        None if step.idempotent => emit_doubt(s, step, target, Decision::Idempotent, Doubt::Run),
         None => emit_doubt(
             s,
             step,
             target,
-            "operator",
+            Decision::Operator,
             Doubt::Operator(format!("{why}; the step has no check and is not idempotent, so it is not run again blindly")),
         ),
     }
 }
 
-fn emit_doubt(s: &Session<'_>, step: &Step, target: &str, decision: &str, d: Doubt) -> Doubt {
+fn emit_doubt(s: &Session<'_>, step: &Step, target: &str, decision: Decision, d: Doubt) -> Doubt {
     s.emit(&Event::InDoubt {
         step: step.id.clone(),
         target: target.to_string(),
-        decision: decision.to_string(),
+        decision,
     });
     d
 }
@@ -717,7 +717,7 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
     if !operator.present() {
         return ManualEnd::Waiting(s.finish(
             Exit::WaitingForOperator,
-            "waiting-for-operator",
+            RunOutcome::WaitingForOperator,
             format!(
                 "step `{}` waits for an operator:\n\n  {}\n\nwhen it is done, run `runner mark {} {} done`, then `runner apply {}` again",
                 step.id,
@@ -736,7 +736,7 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
     match answer {
         ManualAnswer::Wait => ManualEnd::Waiting(s.finish(
             Exit::WaitingForOperator,
-            "waiting-for-operator",
+            RunOutcome::WaitingForOperator,
             format!(
                 "no answer for manual step `{}`; confirm it with `runner mark {} {} done`",
                 step.id,
@@ -760,7 +760,7 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
                 Ok(()) => ManualEnd::Confirmed,
                 Err(e) => ManualEnd::Failed(s.finish(
                     Exit::StepFailed,
-                    "failed",
+                    RunOutcome::Failed,
                     format!("cannot record the confirmation: {e}"),
                 )),
             }
@@ -790,7 +790,7 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
             drop(j);
             ManualEnd::Failed(s.finish(
                 Exit::StepFailed,
-                "failed",
+                RunOutcome::Failed,
                 format!(
                     "the operator reported that manual step `{}` failed",
                     step.id

@@ -468,7 +468,7 @@ impl<'a> Session<'a> {
                     self.emit(&Event::WindowClosed {
                         step: step.id.clone(),
                         next_start: next,
-                        action: "stop".into(),
+                        action: event::ClosedAction::Stop,
                     });
                     return Err(Blocked::Window(next));
                 }
@@ -490,7 +490,7 @@ impl<'a> Session<'a> {
                         self.emit(&Event::WindowClosed {
                             step: step.id.clone(),
                             next_start: Some(next),
-                            action: "wait".into(),
+                            action: event::ClosedAction::Wait,
                         });
                     }
                     // Sleep in slices so the countdown stays visible and current.
@@ -513,10 +513,13 @@ impl<'a> Session<'a> {
     }
 
     /// Ends the run in the journal and reports it.
-    pub fn finish(&self, exit: Exit, outcome: &str, message: String) -> Outcome {
+    pub fn finish(&self, exit: Exit, outcome: event::RunOutcome, message: String) -> Outcome {
         let message = self.redactor.redact(&message);
         let (mut exit, mut outcome, mut message) = (exit, outcome, message);
-        match self.journal().end_run(&self.run, outcome, self.clock.now()) {
+        match self
+            .journal()
+            .end_run(&self.run, outcome.as_str(), self.clock.now())
+        {
             Ok(()) => {}
             // Whatever this run did, its record is not where the next run will look: that is
             // the outcome, whatever else happened.
@@ -524,12 +527,12 @@ impl<'a> Session<'a> {
                 // What the run would have said ("run apply again to resume") is wrong now.
                 message = e.to_string();
                 exit = Exit::StepFailed;
-                outcome = "journal-lost";
+                outcome = event::RunOutcome::JournalLost;
             }
             Err(e) => tracing::error!("cannot record the end of the run: {e}"),
         }
         self.emit(&Event::RunFinished {
-            outcome: outcome.to_string(),
+            outcome,
             exit_code: exit.code(),
             message: message.clone(),
             simulated_clock: self.clock.simulated(),

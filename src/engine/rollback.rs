@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::event::{Event, Reporter};
+use super::event::{Event, Reporter, RunOutcome};
 use super::interrupt::Interrupt;
 use super::output::PairOutput;
 use super::targets::{shell_of, Secrets};
@@ -344,17 +344,17 @@ fn execute(s: &Session<'_>, p: &RollbackPlan<'_>) -> Outcome {
     let mut undone = 0usize;
     for (step, target) in &p.items {
         if s.interrupt.stopping() {
-            return s.finish(Exit::Interrupted, "interrupted", format!("rollback interrupted after {undone} pairs; run `runner rollback {}` again to go on", s.pb.path.display()));
+            return s.finish(Exit::Interrupted, RunOutcome::Interrupted, format!("rollback interrupted after {undone} pairs; run `runner rollback {}` again to go on", s.pb.path.display()));
         }
         match s.gate(step) {
             Ok(()) => {}
             Err(Blocked::Interrupted) => {
-                return s.finish(Exit::Interrupted, "interrupted", "rollback interrupted".into())
+                return s.finish(Exit::Interrupted, RunOutcome::Interrupted, "rollback interrupted".into())
             }
             Err(Blocked::Window(next)) => {
                 return s.finish(
                     Exit::WindowClosed,
-                    "stopped-window",
+                    RunOutcome::StoppedWindow,
                     format!(
                         "rollback stopped before `{}` on `{target}`: the window is closed; it may start {}",
                         step.id,
@@ -366,7 +366,7 @@ fn execute(s: &Session<'_>, p: &RollbackPlan<'_>) -> Outcome {
         if let Err(msg) = undo(s, step, target) {
             return s.finish(
                 Exit::StepFailed,
-                "rollback-failed",
+                RunOutcome::RollbackFailed,
                 format!("rollback of `{}` on `{target}` failed: {msg}\nthe rollback stopped here; {undone} pairs were undone", step.id),
             );
         }
@@ -394,7 +394,7 @@ fn execute(s: &Session<'_>, p: &RollbackPlan<'_>) -> Outcome {
             stop.id
         ));
     }
-    s.finish(Exit::Success, "rolled-back", msg)
+    s.finish(Exit::Success, RunOutcome::RolledBack, msg)
 }
 
 fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
@@ -422,7 +422,7 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
     s.emit(&Event::AttemptStarted {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: "rollback".into(),
+        kind: super::event::ActionKind::Rollback,
         attempt: 1,
         of: 1,
     });
@@ -470,9 +470,9 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
     s.emit(&Event::AttemptFinished {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: "rollback".into(),
+        kind: super::event::ActionKind::Rollback,
         attempt: 1,
-        outcome: state.as_str().into(),
+        outcome: state.into(),
         exit_code: code,
         elapsed_ms: started.elapsed().as_millis() as u64,
         message: err.clone(),
