@@ -591,7 +591,7 @@ fn reporter(o: &OutputArgs, clock: Clock, pb: &Playbook) -> Arc<progress::Consol
 /// Who answers the engine's questions: the terminal's owner when stdin is a terminal,
 /// otherwise nobody (manual steps stop with exit 5, rollback needs `--yes`).
 fn operator(screen: &Arc<progress::Console>) -> Arc<dyn engine::operator::Operator> {
-    if engine::stdin_is_terminal() {
+    if std::io::stdin().is_terminal() {
         Arc::new(progress::Terminal::new(screen.clone()))
     } else {
         Arc::new(engine::operator::Absent)

@@ -3,7 +3,6 @@
 //! failure or Ctrl-C.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -798,9 +797,4 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
             ))
         }
     }
-}
-
-/// Whether stdin is a terminal an operator can answer at.
-pub fn stdin_is_terminal() -> bool {
-    std::io::stdin().is_terminal()
 }

@@ -33,7 +33,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use jiff::{SignedDuration, Timestamp};
 
-pub use apply::{apply, stdin_is_terminal, ApplyOptions};
+pub use apply::{apply, ApplyOptions};
 /// The attempt note that names a detached job's folder on the target.
 pub use detach::NOTE_JOB_DIR as JOB_DIR_NOTE;
 pub use mark::{mark, MarkOptions};
