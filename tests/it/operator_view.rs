@@ -447,3 +447,110 @@ fn a_window_override_names_steps_that_exist() {
     assert!(!d.join(".runner").exists());
     assert!(ledger(d).is_empty());
 }
+
+/// The engine asks an [`Operator`]; a scripted one stands in for the person.
+mod asked_through_the_operator {
+    use super::*;
+    use runner::clock::Clock;
+    use runner::engine::event::Silent;
+    use runner::engine::interrupt::Interrupt;
+    use runner::engine::operator::{Confirmed, ManualAnswer, Operator, Scripted};
+    use runner::engine::{self, ApplyOptions, RollbackOptions};
+    use runner::exit::Exit;
+    use std::sync::Arc;
+
+    fn apply(pb: &Path, operator: Arc<dyn Operator>) -> engine::Outcome {
+        let pb = runner::playbook::load(pb).expect("a valid playbook");
+        let state = engine::default_state_path(&pb);
+        let opts = ApplyOptions {
+            runs_dir: engine::runs_dir(&state),
+            state,
+            max_parallel: 4,
+            override_window: None,
+            accept_changed: false,
+            operator,
+            args: vec!["runner".into(), "apply".into()],
+        };
+        engine::apply(&pb, &opts, Clock::System, &Silent, Interrupt::new()).expect("apply runs")
+    }
+
+    fn manual_playbook(d: &Path) -> PathBuf {
+        write(
+            d,
+            &format!(
+                "name: manual\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n\
+                 - id: disk\n  manual: Label the disk.\n{}",
+                step(d, "after", "")
+            ),
+        )
+    }
+
+    #[test]
+    fn a_manual_step_the_operator_reports_failed_stops_with_exit_1() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pb = manual_playbook(dir.path());
+        let operator = Arc::new(Scripted::new(vec![ManualAnswer::Fail], vec![]));
+        let o = apply(&pb, operator.clone());
+        assert_eq!(o.exit, Exit::StepFailed, "{}", o.message);
+        assert_eq!(operator.asked(), vec!["manual disk"]);
+        assert!(ledger(dir.path()).is_empty());
+
+        // Done continues with the next step; nobody present waits with exit 5.
+        let o = apply(&pb, Arc::new(runner::engine::operator::Absent));
+        assert_eq!(o.exit, Exit::WaitingForOperator, "{}", o.message);
+        let o = apply(
+            &pb,
+            Arc::new(Scripted::new(vec![ManualAnswer::Done], vec![])),
+        );
+        assert_eq!(o.exit, Exit::Success, "{}", o.message);
+        assert_eq!(ledger(dir.path()), vec!["after"]);
+    }
+
+    #[test]
+    fn a_rollback_the_operator_declines_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let undo = q(&format!("echo undo >> {}", d.join("ledger").display()));
+        let pb = write(
+            d,
+            &format!(
+                "name: rb\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n{}",
+                step(d, "a", &format!("  rollback: {undo}\n"))
+            ),
+        );
+        let o = apply(&pb, Arc::new(runner::engine::operator::Absent));
+        assert_eq!(o.exit, Exit::Success, "{}", o.message);
+
+        let book = runner::playbook::load(&pb).expect("a valid playbook");
+        let state = engine::default_state_path(&book);
+        let opts = |operator: Arc<dyn Operator>| RollbackOptions {
+            runs_dir: engine::runs_dir(&state),
+            state: state.clone(),
+            to: None,
+            yes: false,
+            operator,
+            override_window: None,
+            args: vec!["runner".into(), "rollback".into()],
+            include_in_doubt: false,
+        };
+        let no = Arc::new(Scripted::new(vec![], vec![Confirmed::No]));
+        let o = engine::rollback(
+            &book,
+            &opts(no.clone()),
+            Clock::System,
+            &Silent,
+            Interrupt::new(),
+        )
+        .expect("rollback runs");
+        assert_eq!(o.exit, Exit::Success);
+        assert!(o.message.contains("rollback cancelled"), "{}", o.message);
+        assert_eq!(no.asked(), vec!["confirm"]);
+        assert_eq!(ledger(d), vec!["a"]);
+
+        let yes = Arc::new(Scripted::new(vec![], vec![Confirmed::Yes]));
+        let o = engine::rollback(&book, &opts(yes), Clock::System, &Silent, Interrupt::new())
+            .expect("rollback runs");
+        assert_eq!(o.exit, Exit::Success, "{}", o.message);
+        assert_eq!(ledger(d), vec!["a", "undo"]);
+    }
+}
