@@ -188,6 +188,17 @@ fn secs(ms: u64) -> String {
     }
 }
 
+/// Whether plain output shows a `Waiting` countdown (one comes about every 30 s): every ten
+/// minutes while an hour or more is left, every five minutes within the hour, every minute
+/// within the last ten.
+fn countdown_line_due(remaining_secs: i64) -> bool {
+    match remaining_secs {
+        r if r >= 3600 => r % 600 >= 570,
+        r if r >= 600 => r % 300 >= 270,
+        r => r % 60 >= 30,
+    }
+}
+
 /// The human text for an event, or None if this event shows nothing by itself.
 fn line(e: &Event, quiet: bool, tz: &TimeZone) -> Option<String> {
     let s = match e {
@@ -273,13 +284,13 @@ fn line(e: &Event, quiet: bool, tz: &TimeZone) -> Option<String> {
                 .map(|t| crate::window::label_for_people(t, tz))
                 .unwrap_or_else(|| "not within 14 days".into())
         ),
-        // Plain output repeats the countdown about every ten minutes; the wait itself was
-        // announced by WindowClosed.
+        // Plain output repeats the countdown at intervals that shrink as the start nears; the
+        // wait itself was announced by WindowClosed.
         Event::Waiting {
             step,
             until,
             remaining_secs,
-        } if !quiet && remaining_secs % 600 >= 570 => format!(
+        } if !quiet && countdown_line_due(*remaining_secs) => format!(
             "  waiting for the window: {step} may start at {} (in {})",
             crate::window::label_for_people(*until, tz),
             crate::plan::human_duration(jiff::SignedDuration::from_secs(*remaining_secs))
@@ -577,6 +588,21 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn plain_countdown_lines_come_more_often_as_the_start_nears() {
+        // Waiting events about every 30 s from 2h down to 0.
+        let shown = |from: i64, to: i64| {
+            (to..=from)
+                .rev()
+                .step_by(30)
+                .filter(|r| countdown_line_due(*r))
+                .count()
+        };
+        assert_eq!(shown(7199, 3600), 6);
+        assert_eq!(shown(3599, 600), 10);
+        assert_eq!(shown(599, 0), 10);
     }
 
     #[test]
