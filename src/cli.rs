@@ -428,17 +428,17 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             }
             let state = state_path(&pb, &args.state);
             let reporter = reporter(&args.output, clock, &pb);
+            let interrupt = interrupt(reporter.clone());
             let opts = engine::ApplyOptions {
                 runs_dir: engine::runs_dir(&state),
                 state,
                 max_parallel: usize::from(args.max_parallel),
                 override_window: args.window.get(),
                 accept_changed: args.accept_changed,
-                operator: operator(&reporter),
+                operator: operator(&reporter, &interrupt),
                 args: std::env::args().collect(),
             };
             let notifier = Notifier::new(&pb, &opts.state, clock)?;
-            let interrupt = interrupt(reporter.clone());
             let outcome = match &notifier {
                 Some(n) => engine::apply(&pb, &opts, clock, &Tee(reporter.as_ref(), n), interrupt),
                 None => engine::apply(&pb, &opts, clock, reporter.as_ref(), interrupt),
@@ -452,18 +452,18 @@ fn run(command: Command, clock: Clock) -> anyhow::Result<Exit> {
             let pb = playbook::load(&args.file)?;
             let state = state_path(&pb, &args.state);
             let reporter = reporter(&args.output, clock, &pb);
+            let interrupt = interrupt(reporter.clone());
             let opts = engine::RollbackOptions {
                 runs_dir: engine::runs_dir(&state),
                 state,
                 to: args.to.clone(),
                 yes: args.yes,
-                operator: operator(&reporter),
+                operator: operator(&reporter, &interrupt),
                 override_window: args.window.get(),
                 args: std::env::args().collect(),
                 include_in_doubt: args.include_in_doubt,
             };
             let notifier = Notifier::new(&pb, &opts.state, clock)?;
-            let interrupt = interrupt(reporter.clone());
             let outcome = match &notifier {
                 Some(n) => {
                     engine::rollback(&pb, &opts, clock, &Tee(reporter.as_ref(), n), interrupt)
@@ -590,9 +590,12 @@ fn reporter(o: &OutputArgs, clock: Clock, pb: &Playbook) -> Arc<progress::Consol
 
 /// Who answers the engine's questions: the terminal's owner when stdin is a terminal,
 /// otherwise nobody (manual steps stop with exit 5, rollback needs `--yes`).
-fn operator(screen: &Arc<progress::Console>) -> Arc<dyn engine::operator::Operator> {
+fn operator(
+    screen: &Arc<progress::Console>,
+    interrupt: &Interrupt,
+) -> Arc<dyn engine::operator::Operator> {
     if std::io::stdin().is_terminal() {
-        Arc::new(progress::Terminal::new(screen.clone()))
+        Arc::new(progress::Terminal::new(screen.clone(), interrupt.clone()))
     } else {
         Arc::new(engine::operator::Absent)
     }

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 
 use crate::clock::Clock;
 use crate::engine::event::{ActionKind, AttemptOutcome, Decision, Event, Reporter};
+use crate::engine::interrupt::Interrupt;
 use crate::engine::operator::{
     parse_manual, Confirmation, Confirmed, ManualAnswer, ManualTask, Operator,
 };
@@ -95,20 +96,43 @@ impl Reporter for Console {
 /// answer gets a reply saying what is valid.
 pub struct Terminal {
     screen: Arc<Console>,
+    interrupt: Interrupt,
 }
 
 impl Terminal {
-    pub fn new(screen: Arc<Console>) -> Terminal {
-        Terminal { screen }
+    /// `interrupt` ends a question unanswered: Ctrl-C at the prompt stops the run.
+    pub fn new(screen: Arc<Console>, interrupt: Interrupt) -> Terminal {
+        Terminal { screen, interrupt }
     }
-}
 
-/// One line from stdin; None at the end of input or on an error.
-fn read_answer() -> Option<String> {
-    let mut line = String::new();
-    match std::io::stdin().lock().read_line(&mut line) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(line),
+    /// One line from stdin; None at the end of input, on an error, or once the run is
+    /// interrupted while it waits.
+    fn read_answer(&self) -> Option<String> {
+        use std::os::fd::AsRawFd;
+        let stdin = std::io::stdin();
+        loop {
+            if self.interrupt.stopping() {
+                return None;
+            }
+            let mut fd = libc::pollfd {
+                fd: stdin.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd that lives for the whole call.
+            let rc = unsafe { libc::poll(&mut fd, 1, 200) };
+            if rc == 0
+                || (rc < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted)
+            {
+                continue;
+            }
+            let mut line = String::new();
+            return match stdin.lock().read_line(&mut line) {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(line),
+            };
+        }
     }
 }
 
@@ -131,7 +155,7 @@ impl Operator for Terminal {
             answer = loop {
                 let _ = write!(err, "Type `done` when it is finished, or `fail`: ");
                 let _ = err.flush();
-                let Some(line) = read_answer() else {
+                let Some(line) = self.read_answer() else {
                     break ManualAnswer::Wait;
                 };
                 match parse_manual(&line) {
@@ -151,7 +175,7 @@ impl Operator for Terminal {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "{}Proceed? Type `{}` to roll back: ", q.plan, q.word);
             let _ = err.flush();
-            if read_answer().is_some_and(|l| l.trim() == q.word) {
+            if self.read_answer().is_some_and(|l| l.trim() == q.word) {
                 answer = Confirmed::Yes;
             }
         });

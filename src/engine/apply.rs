@@ -733,6 +733,8 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
         instructions: instructions.trim().to_string(),
     });
     match answer {
+        // Ctrl-C at the prompt.
+        ManualAnswer::Wait if s.interrupt.stopping() => ManualEnd::Waiting(interrupted(s)),
         ManualAnswer::Wait => ManualEnd::Waiting(s.finish(
             Exit::WaitingForOperator,
             RunOutcome::WaitingForOperator,

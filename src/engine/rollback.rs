@@ -287,7 +287,12 @@ pub fn rollback(
             }
             super::operator::Confirmed::No => {
                 return Ok(Outcome {
-                    exit: Exit::Success,
+                    // Ctrl-C at the question is an interruption, not an answer.
+                    exit: if interrupt.stopping() {
+                        Exit::Interrupted
+                    } else {
+                        Exit::Success
+                    },
                     message: "rollback cancelled; nothing was changed".into(),
                 });
             }

@@ -124,6 +124,40 @@ fn a_manual_prompt_stays_on_screen_and_a_wrong_answer_gets_a_reply() {
 }
 
 #[test]
+fn ctrl_c_at_a_manual_prompt_stops_the_run_with_exit_130() {
+    let dir = tempfile::Builder::new()
+        .prefix("runner-manual-int-")
+        .tempdir()
+        .expect("tempdir");
+    let d = dir.path();
+    write(
+        d,
+        &format!(
+            "name: manual\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n\
+             - id: disk\n  manual: Label the backup disk.\n{}",
+            step(d, "after", "")
+        ),
+    );
+    let tmux = Tmux::new(d);
+    // The shell ignores Ctrl-C so that it lives to write the runner's exit code.
+    tmux.start(&format!("trap '' INT; {}", in_shell(d, "apply p.yaml", "")));
+    wait_until("the prompt", || tmux.screen().contains("Type `done`"));
+    let out = tmux.run(&["send-keys", "-t", "night", "C-c"]);
+    assert!(out.status.success());
+    assert_eq!(exit_code(d), 130, "{}", tmux.screen());
+    assert!(ledger(d).is_empty());
+    let db = rusqlite::Connection::open(d.join(".runner/p.db")).expect("the journal");
+    let outcome: String = db
+        .query_row(
+            "SELECT outcome FROM runs ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the run's outcome");
+    assert_eq!(outcome, "interrupted");
+}
+
+#[test]
 fn a_resumed_run_counts_each_done_pair_once() {
     let dir = tempfile::Builder::new()
         .prefix("runner-resume-bar-")
