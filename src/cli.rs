@@ -91,16 +91,46 @@ struct RollbackArgs {
     /// command; without it, pairs in doubt stop the rollback until `runner mark` decides.
     #[arg(long)]
     include_in_doubt: bool,
-    /// Start even if the business-hours window is closed (needs --reason; journaled).
-    #[arg(long, requires = "reason")]
-    override_window: bool,
-    /// Why the window is overridden (recorded with who and when).
-    #[arg(long, value_name = "TEXT")]
-    reason: Option<String>,
+    #[command(flatten)]
+    window: WindowOverrideArgs,
     #[command(flatten)]
     state: StateArg,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct WindowOverrideArgs {
+    /// Let this step start even if the business-hours window is closed (repeatable; needs
+    /// --reason; journaled). Other steps still wait for the window.
+    #[arg(long, value_name = "STEP", requires = "reason")]
+    override_window: Vec<String>,
+    /// Let every remaining step start even if the window is closed, points of no return
+    /// included; the steps it covers are listed before the first starts (needs --reason).
+    #[arg(long, requires = "reason", conflicts_with = "override_window")]
+    override_window_all: bool,
+    /// Why the window is overridden (recorded with who and when).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
+impl WindowOverrideArgs {
+    fn get(&self) -> Option<engine::WindowOverride> {
+        let reason = self.reason.clone()?;
+        if self.override_window_all {
+            Some(engine::WindowOverride {
+                reason,
+                steps: None,
+            })
+        } else if !self.override_window.is_empty() {
+            Some(engine::WindowOverride {
+                reason,
+                steps: Some(self.override_window.iter().cloned().collect()),
+            })
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -252,12 +282,8 @@ struct ApplyArgs {
     /// How many targets of one step run at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel: u16,
-    /// Start even if the business-hours window is closed (needs --reason; journaled).
-    #[arg(long, requires = "reason")]
-    override_window: bool,
-    /// Why the window is overridden (recorded with who and when).
-    #[arg(long, value_name = "TEXT")]
-    reason: Option<String>,
+    #[command(flatten)]
+    window: WindowOverrideArgs,
     /// Keep earlier successes of steps that changed in the playbook since.
     #[arg(long)]
     accept_changed: bool,
@@ -491,20 +517,20 @@ fn run(
                 return start_background(&args.file);
             }
             let state = state_path(&pb, &args.state);
+            let reporter = reporter(&args.output, clock, &pb);
+            let interrupt = interrupt(reporter.clone());
             let opts = engine::ApplyOptions {
                 runs_dir: engine::runs_dir(&state),
                 state,
                 max_parallel: usize::from(args.max_parallel),
-                override_reason: args.override_window.then(|| args.reason.clone()).flatten(),
+                override_window: args.window.get(),
                 accept_changed: args.accept_changed,
-                interactive: engine::stdin_is_terminal(),
+                operator: operator(&reporter, &interrupt),
                 args: std::env::args().collect(),
                 // Unattended: a manual step waits for `runner mark` from any shell.
                 wait_for_operator: announcer.is_some(),
             };
-            let reporter = reporter(&args.output, clock);
             let notifier = Notifier::new(&pb, &opts.state, clock)?;
-            let interrupt = interrupt(reporter.clone());
             let background = announcer.map(|announcer| runner::background::Child {
                 inner: reporter.clone(),
                 announcer,
@@ -525,19 +551,19 @@ fn run(
         Command::Rollback(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state);
+            let reporter = reporter(&args.output, clock, &pb);
+            let interrupt = interrupt(reporter.clone());
             let opts = engine::RollbackOptions {
                 runs_dir: engine::runs_dir(&state),
                 state,
                 to: args.to.clone(),
                 yes: args.yes,
-                interactive: engine::stdin_is_terminal(),
-                override_reason: args.override_window.then(|| args.reason.clone()).flatten(),
+                operator: operator(&reporter, &interrupt),
+                override_window: args.window.get(),
                 args: std::env::args().collect(),
                 include_in_doubt: args.include_in_doubt,
             };
-            let reporter = reporter(&args.output, clock);
             let notifier = Notifier::new(&pb, &opts.state, clock)?;
-            let interrupt = interrupt(reporter.clone());
             let outcome = match &notifier {
                 Some(n) => {
                     engine::rollback(&pb, &opts, clock, &Tee(reporter.as_ref(), n), interrupt)
@@ -715,19 +741,35 @@ fn state_path(pb: &Playbook, arg: &StateArg) -> PathBuf {
     runner::journal::resolve_path(&given)
 }
 
-fn reporter(o: &OutputArgs, clock: Clock) -> Arc<progress::Console> {
+/// The reporter of a run; times are shown in the customer's zone (the playbook window's).
+fn reporter(o: &OutputArgs, clock: Clock, pb: &Playbook) -> Arc<progress::Console> {
     let on_terminal = std::io::stdout().is_terminal();
+    let tz = pb.window.time_zone().clone();
     let inner: Box<dyn Reporter> = if o.json {
         Box::new(progress::JsonLines)
     } else if !o.quiet && on_terminal {
-        Box::new(progress::Bars::new(clock))
+        Box::new(progress::Bars::new(clock, tz))
     } else {
         Box::new(progress::Plain {
             quiet: o.quiet,
             clock,
+            tz,
         })
     };
     Arc::new(progress::Console::new(inner, on_terminal))
+}
+
+/// Who answers the engine's questions: the terminal's owner when stdin is a terminal,
+/// otherwise nobody (manual steps stop with exit 5, rollback needs `--yes`).
+fn operator(
+    screen: &Arc<progress::Console>,
+    interrupt: &Interrupt,
+) -> Arc<dyn engine::operator::Operator> {
+    if std::io::stdin().is_terminal() {
+        Arc::new(progress::Terminal::new(screen.clone(), interrupt.clone()))
+    } else {
+        Arc::new(engine::operator::Absent)
+    }
 }
 
 /// Signal handling for a run. Ctrl-C or SIGTERM: the first stops new work, the second stops

@@ -37,7 +37,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // Beside the terminal's reporter: reads the engine's events only.
     ("notify", &["playbook", "journal", "engine::event"]),
-    ("progress", &["engine::event"]),
+    // The terminal's reporter: draws the engine's events, and is the operator the engine asks
+    // (its interface, and the interrupt that ends a question on Ctrl-C).
+    (
+        "progress",
+        &["engine::event", "engine::operator", "engine::interrupt"],
+    ),
     // What is left of a cutover, scheduled from now: read by `plan`'s caller, status, follow.
     ("resume", &["playbook", "plan"]),
     ("status", &["playbook", "plan", "journal", "resume"]),

@@ -897,7 +897,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
                     "it is running now".to_owned()
                 }
                 _ if n.now => "the window allows it now".to_owned(),
-                Some(t) => format!("the window allows it from {}", short(t, tz)),
+                Some(t) => format!(
+                    "the window allows it from {}",
+                    crate::window::label_for_people(t, tz)
+                ),
                 None => "the window has no long enough gap in the next 14 days".to_owned(),
             };
             let _ = writeln!(

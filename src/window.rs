@@ -594,6 +594,27 @@ pub fn local_label_with_zone(t: Timestamp, tz: &TimeZone) -> String {
     format_in_zone(t, tz, "%a %-d %b %Y %H:%M %Z")
 }
 
+/// A time as a person reads it: in the customer's zone (the window's) with the year and the
+/// zone, and the operator's own clock beside it when it reads differently:
+/// "Wed 9 Dec 2026 18:00 CST (Thu 01:00 CET here)". The operator's zone is the system's (`TZ`).
+pub fn label_for_people(t: Timestamp, tz: &TimeZone) -> String {
+    label_for_people_here(t, tz, &TimeZone::system())
+}
+
+/// [`label_for_people`] with the operator's zone given.
+pub fn label_for_people_here(t: Timestamp, tz: &TimeZone, here: &TimeZone) -> String {
+    let theirs = local_label_with_zone(t, tz);
+    if here.to_offset(t) == tz.to_offset(t) {
+        return theirs;
+    }
+    format!("{theirs} ({} here)", format_in_zone(t, here, "%a %H:%M %Z"))
+}
+
+/// "18:12:13 CST": the time of day in the customer's zone, for progress lines.
+pub fn clock_label(t: Timestamp, tz: &TimeZone) -> String {
+    format_in_zone(t, tz, "%H:%M:%S %Z")
+}
+
 fn format_in_zone(t: Timestamp, tz: &TimeZone, format: &str) -> String {
     let zoned = t.to_zoned_datetime(tz.clone());
     // Formatting can only fail for exotic zones without an abbreviation; fall back to the
@@ -605,6 +626,22 @@ fn format_in_zone(t: Timestamp, tz: &TimeZone, format: &str) -> String {
 mod tests {
     use super::*;
     use jiff::civil::{date, time};
+
+    #[test]
+    fn a_time_for_people_is_the_customers_with_the_operators_beside_it() {
+        let chicago = TimeZone::get("America/Chicago").unwrap();
+        let paris = TimeZone::get("Europe/Paris").unwrap();
+        let t: Timestamp = "2026-12-10T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            label_for_people_here(t, &chicago, &paris),
+            "Wed 9 Dec 2026 18:00 CST (Thu 01:00 CET here)"
+        );
+        assert_eq!(
+            label_for_people_here(t, &chicago, &chicago),
+            "Wed 9 Dec 2026 18:00 CST"
+        );
+        assert_eq!(clock_label(t, &chicago), "18:00:00 CST");
+    }
 
     const HOUR: SignedDuration = SignedDuration::from_hours(1);
     const MIN: SignedDuration = SignedDuration::from_mins(1);

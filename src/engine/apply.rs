@@ -3,13 +3,13 @@
 //! failure or Ctrl-C.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use super::event::{Event, Reporter};
+use super::event::{Decision, Event, Reporter, RunOutcome};
 use super::interrupt::Interrupt;
+use super::operator::{ManualAnswer, ManualTask, Operator};
 use super::pair::{run_pair, verify_in_doubt, PairEnd, Phase, Resume};
 use super::{Blocked, EngineError, Outcome, Session, Start, Who};
 use crate::clock::Clock;
@@ -26,10 +26,10 @@ pub struct ApplyOptions {
     pub state: PathBuf,
     pub runs_dir: PathBuf,
     pub max_parallel: usize,
-    pub override_reason: Option<String>,
+    pub override_window: Option<super::WindowOverride>,
     pub accept_changed: bool,
-    /// Whether an operator can answer at this terminal (manual steps, confirmations).
-    pub interactive: bool,
+    /// Who answers manual steps: the terminal's owner, or nobody ([`super::operator::Absent`]).
+    pub operator: Arc<dyn Operator>,
     /// The command line, for the journal (the caller leaves secrets out: there are none in
     /// arguments by design).
     pub args: Vec<String>,
@@ -54,6 +54,9 @@ pub fn apply(
     interrupt: Interrupt,
 ) -> Result<Outcome, EngineError> {
     let who = Who::current();
+    if let Some(o) = &opts.override_window {
+        o.check(pb)?;
+    }
     // A missing secret is bad input: find it before anything is written (the lock file, a new
     // journal). Which targets still have work is read without the lock; the lock then makes the
     // real decisions, and a target that turns out to need work after all is resolved below.
@@ -183,7 +186,7 @@ pub fn apply(
         secrets,
         interrupt,
         who,
-        override_reason: opts.override_reason.clone(),
+        override_window: opts.override_window.clone(),
     })?;
     let defs: Vec<(String, String)> = pb
         .steps
@@ -215,6 +218,15 @@ pub fn apply(
         business_hours_at: pb.window.next_business_start(session.clock.now()),
         simulated_clock: session.clock.simulated(),
     });
+    if let Some(o) = &session.override_window {
+        let remaining = pb
+            .steps
+            .iter()
+            .filter(|s| s.targets.iter().any(|t| !is_done(&state_of(&s.id, t))));
+        session.emit(&Event::Notice {
+            text: o.describe(remaining),
+        });
+    }
     if let Some(old) = previous_owner.filter(|old| *old != pb.name) {
         session.emit(&Event::Notice {
             text: format!(
@@ -319,7 +331,7 @@ pub fn apply(
             });
             return Ok(session.finish(
                 Exit::StepFailed,
-                "needs-operator",
+                RunOutcome::NeedsOperator,
                 format!(
                     "stopped: an operator must decide about step `{}`:\n{list}",
                     step.id
@@ -341,7 +353,11 @@ pub fn apply(
         // override is journaled by each start it lets through, so the step does not ask for it.
         let mut blocked: Option<Option<jiff::Timestamp>> = None;
         if run_on.iter().any(|(_, _, resume)| resume.is_none())
-            && (step.is_manual() || session.override_reason.is_none())
+            && (step.is_manual()
+                || !session
+                    .override_window
+                    .as_ref()
+                    .is_some_and(|o| o.covers(&step.id)))
         {
             match session.gate(step) {
                 Ok(()) => {}
@@ -357,13 +373,14 @@ pub fn apply(
         }
 
         if step.is_manual() {
-            let waited = (!opts.interactive && opts.wait_for_operator)
+            let waited = opts
+                .wait_for_operator
                 .then(|| super::mark::wait_for_mark(&session, step, &opts.state));
             let end = match waited {
                 Some(Ok(())) => ManualEnd::Confirmed,
                 Some(Err(super::mark::NoMark::Interrupted)) => return Ok(interrupted(&session)),
                 Some(Err(super::mark::NoMark::CannotWait)) | None => {
-                    manual(&session, step, opts.interactive)
+                    manual(&session, step, opts.operator.as_ref())
                 }
             };
             match end {
@@ -414,7 +431,7 @@ pub fn apply(
                 let rb = super::rollback::automatic(&session, step);
                 message.push_str(&format!("\n\non_failure: rollback\n{rb}"));
             }
-            return Ok(session.finish(Exit::StepFailed, "failed", message));
+            return Ok(session.finish(Exit::StepFailed, RunOutcome::Failed, message));
         }
         if let Some(next) = blocked.or_else(|| {
             ends.iter().find_map(|(_, e)| match e {
@@ -430,7 +447,7 @@ pub fn apply(
     }
     Ok(session.finish(
         Exit::Success,
-        "succeeded",
+        RunOutcome::Succeeded,
         format!("all {} steps are done", pb.steps.len()),
     ))
 }
@@ -438,7 +455,7 @@ pub fn apply(
 fn interrupted(s: &Session<'_>) -> Outcome {
     s.finish(
         Exit::Interrupted,
-        "interrupted",
+        RunOutcome::Interrupted,
         format!(
             "interrupted; run `runner apply {}` to resume",
             s.pb.path.display()
@@ -451,7 +468,7 @@ fn interrupted(s: &Session<'_>) -> Outcome {
 fn left_running(s: &Session<'_>, step: &Step, targets: &[&str]) -> Outcome {
     s.finish(
         Exit::Interrupted,
-        "interrupted",
+        RunOutcome::Interrupted,
         format!(
             "interrupted; the detached job of `{}` keeps running on {}; run `runner apply {}` to reattach to it and resume",
             step.id,
@@ -468,7 +485,7 @@ fn left_running(s: &Session<'_>, step: &Step, targets: &[&str]) -> Outcome {
 fn window_stop(s: &Session<'_>, step: &Step, next: Option<jiff::Timestamp>) -> Outcome {
     s.finish(
         Exit::WindowClosed,
-        "stopped-window",
+        RunOutcome::StoppedWindow,
         format!(
             "stopped before `{}`: it could still be running in business hours if started now. It may start {}; run `runner apply {}` then",
             step.id,
@@ -525,8 +542,8 @@ fn resolve_doubt(
             };
             if let Some(phase) = phase {
                 let decision = match &phase {
-                    Phase::Job(_) => "a detached job: follow it",
-                    _ => "a reboot: wait for the target",
+                    Phase::Job(_) => Decision::FollowJob,
+                    _ => Decision::WaitForReboot,
                 };
                 return emit_doubt(
                     s,
@@ -560,7 +577,7 @@ fn resolve_doubt(
                     s,
                     step,
                     target,
-                    "operator",
+                    Decision::Operator,
                     Doubt::Operator(format!("{why} (a rollback)")),
                 );
             }
@@ -603,14 +620,14 @@ fn resolve_doubt(
     match settled {
         Ok(None) => {}
         Ok(Some(text)) => {
-            emit_doubt(s, step, target, &text, Doubt::Run);
+            emit_doubt(s, step, target, Decision::Settled(text), Doubt::Run);
         }
         Err(_) => {
             return emit_doubt(
                 s,
                 step,
                 target,
-                "operator",
+                Decision::Operator,
                 Doubt::Operator(format!(
                     "{why}; it is neither checked nor run again while it may still run"
                 )),
@@ -618,7 +635,7 @@ fn resolve_doubt(
         }
     }
     if step.is_manual() {
-        return emit_doubt(s, step, target, "ask the operator again", Doubt::Run);
+        return emit_doubt(s, step, target, Decision::AskOperatorAgain, Doubt::Run);
     }
     match verify_in_doubt(s, step, target, earlier) {
         Some(true) => {
@@ -635,27 +652,27 @@ fn resolve_doubt(
                 reason: Some("in doubt after an interruption; the check passed".into()),
             };
             match s.journal().mark(&mark) {
-                Ok(()) => emit_doubt(s, step, target, "check passed: done", Doubt::Done),
-                Err(e) => emit_doubt(s, step, target, "check passed but cannot be recorded", Doubt::Operator(format!("the journal cannot record it: {e}"))),
+                Ok(()) => emit_doubt(s, step, target, Decision::CheckPassed, Doubt::Done),
+                Err(e) => emit_doubt(s, step, target, Decision::CheckPassedUnrecorded, Doubt::Operator(format!("the journal cannot record it: {e}"))),
             }
         }
-        Some(false) => emit_doubt(s, step, target, "check failed: run again", Doubt::Run),
-        None if step.idempotent => emit_doubt(s, step, target, "idempotent: run again", Doubt::Run),
+        Some(false) => emit_doubt(s, step, target, Decision::CheckFailed, Doubt::Run),
+        None if step.idempotent => emit_doubt(s, step, target, Decision::Idempotent, Doubt::Run),
         None => emit_doubt(
             s,
             step,
             target,
-            "operator",
+            Decision::Operator,
             Doubt::Operator(format!("{why}; the step has no check and is not idempotent, so it is not run again blindly")),
         ),
     }
 }
 
-fn emit_doubt(s: &Session<'_>, step: &Step, target: &str, decision: &str, d: Doubt) -> Doubt {
+fn emit_doubt(s: &Session<'_>, step: &Step, target: &str, decision: Decision, d: Doubt) -> Doubt {
     s.emit(&Event::InDoubt {
         step: step.id.clone(),
         target: target.to_string(),
-        decision: decision.to_string(),
+        decision,
     });
     d
 }
@@ -721,9 +738,9 @@ enum ManualEnd {
     Failed(Outcome),
 }
 
-/// A manual step: on a terminal, show the instructions and wait for `done` or `fail`;
-/// otherwise stop (exit 5) and say how to confirm with `runner mark`.
-fn manual(s: &Session<'_>, step: &Step, interactive: bool) -> ManualEnd {
+/// A manual step: ask the operator for `done` or `fail`; without one, stop (exit 5) and say
+/// how to confirm with `runner mark`.
+fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
     let target = crate::playbook::OPERATOR;
     let Some(r) = step.rendered_for(target) else {
         return ManualEnd::Confirmed;
@@ -736,10 +753,10 @@ fn manual(s: &Session<'_>, step: &Step, interactive: bool) -> ManualEnd {
         step: step.id.clone(),
         instructions: instructions.clone(),
     });
-    if !interactive {
+    if !operator.present() {
         return ManualEnd::Waiting(s.finish(
             Exit::WaitingForOperator,
-            "waiting-for-operator",
+            RunOutcome::WaitingForOperator,
             format!(
                 "step `{}` waits for an operator:\n\n  {}\n\nwhen it is done, run `runner mark {} {} done`, then `runner apply {}` again",
                 step.id,
@@ -750,94 +767,76 @@ fn manual(s: &Session<'_>, step: &Step, interactive: bool) -> ManualEnd {
             ),
         ));
     }
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(
-        stderr,
-        "\n== Manual step `{}`: {}\n\n  {}\n",
-        step.id,
-        step.title(),
-        instructions.trim().replace('\n', "\n  ")
-    );
-    let stdin = std::io::stdin();
-    loop {
-        let _ = write!(stderr, "Type `done` when finished, or `fail`: ");
-        let _ = stderr.flush();
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                return ManualEnd::Waiting(s.finish(
-                    Exit::WaitingForOperator,
-                    "waiting-for-operator",
-                    format!(
-                        "no answer for manual step `{}`; confirm it with `runner mark {} {} done`",
-                        step.id,
-                        s.pb.path.display(),
-                        step.id
-                    ),
-                ))
-            }
-            Ok(_) => {}
-        }
-        match line.trim() {
-            "done" => {
-                let mark = NewMark {
-                    run: Some(s.run.clone()),
-                    step_id: step.id.clone(),
-                    target: target.to_string(),
-                    mark: MarkKind::Done,
-                    def_hash: r.def_hash.clone(),
-                    user: s.who.user.clone(),
-                    host: s.who.host.clone(),
-                    at: s.clock.now(),
-                    reason: Some("confirmed at the terminal".into()),
-                };
-                return match s.journal().mark(&mark) {
-                    Ok(()) => ManualEnd::Confirmed,
-                    Err(e) => ManualEnd::Failed(s.finish(
-                        Exit::StepFailed,
-                        "failed",
-                        format!("cannot record the confirmation: {e}"),
-                    )),
-                };
-            }
-            "fail" => {
-                let j = s.journal();
-                let rec = j.begin_attempt(&NewAttempt {
-                    run: s.run.clone(),
-                    step_id: step.id.clone(),
-                    target: target.to_string(),
-                    kind: AttemptKind::Run,
-                    number: 1,
-                    started_at: s.clock.now(),
-                    pid: s.who.pid,
-                    host: s.who.host.clone(),
-                    def_hash: r.def_hash.clone(),
-                });
-                if let Ok(id) = rec {
-                    let _ = j.finish_attempt(
-                        id,
-                        AttemptState::Failed,
-                        None,
-                        s.clock.now(),
-                        Some("the operator reported a failure"),
-                    );
-                }
-                drop(j);
-                return ManualEnd::Failed(s.finish(
+    let answer = operator.manual(&ManualTask {
+        step: step.id.clone(),
+        title: step.title().to_string(),
+        instructions: instructions.trim().to_string(),
+    });
+    match answer {
+        // Ctrl-C at the prompt.
+        ManualAnswer::Wait if s.interrupt.stopping() => ManualEnd::Waiting(interrupted(s)),
+        ManualAnswer::Wait => ManualEnd::Waiting(s.finish(
+            Exit::WaitingForOperator,
+            RunOutcome::WaitingForOperator,
+            format!(
+                "no answer for manual step `{}`; confirm it with `runner mark {} {} done`",
+                step.id,
+                s.pb.path.display(),
+                step.id
+            ),
+        )),
+        ManualAnswer::Done => {
+            let mark = NewMark {
+                run: Some(s.run.clone()),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                mark: MarkKind::Done,
+                def_hash: r.def_hash.clone(),
+                user: s.who.user.clone(),
+                host: s.who.host.clone(),
+                at: s.clock.now(),
+                reason: Some("confirmed at the terminal".into()),
+            };
+            match s.journal().mark(&mark) {
+                Ok(()) => ManualEnd::Confirmed,
+                Err(e) => ManualEnd::Failed(s.finish(
                     Exit::StepFailed,
-                    "failed",
-                    format!(
-                        "the operator reported that manual step `{}` failed",
-                        step.id
-                    ),
-                ));
+                    RunOutcome::Failed,
+                    format!("cannot record the confirmation: {e}"),
+                )),
             }
-            _ => continue,
+        }
+        ManualAnswer::Fail => {
+            let j = s.journal();
+            let rec = j.begin_attempt(&NewAttempt {
+                run: s.run.clone(),
+                step_id: step.id.clone(),
+                target: target.to_string(),
+                kind: AttemptKind::Run,
+                number: 1,
+                started_at: s.clock.now(),
+                pid: s.who.pid,
+                host: s.who.host.clone(),
+                def_hash: r.def_hash.clone(),
+            });
+            if let Ok(id) = rec {
+                let _ = j.finish_attempt(
+                    id,
+                    AttemptState::Failed,
+                    None,
+                    s.clock.now(),
+                    Some("the operator reported a failure"),
+                );
+            }
+            drop(j);
+            ManualEnd::Failed(s.finish(
+                Exit::StepFailed,
+                RunOutcome::Failed,
+                format!(
+                    "the operator reported that manual step `{}` failed",
+                    step.id
+                ),
+            ))
         }
     }
-}
-
-/// Whether stdin is a terminal an operator can answer at.
-pub fn stdin_is_terminal() -> bool {
-    std::io::stdin().is_terminal()
 }

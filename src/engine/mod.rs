@@ -15,6 +15,7 @@
 
 pub mod event;
 pub mod interrupt;
+pub mod operator;
 pub mod runlog;
 
 mod apply;
@@ -31,7 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use jiff::{SignedDuration, Timestamp};
 
-pub use apply::{apply, stdin_is_terminal, ApplyOptions};
+pub use apply::{apply, ApplyOptions};
 pub use mark::{mark, MarkOptions};
 pub use rollback::{rollback, RollbackOptions};
 
@@ -250,8 +251,80 @@ pub(crate) struct Session<'a> {
     pub pool: Pool,
     pub interrupt: Interrupt,
     pub who: Who,
-    /// `--override-window --reason`: start even when the window is closed, journaled.
-    pub override_reason: Option<String>,
+    /// `--override-window`: which steps start even when the window is closed, journaled.
+    pub override_window: Option<WindowOverride>,
+}
+
+/// `--override-window STEP` (repeatable) or `--override-window-all`, with `--reason`: the
+/// steps that may start although the window is closed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowOverride {
+    pub reason: String,
+    /// None: every step.
+    pub steps: Option<std::collections::BTreeSet<String>>,
+}
+
+impl WindowOverride {
+    /// Whether the window is opened for this step.
+    pub fn covers(&self, step: &str) -> bool {
+        self.steps.as_ref().is_none_or(|s| s.contains(step))
+    }
+
+    /// Refuses step ids the playbook does not have (bad input, nothing written).
+    pub fn check(&self, pb: &Playbook) -> Result<(), EngineError> {
+        let unknown: Vec<&String> = self
+            .steps
+            .iter()
+            .flatten()
+            .filter(|id| !pb.steps.iter().any(|s| &s.id == *id))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::Usage(format!(
+            "--override-window names {} that the playbook does not have; its steps are: {}",
+            unknown
+                .iter()
+                .map(|u| format!("`{u}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            pb.steps
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// What the override opens, said before the first step starts: the steps it covers among
+    /// `remaining`, points of no return named.
+    pub fn describe<'s>(&self, remaining: impl Iterator<Item = &'s Step>) -> String {
+        let list: Vec<String> = remaining
+            .filter(|s| self.covers(&s.id))
+            .map(|s| {
+                if s.point_of_no_return {
+                    format!("{} (point of no return)", s.id)
+                } else {
+                    s.id.clone()
+                }
+            })
+            .collect();
+        let list = if list.is_empty() {
+            "no remaining step".to_string()
+        } else {
+            list.join(", ")
+        };
+        match self.steps {
+            None => format!(
+                "--override-window-all opens the window for every remaining step: {list}; reason: {}",
+                self.reason
+            ),
+            Some(_) => format!(
+                "--override-window opens the window for: {list}; reason: {}; every other step waits for the window",
+                self.reason
+            ),
+        }
+    }
 }
 
 /// Why a step may not start now.
@@ -275,7 +348,7 @@ pub(crate) struct Start<'a> {
     pub secrets: Secrets,
     pub interrupt: Interrupt,
     pub who: Who,
-    pub override_reason: Option<String>,
+    pub override_window: Option<WindowOverride>,
 }
 
 impl<'a> Session<'a> {
@@ -317,7 +390,7 @@ impl<'a> Session<'a> {
             pool: Pool::new(s.pb.targets.keys().map(String::as_str)),
             interrupt: s.interrupt,
             who: s.who,
-            override_reason: s.override_reason,
+            override_window: s.override_window,
         })
     }
 
@@ -362,7 +435,12 @@ impl<'a> Session<'a> {
                 crate::window::Gate::Open => return Ok(()),
                 crate::window::Gate::Closed { next_start, .. } => next_start,
             };
-            if let Some(reason) = &self.override_reason {
+            if let Some(reason) = self
+                .override_window
+                .as_ref()
+                .filter(|o| o.covers(&step.id))
+                .map(|o| &o.reason)
+            {
                 let detail = format!(
                     "window overridden by {} on {} for step `{}`: {reason}",
                     self.who.user, self.who.host, step.id
@@ -387,7 +465,7 @@ impl<'a> Session<'a> {
                     self.emit(&Event::WindowClosed {
                         step: step.id.clone(),
                         next_start: next,
-                        action: "stop".into(),
+                        action: event::ClosedAction::Stop,
                     });
                     return Err(Blocked::Window(next));
                 }
@@ -409,7 +487,7 @@ impl<'a> Session<'a> {
                         self.emit(&Event::WindowClosed {
                             step: step.id.clone(),
                             next_start: Some(next),
-                            action: "wait".into(),
+                            action: event::ClosedAction::Wait,
                         });
                     }
                     // Sleep in slices so the countdown stays visible and current.
@@ -432,10 +510,13 @@ impl<'a> Session<'a> {
     }
 
     /// Ends the run in the journal and reports it.
-    pub fn finish(&self, exit: Exit, outcome: &str, message: String) -> Outcome {
+    pub fn finish(&self, exit: Exit, outcome: event::RunOutcome, message: String) -> Outcome {
         let message = self.redactor.redact(&message);
         let (mut exit, mut outcome, mut message) = (exit, outcome, message);
-        match self.journal().end_run(&self.run, outcome, self.clock.now()) {
+        match self
+            .journal()
+            .end_run(&self.run, outcome.as_str(), self.clock.now())
+        {
             Ok(()) => {}
             // Whatever this run did, its record is not where the next run will look: that is
             // the outcome, whatever else happened.
@@ -443,12 +524,12 @@ impl<'a> Session<'a> {
                 // What the run would have said ("run apply again to resume") is wrong now.
                 message = e.to_string();
                 exit = Exit::StepFailed;
-                outcome = "journal-lost";
+                outcome = event::RunOutcome::JournalLost;
             }
             Err(e) => tracing::error!("cannot record the end of the run: {e}"),
         }
         self.emit(&Event::RunFinished {
-            outcome: outcome.to_string(),
+            outcome,
             exit_code: exit.code(),
             message: message.clone(),
             simulated_clock: self.clock.simulated(),
@@ -457,13 +538,10 @@ impl<'a> Session<'a> {
     }
 }
 
-/// "Mon 30 Nov 18:00 CST" for messages.
+/// "Mon 30 Nov 2026 18:00 CST (Tue 01:00 CET here)" for messages.
 pub(crate) fn when(pb: &Playbook, t: Option<Timestamp>) -> String {
     match t {
-        Some(t) => t
-            .to_zoned_datetime(pb.window.time_zone().clone())
-            .strftime("%a %-d %b %Y %H:%M %Z")
-            .to_string(),
+        Some(t) => crate::window::label_for_people(t, pb.window.time_zone()),
         None => "no time within 14 days".into(),
     }
 }

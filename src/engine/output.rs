@@ -6,6 +6,7 @@
 use jiff::Timestamp;
 
 use super::event::Event;
+use super::event::OutputStream;
 use super::Session;
 use crate::transport::Stream;
 
@@ -93,15 +94,15 @@ impl<'s, 'a> PairOutput<'s, 'a> {
         let text = text.trim_end_matches(['\n', '\r']);
         let line = self.session.redactor.redact(text);
         let name = match (self.prefix, stream) {
-            ("", Stream::Stdout) => "stdout",
-            ("", Stream::Stderr) => "stderr",
-            (_, Stream::Stdout) => "check-stdout",
-            (_, Stream::Stderr) => "check-stderr",
+            ("", Stream::Stdout) => OutputStream::Stdout,
+            ("", Stream::Stderr) => OutputStream::Stderr,
+            (_, Stream::Stdout) => OutputStream::CheckStdout,
+            (_, Stream::Stderr) => OutputStream::CheckStderr,
         };
         let now: Timestamp = self.session.clock.now();
         self.session
             .runlog
-            .output(&self.step, &self.target, name, &line, now);
+            .output(&self.step, &self.target, name.as_str(), &line, now);
         if self.tail.len() == 20 {
             self.tail.pop_front();
         }
@@ -109,7 +110,7 @@ impl<'s, 'a> PairOutput<'s, 'a> {
         self.session.emit(&Event::Output {
             step: self.step.clone(),
             target: self.target.clone(),
-            stream: name.to_string(),
+            stream: name,
             line,
         });
     }

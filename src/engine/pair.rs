@@ -231,7 +231,7 @@ pub(crate) fn run_attempt(
     s.emit(&Event::AttemptStarted {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: step.action.kind().into(),
+        kind: super::event::ActionKind::of(&step.action),
         attempt: n,
         of: tries,
     });
@@ -491,9 +491,9 @@ pub(crate) fn run_attempt(
     s.emit(&Event::AttemptFinished {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: step.action.kind().into(),
+        kind: super::event::ActionKind::of(&step.action),
         attempt: n,
-        outcome: state.as_str().to_string(),
+        outcome: state.into(),
         exit_code: code,
         elapsed_ms: elapsed.as_millis() as u64,
         message: message.clone(),

@@ -2,11 +2,10 @@
 //! `rollback`, never crossing a point of no return, recording every attempt.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::event::{Event, Reporter};
+use super::event::{Event, Reporter, RunOutcome};
 use super::interrupt::Interrupt;
 use super::output::PairOutput;
 use super::{Blocked, EngineError, Outcome, Session, Start, Who};
@@ -25,8 +24,9 @@ pub struct RollbackOptions {
     pub to: Option<String>,
     /// Answer yes to the confirmation (required without a terminal).
     pub yes: bool,
-    pub interactive: bool,
-    pub override_reason: Option<String>,
+    /// Who confirms the rollback (without `--yes`).
+    pub operator: std::sync::Arc<dyn super::operator::Operator>,
+    pub override_window: Option<super::WindowOverride>,
     pub args: Vec<String>,
     /// Also undo pairs in doubt (their outcome unknown), running their rollback command.
     pub include_in_doubt: bool,
@@ -226,6 +226,9 @@ pub fn rollback(
     interrupt: Interrupt,
 ) -> Result<Outcome, EngineError> {
     let who = Who::current();
+    if let Some(o) = &opts.override_window {
+        o.check(pb)?;
+    }
     let _lock = lock::acquire(
         &opts.state,
         &lock::Holder::this_process("rollback", &who.user, clock.now()),
@@ -271,21 +274,28 @@ pub fn rollback(
         }
     }
     if !opts.yes {
-        if !opts.interactive {
-            return Err(EngineError::Usage(format!(
-                "rollback needs confirmation: run it on a terminal, or add --yes. It would do this:\n{plan_text}"
-            )));
-        }
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "{plan_text}Proceed? Type `yes` to roll back: ");
-        let _ = err.flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if line.trim() != "yes" {
-            return Ok(Outcome {
-                exit: Exit::Success,
-                message: "rollback cancelled; nothing was changed".into(),
-            });
+        let asked = opts.operator.confirm(&super::operator::Confirmation {
+            plan: plan_text.clone(),
+            word: "yes".into(),
+        });
+        match asked {
+            super::operator::Confirmed::Yes => {}
+            super::operator::Confirmed::NoOperator => {
+                return Err(EngineError::Usage(format!(
+                    "rollback needs confirmation: run it on a terminal, or add --yes. It would do this:\n{plan_text}"
+                )));
+            }
+            super::operator::Confirmed::No => {
+                return Ok(Outcome {
+                    // Ctrl-C at the question is an interruption, not an answer.
+                    exit: if interrupt.stopping() {
+                        Exit::Interrupted
+                    } else {
+                        Exit::Success
+                    },
+                    message: "rollback cancelled; nothing was changed".into(),
+                });
+            }
         }
     }
     let mut redactor = Redactor::new();
@@ -302,7 +312,7 @@ pub fn rollback(
         secrets,
         interrupt,
         who,
-        override_reason: opts.override_reason.clone(),
+        override_window: opts.override_window.clone(),
     })?;
     session.emit(&Event::Notice { text: plan_text });
     let p = {
@@ -339,17 +349,17 @@ fn execute(s: &Session<'_>, p: &RollbackPlan<'_>) -> Outcome {
     let mut undone = 0usize;
     for (step, target) in &p.items {
         if s.interrupt.stopping() {
-            return s.finish(Exit::Interrupted, "interrupted", format!("rollback interrupted after {undone} pairs; run `runner rollback {}` again to go on", s.pb.path.display()));
+            return s.finish(Exit::Interrupted, RunOutcome::Interrupted, format!("rollback interrupted after {undone} pairs; run `runner rollback {}` again to go on", s.pb.path.display()));
         }
         match s.gate(step) {
             Ok(()) => {}
             Err(Blocked::Interrupted) => {
-                return s.finish(Exit::Interrupted, "interrupted", "rollback interrupted".into())
+                return s.finish(Exit::Interrupted, RunOutcome::Interrupted, "rollback interrupted".into())
             }
             Err(Blocked::Window(next)) => {
                 return s.finish(
                     Exit::WindowClosed,
-                    "stopped-window",
+                    RunOutcome::StoppedWindow,
                     format!(
                         "rollback stopped before `{}` on `{target}`: the window is closed; it may start {}",
                         step.id,
@@ -361,7 +371,7 @@ fn execute(s: &Session<'_>, p: &RollbackPlan<'_>) -> Outcome {
         if let Err(msg) = undo(s, step, target) {
             return s.finish(
                 Exit::StepFailed,
-                "rollback-failed",
+                RunOutcome::RollbackFailed,
                 format!("rollback of `{}` on `{target}` failed: {msg}\nthe rollback stopped here; {undone} pairs were undone", step.id),
             );
         }
@@ -389,7 +399,7 @@ fn execute(s: &Session<'_>, p: &RollbackPlan<'_>) -> Outcome {
             stop.id
         ));
     }
-    s.finish(Exit::Success, "rolled-back", msg)
+    s.finish(Exit::Success, RunOutcome::RolledBack, msg)
 }
 
 fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
@@ -417,7 +427,7 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
     s.emit(&Event::AttemptStarted {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: "rollback".into(),
+        kind: super::event::ActionKind::Rollback,
         attempt: 1,
         of: 1,
     });
@@ -470,9 +480,9 @@ fn undo(s: &Session<'_>, step: &Step, target: &str) -> Result<(), String> {
     s.emit(&Event::AttemptFinished {
         step: step.id.clone(),
         target: target.to_string(),
-        kind: "rollback".into(),
+        kind: super::event::ActionKind::Rollback,
         attempt: 1,
-        outcome: state.as_str().into(),
+        outcome: state.into(),
         exit_code: code,
         elapsed_ms: started.elapsed().as_millis() as u64,
         message: err.clone(),

@@ -13,7 +13,7 @@ use super::config::{NotifyEvent, Sink, SinkKind};
 use super::worker::{Delivery, Worker};
 use super::NotifyError;
 use crate::clock::Clock;
-use crate::engine::event::{Event, Reporter};
+use crate::engine::event::{AttemptOutcome, ClosedAction, Decision, Event, Reporter, RunOutcome};
 use crate::journal::RunId;
 use crate::playbook::{BusinessHoursPolicy, Playbook};
 use crate::secret::Redactor;
@@ -52,7 +52,7 @@ struct Track {
     seq: u64,
     output: HashMap<(String, String), VecDeque<String>>,
     /// The last attempt of each pair: outcome, exit code.
-    last: HashMap<(String, String), (String, Option<i64>)>,
+    last: HashMap<(String, String), (AttemptOutcome, Option<i64>)>,
     /// An attempt started since the run began or since it last waited for the window.
     worked_tonight: bool,
     /// `window-closing` was sent for this night.
@@ -265,10 +265,8 @@ impl Notifier {
                 exit_code,
                 ..
             } => {
-                t.last.insert(
-                    (step.clone(), target.clone()),
-                    (outcome.clone(), *exit_code),
-                );
+                t.last
+                    .insert((step.clone(), target.clone()), (*outcome, *exit_code));
             }
             Event::PairFinished {
                 step,
@@ -280,10 +278,10 @@ impl Notifier {
                 let Some((outcome, code)) = t.last.get(&key).cloned() else {
                     return;
                 };
-                let how = match (outcome.as_str(), code) {
-                    ("failed", Some(c)) => format!("exit code {c}"),
-                    ("failed", None) => "failed".to_string(),
-                    ("timed_out", _) => "timed out".to_string(),
+                let how = match (outcome, code) {
+                    (AttemptOutcome::Failed, Some(c)) => format!("exit code {c}"),
+                    (AttemptOutcome::Failed, None) => "failed".to_string(),
+                    (AttemptOutcome::TimedOut, _) => "timed out".to_string(),
                     _ => return, // interrupted, or stopped for the window: not a failure
                 };
                 let Some(run) = t.run.clone() else { return };
@@ -305,7 +303,7 @@ impl Notifier {
                 step,
                 target,
                 decision,
-            } if decision == "operator" => {
+            } if *decision == Decision::Operator => {
                 t.in_doubt
                     .entry(step.clone())
                     .or_default()
@@ -377,7 +375,7 @@ impl Notifier {
                 action,
             } => {
                 t.next_start = *next_start;
-                if action != "wait" {
+                if *action != ClosedAction::Wait {
                     return;
                 }
                 let Some(run) = t.run.clone() else { return };
@@ -415,9 +413,9 @@ impl Notifier {
                 let Some(run) = t.run.clone() else { return };
                 let first = message.lines().next().unwrap_or_default().to_string();
                 let mut d = self.data(&run, format!("run {outcome}: {first}"));
-                d.outcome = Some(outcome.clone());
+                d.outcome = Some(outcome.as_str().to_string());
                 d.exit_code = Some(i64::from(*exit_code));
-                let events: &[NotifyEvent] = if outcome == "stopped-window" {
+                let events: &[NotifyEvent] = if *outcome == RunOutcome::StoppedWindow {
                     let when = t
                         .next_start
                         .map(|n| self.local(n))
@@ -439,13 +437,13 @@ impl Notifier {
                         NotifyEvent::RunFinished,
                     ]
                 } else {
-                    d.next = match outcome.as_str() {
-                        "succeeded" => format!(
+                    d.next = match outcome {
+                        RunOutcome::Succeeded => format!(
                             "nothing left to run; the record: runner report {} --format html -o report.html",
                             shell_word(&self.file)
                         ),
-                        "failed" => format!("fix the cause, then: {}", self.apply_cmd()),
-                        "interrupted" => self.apply_cmd(),
+                        RunOutcome::Failed => format!("fix the cause, then: {}", self.apply_cmd()),
+                        RunOutcome::Interrupted => self.apply_cmd(),
                         _ => format!("see what waits: {}", self.status_cmd()),
                     };
                     &[NotifyEvent::RunFinished]

@@ -647,7 +647,7 @@ fn the_window_stops_apply_and_an_override_is_journaled_with_its_reason() {
     assert_eq!(events(dir.path(), "stopped").len(), 1);
 
     let reason = "customer approved the outage, ticket 4711";
-    let r = apply(&pb, &["--override-window", "--reason", reason], &noon);
+    let r = apply(&pb, &["--override-window-all", "--reason", reason], &noon);
     assert_exit(&r, 0);
     assert_eq!(lines(&ledger), ["migrate"]);
     let overrides = events(dir.path(), "override");

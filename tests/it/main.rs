@@ -17,6 +17,7 @@ mod libssh2_hostile_server;
 mod long_steps;
 mod network_faults;
 mod notify;
+mod operator_view;
 mod overrun;
 mod report_views;
 mod serve;

@@ -42,4 +42,37 @@ impl Tmux {
         let out = self.run(&["capture-pane", "-p", "-t", target]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// Starts `cmd` in a detached 120x40 session named `night`.
+    pub fn start(&self, cmd: &str) {
+        let out = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "night",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// What the screen of session `night` shows now.
+    pub fn screen(&self) -> String {
+        self.capture("night")
+    }
+
+    /// Types `text` and Enter into session `night`.
+    pub fn type_line(&self, text: &str) {
+        let out = self.run(&["send-keys", "-t", "night", "-l", text]);
+        assert!(out.status.success(), "tmux send-keys failed");
+        let out = self.run(&["send-keys", "-t", "night", "Enter"]);
+        assert!(out.status.success(), "tmux send-keys failed");
+    }
 }
