@@ -1017,7 +1017,9 @@ fn mixed_apply(m: &Mixed, via_alias: bool, accept: bool, f: Faults, n: usize) ->
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             out.term_sent = true;
         }
-        if twin.is_none() && out.twin.is_none() && due(f.twin) {
+        // Only once the first apply holds the lock: started earlier, the second could take it
+        // first, and which of the two runs would be a matter of luck, not of the lock.
+        if twin.is_none() && out.twin.is_none() && due(f.twin) && holds_lock(m, child.id()) {
             let tlog_path = m.dir.path().join(format!("apply-{n}-twin.log"));
             let tlog = fs::File::create(&tlog_path).expect("create twin log");
             let mut targs: Vec<&std::ffi::OsStr> =
@@ -1042,6 +1044,25 @@ fn mixed_apply(m: &Mixed, via_alias: bool, accept: bool, f: Faults, n: usize) ->
     }
     out.log = fs::read_to_string(&log_path).unwrap_or_default();
     out
+}
+
+/// Whether process `pid` holds the `flock` on the round's journal lock (from /proc/locks: a
+/// probe with `flock` itself could take the lock from under the runner).
+fn holds_lock(m: &Mixed, pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(runner::journal::lock::lock_path(&m.state())) else {
+        return false;
+    };
+    let inode = format!(":{}", meta.ino());
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"FLOCK")
+                && f.get(4) == Some(&pid.to_string().as_str())
+                && f.get(5).is_some_and(|dev| dev.ends_with(&inode))
+        })
 }
 
 fn mixed_mark(m: &Mixed, via_alias: bool, pair: &str, decision: &str) {
@@ -1077,6 +1098,8 @@ struct MixedCounts {
     local_late_lines: u32,
     hups: u32,
     terms: u32,
+    /// SIGTERMs that came before the runner had its handlers (it ended, nothing started).
+    terms_before_handlers: u32,
     twins: u32,
     twins_locked_out: u32,
     mutations: BTreeMap<&'static str, u32>,
@@ -1177,6 +1200,12 @@ fn mixed_round(servers: &[Sshd], n: u32, clean: Duration, rng: &mut Rng, c: &mut
                 after, quiet,
                 "{ctx}: the local ledger changed after its commands were gone"
             );
+            continue;
+        }
+        if a.signal == Some(libc::SIGTERM) && a.term_sent {
+            // SIGTERM before the runner set up its handlers, i.e. before it took the lock:
+            // it ended as any program does, with nothing started.
+            c.terms_before_handlers += 1;
             continue;
         }
         assert!(
@@ -1502,7 +1531,7 @@ fn run_mixed(seed: u64, rounds: u32, samples: u32) -> MixedCounts {
     println!(
         "torture (mixed): {} rounds, {} applies ({} through the symlink), faults: {} kill -9 \
          ({} with a local command running, {} of them still there once the runner was reaped, \
-         {} ledger lines written by a dying local command after that), {} SIGHUP, {} SIGTERM, {} second applies ({} found the lock \
+         {} ledger lines written by a dying local command after that), {} SIGHUP, {} SIGTERM ({} before the runner had set its handlers), {} second applies ({} found the lock \
          taken), mutations {:?}, exit 4 {} times, decided by {} marks / {} accept-changed, \
          operator after kill: {} done / {} retry; {} ledger entries checked, doubles found: {}",
         c.rounds,
@@ -1514,6 +1543,7 @@ fn run_mixed(seed: u64, rounds: u32, samples: u32) -> MixedCounts {
         c.local_late_lines,
         c.hups,
         c.terms,
+        c.terms_before_handlers,
         c.twins,
         c.twins_locked_out,
         c.mutations,
