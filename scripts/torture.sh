@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Crash torture (not part of the test command), see tests/torture.rs. Two modes:
-#   kill   50 rounds of `kill -9` at random moments during `runner apply` over three loopback
+#   kill   25 rounds of `kill -9` at random moments during `runner apply` over three loopback
 #          sshd targets, resumed until done, every promise checked against the ledgers;
-#   mixed  20 rounds that mix, over three sshd targets and a local one: renamed steps and
+#   mixed  15 rounds that mix, over three sshd targets and a local one: renamed steps and
 #          targets and targets moved to another sshd host between applies (exit 4, then the
 #          operator's `runner mark` or `--accept-changed`), SIGHUP (the run goes on), SIGTERM,
 #          `kill -9` (local commands die with the runner), the playbook reached through a

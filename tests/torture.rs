@@ -6,7 +6,8 @@
 //! the ledger is what really ran, the journal is what runner believes, and they must agree.
 //!
 //! The kill moments come from a seeded generator: `TORTURE_SEED=<n>` replays a run exactly
-//! as far as the runner's own timing allows. `TORTURE_ROUNDS` (default 50) sets the rounds.
+//! as far as the runner's own timing allows. `TORTURE_ROUNDS` sets the rounds (default 25;
+//! 15 in the mixed mode, further down).
 
 #[allow(unused_imports)]
 mod common;
@@ -533,7 +534,7 @@ fn kill_nine_and_resume_until_done() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let rounds = env_u64("TORTURE_ROUNDS").unwrap_or(50) as u32;
+    let rounds = env_u64("TORTURE_ROUNDS").unwrap_or(25) as u32;
     println!("torture: seed {seed} (replay with TORTURE_SEED={seed}), {rounds} rounds");
     let mut rng = Rng(seed | 1);
     let servers: Vec<Sshd> = (1..=3)
@@ -641,6 +642,9 @@ struct Slot {
     hosts: Vec<usize>,
     /// The ledger file's stem; the command appends `.<server address>` or `.local`.
     ledger: PathBuf,
+    /// When it left each host it was moved away from (ns since the epoch): nothing may start
+    /// there after that.
+    left_at: BTreeMap<usize, u128>,
 }
 
 impl Slot {
@@ -744,12 +748,14 @@ impl Mixed {
                 names: vec![format!("t{}", i + 1)],
                 hosts: vec![i],
                 ledger: dir.path().join(format!("{marker}-ssh{i}")),
+                left_at: BTreeMap::new(),
             })
             .collect();
         slots.push(Slot {
             names: vec!["tl".to_string()],
             hosts: Vec::new(),
             ledger: dir.path().join(format!("{marker}-local")),
+            left_at: BTreeMap::new(),
         });
         let labels: Vec<Label> = STEPS
             .iter()
@@ -913,6 +919,8 @@ fn now_ns() -> u128 {
 #[derive(Default, Clone, Copy, Debug)]
 struct Faults {
     kill: Option<Duration>,
+    /// The kill waits, from its moment on, until a local command of the round runs.
+    kill_in_local: bool,
     hup: Option<Duration>,
     term: Option<Duration>,
     /// A second apply through the other path to the playbook.
@@ -991,7 +999,11 @@ fn mixed_apply(m: &Mixed, via_alias: bool, accept: bool, f: Faults, n: usize) ->
             break;
         }
         let limit = f.kill.unwrap_or(APPLY_TIMEOUT);
-        if started.elapsed() >= limit {
+        let kill_now = started.elapsed() >= limit
+            && (!f.kill_in_local
+                || started.elapsed() >= APPLY_TIMEOUT
+                || local_commands(&m.local_marker) > 0);
+        if kill_now {
             out.local_busy = f.kill.is_some() && local_commands(&m.local_marker) > 0;
             child.kill().expect("kill runner");
             let status = child.wait().expect("reap runner");
@@ -1120,11 +1132,21 @@ fn local_commands(marker: &str) -> usize {
         .count()
 }
 
-fn mixed_round(servers: &[Sshd], n: u32, clean: Duration, rng: &mut Rng, c: &mut MixedCounts) {
+/// `every_fault`: every apply that may be disturbed gets a SIGHUP and (through the symlink) a
+/// second apply, and the round changes the playbook at least once, whatever the seed.
+fn mixed_round(
+    servers: &[Sshd],
+    n: u32,
+    clean: Duration,
+    rng: &mut Rng,
+    c: &mut MixedCounts,
+    every_fault: bool,
+) {
     let mut m = Mixed::new(servers, n);
-    let use_alias = rng.below(2) == 0;
-    let kills_planned = rng.below(u64::from(MAX_KILLS_PER_ROUND) + 1) as u32;
-    let mut mutations_left = rng.below(MAX_MUTATIONS + 1);
+    // Every other round reaches the playbook through the symlink too.
+    let use_alias = n % 2 == 1;
+    let kills_planned = 1 + rng.below(u64::from(MAX_KILLS_PER_ROUND)) as u32;
+    let mut mutations_left = rng.below(MAX_MUTATIONS + 1).max(u64::from(every_fault));
     let mut kills = 0;
     let mut applies = 0;
     let mut accept = false;
@@ -1140,13 +1162,14 @@ fn mixed_round(servers: &[Sshd], n: u32, clean: Duration, rng: &mut Rng, c: &mut
         if pending.is_none() {
             if kills < kills_planned && rng.below(4) != 0 {
                 f.kill = Some(at(rng));
+                f.kill_in_local = rng.below(2) == 0;
             } else if mutations_left > 0 && rng.below(3) == 0 {
                 f.term = Some(at(rng));
             }
-            if rng.below(3) == 0 {
+            if every_fault || rng.below(3) == 0 {
                 f.hup = Some(at(rng));
             }
-            if use_alias && rng.below(4) == 0 {
+            if use_alias && (every_fault || rng.below(4) == 0) {
                 f.twin = Some(at(rng));
             }
         }
@@ -1374,6 +1397,9 @@ fn mutate(
                     owners.insert(Some(h));
                 }
             }
+            if let Some(old) = old {
+                m.slots[s].left_at.insert(old, now_ns());
+            }
             m.slots[s].hosts.push(h);
         }
     }
@@ -1454,6 +1480,22 @@ fn mixed_check(m: &Mixed, servers: &[Sshd], n: u32, c: &mut MixedCounts) {
                         failures.push(format!("{ctx}: two runs overlap: {w:?}"));
                     }
                 }
+                if let Some(left) = h.and_then(|h| slot.left_at.get(&h)) {
+                    let later: Vec<&&String> = mine
+                        .iter()
+                        .filter(|x| {
+                            x.split_whitespace()
+                                .nth(1)
+                                .and_then(|t| t.parse::<u128>().ok())
+                                .is_some_and(|t| t > *left)
+                        })
+                        .collect();
+                    if !later.is_empty() {
+                        failures.push(format!(
+                            "{ctx}: ran on the old host after the move: {later:?}"
+                        ));
+                    }
+                }
                 let owed = owners.contains(h);
                 match label.kind {
                     Kind::Neither | Kind::Checked => {
@@ -1518,7 +1560,7 @@ fn mixed_clean(servers: &[Sshd], samples: u32) -> Duration {
     cleans[cleans.len() / 2]
 }
 
-fn run_mixed(seed: u64, rounds: u32, samples: u32) -> MixedCounts {
+fn run_mixed(seed: u64, rounds: u32, samples: u32, every_fault: bool) -> MixedCounts {
     println!("torture (mixed): seed {seed} (replay with TORTURE_SEED={seed}), {rounds} rounds");
     let mut rng = Rng(seed | 1);
     let servers = start_pool();
@@ -1526,7 +1568,7 @@ fn run_mixed(seed: u64, rounds: u32, samples: u32) -> MixedCounts {
     println!("torture (mixed): a clean apply takes {clean:?}");
     let mut c = MixedCounts::default();
     for n in 1..=rounds {
-        mixed_round(&servers, n, clean, &mut rng, &mut c);
+        mixed_round(&servers, n, clean, &mut rng, &mut c, every_fault);
     }
     println!(
         "torture (mixed): {} rounds, {} applies ({} through the symlink), faults: {} kill -9 \
@@ -1569,8 +1611,8 @@ fn mixed_faults_never_run_twice() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let rounds = env_u64("TORTURE_ROUNDS").unwrap_or(20) as u32;
-    let c = run_mixed(seed, rounds, 3);
+    let rounds = env_u64("TORTURE_ROUNDS").unwrap_or(15) as u32;
+    let c = run_mixed(seed, rounds, 3, false);
     assert!(c.kills > 0, "no kill happened: the torture tested nothing");
 }
 
@@ -1580,13 +1622,13 @@ fn mixed_faults_never_run_twice() {
 #[test]
 #[ignore = "about a minute: run with TORTURE_MODE=smoke scripts/torture.sh"]
 fn mixed_faults_smoke() {
-    let c = run_mixed(SMOKE_SEED, 2, 1);
+    let c = run_mixed(SMOKE_SEED, 2, 1, true);
     let mutations: u32 = c.mutations.values().sum();
     assert!(
-        c.kills > 0 && c.hups > 0 && mutations > 0,
-        "seed {SMOKE_SEED} no longer injects every kind of fault: {c:?}"
+        c.kills > 0 && c.hups > 0 && mutations > 0 && c.via_symlink > 0,
+        "the smoke rounds did not inject every kind of fault: {c:?}"
     );
 }
 
-/// A seed whose two rounds inject kills, SIGHUP and mutations.
+/// The smoke rounds' seed (they inject every kind of fault whatever it is).
 const SMOKE_SEED: u64 = 1;
