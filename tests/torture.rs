@@ -1019,7 +1019,9 @@ fn mixed_apply(m: &Mixed, via_alias: bool, accept: bool, f: Faults, n: usize) ->
             }
             break;
         }
-        if !out.hup_sent && due(f.hup) {
+        // Once the run has begun (it holds the lock): before its signal handlers are set, a
+        // SIGHUP ends any program, and the few milliseconds that takes are not this test's.
+        if !out.hup_sent && due(f.hup) && holds_lock(m, child.id()) {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
             out.hup_sent = true;
