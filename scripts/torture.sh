@@ -11,7 +11,7 @@
 #          decided run, never two runs overlapping, and agree with the journal.
 #
 #   ./scripts/torture.sh                         # both modes, a new seed (printed)
-#   TORTURE_SEED=1234 ./scripts/torture.sh       # replay the fault moments of a seed
+#   TORTURE_SEED=1234 ./scripts/torture.sh       # replay the fault moments of a seed (or SEED=1234)
 #   TORTURE_ROUNDS=5 ./scripts/torture.sh        # a quick look (rounds of each mode)
 #   TORTURE_MODE=mixed ./scripts/torture.sh      # one mode: kill, mixed, or smoke (two mixed
 #                                                # rounds with a fixed seed)
@@ -31,7 +31,7 @@ esac
 profile=(--release)
 [ -n "${TORTURE_DEBUG:-}" ] && profile=()
 # One seed for both modes, so that a failing run can be replayed.
-export TORTURE_SEED="${TORTURE_SEED:-$(date +%s%N)}"
+export TORTURE_SEED="${TORTURE_SEED:-${SEED:-$(date +%s%N)}}"
 # One test at a time: each one's timing is its own, and the machine is not shared with itself.
 exec cargo test "${profile[@]}" --locked --test torture -- --ignored --nocapture --exact \
   --test-threads=1 "${tests[@]}" "$@"
