@@ -319,6 +319,16 @@ pub fn main() -> i32 {
             };
         }
     };
+    // A night's run must not die of a closed terminal in the moments before its signal
+    // handlers exist (loading a large playbook takes tens of milliseconds): SIGHUP is ignored
+    // from here on; `interrupt()` later installs the handler that only silences the output.
+    if matches!(cli.command, Command::Apply(_) | Command::Rollback(_)) {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions; no other
+        // thread exists yet.
+        unsafe {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        }
+    }
     // Before any thread exists: the variable is read and removed from the environment.
     let announcer = runner::background::Announcer::from_env();
     init_logging(cli.verbose);

@@ -258,6 +258,63 @@ fn sigterm_stops_politely_and_says_which_signal_came() {
     assert_eq!(attempts(dir.path()), [triple(("long", "run", "succeeded"))]);
 }
 
+/// Whether process `pid` ignores SIGHUP (`SigIgn` in /proc/PID/status).
+fn ignores_sighup(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (libc::SIGHUP - 1);
+    status.lines().any(|l| {
+        l.strip_prefix("SigIgn:")
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|mask| mask & bit != 0)
+    })
+}
+
+#[test]
+fn a_hangup_while_the_playbook_loads_does_not_end_the_run() {
+    // Before its signal handlers exist the runner loads the playbook, which takes a while for
+    // a large one. It ignores SIGHUP from its first moments, so a terminal closed then does not
+    // end it. The playbook is large enough for its loading to be seen, and its window is always
+    // closed, so the run ends at once after loading: exit 3, not the 129 of a hangup.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut yaml = String::from(
+        "name: big\nwindow:\n  timezone: UTC\n  business_hours:\n    - { days: mon-sun, from: \"00:00\", to: \"23:59\" }\n  margin: 2m\ntargets:\n  here:\n    transport: local\nsteps:\n",
+    );
+    for i in 0..20_000 {
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}, on: here, run: 'true', idempotent: true, estimate: 1m }}\n"
+        ));
+    }
+    let pb = dir.path().join("big.yaml");
+    fs::write(&pb, yaml).expect("write playbook");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["apply", "big.yaml", "--quiet"])
+        .current_dir(dir.path())
+        .env_remove("RUNNER_NOW")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runner starts");
+    let pid = child.id();
+    wait_until("the runner to ignore SIGHUP while it loads", || {
+        ignores_sighup(pid)
+    });
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGHUP);
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_third_ctrl_c_exits_at_once_and_the_journal_keeps_the_step_in_doubt() {
     let dir = tempfile::tempdir().expect("tempdir");
