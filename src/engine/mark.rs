@@ -48,6 +48,7 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
         &lock::Holder::this_process("mark", &who.user, clock.now()),
     )?;
     let mut journal = Journal::open(&opts.state)?;
+    journal.hold(&_lock);
     // Another playbook's journal is not ours to decide about.
     super::identity::claim(&mut journal, pb, false)?;
     // An attempt still `running` was left by a runner that is gone (we hold the lock): the
