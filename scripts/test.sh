@@ -19,6 +19,8 @@ fi
 command -v tmux >/dev/null 2>&1 || PACKAGES+=(tmux)
 # The notification tests hand mail to a real SMTP server on loopback (aiosmtpd).
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || PACKAGES+=(python3-aiosmtpd)
+# The journal's PostgreSQL store is tested against a throwaway cluster (initdb, pg_ctl).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || PACKAGES+=(postgresql)
 if [ "${#PACKAGES[@]}" -gt 0 ]; then
   echo "installing ${PACKAGES[*]} (the tests start real sshd processes on loopback)" >&2
   $SUDO apt-get update -qq

@@ -1398,7 +1398,7 @@ impl Journal {
         self.read(|tx| {
             tx.rows(
                 "SELECT id, run_id, at, step_id, kind, detail FROM events \
-                 WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
+                 WHERE CAST(?1 AS TEXT) IS NULL OR run_id = ?1 ORDER BY id",
                 &[run.map(|r| r.0.as_str()).into()],
             )?
             .iter()
@@ -1458,7 +1458,7 @@ fn put_note(tx: &dyn Tx, attempt: i64, key: &str, value: &str) -> Result<(), Jou
 fn query_attempts(tx: &dyn Tx, run: Option<&RunId>) -> Result<Vec<Attempt>, JournalError> {
     tx.rows(
         &format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id"
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE CAST(?1 AS TEXT) IS NULL OR run_id = ?1 ORDER BY id"
         ),
         &[run.map(|r| r.0.as_str()).into()],
     )?

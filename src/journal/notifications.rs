@@ -64,7 +64,7 @@ impl Journal {
         self.read(|tx| {
             tx.rows(
                 "SELECT run_id, event_id, event, sink, attempt, at, outcome, detail \
-                 FROM notifications WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
+                 FROM notifications WHERE CAST(?1 AS TEXT) IS NULL OR run_id = ?1 ORDER BY id",
                 &[run.map(|r| r.0.as_str()).into()],
             )?
             .iter()
