@@ -638,7 +638,7 @@ enum Db {
     Sqlite(Connection),
     /// One connection, not a pool: the engine's threads take turns through the journal's mutex.
     Pg {
-        client: std::cell::RefCell<postgres::Client>,
+        client: Box<std::cell::RefCell<postgres::Client>>,
         loc: pg::PgLocation,
         /// The lease's fence this journal writes under; see [`Journal::hold`].
         fence: Option<i64>,
@@ -735,7 +735,7 @@ impl Journal {
     fn on_pg(path: &Path, loc: pg::PgLocation, client: postgres::Client) -> Journal {
         Journal {
             db: Db::Pg {
-                client: std::cell::RefCell::new(client),
+                client: Box::new(std::cell::RefCell::new(client)),
                 loc,
                 fence: None,
             },
