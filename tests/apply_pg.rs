@@ -364,3 +364,26 @@ fn a_frozen_runner_whose_lease_was_taken_records_nothing_after_sigcont_and_fails
         1
     );
 }
+
+#[test]
+fn a_database_stopped_mid_run_stops_new_steps_and_the_run_resumes_when_it_is_back() {
+    let t = Team::new();
+    std::fs::write(t.shared("copy.hold"), "").unwrap();
+    let first = t.spawn_apply(t.a.path());
+    wait_until("the first runner's step to start", || {
+        t.shared("copy.started").exists()
+    });
+    t.pg.stop();
+    // The step's command ends while there is no journal to record it: nothing new starts.
+    std::fs::remove_file(t.shared("copy.hold")).unwrap();
+    let r = first.wait();
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("journal"), "{}", r.stderr);
+    assert!(t.lines("switch.ledger").is_empty());
+    t.pg.start_again();
+    t.wait_lease_expired();
+    let again = t.apply(t.a.path());
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(t.lines("copy.ledger"), ["start", "end", "start", "end"]);
+    assert_eq!(t.lines("switch.ledger"), ["switch"]);
+}
