@@ -333,7 +333,21 @@ impl PgLocation {
         config.connect_timeout(Duration::from_secs(10));
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("runner");
-        config.connect(NoTls).map_err(|e| self.err(e))
+        // TLS as the URL's `sslmode` says (libpq's default `prefer`: TLS when the server offers
+        // it). The server's certificate is verified against the system's trusted roots, or
+        // PGSSLROOTCERT; `sslmode=disable` turns TLS off.
+        if config.get_ssl_mode() == postgres::config::SslMode::Disable {
+            return config.connect(NoTls).map_err(|e| self.err(e));
+        }
+        let mut tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+            .map_err(|e| self.err(e))?;
+        if let Some(ca) = std::env::var_os("PGSSLROOTCERT") {
+            tls.set_ca_file(&ca).map_err(|e| {
+                self.err(format!("PGSSLROOTCERT {}: {e}", Path::new(&ca).display()))
+            })?;
+        }
+        let tls = postgres_openssl::MakeTlsConnector::new(tls.build());
+        config.connect(tls).map_err(|e| self.err(e))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> JournalError {
