@@ -435,3 +435,35 @@ fn a_journal_copied_to_postgres_and_back_is_identical() {
         .copy_into(&dst)
         .is_err());
 }
+
+#[test]
+fn every_connection_of_the_lease_holder_writes_notifications_under_its_fence() {
+    let s = Stores::new();
+    let [_, path] = s.paths("cutover");
+    let lock = acquire(&path, &holder()).unwrap();
+    let mut j = Journal::open(&path).unwrap();
+    j.hold(&lock);
+    let run = j.begin_run(&new_run(0)).unwrap();
+    // The notification worker opens its own connection, as on SQLite.
+    let worker = Journal::open_existing(&path).unwrap().unwrap();
+    let n = runner::journal::NewNotification {
+        run: run.clone(),
+        event_id: "e1".into(),
+        event: "step-failed".into(),
+        sink: "webhook".into(),
+        attempt: 1,
+        at: t(1),
+        outcome: "delivered",
+        detail: "200".into(),
+    };
+    worker.record_notification(&n).unwrap();
+    assert_eq!(j.notifications(Some(&run)).unwrap().len(), 1);
+    drop(j);
+    drop(lock);
+    // Without the lease, a connection writes nothing.
+    let late = Journal::open_existing(&path).unwrap().unwrap();
+    assert!(matches!(
+        late.record_notification(&n),
+        Err(JournalError::NoLease(_))
+    ));
+}

@@ -736,8 +736,8 @@ impl Journal {
         Journal {
             db: Db::Pg {
                 client: Box::new(std::cell::RefCell::new(client)),
+                fence: pg::held_fence(&loc),
                 loc,
-                fence: None,
             },
             path: path.to_owned(),
             file: None,

@@ -585,6 +585,21 @@ pub fn lease_length() -> Duration {
         .map_or(LEASE, Duration::from_millis)
 }
 
+/// The leases this process holds: (URL, cutover, fence). Every journal connection this process
+/// opens on a held cutover writes under that fence (the notification worker has its own
+/// connection), and none of them can write once another runner took the lease over.
+static HELD: std::sync::Mutex<Vec<(String, String, i64)>> = std::sync::Mutex::new(Vec::new());
+
+/// The fence this process holds for `loc`, if any.
+pub fn held_fence(loc: &PgLocation) -> Option<i64> {
+    let held = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    held.iter()
+        .find(|(u, c, _)| *u == loc.url && *c == loc.cutover)
+        .map(|h| h.2)
+}
+
 /// A held lease: renewed by a thread until dropped, then released.
 #[derive(Debug)]
 pub struct Lease {
@@ -661,6 +676,9 @@ pub fn acquire(loc: &PgLocation, holder: &Holder) -> Result<Lease, LockError> {
             .spawn(move || renew(&at, fence, ms, lease / 6, &stopped, &lost, client))
             .map_err(|e| lock_err(loc, e))?
     };
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((loc.url.clone(), loc.cutover.clone(), fence));
     Ok(Lease {
         loc: loc.clone(),
         fence,
@@ -717,6 +735,11 @@ fn renew(
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        HELD.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(u, c, f)| {
+                !(*u == self.loc.url && *c == self.loc.cutover && *f == self.fence)
+            });
         drop(self.stop.take());
         if let Some(t) = self.renewer.take() {
             let _ = t.join();
