@@ -337,6 +337,9 @@ fn exit_for(e: &anyhow::Error) -> Exit {
                 return Exit::InvalidInput;
             }
         }
+        if let Some(runner::journal::copy::CopyError::NotEmpty(_)) = cause.downcast_ref() {
+            return Exit::Conflict;
+        }
         if let Some(e) = cause.downcast_ref::<runner::ping::PingError>() {
             return e.exit();
         }
