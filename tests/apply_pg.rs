@@ -387,3 +387,29 @@ fn a_database_stopped_mid_run_stops_new_steps_and_the_run_resumes_when_it_is_bac
     assert_eq!(t.lines("copy.ledger"), ["start", "end", "start", "end"]);
     assert_eq!(t.lines("switch.ledger"), ["switch"]);
 }
+
+#[test]
+fn the_password_comes_from_the_password_file_as_with_psql() {
+    let t = Team::new();
+    let pgpass = t.shared("pgpass");
+    let status = |pw: &str| {
+        std::fs::write(
+            &pgpass,
+            format!("# team\n127.0.0.1:{}:postgres:runner:{pw}\n", t.pg.port),
+        )
+        .unwrap();
+        runner(
+            &["status", "cutover.yaml"],
+            t.a.path(),
+            &[
+                ("RUNNER_STATE", t.pg.url().as_str()),
+                ("PGPASSFILE", pgpass.to_str().unwrap()),
+            ],
+        )
+    };
+    let wrong = status("not-the-password");
+    assert_ne!(wrong.code, 0, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("password"), "{}", wrong.stderr);
+    let right = status(common::postgres::PASSWORD);
+    assert_eq!(right.code, 0, "{}", right.stderr);
+}

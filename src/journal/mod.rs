@@ -623,7 +623,7 @@ pub fn schema_version() -> i64 {
 }
 
 /// A PostgreSQL error with the server's own message (the plain one says only "db error").
-fn pg_text(e: &postgres::Error) -> String {
+pub(crate) fn pg_text(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => match std::error::Error::source(e) {

@@ -337,7 +337,9 @@ impl PgLocation {
         // it). The server's certificate is verified against the system's trusted roots, or
         // PGSSLROOTCERT; `sslmode=disable` turns TLS off.
         if config.get_ssl_mode() == postgres::config::SslMode::Disable {
-            return config.connect(NoTls).map_err(|e| self.err(e));
+            return config
+                .connect(NoTls)
+                .map_err(|e| self.err(super::pg_text(&e)));
         }
         let mut tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
             .map_err(|e| self.err(e))?;
@@ -347,7 +349,9 @@ impl PgLocation {
             })?;
         }
         let tls = postgres_openssl::MakeTlsConnector::new(tls.build());
-        config.connect(tls).map_err(|e| self.err(e))
+        config
+            .connect(tls)
+            .map_err(|e| self.err(super::pg_text(&e)))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> JournalError {
@@ -632,14 +636,18 @@ fn lock_err(loc: &PgLocation, e: impl std::fmt::Display) -> LockError {
     }
 }
 
+fn lock_pg_err(loc: &PgLocation, e: postgres::Error) -> LockError {
+    lock_err(loc, super::pg_text(&e))
+}
+
 /// Takes the lease of a cutover, or says who holds it.
 pub fn acquire(loc: &PgLocation, holder: &Holder) -> Result<Lease, LockError> {
     let lease = lease_length();
     let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let text = serde_json::to_string(holder).map_err(|e| lock_err(loc, e))?;
     let mut client = loc.connect().map_err(|e| lock_err(loc, e))?;
-    let mut tx = client.transaction().map_err(|e| lock_err(loc, e))?;
-    bootstrap(&mut tx).map_err(|e| lock_err(loc, e))?;
+    let mut tx = client.transaction().map_err(|e| lock_pg_err(loc, e))?;
+    bootstrap(&mut tx).map_err(|e| lock_pg_err(loc, e))?;
     let got = tx
         .query_opt(
             "INSERT INTO runner.leases AS l (cutover, holder, expires_at, fence) \
@@ -649,14 +657,14 @@ pub fn acquire(loc: &PgLocation, holder: &Holder) -> Result<Lease, LockError> {
              WHERE l.expires_at <= now() RETURNING fence",
             &[&loc.cutover, &text, &ms],
         )
-        .map_err(|e| lock_err(loc, e))?;
+        .map_err(|e| lock_pg_err(loc, e))?;
     let Some(row) = got else {
         let held: Option<String> = tx
             .query_opt(
                 "SELECT holder FROM runner.leases WHERE cutover = $1",
                 &[&loc.cutover],
             )
-            .map_err(|e| lock_err(loc, e))?
+            .map_err(|e| lock_pg_err(loc, e))?
             .and_then(|r| r.get(0));
         return Err(LockError::Held {
             path: PathBuf::from(loc.display()),
@@ -664,7 +672,7 @@ pub fn acquire(loc: &PgLocation, holder: &Holder) -> Result<Lease, LockError> {
         });
     };
     let fence: i64 = row.get(0);
-    tx.commit().map_err(|e| lock_err(loc, e))?;
+    tx.commit().map_err(|e| lock_pg_err(loc, e))?;
 
     let (stop, stopped) = mpsc::channel::<()>();
     let lost = Arc::new(AtomicBool::new(false));
