@@ -413,3 +413,50 @@ fn the_password_comes_from_the_password_file_as_with_psql() {
     let right = status(common::postgres::PASSWORD);
     assert_eq!(right.code, 0, "{}", right.stderr);
 }
+
+#[test]
+fn a_run_longer_than_its_lease_keeps_it_by_renewing() {
+    let t = Team::new();
+    std::fs::write(t.shared("copy.hold"), "").unwrap();
+    let first = t.spawn_apply(t.a.path());
+    wait_until("the first runner's step to start", || {
+        t.shared("copy.started").exists()
+    });
+    // Let the server's clock pass three lease lengths while the step is held.
+    let mut c = t.pg.client();
+    let start: String = c.query_one("SELECT now()::text", &[]).unwrap().get(0);
+    wait_until("three lease lengths to pass", || {
+        c.query_one(
+            "SELECT now() > $1::text::timestamptz + 3 * $2::text::bigint * interval '1 millisecond'",
+            &[&start, &SHORT_LEASE_MS],
+        )
+        .unwrap()
+        .get(0)
+    });
+    // Another runner is still refused (asked here directly: a runner that got the lease would
+    // wait on the held step).
+    std::env::set_var("PGPASSWORD", common::postgres::PASSWORD);
+    let taken = runner::journal::acquire(
+        &runner::journal::pg::location_path(&t.pg.url(), NAME),
+        &runner::journal::Holder::this_process("apply", "bob", jiff::Timestamp::now()),
+    );
+    assert!(
+        matches!(taken, Err(runner::journal::LockError::Held { .. })),
+        "{taken:?}"
+    );
+    drop(taken);
+    // `runner status` on the other machine names the holder.
+    let env = t.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let st = runner(&["status", "cutover.yaml"], t.b.path(), &env);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(
+        st.stdout.contains(&format!("pid {}", first.pid())),
+        "{}",
+        st.stdout
+    );
+    std::fs::remove_file(t.shared("copy.hold")).unwrap();
+    let r = first.wait();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(t.lines("switch.ledger"), ["switch"]);
+}
