@@ -21,6 +21,8 @@ command -v tmux >/dev/null 2>&1 || PACKAGES+=(tmux)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || PACKAGES+=(python3-aiosmtpd)
 # tests/serve.rs loads the live page in a real headless browser.
 command -v chromium >/dev/null 2>&1 || PACKAGES+=(chromium)
+# The journal's PostgreSQL store is tested against a throwaway cluster (initdb, pg_ctl).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || PACKAGES+=(postgresql)
 if [ "${#PACKAGES[@]}" -gt 0 ]; then
   echo "installing ${PACKAGES[*]} (the tests start real sshd processes on loopback)" >&2
   $SUDO apt-get update -qq

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use runner::journal::pg;
 
 use std::io::IsTerminal;
 
@@ -68,12 +69,33 @@ enum Command {
     Trust(TrustArgs),
     /// Print the JSON Schema of the playbook format, for editors.
     Schema,
+    /// Move a cutover's journal between stores.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum StateCommand {
+    /// Copy a cutover's journal from one store to another (an SQLite file or a
+    /// postgres:// URL) and verify it, table by table: row counts and a SHA-256 of the rows.
+    /// The destination must not hold runs of the cutover yet; both are locked meanwhile.
+    Copy {
+        /// Where the journal is now: an SQLite file or postgres://user@host:port/database.
+        from: String,
+        /// Where it goes.
+        to: String,
+        /// The cutover (its playbook's `name`); by default the name the SQLite side records.
+        #[arg(long)]
+        cutover: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
 struct StateArg {
-    /// The journal (SQLite); default `.runner/<playbook-stem>.db` beside the playbook.
-    #[arg(long, value_name = "PATH")]
+    /// The journal: an SQLite file (default `.runner/<playbook-stem>.db` beside the playbook),
+    /// or a PostgreSQL server `postgres://user@host:port/database` shared by a team (the
+    /// password from PGPASSWORD or ~/.pgpass / PGPASSFILE, never in the URL).
+    #[arg(long, value_name = "PATH|URL", env = "RUNNER_STATE")]
     state: Option<PathBuf>,
 }
 
@@ -383,6 +405,7 @@ fn exit_for(e: &anyhow::Error) -> Exit {
             || cause.is::<PlanError>()
             || cause.is::<InvalidArg>()
             || cause.is::<plan::history::HistoryError>()
+            || cause.is::<pg::UrlError>()
             || matches!(
                 cause.downcast_ref::<NotifyError>(),
                 Some(NotifyError::Secret { .. })
@@ -397,6 +420,9 @@ fn exit_for(e: &anyhow::Error) -> Exit {
             if engine::state_path_unusable(j) {
                 return Exit::InvalidInput;
             }
+        }
+        if let Some(runner::journal::copy::CopyError::NotEmpty(_)) = cause.downcast_ref() {
+            return Exit::Conflict;
         }
         if let Some(e) = cause.downcast_ref::<runner::ping::PingError>() {
             return e.exit();
@@ -476,7 +502,7 @@ fn run(
         }
         Command::Plan(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
-            let journal = state_path(&pb, &StateArg { state: None });
+            let journal = state_path(&pb, &StateArg { state: None })?;
             let mut journals = Vec::new();
             if !args.no_history {
                 let own = engine::default_state_path(&pb);
@@ -513,7 +539,7 @@ fn run(
                 plan::saved::verify(reviewed, &pb)?;
             }
             if args.dry_run {
-                let journal = state_path(&pb, &args.state);
+                let journal = state_path(&pb, &args.state)?;
                 return show_plan(
                     &pb,
                     args.start.as_deref(),
@@ -526,11 +552,11 @@ fn run(
             if args.background {
                 return start_background(&args.file);
             }
-            let state = state_path(&pb, &args.state);
+            let state = state_path(&pb, &args.state)?;
             let reporter = reporter(&args.output, clock, &pb);
             let interrupt = interrupt(reporter.clone());
             let opts = engine::ApplyOptions {
-                runs_dir: engine::runs_dir(&state),
+                runs_dir: runs_dir(&pb, &state),
                 state,
                 max_parallel: usize::from(args.max_parallel),
                 override_window: args.window.get(),
@@ -560,11 +586,11 @@ fn run(
         }
         Command::Rollback(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
-            let state = state_path(&pb, &args.state);
+            let state = state_path(&pb, &args.state)?;
             let reporter = reporter(&args.output, clock, &pb);
             let interrupt = interrupt(reporter.clone());
             let opts = engine::RollbackOptions {
-                runs_dir: engine::runs_dir(&state),
+                runs_dir: runs_dir(&pb, &state),
                 state,
                 to: args.to.clone(),
                 yes: args.yes,
@@ -588,7 +614,7 @@ fn run(
         Command::Mark(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
             let opts = engine::MarkOptions {
-                state: state_path(&pb, &args.state),
+                state: state_path(&pb, &args.state)?,
                 pair: args.step.clone(),
                 mark: match args.mark {
                     MarkValue::Done => MarkKind::Done,
@@ -601,7 +627,7 @@ fn run(
         }
         Command::Status(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
-            let state = state_path(&pb, &args.state);
+            let state = state_path(&pb, &args.state)?;
             let journal = Journal::open_existing(&state)?;
             if let Some(j) = &journal {
                 warn_other_playbook(j, &pb)?;
@@ -626,7 +652,7 @@ fn run(
         }
         Command::Report(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
-            let state = state_path(&pb, &args.state);
+            let state = state_path(&pb, &args.state)?;
             let Some(journal) = Journal::open_existing(&state)? else {
                 anyhow::bail!(
                     "no journal at {}: the playbook has not been applied yet",
@@ -639,7 +665,7 @@ fn run(
                 ReportFormatArg::Html => runner::report::ReportFormat::Html,
                 ReportFormatArg::Json => runner::report::ReportFormat::Json,
             };
-            let text = runner::report::report(&pb, &journal, &engine::runs_dir(&state), format)?;
+            let text = runner::report::report(&pb, &journal, &runs_dir(&pb, &state), format)?;
             let text = runner::targets::Secrets::redactor_for(&pb).redact(&text);
             match &args.out {
                 Some(path) => {
@@ -655,6 +681,9 @@ fn run(
         Command::Ping(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
             Ok(runner::ping::ping(&pb)?)
+        }
+        Command::State(StateCommand::Copy { from, to, cutover }) => {
+            state_copy(&from, &to, cutover.as_deref(), clock)
         }
         Command::Trust(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
@@ -693,9 +722,9 @@ fn serve(args: ServeArgs, clock: Clock) -> anyhow::Result<Exit> {
             &StateArg {
                 state: args.state.clone(),
             },
-        );
+        )?;
         cutovers.push(serve::Cutover {
-            runs_dir: engine::runs_dir(&state),
+            runs_dir: runs_dir(&pb, &state),
             state,
             playbook: pb,
         });
@@ -743,12 +772,89 @@ fn serve(args: ServeArgs, clock: Clock) -> anyhow::Result<Exit> {
 
 /// The journal's real path (symlinks resolved): its lock, its runs folder and the file itself
 /// are the same whichever path led to it.
-fn state_path(pb: &Playbook, arg: &StateArg) -> PathBuf {
+///
+/// A postgres:// URL stands for this playbook's cutover on that server: the playbook's `name`
+/// identifies it, not a path on this machine.
+fn state_path(pb: &Playbook, arg: &StateArg) -> anyhow::Result<PathBuf> {
     let given = arg
         .state
         .clone()
         .unwrap_or_else(|| engine::default_state_path(pb));
-    runner::journal::resolve_path(&given)
+    if let Some(url) = given.to_str().filter(|s| pg::is_url(s)) {
+        pg::check_url(url)?;
+        return Ok(pg::location_path(url, &pb.name));
+    }
+    Ok(runner::journal::resolve_path(&given))
+}
+
+/// Where a run's logs go: beside the SQLite journal, or beside the playbook when the journal
+/// is on a server (logs stay on the machine that ran the steps).
+fn runs_dir(pb: &Playbook, state: &std::path::Path) -> PathBuf {
+    if pg::parse_location(state).is_some() {
+        engine::runs_dir(&engine::default_state_path(pb))
+    } else {
+        engine::runs_dir(state)
+    }
+}
+
+/// `runner state copy`.
+fn state_copy(from: &str, to: &str, cutover: Option<&str>, clock: Clock) -> anyhow::Result<Exit> {
+    use runner::journal::lock;
+    for url in [from, to].into_iter().filter(|s| pg::is_url(s)) {
+        pg::check_url(url)?;
+    }
+    let name = match cutover {
+        Some(n) => n.to_owned(),
+        None => {
+            let file = [from, to]
+                .into_iter()
+                .find(|s| !pg::is_url(s))
+                .ok_or_else(|| {
+                    InvalidArg(
+                        "both sides are servers: say which cutover with --cutover NAME".into(),
+                    )
+                })?;
+            Journal::open_existing(std::path::Path::new(file))?
+                .map(|j| j.playbook())
+                .transpose()?
+                .flatten()
+                .ok_or_else(|| {
+                    InvalidArg(format!(
+                        "{file} does not record its playbook's name: say which cutover with \
+                         --cutover NAME"
+                    ))
+                })?
+        }
+    };
+    let place = |s: &str| {
+        if pg::is_url(s) {
+            pg::location_path(s, &name)
+        } else {
+            PathBuf::from(s)
+        }
+    };
+    let (from_path, to_path) = (place(from), place(to));
+    let who = engine::Who::current();
+    let holder = lock::Holder::this_process("state copy", &who.user, clock.now());
+    let _from_lock = lock::acquire(&from_path, &holder).map_err(engine::EngineError::from)?;
+    let to_lock = lock::acquire(&to_path, &holder).map_err(engine::EngineError::from)?;
+    let Some(src) = Journal::open_existing(&from_path)? else {
+        return Err(InvalidArg(format!("no journal at {from}")).into());
+    };
+    if let Some(owner) = src.playbook()?.filter(|o| *o != name) {
+        return Err(InvalidArg(format!(
+            "{from} belongs to the playbook `{owner}`, not to the cutover `{name}`"
+        ))
+        .into());
+    }
+    let mut dst = Journal::open(&to_path)?;
+    dst.hold(&to_lock);
+    let sums = src.copy_into(&dst)?;
+    for s in &sums {
+        out!("{:<18} {:>7} rows  sha256 {}\n", s.table, s.rows, s.sha256);
+    }
+    errln!("copied the cutover `{name}` from {from} to {to}: verified, every table identical");
+    Ok(Exit::Success)
 }
 
 /// The reporter of a run; times are shown in the customer's zone (the playbook window's).
@@ -895,7 +1001,7 @@ fn follow_run(pb: &Playbook, file: &Path, state: PathBuf, clock: &Clock) -> anyh
     let redactor = runner::targets::Secrets::redactor_for(pb);
     let mut follow = runner::follow::Follow {
         pb,
-        runs_dir: engine::runs_dir(&state),
+        runs_dir: runs_dir(pb, &state),
         state,
         host: runner::journal::lock::host_name().unwrap_or_default(),
         run: None,

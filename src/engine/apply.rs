@@ -87,6 +87,7 @@ pub fn apply(
         &lock::Holder::this_process("apply", &who.user, clock.now()),
     )?;
     let mut journal = Journal::open(&opts.state)?;
+    journal.hold(&_lock);
 
     // A success recorded for other work, on another machine or for another playbook than
     // what the playbook now says is not a success (see `identity`).

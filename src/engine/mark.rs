@@ -62,6 +62,9 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
     };
     let awaited = held.is_none();
     let mut journal = Journal::open(&opts.state)?;
+    if let Some(lock) = &held {
+        journal.hold(lock);
+    }
     // Another playbook's journal is not ours to decide about.
     super::identity::claim(&mut journal, pb, false)?;
     // An attempt still `running` was left by a runner that is gone (we hold the lock): the

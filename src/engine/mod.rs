@@ -106,6 +106,9 @@ impl From<journal::lock::LockError> for EngineError {
     fn from(e: journal::lock::LockError) -> Self {
         match e {
             journal::lock::LockError::Io { path, source } => state_unusable(&path, &source),
+            journal::lock::LockError::Store { location, message } => EngineError::Journal(
+                journal::JournalError::Store(format!("{location}: {message}")),
+            ),
             held => EngineError::Locked(held),
         }
     }

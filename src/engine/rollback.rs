@@ -234,6 +234,7 @@ pub fn rollback(
         &lock::Holder::this_process("rollback", &who.user, clock.now()),
     )?;
     let mut journal = Journal::open(&opts.state)?;
+    journal.hold(&_lock);
     // Undoing on one machine what was done on another would be worse than not undoing it.
     super::identity::claim(&mut journal, pb, false)?;
     let moved: Vec<_> =

@@ -64,6 +64,9 @@ pub enum LockError {
         path: PathBuf,
         holder: Option<Holder>,
     },
+    /// The lease table of a PostgreSQL journal could not be reached or written.
+    #[error("cannot take the lease of {location}: {message}")]
+    Store { location: String, message: String },
     #[error("cannot lock {path}: {source}")]
     Io {
         path: PathBuf,
@@ -77,7 +80,9 @@ pub enum LockError {
 pub struct LockGuard {
     // Closing this descriptor releases the flock. std opens files with O_CLOEXEC, so local step
     // commands and ssh children never inherit it and cannot keep the lock alive after we exit.
-    file: File,
+    // `None` for a journal on PostgreSQL, which has a lease instead.
+    file: Option<File>,
+    lease: Option<super::pg::Lease>,
     path: PathBuf,
     holder: Holder,
 }
@@ -90,6 +95,11 @@ impl LockGuard {
     pub fn holder(&self) -> &Holder {
         &self.holder
     }
+
+    /// The lease, for a journal on PostgreSQL.
+    pub fn lease(&self) -> Option<&super::pg::Lease> {
+        self.lease.as_ref()
+    }
 }
 
 impl Drop for LockGuard {
@@ -97,7 +107,9 @@ impl Drop for LockGuard {
         // Clear our details before the close releases the lock, so the next reader never sees a
         // holder that is gone. Failure only leaves stale text behind, which the next holder
         // overwrites; nothing to report from a destructor.
-        let _ = self.file.set_len(0);
+        if let Some(file) = &self.file {
+            let _ = file.set_len(0);
+        }
     }
 }
 
@@ -114,6 +126,15 @@ pub fn lock_path(state_path: &Path) -> PathBuf {
 /// The lock is named from the journal's real path (symlinks resolved): a journal reached by
 /// two spellings is still locked once.
 pub fn acquire(state_path: &Path, holder: &Holder) -> Result<LockGuard, LockError> {
+    if let Some(loc) = super::pg::parse_location(state_path) {
+        let lease = super::pg::acquire(&loc, holder)?;
+        return Ok(LockGuard {
+            file: None,
+            lease: Some(lease),
+            path: state_path.to_owned(),
+            holder: holder.clone(),
+        });
+    }
     let path = lock_path(&super::resolve_path(state_path));
     let io_err = |source| LockError::Io {
         path: path.clone(),
@@ -153,7 +174,8 @@ pub fn acquire(state_path: &Path, holder: &Holder) -> Result<LockGuard, LockErro
     file.set_len(0).map_err(io_err)?;
     file.write_all_at(text.as_bytes(), 0).map_err(io_err)?;
     Ok(LockGuard {
-        file,
+        file: Some(file),
+        lease: None,
         path,
         holder: holder.clone(),
     })
@@ -162,6 +184,9 @@ pub fn acquire(state_path: &Path, holder: &Holder) -> Result<LockGuard, LockErro
 /// Reads who holds the lock for `state_path` without trying to take it; `None` if the file is
 /// missing, empty or unreadable. For `runner status`.
 pub fn read_holder_of(state_path: &Path) -> Option<Holder> {
+    if let Some(loc) = super::pg::parse_location(state_path) {
+        return super::pg::holder_of(&loc);
+    }
     let mut file = File::open(lock_path(&super::resolve_path(state_path))).ok()?;
     read_holder(&mut file)
 }

@@ -13,10 +13,13 @@
 //!
 //! Only the CLI chooses where the file lives; the journal creates the directory.
 
+pub mod copy;
 pub mod lock;
 pub mod notes;
 mod notifications;
+pub mod pg;
 mod schema;
+pub mod sql;
 
 pub use notifications::{
     summarize as summarize_notifications, DeliverySummary, NewNotification, Notification,
@@ -33,11 +36,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Type, ValueRef};
-use rusqlite::{
-    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, Transaction,
-    TransactionBehavior,
-};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, Transaction, TransactionBehavior};
+
+use sql::{Row, Tx};
 
 use schema::MigrateError;
 
@@ -99,6 +101,29 @@ pub enum JournalError {
     },
     #[error("journal database error: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("journal database error (PostgreSQL): {}", pg_text(.0))]
+    Pg(#[from] postgres::Error),
+    /// The PostgreSQL server or the cutover's place on it could not be used.
+    #[error("the journal on PostgreSQL cannot be used: {0}")]
+    Store(String),
+    /// A row that does not read as the journal wrote it (edited by hand, or a bug).
+    #[error("the journal holds a row that cannot be read: {0}")]
+    BadRow(String),
+    /// A write on PostgreSQL without the cutover's lease.
+    #[error("{0}: writing to the journal needs the cutover's lease, and this process has none")]
+    NoLease(String),
+    /// Another runner took the cutover's lease: this one must not record anything more.
+    #[error(
+        "another runner took over the cutover {location} (this run held lease fence {ours}, \
+         the lease is now at {}), so this run records nothing more and stops; the other \
+         runner's record decides\n  = help: `runner status` shows who holds it",
+        match .now { Some(n) => n.to_string(), None => "none".into() }
+    )]
+    Fenced {
+        location: String,
+        ours: i64,
+        now: Option<i64>,
+    },
     #[error("no run {0} in the journal")]
     UnknownRun(String),
     #[error("no attempt {0} in the journal")]
@@ -607,8 +632,31 @@ pub fn schema_version() -> i64 {
     schema::current_version()
 }
 
+/// A PostgreSQL error with the server's own message (the plain one says only "db error").
+pub(crate) fn pg_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Where the journal's rows are.
+enum Db {
+    Sqlite(Connection),
+    /// One connection, not a pool: the engine's threads take turns through the journal's mutex.
+    Pg {
+        client: Box<std::cell::RefCell<postgres::Client>>,
+        loc: pg::PgLocation,
+        /// The lease's fence this journal writes under; see [`Journal::hold`].
+        fence: Option<i64>,
+    },
+}
+
 pub struct Journal {
-    conn: Connection,
+    db: Db,
     path: PathBuf,
     /// Device and inode of the file at `path` when it was opened: every write first checks
     /// that the path still names that file.
@@ -628,12 +676,17 @@ impl fmt::Debug for Journal {
 const ATTEMPT_COLUMNS: &str = "id, run_id, step_id, target, kind, number, state, exit_code, \
      started_at, ended_at, pid, host, message, def_hash, finish_seq, target_identity";
 const MARK_COLUMNS: &str =
-    "id, run_id, step_id, target, mark, def_hash, user, host, at, reason, target_identity";
+    "id, run_id, step_id, target, mark, def_hash, \"user\", host, at, reason, target_identity";
 
 impl Journal {
     /// Opens the journal at `path`, creating it (and its directory) if needed and migrating it
     /// to the current schema.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        if let Some(loc) = pg::parse_location(path) {
+            let client = pg::open(&loc, true)?
+                .ok_or_else(|| JournalError::Store(format!("{}: not created", loc.display())))?;
+            return Ok(Self::on_pg(path, loc, client));
+        }
         let existed = path.exists();
         if !existed {
             if let Some(copy) = rescued_copies(path).into_iter().next() {
@@ -660,6 +713,9 @@ impl Journal {
     /// Opens an existing journal, or `None` if there is no file: `status` and `report` must not
     /// create one. Still migrates an older journal, like [`Journal::open`].
     pub fn open_existing(path: &Path) -> Result<Option<Journal>, JournalError> {
+        if let Some(loc) = pg::parse_location(path) {
+            return Ok(pg::open(&loc, false)?.map(|client| Self::on_pg(path, loc, client)));
+        }
         if !path.exists() {
             return Ok(None);
         }
@@ -680,15 +736,18 @@ impl Journal {
                 path: path.to_owned(),
                 source,
             })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let journal = Journal {
-            conn,
+            db: Db::Sqlite(conn),
             path: path.to_owned(),
             file: file_id(path),
             lost: std::cell::RefCell::new(None),
             targets: std::collections::BTreeMap::new(),
         };
-        journal.conn.busy_timeout(BUSY_TIMEOUT)?;
-        let version = schema::version(&journal.conn).map_err(|e| journal.classify(e))?;
+        let Some(conn) = journal.sqlite() else {
+            unreachable!("opened as SQLite just above")
+        };
+        let version = schema::version(conn).map_err(|e| journal.classify(e))?;
         if version > schema::current_version() {
             return Err(journal.too_new(version));
         }
@@ -705,9 +764,11 @@ impl Journal {
     /// SQLite's `data_version`: changes whenever another connection commits to the journal,
     /// so a reader can tell cheaply whether there is anything new to read.
     pub fn data_version(&self) -> Result<i64, JournalError> {
-        Ok(self
-            .conn
-            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+        match self.sqlite() {
+            Some(conn) => Ok(conn.pragma_query_value(None, "data_version", |r| r.get(0))?),
+            // A PostgreSQL journal has no such counter: every look is "maybe changed".
+            None => Ok(jiff::Timestamp::now().as_millisecond()),
+        }
     }
 
     fn open_with(path: &Path, extra: OpenFlags) -> Result<Journal, JournalError> {
@@ -718,7 +779,7 @@ impl Journal {
                 source,
             })?;
         let mut journal = Journal {
-            conn,
+            db: Db::Sqlite(conn),
             path: path.to_owned(),
             file: None,
             lost: std::cell::RefCell::new(None),
@@ -730,8 +791,48 @@ impl Journal {
         Ok(journal)
     }
 
+    fn on_pg(path: &Path, loc: pg::PgLocation, client: postgres::Client) -> Journal {
+        Journal {
+            db: Db::Pg {
+                client: Box::new(std::cell::RefCell::new(client)),
+                fence: pg::held_fence(&loc),
+                loc,
+            },
+            path: path.to_owned(),
+            file: None,
+            lost: std::cell::RefCell::new(None),
+            targets: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The SQLite connection, for what only SQLite has (pragmas, the rescue copy).
+    fn sqlite(&self) -> Option<&Connection> {
+        match &self.db {
+            Db::Sqlite(c) => Some(c),
+            Db::Pg { .. } => None,
+        }
+    }
+
+    /// Whether this journal is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Pg { .. })
+    }
+
+    /// Writes from now on under `lock`'s lease: each write checks, in its own transaction, that
+    /// the lease's fence is still the current one. No effect on SQLite, where the flock is
+    /// enough (one machine).
+    pub fn hold(&mut self, lock: &LockGuard) {
+        if let (Db::Pg { fence, loc, .. }, Some(lease)) = (&mut self.db, lock.lease()) {
+            if lease.cutover() == loc.cutover {
+                *fence = Some(lease.fence());
+            }
+        }
+    }
+
     fn configure(&self) -> Result<(), JournalError> {
-        let conn = &self.conn;
+        let Some(conn) = self.sqlite() else {
+            return Ok(());
+        };
         conn.busy_timeout(BUSY_TIMEOUT)?;
 
         // The first statement that reads the header tells us whether this is SQLite at all, and
@@ -800,7 +901,20 @@ impl Journal {
     /// The durability settings actually in force on this connection, for diagnostics and
     /// tests: a journal that silently fell back to a weaker mode would be worse than an error.
     pub fn settings(&self) -> Result<Settings, JournalError> {
-        let conn = &self.conn;
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Pg { client, .. } => {
+                let mut c = client.borrow_mut();
+                let sync: String = c.query_one("SHOW synchronous_commit", &[])?.get(0);
+                let fsync: String = c.query_one("SHOW fsync", &[])?.get(0);
+                return Ok(Settings {
+                    journal_mode: "postgresql".into(),
+                    synchronous: if sync == "on" && fsync == "on" { 2 } else { 0 },
+                    foreign_keys: true,
+                    schema_version: pg::version(&mut c)?,
+                });
+            }
+        };
         Ok(Settings {
             journal_mode: conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
             synchronous: conn.pragma_query_value(None, "synchronous", |r| r.get(0))?,
@@ -811,24 +925,69 @@ impl Journal {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits before returning. IMMEDIATE
     /// takes the write lock up front, so a reader upgrading to writer can never deadlock.
+    ///
+    /// On PostgreSQL the transaction first checks the lease's fence (see [`Journal::hold`]).
     fn write<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
+        f: impl FnOnce(&dyn Tx) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        self.check_file()?;
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        match &self.db {
+            Db::Sqlite(conn) => {
+                self.check_file()?;
+                let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+                let value = f(&*tx)?;
+                tx.commit()?;
+                Ok(value)
+            }
+            Db::Pg { client, loc, fence } => {
+                let mut c = self.pg_client(client, loc)?;
+                let mut tx = c.transaction()?;
+                pg::check_fence(&mut tx, loc, *fence)?;
+                let value = f(&pg::PgTx(std::cell::RefCell::new(&mut tx)))?;
+                tx.commit()?;
+                Ok(value)
+            }
+        }
+    }
+
+    /// The PostgreSQL connection, opened again if the server dropped it (a restart): the next
+    /// write then goes through once the server is back, still under the fence.
+    fn pg_client<'c>(
+        &self,
+        client: &'c std::cell::RefCell<postgres::Client>,
+        loc: &pg::PgLocation,
+    ) -> Result<std::cell::RefMut<'c, postgres::Client>, JournalError> {
+        let mut c = client.borrow_mut();
+        if c.is_closed() {
+            *c = pg::open(loc, false)?.ok_or_else(|| {
+                JournalError::Store(format!("{}: the cutover is gone", loc.display()))
+            })?;
+        }
+        Ok(c)
     }
 
     /// Runs several reads against one snapshot, so e.g. attempts and marks agree.
     fn read<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
+        f: impl FnOnce(&dyn Tx) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)?;
-        f(&tx)
+        match &self.db {
+            Db::Sqlite(conn) => {
+                let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)?;
+                f(&*tx)
+            }
+            Db::Pg { client, loc, .. } => {
+                let mut c = self.pg_client(client, loc)?;
+                let mut tx = c
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let value = f(&pg::PgTx(std::cell::RefCell::new(&mut tx)))?;
+                tx.commit()?;
+                Ok(value)
+            }
+        }
     }
 
     /// Whether the path still names the file this connection opened. The first time it does
@@ -880,7 +1039,8 @@ impl Journal {
             .find(|p| std::fs::symlink_metadata(p).is_err())
             .ok_or_else(|| format!("{name}.rescued-1 to -99 all exist in {}", dir.display()))?;
         let target = copy.to_string_lossy().into_owned();
-        self.conn
+        self.sqlite()
+            .ok_or_else(|| "not an SQLite journal".to_owned())?
             .execute("VACUUM INTO ?1", [&target])
             .map_err(|e| format!("{}: {e}", copy.display()))?;
         Ok(copy)
@@ -906,31 +1066,31 @@ impl Journal {
     /// Records which playbook this journal belongs to.
     pub fn set_playbook(&self, name: &str) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO journal_meta (key, value) VALUES ('playbook', ?1) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [name],
+                &[name.into()],
             )?;
             Ok(())
         })
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
-        Ok(self
-            .conn
-            .query_row(
+        self.read(|tx| {
+            tx.row(
                 "SELECT value FROM journal_meta WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()?)
+                &[key.into()],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
+        })
     }
 
     /// Records the start of a run and returns its id.
     pub fn begin_run(&self, r: &NewRun) -> Result<RunId, JournalError> {
         let base = format!("{}-{}", r.started_at.strftime("%Y%m%dT%H%M%SZ"), r.pid);
         let args = serde_json::to_string(&r.args)
-            .map_err(|e| JournalError::Db(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            .map_err(|e| JournalError::BadRow(format!("run arguments: {e}")))?;
         self.write(|tx| {
             // The same pid can start two runs within a second (a `mark` right after an aborted
             // `apply` in one process, or tests); suffix instead of failing.
@@ -940,25 +1100,23 @@ impl Journal {
                 n += 1;
                 id = format!("{base}-{n}");
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO runs (id, command, playbook_path, playbook_sha256, started_at, \
-                 user, host, pid, runner_version, args, simulated_from, real_started_at) \
+                 \"user\", host, pid, runner_version, args, simulated_from, real_started_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    id,
-                    r.command,
-                    r.playbook_path.to_string_lossy(),
-                    r.playbook_sha256,
-                    r.started_at.to_string(),
-                    r.user,
-                    r.host,
-                    r.pid,
-                    env!("CARGO_PKG_VERSION"),
-                    args,
-                    r.simulated.map(|c| c.from.to_string()),
-                    r.simulated
-                        .and_then(|c| c.real_start)
-                        .map(|t| t.to_string()),
+                &[
+                    id.as_str().into(),
+                    r.command.as_str().into(),
+                    r.playbook_path.to_string_lossy().into_owned().into(),
+                    (&r.playbook_sha256).into(),
+                    r.started_at.into(),
+                    (&r.user).into(),
+                    (&r.host).into(),
+                    r.pid.into(),
+                    env!("CARGO_PKG_VERSION").into(),
+                    args.as_str().into(),
+                    r.simulated.map(|c| c.from).into(),
+                    r.simulated.and_then(|c| c.real_start).into(),
                 ],
             )?;
             Ok(RunId(id))
@@ -967,9 +1125,9 @@ impl Journal {
 
     pub fn end_run(&self, run: &RunId, outcome: &str, at: Timestamp) -> Result<(), JournalError> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE runs SET ended_at = ?1, outcome = ?2 WHERE id = ?3",
-                params![at.to_string(), outcome, run.0],
+                &[at.into(), outcome.into(), (&run.0).into()],
             )?;
             if n == 0 {
                 return Err(JournalError::UnknownRun(run.0.clone()));
@@ -987,12 +1145,12 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.write(|tx| {
             require_run(tx, run)?;
-            let mut stmt = tx.prepare(
-                "INSERT INTO step_definitions (run_id, step_id, def_hash) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (run_id, step_id) DO UPDATE SET def_hash = excluded.def_hash",
-            )?;
             for (step, hash) in defs {
-                stmt.execute(params![run.0, step, hash])?;
+                tx.exec(
+                    "INSERT INTO step_definitions (run_id, step_id, def_hash) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (run_id, step_id) DO UPDATE SET def_hash = excluded.def_hash",
+                    &[(&run.0).into(), step.into(), hash.into()],
+                )?;
             }
             Ok(())
         })
@@ -1000,11 +1158,15 @@ impl Journal {
 
     /// The definition hashes recorded for a run, by step id.
     pub fn definitions(&self, run: &RunId) -> Result<Vec<(String, String)>, JournalError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT step_id, def_hash FROM step_definitions WHERE run_id = ?1 ORDER BY step_id",
-        )?;
-        let rows = stmt.query_map([&run.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|tx| {
+            tx.rows(
+                "SELECT step_id, def_hash FROM step_definitions WHERE run_id = ?1 ORDER BY step_id",
+                &[(&run.0).into()],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect()
+        })
     }
 
     /// Records the intent to act: the `running` row is committed to disk before this returns,
@@ -1023,30 +1185,27 @@ impl Journal {
         self.write(|tx| {
             require_run(tx, &a.run)?;
             let id = next_seq(tx)?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO attempts (id, run_id, step_id, target, kind, number, state, \
                  started_at, pid, host, def_hash, target_identity) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    id,
-                    a.run.0,
-                    a.step_id,
-                    a.target,
-                    a.kind.as_str(),
-                    a.number,
-                    AttemptState::Running,
-                    a.started_at.to_string(),
-                    a.pid,
-                    a.host,
-                    a.def_hash,
-                    self.targets.get(&a.target),
+                &[
+                    id.into(),
+                    (&a.run.0).into(),
+                    (&a.step_id).into(),
+                    (&a.target).into(),
+                    a.kind.as_str().into(),
+                    a.number.into(),
+                    AttemptState::Running.as_str().into(),
+                    a.started_at.into(),
+                    a.pid.into(),
+                    (&a.host).into(),
+                    (&a.def_hash).into(),
+                    self.targets.get(&a.target).into(),
                 ],
             )?;
             for (key, value) in notes {
-                tx.execute(
-                    "INSERT OR REPLACE INTO attempt_notes (attempt_id, key, value) VALUES (?1, ?2, ?3)",
-                    params![id, key, value],
-                )?;
+                put_note(tx, id, key, value)?;
             }
             Ok(AttemptId(id))
         })
@@ -1067,20 +1226,26 @@ impl Journal {
         }
         self.write(|tx| {
             let current: Option<AttemptState> = tx
-                .query_row("SELECT state FROM attempts WHERE id = ?1", [id.0], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+                .row("SELECT state FROM attempts WHERE id = ?1", &[id.0.into()])?
+                .map(|r| r.parse(0, AttemptState::parse))
+                .transpose()?;
             match current {
                 None => return Err(JournalError::UnknownAttempt(id)),
                 Some(AttemptState::Running) => {}
                 Some(state) => return Err(JournalError::AttemptNotRunning { id, state }),
             }
             let seq = next_seq(tx)?;
-            tx.execute(
+            tx.exec(
                 "UPDATE attempts SET state = ?1, exit_code = ?2, ended_at = ?3, message = ?4, \
                  finish_seq = ?5 WHERE id = ?6",
-                params![state, exit_code, at.to_string(), message, seq, id.0],
+                &[
+                    state.as_str().into(),
+                    exit_code.into(),
+                    at.into(),
+                    message.into(),
+                    seq.into(),
+                    id.0.into(),
+                ],
             )?;
             Ok(())
         })
@@ -1100,22 +1265,22 @@ impl Journal {
                     require_run(tx, run)?;
                 }
                 let id = next_seq(tx)?;
-                tx.execute(
-                    "INSERT INTO marks (id, run_id, step_id, target, mark, def_hash, user, host, \
-                     at, reason, target_identity) \
+                tx.exec(
+                    "INSERT INTO marks (id, run_id, step_id, target, mark, def_hash, \"user\", \
+                     host, at, reason, target_identity) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
-                        id,
-                        m.run.as_ref().map(|r| r.0.as_str()),
-                        m.step_id,
-                        m.target,
-                        m.mark,
-                        m.def_hash,
-                        m.user,
-                        m.host,
-                        m.at.to_string(),
-                        m.reason,
-                        self.targets.get(&m.target),
+                    &[
+                        id.into(),
+                        m.run.as_ref().map(|r| r.0.as_str()).into(),
+                        (&m.step_id).into(),
+                        (&m.target).into(),
+                        m.mark.as_str().into(),
+                        (&m.def_hash).into(),
+                        (&m.user).into(),
+                        (&m.host).into(),
+                        m.at.into(),
+                        m.reason.as_deref().into(),
+                        self.targets.get(&m.target).into(),
                     ],
                 )?;
             }
@@ -1126,13 +1291,7 @@ impl Journal {
     /// Records a note on an attempt (replacing an earlier value of the same key), durably,
     /// before the action it describes is taken.
     pub fn set_note(&self, attempt: AttemptId, key: &str, value: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO attempt_notes (attempt_id, key, value) VALUES (?1, ?2, ?3)",
-                params![attempt.0, key, value],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| put_note(tx, attempt.0, key, value))
     }
 
     /// The notes of an attempt.
@@ -1141,25 +1300,29 @@ impl Journal {
         attempt: AttemptId,
     ) -> Result<std::collections::BTreeMap<String, String>, JournalError> {
         self.read(|tx| {
-            let mut stmt =
-                tx.prepare("SELECT key, value FROM attempt_notes WHERE attempt_id = ?1")?;
-            let rows = stmt.query_map(params![attempt.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let mut out = std::collections::BTreeMap::new();
-            for row in rows {
-                let (k, v): (String, String) = row?;
-                out.insert(k, v);
-            }
-            Ok(out)
+            tx.rows(
+                "SELECT key, value FROM attempt_notes WHERE attempt_id = ?1",
+                &[attempt.0.into()],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect()
         })
     }
 
     pub fn record_event(&self, e: &NewEvent) -> Result<(), JournalError> {
         self.write(|tx| {
             require_run(tx, &e.run)?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO events (run_id, at, step_id, kind, detail) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.run.0, e.at.to_string(), e.step_id, e.kind, e.detail],
+                &[
+                    (&e.run.0).into(),
+                    e.at.into(),
+                    e.step_id.as_deref().into(),
+                    e.kind.as_str().into(),
+                    (&e.detail).into(),
+                ],
             )?;
             Ok(())
         })
@@ -1169,17 +1332,20 @@ impl Journal {
     pub fn pair(&self, step: &str, target: &str) -> Result<PairState, JournalError> {
         let history = self.read(|tx| {
             let mut history = Vec::new();
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE step_id = ?1 AND target = ?2"
-            ))?;
-            for a in stmt.query_map([step, target], attempt_from_row)? {
-                history.push(HistoryEntry::Attempt(a?));
+            let key = [step.into(), target.into()];
+            for r in tx.rows(
+                &format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE step_id = ?1 AND target = ?2"
+                ),
+                &key,
+            )? {
+                history.push(HistoryEntry::Attempt(attempt_from_row(&r)?));
             }
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {MARK_COLUMNS} FROM marks WHERE step_id = ?1 AND target = ?2"
-            ))?;
-            for m in stmt.query_map([step, target], mark_from_row)? {
-                history.push(HistoryEntry::Mark(m?));
+            for r in tx.rows(
+                &format!("SELECT {MARK_COLUMNS} FROM marks WHERE step_id = ?1 AND target = ?2"),
+                &key,
+            )? {
+                history.push(HistoryEntry::Mark(mark_from_row(&r)?));
             }
             Ok(history)
         })?;
@@ -1247,77 +1413,82 @@ impl Journal {
 
     /// Attempts in start order, all of them or one run's.
     pub fn attempts(&self, run: Option<&RunId>) -> Result<Vec<Attempt>, JournalError> {
-        query_attempts(&self.conn, run)
+        self.read(|tx| query_attempts(tx, run))
     }
 
     /// Runs in start order.
     pub fn runs(&self) -> Result<Vec<Run>, JournalError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, command, playbook_path, playbook_sha256, started_at, ended_at, outcome, \
-             user, host, pid, runner_version, args, simulated_from, real_started_at \
-             FROM runs ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let args: String = r.get(11)?;
-            let args: Vec<String> = serde_json::from_str(&args)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, Type::Text, e.into()))?;
-            Ok(Run {
-                id: RunId(r.get(0)?),
-                command: r.get(1)?,
-                playbook_path: r.get(2)?,
-                playbook_sha256: r.get(3)?,
-                started_at: timestamp(r, 4)?,
-                ended_at: opt_timestamp(r, 5)?,
-                outcome: r.get(6)?,
-                user: r.get(7)?,
-                host: r.get(8)?,
-                pid: r.get(9)?,
-                runner_version: r.get(10)?,
-                args,
-                simulated: opt_timestamp(r, 12)?.map(|from| crate::clock::Simulated {
-                    from,
-                    real_start: opt_timestamp(r, 13).ok().flatten(),
-                }),
-            })
+        let rows = self.read(|tx| {
+            tx.rows(
+                "SELECT id, command, playbook_path, playbook_sha256, started_at, ended_at, \
+                 outcome, \"user\", host, pid, runner_version, args, simulated_from, \
+                 real_started_at FROM runs ORDER BY seq",
+                &[],
+            )
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.iter()
+            .map(|r| {
+                let args: Vec<String> = serde_json::from_str(&r.text(11)?)
+                    .map_err(|e| JournalError::BadRow(format!("run arguments: {e}")))?;
+                Ok(Run {
+                    id: RunId(r.text(0)?),
+                    command: r.parse(1, RunCommand::parse)?,
+                    playbook_path: r.text(2)?,
+                    playbook_sha256: r.text(3)?,
+                    started_at: r.ts(4)?,
+                    ended_at: r.opt_ts(5)?,
+                    outcome: r.opt_text(6)?,
+                    user: r.text(7)?,
+                    host: r.text(8)?,
+                    pid: r.u32(9)?,
+                    runner_version: r.text(10)?,
+                    args,
+                    simulated: r.opt_ts(12)?.map(|from| crate::clock::Simulated {
+                        from,
+                        real_start: r.opt_ts(13).ok().flatten(),
+                    }),
+                })
+            })
+            .collect()
     }
 
     /// Window events in the order recorded, all of them or one run's.
     pub fn events(&self, run: Option<&RunId>) -> Result<Vec<Event>, JournalError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, run_id, at, step_id, kind, detail FROM events \
-             WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([run.map(|r| r.0.as_str())], |r| {
-            Ok(Event {
-                id: r.get(0)?,
-                run: RunId(r.get(1)?),
-                at: timestamp(r, 2)?,
-                step_id: r.get(3)?,
-                kind: r.get(4)?,
-                detail: r.get(5)?,
+        self.read(|tx| {
+            tx.rows(
+                "SELECT id, run_id, at, step_id, kind, detail FROM events \
+                 WHERE CAST(?1 AS TEXT) IS NULL OR run_id = ?1 ORDER BY id",
+                &[run.map(|r| r.0.as_str()).into()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Event {
+                    id: r.int(0)?,
+                    run: RunId(r.text(1)?),
+                    at: r.ts(2)?,
+                    step_id: r.opt_text(3)?,
+                    kind: r.parse(4, EventKind::parse)?,
+                    detail: r.text(5)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
+        })
     }
 
     /// Operator decisions in the order made.
     pub fn marks(&self) -> Result<Vec<Mark>, JournalError> {
-        query_marks(&self.conn)
+        self.read(query_marks)
     }
 }
 
-fn run_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
-        [id],
-        |r| r.get(0),
-    )
+fn run_exists(tx: &dyn Tx, id: &str) -> Result<bool, JournalError> {
+    Ok(tx
+        .row("SELECT 1 FROM runs WHERE id = ?1", &[id.into()])?
+        .is_some())
 }
 
-fn require_run(conn: &Connection, run: &RunId) -> Result<(), JournalError> {
-    if run_exists(conn, &run.0)? {
+fn require_run(tx: &dyn Tx, run: &RunId) -> Result<(), JournalError> {
+    if run_exists(tx, &run.0)? {
         Ok(())
     } else {
         Err(JournalError::UnknownRun(run.0.clone()))
@@ -1325,79 +1496,80 @@ fn require_run(conn: &Connection, run: &RunId) -> Result<(), JournalError> {
 }
 
 /// The next number of the journal-wide sequence; call inside a write transaction.
-fn next_seq(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
+fn next_seq(tx: &dyn Tx) -> Result<i64, JournalError> {
+    tx.row(
         "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value",
-        [],
-        |r| r.get(0),
-    )
+        &[],
+    )?
+    .ok_or_else(|| JournalError::BadRow("the counter row is missing".into()))?
+    .int(0)
 }
 
-fn query_attempts(conn: &Connection, run: Option<&RunId>) -> Result<Vec<Attempt>, JournalError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id"
-    ))?;
-    let rows = stmt.query_map([run.map(|r| r.0.as_str())], attempt_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn put_note(tx: &dyn Tx, attempt: i64, key: &str, value: &str) -> Result<(), JournalError> {
+    tx.exec(
+        "INSERT INTO attempt_notes (attempt_id, key, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (attempt_id, key) DO UPDATE SET value = excluded.value",
+        &[attempt.into(), key.into(), value.into()],
+    )?;
+    Ok(())
 }
 
-fn query_marks(conn: &Connection) -> Result<Vec<Mark>, JournalError> {
-    let mut stmt = conn.prepare(&format!("SELECT {MARK_COLUMNS} FROM marks ORDER BY id"))?;
-    let rows = stmt.query_map([], mark_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn query_attempts(tx: &dyn Tx, run: Option<&RunId>) -> Result<Vec<Attempt>, JournalError> {
+    tx.rows(
+        &format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE CAST(?1 AS TEXT) IS NULL OR run_id = ?1 ORDER BY id"
+        ),
+        &[run.map(|r| r.0.as_str()).into()],
+    )?
+    .iter()
+    .map(attempt_from_row)
+    .collect()
 }
 
-fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
-    let kind: String = r.get(4)?;
+fn query_marks(tx: &dyn Tx) -> Result<Vec<Mark>, JournalError> {
+    tx.rows(
+        &format!("SELECT {MARK_COLUMNS} FROM marks ORDER BY id"),
+        &[],
+    )?
+    .iter()
+    .map(mark_from_row)
+    .collect()
+}
+
+fn attempt_from_row(r: &Row) -> Result<Attempt, JournalError> {
     Ok(Attempt {
-        id: AttemptId(r.get(0)?),
-        run: RunId(r.get(1)?),
-        step_id: r.get(2)?,
-        target: r.get(3)?,
-        kind: AttemptKind::parse(&kind),
-        number: r.get(5)?,
-        state: r.get(6)?,
-        exit_code: r.get(7)?,
-        started_at: timestamp(r, 8)?,
-        ended_at: opt_timestamp(r, 9)?,
-        pid: r.get(10)?,
-        host: r.get(11)?,
-        message: r.get(12)?,
-        def_hash: r.get(13)?,
-        finish_seq: r.get(14)?,
-        target_identity: r.get(15)?,
+        id: AttemptId(r.int(0)?),
+        run: RunId(r.text(1)?),
+        step_id: r.text(2)?,
+        target: r.text(3)?,
+        kind: AttemptKind::parse(&r.text(4)?),
+        number: r.u32(5)?,
+        state: r.parse(6, AttemptState::parse)?,
+        exit_code: r.opt_int(7)?,
+        started_at: r.ts(8)?,
+        ended_at: r.opt_ts(9)?,
+        pid: r.u32(10)?,
+        host: r.text(11)?,
+        message: r.opt_text(12)?,
+        def_hash: r.text(13)?,
+        finish_seq: r.opt_int(14)?,
+        target_identity: r.opt_text(15)?,
     })
 }
 
-fn mark_from_row(r: &Row<'_>) -> rusqlite::Result<Mark> {
+fn mark_from_row(r: &Row) -> Result<Mark, JournalError> {
     Ok(Mark {
-        id: r.get(0)?,
-        run: r.get::<_, Option<String>>(1)?.map(RunId),
-        step_id: r.get(2)?,
-        target: r.get(3)?,
-        mark: r.get(4)?,
-        def_hash: r.get(5)?,
-        user: r.get(6)?,
-        host: r.get(7)?,
-        at: timestamp(r, 8)?,
-        reason: r.get(9)?,
-        target_identity: r.get(10)?,
-    })
-}
-
-fn timestamp(r: &Row<'_>, idx: usize) -> rusqlite::Result<Timestamp> {
-    let text: String = r.get(idx)?;
-    parse_timestamp(idx, &text)
-}
-
-fn opt_timestamp(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
-    let text: Option<String> = r.get(idx)?;
-    text.map(|t| parse_timestamp(idx, &t)).transpose()
-}
-
-fn parse_timestamp(idx: usize, text: &str) -> rusqlite::Result<Timestamp> {
-    text.parse().map_err(|e: jiff::Error| {
-        rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into())
+        id: r.int(0)?,
+        run: r.opt_text(1)?.map(RunId),
+        step_id: r.text(2)?,
+        target: r.text(3)?,
+        mark: r.parse(4, MarkKind::parse)?,
+        def_hash: r.text(5)?,
+        user: r.text(6)?,
+        host: r.text(7)?,
+        at: r.ts(8)?,
+        reason: r.opt_text(9)?,
+        target_identity: r.opt_text(10)?,
     })
 }
 
@@ -1432,6 +1604,9 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 /// created). Two spellings of one journal must give one lock and one file. Falls back to the
 /// path as given when nothing of it can be resolved.
 pub fn resolve_path(path: &Path) -> PathBuf {
+    if pg::parse_location(path).is_some() {
+        return path.to_path_buf();
+    }
     let mut p = path.to_path_buf();
     // A symlink at the end that points nowhere yet: follow it by hand (bounded, like the kernel).
     for _ in 0..40 {

@@ -2,10 +2,9 @@
 //! say what reached whom, and what did not.
 
 use jiff::Timestamp;
-use rusqlite::params;
 use serde::Serialize;
 
-use super::{require_run, timestamp, Journal, JournalError, RunId};
+use super::{require_run, Journal, JournalError, RunId};
 
 /// One delivery try, as recorded.
 #[derive(Debug, Clone)]
@@ -42,18 +41,18 @@ impl Journal {
     pub fn record_notification(&self, n: &NewNotification) -> Result<(), JournalError> {
         self.write(|tx| {
             require_run(tx, &n.run)?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO notifications (run_id, event_id, event, sink, attempt, at, outcome, \
                  detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    n.run.0,
-                    n.event_id,
-                    n.event,
-                    n.sink,
-                    n.attempt,
-                    n.at.to_string(),
-                    n.outcome,
-                    n.detail
+                &[
+                    (&n.run.0).into(),
+                    (&n.event_id).into(),
+                    (&n.event).into(),
+                    (&n.sink).into(),
+                    n.attempt.into(),
+                    n.at.into(),
+                    n.outcome.into(),
+                    (&n.detail).into(),
                 ],
             )?;
             Ok(())
@@ -62,23 +61,27 @@ impl Journal {
 
     /// Delivery tries in the order recorded, all of them or one run's.
     pub fn notifications(&self, run: Option<&RunId>) -> Result<Vec<Notification>, JournalError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT run_id, event_id, event, sink, attempt, at, outcome, detail \
-             FROM notifications WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([run.map(|r| r.0.as_str())], |r| {
-            Ok(Notification {
-                run_id: r.get(0)?,
-                event_id: r.get(1)?,
-                event: r.get(2)?,
-                sink: r.get(3)?,
-                attempt: r.get(4)?,
-                at: timestamp(r, 5)?,
-                outcome: r.get(6)?,
-                detail: r.get(7)?,
+        self.read(|tx| {
+            tx.rows(
+                "SELECT run_id, event_id, event, sink, attempt, at, outcome, detail \
+                 FROM notifications WHERE CAST(?1 AS TEXT) IS NULL OR run_id = ?1 ORDER BY id",
+                &[run.map(|r| r.0.as_str()).into()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Notification {
+                    run_id: r.text(0)?,
+                    event_id: r.text(1)?,
+                    event: r.text(2)?,
+                    sink: r.text(3)?,
+                    attempt: r.u32(4)?,
+                    at: r.ts(5)?,
+                    outcome: r.text(6)?,
+                    detail: r.text(7)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
+        })
     }
 }
 

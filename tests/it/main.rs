@@ -2,6 +2,7 @@
 //! (servers the tests start, process helpers) and `common_cli` (running the `runner` binary).
 
 mod apply_crash;
+mod apply_pg;
 mod apply_ssh;
 mod apply_winrm;
 mod background;
@@ -13,6 +14,7 @@ mod common_cli;
 mod customers;
 mod estimates;
 mod journal;
+mod journal_stores;
 mod libssh2_hostile_server;
 mod long_steps;
 mod network_faults;

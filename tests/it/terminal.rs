@@ -288,7 +288,7 @@ fn a_hangup_while_the_playbook_loads_does_not_end_the_run() {
     }
     let pb = dir.path().join("big.yaml");
     fs::write(&pb, yaml).expect("write playbook");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+    let child = Command::new(env!("CARGO_BIN_EXE_runner"))
         .args(["apply", "big.yaml", "--quiet"])
         .current_dir(dir.path())
         .env_remove("RUNNER_NOW")

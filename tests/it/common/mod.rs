@@ -1,6 +1,7 @@
 //! Code shared by the integration tests. Each test binary uses only part of it.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod sshd;
 pub mod tmux;
 pub mod winrm_server;
