@@ -344,7 +344,7 @@ fn a_frozen_runner_whose_lease_was_taken_records_nothing_after_sigcont_and_fails
     let after_takeover = t.attempts();
     frozen.signal(libc::SIGCONT);
     let r = frozen.wait();
-    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains("another runner took over"),
         "{}",
@@ -375,7 +375,7 @@ fn a_database_stopped_mid_run_stops_new_steps_and_the_run_resumes_when_it_is_bac
     // The step's command ends while there is no journal to record it: nothing new starts.
     std::fs::remove_file(t.shared("copy.hold")).unwrap();
     let r = first.wait();
-    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("journal"), "{}", r.stderr);
     assert!(t.lines("switch.ledger").is_empty());
     t.pg.start_again();
@@ -406,7 +406,7 @@ fn the_password_comes_from_the_password_file_as_with_psql() {
         )
     };
     let wrong = status("not-the-password");
-    assert_ne!(wrong.code, 0, "{}", wrong.stderr);
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
     assert!(wrong.stderr.contains("password"), "{}", wrong.stderr);
     let right = status(common::postgres::PASSWORD);
     assert_eq!(right.code, 0, "{}", right.stderr);

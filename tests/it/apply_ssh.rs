@@ -1064,7 +1064,7 @@ fn changed_host_key_is_refused(ip: &str, recorded_type: &str) {
         dir.path(),
         &[],
     );
-    assert_ne!(t.code, 0, "{}", show(&t));
+    assert_eq!(t.code, 1, "{}", show(&t));
     assert_eq!(fs::read_to_string(&known_hosts).unwrap(), recorded);
     assert_exit(&apply(&pb, &[], &[]), 1);
     assert!(lines(&ledger).is_empty());

@@ -172,7 +172,7 @@ fn a_failing_winrm_step_stops_the_run_with_its_exit_code() {
 "#;
     write(dir.path(), "c.yaml", playbook(&srv, steps).as_bytes());
     let r = runner(&["apply", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
-    assert_ne!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("stop-service"), "{all}");
     assert_eq!(srv.delivered().len(), 1, "the second step must not run");
@@ -186,7 +186,7 @@ fn wrong_password_fails_with_an_auth_message() {
     let steps = "  - id: one\n    on: dc\n    run: echo hi\n    estimate: 1m\n";
     write(dir.path(), "c.yaml", playbook(&srv, steps).as_bytes());
     let r = runner(&["apply", "c.yaml"], dir.path(), &[(PW_ENV, "nope")]);
-    assert_ne!(r.code, 0);
+    assert_eq!(r.code, 1);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("401"), "{all}");
     assert!(srv.delivered().is_empty());
@@ -259,7 +259,7 @@ fn kill_9_during_a_step_without_check_leaves_it_to_the_operator() {
     apply_killed_during(&srv, dir.path(), "robocopy-job");
 
     let r = runner(&["apply", "c.yaml"], dir.path(), &[(PW_ENV, PASSWORD)]);
-    assert_ne!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let ran: Vec<String> = srv.delivered().into_iter().map(|(s, _)| s).collect();
     assert_eq!(ran, ["robocopy-job"], "{ran:?}");
     let all = format!("{}{}", r.stdout, r.stderr);
@@ -283,7 +283,7 @@ fn ping_reaches_winrm_targets_and_reports_refusals() {
     );
     assert_eq!(srv.open_shells(), 0);
     let r = runner(&["ping", "c.yaml"], dir.path(), &[(PW_ENV, "bad")]);
-    assert_ne!(r.code, 0);
+    assert_eq!(r.code, 1);
     assert!(r.stdout.contains("401"), "{}", r.stdout);
 }
 
@@ -406,7 +406,7 @@ fn winrm_tls_keys_are_checked() {
     ];
     for (extra, expect) in bad {
         let r = validate(extra);
-        assert_ne!(r.code, 0, "{extra}");
+        assert_eq!(r.code, 2, "{extra}");
         let all = format!("{}{}", r.stdout, r.stderr);
         assert!(all.contains(expect), "{extra}: {all}");
     }
@@ -419,7 +419,7 @@ fn winrm_tls_keys_are_checked() {
     );
     write(dir.path(), "c.yaml", text.as_bytes());
     let r = runner(&["validate", "c.yaml"], dir.path(), &[]);
-    assert_ne!(r.code, 0);
+    assert_eq!(r.code, 2);
     assert!(
         format!("{}{}", r.stdout, r.stderr).contains("only to winrm"),
         "{}{}",

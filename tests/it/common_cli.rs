@@ -12,7 +12,13 @@ pub struct Run {
 
 pub fn runner(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
-    cmd.args(args).current_dir(dir).env_remove("RUNNER_NOW");
+    // What the test process has in its environment is not the child's: tests in this binary
+    // share one process, and some set PostgreSQL's variables for in-process journals.
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("RUNNER_NOW")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -102,7 +102,7 @@ fn a_target_behind_two_jump_hosts_runs_its_steps_and_needs_every_hop() {
     )
     .expect("rewrite the playbook");
     let r = runner(&["apply", &pb_s], dir.path(), &[]);
-    assert_ne!(r.code, 0, "{}", show(&r));
+    assert_eq!(r.code, 1, "{}", show(&r));
     assert!(!out.exists(), "nothing ran on a without its jump hosts");
     assert!(
         r.stdout.contains("jump host") || r.stderr.contains("jump host"),
@@ -137,7 +137,7 @@ fn a_wrong_host_key_on_the_second_hop_is_refused_naming_that_hop() {
     fs::write(&pb, yaml).expect("write the playbook");
     let b0 = accepted(&b);
     let r = runner(&["apply", &pb.display().to_string()], dir.path(), &[]);
-    assert_ne!(r.code, 0, "{}", show(&r));
+    assert_eq!(r.code, 1, "{}", show(&r));
     let text = format!("{}{}", r.stdout, r.stderr);
     assert!(
         text.contains("THE HOST KEY OF")
@@ -320,7 +320,7 @@ fn a_winrm_target_is_reached_through_an_ssh_jump_host() {
     )
     .expect("rewrite");
     let r = runner(&["apply", &pb_s], dir.path(), &env);
-    assert_ne!(r.code, 0, "{}", show(&r));
+    assert_eq!(r.code, 1, "{}", show(&r));
     assert!(
         format!("{}{}", r.stdout, r.stderr).contains("jump host"),
         "{}",
