@@ -661,3 +661,23 @@ fn plan_and_dry_run_with_a_half_done_journal_schedule_only_what_is_left() {
         assert!(o.contains("(2 steps, 1 night)"), "{o}");
     }
 }
+
+#[test]
+fn the_night_of_docs_night_md_stops_before_the_long_step_at_0540() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let r = runner(
+        &[
+            "plan",
+            "playbooks/night.yaml",
+            "--start",
+            "2026-12-08T05:40:00-06:00",
+        ],
+        root,
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let night2 = r.stdout.find("Night 2: Tue 8 Dec 18:00").expect(&r.stdout);
+    let moved = r.stdout.find("move-mailboxes  Move").expect(&r.stdout);
+    let manual = r.stdout.find("confirm-snapshot  Check").expect(&r.stdout);
+    assert!(manual < night2 && night2 < moved, "{}", r.stdout);
+}
