@@ -107,6 +107,37 @@ pub fn apply(
     if !undecided.is_empty() {
         return Err(EngineError::Changed(undecided));
     }
+    // A copied playbook's new journal knows nothing of what the original's did to the same
+    // machines: stop before the first step (see `beside`).
+    if !opts.accept_changed && !journal.is_postgres() {
+        let pending: Vec<(String, String)> = pb
+            .steps
+            .iter()
+            .flat_map(|s| s.targets.iter().map(|t| (s.id.clone(), t.clone())))
+            .filter(|(s, t)| {
+                !pairs
+                    .iter()
+                    .any(|(ps, pt, st)| ps == s && pt == t && is_done(st))
+            })
+            .collect();
+        let mine: BTreeSet<String> = journal
+            .attempts(None)?
+            .into_iter()
+            .filter_map(|a| a.target_identity)
+            .collect();
+        let found = super::beside::changed_elsewhere(
+            pb,
+            &opts.state,
+            &pending,
+            &super::identity::identities(pb),
+            &mine,
+        )?;
+        if !found.is_empty() {
+            return Err(EngineError::ChangedBeside(super::beside::message(
+                pb, &found,
+            )));
+        }
+    }
     let mut changed_text: Vec<String> = changed
         .iter()
         .map(|c| format!("`{}` on `{}`", c.step, c.target))

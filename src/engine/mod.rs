@@ -19,6 +19,7 @@ pub mod operator;
 pub mod runlog;
 
 mod apply;
+mod beside;
 mod detach;
 pub mod identity;
 mod mark;
@@ -70,6 +71,9 @@ pub enum EngineError {
     Target(#[from] crate::targets::TargetError),
     #[error("these earlier results no longer match the playbook:\n{}\n  = help: review them; to keep every earlier result listed (a renamed step counts as done), run `runner apply` with --accept-changed; or decide each pair with the command shown", .0.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n"))]
     Changed(Vec<identity::Conflict>),
+    /// Another journal beside this one already changed the machines this run would change.
+    #[error("{0}")]
+    ChangedBeside(String),
     #[error("the journal {} belongs to the playbook `{owner}`, not to `{playbook}` ({file}); refusing to mix their results\n  = help: give this playbook its own journal (another --state); if it is the same cutover and only its `name` changed, run `runner apply {file} --accept-changed` to record the new name", journal.display())]
     OtherPlaybook {
         journal: PathBuf,
@@ -91,6 +95,7 @@ impl EngineError {
         match self {
             EngineError::Locked(_)
             | EngineError::Changed(_)
+            | EngineError::ChangedBeside(_)
             | EngineError::OtherPlaybook { .. }
             | EngineError::Journal(journal::JournalError::RescuedCopy { .. }) => Exit::Conflict,
             EngineError::Target(_) | EngineError::Usage(_) | EngineError::StateUnusable { .. } => {

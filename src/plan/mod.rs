@@ -1,7 +1,7 @@
 //! The review: when each step will start across nights, and what a reviewer should look at.
 //!
 //! A plan is computed, never executed: it connects to nothing. `apply` runs the same
-//! playbook; `--plan` makes it refuse when the playbook or a file it sends changed since the
+//! playbook; `--plan` makes it refuse when a step, a file it sends, a target or the window changed since the
 //! review (see [`saved`]).
 
 pub mod history;
@@ -28,6 +28,12 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub composition: Option<crate::playbook::Composition>,
     pub files: Vec<crate::playbook::FileRef>,
+    /// Every target by name, with its address (`ssh admin@10.0.0.5:22`); `apply --plan`
+    /// compares them.
+    pub targets: std::collections::BTreeMap<String, String>,
+    /// The window as a reviewer reads it (time zone, margin, hours, holidays, when closed);
+    /// `apply --plan` compares it.
+    pub window: Vec<String>,
     pub timezone: Option<String>,
     #[serde(skip)]
     pub start: Timestamp,
@@ -175,6 +181,8 @@ pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
         playbook_sha256: pb.sha256.clone(),
         composition: pb.composition.clone(),
         files: pb.files.clone(),
+        targets: target_addresses(pb),
+        window: window_lines(pb),
         timezone: pb.timezone.clone(),
         start,
         finish: cursor,
@@ -184,6 +192,45 @@ pub fn build(pb: &Playbook, start: Timestamp) -> Result<Plan, PlanError> {
         nights,
         warnings,
     })
+}
+
+/// Every target's address by name.
+pub fn target_addresses(pb: &Playbook) -> std::collections::BTreeMap<String, String> {
+    pb.targets
+        .iter()
+        .map(|(n, t)| (n.clone(), t.address()))
+        .collect()
+}
+
+/// The window in words, one fact a line: what a reviewed plan promises about when steps run.
+pub fn window_lines(pb: &Playbook) -> Vec<String> {
+    let Some(z) = &pb.timezone else {
+        return vec!["no business hours".to_string()];
+    };
+    let mut v = vec![
+        format!("time zone {z}"),
+        format!("margin {}", human_duration(pb.window.margin())),
+        format!(
+            "when closed: {}",
+            match pb.when_closed {
+                crate::playbook::WhenClosed::Stop => "stop",
+                crate::playbook::WhenClosed::Wait => "wait",
+            }
+        ),
+    ];
+    for r in pb.window.rules() {
+        v.push(format!(
+            "business hours {} {}-{}",
+            r.days,
+            r.from.strftime("%H:%M"),
+            r.to.strftime("%H:%M")
+        ));
+    }
+    if !pb.window.holidays().is_empty() {
+        let days: Vec<String> = pb.window.holidays().iter().map(|d| d.to_string()).collect();
+        v.push(format!("holidays {}", days.join(", ")));
+    }
+    v
 }
 
 /// An instant as RFC 3339 with the window's UTC offset at that instant.

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::Plan;
 use crate::playbook::Playbook;
@@ -47,15 +50,25 @@ struct SavedFile {
 }
 
 #[derive(Deserialize)]
-struct SavedRendered {
-    target: String,
-    def_hash: String,
-}
-
-#[derive(Deserialize)]
 struct SavedStep {
     id: String,
-    rendered: Vec<SavedRendered>,
+    #[serde(default)]
+    name: Value,
+    #[serde(default)]
+    kind: Value,
+    #[serde(default)]
+    targets: Value,
+    #[serde(default)]
+    timeout_secs: Value,
+    #[serde(default)]
+    retries: Value,
+    #[serde(default)]
+    idempotent: Value,
+    #[serde(default)]
+    point_of_no_return: Value,
+    #[serde(default)]
+    business_hours: Value,
+    rendered: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -86,11 +99,19 @@ struct SavedView {
     #[serde(default)]
     composition: Option<SavedComposition>,
     files: Vec<SavedFile>,
+    /// Absent in plans saved before targets and the window were recorded.
+    #[serde(default)]
+    targets: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    window: Option<Vec<String>>,
     steps: Vec<SavedStep>,
 }
 
-/// Refuses unless the playbook's bytes, every file it sends, and every step as rendered for
-/// every target are exactly what the saved plan recorded.
+/// Refuses unless what the playbook does is what the saved plan recorded: the same steps in
+/// the same order, each with the same attributes and the same command, check and rollback on
+/// each target (their fingerprints); every file it sends with the same SHA-256; every target
+/// at the same address; the same window. The playbook file's bytes are not compared: a comment
+/// or a reformatting that changes none of these does not invalidate a review.
 pub fn verify(path: &Path, pb: &Playbook) -> Result<(), SavedPlanError> {
     let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read {
         path: path.to_path_buf(),
@@ -107,19 +128,15 @@ pub fn verify(path: &Path, pb: &Playbook) -> Result<(), SavedPlanError> {
         });
     }
     let mut diffs = Vec::new();
-    composition_diffs(saved.composition.as_ref(), pb, &mut diffs);
-    if saved.playbook_sha256 != pb.sha256 && diffs.is_empty() {
-        diffs.push(format!(
-            "the playbook file changed (reviewed sha256 {}, now {})",
-            short(&saved.playbook_sha256),
-            short(&pb.sha256)
-        ));
-    }
+    step_diffs(&saved.steps, pb, &mut diffs);
     for f in &saved.files {
         match pb.files.iter().find(|x| x.written == f.written) {
-            None => diffs.push(format!("`{}` is no longer used by the playbook", f.written)),
+            None => diffs.push(format!(
+                "file `{}` is no longer used by the playbook",
+                f.written
+            )),
             Some(now) if now.sha256 != f.sha256 => diffs.push(format!(
-                "`{}` changed (reviewed sha256 {}, now {})",
+                "file `{}` changed (reviewed sha256 {}, now {})",
                 f.written,
                 short(&f.sha256),
                 short(&now.sha256)
@@ -129,35 +146,52 @@ pub fn verify(path: &Path, pb: &Playbook) -> Result<(), SavedPlanError> {
     }
     for f in &pb.files {
         if !saved.files.iter().any(|x| x.written == f.written) {
-            diffs.push(format!("`{}` was not in the reviewed plan", f.written));
+            diffs.push(format!("file `{}` was not in the reviewed plan", f.written));
         }
     }
-    // The playbook hash covers the text; this catches what the text does not (a changed
-    // environment can change nothing here, since secrets are not templated).
-    for s in &pb.steps {
-        match saved.steps.iter().find(|x| x.id == s.id) {
-            None => diffs.push(format!("step `{}` was not in the reviewed plan", s.id)),
-            Some(old) => {
-                for r in &s.rendered {
-                    if !old
-                        .rendered
-                        .iter()
-                        .any(|o| o.target == r.target && o.def_hash == r.def_hash)
-                    {
-                        diffs.push(format!(
-                            "step `{}` on `{}` differs from the reviewed plan",
-                            s.id, r.target
-                        ));
-                    }
+    match (&saved.targets, &saved.window) {
+        (Some(targets), Some(window)) => {
+            let now = super::target_addresses(pb);
+            for (name, old) in targets {
+                match now.get(name) {
+                    None => diffs.push(format!("target `{name}` was removed since the review")),
+                    Some(new) if new != old => diffs.push(format!(
+                        "target `{name}` changed its address (reviewed: {old}; now: {new})"
+                    )),
+                    Some(_) => {}
                 }
             }
+            for (name, new) in &now {
+                if !targets.contains_key(name) {
+                    diffs.push(format!(
+                        "target `{name}` ({new}) was not in the reviewed plan"
+                    ));
+                }
+            }
+            let now = super::window_lines(pb);
+            if &now != window {
+                diffs.push(format!(
+                    "the window changed (reviewed: {}; now: {})",
+                    window.join(", "),
+                    now.join(", ")
+                ));
+            }
         }
+        // A plan saved before targets and the window were recorded: only the bytes tell.
+        _ if saved.playbook_sha256 != pb.sha256 && diffs.is_empty() => diffs.push(format!(
+            "the playbook file changed (reviewed sha256 {}, now {}); this plan was saved by an \
+             older runner, save it again to compare steps instead of bytes",
+            short(&saved.playbook_sha256),
+            short(&pb.sha256)
+        )),
+        _ => {}
     }
-    for old in &saved.steps {
-        if !pb.steps.iter().any(|s| s.id == old.id) {
-            diffs.push(format!("step `{}` was removed since the review", old.id));
-        }
-    }
+    composition_diffs(
+        saved.composition.as_ref(),
+        pb,
+        !diffs.is_empty(),
+        &mut diffs,
+    );
     if diffs.is_empty() {
         Ok(())
     } else {
@@ -168,9 +202,154 @@ pub fn verify(path: &Path, pb: &Playbook) -> Result<(), SavedPlanError> {
     }
 }
 
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// One value for a message, cut short.
+fn show(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "none".to_string(),
+        other => other.to_string(),
+    };
+    let s = s.replace('\n', " ");
+    if s.chars().count() > 60 {
+        format!("`{}…`", s.chars().take(60).collect::<String>())
+    } else {
+        format!("`{s}`")
+    }
+}
+
+/// Added, removed and reordered steps; for each kept step, which attribute changed and, per
+/// target, whether its action, check or rollback changed.
+fn step_diffs(saved: &[SavedStep], pb: &Playbook, diffs: &mut Vec<String>) {
+    for old in saved {
+        if !pb.steps.iter().any(|s| s.id == old.id) {
+            diffs.push(format!("step `{}` was removed since the review", old.id));
+        }
+    }
+    for s in &pb.steps {
+        let Some(old) = saved.iter().find(|x| x.id == s.id) else {
+            diffs.push(format!("step `{}` was added since the review", s.id));
+            continue;
+        };
+        let attrs: [(&str, &Value, Value); 8] = [
+            ("name", &old.name, json(&s.title())),
+            ("kind", &old.kind, json(&s.action.kind())),
+            ("targets", &old.targets, json(&s.targets)),
+            (
+                "timeout",
+                &old.timeout_secs,
+                json(&s.timeout.map(|d| d.as_secs())),
+            ),
+            ("retries", &old.retries, json(&s.retries)),
+            ("idempotent", &old.idempotent, json(&s.idempotent)),
+            (
+                "point_of_no_return",
+                &old.point_of_no_return,
+                json(&s.point_of_no_return),
+            ),
+            (
+                "business_hours",
+                &old.business_hours,
+                json(&s.business_hours),
+            ),
+        ];
+        for (what, was, now) in attrs {
+            if !was.is_null() && *was != now {
+                diffs.push(format!(
+                    "step `{}`: its {what} changed (reviewed: {}; now: {})",
+                    s.id,
+                    show(was),
+                    show(&now)
+                ));
+            }
+        }
+        for r in &s.rendered {
+            let now = json(r);
+            let Some(was) = old.rendered.iter().find(|o| o["target"] == now["target"]) else {
+                continue; // the targets line says it
+            };
+            let mut parts = Vec::new();
+            if was["action"] != now["action"] {
+                let kind = now["action"]
+                    .as_object()
+                    .and_then(|m| m.keys().next().cloned())
+                    .unwrap_or_default();
+                let (word, field) = match kind.as_str() {
+                    "run" => ("command", "command"),
+                    "script" => ("script", "sha256"),
+                    "upload" => ("upload", "sha256"),
+                    "manual" => ("instructions", "instructions"),
+                    _ => ("action", "command"),
+                };
+                let a = &was["action"][&kind][field];
+                let b = &now["action"][&kind][field];
+                if a.is_null() || a == b {
+                    parts.push(format!("its {word} changed"));
+                } else {
+                    parts.push(format!(
+                        "its {word} changed (reviewed: {}; now: {})",
+                        show(a),
+                        show(b)
+                    ));
+                }
+            }
+            for (key, word) in [("check", "check"), ("rollback", "rollback")] {
+                if was[key] != now[key] {
+                    parts.push(format!(
+                        "its {word} changed (reviewed: {}; now: {})",
+                        show(&was[key]),
+                        show(&now[key])
+                    ));
+                }
+            }
+            if was["env"] != now["env"] || was["stdin"] != now["stdin"] {
+                parts.push("its environment or standard input changed".to_string());
+            }
+            if parts.is_empty() && was["def_hash"] != now["def_hash"] {
+                parts.push("what decides its work (ok codes) changed".to_string());
+            }
+            if !parts.is_empty() {
+                diffs.push(format!(
+                    "step `{}` on `{}`: {}",
+                    s.id,
+                    r.target,
+                    parts.join(", ")
+                ));
+            }
+        }
+    }
+    let kept_old: Vec<&str> = saved
+        .iter()
+        .map(|x| x.id.as_str())
+        .filter(|id| pb.steps.iter().any(|s| s.id == *id))
+        .collect();
+    let kept_new: Vec<&str> = pb
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| saved.iter().any(|x| x.id == *id))
+        .collect();
+    if kept_old != kept_new {
+        diffs.push(format!(
+            "the steps run in another order (reviewed: {}; now: {})",
+            kept_old.join(", "),
+            kept_new.join(", ")
+        ));
+    }
+}
+
 /// What differs in a customer file's parts: its procedure, its vars files, the variables
-/// given on the command line. (The playbook hash covers them all; this says which.)
-fn composition_diffs(saved: Option<&SavedComposition>, pb: &Playbook, diffs: &mut Vec<String>) {
+/// given on the command line. A file's changed bytes are named only beside a change in
+/// content (`changed`), to say where it came from.
+fn composition_diffs(
+    saved: Option<&SavedComposition>,
+    pb: &Playbook,
+    changed: bool,
+    diffs: &mut Vec<String>,
+) {
     let empty = SavedComposition::default();
     let saved = saved.unwrap_or(&empty);
     let now = pb.composition.clone().unwrap_or_default();
@@ -180,7 +359,7 @@ fn composition_diffs(saved: Option<&SavedComposition>, pb: &Playbook, diffs: &mu
             new.path.display(),
             old.path.display()
         )),
-        (Some(old), Some(new)) if old.sha256 != new.sha256 => diffs.push(format!(
+        (Some(old), Some(new)) if changed && old.sha256 != new.sha256 => diffs.push(format!(
             "the procedure {} changed (reviewed sha256 {}, now {})",
             new.path.display(),
             short(&old.sha256),
@@ -209,7 +388,8 @@ fn composition_diffs(saved: Option<&SavedComposition>, pb: &Playbook, diffs: &mu
             .iter()
             .map(|f| (f.path.display().to_string(), f.sha256.clone())),
     );
-    if old_files != new_files {
+    let paths = |v: &[(String, String)]| v.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    if paths(&old_files) != paths(&new_files) || (changed && old_files != new_files) {
         diffs.push("the --vars files differ from the reviewed plan's".to_string());
     }
     let old_given: Vec<(&str, &str)> = saved

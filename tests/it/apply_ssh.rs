@@ -2165,3 +2165,70 @@ fn a_step_left_in_doubt_and_then_renamed_waits_for_an_operator() {
     assert_exit(&apply(&pb, &[], &[]), 0);
     assert_eq!(lines(&ledger), ["users"]);
 }
+
+// Journals beside this one -------------------------------------------------------------------
+
+/// A cutover on one ssh target whose point of no return appends to `ledger`.
+fn cutover_on(name: &str, sshd: &Sshd, ledger: &Path) -> String {
+    let mut yaml = header(name);
+    yaml.push_str("targets:\n");
+    yaml.push_str(&target(
+        "web",
+        sshd,
+        &[("ledger", ledger.display().to_string())],
+    ));
+    yaml.push_str(&format!(
+        "steps:\n\
+         - id: look\n  on: web\n  idempotent: true\n  run: {}\n\
+         - id: switch\n  on: web\n  point_of_no_return: true\n  run: {}\n",
+        q("true"),
+        q("echo switch >> {{ ledger }}"),
+    ));
+    yaml
+}
+
+#[test]
+fn a_copied_playbook_stops_before_touching_machines_another_journal_beside_it_changed() {
+    let (a, b) = (Sshd::start("127.0.23.1"), Sshd::start("127.0.23.2"));
+    let dir = workdir();
+    let ledger = dir.path().join("ledger");
+    let first = dir.path().join("acme.yaml");
+    fs::write(&first, cutover_on("Acme", &a, &ledger)).unwrap();
+    assert_exit(&apply(&first, &[], &[]), 0);
+    assert_eq!(lines(&ledger), ["switch"]);
+
+    // The same playbook copied for "another" cutover, same machine: stopped before any step.
+    let copy = dir.path().join("acme-copy.yaml");
+    fs::write(&copy, cutover_on("Acme again", &a, &ledger)).unwrap();
+    let r = apply(&copy, &[], &[]);
+    assert_exit(&r, 4);
+    let identity = format!("ssh://{}@{}:{}", a.user(), a.host(), a.port());
+    for want in [
+        ".runner/acme.db",
+        "`switch`",
+        identity.as_str(),
+        "target `web`",
+        "--accept-changed",
+        "runner apply acme.yaml",
+    ] {
+        assert!(r.stderr.contains(want), "{want}:\n{}", show(&r));
+    }
+    assert!(
+        !r.stderr.contains("`look`"),
+        "idempotent steps are no concern:\n{}",
+        show(&r)
+    );
+    assert_eq!(lines(&ledger), ["switch"], "nothing ran");
+
+    // The operator decides: it runs, and a resume of the copy is not stopped again.
+    assert_exit(&apply(&copy, &["--accept-changed"], &[]), 0);
+    assert_eq!(lines(&ledger), ["switch", "switch"]);
+    assert_exit(&apply(&copy, &[], &[]), 0);
+
+    // A copy for a new customer, on other machines, is not bothered.
+    let other = dir.path().join("globex.yaml");
+    fs::write(&other, cutover_on("Globex", &b, &ledger)).unwrap();
+    let r = apply(&other, &[], &[]);
+    assert_exit(&r, 0);
+    assert_eq!(lines(&ledger), ["switch", "switch", "switch"]);
+}

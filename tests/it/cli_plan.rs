@@ -204,18 +204,108 @@ fn apply_with_a_reviewed_plan_refuses_any_change() {
     );
     assert_eq!(changed.code, 4, "{}", changed.stderr);
     assert!(
-        changed.stderr.contains("the playbook file changed"),
+        changed.stderr.contains(
+            "step `copy-share` on `web`: its command changed (reviewed: `rsync -a /srv/company/ /mnt/new/`; now: `rsync -az /srv/company/ /mnt/new/`)"
+        ),
         "{}",
         changed.stderr
     );
     assert!(
-        changed
-            .stderr
-            .contains("step `copy-share` on `web` differs"),
+        !changed.stderr.contains("the playbook file changed"),
         "{}",
         changed.stderr
     );
     assert!(!dir.path().join(".runner").exists());
+}
+
+const REVIEWED: &str = "name: R
+# reviewed on Monday
+window:
+  business_hours: []
+targets:
+  here:
+    transport: local
+steps:
+  - id: prepare
+    on: here
+    run: echo prepared >> ledger
+  - id: go
+    on: here
+    script: go.sh
+    rollback: echo undo >> ledger
+";
+
+fn reviewed_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("go.sh"), "echo go >> ledger\n").unwrap();
+    std::fs::write(dir.path().join("p.yaml"), REVIEWED).unwrap();
+    let r = runner(&["plan", "p.yaml", "--out", "r.json"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    dir
+}
+
+#[test]
+fn a_reviewed_plan_still_applies_after_a_comment_changes() {
+    let dir = reviewed_dir();
+    let edited = REVIEWED
+        .replace(
+            "# reviewed on Monday",
+            "# reviewed on Monday, signed Tuesday",
+        )
+        .replace(
+            "    run: echo prepared >> ledger",
+            "    # the first step\n    run: 'echo prepared >> ledger'",
+        );
+    std::fs::write(dir.path().join("p.yaml"), edited).unwrap();
+    let r = runner(&["apply", "p.yaml", "--plan", "r.json"], dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ledger")).unwrap(),
+        "prepared\ngo\n"
+    );
+}
+
+#[test]
+fn a_reviewed_plan_refuses_a_changed_step_and_names_it() {
+    let dir = reviewed_dir();
+    let edited = REVIEWED
+        .replace("echo prepared >> ledger", "echo prepared twice >> ledger")
+        .replace("echo undo", "echo UNDO");
+    std::fs::write(dir.path().join("p.yaml"), edited).unwrap();
+    let r = runner(&["apply", "p.yaml", "--plan", "r.json"], dir.path(), &[]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("step `prepare` on `here`: its command changed (reviewed: `echo prepared >> ledger`; now: `echo prepared twice >> ledger`)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("step `go` on `here`: its rollback changed"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.path().join("ledger").exists(), "nothing ran");
+}
+
+#[test]
+fn a_reviewed_plan_names_added_removed_steps_targets_and_the_window() {
+    let dir = reviewed_dir();
+    let edited = REVIEWED
+        .replace("business_hours: []", "timezone: Europe/Paris\n  business_hours:\n    - days: mon-fri\n      from: \"08:00\"\n      to: \"18:00\"")
+        .replace("  - id: prepare\n", "  - id: warm-up\n")
+        .replace("    transport: local\n", "    transport: local\n  there:\n    transport: local\n");
+    std::fs::write(dir.path().join("p.yaml"), edited).unwrap();
+    let r = runner(&["apply", "p.yaml", "--plan", "r.json"], dir.path(), &[]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    for want in [
+        "step `prepare` was removed since the review",
+        "step `warm-up` was added since the review",
+        "target `there` (local) was not in the reviewed plan",
+        "the window changed (reviewed: no business hours; now: time zone Europe/Paris",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
 }
 
 #[test]
@@ -570,4 +660,24 @@ fn plan_and_dry_run_with_a_half_done_journal_schedule_only_what_is_left() {
         assert!(!o.contains("  one  "), "{o}");
         assert!(o.contains("(2 steps, 1 night)"), "{o}");
     }
+}
+
+#[test]
+fn the_night_of_docs_night_md_stops_before_the_long_step_at_0540() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let r = runner(
+        &[
+            "plan",
+            "playbooks/night.yaml",
+            "--start",
+            "2026-12-08T05:40:00-06:00",
+        ],
+        root,
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let night2 = r.stdout.find("Night 2: Tue 8 Dec 18:00").expect(&r.stdout);
+    let moved = r.stdout.find("move-mailboxes  Move").expect(&r.stdout);
+    let manual = r.stdout.find("confirm-snapshot  Check").expect(&r.stdout);
+    assert!(manual < night2 && night2 < moved, "{}", r.stdout);
 }

@@ -50,6 +50,7 @@ fn the_shipped_playbooks_and_fixture_validate() {
     for p in [
         root.join("playbooks/customers/acme.yaml"),
         root.join("playbooks/demo.yaml"),
+        root.join("playbooks/night.yaml"),
         fixture("small.yaml"),
     ] {
         let r = runner(&["validate", p.to_str().unwrap()], root, &[]);

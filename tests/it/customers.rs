@@ -348,7 +348,7 @@ fn a_reviewed_plan_covers_the_procedure_and_the_given_variables() {
 
     s.write(
         "procedures/p.yaml",
-        &PROCEDURE.replace("# A shared procedure.", "# Edited after the review."),
+        &PROCEDURE.replace("echo {{ greeting }}", "echo  {{ greeting }}"),
     );
     let r = s.run(&["apply", "customers/c1.yaml", "--plan", "r.json"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
@@ -357,6 +357,7 @@ fn a_reviewed_plan_covers_the_procedure_and_the_given_variables() {
         "{}",
         r.stderr
     );
+    assert!(r.stderr.contains("step `first` on `box`"), "{}", r.stderr);
     assert_eq!(s.read("first.ledger"), "", "nothing ran");
 
     s.write("procedures/p.yaml", PROCEDURE);
