@@ -1,5 +1,4 @@
-//! Opening the journal on its store (SQLite file or PostgreSQL), the Db enum, and detecting a
-//! journal file that was deleted or replaced under a running connection.
+//! Opening the journal on its store (SQLite or PostgreSQL) and noticing a deleted or replaced file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -33,6 +33,8 @@ impl Validator<'_> {
         out
     }
 
+    /// One step, checked phase by phase (each phase reports all it finds); `None` if any
+    /// phase found a problem.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn step(
         &mut self,
@@ -52,6 +54,73 @@ impl Validator<'_> {
             v
         };
         let before = self.diags.len();
+        self.step_id(&p, s, earlier);
+        let manual = self.step_kind(&base, &p, s);
+        let (on, expanded) = self.step_on(&base, &p, s, raw, targets, groups, manual);
+        let Limits {
+            estimate,
+            timeout,
+            retries,
+            retry_delay,
+            ok_codes,
+        } = self.step_limits(&p, s, fit);
+        let deadline = self.step_deadline(&p, s, raw, earlier);
+        let action = self.step_action(&p, s, files);
+        let reboot_on = self.step_action_rules(&p, s, action.as_ref());
+
+        let inputs = self.inputs(&p, s, action.as_ref(), estimate, &expanded, targets);
+
+        if self.diags.len() != before {
+            return None;
+        }
+        let action = action?;
+        let pair_targets = if manual {
+            vec![OPERATOR.to_string()]
+        } else {
+            expanded.clone()
+        };
+        let mut rendered = Vec::new();
+        for t in &pair_targets {
+            rendered.push(self.render(
+                &base,
+                s,
+                &action,
+                raw,
+                targets.get(t),
+                t,
+                &ok_codes,
+                &inputs,
+            )?);
+        }
+        Some(Step {
+            index: i,
+            id: s.id.clone(),
+            name: s.name.clone(),
+            phase: s.phase.clone(),
+            on,
+            targets: pair_targets,
+            action,
+            ok_codes,
+            check: s.check.clone(),
+            rollback: s.rollback.clone(),
+            estimate,
+            timeout,
+            retries,
+            retry_delay,
+            idempotent: s.idempotent,
+            point_of_no_return: s.point_of_no_return,
+            changes_nothing: s.changes == super::super::raw::Changes::Nothing,
+            business_hours: s.business_hours,
+            deadline,
+            reboot_on,
+            detach: s.detach,
+            line: self.src.locate(&p("id")).0.line,
+            rendered,
+        })
+    }
+
+    /// A step's id: a valid name, not used by an earlier step.
+    fn step_id(&mut self, p: &dyn Fn(&str) -> Vec<Seg>, s: &RawStep, earlier: &[String]) {
         if !is_name(&s.id) {
             self.err(
                 &p("id"),
@@ -67,7 +136,10 @@ impl Validator<'_> {
                 Some("step ids must be unique: resume and rollback find steps by id".into()),
             );
         }
+    }
 
+    /// Exactly one action, and no keys a manual step cannot have. Returns whether it is manual.
+    fn step_kind(&mut self, base: &[Seg], p: &dyn Fn(&str) -> Vec<Seg>, s: &RawStep) -> bool {
         let actions: Vec<&str> = [
             ("run", s.run.is_some()),
             ("script", s.script.is_some()),
@@ -79,7 +151,7 @@ impl Validator<'_> {
         .filter_map(|(k, present)| present.then_some(k))
         .collect();
         match actions.len() {
-            0 => self.err(&base, format!("step `{}` has nothing to do", s.id), Some("give it exactly one of `run`, `script`, `upload`, `manual` or `reboot`".into())),
+            0 => self.err(base, format!("step `{}` has nothing to do", s.id), Some("give it exactly one of `run`, `script`, `upload`, `manual` or `reboot`".into())),
             1 => {}
             _ => self.err(&p(actions[1]), format!("step `{}` has both `{}` and `{}`", s.id, actions[0], actions[1]), Some("a step has exactly one of `run`, `script`, `upload`, `manual` or `reboot`: split it into two steps".into())),
         }
@@ -100,13 +172,26 @@ impl Validator<'_> {
                 }
             }
         }
+        manual
+    }
 
-        // Where it runs.
+    /// Where the step runs: `on` as written, and the targets its groups expand to.
+    #[allow(clippy::too_many_arguments)]
+    fn step_on(
+        &mut self,
+        base: &[Seg],
+        p: &dyn Fn(&str) -> Vec<Seg>,
+        s: &RawStep,
+        raw: &RawPlaybook,
+        targets: &BTreeMap<String, Target>,
+        groups: &BTreeMap<String, Vec<String>>,
+        manual: bool,
+    ) -> (Vec<String>, Vec<String>) {
         let mut on = Vec::new();
         let mut expanded: Vec<String> = Vec::new();
         match &s.on {
             None if !manual => self.err(
-                &base,
+                base,
                 format!("step `{}` has no `on`", s.id),
                 Some(format!(
                     "say where it runs: a target or group ({})",
@@ -163,7 +248,16 @@ impl Validator<'_> {
                 }
             }
         }
+        (on, expanded)
+    }
 
+    /// Estimate, timeout, retries and success codes, and whether the estimate fits the window.
+    fn step_limits(
+        &mut self,
+        p: &dyn Fn(&str) -> Vec<Seg>,
+        s: &RawStep,
+        fit: Option<&Fit<'_>>,
+    ) -> Limits {
         let estimate = self.duration(&p("estimate"), s.estimate.as_deref());
         let timeout = self.duration(&p("timeout"), s.timeout.as_deref());
         let retry_delay = self
@@ -198,7 +292,24 @@ impl Validator<'_> {
                     Some("split the step into parts that fit a night, or set `business_hours: allow` if it is truly read-only; to check from another time, set RUNNER_NOW to an RFC 3339 instant (`runner plan --start` shows where each step goes)".into()));
             }
         }
-        let deadline = match &s.deadline {
+        Limits {
+            estimate,
+            timeout,
+            retries,
+            retry_delay,
+            ok_codes,
+        }
+    }
+
+    /// `deadline`: counted from an earlier step's end.
+    fn step_deadline(
+        &mut self,
+        p: &dyn Fn(&str) -> Vec<Seg>,
+        s: &RawStep,
+        raw: &RawPlaybook,
+        earlier: &[String],
+    ) -> Option<Deadline> {
+        match &s.deadline {
             None => None,
             Some(d) => {
                 if !earlier.contains(&d.after) {
@@ -228,10 +339,17 @@ impl Validator<'_> {
                     within,
                 })
             }
-        };
+        }
+    }
 
-        // What it does.
-        let action = if let Some(cmd) = &s.run {
+    /// What the step does: its one action, with its files resolved.
+    fn step_action(
+        &mut self,
+        p: &dyn Fn(&str) -> Vec<Seg>,
+        s: &RawStep,
+        files: &mut Vec<FileRef>,
+    ) -> Option<Action> {
+        if let Some(cmd) = &s.run {
             if cmd.trim().is_empty() {
                 self.err(
                     &p("run"),
@@ -273,7 +391,17 @@ impl Validator<'_> {
             } else {
                 None
             }
-        };
+        }
+    }
+
+    /// The keys that only fit some actions (`reboot_on`, `detach`) or a step that changes
+    /// something (`rollback`, `point_of_no_return`). Returns `reboot_on`.
+    fn step_action_rules(
+        &mut self,
+        p: &dyn Fn(&str) -> Vec<Seg>,
+        s: &RawStep,
+        action: Option<&Action>,
+    ) -> Vec<i64> {
         let reboot_on = s.reboot_on.clone().unwrap_or_default();
         if !reboot_on.is_empty()
             && !matches!(action, Some(Action::Run(_)) | Some(Action::Script(_)))
@@ -314,56 +442,7 @@ impl Validator<'_> {
                 Some("remove `detach`, or turn the step into a `run` step".into()),
             );
         }
-
-        let inputs = self.inputs(&p, s, action.as_ref(), estimate, &expanded, targets);
-
-        if self.diags.len() != before {
-            return None;
-        }
-        let action = action?;
-        let pair_targets = if manual {
-            vec![OPERATOR.to_string()]
-        } else {
-            expanded.clone()
-        };
-        let mut rendered = Vec::new();
-        for t in &pair_targets {
-            rendered.push(self.render(
-                &base,
-                s,
-                &action,
-                raw,
-                targets.get(t),
-                t,
-                &ok_codes,
-                &inputs,
-            )?);
-        }
-        Some(Step {
-            index: i,
-            id: s.id.clone(),
-            name: s.name.clone(),
-            phase: s.phase.clone(),
-            on,
-            targets: pair_targets,
-            action,
-            ok_codes,
-            check: s.check.clone(),
-            rollback: s.rollback.clone(),
-            estimate,
-            timeout,
-            retries,
-            retry_delay,
-            idempotent: s.idempotent,
-            point_of_no_return: s.point_of_no_return,
-            changes_nothing: s.changes == super::super::raw::Changes::Nothing,
-            business_hours: s.business_hours,
-            deadline,
-            reboot_on,
-            detach: s.detach,
-            line: self.src.locate(&p("id")).0.line,
-            rendered,
-        })
+        reboot_on
     }
 
     /// A step's `env` and `stdin`: valid names, secrets by reference, and only where they can
@@ -488,4 +567,13 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// A step's limits, as [`Validator::step_limits`] checked them.
+struct Limits {
+    estimate: Option<SignedDuration>,
+    timeout: Option<SignedDuration>,
+    retries: u32,
+    retry_delay: SignedDuration,
+    ok_codes: Vec<i64>,
 }
