@@ -12,6 +12,9 @@
 //!   [`derive_pair_state`], so there is no second copy that could disagree.
 //!
 //! Only the CLI chooses where the file lives; the journal creates the directory.
+//!
+//! This file is the [`Journal`] API; the record types are in `records`, the pair-state
+//! derivation in `state`, opening a store in `store`, its errors in `error`.
 
 pub mod copy;
 pub mod lock;

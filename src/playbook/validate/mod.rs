@@ -1,5 +1,8 @@
 //! From the raw serde types to the checked [`Playbook`], collecting every problem with its
 //! position. Each check says what is wrong and what would be valid.
+//!
+//! This file loads and holds the `Validator`; its checks are in `window`, `targets`, `steps`,
+//! `render` and `notify`.
 
 mod notify;
 mod render;

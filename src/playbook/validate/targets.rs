@@ -1,4 +1,4 @@
-//! Validation of targets: addresses, transports, jump hosts, ssh_config, keepalive, WinRM TLS, secrets and groups.
+//! Validation of targets: transports, jump hosts, ssh_config, keepalive, WinRM TLS, groups.
 
 use super::*;
 
