@@ -1,0 +1,151 @@
+//! Rendering a step's templates against every target it runs on, and the variables they see.
+
+use super::*;
+
+impl Validator<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn render(
+        &mut self,
+        base: &[Seg],
+        s: &RawStep,
+        action: &Action,
+        raw: &RawPlaybook,
+        target: Option<&Target>,
+        target_name: &str,
+        ok_codes: &[i64],
+        inputs: &(Vec<EnvVar>, Option<SecretRef>),
+    ) -> Option<Rendered> {
+        let ctx = context(raw, target, target_name);
+        let render = |field: &str, text: &str, v: &mut Validator<'_>| -> Option<String> {
+            match v.templates.render(text, &ctx) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let mut q = base.to_vec();
+                    q.push(key(field));
+                    if field == "dest" {
+                        q.insert(q.len() - 1, key("upload"));
+                    }
+                    let on = if target.is_some() {
+                        format!(" for target `{target_name}`")
+                    } else {
+                        String::new()
+                    };
+                    let (msg, help) = match e {
+                        TemplateError::Undefined(names) => {
+                            let known: Vec<String> = ctx_names(raw, target);
+                            let first = &names[0];
+                            (
+                                format!("`{field}` uses undefined variable{} {}{on}", if names.len() == 1 { "" } else { "s" }, names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                                suggestion_or_choices(first, known.iter().map(String::as_str)),
+                            )
+                        }
+                        TemplateError::Invalid(m) => (format!("`{field}` is not a valid template{on}: {m}"), "templates look like `{{ var }}`; write `{{ '{{' }}` for a literal `{{`".to_string()),
+                    };
+                    v.err(&q, msg, Some(help));
+                    None
+                }
+            }
+        };
+        let rendered_action = match action {
+            Action::Run(cmd) => RenderedAction::Run {
+                command: render("run", cmd, self)?,
+            },
+            Action::Script(f) => RenderedAction::Script {
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+            },
+            Action::Upload { src, dest } => RenderedAction::Upload {
+                src: src.path.clone(),
+                sha256: src.sha256.clone(),
+                bytes: src.bytes,
+                dest: render("dest", dest, self)?,
+            },
+            Action::Manual(text) => RenderedAction::Manual {
+                instructions: render("manual", text, self)?,
+            },
+            Action::Reboot { timeout } => RenderedAction::Reboot {
+                command: target.map(|t| t.reboot_command.clone()).unwrap_or_default(),
+                boot_id_command: target
+                    .map(|t| t.boot_id_command.clone())
+                    .unwrap_or_default(),
+                timeout_secs: timeout.as_secs(),
+            },
+        };
+        let check = match &s.check {
+            Some(c) => Some(render("check", c, self)?),
+            None => None,
+        };
+        let rollback = match &s.rollback {
+            Some(c) => Some(render("rollback", c, self)?),
+            None => None,
+        };
+        let (env, stdin) = inputs;
+        let def_hash = {
+            let mut basis = serde_json::json!({
+                "action": &rendered_action,
+                "check": &check,
+                "ok_codes": ok_codes,
+            });
+            // Only when given, so that the identity of every step without them is unchanged.
+            // References and plain values, never a secret's value.
+            if let Some(b) = basis.as_object_mut() {
+                if !env.is_empty() {
+                    b.insert("env".into(), serde_json::json!(env));
+                }
+                if let Some(r) = stdin {
+                    b.insert("stdin".into(), serde_json::json!(r));
+                }
+            }
+            sha256_hex(basis.to_string().as_bytes())
+        };
+        Some(Rendered {
+            target: target_name.to_string(),
+            action: rendered_action,
+            check,
+            rollback,
+            def_hash,
+            env: env.clone(),
+            stdin: stdin.clone(),
+        })
+    }
+}
+
+/// The variables a template sees: playbook vars, the target's vars over them, and `target`.
+pub(super) fn context(raw: &RawPlaybook, target: Option<&Target>, target_name: &str) -> Value {
+    let mut map: BTreeMap<String, Value> = raw
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), json_to_value(v)))
+        .collect();
+    if let Some(t) = target {
+        for (k, v) in &t.vars {
+            map.insert(k.clone(), json_to_value(v));
+        }
+        let info: BTreeMap<String, Value> = [
+            ("name", Value::from(t.name.clone())),
+            ("host", Value::from(t.host.clone().unwrap_or_default())),
+            ("user", Value::from(t.user.clone().unwrap_or_default())),
+            ("port", t.port.map(Value::from).unwrap_or(Value::from(()))),
+            ("transport", Value::from(kind_name(t.transport))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        map.insert("target".into(), Value::from(info));
+    } else {
+        let info: BTreeMap<String, Value> = [("name".to_string(), Value::from(target_name))]
+            .into_iter()
+            .collect();
+        map.insert("target".into(), Value::from(info));
+    }
+    Value::from(map)
+}
+
+pub(super) fn ctx_names(raw: &RawPlaybook, target: Option<&Target>) -> Vec<String> {
+    let mut names: BTreeSet<String> = raw.vars.keys().cloned().collect();
+    if let Some(t) = target {
+        names.extend(t.vars.keys().cloned());
+    }
+    names.insert("target".into());
+    names.into_iter().collect()
+}
