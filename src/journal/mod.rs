@@ -1,10 +1,13 @@
-//! The journal: what ran, where, when and how it ended, in one SQLite file per playbook.
+//! The journal: what ran, where, when and how it ended: one SQLite file per cutover, or one
+//! schema per cutover on a PostgreSQL server (`pg`), behind the same API and the same SQL (`sql`).
 //!
 //! It is the only thing that lets a cutover resume after a kill -9, a reboot of the jump host or
 //! a power cut, so it is written defensively:
 //!
-//! - WAL with `synchronous=FULL`: once a write function has returned, the row is on disk.
-//! - Every write is one short `BEGIN IMMEDIATE` transaction, committed before returning.
+//! - WAL with `synchronous=FULL` (SQLite), a committed transaction (PostgreSQL): once a write
+//!   function has returned, the row is on disk.
+//! - Every write is one short transaction, committed before returning; on PostgreSQL it first
+//!   checks the lease's fencing counter, so a runner that lost its lease records nothing.
 //! - Intent before action: [`Journal::begin_attempt`] records a `running` row *before* the
 //!   engine touches a target. A `running` row whose runner is gone is therefore "in doubt", never
 //!   silently "not started".
