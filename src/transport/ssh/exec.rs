@@ -106,15 +106,15 @@ impl SshTransport {
                 sess = self.session()?;
                 sess.set_blocking(true);
                 self.open_channel(&sess)
-                    .map_err(|e| self.ssh_err("opening a channel", &e))?
+                    .map_err(|e| self.ssh_err("opening a channel", e))?
             }
-            Err(e) => return Err(self.ssh_err("opening a channel", &e)),
+            Err(e) => return Err(self.ssh_err("opening a channel", e)),
         };
         sess.set_timeout(timeout_ms(self.round_trip_timeout()));
         let started = channel.exec(line);
         sess.set_timeout(timeout_ms(IO_TIMEOUT));
         if let Err(e) = started {
-            let err = self.ssh_err("starting a command (it may or may not have started)", &e);
+            let err = self.ssh_err("starting a command (it may or may not have started)", e);
             self.orphan = orphan_after(&err, tracking.shell, None, tracking.token);
             return Err(err);
         }
@@ -284,7 +284,7 @@ impl SshTransport {
         let closed = channel.wait_close();
         sess.set_timeout(timeout_ms(IO_TIMEOUT));
         if let Err(e) = closed {
-            return Err(self.ssh_err(DURING, &e));
+            return Err(self.ssh_err(DURING, e));
         }
         if let Some((exit, _)) = stop {
             if kill_sent_at.is_some() {
@@ -296,9 +296,7 @@ impl SshTransport {
                 return Ok(CommandExit::Code(128 + signal_number(&name)));
             }
         }
-        let code = channel
-            .exit_status()
-            .map_err(|e| self.ssh_err(DURING, &e))?;
+        let code = channel.exit_status().map_err(|e| self.ssh_err(DURING, e))?;
         // The SSH exit status is a u32 on the wire; libssh2 hands it out as i32.
         Ok(CommandExit::Code(i64::from(code as u32)))
     }

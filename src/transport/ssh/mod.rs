@@ -17,6 +17,7 @@ mod script;
 mod session;
 mod upload;
 
+pub use error::HandshakeFailure;
 #[cfg(unix)]
 pub use jump::open_tunnel;
 

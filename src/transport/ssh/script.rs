@@ -32,7 +32,7 @@ impl SshTransport {
             OpenType::File,
         ) {
             Ok(f) => f,
-            Err(e) => return Err(self.ssh_err(&format!("creating {sftp_path}"), &e)),
+            Err(e) => return Err(self.ssh_err(&format!("creating {sftp_path}"), e)),
         };
         let written = file.write_all(content);
         let closed = file.close();
@@ -46,7 +46,7 @@ impl SshTransport {
                 message: e.to_string(),
             });
         }
-        closed.map_err(|e| self.ssh_err(&format!("writing {sftp_path}"), &e))
+        closed.map_err(|e| self.ssh_err(&format!("writing {sftp_path}"), e))
     }
 
     pub(super) fn remove_file(&mut self, sftp_path: &str) {
@@ -54,7 +54,7 @@ impl SshTransport {
             t.connect()?;
             let sftp = t.sftp()?;
             sftp.unlink(Path::new(sftp_path))
-                .map_err(|e| t.ssh_err(&format!("removing {sftp_path}"), &e))
+                .map_err(|e| t.ssh_err(&format!("removing {sftp_path}"), e))
         };
         if let Err(e) = attempt(self) {
             tracing::warn!(target = %self.describe(), file = sftp_path, error = %e, "could not remove a temporary script; remove it by hand");

@@ -1,10 +1,11 @@
 //! Opening a session: TCP connect (or a jump tunnel), handshake with our algorithm order,
 //! host key check against known_hosts, authentication; the SFTP channel that hangs off it.
 
-use std::io::{self};
+use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
 
+use libssh2_sys::LIBSSH2_ERROR_AUTHENTICATION_FAILED;
 use ssh2::{ErrorCode, MethodType, Session, Sftp};
 
 use super::*;
@@ -94,7 +95,7 @@ impl SshTransport {
             } else {
                 TransportError::Handshake {
                     target: target.clone(),
-                    message: e.to_string(),
+                    cause: e.into(),
                 }
             }
         };
@@ -118,7 +119,7 @@ impl SshTransport {
             .and_then(|(blob, _)| HostKey::from_blob(blob))
             .ok_or_else(|| TransportError::Handshake {
                 target: target.clone(),
-                message: "the server sent no usable host key".into(),
+                cause: HandshakeFailure::NoHostKey,
             })?;
         let key_err = |status: &HostKeyStatus| {
             let (host, port, key_type, fingerprint, known_hosts) = (
@@ -244,7 +245,7 @@ impl SshTransport {
                 Ok(sftp)
             }
             Err(e) => {
-                Err(self.ssh_err("starting SFTP (is the sftp subsystem enabled in sshd?)", &e))
+                Err(self.ssh_err("starting SFTP (is the sftp subsystem enabled in sshd?)", e))
             }
         }
     }
@@ -281,7 +282,10 @@ pub(super) fn agent_auth(sess: &Session, user: &str) -> Result<(), ssh2::Error> 
     agent.connect()?;
     agent.list_identities()?;
     let identities = agent.identities()?;
-    let mut last = ssh2::Error::new(ErrorCode::Session(-18), "the SSH agent holds no keys");
+    let mut last = ssh2::Error::new(
+        ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED),
+        "the SSH agent holds no keys",
+    );
     for identity in &identities {
         match agent.userauth(user, identity) {
             Ok(()) => {

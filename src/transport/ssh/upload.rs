@@ -142,7 +142,7 @@ impl SshTransport {
                         parent: parent.to_string(),
                     })
                 }
-                Err(e) => return Err(self.ssh_err(&format!("checking {parent}"), &e)),
+                Err(e) => return Err(self.ssh_err(&format!("checking {parent}"), e)),
             }
         }
 
@@ -157,7 +157,7 @@ impl SshTransport {
                 f
             }
             Err(e) if is_connection_error(&e) => {
-                return Err(self.ssh_err("opening the destination", &e))
+                return Err(self.ssh_err("opening the destination", e))
             }
             Err(e) => return Err(upload_err(format!("cannot create it: {}", e.message()))),
         };
@@ -262,14 +262,14 @@ impl SshTransport {
             }
         }
         if let Err(e) = remote.close() {
-            return Err(self.ssh_err("finishing the upload", &e));
+            return Err(self.ssh_err("finishing the upload", e));
         }
         drop(remote);
 
         // Verify on the target: size from the server's file system, hash computed there.
         let actual_bytes = match sftp.stat(Path::new(&remote_path)) {
             Ok(st) => st.size.unwrap_or(0),
-            Err(e) => return Err(self.ssh_err("checking the uploaded file", &e)),
+            Err(e) => return Err(self.ssh_err("checking the uploaded file", e)),
         };
         // The follower's hash is taken only when it matches. Anything else (no python3, an
         // error, a file that differs, or no answer within the bound) is decided by hashing the
