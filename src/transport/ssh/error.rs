@@ -9,7 +9,7 @@ use libssh2_sys::{
 };
 use ssh2::ErrorCode;
 
-use super::*;
+use super::SshTransport;
 use crate::transport::{Transport, TransportError};
 
 /// `LIBSSH2_ERROR_SOCKET_NONE` from libssh2.h (no socket, or it failed); libssh2-sys does not
@@ -85,6 +85,7 @@ mod tests {
     use libssh2_sys::{LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_FX_PERMISSION_DENIED};
 
     use super::*;
+    use crate::transport::ssh::{SshAuth, SshConfig, DEFAULT_KEEPALIVE};
     use crate::transport::Secret;
 
     fn transport() -> SshTransport {

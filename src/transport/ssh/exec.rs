@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use ssh2::{Channel, Session};
 
-use super::*;
+use super::error::is_connection_error;
+use super::{SshTransport, IO_TIMEOUT, READ_CHUNK, TICK};
 use crate::transport::known_hosts::timeout_ms;
 use crate::transport::shell::{self, Payload, PidMarkerFilter};
 use crate::transport::{

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use ssh2::{Channel, Session};
 
-use super::*;
+use super::session::Conn;
+use super::{SshConfig, SshTransport, KEEPALIVE_COUNT, READ_CHUNK};
 use crate::transport::known_hosts::timeout_ms;
 use crate::transport::{Transport, TransportError};
 

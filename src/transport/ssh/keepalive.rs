@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use ssh2::Session;
 
-use super::*;
+use super::error::is_connection_error;
+use super::session::Conn;
+use super::{SshTransport, IO_TIMEOUT, KEEPALIVE_COUNT, TICK};
 use crate::transport::known_hosts::timeout_ms;
 use crate::transport::TransportError;
 

@@ -21,18 +21,13 @@ pub use error::HandshakeFailure;
 #[cfg(unix)]
 pub use jump::open_tunnel;
 
-use self::error::*;
-use self::exec::*;
-use self::keepalive::*;
-use self::script::*;
-use self::session::*;
-use self::upload::*;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ssh2::Session;
 
+use self::script::sh_script_path;
+use self::session::{Conn, Opened};
 use crate::transport::shell::{self};
 use crate::transport::{
     CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop, Secret, Shell, Stream,

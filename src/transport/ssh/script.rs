@@ -5,7 +5,9 @@ use std::path::Path;
 
 use ssh2::{OpenFlags, OpenType};
 
-use super::*;
+use super::exec::Tracking;
+use super::upload::sftp_path;
+use super::SshTransport;
 use crate::transport::shell::{self, Payload};
 use crate::transport::{
     random_token, CommandExit, Control, Shell, Stream, Transport, TransportError,

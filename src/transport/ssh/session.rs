@@ -8,7 +8,9 @@ use std::sync::Arc;
 use libssh2_sys::LIBSSH2_ERROR_AUTHENTICATION_FAILED;
 use ssh2::{ErrorCode, MethodType, Session, Sftp};
 
-use super::*;
+use super::error::{is_connection_error, HandshakeFailure};
+use super::keepalive::keepalive_secs;
+use super::{SshAuth, SshTransport, IO_TIMEOUT};
 use crate::transport::known_hosts::{
     check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
 };

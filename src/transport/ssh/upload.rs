@@ -7,7 +7,9 @@ use std::path::Path;
 
 use ssh2::{Channel, OpenFlags, OpenType};
 
-use super::*;
+use super::error::{is_connection_error, is_not_found};
+use super::session::Conn;
+use super::SshTransport;
 use crate::transport::shell::{self};
 use crate::transport::upload_buffer::UploadBuffer;
 use crate::transport::{
