@@ -28,7 +28,7 @@ use ssh2::Session;
 
 use self::script::sh_script_path;
 use self::session::{Conn, Opened};
-use crate::transport::shell::{self};
+use crate::transport::shell;
 use crate::transport::{
     CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop, Secret, Shell, Stream,
     Transport, TransportError, ORPHAN_REASON,

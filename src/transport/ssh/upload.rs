@@ -10,7 +10,7 @@ use ssh2::{Channel, OpenFlags, OpenType};
 use super::error::{is_connection_error, is_not_found};
 use super::session::Conn;
 use super::SshTransport;
-use crate::transport::shell::{self};
+use crate::transport::shell;
 use crate::transport::upload_buffer::UploadBuffer;
 use crate::transport::{
     random_token, upload_mismatch, CommandExit, FileDigest, Shell, Transport, TransportError,
@@ -24,7 +24,8 @@ impl SshTransport {
     /// Starts [`shell::follow_sha256_command`] on a channel of its own; None if that fails,
     /// and the upload hashes the finished file instead. Not tracked like a step's command:
     /// when the connection goes, its input ends and it finishes on its own. Called under the
-    /// upload's [`Bounded`] guard, which must stay in force (`open_channel` would reset it).
+    /// upload's [`Bounded`](super::keepalive::Bounded) guard, which must stay in force
+    /// (`open_channel` would reset it).
     pub(super) fn start_follower(&self, dest: &str) -> Option<Channel> {
         let sess = self.session().ok()?;
         let mut ch = sess.channel_session().ok()?;
