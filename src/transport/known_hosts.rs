@@ -16,6 +16,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 
+use super::ssh::HandshakeFailure;
 use super::TransportError;
 
 /// A server's public host key.
@@ -342,7 +343,7 @@ pub fn scan_host_key(host: &str, port: u16, timeout: Duration) -> Result<HostKey
     })?;
     let handshake_err = |e: ssh2::Error| TransportError::Handshake {
         target: target.clone(),
-        message: e.to_string(),
+        cause: e.into(),
     };
     let mut sess = Session::new().map_err(handshake_err)?;
     sess.set_tcp_stream(tcp);
@@ -354,7 +355,7 @@ pub fn scan_host_key(host: &str, port: u16, timeout: Duration) -> Result<HostKey
         .and_then(|(blob, _)| HostKey::from_blob(blob))
         .ok_or_else(|| TransportError::Handshake {
             target: target.clone(),
-            message: "the server sent no usable host key".into(),
+            cause: HandshakeFailure::NoHostKey,
         })?;
     // Be polite; the server would notice the close anyway.
     let _ = sess.disconnect(None, "host key scan", None);

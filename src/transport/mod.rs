@@ -247,8 +247,12 @@ pub enum TransportError {
         source: Box<TransportError>,
     },
 
-    #[error("SSH handshake with {target} failed: {message}; check that an SSH server answers on that port")]
-    Handshake { target: String, message: String },
+    #[error("SSH handshake with {target} failed: {cause}; check that an SSH server answers on that port")]
+    Handshake {
+        target: String,
+        #[source]
+        cause: ssh::HandshakeFailure,
+    },
 
     #[error("the host key of {host} port {port} is not trusted yet: the server presents {key_type} {fingerprint}, which is not in {}; run `runner trust PLAYBOOK TARGET` after checking the fingerprint with the server's administrator", known_hosts.display())]
     HostKeyUnknown {
@@ -297,11 +301,12 @@ pub enum TransportError {
         message: String,
     },
 
-    #[error("SSH error on {target} while {during}: {message}")]
+    #[error("SSH error on {target} while {during}: {source}")]
     Ssh {
         target: String,
         during: String,
-        message: String,
+        #[source]
+        source: ssh2::Error,
     },
 
     #[error("WinRM on {target} failed while {during}: {source}")]

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use runner::transport::ssh::HandshakeFailure;
 use runner::transport::{SshAuth, SshConfig, SshTransport, Transport, TransportError};
 
 /// The fake server's process, killed if the test ends before it exits by itself.
@@ -90,8 +91,15 @@ fn ext_info_with_four_billion_extensions_fails_the_handshake() {
         "stopped",
         "the client must stop at the bad EXT_INFO, not go on with the connection ({err})"
     );
+    // The cause is libssh2's own error, kept typed (with its code), not only as text.
     assert!(
-        matches!(err, TransportError::Handshake { .. }),
-        "expected a handshake error, got: {err} ({err:?})"
+        matches!(
+            err,
+            TransportError::Handshake {
+                cause: HandshakeFailure::Ssh(_),
+                ..
+            }
+        ),
+        "expected a handshake error from libssh2, got: {err} ({err:?})"
     );
 }

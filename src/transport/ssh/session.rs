@@ -1,0 +1,360 @@
+//! Opening a session: TCP connect (or a jump tunnel), handshake with our algorithm order,
+//! host key check against known_hosts, authentication; the SFTP channel that hangs off it.
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use libssh2_sys::LIBSSH2_ERROR_AUTHENTICATION_FAILED;
+use ssh2::{ErrorCode, MethodType, Session, Sftp};
+
+use super::error::{is_connection_error, HandshakeFailure};
+use super::keepalive::keepalive_secs;
+use super::{SshAuth, SshTransport, IO_TIMEOUT};
+use crate::transport::known_hosts::{
+    check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
+};
+use crate::transport::{Secret, Transport, TransportError};
+
+/// One authenticated session and what hangs off it.
+pub(super) struct Conn {
+    pub(super) sess: Session,
+    /// The session's socket, kept to check for a peer that went away.
+    #[cfg(unix)]
+    pub(super) fd: std::os::unix::io::RawFd,
+    /// Opened on first use; `Arc` so that callers can hold it while `self` is borrowed mutably.
+    pub(super) sftp: Option<Arc<Sftp>>,
+    /// Set when an operation failed in a way that leaves the session unusable.
+    pub(super) broken: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.sftp = None;
+        if self.broken {
+            // Non-blocking, so that freeing leftover channels does not wait for a dead peer.
+            self.sess.set_blocking(false);
+        } else {
+            // Bounded: a dead network must not hang the drop.
+            self.sess.set_blocking(true);
+            self.sess.set_timeout(2000);
+            let _ = self.sess.disconnect(None, "runner done", None);
+        }
+    }
+}
+
+pub(super) enum Opened {
+    Ready(Conn),
+    /// The host is recorded with other key types; connect again offering those.
+    RetryWith(Vec<String>, HostKey),
+}
+
+impl SshTransport {
+    pub(super) fn open(&self, only_types: Option<&[String]>) -> Result<Opened, TransportError> {
+        let cfg = &self.cfg;
+        let target = self.describe();
+        let mut sess_tcp: Option<TcpStream> = None;
+        #[cfg(unix)]
+        let mut sess_tunnel: Option<std::os::unix::net::UnixStream> = None;
+        if self.hops.is_empty() {
+            let tcp = tcp_connect(&cfg.host, cfg.port, cfg.connect_timeout).map_err(|source| {
+                TransportError::Connect {
+                    target: target.clone(),
+                    source,
+                }
+            })?;
+            tune_socket(&tcp);
+            sess_tcp = Some(tcp);
+        } else {
+            #[cfg(unix)]
+            {
+                sess_tunnel = Some(self.tunnel()?);
+            }
+            #[cfg(not(unix))]
+            return Err(TransportError::Connect {
+                target: target.clone(),
+                source: io::Error::other("jump hosts need a Unix runner machine"),
+            });
+        }
+        #[cfg(unix)]
+        let fd = {
+            use std::os::unix::io::AsRawFd;
+            match (&sess_tcp, &sess_tunnel) {
+                (Some(t), _) => t.as_raw_fd(),
+                (None, Some(u)) => u.as_raw_fd(),
+                (None, None) => -1,
+            }
+        };
+        let early = |e: ssh2::Error| {
+            if is_connection_error(&e) {
+                TransportError::Connect {
+                    target: target.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        e.message().to_string(),
+                    ),
+                }
+            } else {
+                TransportError::Handshake {
+                    target: target.clone(),
+                    cause: e.into(),
+                }
+            }
+        };
+        let mut sess = Session::new().map_err(early)?;
+        if let Some(tcp) = sess_tcp {
+            sess.set_tcp_stream(tcp);
+        }
+        #[cfg(unix)]
+        if let Some(tunnel) = sess_tunnel {
+            sess.set_tcp_stream(tunnel);
+        }
+        sess.set_timeout(timeout_ms(cfg.connect_timeout));
+        set_hostkey_preference(&sess, only_types).map_err(early)?;
+        set_algorithm_preference(&sess);
+        if let Err(e) = sess.handshake() {
+            return Err(early(e));
+        }
+
+        let key = sess
+            .host_key()
+            .and_then(|(blob, _)| HostKey::from_blob(blob))
+            .ok_or_else(|| TransportError::Handshake {
+                target: target.clone(),
+                cause: HandshakeFailure::NoHostKey,
+            })?;
+        let key_err = |status: &HostKeyStatus| {
+            let (host, port, key_type, fingerprint, known_hosts) = (
+                cfg.host.clone(),
+                cfg.port,
+                key.key_type().to_string(),
+                key.fingerprint_sha256(),
+                cfg.known_hosts.clone(),
+            );
+            match status {
+                HostKeyStatus::Changed => TransportError::HostKeyChanged {
+                    host,
+                    port,
+                    key_type,
+                    fingerprint,
+                    known_hosts,
+                },
+                HostKeyStatus::Revoked => TransportError::HostKeyRevoked {
+                    host,
+                    port,
+                    key_type,
+                    fingerprint,
+                    known_hosts,
+                },
+                _ => TransportError::HostKeyUnknown {
+                    host,
+                    port,
+                    key_type,
+                    fingerprint,
+                    known_hosts,
+                },
+            }
+        };
+        match check_host_key(&cfg.known_hosts, &cfg.host, cfg.port, &key)? {
+            HostKeyStatus::Trusted => {}
+            HostKeyStatus::OtherTypesKnown(types) if only_types.is_none() => {
+                return Ok(Opened::RetryWith(types, key));
+            }
+            status => return Err(key_err(&status)),
+        }
+
+        self.authenticate(&sess)?;
+        sess.set_keepalive(true, keepalive_secs(cfg.keepalive));
+        sess.set_timeout(timeout_ms(IO_TIMEOUT));
+        Ok(Opened::Ready(Conn {
+            sess,
+            #[cfg(unix)]
+            fd,
+            sftp: None,
+            broken: false,
+        }))
+    }
+
+    pub(super) fn authenticate(&self, sess: &Session) -> Result<(), TransportError> {
+        let cfg = &self.cfg;
+        let target = self.describe();
+        let (method, hint, result) = match &cfg.auth {
+            SshAuth::Key { path, passphrase } => {
+                let hint = "check that the key's public half is in the user's authorized_keys on the target, and the key file and its passphrase";
+                if !path.is_file() {
+                    return Err(TransportError::Auth {
+                        target,
+                        user: cfg.user.clone(),
+                        method: "public key",
+                        message: format!("the key file {} does not exist", path.display()),
+                        hint,
+                    });
+                }
+                let r = sess.userauth_pubkey_file(
+                    &cfg.user,
+                    None,
+                    path,
+                    passphrase.as_ref().map(Secret::expose),
+                );
+                ("public key", hint, r)
+            }
+            SshAuth::Password(pw) => (
+                "password",
+                "check the user name and password, and that the server allows password authentication",
+                sess.userauth_password(&cfg.user, pw.expose()),
+            ),
+            SshAuth::Agent => (
+                "ssh-agent",
+                "check that ssh-agent runs (SSH_AUTH_SOCK) and holds a key the target accepts",
+                agent_auth(sess, &cfg.user),
+            ),
+        };
+        let failure = match result {
+            Ok(()) if sess.authenticated() => return Ok(()),
+            Ok(()) => "the server did not accept the authentication".to_string(),
+            Err(e) if is_connection_error(&e) => {
+                return Err(TransportError::Connect {
+                    target,
+                    source: io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        format!("during authentication: {}", e.message()),
+                    ),
+                })
+            }
+            Err(e) => e.message().to_string(),
+        };
+        Err(TransportError::Auth {
+            target,
+            user: cfg.user.clone(),
+            method,
+            message: failure,
+            hint,
+        })
+    }
+
+    pub(super) fn sftp(&mut self) -> Result<Arc<Sftp>, TransportError> {
+        if let Some(sftp) = self.conn.as_ref().and_then(|c| c.sftp.clone()) {
+            return Ok(sftp);
+        }
+        let sess = self.session()?;
+        sess.set_blocking(true);
+        match sess.sftp() {
+            Ok(sftp) => {
+                let sftp = Arc::new(sftp);
+                if let Some(c) = self.conn.as_mut() {
+                    c.sftp = Some(Arc::clone(&sftp));
+                }
+                Ok(sftp)
+            }
+            Err(e) => {
+                Err(self.ssh_err("starting SFTP (is the sftp subsystem enabled in sshd?)", e))
+            }
+        }
+    }
+}
+
+/// Ciphers in order of preference, measured on uploads (which are bound by CPU on fast links).
+/// AES-GCM runs on the CPU's AES and carry-less multiply instructions through OpenSSL, and the
+/// bundled libssh2 hands OpenSSL a whole packet per call (vendor/README.md); it needs the least
+/// CPU per byte on both ends, because it has no separate MAC. AES-CTR comes next, with the
+/// encrypt-then-MAC HMACs below. libssh2's own ChaCha20-Poly1305 is portable C and the slowest,
+/// so it comes last of the common ones. Servers without these fall back down the list.
+pub(super) const CIPHER_ORDER: &[&str] = &[
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+    "chacha20-poly1305@openssh.com",
+    "aes192-ctr",
+];
+
+/// MACs for the CTR ciphers: encrypt-then-MAC first (as OpenSSH prefers); libssh2's own
+/// default puts the older MAC-then-encrypt forms first. The bundled libssh2 is built without
+/// the SHA-1 MACs, so a server that offers nothing newer (OpenSSH before 5.9) is not reachable.
+pub(super) const MAC_ORDER: &[&str] = &[
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+];
+
+/// Try every identity the agent holds; `Session::userauth_agent` only tries the first.
+pub(super) fn agent_auth(sess: &Session, user: &str) -> Result<(), ssh2::Error> {
+    let mut agent = sess.agent()?;
+    agent.connect()?;
+    agent.list_identities()?;
+    let identities = agent.identities()?;
+    let mut last = ssh2::Error::new(
+        ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED),
+        "the SSH agent holds no keys",
+    );
+    for identity in &identities {
+        match agent.userauth(user, identity) {
+            Ok(()) => {
+                let _ = agent.disconnect();
+                return Ok(());
+            }
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    let _ = agent.disconnect();
+    Err(last)
+}
+
+/// Sets our cipher and MAC order (see [`CIPHER_ORDER`]), keeping only what this libssh2
+/// supports; anything else stays at libssh2's defaults.
+pub(super) fn set_algorithm_preference(sess: &Session) {
+    for (method, order) in [
+        (MethodType::CryptCs, CIPHER_ORDER),
+        (MethodType::CryptSc, CIPHER_ORDER),
+        (MethodType::MacCs, MAC_ORDER),
+        (MethodType::MacSc, MAC_ORDER),
+    ] {
+        let Ok(supported) = sess.supported_algs(method) else {
+            continue;
+        };
+        let list: Vec<&str> = order
+            .iter()
+            .copied()
+            .filter(|a| supported.contains(a))
+            .collect();
+        if !list.is_empty() {
+            if let Err(e) = sess.method_pref(method, &list.join(",")) {
+                tracing::debug!(error = %e, "cannot set algorithm preference");
+            }
+        }
+    }
+}
+
+/// Latency and dead-peer detection on the raw socket.
+pub(super) fn tune_socket(tcp: &TcpStream) {
+    // Without this every small request waits ~40 ms for the delayed ACK of the previous one.
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let fd = tcp.as_raw_fd();
+        let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+            // SAFETY: setsockopt with a pointer to a live c_int of the size passed.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        };
+        set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 30);
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6);
+        // Data unacknowledged for two minutes means the peer is gone: fail instead of waiting
+        // for the kernel's ~15 minutes of retransmissions.
+        set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 120_000);
+    }
+}

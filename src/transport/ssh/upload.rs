@@ -1,0 +1,419 @@
+//! Uploads over SFTP: written to a temporary file beside the destination, hashed on the
+//! target (while written, for large files), and only then renamed into place.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use ssh2::{Channel, OpenFlags, OpenType};
+
+use super::error::{is_connection_error, is_not_found};
+use super::session::Conn;
+use super::SshTransport;
+use crate::transport::shell;
+use crate::transport::upload_buffer::UploadBuffer;
+use crate::transport::{
+    random_token, upload_mismatch, CommandExit, FileDigest, Shell, Transport, TransportError,
+};
+
+/// Uploads from this size on are hashed on the target while they are written (see
+/// `shell::follow_sha256_command`); below it, starting Python costs more than hashing after.
+pub(super) const FOLLOW_FROM: u64 = 8 * 1024 * 1024;
+
+impl SshTransport {
+    /// Starts [`shell::follow_sha256_command`] on a channel of its own; None if that fails,
+    /// and the upload hashes the finished file instead. Not tracked like a step's command:
+    /// when the connection goes, its input ends and it finishes on its own. Called under the
+    /// upload's [`Bounded`](super::keepalive::Bounded) guard, which must stay in force
+    /// (`open_channel` would reset it).
+    pub(super) fn start_follower(&self, dest: &str) -> Option<Channel> {
+        let sess = self.session().ok()?;
+        let mut ch = sess.channel_session().ok()?;
+        let line = shell::command_line(Shell::Sh, &shell::follow_sha256_command(dest));
+        ch.exec(&line).ok()?;
+        Some(ch)
+    }
+
+    /// Sends `src` to a temporary file beside `dest` (same folder, unique name), verifies it
+    /// there, and only then renames it into place; a failed upload removes the temporary
+    /// file (unless the connection is gone) and leaves `dest` as it was.
+    pub(super) fn upload_inner(
+        &mut self,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        shell: Shell,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        if dest.is_empty() || dest.contains('\0') {
+            return Err(TransportError::Upload {
+                target: self.describe(),
+                dest: dest.to_string(),
+                message: "the destination path is empty or contains a NUL byte".into(),
+            });
+        }
+        let temp = temp_beside(dest, shell, &random_token());
+        let mut created = false;
+        let sent = self.send_verified(src, expected, dest, &temp, shell, &mut created, progress);
+        let placed = sent.and_then(|()| self.move_into_place(&temp, dest, shell));
+        if placed.is_err() && created && self.conn.as_ref().is_some_and(Conn::alive) {
+            let path = sftp_path(&temp, shell);
+            if let Ok(sftp) = self.sftp() {
+                if let Err(e) = sftp.unlink(Path::new(&path)) {
+                    tracing::warn!(target = %self.describe(), file = %path, error = %e, "could not remove the temporary file of a failed upload");
+                }
+            }
+        }
+        placed
+    }
+
+    /// Renames the verified `temp` to `dest` on the target, replacing it (POSIX `rename`;
+    /// `Move-Item -Force` or `move /y` on Windows).
+    pub(super) fn move_into_place(
+        &mut self,
+        temp: &str,
+        dest: &str,
+        shell: Shell,
+    ) -> Result<(), TransportError> {
+        let script = match shell {
+            Shell::Sh => format!(
+                "mv -f -- {} {}",
+                shell::sh_quote(temp),
+                shell::sh_quote(dest)
+            ),
+            Shell::PowerShell => format!(
+                "$ErrorActionPreference = 'Stop'\nMove-Item -LiteralPath {} -Destination {} -Force",
+                shell::ps_quote(temp),
+                shell::ps_quote(dest)
+            ),
+            Shell::Cmd => format!("move /y \"{temp}\" \"{dest}\" >nul"),
+        };
+        let (exit, _, stderr) = self.capture(&script, shell)?;
+        if exit != CommandExit::Code(0) {
+            return Err(TransportError::Upload {
+                target: self.describe(),
+                dest: dest.to_string(),
+                message: format!(
+                    "the verified copy {temp} could not be renamed into place ({exit:?}): {}",
+                    stderr.trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `src` to `temp` (a new file) and verifies it there; errors name `dest`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_verified(
+        &mut self,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        temp: &str,
+        shell: Shell,
+        created: &mut bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let target = self.describe();
+        let upload_err = |message: String| TransportError::Upload {
+            target: target.clone(),
+            dest: dest.to_string(),
+            message,
+        };
+        let mut input = fs::File::open(src).map_err(|source| TransportError::Io {
+            context: format!("cannot read {}", src.display()),
+            source,
+        })?;
+        let mode = local_mode(&input);
+        let remote_path = sftp_path(temp, shell);
+        self.connect()?;
+        let sftp = self.sftp()?;
+        let bounded = self.bounded()?;
+
+        if let Some(parent) = parent_dir(&remote_path) {
+            match sftp.stat(Path::new(parent)) {
+                Ok(st) if st.is_dir() => {}
+                Ok(_) => {
+                    return Err(upload_err(format!(
+                        "{parent} exists but is not a directory"
+                    )))
+                }
+                Err(e) if is_not_found(&e) => {
+                    return Err(TransportError::UploadParentMissing {
+                        target: target.clone(),
+                        dest: dest.to_string(),
+                        parent: parent.to_string(),
+                    })
+                }
+                Err(e) => return Err(self.ssh_err(&format!("checking {parent}"), e)),
+            }
+        }
+
+        let mut remote = match sftp.open_mode(
+            Path::new(&remote_path),
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+            mode,
+            OpenType::File,
+        ) {
+            Ok(f) => {
+                *created = true;
+                f
+            }
+            Err(e) if is_connection_error(&e) => {
+                return Err(self.ssh_err("opening the destination", e))
+            }
+            Err(e) => return Err(upload_err(format!("cannot create it: {}", e.message()))),
+        };
+        // `buf[start..end]` is everything sent but not yet acknowledged plus what is queued
+        // next. libssh2 wants exactly that passed to every write: it skips the part already in
+        // flight, sends the new tail and returns how much got acknowledged. Never letting the
+        // queue run dry is what keeps the transfer at wire speed; libssh2 splits the window
+        // into 30 kB SFTP requests in flight (the SSH channel window, 2 MiB with OpenSSH, limits
+        // what is actually on the wire). The file is read straight into the buffer, which is
+        // several windows long so that moving the unsent rest to its front happens rarely: at
+        // loopback speed, every copy of the data shows. Window and buffer shrink when many
+        // uploads run at once (see `UploadBuffer`). Nothing is hashed here: the target's hash
+        // is compared with the plan's.
+        let share = UploadBuffer::reserve();
+        let mut buf = vec![0u8; share.len];
+        let mut follower = match shell {
+            Shell::Sh if expected.bytes >= FOLLOW_FROM => self.start_follower(temp),
+            _ => None,
+        };
+        let mut noted = 0u64;
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut sent = 0u64;
+        let mut queued = 0u64;
+        let mut eof = false;
+        loop {
+            while !eof && end - start < share.window {
+                if end + share.block > buf.len() {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                }
+                match read_full(&mut input, &mut buf[end..end + share.block]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        end += n;
+                        queued += n as u64;
+                    }
+                    Err(source) => {
+                        return Err(TransportError::Io {
+                            context: format!("cannot read {}", src.display()),
+                            source,
+                        })
+                    }
+                }
+            }
+            if start == end {
+                break;
+            }
+            if queued > expected.bytes {
+                // Growing since it was reviewed; the target would not verify anyway.
+                drop(remote);
+                return Err(upload_mismatch(
+                    target,
+                    src,
+                    dest,
+                    expected,
+                    FileDigest {
+                        bytes: queued,
+                        sha256: "(not computed: the upload was stopped)".into(),
+                    },
+                ));
+            }
+            match remote.write(&buf[start..end]) {
+                Ok(n) if n > 0 => {
+                    start += n;
+                    sent += n as u64;
+                    progress(sent);
+                    if sent >= noted + shell::FOLLOW_STEP {
+                        noted = sent;
+                        let note = format!("{sent}\n");
+                        if follower
+                            .as_mut()
+                            .is_some_and(|f| f.write_all(note.as_bytes()).is_err())
+                        {
+                            follower = None; // the hash after the transfer decides
+                        }
+                    }
+                }
+                result => {
+                    let timed_out =
+                        matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut);
+                    let message = match result {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the server accepted no data".to_string(),
+                    };
+                    drop(remote);
+                    if timed_out || self.silent_too_long() {
+                        self.mark_broken();
+                        return Err(self.lost(
+                            "uploading (the destination is incomplete)",
+                            self.silence_message(),
+                        ));
+                    }
+                    self.mark_broken_if_dead();
+                    if self.conn.as_ref().is_some_and(|c| c.broken) {
+                        return Err(self.lost("uploading (the destination is incomplete)", message));
+                    }
+                    return Err(upload_err(format!(
+                        "writing failed after {sent} bytes: {message}"
+                    )));
+                }
+            }
+        }
+        if let Err(e) = remote.close() {
+            return Err(self.ssh_err("finishing the upload", e));
+        }
+        drop(remote);
+
+        // Verify on the target: size from the server's file system, hash computed there.
+        let actual_bytes = match sftp.stat(Path::new(&remote_path)) {
+            Ok(st) => st.size.unwrap_or(0),
+            Err(e) => return Err(self.ssh_err("checking the uploaded file", e)),
+        };
+        // The follower's hash is taken only when it matches. Anything else (no python3, an
+        // error, a file that differs, or no answer within the bound) is decided by hashing the
+        // finished file, as without a follower: its mismatch is never reported as the target's.
+        let followed = follower.and_then(finish_follower);
+        drop(bounded);
+        tracing::debug!(target = %target, ?followed, "SHA-256 taken while uploading");
+        if actual_bytes == expected.bytes && followed.as_deref() == Some(&expected.sha256) {
+            return Ok(());
+        }
+        let script = shell::sha256_script(shell, temp);
+        let (exit, stdout, stderr) = self.capture(&script, shell)?;
+        let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
+            (CommandExit::Code(0), Some(h)) => h,
+            _ => {
+                return Err(upload_err(format!(
+                    "cannot compute its SHA-256 on the target ({exit:?}): {}",
+                    stderr.trim()
+                )))
+            }
+        };
+        let actual = FileDigest {
+            bytes: actual_bytes,
+            sha256: actual_sha256,
+        };
+        if actual != *expected {
+            return Err(upload_mismatch(target, src, dest, expected, actual));
+        }
+        Ok(())
+    }
+}
+
+/// Ends a follower's input (the upload is complete) and reads its hash.
+pub(super) fn finish_follower(mut ch: Channel) -> Option<String> {
+    ch.send_eof().ok()?;
+    let mut stdout = String::new();
+    ch.read_to_string(&mut stdout).ok()?;
+    let mut stderr = Vec::new();
+    let _ = ch.stderr().read_to_end(&mut stderr);
+    ch.wait_close().ok()?;
+    match ch.exit_status() {
+        Ok(0) => shell::parse_sha256(&stdout),
+        _ => None,
+    }
+}
+
+/// SFTP wants forward slashes, and a leading slash before a drive letter on Windows servers.
+pub(super) fn sftp_path(path: &str, shell: Shell) -> String {
+    if shell == Shell::Sh {
+        return path.to_string();
+    }
+    let forward = path.replace('\\', "/");
+    let b = forward.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        format!("/{forward}")
+    } else {
+        forward
+    }
+}
+
+/// A new name beside `dest` (target notation), in the same folder: `.NAME.runner-TOKEN`.
+pub(super) fn temp_beside(dest: &str, shell: Shell, token: &str) -> String {
+    let seps: &[char] = if shell == Shell::Sh {
+        &['/']
+    } else {
+        &['/', '\\']
+    };
+    let (dir, name) = match dest.rfind(seps) {
+        Some(i) => dest.split_at(i + 1),
+        None => ("", dest),
+    };
+    format!("{dir}.{name}.runner-{token}")
+}
+
+/// The directory part of an SFTP path, if it has one worth checking.
+pub(super) fn parent_dir(path: &str) -> Option<&str> {
+    let idx = path.rfind('/')?;
+    let parent = &path[..idx];
+    if parent.is_empty() || parent.ends_with(':') {
+        None // "/" or a drive root
+    } else {
+        Some(parent)
+    }
+}
+
+pub(super) fn local_mode(file: &fs::File) -> i32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = file.metadata() {
+            return (meta.permissions().mode() & 0o777) as i32;
+        }
+    }
+    let _ = file;
+    0o644
+}
+
+/// Fill `buf` as far as the file allows.
+pub(super) fn read_full(input: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn windows_paths_for_sftp() {
+        assert_eq!(sftp_path("C:\\Temp\\a.zip", Shell::Cmd), "/C:/Temp/a.zip");
+        assert_eq!(sftp_path("/tmp/a", Shell::Sh), "/tmp/a");
+        assert_eq!(sftp_path("rel\\a", Shell::PowerShell), "rel/a");
+    }
+
+    #[test]
+    pub(super) fn temporary_upload_names_are_beside_the_destination() {
+        assert_eq!(
+            temp_beside("/srv/a.zip", Shell::Sh, "t"),
+            "/srv/.a.zip.runner-t"
+        );
+        assert_eq!(temp_beside("a.zip", Shell::Sh, "t"), ".a.zip.runner-t");
+        assert_eq!(
+            temp_beside("C:\\Temp\\a.msi", Shell::Cmd, "t"),
+            "C:\\Temp\\.a.msi.runner-t"
+        );
+    }
+
+    #[test]
+    pub(super) fn parents() {
+        assert_eq!(parent_dir("/tmp/x/a"), Some("/tmp/x"));
+        assert_eq!(parent_dir("/a"), None);
+        assert_eq!(parent_dir("a"), None);
+        assert_eq!(parent_dir("/C:/a"), None);
+        assert_eq!(parent_dir("/C:/d/a"), Some("/C:/d"));
+    }
+}
