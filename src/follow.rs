@@ -89,7 +89,7 @@ impl Follow<'_> {
                 ""
             }
         );
-        let run_dir = run.map(|r| self.runs_dir.join(&r.id.0));
+        let run_dir = run.map(|r| crate::paths::run_folder(&self.runs_dir, &r.id.0));
         let mut waiting = String::new();
         if ended.is_none() {
             if let Some((step, until)) = run_dir.as_deref().and_then(waiting_for_window) {

@@ -14,3 +14,16 @@ pub fn expand_home(path: &Path) -> PathBuf {
     }
     path.to_path_buf()
 }
+
+/// The folder of run `run` in `runs_dir`. Runs recorded before each journal had its own runs
+/// folder are one level up (`.runner/runs/<run>`): they are found there.
+pub fn run_folder(runs_dir: &std::path::Path, run: &str) -> std::path::PathBuf {
+    let here = runs_dir.join(run);
+    if here.exists() {
+        return here;
+    }
+    match runs_dir.parent().map(|p| p.join(run)) {
+        Some(legacy) if legacy.is_dir() => legacy,
+        _ => here,
+    }
+}

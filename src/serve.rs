@@ -555,7 +555,7 @@ impl Follower {
             let Some(run) = tail.run.clone() else {
                 continue;
             };
-            let dir = c.runs_dir.join(&run);
+            let dir = crate::paths::run_folder(&c.runs_dir, &run);
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };

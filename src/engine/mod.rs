@@ -238,12 +238,17 @@ pub fn default_state_path(pb: &Playbook) -> PathBuf {
     dir.join(".runner").join(format!("{stem}.db"))
 }
 
-/// The runs folder beside a state file.
+/// The runs folder of a journal: `runs/<journal name>/` beside it, so that the playbooks of one
+/// folder (each with its own journal in `.runner/`) keep their runs apart.
 pub fn runs_dir(state: &std::path::Path) -> PathBuf {
-    state
+    let parent = state
         .parent()
         .map(|p| p.join("runs"))
-        .unwrap_or_else(|| PathBuf::from("runs"))
+        .unwrap_or_else(|| PathBuf::from("runs"));
+    match state.file_stem() {
+        Some(stem) => parent.join(stem),
+        None => parent,
+    }
 }
 
 /// Everything one run shares across its threads.

@@ -1,4 +1,4 @@
-//! The run's folder: `.runner/runs/<run-id>/` with each pair's output (timestamped, secrets
+//! The run's folder: `.runner/runs/<journal>/<run-id>/` with each pair's output (timestamped, secrets
 //! masked) and an events file, one JSON event per line. The journal says what happened; this
 //! folder says what the commands printed.
 

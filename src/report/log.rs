@@ -34,7 +34,10 @@ pub(super) fn read_output(runs_dir: &Path, run: &str, step: &str, target: &str) 
     if !safe_component(run) || !safe_component(&name) || !safe_component(step) {
         return tail;
     }
-    match read_tail(&runs_dir.join(run).join(&name), TAIL_LINES) {
+    match read_tail(
+        &crate::paths::run_folder(runs_dir, run).join(&name),
+        TAIL_LINES,
+    ) {
         Ok(None) => {}
         Ok(Some((lines, omitted))) => {
             tail.status = if lines.is_empty() {

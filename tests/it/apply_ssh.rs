@@ -96,7 +96,7 @@ fn journal_path(dir: &Path) -> PathBuf {
 }
 
 fn runs_dir(dir: &Path) -> PathBuf {
-    dir.join(".runner").join("runs")
+    dir.join(".runner").join("runs").join("cutover")
 }
 
 /// Lines of a ledger; none when the file does not exist (the step never ran).

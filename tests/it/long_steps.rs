@@ -93,7 +93,7 @@ fn waiting_step(id: &str, dir: &Path, extra: &str) -> String {
 
 fn all_run_logs(dir: &Path) -> String {
     let mut text = String::new();
-    if let Ok(runs) = std::fs::read_dir(dir.join(".runner/runs")) {
+    if let Ok(runs) = std::fs::read_dir(dir.join(".runner/runs/p")) {
         for run in runs.flatten() {
             for f in std::fs::read_dir(run.path()).unwrap().flatten() {
                 text.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
@@ -127,7 +127,7 @@ fn a_detached_step_runs_to_the_end_and_leaves_no_job_folder() {
         "{logs}"
     );
     // The job folders of this run are gone once the results are in the journal.
-    let run_id = std::fs::read_dir(dir.path().join(".runner/runs"))
+    let run_id = std::fs::read_dir(dir.path().join(".runner/runs/p"))
         .unwrap()
         .next()
         .unwrap()

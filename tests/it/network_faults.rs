@@ -313,7 +313,7 @@ impl Scene {
     /// Everything the run wrote: step logs and events.jsonl of every run.
     fn run_files(&self) -> String {
         let mut all = String::new();
-        let runs = self.dir.path().join(".runner").join("runs");
+        let runs = self.dir.path().join(".runner").join("runs").join("faults");
         for run in fs::read_dir(&runs).expect("runs folder").flatten() {
             for f in fs::read_dir(run.path()).expect("run folder").flatten() {
                 all.push_str(&fs::read_to_string(f.path()).unwrap_or_default());

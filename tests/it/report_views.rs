@@ -839,3 +839,44 @@ fn markdown_report_shows_code_in_override_text_as_code_not_escaped_backticks() {
     // Key/value tables carry a real header row.
     assert!(!md.contains("| | |\n|---|---|"), "{md}");
 }
+
+#[test]
+fn the_playbooks_of_one_folder_keep_their_runs_apart_and_old_runs_are_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = |echo: &str| {
+        format!(
+            "name: {echo}\nwindow:\n  business_hours: []\ntargets:\n  here:\n    transport: local\nsteps:\n  - {{ id: say, on: here, run: 'echo said-{echo}', idempotent: true }}\n"
+        )
+    };
+    std::fs::write(dir.path().join("a.yaml"), playbook("alpha")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), playbook("bravo")).unwrap();
+    for f in ["a.yaml", "b.yaml"] {
+        let r = common_cli::runner(&["apply", f], dir.path(), &[]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    }
+    let runs = dir.path().join(".runner").join("runs");
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // Each journal has its own runs folder, with one run each.
+    assert_eq!(names(&runs), ["a", "b"]);
+    assert_eq!(names(&runs.join("a")).len(), 1);
+    assert_eq!(names(&runs.join("b")).len(), 1);
+    let report = |f: &str| {
+        let r = common_cli::runner(&["report", f, "--format", "markdown"], dir.path(), &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    let a = report("a.yaml");
+    assert!(a.contains("said-alpha") && !a.contains("said-bravo"), "{a}");
+    // A run recorded before runs were kept per journal (`.runner/runs/<run>`) is still read.
+    let run = names(&runs.join("b")).remove(0);
+    std::fs::rename(runs.join("b").join(&run), runs.join(&run)).unwrap();
+    let b = report("b.yaml");
+    assert!(b.contains("said-bravo"), "{b}");
+}

@@ -165,7 +165,7 @@ fn a_closed_terminal_does_not_stop_the_run() {
         ]
     );
     // The run log kept what the terminal no longer showed, to the end of the run.
-    let runs_dir = dir.path().join(".runner").join("runs");
+    let runs_dir = dir.path().join(".runner").join("runs").join("cutover");
     let events: String = fs::read_dir(&runs_dir)
         .expect("the runs folder")
         .map(|e| e.expect("entry").path().join("events.jsonl"))
