@@ -553,12 +553,22 @@ fn run(
                 return start_background(&args.file);
             }
             let state = state_path(&pb, &args.state)?;
+            // No step beyond the file limit: raise it, and cap the fan-out to what it allows.
+            let widest = pb.steps.iter().map(|s| s.targets.len()).max().unwrap_or(1);
+            let (max_parallel, said) = runner::fdlimit::plan(
+                usize::from(args.max_parallel),
+                widest,
+                runner::fdlimit::raise(),
+            );
+            if let Some(said) = said {
+                errln!("runner: {said}");
+            }
             let reporter = reporter(&args.output, clock, &pb);
             let interrupt = interrupt(reporter.clone());
             let opts = engine::ApplyOptions {
                 runs_dir: runs_dir(&pb, &state),
                 state,
-                max_parallel: usize::from(args.max_parallel),
+                max_parallel,
                 override_window: args.window.get(),
                 accept_changed: args.accept_changed,
                 operator: operator(&reporter, &interrupt),

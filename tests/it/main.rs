@@ -13,6 +13,7 @@ mod common;
 mod common_cli;
 mod customers;
 mod estimates;
+mod fan_out;
 mod journal;
 mod journal_stores;
 mod libssh2_hostile_server;
