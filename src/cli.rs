@@ -786,9 +786,11 @@ fn serve(args: ServeArgs, clock: Clock) -> anyhow::Result<Exit> {
 /// A postgres:// URL stands for this playbook's cutover on that server: the playbook's `name`
 /// identifies it, not a path on this machine.
 fn state_path(pb: &Playbook, arg: &StateArg) -> anyhow::Result<PathBuf> {
+    // `--state` (or RUNNER_STATE), then the playbook's `state:`, then beside the playbook.
     let given = arg
         .state
         .clone()
+        .or_else(|| pb.state.clone())
         .unwrap_or_else(|| engine::default_state_path(pb));
     if let Some(url) = given.to_str().filter(|s| pg::is_url(s)) {
         pg::check_url(url)?;

@@ -26,6 +26,7 @@ mod report_views;
 mod serve;
 mod ssh_ciphers;
 mod ssh_jump;
+mod state_setting;
 mod step_secrets;
 mod terminal;
 mod torture;
