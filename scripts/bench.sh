@@ -18,8 +18,14 @@ HOSTS=20
 STEPS=200
 PLAN_STEPS=2000
 UPLOAD_MIB=${UPLOAD_MIB:-512}
-# A subset, e.g. SCENARIOS="seq upload" (profiling one thing).
-SCENARIOS=${SCENARIOS:-"seq fan rss serve upload plan"}
+# fanout500: this many targets on the $HOSTS servers, each server listed under several target
+# names (500 sshd processes would be more than a 2-core machine can start and keep).
+FANOUT=${FANOUT:-500}
+# pg100: one step on this many targets, journal on PostgreSQL against SQLite.
+PG_TARGETS=${PG_TARGETS:-100}
+# A subset, e.g. SCENARIOS="seq upload" (profiling one thing), or "fanout500,pg100,background".
+SCENARIOS=${SCENARIOS:-"seq fan rss serve upload plan fanout500 pg100 background"}
+SCENARIOS=${SCENARIOS//,/ }
 want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required" >&2; exit 2; }; }
@@ -172,6 +178,28 @@ EOF
   done
 }
 header() { printf 'name: %s\nwindow:\n  business_hours: []\n' "$1"; }
+# many_targets N: N targets named t1..tN spread over the $HOSTS servers (target k on server
+# ((k-1) % HOSTS) + 1): distinct targets, several to a server.
+many_targets() {
+  echo "targets:"
+  for k in $(seq 1 "$1"); do
+    cat <<EOF
+  t$k:
+    transport: ssh
+    host: 127.0.1.$(( (k - 1) % HOSTS + 1 ))
+    port: $PORT
+    user: $USER_NAME
+    key: $WORK/id_ed25519
+    known_hosts: $WORK/known_hosts
+EOF
+  done
+}
+many_playbook() { # many_playbook NAME N
+  header "$1"
+  many_targets "$2"
+  echo "steps:"
+  printf '  - { id: fan, on: [%s], run: "true", idempotent: true }\n' "$(seq -s, -f 't%g' 1 "$2")"
+}
 
 {
   header "200 trivial steps"
@@ -194,6 +222,12 @@ header() { printf 'name: %s\nwindow:\n  business_hours: []\n' "$1"; }
     "$(seq -s, -f 'h%g' 1 "$HOSTS")"
 } > "$WORK/pb/fan.yaml"
 printf -- '- hosts: all\n  gather_facts: false\n  tasks:\n    - command: /bin/true\n' > "$WORK/fan-ansible.yaml"
+
+many_playbook "one step on $FANOUT targets" "$FANOUT" > "$WORK/pb/fanout.yaml"
+for k in $(seq 1 "$FANOUT"); do echo "h$(( (k - 1) % HOSTS + 1 ))"; done > "$WORK/fanout-hosts"
+mkdir -p "$WORK/pg100" "$WORK/sq100"
+many_playbook "one step on $PG_TARGETS targets" "$PG_TARGETS" > "$WORK/pg100/pg100.yaml"
+cp "$WORK/pg100/pg100.yaml" "$WORK/sq100/pg100.yaml"
 
 log "writing a $UPLOAD_MIB MiB file"
 want upload && head -c "$((UPLOAD_MIB * 1024 * 1024))" /dev/urandom > "$WORK/pb/big.bin"
@@ -361,10 +395,100 @@ b_plan=$(repeat "$RUNS" nothing validate_plan)
 row "$PLAN_STEPS-step playbook" "validate $v_plan ms, plan $p_plan ms" "validate + plan" "$b_plan ms" "target 200 ms: $(ratio "$p_plan" 200)"
 fi
 
+if want fanout500; then
+log "scenario fanout500: one step on $FANOUT targets ($HOSTS sshd servers, each $(( FANOUT / HOSTS )) times)"
+runner_fanout() { "$RUNNER" apply "$WORK/pb/fanout.yaml" --quiet --max-parallel "$FANOUT"; }
+# The same fan-out with OpenSSH: one new connection per target, all at once.
+xargs_ssh() { xargs -P "$FANOUT" -I{} ssh -F "$WORK/ssh_config" {} true < "$WORK/fanout-hosts"; }
+read -r r_fo p_fo < <(alternate "$RUNS" fresh_state runner_fanout nothing xargs_ssh)
+# Peak RSS (the kernel's VmHWM) and open files of one more runner run, sampled.
+fresh_state
+"$RUNNER" apply "$WORK/pb/fanout.yaml" --quiet --max-parallel "$FANOUT" >"$WORK/last.out" 2>&1 &
+rp=$!; fo_kib=0; fo_files=0
+while kill -0 "$rp" 2>/dev/null; do
+  v=$(awk '/VmHWM/ {print $2}' "/proc/$rp/status" 2>/dev/null || true)
+  [ "${v:-0}" -gt "$fo_kib" ] && fo_kib=$v
+  f=$(ls "/proc/$rp/fd" 2>/dev/null | wc -l)
+  [ "$f" -gt "$fo_files" ] && fo_files=$f
+  sleep 0.01
+done
+wait "$rp" || { cat "$WORK/last.out" >&2; exit 1; }
+row "one step, $FANOUT targets on $HOSTS sshd" "runner apply: $r_fo ms" "parallel ssh (xargs -P $FANOUT)" "$p_fo ms" \
+  "$(ratio "$r_fo" "$p_fo") (goal 0.3)"
+row "peak RSS, $FANOUT-target fan-out" "runner: $(ratio "$fo_kib" 1024) MiB, at most $fo_files open files" \
+  "goal" "150 MiB" "$(ratio "$fo_kib" 153600)"
+fi
+
+if want pg100; then
+log "scenario pg100: one step on $PG_TARGETS targets, journal on PostgreSQL against SQLite"
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$PGBIN/initdb" ] || { echo "bench: PostgreSQL is required for pg100 (apt-get install postgresql)" >&2; exit 2; }
+# A throwaway cluster, as the tests start one: run by an unprivileged account in a temp folder,
+# its socket trusted, TCP on loopback with a password.
+PGDIR=$WORK/pg
+mkdir -p "$PGDIR"
+PG_PASSWORD=bench-$$
+echo "$PG_PASSWORD" > "$PGDIR/pw"
+pg_as() { if [ "$(id -u)" -eq 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
+if [ "$(id -u)" -eq 0 ]; then chown -R nobody "$PGDIR"; chmod 755 "$WORK"; fi
+PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pg_as "$PGBIN/initdb" -D "$PGDIR/data" -U runner --auth-local=trust --auth-host=scram-sha-256 \
+  --pwfile="$PGDIR/pw" --no-sync --no-instructions >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log" >&2; exit 1; }
+pg_as "$PGBIN/pg_ctl" -D "$PGDIR/data" -o "-c listen_addresses=127.0.0.1 -c port=$PGPORT -c unix_socket_directories=$PGDIR" \
+  -l "$PGDIR/log" -w start >/dev/null
+pg_stop() { pg_as "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null 2>&1 || true; }
+trap 'pg_stop; cleanup' EXIT
+PG_DB=0
+# Each PostgreSQL run starts from an empty database, as each SQLite run from no file.
+fresh_pg() { PG_DB=$((PG_DB + 1)); pg_as "$PGBIN/createdb" -h "$PGDIR" -p "$PGPORT" -U runner "b$PG_DB"; }
+runner_pg() {
+  PGPASSWORD=$PG_PASSWORD "$RUNNER" apply "$WORK/pg100/pg100.yaml" --quiet --max-parallel "$PG_TARGETS" \
+    --state "postgres://runner@127.0.0.1:$PGPORT/b$PG_DB"
+}
+fresh_sqlite() { rm -rf "$WORK/sq100/.runner"; }
+runner_sqlite() { "$RUNNER" apply "$WORK/sq100/pg100.yaml" --quiet --max-parallel "$PG_TARGETS"; }
+read -r r_pg r_sq < <(alternate "$RUNS" fresh_pg runner_pg fresh_sqlite runner_sqlite)
+row "one step, $PG_TARGETS targets, journal on PostgreSQL" "runner apply: $r_pg ms" "the same on SQLite" "$r_sq ms" \
+  "$(ratio "$r_pg" "$r_sq") (goal 1.5)"
+fi
+
+if want background; then
+log "scenario background: $STEPS steps on one host, apply --background until the run ends, against apply"
+# The background run, waited for as an operator would: `status --follow` ends with the run.
+runner_bg() { "$RUNNER" apply "$WORK/pb/seq.yaml" --background && "$RUNNER" status "$WORK/pb/seq.yaml" --follow; }
+read -r r_bg r_fg < <(alternate "$RUNS" fresh_state runner_bg fresh_state runner_seq)
+row "$STEPS steps, one host, --background" "runner apply --background: $r_bg ms ($(ratio "$r_bg" "$STEPS") ms/step)" \
+  "runner apply (foreground)" "$r_fg ms ($(ratio "$r_fg" "$STEPS") ms/step)" "$(ratio "$r_bg" "$r_fg") (goal 1.0)"
+# The run itself, as its journal records it (start to end): without the start of the detached
+# process and without `--follow`'s redraw interval.
+journal_run_ms() {
+  python3 - "$WORK/pb/.runner/seq.db" <<'PY'
+import re, sqlite3, sys
+from datetime import datetime
+def t(s):
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$", s)
+    return datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").timestamp() + float("0." + (m.group(2) or "0"))
+a, b = sqlite3.connect(sys.argv[1]).execute("select started_at, ended_at from runs order by seq desc limit 1").fetchone()
+print(round((t(b) - t(a)) * 1000))
+PY
+}
+times=$(for _ in $(seq 1 "$RUNS"); do
+  fresh_state; runner_bg >/dev/null 2>&1; echo "b $(journal_run_ms)"
+  fresh_state; runner_seq >/dev/null 2>&1; echo "f $(journal_run_ms)"
+done)
+j_bg=$(awk '$1 == "b" {print $2}' <<<"$times" | median)
+j_fg=$(awk '$1 == "f" {print $2}' <<<"$times" | median)
+row "$STEPS steps, one host, --background, as the journal records the run" "background run: $j_bg ms ($(ratio "$j_bg" "$STEPS") ms/step)" \
+  "foreground run" "$j_fg ms ($(ratio "$j_fg" "$STEPS") ms/step)" "$(ratio "$j_bg" "$j_fg") (goal 1.0)"
+fi
+
 # ---------------------------------------------------------------------------------------------
 echo
 echo "runner $("$RUNNER" --version | awk '{print $2}'), $(ssh -V 2>&1 | cut -d, -f1), $ANSIBLE_VERSION, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "median of $RUNS runs (ansible: $ANSIBLE_RUNS); ratio = runner / baseline"
+if want fanout500; then
+  echo "fanout500: $FANOUT targets on $HOSTS sshd processes, each listed $(( FANOUT / HOSTS )) times (distinct target names, same address and port)"
+fi
 echo
 echo "| scenario | runner | baseline | baseline time | ratio |"
 echo "|---|---|---|---|---|"

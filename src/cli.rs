@@ -553,12 +553,22 @@ fn run(
                 return start_background(&args.file);
             }
             let state = state_path(&pb, &args.state)?;
+            // No step beyond the file limit: raise it, and cap the fan-out to what it allows.
+            let widest = pb.steps.iter().map(|s| s.targets.len()).max().unwrap_or(1);
+            let (max_parallel, said) = runner::fdlimit::plan(
+                usize::from(args.max_parallel),
+                widest,
+                runner::fdlimit::raise(),
+            );
+            if let Some(said) = said {
+                errln!("runner: {said}");
+            }
             let reporter = reporter(&args.output, clock, &pb);
             let interrupt = interrupt(reporter.clone());
             let opts = engine::ApplyOptions {
                 runs_dir: runs_dir(&pb, &state),
                 state,
-                max_parallel: usize::from(args.max_parallel),
+                max_parallel,
                 override_window: args.window.get(),
                 accept_changed: args.accept_changed,
                 operator: operator(&reporter, &interrupt),
@@ -776,9 +786,11 @@ fn serve(args: ServeArgs, clock: Clock) -> anyhow::Result<Exit> {
 /// A postgres:// URL stands for this playbook's cutover on that server: the playbook's `name`
 /// identifies it, not a path on this machine.
 fn state_path(pb: &Playbook, arg: &StateArg) -> anyhow::Result<PathBuf> {
+    // `--state` (or RUNNER_STATE), then the playbook's `state:`, then beside the playbook.
     let given = arg
         .state
         .clone()
+        .or_else(|| pb.state.clone())
         .unwrap_or_else(|| engine::default_state_path(pb));
     if let Some(url) = given.to_str().filter(|s| pg::is_url(s)) {
         pg::check_url(url)?;

@@ -13,6 +13,8 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("digest", &[]),
     ("duration", &[]),
     ("exit", &[]),
+    // The open-file limit of a fan-out.
+    ("fdlimit", &[]),
     ("paths", &[]),
     ("secret", &["paths"]),
     // The OpenSSH client configuration file: read by the playbook's loader for `ssh_config:`.

@@ -15,6 +15,7 @@ pub mod digest;
 pub mod duration;
 pub mod engine;
 pub mod exit;
+pub mod fdlimit;
 pub mod follow;
 pub mod journal;
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub struct RawCustomer {
     /// Where to tell people what happens (replaces the procedure's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<super::raw::RawSink>,
+    /// Where this customer's journal is (replaces the procedure's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// What a customer changes about one step of the procedure.
@@ -79,6 +82,7 @@ pub const CUSTOMER_KEYS: &[&str] = &[
     "overrides",
     "on_failure",
     "notify",
+    "state",
 ];
 pub const OVERRIDE_KEYS: &[&str] = &["estimate", "timeout", "skip"];
 

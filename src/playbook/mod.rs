@@ -60,6 +60,9 @@ pub struct Playbook {
     pub files: Vec<FileRef>,
     /// Where notifications go (`notify:`), in playbook order.
     pub notify: Vec<notify::Sink>,
+    /// The journal's location from `state:`: a file resolved against [`Playbook::dir`], or a
+    /// `postgres://` URL without a password. `--state` and RUNNER_STATE win over it.
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -38,6 +38,10 @@ pub struct RawPlaybook {
     /// Where to tell people what happens while nobody watches: webhooks, ntfy topics, email.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<RawSink>,
+    /// Where the journal is: an SQLite file (relative to the playbook) or a PostgreSQL server
+    /// `postgres://user@host:port/database` (no password). `--state` and RUNNER_STATE win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

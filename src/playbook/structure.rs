@@ -16,6 +16,7 @@ pub const TOP_KEYS: &[&str] = &[
     "steps",
     "on_failure",
     "notify",
+    "state",
 ];
 pub const WINDOW_KEYS: &[&str] = &[
     "timezone",

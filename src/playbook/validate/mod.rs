@@ -389,6 +389,7 @@ impl Validator<'_> {
         let mut files = Vec::new();
         let steps = self.steps(&raw, &targets, &groups, window.as_ref(), &mut files);
         let notify = self.notify(&raw.notify);
+        let state = self.state(raw.state.as_deref());
         Some(Playbook {
             path: self.src.path.clone(),
             dir: self.dir.clone(),
@@ -406,7 +407,41 @@ impl Validator<'_> {
             on_failure: raw.on_failure,
             files,
             notify,
+            state,
         })
+    }
+
+    /// `state:`: a file, or a PostgreSQL URL whose password is given elsewhere.
+    fn state(&mut self, raw: Option<&str>) -> Option<PathBuf> {
+        let written = raw?;
+        let at = [key("state")];
+        if written.trim().is_empty() {
+            self.err(
+                &at,
+                "`state` is empty",
+                Some("give a file (e.g. `.runner/cutover.db`) or `postgres://user@host:port/database`".into()),
+            );
+            return None;
+        }
+        if let Some(rest) = written
+            .strip_prefix("postgres://")
+            .or_else(|| written.strip_prefix("postgresql://"))
+        {
+            let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+            if authority
+                .rfind('@')
+                .is_some_and(|at| authority[..at].contains(':'))
+            {
+                self.err(
+                    &at,
+                    "a password in `state` would be kept in the playbook",
+                    Some("leave it out of the URL: give it with PGPASSWORD, or ~/.pgpass (PGPASSFILE)".into()),
+                );
+                return None;
+            }
+            return Some(PathBuf::from(written));
+        }
+        Some(self.dir.join(expand_home(Path::new(written))))
     }
 }
 
