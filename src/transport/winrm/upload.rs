@@ -1,0 +1,281 @@
+//! Files to the target: written to a temporary file over PowerShell's stdin, verified, moved into place.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::{soap, WinrmTransport};
+use crate::transport::shell::{self, ps_quote};
+use crate::transport::{
+    hex, random_token, upload_mismatch, Announce, CommandExit, Control, FileDigest, Shell, Stream,
+    Transport, TransportError,
+};
+
+/// Raw bytes per stdin line of an upload: one Send each, well under the envelope limit.
+const UPLOAD_LINE: usize = soap::SEND_CHUNK / 4 * 3 - 3;
+/// The prefix of the line the upload script prints when the file is written.
+const UPLOAD_REPORT: &str = "runner-upload ";
+/// Exit code of the upload script when the parent directory is missing.
+const UPLOAD_NO_PARENT: i64 = 3;
+
+impl WinrmTransport {
+    fn temp_dir(&mut self) -> Result<String, TransportError> {
+        if let Some(t) = &self.temp_dir {
+            return Ok(t.clone());
+        }
+        let (exit, stdout, stderr) = self.capture("echo %TEMP%", None)?;
+        let dir = stdout.trim().trim_end_matches('\\').to_string();
+        if exit != CommandExit::Code(0) || dir.is_empty() || dir.contains('%') {
+            return Err(TransportError::ShellUnavailable {
+                target: self.describe(),
+                shell: Shell::Cmd,
+                message: format!(
+                    "could not find the temporary directory ({exit:?}): {}",
+                    stderr.trim()
+                ),
+            });
+        }
+        self.temp_dir = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Write `input` to `dest` on the target through PowerShell's stdin and verify it.
+    /// Sends `input` to `dest` and verifies it there: against `expected` (an upload's reviewed
+    /// content) or else against what was sent (a temporary script, hashed while sending).
+    pub(super) fn write_file(
+        &mut self,
+        input: &mut dyn Read,
+        what: &Path,
+        expected: Option<&FileDigest>,
+        dest: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let target = self.describe();
+        let upload_err = |message: String| TransportError::Upload {
+            target: target.clone(),
+            dest: dest.to_string(),
+            message,
+        };
+        if dest.is_empty() || dest.contains(['\0', '\r', '\n']) {
+            return Err(upload_err(
+                "the destination path is empty or contains a NUL or line break".into(),
+            ));
+        }
+        let line = shell::command_line(Shell::PowerShell, &upload_script(dest, expected));
+        let mut hasher = Sha256::new();
+        let mut sent = 0u64;
+        let mut read_error: Option<io::Error> = None;
+        let mut buf = vec![0u8; UPLOAD_LINE];
+        let started = Instant::now();
+        let (exit, stdout, stderr) = {
+            let mut feed = || -> Result<Option<Vec<u8>>, TransportError> {
+                let n = match read_full(input, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        read_error = Some(e);
+                        return Err(TransportError::Io {
+                            context: format!("cannot read {}", what.display()),
+                            source: io::Error::other("read failed"),
+                        });
+                    }
+                };
+                if n == 0 {
+                    return Ok(None);
+                }
+                if expected.is_none() {
+                    hasher.update(&buf[..n]);
+                }
+                sent += n as u64;
+                progress(sent);
+                let mut line =
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &buf[..n])
+                        .into_bytes();
+                line.extend_from_slice(b"\r\n");
+                Ok(Some(line))
+            };
+            self.capture(&line, Some(&mut feed))
+        }
+        .map_err(|e| match read_error.take() {
+            Some(source) => TransportError::Io {
+                context: format!("cannot read {}", what.display()),
+                source,
+            },
+            None => e,
+        })?;
+        if exit == CommandExit::Code(UPLOAD_NO_PARENT) {
+            let parent = match dest.rfind(['\\', '/']) {
+                Some(i) => dest[..i].to_string(),
+                None => dest.to_string(),
+            };
+            return Err(TransportError::UploadParentMissing {
+                target: self.describe(),
+                dest: dest.to_string(),
+                parent,
+            });
+        }
+        let report = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(UPLOAD_REPORT).map(str::to_string));
+        let Some((bytes, sha)) = report.as_deref().and_then(|r| r.split_once(' ')) else {
+            return Err(upload_err(format!(
+                "the target did not confirm the file ({exit:?}): {}",
+                stderr.trim()
+            )));
+        };
+        let actual_bytes: u64 = bytes.trim().parse().unwrap_or(u64::MAX);
+        let actual_sha256 = sha.trim().to_ascii_lowercase();
+        let actual = FileDigest {
+            bytes: actual_bytes,
+            sha256: actual_sha256,
+        };
+        let verified = match expected {
+            Some(expected) => exit == CommandExit::Code(0) && actual == *expected,
+            None => {
+                exit == CommandExit::Code(0)
+                    && actual.bytes == sent
+                    && actual.sha256 == hex(&hasher.finalize())
+            }
+        };
+        if !verified {
+            return Err(match expected {
+                Some(expected) => upload_mismatch(self.describe(), what, dest, expected, actual),
+                None => TransportError::UploadVerify {
+                    target: self.describe(),
+                    dest: dest.to_string(),
+                    expected_bytes: sent,
+                    expected_sha256: "(of the script as sent)".into(),
+                    actual_bytes: actual.bytes,
+                    actual_sha256: actual.sha256,
+                },
+            });
+        }
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(target = %self.describe(), dest, bytes = sent, kib_per_s = (sent as f64 / 1024.0 / secs).round(), "uploaded and verified");
+        Ok(())
+    }
+
+    /// Put `content` in a temporary file, run it with `shell`, remove it whatever happens.
+    pub(super) fn run_content(
+        &mut self,
+        content: &[u8],
+        shell: Shell,
+        ctl: &Control,
+        announce: Option<Announce<'_>>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<CommandExit, TransportError> {
+        let ext = match shell {
+            Shell::Cmd => "cmd",
+            Shell::PowerShell => "ps1",
+            Shell::Sh => return Err(self.no_sh()),
+        };
+        let dir = self.temp_dir()?;
+        let path = format!("{dir}\\runner-{}.{ext}", random_token());
+        let mut reader = content;
+        self.write_file(
+            &mut reader,
+            Path::new("the script"),
+            None,
+            &path,
+            &mut |_| {},
+        )?;
+        let line = match shell {
+            Shell::Cmd => format!("\"{path}\""),
+            _ => format!(
+                "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"{path}\""
+            ),
+        };
+        let result = self.run_line_announced(&line, None, ctl, announce, out);
+        let removed = self.capture(&format!("del /f /q \"{path}\""), None);
+        match removed {
+            Ok((CommandExit::Code(0), _, _)) => {}
+            Ok((exit, _, err)) => {
+                tracing::warn!(target = %self.describe(), file = %path, ?exit, error = %err.trim(), "could not remove a temporary script; remove it by hand")
+            }
+            Err(e) => {
+                tracing::warn!(target = %self.describe(), file = %path, error = %e, "could not remove a temporary script; remove it by hand")
+            }
+        }
+        result
+    }
+}
+
+/// The PowerShell (2.0 compatible) that writes its stdin's base64 lines to a file and prints
+/// `runner-upload LENGTH SHA256HEX` of what it wrote. With `expected` (an upload's reviewed
+/// size and SHA-256) the file is a new one beside `dest` (same folder, unique name), moved
+/// into place (`Move-Item -Force`) only when it matches, and removed otherwise, so a failed
+/// upload leaves `dest` as it was; without (a fresh temporary script) it is `dest` itself.
+fn upload_script(dest: &str, expected: Option<&FileDigest>) -> String {
+    let (temp, check) = match expected {
+        Some(e) => {
+            let (dir, name) = match dest.rfind(['\\', '/']) {
+                Some(i) => dest.split_at(i + 1),
+                None => ("", dest),
+            };
+            (
+                format!("{dir}.{name}.runner-{}", random_token()),
+                format!("{} {}", e.bytes, e.sha256.to_ascii_uppercase()),
+            )
+        }
+        None => (dest.to_string(), String::new()),
+    };
+    format!(
+        "$ErrorActionPreference = 'Stop'\n\
+         $p = {}\n\
+         $t = {}\n\
+         $e = {}\n\
+         $d = [IO.Path]::GetDirectoryName($p)\n\
+         if ($d -and -not [IO.Directory]::Exists($d)) {{ [Console]::Error.WriteLine('directory missing: ' + $d); exit {UPLOAD_NO_PARENT} }}\n\
+         try {{\n\
+         $f = [IO.File]::Open($t, [IO.FileMode]::Create, [IO.FileAccess]::Write)\n\
+         try {{ foreach ($l in $input) {{ if ($l.Length -gt 0) {{ $b = [Convert]::FromBase64String($l); $f.Write($b, 0, $b.Length) }} }} }} finally {{ $f.Close() }}\n\
+         $s = [IO.File]::OpenRead($t)\n\
+         try {{ $h = [Security.Cryptography.SHA256]::Create().ComputeHash($s); $n = $s.Length }} finally {{ $s.Close() }}\n\
+         $r = '' + $n + ' ' + [BitConverter]::ToString($h).Replace('-', '')\n\
+         if ($t -ne $p) {{ if ($r -eq $e) {{ Move-Item -LiteralPath $t -Destination $p -Force }} else {{ Remove-Item -LiteralPath $t -Force }} }}\n\
+         }} catch {{ if ($t -ne $p) {{ Remove-Item -LiteralPath $t -Force -ErrorAction SilentlyContinue }}; throw }}\n\
+         [Console]::Out.Write('{UPLOAD_REPORT}' + $r)\n",
+        ps_quote(dest),
+        ps_quote(&temp),
+        ps_quote(&check),
+    )
+}
+
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_script_quotes_the_path() {
+        let s = upload_script("C:\\it's here\\a.zip", None);
+        assert!(s.contains("$p = 'C:\\it''s here\\a.zip'"), "{s}");
+        assert!(s.contains("$t = 'C:\\it''s here\\a.zip'"), "{s}");
+        assert!(s.contains("SHA256]::Create()"), "{s}");
+        // An upload goes to a new name beside the destination, moved into place if it matches.
+        let e = FileDigest {
+            bytes: 3,
+            sha256: "ab".repeat(32),
+        };
+        let s = upload_script("C:\\d\\a.zip", Some(&e));
+        assert!(s.contains("$t = 'C:\\d\\.a.zip.runner-"), "{s}");
+        assert!(s.contains(&format!("$e = '3 {}'", "AB".repeat(32))), "{s}");
+        assert!(
+            s.contains("Move-Item -LiteralPath $t -Destination $p -Force"),
+            "{s}"
+        );
+    }
+}
