@@ -38,6 +38,7 @@ use super::{
 use client::Failure;
 use http::HttpClient;
 use soap::Endpoint;
+
 /// How to reach one WinRM target.
 #[derive(Debug, Clone)]
 pub struct WinrmConfig {
