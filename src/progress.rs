@@ -341,13 +341,15 @@ fn line(e: &Event, quiet: bool, tz: &TimeZone) -> Option<String> {
                 .map(|r| {
                     format!(
                         "; it really started at {}",
-                        r.strftime("%Y-%m-%dT%H:%M:%SZ")
+                        r.to_zoned_datetime(tz.clone())
+                            .strftime("%a %-d %b %Y %H:%M %Z")
                     )
                 })
                 .unwrap_or_default();
             format!(
-                "SIMULATED CLOCK: {}={from}: every time this run shows and records is simulated{real}",
-                crate::clock::RUNNER_NOW
+                "SIMULATED CLOCK: {}={from} ({}): every time this run shows and records is simulated{real}",
+                crate::clock::RUNNER_NOW,
+                from.to_zoned_datetime(tz.clone()).strftime("%a %-d %b %Y %H:%M %Z")
             )
         }
         _ => return None,

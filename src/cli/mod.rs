@@ -368,10 +368,12 @@ pub fn main() -> i32 {
     };
     // A background run's starting command has said it already.
     if clock.is_shifted() && announcer.is_none() {
+        // As the user wrote it: the playbook, and so the customer's zone, is not read yet.
+        let given = std::env::var(clock::RUNNER_NOW).unwrap_or_default();
         errln!(
-            "note: {} is set: the clock starts at {} instead of the real time",
+            "note: {}={} is set: the clock starts there instead of the real time",
             clock::RUNNER_NOW,
-            clock.now()
+            given.trim()
         );
     }
     let given = playbook::GivenVars {

@@ -880,3 +880,29 @@ fn the_playbooks_of_one_folder_keep_their_runs_apart_and_old_runs_are_still_foun
     let b = report("b.yaml");
     assert!(b.contains("said-bravo"), "{b}");
 }
+
+#[test]
+fn a_simulated_clock_is_shown_in_the_customers_zone_and_as_the_user_wrote_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name: Rehearsal\nwindow:\n  timezone: America/Chicago\n  business_hours:\n    - { days: mon-fri, from: \"08:00\", to: \"18:00\" }\ntargets:\n  here:\n    transport: local\nsteps:\n  - id: one\n    on: here\n    run: echo one\n";
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let given = "2026-03-10T18:30:00-05:00";
+    let r = common_cli::runner(&["apply", "p.yaml"], dir.path(), &[("RUNNER_NOW", given)]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // The note before the playbook is read repeats the setting as given, not in UTC.
+    assert!(
+        r.stderr
+            .contains(&format!("note: RUNNER_NOW={given} is set")),
+        "{}",
+        r.stderr
+    );
+    // The progress names the simulated instant in the customer's zone, with its abbreviation.
+    assert!(
+        r.stdout.contains(
+            "SIMULATED CLOCK: RUNNER_NOW=2026-03-10T23:30:00Z (Tue 10 Mar 2026 18:30 CDT)"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stderr.contains("23:30:00Z"), "{}", r.stderr);
+}
