@@ -30,7 +30,59 @@ pub(super) fn state_path(pb: &Playbook, arg: &StateArg) -> anyhow::Result<PathBu
         pg::check_url(url)?;
         return Ok(pg::location_path(url, &pb.name));
     }
-    Ok(runner::journal::resolve_path(&given))
+    if let Some(to) = dangling_link(&given) {
+        return Err(InvalidArg(format!(
+            "the journal {} is a symbolic link to {}, which does not exist (is the disk that \
+             holds it not mounted?); starting a new journal would run the steps already done \
+             again\n  = help: make {} reachable again, then rerun; to start a new journal there \
+             on purpose, remove the link and pass --state {}",
+            given.display(),
+            to.display(),
+            to.display(),
+            to.display()
+        ))
+        .into());
+    }
+    let real = runner::journal::resolve_path(&given);
+    if let Some(names) = extra_names(&real) {
+        return Err(InvalidArg(format!(
+            "the journal {} has {names} names (hard links): SQLite keeps a journal's log and \
+             lock per name, so two runs through two names could both think they hold it and \
+             damage it\n  = help: find the other names with `find / -xdev -samefile {}` and \
+             remove all but one (`rm` of a hard link removes only that name)",
+            real.display(),
+            real.display()
+        ))
+        .into());
+    }
+    Ok(real)
+}
+
+/// How many names the file at `path` has, when it has more than one.
+fn extra_names(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    (m.is_file() && m.nlink() > 1).then_some(m.nlink())
+}
+
+/// Where `path` finally points when it is a symbolic link (or a chain of them) to nothing.
+/// A journal reached through a link is often on another disk; a link to nowhere means that disk
+/// is missing, not that the cutover starts afresh.
+fn dangling_link(path: &std::path::Path) -> Option<PathBuf> {
+    let mut p = path.to_path_buf();
+    let mut linked = false;
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&p).ok()?;
+                p = p.parent().map(|d| d.join(&to)).unwrap_or(to);
+                linked = true;
+            }
+            Ok(_) => return None,
+            Err(_) => break,
+        }
+    }
+    linked.then_some(p)
 }
 
 /// Where a run's logs go: beside the SQLite journal, or beside the playbook when the journal

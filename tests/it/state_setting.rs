@@ -105,3 +105,74 @@ fn a_customer_files_state_setting_replaces_the_procedures() {
     assert!(dir.path().join("journals/acme.db").exists());
     assert!(!dir.path().join("journals/procedure.db").exists());
 }
+
+/// A journal kept on another disk through a symbolic link, with that disk not mounted: the link
+/// points nowhere. Starting a new journal there would run every step already done again, so
+/// every command refuses (exit 2), names the link and where it points, and creates nothing.
+#[test]
+fn a_journal_link_that_points_nowhere_is_refused_and_nothing_runs_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pb = playbook(dir.path(), Some("night.db"));
+    let pb_s = pb.to_str().unwrap();
+    let run = runner(&["apply", pb_s], dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // The journal moves to a "disk" reached through a link; then the disk goes away.
+    let disk = dir.path().join("disk");
+    fs::create_dir(&disk).expect("disk");
+    fs::rename(dir.path().join("night.db"), disk.join("night.db")).expect("move the journal");
+    std::os::unix::fs::symlink(disk.join("night.db"), dir.path().join("night.db")).expect("link");
+    fs::rename(&disk, dir.path().join("unmounted")).expect("unmount");
+    for args in [
+        vec!["apply", pb_s],
+        vec!["status", pb_s],
+        vec!["report", pb_s],
+        vec!["plan", pb_s],
+    ] {
+        let run = runner(&args, dir.path(), &[]);
+        assert_eq!(run.code, 2, "{args:?}\n{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("night.db")
+                && run.stderr.contains("symbolic link")
+                && run
+                    .stderr
+                    .contains(&disk.join("night.db").display().to_string())
+                && run.stderr.contains("not mounted"),
+            "{args:?} names the link, where it points and the likely cause:\n{}",
+            run.stderr
+        );
+    }
+    assert!(!disk.exists(), "nothing was created where the link points");
+    let ledger = fs::read_to_string(dir.path().join("ledger")).expect("ledger");
+    assert_eq!(ledger, "one\n", "the step ran once");
+}
+
+/// A hard link gives one journal two names, and SQLite keeps its write-ahead log and lock per
+/// name: two runs through the two names would each think they hold the journal alone and could
+/// corrupt it. The journal with a second name is refused (exit 2) until the extra name is gone.
+#[test]
+fn a_journal_with_a_second_hard_link_is_refused_and_nothing_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pb = playbook(dir.path(), Some("night.db"));
+    let pb_s = pb.to_str().unwrap();
+    let run = runner(&["apply", pb_s], dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    fs::hard_link(dir.path().join("night.db"), dir.path().join("alias.db")).expect("hard link");
+    for args in [
+        vec!["apply", pb_s],
+        vec!["apply", pb_s, "--state", "alias.db"],
+        vec!["status", pb_s],
+    ] {
+        let run = runner(&args, dir.path(), &[]);
+        assert_eq!(run.code, 2, "{args:?}\n{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("hard link") && run.stderr.contains("2 names"),
+            "{args:?}:\n{}",
+            run.stderr
+        );
+    }
+    fs::remove_file(dir.path().join("alias.db")).expect("remove the second name");
+    let run = runner(&["apply", pb_s], dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let ledger = fs::read_to_string(dir.path().join("ledger")).expect("ledger");
+    assert_eq!(ledger, "one\n", "the step ran once");
+}
