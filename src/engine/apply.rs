@@ -934,29 +934,7 @@ fn run_parallel(
                 let Some((t, earlier, resume)) = pairs.get(i) else {
                     break;
                 };
-                let window_closed = match closed.lock() {
-                    Ok(c) if resume.is_none() => *c,
-                    _ => None,
-                };
-                // After the first Ctrl-C, pairs not yet started are not started.
-                let end = if s.interrupt.stopping() {
-                    PairEnd::Interrupted
-                } else if let Some(next) = window_closed {
-                    PairEnd::WindowClosed(next)
-                } else {
-                    let started = std::time::Instant::now();
-                    let end = run_pair(s, step, t, *earlier, resume.clone());
-                    s.emit(&Event::PairFinished {
-                        step: step.id.clone(),
-                        target: t.clone(),
-                        ok: end == PairEnd::Done,
-                        elapsed_ms: started.elapsed().as_millis() as u64,
-                    });
-                    if let (PairEnd::WindowClosed(next), Ok(mut c)) = (&end, closed.lock()) {
-                        c.get_or_insert(*next);
-                    }
-                    end
-                };
+                let end = pair_of_many(s, step, t, *earlier, resume, &closed);
                 if let Ok(mut r) = results.lock() {
                     r.push((i, t.clone(), end));
                 }
@@ -966,6 +944,40 @@ fn run_parallel(
     let mut r = results.into_inner().unwrap_or_else(|p| p.into_inner());
     r.sort_by_key(|(i, _, _)| *i);
     r.into_iter().map(|(_, t, e)| (t, e)).collect()
+}
+
+/// One pair of a fan-out, in a worker thread: not started after a Ctrl-C, nor (unless it
+/// resumes work already under way) once another target found the window closed.
+fn pair_of_many(
+    s: &Session<'_>,
+    step: &Step,
+    t: &str,
+    earlier: u32,
+    resume: &Option<Resume>,
+    closed: &Mutex<Option<Option<jiff::Timestamp>>>,
+) -> PairEnd {
+    let window_closed = match closed.lock() {
+        Ok(c) if resume.is_none() => *c,
+        _ => None,
+    };
+    if s.interrupt.stopping() {
+        return PairEnd::Interrupted;
+    }
+    if let Some(next) = window_closed {
+        return PairEnd::WindowClosed(next);
+    }
+    let started = std::time::Instant::now();
+    let end = run_pair(s, step, t, earlier, resume.clone());
+    s.emit(&Event::PairFinished {
+        step: step.id.clone(),
+        target: t.to_string(),
+        ok: end == PairEnd::Done,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    });
+    if let (PairEnd::WindowClosed(next), Ok(mut c)) = (&end, closed.lock()) {
+        c.get_or_insert(*next);
+    }
+    end
 }
 
 enum ManualEnd {
@@ -990,18 +1002,7 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
         instructions: instructions.clone(),
     });
     if !operator.present() {
-        return ManualEnd::Waiting(s.finish(
-            Exit::WaitingForOperator,
-            RunOutcome::WaitingForOperator,
-            format!(
-                "step `{}` waits for an operator:\n\n  {}\n\nwhen it is done, run `runner mark {} {} done`, then `runner apply {}` again",
-                step.id,
-                instructions.trim().replace('\n', "\n  "),
-                s.pb.path.display(),
-                step.id,
-                s.pb.path.display()
-            ),
-        ));
+        return ManualEnd::Waiting(wait_for_mark(s, step, &instructions));
     }
     let answer = operator.manual(&ManualTask {
         step: step.id.clone(),
@@ -1021,58 +1022,80 @@ fn manual(s: &Session<'_>, step: &Step, operator: &dyn Operator) -> ManualEnd {
                 step.id
             ),
         )),
-        ManualAnswer::Done => {
-            let mark = NewMark {
-                run: Some(s.run.clone()),
-                step_id: step.id.clone(),
-                target: target.to_string(),
-                mark: MarkKind::Done,
-                def_hash: r.def_hash.clone(),
-                user: s.who.user.clone(),
-                host: s.who.host.clone(),
-                at: s.clock.now(),
-                reason: Some("confirmed at the terminal".into()),
-            };
-            match s.journal().mark(&mark) {
-                Ok(()) => ManualEnd::Confirmed,
-                Err(e) => ManualEnd::Failed(s.finish(
-                    Exit::StepFailed,
-                    RunOutcome::Failed,
-                    format!("cannot record the confirmation: {e}"),
-                )),
-            }
-        }
-        ManualAnswer::Fail => {
-            let j = s.journal();
-            let rec = j.begin_attempt(&NewAttempt {
-                run: s.run.clone(),
-                step_id: step.id.clone(),
-                target: target.to_string(),
-                kind: AttemptKind::Run,
-                number: 1,
-                started_at: s.clock.now(),
-                pid: s.who.pid,
-                host: s.who.host.clone(),
-                def_hash: r.def_hash.clone(),
-            });
-            if let Ok(id) = rec {
-                let _ = j.finish_attempt(
-                    id,
-                    AttemptState::Failed,
-                    None,
-                    s.clock.now(),
-                    Some("the operator reported a failure"),
-                );
-            }
-            drop(j);
-            ManualEnd::Failed(s.finish(
-                Exit::StepFailed,
-                RunOutcome::Failed,
-                format!(
-                    "the operator reported that manual step `{}` failed",
-                    step.id
-                ),
-            ))
-        }
+        ManualAnswer::Done => record_confirmed(s, step, &r.def_hash),
+        ManualAnswer::Fail => record_operator_failure(s, step, &r.def_hash),
     }
+}
+
+/// No one to ask (a background run, no terminal): the run ends and says how to go on.
+fn wait_for_mark(s: &Session<'_>, step: &Step, instructions: &str) -> Outcome {
+    s.finish(
+        Exit::WaitingForOperator,
+        RunOutcome::WaitingForOperator,
+        format!(
+            "step `{}` waits for an operator:\n\n  {}\n\nwhen it is done, run `runner mark {} {} done`, then `runner apply {}` again",
+            step.id,
+            instructions.trim().replace('\n', "\n  "),
+            s.pb.path.display(),
+            step.id,
+            s.pb.path.display()
+        ),
+    )
+}
+
+/// The operator confirmed the manual step at the terminal: recorded as a `done` mark.
+fn record_confirmed(s: &Session<'_>, step: &Step, def_hash: &str) -> ManualEnd {
+    let mark = NewMark {
+        run: Some(s.run.clone()),
+        step_id: step.id.clone(),
+        target: crate::playbook::OPERATOR.to_string(),
+        mark: MarkKind::Done,
+        def_hash: def_hash.to_owned(),
+        user: s.who.user.clone(),
+        host: s.who.host.clone(),
+        at: s.clock.now(),
+        reason: Some("confirmed at the terminal".into()),
+    };
+    match s.journal().mark(&mark) {
+        Ok(()) => ManualEnd::Confirmed,
+        Err(e) => ManualEnd::Failed(s.finish(
+            Exit::StepFailed,
+            RunOutcome::Failed,
+            format!("cannot record the confirmation: {e}"),
+        )),
+    }
+}
+
+/// The operator reported that the manual step failed: a failed attempt, and the run stops.
+fn record_operator_failure(s: &Session<'_>, step: &Step, def_hash: &str) -> ManualEnd {
+    let j = s.journal();
+    let rec = j.begin_attempt(&NewAttempt {
+        run: s.run.clone(),
+        step_id: step.id.clone(),
+        target: crate::playbook::OPERATOR.to_string(),
+        kind: AttemptKind::Run,
+        number: 1,
+        started_at: s.clock.now(),
+        pid: s.who.pid,
+        host: s.who.host.clone(),
+        def_hash: def_hash.to_owned(),
+    });
+    if let Ok(id) = rec {
+        let _ = j.finish_attempt(
+            id,
+            AttemptState::Failed,
+            None,
+            s.clock.now(),
+            Some("the operator reported a failure"),
+        );
+    }
+    drop(j);
+    ManualEnd::Failed(s.finish(
+        Exit::StepFailed,
+        RunOutcome::Failed,
+        format!(
+            "the operator reported that manual step `{}` failed",
+            step.id
+        ),
+    ))
 }
