@@ -19,6 +19,7 @@ pub mod operator;
 pub mod runlog;
 
 mod apply;
+mod attempt;
 mod beside;
 mod detach;
 pub mod identity;

@@ -1,7 +1,7 @@
 //! One step on one target: attempts with retries, each journaled before it starts, the
 //! check after a success, and the overrun report.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 
@@ -11,9 +11,7 @@ use super::{Blocked, Session};
 use crate::journal::{AttemptId, AttemptKind, AttemptState, EventKind, NewAttempt};
 use crate::playbook::{Rendered, RenderedAction, Step};
 use crate::targets::shell_of;
-use crate::transport::{
-    CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop, Shell, Transport,
-};
+use crate::transport::{CommandExit, Control, Orphan, OrphanStop, Shell};
 
 pub use crate::journal::notes::{NOTE_ORPHAN, NOTE_ORPHAN_SETTLED};
 
@@ -30,7 +28,7 @@ pub enum PairEnd {
     LeftRunning,
 }
 
-fn std_duration(d: Option<jiff::SignedDuration>) -> Option<Duration> {
+pub(super) fn std_duration(d: Option<jiff::SignedDuration>) -> Option<Duration> {
     d.and_then(|d| Duration::try_from(d).ok())
 }
 
@@ -74,7 +72,9 @@ pub fn run_pair(
             return PairEnd::Interrupted;
         }
         let end = match (&resume, n) {
-            (Some(r), 1) => run_attempt(s, step, target, rendered, r, None, earlier, n, tries),
+            (Some(r), 1) => {
+                super::attempt::run_attempt(s, step, target, rendered, r, None, earlier, n, tries)
+            }
             _ => attempt(s, step, target, rendered, earlier + n, n, tries),
         };
         match end {
@@ -126,7 +126,7 @@ fn begin(
         .map_err(|e| format!("the journal cannot record the attempt, so it was not started: {e}"))
 }
 
-fn finish(
+pub(super) fn finish(
     s: &Session<'_>,
     id: AttemptId,
     state: AttemptState,
@@ -210,311 +210,7 @@ fn attempt(
         phase: Phase::Fresh,
         started_at: s.clock.now(),
     };
-    run_attempt(s, step, target, r, &resume, Some(&token), number, n, tries)
-}
-
-/// Performs (or continues) one attempt and records its outcome. A fresh attempt's command
-/// carries `token` (in the journal with the attempt).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_attempt(
-    s: &Session<'_>,
-    step: &Step,
-    target: &str,
-    r: &Rendered,
-    resume: &Resume,
-    token: Option<&str>,
-    number: u32,
-    n: u32,
-    tries: u32,
-) -> AttemptEnd {
-    let id = resume.attempt;
-    s.emit(&Event::AttemptStarted {
-        step: step.id.clone(),
-        target: target.to_string(),
-        kind: super::event::ActionKind::of(&step.action),
-        attempt: n,
-        of: tries,
-    });
-    let since_start =
-        Duration::try_from(s.clock.now().duration_since(resume.started_at)).unwrap_or_default();
-    let started = Instant::now()
-        .checked_sub(since_start)
-        .unwrap_or_else(Instant::now);
-    let started_at = resume.started_at;
-    let mut out = PairOutput::new(s, &step.id, target, "");
-    match &resume.phase {
-        Phase::Fresh => out.note(&format!("attempt {n} of {tries} ({})", step.action.kind())),
-        Phase::Job(dir) => out.note(&format!(
-            "following the detached job in {dir} started by an earlier run"
-        )),
-        Phase::Reboot => out.note("continuing the reboot begun by an earlier run"),
-    }
-    let (env, stdin) = s.secrets.inputs_of(r);
-    let ctl = Control {
-        timeout: std_duration(step.timeout),
-        cancel: s.interrupt.cancel_flag(),
-        env,
-        stdin,
-    };
-    let shell = shell_for(s, target);
-    let detached =
-        s.pb.targets
-            .get(target)
-            .is_some_and(|t| step.detached_on(t));
-    let flavor = super::detach::Flavor::of(shell);
-    let mut job_dir: Option<String> = None;
-    let mut orphan: Option<Orphan> = None;
-
-    let result: Result<Result<CommandExit, String>, Lost> = match (&resume.phase, &r.action) {
-        // A reboot step, or the reboot after a `reboot_on` code: the command part is done.
-        (Phase::Reboot, _) => {
-            let code = s
-                .journal()
-                .notes(id)
-                .ok()
-                .and_then(|n| {
-                    n.get(super::reboot::NOTE_EXIT_CODE)
-                        .and_then(|c| c.parse().ok())
-                })
-                .unwrap_or(0);
-            Ok(Ok(CommandExit::Code(code)))
-        }
-        (_, RenderedAction::Reboot { .. }) => Ok(Ok(CommandExit::Code(0))),
-        (Phase::Job(dir), _) => {
-            job_dir = Some(dir.clone());
-            match super::detach::follow(s, flavor, target, dir, ctl.timeout, started, &mut out) {
-                super::detach::JobEnd::LeftRunning => {
-                    out.finish();
-                    return AttemptEnd::LeftRunning;
-                }
-                end => job_result(end),
-            }
-        }
-        (Phase::Fresh, RenderedAction::Run { command }) if detached => {
-            let dir = flavor.job_dir(&super::detach::job_root(s, target), &s.run, id);
-            // Intent before action: the folder is known to the journal before the job exists.
-            if let Err(e) = s.journal().set_note(id, super::detach::NOTE_JOB_DIR, &dir) {
-                return AttemptEnd::Fatal(format!(
-                    "the journal cannot record the job, so it was not started: {e}"
-                ));
-            }
-            out.note(&format!(
-                "detached: output and status in {dir} on the target"
-            ));
-            match super::detach::start(s, flavor, target, &dir, command) {
-                Err(m) => Ok(Err(m)),
-                Ok(()) => {
-                    job_dir = Some(dir.clone());
-                    match super::detach::follow(
-                        s,
-                        flavor,
-                        target,
-                        &dir,
-                        ctl.timeout,
-                        started,
-                        &mut out,
-                    ) {
-                        super::detach::JobEnd::LeftRunning => {
-                            out.finish();
-                            return AttemptEnd::LeftRunning;
-                        }
-                        end => job_result(end),
-                    }
-                }
-            }
-        }
-        (Phase::Fresh, _) => match s.pool.with(s.pb, &s.secrets, target, |t| {
-            // Where the target names the command itself (a WinRM shell): in the journal
-            // before the command is sent.
-            let mut announce = |o: &Orphan| {
-                s.journal()
-                    .set_note(id, NOTE_ORPHAN, &o.to_note())
-                    .map_err(|e| format!("the journal cannot record the command: {e}"))
-            };
-            let fallback;
-            let token = match token {
-                Some(t) => t,
-                None => {
-                    fallback = crate::transport::random_token();
-                    &fallback
-                }
-            };
-            let identity = Identity {
-                token,
-                announce: &mut announce,
-            };
-            let result = execute(t, r, shell, &ctl, identity, &mut out);
-            // Asked only after a failure: a normal step pays nothing for this.
-            let left = if result.is_err() {
-                t.take_orphan()
-            } else {
-                None
-            };
-            (result, left)
-        }) {
-            Err(e) => Ok(Err(e.to_string())),
-            // A lost link, or a command that could not be stopped (its stop request failed on
-            // a stalled link): either way it may have run in part or in full, or still run.
-            Ok((Err(e), left))
-                if e.is_connection_lost()
-                    || matches!(e, crate::transport::TransportError::KillFailed { .. }) =>
-            {
-                orphan = left;
-                Err(Lost(format!(
-                    "{e}; the command may have run in part or in full"
-                )))
-            }
-            Ok((Err(e), _)) => Ok(Err(e.to_string())),
-            Ok((Ok(exit), _)) => Ok(Ok(exit)),
-        },
-    };
-    out.finish();
-
-    let succeeded = |c: i64| step.ok_codes.contains(&c) || step.reboot_on.contains(&c);
-    let (mut state, code, mut message) = match result {
-        // Could not start: a plain failure.
-        Ok(Err(m)) => (AttemptState::Failed, None, Some(m)),
-        // The link died (or the job vanished) while the command ran: it may or may not have
-        // had its effect. Recorded as interrupted, which every later decision treats as in doubt.
-        Err(Lost(m)) => (AttemptState::Interrupted, None, Some(m)),
-        Ok(Ok(CommandExit::TimedOut)) => (
-            AttemptState::TimedOut,
-            None,
-            Some(format!(
-                "timed out after {}; the command was stopped on the target",
-                step.timeout
-                    .map(crate::duration::human_duration)
-                    .unwrap_or_default()
-            )),
-        ),
-        Ok(Ok(CommandExit::Cancelled)) => (
-            AttemptState::Interrupted,
-            None,
-            Some("interrupted by the operator (second Ctrl-C)".into()),
-        ),
-        Ok(Ok(CommandExit::Code(c))) if succeeded(c) => (AttemptState::Succeeded, Some(c), None),
-        Ok(Ok(CommandExit::Code(c))) => {
-            let tail = out.tail.back().cloned().unwrap_or_default();
-            let mut m = format!(
-                "exit code {c} is not one of the ok codes {:?}",
-                step.ok_codes
-            );
-            if !tail.is_empty() {
-                m.push_str(&format!("; last output: {tail}"));
-            }
-            (AttemptState::Failed, Some(c), Some(m))
-        }
-    };
-
-    // A command that lost its connection may still run on the target (sshd need not notice a
-    // link that failed silently): it must be gone before a check or a retry, which would
-    // otherwise run beside it.
-    let mut orphan_unsettled = false;
-    if let Some(o) = &orphan {
-        // Durable before the reconnect, in case this runner dies before the stop.
-        if let Err(e) = s.journal().set_note(id, NOTE_ORPHAN, &o.to_note()) {
-            tracing::error!("cannot note the command left on the target: {e}");
-        }
-        let settled = settle_orphan(s, target, id, o, &mut out);
-        orphan_unsettled = settled.is_err();
-        let text = match settled {
-            Ok(t) | Err(t) => t,
-        };
-        message = Some(match message {
-            Some(m) => format!("{m}; {text}"),
-            None => text,
-        });
-    }
-
-    // Reboot, if the step is a reboot or its exit code asks for one.
-    let reboot_timeout = match step.action {
-        crate::playbook::Action::Reboot { timeout } => Some(timeout),
-        _ if code.is_some_and(|c| step.reboot_on.contains(&c)) => {
-            Some(crate::playbook::DEFAULT_REBOOT_TIMEOUT)
-        }
-        _ => None,
-    };
-    if state == AttemptState::Succeeded {
-        if let Some(timeout) = reboot_timeout {
-            if let Some(c) = code {
-                if let Err(e) =
-                    s.journal()
-                        .set_note(id, super::reboot::NOTE_EXIT_CODE, &c.to_string())
-                {
-                    tracing::error!("cannot note the exit code before the reboot: {e}");
-                }
-            }
-            let timeout = Duration::try_from(timeout).unwrap_or(Duration::from_secs(1200));
-            match super::reboot::reboot(s, id, target, timeout, &mut out) {
-                super::reboot::RebootEnd::Done => {}
-                super::reboot::RebootEnd::Failed(m) => {
-                    state = AttemptState::Failed;
-                    message = Some(m);
-                }
-                super::reboot::RebootEnd::Cancelled => {
-                    state = AttemptState::Interrupted;
-                    message = Some("interrupted while waiting for the reboot".into());
-                }
-            }
-        }
-    }
-
-    // The check, after the command (and any reboot) succeeded.
-    if state == AttemptState::Succeeded {
-        if let Some(check) = &r.check {
-            match run_check(s, step, target, r, check, number) {
-                CheckEnd::Passed => {}
-                CheckEnd::Failed(m) => {
-                    state = AttemptState::Failed;
-                    message = Some(m);
-                }
-                CheckEnd::Interrupted => {
-                    state = AttemptState::Interrupted;
-                    message = Some("interrupted during the check".into());
-                }
-            }
-        }
-    }
-
-    finish(s, id, state, code, message.as_deref());
-    if let Some(dir) = &job_dir {
-        // The result is in the journal: the job's files have served their purpose. A job that
-        // is still in doubt keeps its folder for the operator to inspect.
-        if state != AttemptState::Interrupted {
-            super::detach::remove(s, flavor, target, dir);
-        }
-    }
-    let elapsed = started.elapsed();
-    if let Some(m) = &message {
-        out.note(m);
-    }
-    s.emit(&Event::AttemptFinished {
-        step: step.id.clone(),
-        target: target.to_string(),
-        kind: super::event::ActionKind::of(&step.action),
-        attempt: n,
-        outcome: state.into(),
-        exit_code: code,
-        elapsed_ms: elapsed.as_millis() as u64,
-        message: message.clone(),
-    });
-    match state {
-        AttemptState::Succeeded => {
-            overrun(s, step, target, started_at);
-            AttemptEnd::Succeeded
-        }
-        AttemptState::Interrupted if orphan_unsettled => AttemptEnd::Fatal(format!(
-            "{}. It is left in doubt and neither checked nor run again while it may still run: inspect the target, then `runner mark {} {}@{target} done|retry|skip` (or run `runner apply` again once the target answers: it tries to stop the command first)",
-            message.unwrap_or_default(),
-            s.pb.path.display(),
-            step.id
-        )),
-        AttemptState::Interrupted if !s.interrupt.stopping() => {
-            lost(s, step, target, number, message.unwrap_or_default())
-        }
-        AttemptState::Interrupted => AttemptEnd::Interrupted,
-        _ => AttemptEnd::Failed(message.unwrap_or_else(|| "failed".into())),
-    }
+    super::attempt::run_attempt(s, step, target, r, &resume, Some(&token), number, n, tries)
 }
 
 /// Stops `orphan` on `target` if it still runs (reconnecting first), notes the result on the
@@ -597,23 +293,15 @@ pub(crate) fn settle_recorded_orphan(
     settled.map(Some)
 }
 
-/// A command whose outcome is unknown (the link or the job was lost mid-way).
-struct Lost(String);
-
-fn job_result(end: super::detach::JobEnd) -> Result<Result<CommandExit, String>, Lost> {
-    use super::detach::JobEnd;
-    match end {
-        JobEnd::Exited(c) => Ok(Ok(CommandExit::Code(c))),
-        JobEnd::TimedOut => Ok(Ok(CommandExit::TimedOut)),
-        JobEnd::Cancelled => Ok(Ok(CommandExit::Cancelled)),
-        JobEnd::Lost(m) => Err(Lost(m)),
-        JobEnd::LeftRunning => Err(Lost("left running on the target".into())),
-    }
-}
-
 /// The connection died mid-command. An idempotent step may simply be retried; otherwise the
 /// check decides; without one, only an operator can.
-fn lost(s: &Session<'_>, step: &Step, target: &str, number: u32, why: String) -> AttemptEnd {
+pub(super) fn lost(
+    s: &Session<'_>,
+    step: &Step,
+    target: &str,
+    number: u32,
+    why: String,
+) -> AttemptEnd {
     if step.idempotent {
         return AttemptEnd::Failed(why);
     }
@@ -645,61 +333,21 @@ fn lost(s: &Session<'_>, step: &Step, target: &str, number: u32, why: String) ->
     }
 }
 
-/// Runs the step's action on a connected transport.
-fn execute(
-    t: &mut dyn Transport,
-    r: &Rendered,
-    shell: Shell,
-    ctl: &Control,
-    id: Identity<'_>,
-    out: &mut PairOutput<'_, '_>,
-) -> Result<CommandExit, crate::transport::TransportError> {
-    match &r.action {
-        RenderedAction::Run { command } => {
-            t.exec_identified(command, shell, ctl, id, &mut |st, b| out.push(st, b))
-        }
-        RenderedAction::Script { path, .. } => {
-            t.run_script_identified(path, shell, ctl, id, &mut |st, b| out.push(st, b))
-        }
-        RenderedAction::Upload {
-            src,
-            dest,
-            bytes,
-            sha256,
-        } => {
-            let started = Instant::now();
-            let expected = FileDigest {
-                bytes: *bytes,
-                sha256: sha256.clone(),
-            };
-            t.upload(src, &expected, dest, shell, &mut |_| {})?;
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            out.note(&format!(
-                "uploaded {bytes} bytes to {dest}; the target has the planned SHA-256 {sha256} ({:.1} MiB/s)",
-                *bytes as f64 / 1_048_576.0 / secs
-            ));
-            Ok(CommandExit::Code(0))
-        }
-        // Manual steps are confirmed by the operator and reboots are driven by `reboot`.
-        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(CommandExit::Code(0)),
-    }
-}
-
-fn shell_for(s: &Session<'_>, target: &str) -> Shell {
+pub(super) fn shell_for(s: &Session<'_>, target: &str) -> Shell {
     s.pb.targets
         .get(target)
         .map(|t| shell_of(t.shell))
         .unwrap_or(Shell::Sh)
 }
 
-enum CheckEnd {
+pub(super) enum CheckEnd {
     Passed,
     Failed(String),
     Interrupted,
 }
 
 /// Runs the step's check (recorded as its own attempt); exit 0 means the step's work is done.
-fn run_check(
+pub(super) fn run_check(
     s: &Session<'_>,
     step: &Step,
     target: &str,
@@ -777,7 +425,7 @@ pub fn verify_in_doubt(s: &Session<'_>, step: &Step, target: &str, number: u32) 
 }
 
 /// A step still running when business hours (less the margin) began is reported, not killed.
-fn overrun(s: &Session<'_>, step: &Step, target: &str, started: Timestamp) {
+pub(super) fn overrun(s: &Session<'_>, step: &Step, target: &str, started: Timestamp) {
     let w = &s.pb.window;
     let end = s.clock.now();
     let until = end.saturating_add(w.margin()).unwrap_or(end);
