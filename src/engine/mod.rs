@@ -22,12 +22,15 @@ mod apply;
 mod attempt;
 mod beside;
 mod detach;
+mod doubt;
 pub mod identity;
+mod manual;
 mod mark;
 mod output;
 mod pair;
 mod reboot;
 mod rollback;
+mod walk;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
