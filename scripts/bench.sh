@@ -417,6 +417,20 @@ row "one step, $FANOUT targets on $HOSTS sshd" "runner apply: $r_fo ms" "paralle
   "$(ratio "$r_fo" "$p_fo") (goal 0.3)"
 row "peak RSS, $FANOUT-target fan-out" "runner: $(ratio "$fo_kib" 1024) MiB, at most $fo_files open files" \
   "goal" "150 MiB" "$(ratio "$fo_kib" 153600)"
+if [ "$ANSIBLE_RUNS" -gt 0 ]; then
+  # Ansible with one fork per target. Each target is its own inventory host (t1..t500, reached
+  # through the server aliases), and ControlMaster is off: with it, the 25 names of one server
+  # would share a connection, which 500 real machines could not.
+  { echo "[all]"; k=0; while read -r h; do k=$((k + 1)); echo "t$k ansible_host=$h"; done \
+      < "$WORK/fanout-hosts"; } > "$WORK/fanout-inventory"
+  ansible_fanout() {
+    ANSIBLE_SSH_ARGS="-F $WORK/ssh_config -o ControlMaster=no" \
+      "$ANSIBLE_PLAYBOOK" -i "$WORK/fanout-inventory" -f "$FANOUT" "$WORK/fan-ansible.yaml"
+  }
+  a_fo=$(repeat "$ANSIBLE_RUNS" nothing ansible_fanout)
+  row "one step, $FANOUT targets on $HOSTS sshd" "runner apply: $r_fo ms" "ansible-playbook, forks=$FANOUT" \
+    "$a_fo ms" "$(ratio "$r_fo" "$a_fo")"
+fi
 fi
 
 if want pg100; then
