@@ -36,7 +36,7 @@ fn local(tz: &TimeZone, d: Date, h: i8, m: i8) -> Timestamp {
 }
 
 /// `mon-fri`, `sun`, `all`: the few spellings these tests use (the playbook's reader is
-/// in playbook/validate.rs).
+/// in playbook/validate/window.rs, through weekday_from_name).
 fn days(s: &str) -> DaySet {
     let day = |d: &str| weekday_from_name(d).unwrap();
     match s.split_once('-') {
