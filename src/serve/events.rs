@@ -1,4 +1,4 @@
-//! The live stream of server-sent events: cutovers whose data changed, the tails, each new output line.
+//! The live stream of server-sent events: changed cutovers, the tails, each new output line.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

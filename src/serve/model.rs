@@ -1,4 +1,5 @@
-//! What the page shows of one cutover (its status, what is left scheduled against the window, its window events), as JSON.
+//! What the page shows of one cutover, as JSON: its status, what is left placed against the
+//! window, its window events.
 
 use jiff::Timestamp;
 use serde::Serialize;
