@@ -5,9 +5,9 @@
 //! JSON form) and then laid out as a small document model, so Markdown and HTML show the same
 //! things and all escaping happens in one place per format.
 //!
-//! Here: the record ([`Report`]) and how it is collected; `log` reads the output logs,
-//! `document` lays the record out, `markdown` and `html` write that layout; JSON is the record
-//! serialized as is.
+//! Here: how the record is collected; `record` is the record ([`Report`]), `log` reads the
+//! output logs, `document` lays the record out, `markdown` and `html` write that layout; JSON is
+//! the record serialized as is.
 //!
 //! Secrets: the engine masks everything it writes to the journal and the logs, and this module
 //! adds nothing that could hold one: targets are shown by address only (never credentials or

@@ -1,4 +1,4 @@
-//! The record of a cutover for the customer, the same in every format and serialized as is for JSON.
+//! The record of a cutover for the customer: the same in every format, and the JSON as is.
 
 use jiff::Timestamp;
 use serde::Serialize;
