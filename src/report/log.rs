@@ -122,3 +122,63 @@ pub(super) fn cut(s: &str) -> String {
     out.push_str(" …");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write;
+
+    use super::*;
+
+    #[test]
+    fn log_lines_are_split_into_stream_and_text() {
+        let l = parse_line("2026-11-30T23:00:01Z stdout | copied 3 files | done");
+        assert_eq!(l.stream, "stdout");
+        assert_eq!(l.text, "copied 3 files | done");
+        let l = parse_line("2026-11-30T23:00:01Z stderr |");
+        assert_eq!((l.stream.as_str(), l.text.as_str()), ("stderr", ""));
+        let l = parse_line("not a log line | at all");
+        assert_eq!(l.stream, "");
+        assert_eq!(l.text, "not a log line | at all");
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        let l = parse_line(&format!(
+            "2026-11-30T23:00:01Z stdout | {}",
+            "x".repeat(5000)
+        ));
+        assert_eq!(l.text.chars().count(), MAX_LINE_CHARS + 2);
+    }
+
+    #[test]
+    fn tail_reads_only_the_end_of_a_big_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.log");
+        let mut text = String::new();
+        let mut n = 0;
+        while (text.len() as u64) < TAIL_BYTES * 2 {
+            let _ = writeln!(text, "2026-11-30T23:00:01Z stdout | line {n}");
+            n += 1;
+        }
+        std::fs::write(&path, &text).unwrap();
+        let (lines, omitted) = read_tail(&path, 3).unwrap().unwrap();
+        assert!(omitted);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[2].ends_with(&format!("line {}", n - 1)));
+        assert!(lines[0].ends_with(&format!("line {}", n - 3)));
+
+        assert!(read_tail(&dir.path().join("none.log"), 3)
+            .unwrap()
+            .is_none());
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(read_tail(&path, 3).unwrap(), Some((vec![], false)));
+    }
+
+    #[test]
+    fn path_components_from_the_journal_cannot_escape() {
+        assert!(safe_component("migrate@dc1.log"));
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a\0b"] {
+            assert!(!safe_component(bad), "{bad:?}");
+        }
+    }
+}

@@ -7,6 +7,8 @@ use libssh2_sys::{
     LIBSSH2_ERROR_TIMEOUT, LIBSSH2_FX_CONNECTION_LOST, LIBSSH2_FX_NO_CONNECTION,
     LIBSSH2_FX_NO_SUCH_FILE, LIBSSH2_FX_NO_SUCH_PATH,
 };
+use std::io;
+
 use ssh2::ErrorCode;
 
 use super::SshTransport;
@@ -28,7 +30,90 @@ pub enum HandshakeFailure {
     NoHostKey,
 }
 
+/// Why an SSH connection broke while it was being made, with libssh2's error as the source.
+/// It travels as the `io::Error` of [`TransportError::Connect`], whose text is this one's:
+/// reach it with `io::Error::get_ref` and `downcast_ref`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Before authentication: setting up the session or the key exchange.
+    #[error("{}", source.message())]
+    Setup {
+        host: String,
+        port: u16,
+        #[source]
+        source: ssh2::Error,
+    },
+    /// While authenticating as `user` with `method`.
+    #[error("during authentication: {}", source.message())]
+    Authenticating {
+        host: String,
+        port: u16,
+        user: String,
+        method: &'static str,
+        #[source]
+        source: ssh2::Error,
+    },
+    /// The jump host `jump_host` (user@host:port) did not open the forwarded connection to
+    /// `host`:`port`.
+    #[error("the jump host did not open a connection to {host}:{port} ({}); check that the target is reachable from it and that its sshd allows TCP forwarding (AllowTcpForwarding)", source.message())]
+    NotForwarded {
+        jump_host: String,
+        host: String,
+        port: u16,
+        #[source]
+        source: ssh2::Error,
+    },
+}
+
+impl From<ConnectFailure> for io::Error {
+    /// The connection was aborted, or (a jump host refusing to forward) another failure.
+    fn from(f: ConnectFailure) -> io::Error {
+        let kind = match f {
+            ConnectFailure::NotForwarded { .. } => io::ErrorKind::Other,
+            _ => io::ErrorKind::ConnectionAborted,
+        };
+        io::Error::new(kind, f)
+    }
+}
+
 impl SshTransport {
+    /// A libssh2 error before authentication: the connection broke (`Connect`), or else the
+    /// session or key exchange could not be set up (`Handshake`).
+    pub(super) fn setup_err(&self, e: ssh2::Error) -> TransportError {
+        if is_connection_error(&e) {
+            TransportError::Connect {
+                target: self.describe(),
+                source: ConnectFailure::Setup {
+                    host: self.cfg.host.clone(),
+                    port: self.cfg.port,
+                    source: e,
+                }
+                .into(),
+            }
+        } else {
+            TransportError::Handshake {
+                target: self.describe(),
+                cause: e.into(),
+            }
+        }
+    }
+
+    /// The connection broke while authenticating with `method`.
+    pub(super) fn auth_broke(&self, method: &'static str, e: ssh2::Error) -> TransportError {
+        TransportError::Connect {
+            target: self.describe(),
+            source: ConnectFailure::Authenticating {
+                host: self.cfg.host.clone(),
+                port: self.cfg.port,
+                user: self.cfg.user.clone(),
+                method,
+                source: e,
+            }
+            .into(),
+        }
+    }
+
     /// Map a libssh2 error: socket-level trouble marks the session broken and becomes
     /// `ConnectionLost`, anything else an `Ssh` error that keeps it as its source.
     pub(super) fn ssh_err(&mut self, during: &str, e: ssh2::Error) -> TransportError {
@@ -118,6 +203,93 @@ mod tests {
             .and_then(|s| s.downcast_ref::<ssh2::Error>())
             .expect("the libssh2 error is the source");
         assert_eq!(source.code(), ErrorCode::SFTP(LIBSSH2_FX_PERMISSION_DENIED));
+    }
+
+    /// The libssh2 error under a broken connection's `io::Error`, and the failure it carries.
+    fn connect_cause(err: &TransportError) -> (&io::Error, &ConnectFailure, &ssh2::Error) {
+        let TransportError::Connect { source: io, .. } = err else {
+            panic!("not a Connect error: {err:?}");
+        };
+        let failure = io
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<ConnectFailure>())
+            .expect("the SSH failure is inside the io::Error");
+        let ssh = err
+            .source()
+            .and_then(|s| s.source())
+            .and_then(|s| s.downcast_ref::<ssh2::Error>())
+            .expect("libssh2's error is in the chain");
+        (io, failure, ssh)
+    }
+
+    #[test]
+    fn a_connection_broken_during_setup_keeps_where_and_libssh2s_error() {
+        let gone = ssh2::Error::new(
+            ErrorCode::Session(LIBSSH2_ERROR_SOCKET_DISCONNECT),
+            "socket disconnected",
+        );
+        let err = transport().setup_err(gone);
+        assert!(err.is_connection_lost(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "cannot reach ssh root@127.0.0.2:2201: socket disconnected; check the address and port, that the machine is up and that its SSH or WinRM service listens there"
+        );
+        let (io, failure, ssh) = connect_cause(&err);
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(
+            matches!(failure, ConnectFailure::Setup { host, port: 2201, .. } if host == "127.0.0.2"),
+            "{failure:?}"
+        );
+        assert_eq!(
+            ssh.code(),
+            ErrorCode::Session(LIBSSH2_ERROR_SOCKET_DISCONNECT)
+        );
+        // Anything else is a failed handshake, keeping libssh2's error too.
+        let kex = ssh2::Error::new(ErrorCode::Session(-5), "unable to exchange keys");
+        let err = transport().setup_err(kex);
+        assert!(matches!(err, TransportError::Handshake { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_connection_broken_during_authentication_says_who_and_how() {
+        let gone = ssh2::Error::new(
+            ErrorCode::Session(LIBSSH2_ERROR_SOCKET_RECV),
+            "failure while receiving",
+        );
+        let err = transport().auth_broke("password", gone);
+        assert_eq!(
+            err.to_string(),
+            "cannot reach ssh root@127.0.0.2:2201: during authentication: failure while receiving; check the address and port, that the machine is up and that its SSH or WinRM service listens there"
+        );
+        let (io, failure, ssh) = connect_cause(&err);
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(
+            matches!(
+                failure,
+                ConnectFailure::Authenticating { user, method: "password", port: 2201, .. }
+                    if user == "root"
+            ),
+            "{failure:?}"
+        );
+        assert_eq!(ssh.code(), ErrorCode::Session(LIBSSH2_ERROR_SOCKET_RECV));
+    }
+
+    #[test]
+    fn a_jump_host_that_does_not_forward_is_named_with_the_destination() {
+        let refused = ssh2::Error::new(ErrorCode::Session(-21), "Channel open failure");
+        let io: io::Error = ConnectFailure::NotForwarded {
+            jump_host: "root@10.0.0.1:22".into(),
+            host: "10.0.0.9".into(),
+            port: 22,
+            source: refused,
+        }
+        .into();
+        assert_eq!(io.kind(), io::ErrorKind::Other);
+        assert_eq!(
+            io.to_string(),
+            "the jump host did not open a connection to 10.0.0.9:22 (Channel open failure); check that the target is reachable from it and that its sshd allows TCP forwarding (AllowTcpForwarding)"
+        );
+        assert!(io.source().is_some_and(|s| s.is::<ssh2::Error>()));
     }
 
     #[test]

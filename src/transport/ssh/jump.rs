@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ssh2::{Channel, Session};
 
+use super::error::ConnectFailure;
 use super::session::Conn;
 use super::{SshConfig, SshTransport, KEEPALIVE_COUNT, READ_CHUNK};
 use crate::transport::known_hosts::timeout_ms;
@@ -61,10 +62,13 @@ pub fn open_tunnel(
     let channel = sess.channel_direct_tcpip(host, port, None).map_err(|e| {
         via(TransportError::Connect {
             target: hop.describe(),
-            source: io::Error::other(format!(
-                "the jump host did not open a connection to {host}:{port} ({}); check that the target is reachable from it and that its sshd allows TCP forwarding (AllowTcpForwarding)",
-                e.message()
-            )),
+            source: ConnectFailure::NotForwarded {
+                jump_host: format!("{}@{}:{}", last.user, last.host, last.port),
+                host: host.to_string(),
+                port,
+                source: e,
+            }
+            .into(),
         })
     })?;
     let (mine, theirs) =

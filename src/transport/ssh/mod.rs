@@ -17,7 +17,7 @@ mod script;
 mod session;
 mod upload;
 
-pub use error::HandshakeFailure;
+pub use error::{ConnectFailure, HandshakeFailure};
 #[cfg(unix)]
 pub use jump::open_tunnel;
 

@@ -1,7 +1,6 @@
 //! Opening a session: TCP connect (or a jump tunnel), handshake with our algorithm order,
 //! host key check against known_hosts, authentication; the SFTP channel that hangs off it.
 
-use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
 
@@ -73,7 +72,7 @@ impl SshTransport {
             #[cfg(not(unix))]
             return Err(TransportError::Connect {
                 target: target.clone(),
-                source: io::Error::other("jump hosts need a Unix runner machine"),
+                source: std::io::Error::other("jump hosts need a Unix runner machine"),
             });
         }
         #[cfg(unix)]
@@ -85,22 +84,7 @@ impl SshTransport {
                 (None, None) => -1,
             }
         };
-        let early = |e: ssh2::Error| {
-            if is_connection_error(&e) {
-                TransportError::Connect {
-                    target: target.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        e.message().to_string(),
-                    ),
-                }
-            } else {
-                TransportError::Handshake {
-                    target: target.clone(),
-                    cause: e.into(),
-                }
-            }
-        };
+        let early = |e: ssh2::Error| self.setup_err(e);
         let mut sess = Session::new().map_err(early)?;
         if let Some(tcp) = sess_tcp {
             sess.set_tcp_stream(tcp);
@@ -212,15 +196,7 @@ impl SshTransport {
         let failure = match result {
             Ok(()) if sess.authenticated() => return Ok(()),
             Ok(()) => "the server did not accept the authentication".to_string(),
-            Err(e) if is_connection_error(&e) => {
-                return Err(TransportError::Connect {
-                    target,
-                    source: io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        format!("during authentication: {}", e.message()),
-                    ),
-                })
-            }
+            Err(e) if is_connection_error(&e) => return Err(self.auth_broke(method, e)),
             Err(e) => e.message().to_string(),
         };
         Err(TransportError::Auth {
