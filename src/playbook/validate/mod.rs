@@ -5,6 +5,7 @@
 //! `render` and `notify`.
 
 mod notify;
+mod relay;
 mod render;
 mod steps;
 mod targets;
@@ -450,6 +451,7 @@ fn kind_name(k: TransportKind) -> &'static str {
         TransportKind::Ssh => "ssh",
         TransportKind::Winrm => "winrm",
         TransportKind::Local => "local",
+        TransportKind::Relay => "relay",
     }
 }
 

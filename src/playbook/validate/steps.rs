@@ -69,6 +69,7 @@ impl Validator<'_> {
         let reboot_on = self.step_action_rules(&p, s, action.as_ref());
 
         let inputs = self.inputs(&p, s, action.as_ref(), estimate, &expanded, targets);
+        self.relay_step(&p, s, &expanded, targets);
 
         if self.diags.len() != before {
             return None;
@@ -91,6 +92,10 @@ impl Validator<'_> {
                 &ok_codes,
                 &inputs,
             )?);
+        }
+        self.relay_commands(&p, &rendered, targets);
+        if self.diags.len() != before {
+            return None;
         }
         Some(Step {
             index: i,
