@@ -10,8 +10,8 @@ use crate::digest::parse_cert_sha256;
 use crate::playbook::{EnvValue, Playbook, Rendered, ShellKind, Target, TransportKind, WinrmAuth};
 use crate::secret::{Redactor, Secret, SecretError, SecretRef};
 use crate::target_defaults::{winrm_port, DEFAULT_KEEPALIVE, SSH_PORT};
-use crate::transport::winrm::{Credentials, TlsTrust};
 use crate::transport::relay::RelayTransport;
+use crate::transport::winrm::{Credentials, TlsTrust};
 use crate::transport::{
     LocalTransport, Shell, SshAuth, SshConfig, SshTransport, Transport, TransportError,
     WinrmConfig, WinrmTransport,
@@ -335,7 +335,9 @@ fn make_relay(
     // validate refused circles; this keeps a bad model from recursing for ever.
     let chain = crate::playbook::relay::chain(&pb.targets, &t.name);
     if chain.last().is_some_and(|end| end.relay.is_some()) {
-        return Err(unsupported("a chain of relays that ends in no reachable target"));
+        return Err(unsupported(
+            "a chain of relays that ends in no reachable target",
+        ));
     }
     let Some(via) = pb.targets.get(&relay.via) else {
         return Err(unsupported("a relay whose `via` is not a target"));

@@ -218,8 +218,7 @@ impl Step {
     /// A relay target's steps run attached unless `detach` says otherwise (which validation
     /// refuses): its far end has no job folder.
     pub fn detached_on(&self, target: &Target) -> bool {
-        let by_estimate =
-            target.relay.is_none() && self.estimate.is_some_and(|e| e >= DETACH_FROM);
+        let by_estimate = target.relay.is_none() && self.estimate.is_some_and(|e| e >= DETACH_FROM);
         let wanted = self.detach.unwrap_or(by_estimate);
         wanted && matches!(self.action, Action::Run(_))
     }

@@ -22,7 +22,9 @@ pub struct Relay {
 /// even inside double quotes and ends a command at a line break, and a `"` would end the
 /// quoted argument. Keep in step with the transport's relay.
 pub fn cmd_refuses(command: &str) -> Option<char> {
-    command.chars().find(|c| matches!(c, '"' | '%' | '\n' | '\r'))
+    command
+        .chars()
+        .find(|c| matches!(c, '"' | '%' | '\n' | '\r'))
 }
 
 /// The targets from `name` to the first one that is not a relay: `[name, via, via's via...]`.
@@ -39,4 +41,19 @@ pub fn chain<'a>(targets: &'a BTreeMap<String, Target>, name: &str) -> Vec<&'a T
         next = t.relay.as_ref().map(|r| r.via.as_str());
     }
     out
+}
+
+/// Those of `targets` that are relays whose `via` target runs a Windows shell (psexec and
+/// the like): proven nowhere yet against a real Windows 2000.
+pub fn relayed_by_windows<'a>(pb: &'a super::Playbook, targets: &'a [String]) -> Vec<&'a str> {
+    targets
+        .iter()
+        .filter(|name| {
+            chain(&pb.targets, name)
+                .iter()
+                .skip(1)
+                .any(|t| t.shell != super::ShellKind::Sh)
+        })
+        .map(String::as_str)
+        .collect()
 }

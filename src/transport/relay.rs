@@ -60,7 +60,9 @@ impl RelayTransport {
 /// `template` with `{command}` replaced by `command`, quoted for `shell`.
 pub fn fill(template: &str, shell: Shell, command: &str) -> Result<String, String> {
     if template.matches(COMMAND).count() != 1 {
-        return Err(format!("the relay's `run` line must hold `{COMMAND}` exactly once"));
+        return Err(format!(
+            "the relay's `run` line must hold `{COMMAND}` exactly once"
+        ));
     }
     let quoted = match shell {
         Shell::Sh => sh_quote(command),
@@ -129,7 +131,9 @@ impl Transport for RelayTransport {
         Err(TransportError::Upload {
             target: self.describe(),
             dest: dest.to_string(),
-            message: "a relay target cannot receive files: it is reached only through a command line".into(),
+            message:
+                "a relay target cannot receive files: it is reached only through a command line"
+                    .into(),
         })
     }
 
@@ -182,7 +186,12 @@ mod tests {
                 r"dir C:\ & ver"
             )
             .as_deref(),
-            Ok(r#"psexec \\old -accepteula cmd /c "dir C:\\ & ver""#)
+            Ok(r#"psexec \\old -accepteula cmd /c "dir C:\ & ver""#)
+        );
+        // Backslashes before the closing quote are doubled, or the C runtime reads `\"`.
+        assert_eq!(
+            fill("cmd /c {command}", Shell::Cmd, r"dir C:\").as_deref(),
+            Ok(r#"cmd /c "dir C:\\""#)
         );
     }
 

@@ -22,6 +22,7 @@ mod network_faults;
 mod notify;
 mod operator_view;
 mod overrun;
+mod relay;
 mod report_views;
 mod serve;
 mod ssh_ciphers;

@@ -50,23 +50,37 @@ impl Validator<'_> {
             ),
             Some(_) => {}
         }
-        Some(Relay { via: via?, run: run? })
+        Some(Relay {
+            via: via?,
+            run: run?,
+        })
     }
 
     /// Each `via` names another target, no chain of relays comes back to where it started, and
     /// a relay without `shell` takes its `via` target's.
     pub(super) fn relays(&mut self, raw: &RawPlaybook, targets: &mut BTreeMap<String, Target>) {
         for (name, t) in &raw.targets {
-            let Some(via) = t.via.as_ref().filter(|_| t.transport == TransportKind::Relay) else {
+            let Some(via) = t
+                .via
+                .as_ref()
+                .filter(|_| t.transport == TransportKind::Relay)
+            else {
                 continue;
             };
             let at = vec![key("targets"), key(name), key("via")];
             if !raw.targets.contains_key(via) {
                 let help = suggestion_or_choices(
                     via,
-                    raw.targets.keys().filter(|k| *k != name).map(String::as_str),
+                    raw.targets
+                        .keys()
+                        .filter(|k| *k != name)
+                        .map(String::as_str),
                 );
-                self.err(&at, format!("`via` names `{via}`, which is not a target"), Some(help));
+                self.err(
+                    &at,
+                    format!("`via` names `{via}`, which is not a target"),
+                    Some(help),
+                );
                 continue;
             }
             let mut seen = vec![name.clone()];
@@ -102,7 +116,9 @@ impl Validator<'_> {
             let shell = chain(targets, &name)
                 .iter()
                 .skip(1)
-                .find(|t| t.relay.is_none() || raw.targets.get(&t.name).is_some_and(|r| r.shell.is_some()))
+                .find(|t| {
+                    t.relay.is_none() || raw.targets.get(&t.name).is_some_and(|r| r.shell.is_some())
+                })
                 .map(|t| t.shell);
             if let (Some(shell), Some(t)) = (shell, targets.get_mut(&name)) {
                 t.shell = shell;
@@ -161,7 +177,11 @@ impl Validator<'_> {
                 RenderedAction::Run { command } => Some(command.as_str()),
                 _ => None,
             };
-            for (k, text) in [("run", command), ("check", r.check.as_deref()), ("rollback", r.rollback.as_deref())] {
+            for (k, text) in [
+                ("run", command),
+                ("check", r.check.as_deref()),
+                ("rollback", r.rollback.as_deref()),
+            ] {
                 let Some(c) = text.and_then(cmd_refuses) else {
                     continue;
                 };

@@ -44,7 +44,10 @@ impl Validator<'_> {
             if matches!(t.transport, TransportKind::Local | TransportKind::Relay) {
                 self.err(
                     &at,
-                    format!("`jump` applies to `ssh` and `winrm` targets, and `{name}` is {}", kind_name(t.transport)),
+                    format!(
+                        "`jump` applies to `ssh` and `winrm` targets, and `{name}` is {}",
+                        kind_name(t.transport)
+                    ),
                     Some("remove `jump`".into()),
                 );
                 continue;
