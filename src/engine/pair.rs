@@ -301,7 +301,7 @@ pub(crate) fn run_attempt(
             out.note(&format!(
                 "detached: output and status in {dir} on the target"
             ));
-            match super::detach::start(s, flavor, target, &dir, command) {
+            match super::detach::start(s, flavor, target, &dir, command, &ctl.env) {
                 Err(m) => Ok(Err(m)),
                 Ok(()) => {
                     job_dir = Some(dir.clone());

@@ -12,6 +12,7 @@ mod cli_validate;
 mod common;
 mod common_cli;
 mod customers;
+mod detached_env;
 mod estimates;
 mod fan_out;
 mod journal;

@@ -4,6 +4,7 @@
 //! This file loads and holds the `Validator`; its checks are in `window`, `targets`, `steps`,
 //! `render` and `notify`.
 
+mod detached_inputs;
 mod notify;
 mod relay;
 mod render;

@@ -509,16 +509,7 @@ impl Validator<'_> {
                 Some("remove it, or pass the value to a `run` or `script` step".into()),
             );
         }
-        let detached = s
-            .detach
-            .unwrap_or_else(|| estimate.is_some_and(|e| e >= super::super::DETACH_FROM));
-        if detached && matches!(action, Some(Action::Run(_))) {
-            self.err(
-                &p(key_given),
-                format!("a step with `{key_given}` cannot run detached: a detached job would have to keep its secrets on the target's disk"),
-                Some("set `detach: false` on this step (steps estimated at 15 minutes or more run detached by default)".into()),
-            );
-        }
+        self.detached_inputs(p, s, action, estimate, expanded, targets);
         for name in expanded {
             if let Some(t) = targets.get(name) {
                 if t.transport == TransportKind::Ssh && t.shell != ShellKind::Sh {
