@@ -353,3 +353,68 @@ fn cmd_relays_refuse_what_cmd_would_change_and_are_flagged_unverified() {
         show(&plan)
     );
 }
+
+/// `runner ping` on a relay reaches its `via` and runs `whoami` at the far end through it.
+#[test]
+fn ping_runs_whoami_through_the_relay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen = dir.path().join("relayed");
+    let run = format!("touch {}; sh -c {{command}}", seen.display());
+    let pb = write(
+        dir.path(),
+        &playbook(
+            &(HERE.to_string() + &relay_target("old", "here", &run)),
+            STEP,
+        ),
+    );
+    let r = runner(&["ping", &pb], dir.path(), &[]);
+    assert_exit(&r, 0);
+    assert!(
+        seen.exists(),
+        "whoami went through the `run` line:\n{}",
+        show(&r)
+    );
+    assert!(
+        r.stdout.contains("reached `here`, the relay's `via`")
+            && r.stdout
+                .contains(&format!("whoami: {}", crate::common::sshd::current_user())),
+        "{}",
+        show(&r)
+    );
+    // A relay whose far end fails: ping fails (exit 1) and says so.
+    let pb = write(
+        dir.path(),
+        &playbook(
+            &(HERE.to_string() + &relay_target("old", "here", "false {command}")),
+            STEP,
+        ),
+    );
+    let r = runner(&["ping", &pb], dir.path(), &[]);
+    assert_exit(&r, 1);
+}
+
+/// A relay may be reached through another relay: the command is quoted once per hop.
+#[test]
+fn a_chain_of_relays_quotes_the_command_at_each_hop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    let awkward = AWKWARD.replace("OUT", &out.path().display().to_string());
+    let targets = HERE.to_string()
+        + &relay_target("mid", "here", "sh -c {command}")
+        + &relay_target("far", "mid", "sh -c {command}");
+    let pb = write(
+        dir.path(),
+        &playbook(
+            &targets,
+            &format!("- id: one\n  on: far\n  run: {}\n", json(&awkward)),
+        ),
+    );
+    let r = runner(&["apply", &pb], dir.path(), &[]);
+    assert_exit(&r, 0);
+    assert_eq!(
+        fs::read_to_string(out.path().join("awkward")).expect("the command ran"),
+        "a  b|it's|$HOME stays|back\\slash|line two: 42\n"
+    );
+    let status = runner(&["status", &pb, "--format", "json"], dir.path(), &[]);
+    assert_exit(&status, 0);
+}
