@@ -125,7 +125,7 @@ impl Target {
         match self.transport {
             TransportKind::Local => "local".to_string(),
             TransportKind::Relay => match &self.relay {
-                Some(r) => format!("relay via {}", r.via),
+                Some(r) => format!("relay via {}: {}", r.via, r.run),
                 None => "relay".to_string(),
             },
             kind => {

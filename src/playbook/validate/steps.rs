@@ -451,7 +451,8 @@ impl Validator<'_> {
     }
 
     /// A step's `env` and `stdin`: valid names, secrets by reference, and only where they can
-    /// reach the command without a command line (run and script steps, attached, `sh` over SSH).
+    /// reach the command without a command line or a file (run and script steps; `sh` over
+    /// SSH; detached, only `env` on `sh` targets: see `detached_inputs`).
     pub(super) fn inputs(
         &mut self,
         p: &dyn Fn(&str) -> Vec<Seg>,
