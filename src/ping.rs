@@ -87,6 +87,10 @@ fn diagnose(pb: &Playbook, t: &crate::playbook::Target, secrets: &Secrets) -> Di
             TransportKind::Winrm if t.https => "certificate and authentication accepted".into(),
             TransportKind::Winrm => "authentication accepted".into(),
             TransportKind::Local => "local".into(),
+            TransportKind::Relay => format!(
+                "reached `{}`, the relay's `via`",
+                t.relay.as_ref().map_or("?", |r| r.via.as_str())
+            ),
         });
         let ctl = Control::new(Some(std::time::Duration::from_secs(30)));
         let (exit, out, _) =

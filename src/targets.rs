@@ -10,6 +10,7 @@ use crate::digest::parse_cert_sha256;
 use crate::playbook::{EnvValue, Playbook, Rendered, ShellKind, Target, TransportKind, WinrmAuth};
 use crate::secret::{Redactor, Secret, SecretError, SecretRef};
 use crate::target_defaults::{winrm_port, DEFAULT_KEEPALIVE, SSH_PORT};
+use crate::transport::relay::RelayTransport;
 use crate::transport::winrm::{Credentials, TlsTrust};
 use crate::transport::{
     LocalTransport, Shell, SshAuth, SshConfig, SshTransport, Transport, TransportError,
@@ -78,7 +79,10 @@ impl Secrets {
         // The jump hosts a target is reached through log in with their own secrets.
         let mut i = 0;
         while i < targets.len() {
-            if let Some(via) = pb.targets.get(targets[i]).and_then(|t| t.jump.as_deref()) {
+            let t = pb.targets.get(targets[i]);
+            // And a relay's `via` with its own.
+            let relay = t.and_then(|t| t.relay.as_ref()).map(|r| r.via.as_str());
+            if let Some(via) = t.and_then(|t| t.jump.as_deref()).or(relay) {
                 if !targets.contains(&via) {
                     targets.push(via);
                 }
@@ -242,6 +246,7 @@ pub fn make_transport(
     let (password, _) = secrets.of(&t.name);
     match t.transport {
         TransportKind::Local => Ok(Box::new(LocalTransport::new(pb.dir.clone()))),
+        TransportKind::Relay => make_relay(pb, t, secrets),
         TransportKind::Ssh => {
             // The jump hosts, the one reached directly first (validate refused cycles; the
             // bound keeps a bad model from looping).
@@ -313,6 +318,39 @@ pub fn make_transport(
 }
 
 /// How to log into the SSH target `t`.
+/// A relay target: its `via` target's transport (made the same way, so a relay may be reached
+/// through another relay) running the `run` line.
+fn make_relay(
+    pb: &Playbook,
+    t: &Target,
+    secrets: &Secrets,
+) -> Result<Box<dyn Transport>, TargetError> {
+    let unsupported = |what: &str| TargetError::Unsupported {
+        target: t.name.clone(),
+        what: what.to_string(),
+    };
+    let Some(relay) = &t.relay else {
+        return Err(unsupported("a relay without `via` and `run`"));
+    };
+    // validate refused circles; this keeps a bad model from recursing for ever.
+    let chain = crate::playbook::relay::chain(&pb.targets, &t.name);
+    if chain.last().is_some_and(|end| end.relay.is_some()) {
+        return Err(unsupported(
+            "a chain of relays that ends in no reachable target",
+        ));
+    }
+    let Some(via) = pb.targets.get(&relay.via) else {
+        return Err(unsupported("a relay whose `via` is not a target"));
+    };
+    let inner = make_transport(pb, via, secrets)?;
+    Ok(Box::new(RelayTransport::new(
+        &t.name,
+        inner,
+        shell_of(via.shell),
+        &relay.run,
+    )))
+}
+
 fn ssh_config(t: &Target, secrets: &Secrets) -> SshConfig {
     let (password, passphrase) = secrets.of(&t.name);
     let auth = match (&t.key, password) {

@@ -208,7 +208,7 @@ fn start_job(
     out.note(&format!(
         "detached: output and status in {dir} on the target"
     ));
-    match super::detach::start(s, flavor, target, &dir, command) {
+    match super::detach::start(s, flavor, target, &dir, command, &ctl.env) {
         Err(m) => Ok(Ok(Err(m))),
         Ok(()) => {
             left.job_dir = Some(dir.clone());

@@ -346,9 +346,23 @@ fn control(
     flavor: Flavor,
     script: &str,
 ) -> Result<(CommandExit, String), TransportError> {
-    let ctl = Control::new(Some(Duration::from_secs(60)));
+    control_with(
+        t,
+        flavor,
+        script,
+        &Control::new(Some(Duration::from_secs(60))),
+    )
+}
+
+/// [`control`] with the limits and the environment of `ctl`.
+fn control_with(
+    t: &mut dyn Transport,
+    flavor: Flavor,
+    script: &str,
+    ctl: &Control,
+) -> Result<(CommandExit, String), TransportError> {
     let (exit, out, err) =
-        crate::transport::capture(|sink| t.exec(script, flavor.control_shell(), &ctl, sink))?;
+        crate::transport::capture(|sink| t.exec(script, flavor.control_shell(), ctl, sink))?;
     if let Some(why) = unsafe_reason(flavor, exit, &err) {
         return Ok((exit, why));
     }
@@ -367,15 +381,27 @@ fn unsafe_reason(flavor: Flavor, exit: CommandExit, stderr: &str) -> Option<Stri
 }
 
 /// Starts the job. The caller has already noted `dir` in the journal.
+///
+/// `env` (a step's `env`) reaches the POSIX launcher the way it reaches an attached command:
+/// over SSH on the wrapper's standard input, locally in the child's environment; the launcher
+/// exports it and the job, started in its own session, inherits it. The values are in no file
+/// and no command line, only in the job's processes, so following the job later needs none.
 pub fn start(
     s: &Session<'_>,
     flavor: Flavor,
     target: &str,
     dir: &str,
     command: &str,
+    env: &[(String, crate::transport::Secret)],
 ) -> Result<(), String> {
+    if !env.is_empty() && flavor != Flavor::Posix {
+        // validate refuses this already: a WMI-started job inherits no environment.
+        return Err("the detached job was not started: on Windows it would get its `env` only from a file on the target's disk".into());
+    }
     let r = s.pool.with(s.pb, &s.secrets, target, |t| {
-        control(t, flavor, &flavor.launcher(dir, command))
+        let mut ctl = Control::new(Some(Duration::from_secs(60)));
+        ctl.env = env.to_vec();
+        control_with(t, flavor, &flavor.launcher(dir, command), &ctl)
     });
     match r {
         Ok(Ok((CommandExit::Code(0), pid))) if !pid.is_empty() => Ok(()),

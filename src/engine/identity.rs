@@ -25,6 +25,8 @@ use crate::playbook::{Playbook, Target, TransportKind, OPERATOR};
 pub fn target_identity(t: &Target) -> String {
     let scheme = match t.transport {
         TransportKind::Local => return "local".to_string(),
+        // Only with its chain: see `identity_in`.
+        TransportKind::Relay => return "relay".to_string(),
         TransportKind::Ssh => "ssh",
         TransportKind::Winrm if t.https => "winrm+https",
         TransportKind::Winrm => "winrm",
@@ -46,12 +48,26 @@ pub fn target_identity(t: &Target) -> String {
     }
 }
 
+/// A target's identity within its playbook: a relay's names the whole chain that reaches it,
+/// each relay's `run` line and the identity of the target at its end, e.g.
+/// `relay(psexec \\old-sbs cmd /c {command}) via winrm://administrator@192.168.16.3`: changing
+/// `via`, `run` or the far target's address shows its done steps as changed.
+pub fn identity_in(pb: &Playbook, t: &Target) -> String {
+    crate::playbook::relay::chain(&pb.targets, &t.name)
+        .iter()
+        .map(|hop| match &hop.relay {
+            Some(r) => format!("relay({}) via ", r.run),
+            None => target_identity(hop),
+        })
+        .collect()
+}
+
 /// Every target of the playbook with its identity; the operator (manual steps) too.
 pub fn identities(pb: &Playbook) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = pb
         .targets
         .iter()
-        .map(|(name, t)| (name.clone(), target_identity(t)))
+        .map(|(name, t)| (name.clone(), identity_in(pb, t)))
         .collect();
     out.insert(OPERATOR.to_string(), OPERATOR.to_string());
     out

@@ -429,6 +429,10 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
                 warn("detach-windows-unverified", step, format!("`{}` runs detached on Windows ({}) through a WMI-started wrapper that has not yet been run against a real Windows host: rehearse it first", step.id, windows.join(", ")));
             }
         }
+        let relayed = crate::playbook::relay::relayed_by_windows(pb, &step.targets);
+        if !relayed.is_empty() {
+            warn("relay-unverified", step, format!("`{}` runs on {} through a command line on a Windows target (e.g. psexec), unverified on real Windows 2000: rehearse that the output, the exit code and the quoting of the command come through", step.id, relayed.join(", ")));
+        }
         match (step.estimate, step.timeout) {
             (None, _) => warn("no-estimate", step, format!("`{}` has no estimate: the window gate counts it as 0 and it may run into business hours", step.id)),
             (Some(e), Some(t)) if t < e => warn("timeout-below-estimate", step, format!("`{}` times out after {} but is estimated at {}", step.id, human_duration(t), human_duration(e))),
@@ -482,6 +486,7 @@ pub fn warning_kind(code: &str) -> WarningKind {
         "timeout-below-estimate" => (5, "Timeout shorter than the estimate", "the step would be stopped before it is expected to finish"),
         "no-estimate" => (6, "No estimate", "the window rule and the schedule count the step as 0 and it may run into business hours"),
         "detach-windows-unverified" => (7, "Detached on Windows, not yet proven", "the WMI-started wrapper has not been run against a real Windows host: rehearse it"),
+        "relay-unverified" => (7, "Relayed through Windows, not yet proven", "a command line such as psexec on a Windows target carries the step: unverified on real Windows 2000, rehearse it"),
         "no-check" => (8, "No check", "success is judged by the exit code alone"),
         "estimate-vs-history" => (5, "Estimate and history disagree", "the guess and the measured runs differ by more than 2x; the plan uses the measured median"),
         _ => (9, "Other", ""),

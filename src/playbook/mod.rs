@@ -8,6 +8,7 @@ pub mod compose;
 pub mod diagnostic;
 pub mod notify;
 pub mod raw;
+pub mod relay;
 pub mod schema;
 pub mod source;
 mod structure;
@@ -112,13 +113,21 @@ pub struct Target {
     pub reboot_command: String,
     /// The effective command printing the boot id.
     pub boot_id_command: String,
+    /// `transport: relay`: the target that runs this one's commands, and how.
+    pub relay: Option<Relay>,
 }
+
+pub use relay::Relay;
 
 impl Target {
     /// "ssh root@127.0.0.2:22" — what the plan and errors show; never a secret.
     pub fn address(&self) -> String {
         match self.transport {
             TransportKind::Local => "local".to_string(),
+            TransportKind::Relay => match &self.relay {
+                Some(r) => format!("relay via {}: {}", r.via, r.run),
+                None => "relay".to_string(),
+            },
             kind => {
                 let scheme = match kind {
                     TransportKind::Winrm if self.https => "winrm+https",
@@ -206,11 +215,11 @@ impl Step {
 
     /// Whether this step runs detached on `target`: as written, else for `run` steps estimated
     /// at [`DETACH_FROM`] or more.
+    /// A relay target's steps run attached unless `detach` says otherwise (which validation
+    /// refuses): its far end has no job folder.
     pub fn detached_on(&self, target: &Target) -> bool {
-        let _ = target;
-        let wanted = self
-            .detach
-            .unwrap_or_else(|| self.estimate.is_some_and(|e| e >= DETACH_FROM));
+        let by_estimate = target.relay.is_none() && self.estimate.is_some_and(|e| e >= DETACH_FROM);
+        let wanted = self.detach.unwrap_or(by_estimate);
         wanted && matches!(self.action, Action::Run(_))
     }
 }

@@ -105,6 +105,8 @@ pub enum TransportKind {
     Ssh,
     Winrm,
     Local,
+    /// Through another target (`via`), which runs each command with the `run` template.
+    Relay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -126,7 +128,7 @@ pub enum WinrmAuth {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
-    /// How to reach it: ssh, winrm or local.
+    /// How to reach it: ssh, winrm, local, or relay (through another target: `via`, `run`).
     pub transport: TransportKind,
     /// Host name or address (ssh, winrm).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +202,15 @@ pub struct RawTarget {
     /// with sh, the last boot time on Windows shells).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id_command: Option<String>,
+    /// `relay` only: the target that runs this target's commands (any transport, itself
+    /// possibly a relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// `relay` only: the command line the `via` target runs for each command, with
+    /// `{command}` where the command goes, quoted for the `via` target's shell, e.g.
+    /// `psexec \\old-sbs -accepteula -nobanner cmd /c {command}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// A secret reference: exactly one of `env` or `file`. Literal secrets are refused.

@@ -48,6 +48,8 @@ pub const TARGET_KEYS: &[&str] = &[
     "vars",
     "reboot_command",
     "boot_id_command",
+    "via",
+    "run",
 ];
 pub const SECRET_KEYS: &[&str] = &["env", "file"];
 pub const STEP_KEYS: &[&str] = &[
@@ -293,7 +295,7 @@ fn walk_map(
             ("steps", "add `steps:` with at least one step"),
         ],
         "window" => &[("business_hours", "add `business_hours: [{ days: mon-fri, from: \"07:30\", to: \"18:00\" }]`, or `business_hours: []` for none")],
-        "a target" => &[("transport", "add `transport: ssh`, `transport: winrm` or `transport: local`")],
+        "a target" => &[("transport", "add `transport: ssh`, `transport: winrm`, `transport: local` or `transport: relay`")],
         "a step" => &[("id", "add `id:`, a unique name such as `copy-company-share`")],
         "a business_hours rule" => &[
             ("days", "add `days: mon-fri`"),
@@ -453,7 +455,7 @@ fn kind_of(what: &str, key: &str) -> Option<Kind> {
         ("the playbook", "on_failure") => Kind::Choice(&["stop", "rollback"]),
         ("window", "margin") => duration,
         ("window", "when_closed") => Kind::Choice(&["stop", "wait"]),
-        ("a target", "transport") => Kind::Choice(&["ssh", "winrm", "local"]),
+        ("a target", "transport") => Kind::Choice(&["ssh", "winrm", "local", "relay"]),
         ("a target", "port") => Kind::Int {
             min: 0,
             max: u16::MAX as i64,

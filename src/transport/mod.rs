@@ -6,6 +6,7 @@
 
 pub mod known_hosts;
 pub mod local;
+pub mod relay;
 pub mod shell;
 pub mod ssh;
 pub mod upload_buffer;

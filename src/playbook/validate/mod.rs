@@ -4,7 +4,9 @@
 //! This file loads and holds the `Validator`; its checks are in `window`, `targets`, `steps`,
 //! `render` and `notify`.
 
+mod detached_inputs;
 mod notify;
+mod relay;
 mod render;
 mod steps;
 mod targets;
@@ -450,6 +452,7 @@ fn kind_name(k: TransportKind) -> &'static str {
         TransportKind::Ssh => "ssh",
         TransportKind::Winrm => "winrm",
         TransportKind::Local => "local",
+        TransportKind::Relay => "relay",
     }
 }
 

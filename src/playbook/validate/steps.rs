@@ -69,6 +69,7 @@ impl Validator<'_> {
         let reboot_on = self.step_action_rules(&p, s, action.as_ref());
 
         let inputs = self.inputs(&p, s, action.as_ref(), estimate, &expanded, targets);
+        self.relay_step(&p, s, &expanded, targets);
 
         if self.diags.len() != before {
             return None;
@@ -91,6 +92,10 @@ impl Validator<'_> {
                 &ok_codes,
                 &inputs,
             )?);
+        }
+        self.relay_commands(&p, &rendered, targets);
+        if self.diags.len() != before {
+            return None;
         }
         Some(Step {
             index: i,
@@ -446,7 +451,8 @@ impl Validator<'_> {
     }
 
     /// A step's `env` and `stdin`: valid names, secrets by reference, and only where they can
-    /// reach the command without a command line (run and script steps, attached, `sh` over SSH).
+    /// reach the command without a command line or a file (run and script steps; `sh` over
+    /// SSH; detached, only `env` on `sh` targets: see `detached_inputs`).
     pub(super) fn inputs(
         &mut self,
         p: &dyn Fn(&str) -> Vec<Seg>,
@@ -504,16 +510,7 @@ impl Validator<'_> {
                 Some("remove it, or pass the value to a `run` or `script` step".into()),
             );
         }
-        let detached = s
-            .detach
-            .unwrap_or_else(|| estimate.is_some_and(|e| e >= super::super::DETACH_FROM));
-        if detached && matches!(action, Some(Action::Run(_))) {
-            self.err(
-                &p(key_given),
-                format!("a step with `{key_given}` cannot run detached: a detached job would have to keep its secrets on the target's disk"),
-                Some("set `detach: false` on this step (steps estimated at 15 minutes or more run detached by default)".into()),
-            );
-        }
+        self.detached_inputs(p, s, action, estimate, expanded, targets);
         for name in expanded {
             if let Some(t) = targets.get(name) {
                 if t.transport == TransportKind::Ssh && t.shell != ShellKind::Sh {

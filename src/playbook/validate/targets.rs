@@ -29,6 +29,7 @@ impl Validator<'_> {
             }
         }
         self.jumps(raw);
+        self.relays(raw, &mut out);
         out
     }
 
@@ -40,10 +41,13 @@ impl Validator<'_> {
                 continue;
             };
             let at = vec![key("targets"), key(name), key("jump")];
-            if t.transport == TransportKind::Local {
+            if matches!(t.transport, TransportKind::Local | TransportKind::Relay) {
                 self.err(
                     &at,
-                    format!("`jump` applies to `ssh` and `winrm` targets, and `{name}` is local"),
+                    format!(
+                        "`jump` applies to `ssh` and `winrm` targets, and `{name}` is {}",
+                        kind_name(t.transport)
+                    ),
                     Some("remove `jump`".into()),
                 );
                 continue;
@@ -208,7 +212,7 @@ impl Validator<'_> {
             self.err(&base, format!("`{name}` is not a valid target name"), Some(format!("use lowercase letters, digits, `-` and `_` (and not `{OPERATOR}`, which names the person confirming manual steps)")));
         }
         let kind = t.transport;
-        let remote = kind != TransportKind::Local;
+        let remote = matches!(kind, TransportKind::Ssh | TransportKind::Winrm);
         if remote && t.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
             self.err(
                 &base,
@@ -233,7 +237,7 @@ impl Validator<'_> {
                 if present {
                     self.err(
                         &p(k),
-                        format!("a local target has no `{k}`"),
+                        format!("a {} target has no `{k}`", kind_name(kind)),
                         Some("remove it, or use `transport: ssh`".into()),
                     );
                 }
@@ -319,11 +323,12 @@ impl Validator<'_> {
         };
         let password = self.secret(&p("password"), &t.password);
         let passphrase = self.secret(&p("passphrase"), &t.passphrase);
+        let relay = self.relay_of(name, t);
         if self.diags.len() != before {
             return None;
         }
         let port = match kind {
-            TransportKind::Local => None,
+            TransportKind::Local | TransportKind::Relay => None,
             TransportKind::Ssh => Some(t.port.unwrap_or(SSH_PORT)),
             TransportKind::Winrm => Some(t.port.unwrap_or(winrm_port(t.https))),
         };
@@ -380,6 +385,7 @@ impl Validator<'_> {
                 }
                 .to_string()
             }),
+            relay,
         })
     }
 
