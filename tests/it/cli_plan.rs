@@ -136,7 +136,12 @@ fn runner_now_replaces_the_clock_and_says_so() {
         &[("RUNNER_NOW", MONDAY_5PM)],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("RUNNER_NOW is set"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("RUNNER_NOW={MONDAY_5PM} is set")),
+        "{}",
+        r.stderr
+    );
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["steps"][0]["start"], "2026-11-30T18:00:00-06:00");
 
