@@ -10,10 +10,11 @@ use crate::playbook::Playbook;
 
 use super::{LockState, PairStatus, PairView, StatusView};
 
-/// "Mon 30 Nov 23:02" in the window's zone.
+/// "Mon 30 Nov 23:02 CST" in the window's zone: every time names its zone (a consultant
+/// reads the customer's status from another zone).
 fn short(t: Timestamp, tz: &TimeZone) -> String {
     t.to_zoned_datetime(tz.clone())
-        .strftime("%a %-d %b %H:%M")
+        .strftime("%a %-d %b %H:%M %Z")
         .to_string()
 }
 
@@ -307,8 +308,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             let _ = writeln!(
                 o,
                 "  {}-{}  {} ({}) on {}",
-                short(st.start, tz),
-                st.end.to_zoned_datetime(tz.clone()).strftime("%H:%M"),
+                st.start
+                    .to_zoned_datetime(tz.clone())
+                    .strftime("%a %-d %b %H:%M"),
+                st.end.to_zoned_datetime(tz.clone()).strftime("%H:%M %Z"),
                 st.step,
                 st.title,
                 st.targets.join(", ")

@@ -906,3 +906,22 @@ fn a_simulated_clock_is_shown_in_the_customers_zone_and_as_the_user_wrote_it() {
     );
     assert!(!r.stderr.contains("23:30:00Z"), "{}", r.stderr);
 }
+
+#[test]
+fn status_names_the_zone_of_every_time_it_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name: Rehearsal\nwindow:\n  timezone: America/Chicago\n  business_hours:\n    - { days: mon-fri, from: \"08:00\", to: \"18:00\" }\ntargets:\n  here:\n    transport: local\nsteps:\n  - id: one\n    on: here\n    run: echo one\n";
+    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let now = [("RUNNER_NOW", "2026-03-10T23:30:00Z")];
+    let r = common_cli::runner(&["apply", "p.yaml"], dir.path(), &now);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = common_cli::runner(&["status", "p.yaml"], dir.path(), &now);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for label in [
+        "Now: Tue 10 Mar 18:30 CDT",
+        "started Tue 10 Mar 18:30 CDT",
+        "ended Tue 10 Mar 18:30 CDT",
+    ] {
+        assert!(r.stdout.contains(label), "{label}:\n{}", r.stdout);
+    }
+}
