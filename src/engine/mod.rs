@@ -20,6 +20,7 @@ pub mod runlog;
 
 mod apply;
 mod beside;
+mod copy;
 mod detach;
 pub mod identity;
 mod mark;

@@ -323,6 +323,9 @@ pub(crate) fn run_attempt(
                 }
             }
         }
+        (Phase::Fresh, RenderedAction::Copy { .. } | RenderedAction::Fetch { .. }) => {
+            super::copy::transfer(s, target, r, &mut out)
+        }
         (Phase::Fresh, _) => match s.pool.with(s.pb, &s.secrets, target, |t| {
             // Where the target names the command itself (a WinRM shell): in the journal
             // before the command is sent.
@@ -598,7 +601,7 @@ pub(crate) fn settle_recorded_orphan(
 }
 
 /// A command whose outcome is unknown (the link or the job was lost mid-way).
-struct Lost(String);
+pub(super) struct Lost(pub(super) String);
 
 fn job_result(end: super::detach::JobEnd) -> Result<Result<CommandExit, String>, Lost> {
     use super::detach::JobEnd;
@@ -680,12 +683,16 @@ fn execute(
             ));
             Ok(CommandExit::Code(0))
         }
-        // Manual steps are confirmed by the operator and reboots are driven by `reboot`.
-        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(CommandExit::Code(0)),
+        // Manual steps are confirmed by the operator and reboots are driven by `reboot`;
+        // copies and fetches need two ends (`copy`).
+        RenderedAction::Manual { .. }
+        | RenderedAction::Reboot { .. }
+        | RenderedAction::Copy { .. }
+        | RenderedAction::Fetch { .. } => Ok(CommandExit::Code(0)),
     }
 }
 
-fn shell_for(s: &Session<'_>, target: &str) -> Shell {
+pub(super) fn shell_for(s: &Session<'_>, target: &str) -> Shell {
     s.pb.targets
         .get(target)
         .map(|t| shell_of(t.shell))

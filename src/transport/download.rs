@@ -65,7 +65,11 @@ impl Write for Hashing<'_> {
 }
 
 /// The error for a file that cannot be read on the target.
-pub(crate) fn read_failed(target: String, path: &str, message: impl Into<String>) -> TransportError {
+pub(crate) fn read_failed(
+    target: String,
+    path: &str,
+    message: impl Into<String>,
+) -> TransportError {
     TransportError::Download {
         target,
         path: path.to_string(),
@@ -95,7 +99,10 @@ mod tests {
         };
         h.write_all(b"ab\0c").expect("write");
         assert_eq!(h.bytes, 4);
-        assert_eq!(hex(&h.hasher.finalize()), crate::digest::sha256_hex(b"ab\0c"));
+        assert_eq!(
+            hex(&h.hasher.finalize()),
+            crate::digest::sha256_hex(b"ab\0c")
+        );
         assert_eq!(out, b"ab\0c");
     }
 }

@@ -659,7 +659,8 @@ impl Transport for LocalTransport {
         sink: &mut dyn Write,
     ) -> Result<FileDigest, TransportError> {
         let full = self.workdir.join(path);
-        let failed = |e: io::Error| super::download::read_failed(self.target(), path, e.to_string());
+        let failed =
+            |e: io::Error| super::download::read_failed(self.target(), path, e.to_string());
         let digest = FileDigest::of_file(&full).map_err(failed)?;
         let mut input = fs::File::open(&full).map_err(failed)?;
         let mut buf = vec![0u8; super::download::READ_BLOCK];

@@ -2,12 +2,13 @@
 //! position. Each check says what is wrong and what would be valid.
 //!
 //! This file loads and holds the `Validator`; its checks are in `window`, `targets`, `steps`,
-//! `render` and `notify`.
+//! `render`, `transfer` (copy and fetch) and `notify`.
 
 mod notify;
 mod render;
 mod steps;
 mod targets;
+mod transfer;
 mod window;
 
 pub use window::parse_duration;
@@ -242,6 +243,14 @@ const SERDE_NAMES: &[(&str, &str)] = &[
     ("struct RawWindow", "the window (a mapping)"),
     ("struct RawHours", "a business_hours rule (a mapping)"),
     ("struct RawUpload", "`upload: { src: FILE, dest: PATH }`"),
+    (
+        "struct RawCopy",
+        "`copy: { from: TARGET, path: PATH, to: TARGET, dest: PATH }`",
+    ),
+    (
+        "struct RawFetch",
+        "`fetch: { path: PATH, dest: LOCAL_PATH }`",
+    ),
     (
         "struct RawReboot",
         "`reboot: { timeout: DURATION }` (or `reboot: {}` for 20m)",

@@ -10,7 +10,9 @@ use base64::Engine as _;
 use super::WinrmTransport;
 use crate::transport::download::{read_failed, sink_failed};
 use crate::transport::shell::{self, ps_quote};
-use crate::transport::{CommandExit, Control, FileDigest, Shell, Stream, Transport, TransportError};
+use crate::transport::{
+    CommandExit, Control, FileDigest, Shell, Stream, Transport, TransportError,
+};
 
 /// The first line of the answer: `runner-read LENGTH SHA256HEX`.
 const HEADER: &str = "runner-read ";
@@ -64,7 +66,11 @@ impl WinrmTransport {
                 Err(read_failed(describe, path, "there is no such file"))
             }
             (None, CommandExit::Code(0)) if answer.ended => answer.header.ok_or_else(|| {
-                read_failed(describe.clone(), path, "the target did not say the file's size")
+                read_failed(
+                    describe.clone(),
+                    path,
+                    "the target did not say the file's size",
+                )
             }),
             (None, exit) => Err(read_failed(
                 describe,
@@ -130,9 +136,8 @@ impl<'a> Answer<'a> {
         if self.header.is_none() {
             self.header = parse_header(line);
             if self.header.is_none() {
-                self.problem = garbled(
-                    "the target's answer does not start with the file's size and SHA-256",
-                );
+                self.problem =
+                    garbled("the target's answer does not start with the file's size and SHA-256");
             }
             return;
         }
