@@ -241,7 +241,13 @@ struct Spool {
 }
 
 impl Spool {
+    /// A new spool file in the run folder `dir`, after removing those a killed run left in
+    /// the other run folders of this journal (only one apply holds its lock: none of them is
+    /// in use).
     fn create(dir: &Path) -> Result<Spool, Failure> {
+        if let Some(runs) = dir.parent() {
+            remove_stale(runs, dir);
+        }
         let path = dir.join(format!("copy-{}.part", random_token()));
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
@@ -254,6 +260,35 @@ impl Spool {
             ))
         })?;
         Ok(Spool { path, file })
+    }
+}
+
+/// Removes `copy-*.part` in the run folders under `runs` other than `current`.
+fn remove_stale(runs: &Path, current: &Path) {
+    let Ok(entries) = fs::read_dir(runs) else {
+        return;
+    };
+    for run in entries.filter_map(Result::ok).map(|e| e.path()) {
+        if run == current || !run.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(&run)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with("copy-") && name.ends_with(".part") {
+                match fs::remove_file(file.path()) {
+                    Ok(()) => {
+                        tracing::info!(file = %file.path().display(), "removed the spool file of a copy a killed run left")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %file.path().display(), error = %e, "could not remove the spool file of a killed run")
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -282,6 +317,20 @@ mod tests {
         }
         drop(spool);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn spool_files_of_killed_runs_are_removed_and_nothing_else() {
+        let runs = tempfile::tempdir().expect("tempdir");
+        let (old, now) = (runs.path().join("r1"), runs.path().join("r2"));
+        fs::create_dir(&old).expect("mkdir");
+        fs::create_dir(&now).expect("mkdir");
+        fs::write(old.join("copy-abc.part"), b"x").expect("write");
+        fs::write(old.join("events.jsonl"), b"x").expect("write");
+        let spool = Spool::create(&now).ok().expect("spool");
+        assert!(!old.join("copy-abc.part").exists());
+        assert!(old.join("events.jsonl").exists());
+        assert!(spool.path.exists());
     }
 
     #[test]

@@ -160,6 +160,20 @@ fn two_ssh_targets_copy_a_binary_file_byte_for_byte_through_the_runner() {
         "{}",
         show(&again)
     );
+
+    // Its definition covers where the file comes from and goes: another source is other work.
+    let other = a.dir().join("other.bin");
+    fs::write(&other, b"other").expect("write");
+    let steps = steps.replace(&src.display().to_string(), &other.display().to_string());
+    let pb = write_playbook(
+        dir.path(),
+        &[ssh_target("old", &a), ssh_target("new", &b)],
+        &steps,
+    );
+    let changed = run("apply", &pb);
+    assert_eq!(changed.code, 4, "{}", show(&changed));
+    assert!(changed.stderr.contains("move-export"), "{}", show(&changed));
+    assert!(fs::read(&dest).expect("read the copy") == content);
 }
 
 #[test]
@@ -270,6 +284,8 @@ fn a_copy_killed_part_way_is_done_again_on_resume() {
         "the in-doubt copy is redone because it is idempotent: {}",
         show(&r)
     );
+    // The killed run's spool file is gone too.
+    assert_eq!(spool_files(dir.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -341,8 +357,9 @@ fn fetch_and_copy_from_a_winrm_target() {
     srv.put_file("C:\\Exports\\users.csv", &content);
     let dir = tempfile::tempdir().expect("tempdir");
     let copied = dir.path().join("copied.csv");
+    // `dc` is only a copy's source here: its password is still resolved for the run.
     let steps = format!(
-        "  - id: get-users\n    on: dc\n    fetch: {{ path: 'C:\\Exports\\users.csv', dest: users.csv }}\n  - id: copy-users\n    copy: {{ from: dc, path: 'C:\\Exports\\users.csv', to: here, dest: {} }}\n",
+        "  - id: copy-users\n    copy: {{ from: dc, path: 'C:\\Exports\\users.csv', to: here, dest: {} }}\n",
         q(copied.display().to_string())
     );
     let pb = write_playbook(
@@ -350,11 +367,25 @@ fn fetch_and_copy_from_a_winrm_target() {
         &[winrm_target("dc", &srv), local_target("here")],
         &steps,
     );
+    // Without it the run does not start: a missing secret is bad input.
+    let r = runner(
+        &["apply", &pb.display().to_string()],
+        dir.path(),
+        &[(WINRM_PW_ENV, "")],
+    );
+    assert_eq!(r.code, 2, "{}", show(&r));
+    assert!(r.stderr.contains(WINRM_PW_ENV), "{}", show(&r));
+    assert!(!copied.exists());
+    let r = run("apply", &pb);
+    assert_eq!(r.code, 0, "{}", show(&r));
+    assert!(fs::read(&copied).expect("read") == content);
 
+    let steps =
+        "  - id: get-users\n    on: dc\n    fetch: { path: 'C:\\Exports\\users.csv', dest: users.csv }\n";
+    let pb = write_playbook(dir.path(), &[winrm_target("dc", &srv)], steps);
     let r = run("apply", &pb);
     assert_eq!(r.code, 0, "{}", show(&r));
     assert!(fs::read(dir.path().join("users.csv")).expect("read") == content);
-    assert!(fs::read(&copied).expect("read") == content);
 
     // A file that is not there fails the step, naming it.
     let steps = "  - id: get-missing\n    on: dc\n    fetch: { path: 'C:\\Exports\\none.csv', dest: none.csv }\n";
