@@ -232,6 +232,31 @@ fn a_copy_to_a_missing_folder_fails_naming_it() {
 }
 
 #[test]
+fn a_copy_onto_a_folder_fails_and_leaves_the_folder_alone() {
+    let a = Sshd::start("127.0.41.10");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = a.dir().join("a.bin");
+    fs::write(&src, b"x").expect("write");
+    let folder = a.dir().join("a-folder");
+    fs::create_dir(&folder).expect("mkdir");
+    let steps = format!(
+        "  - id: copy-a\n    copy: {{ from: one, path: {}, to: one, dest: {} }}\n",
+        q(src.display().to_string()),
+        q(folder.display().to_string())
+    );
+    let pb = write_playbook(dir.path(), &[ssh_target("one", &a)], &steps);
+    let r = run("apply", &pb);
+    assert_eq!(r.code, 1, "{}", show(&r));
+    assert!(r.stderr.contains("a folder is in the way"), "{}", show(&r));
+    assert_eq!(
+        fs::read_dir(&folder).expect("list").count(),
+        0,
+        "the copy went into the folder"
+    );
+    assert_eq!(leftovers(a.dir()), Vec::<String>::new());
+}
+
+#[test]
 fn a_copy_killed_part_way_is_done_again_on_resume() {
     let a = Sshd::start_with("127.0.41.6", "SetEnv PATH={dir}/bin:/usr/bin:/bin");
     let b = Sshd::start("127.0.41.7");
