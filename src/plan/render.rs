@@ -431,12 +431,12 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
                 ps.id,
                 if ps.name != ps.id { &ps.name } else { "" }
             );
-            let _ = writeln!(
-                o,
-                "      on {}  [{}]",
-                ps.targets.join(", "),
-                flags(ps, step, pb).join(", ")
-            );
+            // A copy runs on its destination and reads from its source: both are named.
+            let on = match &step.action {
+                crate::playbook::Action::Copy { from, to, .. } => format!("{to}, from {from}"),
+                _ => ps.targets.join(", "),
+            };
+            let _ = writeln!(o, "      on {on}  [{}]", flags(ps, step, pb).join(", "));
             for (names, r) in rendering_groups(&ps.rendered) {
                 let pad = "        ";
                 if ps.targets.len() > 1 && rendering_groups(&ps.rendered).len() > 1 {

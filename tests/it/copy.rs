@@ -477,6 +477,7 @@ fn the_plan_shows_a_copy_with_both_targets() {
     );
     let r = run("plan", &pb);
     assert_eq!(r.code, 0, "{}", show(&r));
+    assert!(r.stdout.contains("on sink, from source"), "{}", show(&r));
     assert!(
         r.stdout
             .contains("/srv/a.bin on `source` (local) -> /srv/b.bin on `sink`"),
