@@ -461,6 +461,16 @@ fn bad_copy_and_fetch_steps_are_refused_with_their_position() {
     );
     assert!(r.stderr.contains("{{ target.name }}"), "{}", show(&r));
 
+    let r =
+        validate("  - id: f\n    on: [a, b]\n    fetch: { path: /x, dest: '{{ target }}.csv' }\n");
+    assert_eq!(r.code, 2, "{}", show(&r));
+    assert!(r.stderr.contains("cutover.yaml:12:30"), "{}", show(&r));
+    assert!(
+        r.stderr.contains("write `{{ target.name }}`"),
+        "{}",
+        show(&r)
+    );
+
     let r = validate("  - id: f\n    on: a\n    fetch: { dest: out.csv }\n");
     assert_eq!(r.code, 2, "{}", show(&r));
     assert!(r.stderr.contains("cutover.yaml:12:12"), "{}", show(&r));
