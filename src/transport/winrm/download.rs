@@ -130,15 +130,13 @@ impl<'a> Answer<'a> {
 
     fn take_line(&mut self, line: &str) {
         let garbled = |what: &str| Some(Problem::Garbled(format!("{what}: {line:.80}")));
-        if self.ended || (line.is_empty() && self.header.is_none()) {
+        if self.ended {
             return;
         }
+        // Whatever a profile or the console prints before the header (a byte order mark, a
+        // banner) is not the file.
         if self.header.is_none() {
-            self.header = parse_header(line);
-            if self.header.is_none() {
-                self.problem =
-                    garbled("the target's answer does not start with the file's size and SHA-256");
-            }
+            self.header = parse_header(line.trim_start_matches('\u{feff}'));
             return;
         }
         if line == END {
@@ -218,7 +216,11 @@ mod tests {
     fn garbage_is_refused() {
         let mut out = Vec::new();
         let mut a = Answer::new(&mut out, "C:\\x");
-        assert!(!a.feed(b"hello\r\n"));
+        assert!(
+            a.feed(b"a banner\r\n"),
+            "lines before the header are skipped"
+        );
+        assert!(a.header.is_none() && a.problem.is_none() && !a.ended);
         let mut a = Answer::new(&mut out, "C:\\x");
         let header = format!("{HEADER}3 {}\r\n", "0".repeat(64));
         assert!(a.feed(header.as_bytes()));
