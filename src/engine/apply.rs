@@ -139,10 +139,12 @@ fn probe_secrets(pb: &Playbook, opts: &ApplyOptions) -> Result<(), EngineError> 
     Secrets::resolve(
         pb,
         pb.steps.iter().flat_map(|s| {
-            s.targets
+            let todo = s
+                .targets
                 .iter()
-                .filter(|t| !done_before.contains(&(s.id.clone(), t.to_string())))
-                .map(String::as_str)
+                .any(|t| !done_before.contains(&(s.id.clone(), t.to_string())));
+            // A copy also needs its source.
+            s.machines().filter(move |_| todo)
         }),
         &mut probe,
     )?;
@@ -183,10 +185,13 @@ fn load_state(
     // is an error), and of every other target as far as they can be read: all are masked.
     let mut pending_targets = BTreeSet::new();
     for step in &pb.steps {
-        for t in &step.targets {
-            if !is_done(&known.state_of(&step.id, t)) && pb.targets.contains_key(t) {
-                pending_targets.insert(t.as_str());
-            }
+        if step
+            .targets
+            .iter()
+            .any(|t| !is_done(&known.state_of(&step.id, t)))
+        {
+            // A copy also needs its source.
+            pending_targets.extend(step.machines().filter(|t| pb.targets.contains_key(*t)));
         }
     }
     let mut redactor = Redactor::new();

@@ -151,6 +151,9 @@ fn command(
         (Phase::Fresh, RenderedAction::Run { command }) if detached => {
             start_job(s, flavor, target, id, command, &ctl, started, out, left)
         }
+        (Phase::Fresh, RenderedAction::Copy { .. } | RenderedAction::Fetch { .. }) => {
+            Ok(super::copy::transfer(s, target, r, out))
+        }
         (Phase::Fresh, _) => Ok(run_attached(
             s, target, r, id, token, shell, &ctl, out, left,
         )),
@@ -279,7 +282,7 @@ fn run_attached(
 }
 
 /// A command whose outcome is unknown (the link or the job was lost mid-way).
-struct Lost(String);
+pub(super) struct Lost(pub(super) String);
 
 fn job_result(end: super::detach::JobEnd) -> Ran {
     use super::detach::JobEnd;
@@ -327,8 +330,12 @@ fn execute(
             ));
             Ok(CommandExit::Code(0))
         }
-        // Manual steps are confirmed by the operator and reboots are driven by `reboot`.
-        RenderedAction::Manual { .. } | RenderedAction::Reboot { .. } => Ok(CommandExit::Code(0)),
+        // Manual steps are confirmed by the operator and reboots are driven by `reboot`;
+        // copies and fetches need two ends (`copy`).
+        RenderedAction::Manual { .. }
+        | RenderedAction::Reboot { .. }
+        | RenderedAction::Copy { .. }
+        | RenderedAction::Fetch { .. } => Ok(CommandExit::Code(0)),
     }
 }
 

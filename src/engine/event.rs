@@ -141,6 +141,8 @@ event_enum!(
         Run => "run",
         Script => "script",
         Upload => "upload",
+        Copy => "copy",
+        Fetch => "fetch",
         Manual => "manual",
         Reboot => "reboot",
         Rollback => "rollback",
@@ -154,6 +156,8 @@ impl ActionKind {
             Action::Run(_) => ActionKind::Run,
             Action::Script(_) => ActionKind::Script,
             Action::Upload { .. } => ActionKind::Upload,
+            Action::Copy { .. } => ActionKind::Copy,
+            Action::Fetch { .. } => ActionKind::Fetch,
             Action::Manual(_) => ActionKind::Manual,
             Action::Reboot { .. } => ActionKind::Reboot,
         }

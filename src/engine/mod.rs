@@ -21,6 +21,7 @@ pub mod runlog;
 mod apply;
 mod attempt;
 mod beside;
+mod copy;
 mod detach;
 mod doubt;
 pub mod identity;

@@ -383,7 +383,8 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
         if step.is_manual() {
             continue;
         }
-        let verifies_itself = matches!(step.action, crate::playbook::Action::Upload { .. });
+        let verifies_itself =
+            matches!(step.action, crate::playbook::Action::Upload { .. }) || step.transfers();
         if step.check.is_none() && !verifies_itself {
             warn(
                 "no-check",

@@ -149,6 +149,26 @@ fn action_text(r: &Rendered) -> (String, String) {
                 &sha256[..12.min(sha256.len())]
             ),
         ),
+        RenderedAction::Copy {
+            from,
+            from_address,
+            path,
+            dest,
+        } => (
+            "copy".into(),
+            format!(
+                "{path} on `{from}` ({from_address}) -> {dest} on `{}`, through this machine, SHA-256 verified",
+                r.target
+            ),
+        ),
+        RenderedAction::Fetch { path, dest } => (
+            "fetch".into(),
+            format!(
+                "{path} on `{}` -> {} on this machine, SHA-256 verified",
+                r.target,
+                dest.display()
+            ),
+        ),
         RenderedAction::Manual { instructions } => ("manual".into(), instructions.clone()),
         RenderedAction::Reboot {
             command,
@@ -411,12 +431,12 @@ pub fn render_text(plan: &Plan, pb: &Playbook) -> String {
                 ps.id,
                 if ps.name != ps.id { &ps.name } else { "" }
             );
-            let _ = writeln!(
-                o,
-                "      on {}  [{}]",
-                ps.targets.join(", "),
-                flags(ps, step, pb).join(", ")
-            );
+            // A copy runs on its destination and reads from its source: both are named.
+            let on = match &step.action {
+                crate::playbook::Action::Copy { from, to, .. } => format!("{to}, from {from}"),
+                _ => ps.targets.join(", "),
+            };
+            let _ = writeln!(o, "      on {on}  [{}]", flags(ps, step, pb).join(", "));
             for (names, r) in rendering_groups(&ps.rendered) {
                 let pad = "        ";
                 if ps.targets.len() > 1 && rendering_groups(&ps.rendered).len() > 1 {
@@ -651,7 +671,9 @@ pub fn render_markdown(plan: &Plan, pb: &Playbook) -> String {
             match step.action {
                 _ if step.check.is_some() => "yes",
                 crate::playbook::Action::Manual(_) => "operator confirms",
-                crate::playbook::Action::Upload { .. } => "SHA-256 verified",
+                crate::playbook::Action::Upload { .. }
+                | crate::playbook::Action::Copy { .. }
+                | crate::playbook::Action::Fetch { .. } => "SHA-256 verified",
                 crate::playbook::Action::Reboot { .. } => "new boot id",
                 _ => "**no**",
             },

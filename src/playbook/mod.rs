@@ -204,6 +204,23 @@ impl Step {
         matches!(self.action, Action::Manual(_))
     }
 
+    /// Every target the step talks to: its pair targets, and a copy's source, whose
+    /// credentials it needs too.
+    pub fn machines(&self) -> impl Iterator<Item = &str> {
+        let source = match &self.action {
+            Action::Copy { from, .. } => Some(from.as_str()),
+            _ => None,
+        };
+        self.targets.iter().map(String::as_str).chain(source)
+    }
+
+    /// Copies and fetches verify what they wrote by its SHA-256 and replace the destination
+    /// only then, so running one again gives the same result: they are idempotent whatever
+    /// the step says.
+    pub fn transfers(&self) -> bool {
+        matches!(self.action, Action::Copy { .. } | Action::Fetch { .. })
+    }
+
     /// The estimate the window gate uses: a step without one counts as zero.
     pub fn gate_estimate(&self) -> SignedDuration {
         self.estimate.unwrap_or(SignedDuration::ZERO)
@@ -234,9 +251,26 @@ pub const DEFAULT_REBOOT_TIMEOUT: SignedDuration = SignedDuration::from_mins(20)
 pub enum Action {
     Run(String),
     Script(FileRef),
-    Upload { src: FileRef, dest: String },
+    Upload {
+        src: FileRef,
+        dest: String,
+    },
+    /// A file from the target `from` to the target `to` (the step's one pair target).
+    Copy {
+        from: String,
+        path: String,
+        to: String,
+        dest: String,
+    },
+    /// A file from the step's target to this machine; `dest` as written (a template).
+    Fetch {
+        path: String,
+        dest: String,
+    },
     Manual(String),
-    Reboot { timeout: SignedDuration },
+    Reboot {
+        timeout: SignedDuration,
+    },
 }
 
 impl Action {
@@ -245,6 +279,8 @@ impl Action {
             Action::Run(_) => "run",
             Action::Script(_) => "script",
             Action::Upload { .. } => "upload",
+            Action::Copy { .. } => "copy",
+            Action::Fetch { .. } => "fetch",
             Action::Manual(_) => "manual",
             Action::Reboot { .. } => "reboot",
         }
@@ -328,6 +364,20 @@ pub enum RenderedAction {
         sha256: String,
         bytes: u64,
         dest: String,
+    },
+    /// From `from` (reached at `from_address`) to the pair's target. The address is part of
+    /// the definition: a source that moved to another machine is other work.
+    Copy {
+        from: String,
+        from_address: String,
+        path: String,
+        dest: String,
+    },
+    /// From the pair's target to this machine, `dest` resolved against the folder of the file
+    /// that names it.
+    Fetch {
+        path: String,
+        dest: PathBuf,
     },
     Manual {
         instructions: String,

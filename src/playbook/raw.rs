@@ -233,7 +233,7 @@ pub enum RawOn {
     List(Vec<String>),
 }
 
-/// One step of the cutover. Exactly one of run, script, upload, manual.
+/// One step of the cutover. Exactly one of run, script, upload, copy, fetch, manual, reboot.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
@@ -257,6 +257,13 @@ pub struct RawStep {
     /// A local file copied to the target and verified by SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<RawUpload>,
+    /// A file copied from one target to another through the runner (no keys between the
+    /// servers), verified by SHA-256. The step names both targets here and has no `on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<RawCopy>,
+    /// A file fetched from the step's target to this machine, verified by SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<RawFetch>,
     /// Instructions an operator carries out and confirms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual: Option<String>,
@@ -358,6 +365,30 @@ pub struct RawUpload {
     /// Local file, relative to the playbook.
     pub src: String,
     /// Destination path on the target.
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCopy {
+    /// The target the file is read from.
+    pub from: String,
+    /// The file's path on `from`.
+    pub path: String,
+    /// The target the file is written to.
+    pub to: String,
+    /// Destination path on `to`; an existing file there is replaced once the copy verified.
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetch {
+    /// The file's path on the target.
+    pub path: String,
+    /// Where it goes on this machine, relative to the playbook's folder; with several
+    /// targets it must differ per target, e.g. `inventory-{{ target.name }}.csv`. An existing
+    /// file there is replaced once the fetched copy verified.
     pub dest: String,
 }
 

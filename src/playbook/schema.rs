@@ -89,6 +89,14 @@ mod tests {
             sorted(structure::UPLOAD_KEYS)
         );
         assert_eq!(
+            props(&schema, Some("RawCopy")),
+            sorted(structure::COPY_KEYS)
+        );
+        assert_eq!(
+            props(&schema, Some("RawFetch")),
+            sorted(structure::FETCH_KEYS)
+        );
+        assert_eq!(
             props(&schema, Some("RawDeadline")),
             sorted(structure::DEADLINE_KEYS)
         );

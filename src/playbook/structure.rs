@@ -60,6 +60,8 @@ pub const STEP_KEYS: &[&str] = &[
     "run",
     "script",
     "upload",
+    "copy",
+    "fetch",
     "manual",
     "reboot",
     "reboot_on",
@@ -81,6 +83,8 @@ pub const STEP_KEYS: &[&str] = &[
     "optional",
 ];
 pub const UPLOAD_KEYS: &[&str] = &["src", "dest"];
+pub const COPY_KEYS: &[&str] = &["from", "path", "to", "dest"];
+pub const FETCH_KEYS: &[&str] = &["path", "dest"];
 pub const DEADLINE_KEYS: &[&str] = &["after", "within"];
 pub const REBOOT_KEYS: &[&str] = &["timeout"];
 pub const SINK_KEYS: &[&str] = &["webhook", "ntfy", "email", "on"];
@@ -182,6 +186,8 @@ pub fn check(src: &Source) -> Vec<Diagnostic> {
                     out,
                     &|k, c, p, o| match k {
                         "upload" => walk_map(src, c, p, UPLOAD_KEYS, "upload", o, &|_, _, _, _| {}),
+                        "copy" => walk_map(src, c, p, COPY_KEYS, "copy", o, &|_, _, _, _| {}),
+                        "fetch" => walk_map(src, c, p, FETCH_KEYS, "fetch", o, &|_, _, _, _| {}),
                         "deadline" => {
                             walk_map(src, c, p, DEADLINE_KEYS, "deadline", o, &|_, _, _, _| {})
                         }
@@ -244,6 +250,11 @@ fn walk_map(
             "a step" => ("a step (a mapping)", false),
             "a business_hours rule" => ("a business_hours rule (a mapping)", false),
             "upload" => ("`upload: { src: FILE, dest: PATH }`", true),
+            "copy" => (
+                "`copy: { from: TARGET, path: PATH, to: TARGET, dest: PATH }`",
+                true,
+            ),
+            "fetch" => ("`fetch: { path: PATH, dest: LOCAL_PATH }`", true),
             "reboot" => (
                 "`reboot: { timeout: DURATION }` (or `reboot: {}` for 20m)",
                 true,
@@ -305,6 +316,16 @@ fn walk_map(
         "upload" => &[
             ("src", "add `src: FILE` (relative to the playbook)"),
             ("dest", "add `dest: PATH` on the target"),
+        ],
+        "copy" => &[
+            ("from", "add `from: TARGET`, the target the file is read from"),
+            ("path", "add `path: PATH`, the file on `from`"),
+            ("to", "add `to: TARGET`, the target the file is written to"),
+            ("dest", "add `dest: PATH`, where the file goes on `to`"),
+        ],
+        "fetch" => &[
+            ("path", "add `path: PATH`, the file on the step's target"),
+            ("dest", "add `dest: LOCAL_PATH` on this machine (relative to the playbook)"),
         ],
         "deadline" => &[
             ("after", "add `after: STEP`, an earlier step's id"),
@@ -503,6 +524,7 @@ fn kind_of(what: &str, key: &str) -> Option<Kind> {
             | "boot_id_command",
         ) => Kind::Text,
         ("upload", "src" | "dest") | ("deadline", "after") => Kind::Text,
+        ("copy", "from" | "path" | "to" | "dest") | ("fetch", "path" | "dest") => Kind::Text,
         ("reboot", "timeout") | ("deadline", "within") => duration,
         _ => return None,
     })

@@ -651,6 +651,32 @@ impl Transport for LocalTransport {
         placed
     }
 
+    /// Hashed, then read again for the bytes: a file that changes in between does not verify.
+    fn read_file(
+        &mut self,
+        path: &str,
+        _shell: Shell,
+        sink: &mut dyn Write,
+    ) -> Result<FileDigest, TransportError> {
+        let full = self.workdir.join(path);
+        let failed =
+            |e: io::Error| super::download::read_failed(self.target(), path, e.to_string());
+        let digest = FileDigest::of_file(&full).map_err(failed)?;
+        let mut input = fs::File::open(&full).map_err(failed)?;
+        let mut buf = vec![0u8; super::download::READ_BLOCK];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(failed(e)),
+            };
+            sink.write_all(&buf[..n])
+                .map_err(|e| super::download::sink_failed(path, e))?;
+        }
+        Ok(digest)
+    }
+
     fn run_script(
         &mut self,
         local: &Path,

@@ -4,6 +4,7 @@
 //! The engine gives every step × target its own OS thread, so everything here is blocking.
 //! A transport is owned by one thread at a time (`Send`, not `Sync`).
 
+pub mod download;
 pub mod known_hosts;
 pub mod local;
 pub mod relay;
@@ -13,12 +14,13 @@ pub mod upload_buffer;
 pub mod winrm;
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use download::download;
 pub use known_hosts::{check_host_key, scan_host_key, trust, HostKey, HostKeyStatus, TrustOutcome};
 pub use local::LocalTransport;
 pub use ssh::{SshAuth, SshConfig, SshTransport};
@@ -352,6 +354,23 @@ pub enum TransportError {
     #[error(transparent)]
     UploadSourceChanged(Box<SourceChanged>),
 
+    #[error("cannot read {path} on {target}: {message}")]
+    Download {
+        target: String,
+        path: String,
+        message: String,
+    },
+
+    #[error("{path} on {target} did not arrive intact: the target reported {expected_bytes} bytes with SHA-256 {expected_sha256}, what arrived has {actual_bytes} bytes with SHA-256 {actual_sha256}; the file changed while it was read, or was damaged on the way: nothing was written, run the step again once the file is no longer being written")]
+    DownloadVerify {
+        target: String,
+        path: String,
+        expected_bytes: u64,
+        expected_sha256: String,
+        actual_bytes: u64,
+        actual_sha256: String,
+    },
+
     #[error("the {shell} shell cannot be used on {target}: {message}")]
     ShellUnavailable {
         target: String,
@@ -421,6 +440,18 @@ pub trait Transport: Send {
         shell: Shell,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError>;
+
+    /// Reads the file `path` on the target into `sink`: the target computes the file's size
+    /// and SHA-256 (returned), then its bytes follow, streamed (never the whole file in
+    /// memory). Whether the bytes match the digest is checked by [`download`], the only
+    /// caller. `shell` selects how the target is asked for the hash. A relative `path` is
+    /// relative to where the target's commands start.
+    fn read_file(
+        &mut self,
+        path: &str,
+        shell: Shell,
+        sink: &mut dyn Write,
+    ) -> Result<FileDigest, TransportError>;
 
     /// Like [`Transport::exec`], for a step's command, which can be found again by `id` (see
     /// [`Identity`]). Transports that cannot name a command run it as `exec` does.

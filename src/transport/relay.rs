@@ -137,6 +137,20 @@ impl Transport for RelayTransport {
         })
     }
 
+    fn read_file(
+        &mut self,
+        path: &str,
+        _shell: Shell,
+        _sink: &mut dyn std::io::Write,
+    ) -> Result<FileDigest, TransportError> {
+        Err(TransportError::Download {
+            target: self.describe(),
+            path: path.to_string(),
+            message: "a relay target cannot send files: it is reached only through a command line"
+                .into(),
+        })
+    }
+
     fn run_script(
         &mut self,
         local: &Path,

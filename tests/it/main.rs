@@ -11,6 +11,7 @@ mod cli_plan;
 mod cli_validate;
 mod common;
 mod common_cli;
+mod copy;
 mod customers;
 mod detached_env;
 mod estimates;

@@ -301,6 +301,26 @@ fn what_a_command_line_cannot_carry_is_refused_on_relays() {
         "`reboot` steps cannot run on relay target `old`",
     );
 
+    // Files cannot go through a command line: a copy from or to a relay, a fetch from one.
+    let yaml = playbook(
+        &targets,
+        "- id: one\n  copy: { from: old, path: /a, to: here, dest: /b }\n",
+    );
+    refused(
+        &yaml,
+        "{ from: old",
+        "a relay target cannot send or receive files: `old`",
+    );
+    let yaml = playbook(
+        &targets,
+        "- id: one\n  on: old\n  fetch: { path: /a, dest: b }\n",
+    );
+    refused(
+        &yaml,
+        "{ path: /a",
+        "a relay target cannot send files: `old`",
+    );
+
     // A long step on a relay runs attached: no `detach` needed, no job folder.
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = dir.path().join("ledger");

@@ -2,7 +2,7 @@
 //! position. Each check says what is wrong and what would be valid.
 //!
 //! This file loads and holds the `Validator`; its checks are in `window`, `targets`, `steps`,
-//! `render` and `notify`.
+//! `render`, `transfer` (copy and fetch) and `notify`.
 
 mod detached_inputs;
 mod notify;
@@ -10,6 +10,7 @@ mod relay;
 mod render;
 mod steps;
 mod targets;
+mod transfer;
 mod window;
 
 pub use window::parse_duration;
@@ -244,6 +245,14 @@ const SERDE_NAMES: &[(&str, &str)] = &[
     ("struct RawWindow", "the window (a mapping)"),
     ("struct RawHours", "a business_hours rule (a mapping)"),
     ("struct RawUpload", "`upload: { src: FILE, dest: PATH }`"),
+    (
+        "struct RawCopy",
+        "`copy: { from: TARGET, path: PATH, to: TARGET, dest: PATH }`",
+    ),
+    (
+        "struct RawFetch",
+        "`fetch: { path: PATH, dest: LOCAL_PATH }`",
+    ),
     (
         "struct RawReboot",
         "`reboot: { timeout: DURATION }` (or `reboot: {}` for 20m)",

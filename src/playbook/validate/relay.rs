@@ -135,16 +135,21 @@ impl Validator<'_> {
         expanded: &[String],
         targets: &BTreeMap<String, Target>,
     ) {
+        // A copy's source is not among the step's targets, but is reached as much as they are.
+        let from = s.copy.as_ref().map(|c| c.from.clone());
         let Some(t) = expanded
             .iter()
+            .chain(from.iter())
             .filter_map(|n| targets.get(n))
             .find(|t| t.relay.is_some())
         else {
             return;
         };
         let (name, via) = (&t.name, t.relay.as_ref().map_or("", |r| r.via.as_str()));
-        let refused: [(&str, bool, String, &str); 6] = [
+        let refused: [(&str, bool, String, &str); 8] = [
             ("upload", s.upload.is_some(), format!("a relay target cannot receive files: `{name}` is reached only through a command line that `{via}` runs"), "upload the file to a share on `{via}` and copy it from there with a `run` step (e.g. `copy \\\\via\\share\\file C:\\dest`)"),
+            ("copy", s.copy.is_some(), format!("a relay target cannot send or receive files: `{name}` is reached only through a command line that `{via}` runs"), "copy the file through a share on `{via}` with `run` steps"),
+            ("fetch", s.fetch.is_some(), format!("a relay target cannot send files: `{name}` is reached only through a command line that `{via}` runs"), "have the far machine write the file to a share on `{via}`, and fetch it from `{via}`"),
             ("script", s.script.is_some(), format!("`script` steps cannot run on a relay target: the script would first have to be copied to `{name}`, which a relay cannot do"), "write the commands as a `run` step, or keep the script on the far machine and `run` it there"),
             ("reboot", s.reboot.is_some(), format!("`reboot` steps cannot run on relay target `{name}`: waiting for its restart needs a boot id read from it directly"), "reboot it with a `run` step (e.g. the Resource Kit's `shutdown /r`) and follow it with a step whose `check` sees it back"),
             ("reboot_on", s.reboot_on.is_some(), format!("`reboot_on` cannot be used on relay target `{name}`: waiting for its restart needs a boot id read from it directly"), "remove it, and reboot with a separate `run` step"),

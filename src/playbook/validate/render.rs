@@ -10,21 +10,42 @@ impl Validator<'_> {
         s: &RawStep,
         action: &Action,
         raw: &RawPlaybook,
-        target: Option<&Target>,
+        targets: &BTreeMap<String, Target>,
         target_name: &str,
         ok_codes: &[i64],
         inputs: &(Vec<EnvVar>, Option<SecretRef>),
     ) -> Option<Rendered> {
+        let target = targets.get(target_name);
+        // The key an action's `path` and `dest` are under.
+        let under = match action {
+            Action::Upload { .. } => Some("upload"),
+            Action::Copy { .. } => Some("copy"),
+            Action::Fetch { .. } => Some("fetch"),
+            _ => None,
+        };
+        let at = |field: &str| {
+            let mut q = base.to_vec();
+            q.extend(under.filter(|_| matches!(field, "path" | "dest")).map(key));
+            q.push(key(field));
+            q
+        };
+        // A copy's `path` is on its source, and sees that target's variables.
+        let source_name = match action {
+            Action::Copy { from, .. } => from.as_str(),
+            _ => target_name,
+        };
+        let source = targets.get(source_name);
+        let source_ctx = context(raw, source, source_name);
         let ctx = context(raw, target, target_name);
         let render = |field: &str, text: &str, v: &mut Validator<'_>| -> Option<String> {
-            match v.templates.render(text, &ctx) {
+            let (ctx, target, target_name) = match field {
+                "path" => (&source_ctx, source, source_name),
+                _ => (&ctx, target, target_name),
+            };
+            match v.templates.render(text, ctx) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    let mut q = base.to_vec();
-                    q.push(key(field));
-                    if field == "dest" {
-                        q.insert(q.len() - 1, key("upload"));
-                    }
+                    let q = at(field);
                     let on = if target.is_some() {
                         format!(" for target `{target_name}`")
                     } else {
@@ -59,6 +80,21 @@ impl Validator<'_> {
                 sha256: src.sha256.clone(),
                 bytes: src.bytes,
                 dest: render("dest", dest, self)?,
+            },
+            Action::Copy {
+                from, path, dest, ..
+            } => RenderedAction::Copy {
+                from: from.clone(),
+                from_address: source.map(Target::address).unwrap_or_default(),
+                path: render("path", path, self)?,
+                dest: render("dest", dest, self)?,
+            },
+            Action::Fetch { path, dest } => RenderedAction::Fetch {
+                path: render("path", path, self)?,
+                dest: {
+                    let written = render("dest", dest, self)?;
+                    self.fetch_dest(&at("dest"), &written)?
+                },
             },
             Action::Manual(text) => RenderedAction::Manual {
                 instructions: render("manual", text, self)?,

@@ -56,7 +56,10 @@ impl Validator<'_> {
         let before = self.diags.len();
         self.step_id(&p, s, earlier);
         let manual = self.step_kind(&base, &p, s);
-        let (on, expanded) = self.step_on(&base, &p, s, raw, targets, groups, manual);
+        let (on, expanded) = match &s.copy {
+            Some(c) => self.copy_on(&p, s, c, raw),
+            None => self.step_on(&base, &p, s, raw, targets, groups, manual),
+        };
         let Limits {
             estimate,
             timeout,
@@ -82,21 +85,17 @@ impl Validator<'_> {
         };
         let mut rendered = Vec::new();
         for t in &pair_targets {
-            rendered.push(self.render(
-                &base,
-                s,
-                &action,
-                raw,
-                targets.get(t),
-                t,
-                &ok_codes,
-                &inputs,
-            )?);
+            rendered.push(self.render(&base, s, &action, raw, targets, t, &ok_codes, &inputs)?);
         }
         self.relay_commands(&p, &rendered, targets);
         if self.diags.len() != before {
             return None;
         }
+        if let Action::Fetch { .. } = action {
+            self.fetch_dests_differ(&p, &rendered)?;
+        }
+        let transfers = matches!(action, Action::Copy { .. } | Action::Fetch { .. });
+        let fetches = matches!(action, Action::Fetch { .. });
         Some(Step {
             index: i,
             id: s.id.clone(),
@@ -112,9 +111,10 @@ impl Validator<'_> {
             timeout,
             retries,
             retry_delay,
-            idempotent: s.idempotent,
+            idempotent: s.idempotent || transfers,
             point_of_no_return: s.point_of_no_return,
-            changes_nothing: s.changes == super::super::raw::Changes::Nothing,
+            // A fetch writes on this machine only.
+            changes_nothing: s.changes == super::super::raw::Changes::Nothing || fetches,
             business_hours: s.business_hours,
             deadline,
             reboot_on,
@@ -149,6 +149,8 @@ impl Validator<'_> {
             ("run", s.run.is_some()),
             ("script", s.script.is_some()),
             ("upload", s.upload.is_some()),
+            ("copy", s.copy.is_some()),
+            ("fetch", s.fetch.is_some()),
             ("manual", s.manual.is_some()),
             ("reboot", s.reboot.is_some()),
         ]
@@ -156,9 +158,9 @@ impl Validator<'_> {
         .filter_map(|(k, present)| present.then_some(k))
         .collect();
         match actions.len() {
-            0 => self.err(base, format!("step `{}` has nothing to do", s.id), Some("give it exactly one of `run`, `script`, `upload`, `manual` or `reboot`".into())),
+            0 => self.err(base, format!("step `{}` has nothing to do", s.id), Some("give it exactly one of `run`, `script`, `upload`, `copy`, `fetch`, `manual` or `reboot`".into())),
             1 => {}
-            _ => self.err(&p(actions[1]), format!("step `{}` has both `{}` and `{}`", s.id, actions[0], actions[1]), Some("a step has exactly one of `run`, `script`, `upload`, `manual` or `reboot`: split it into two steps".into())),
+            _ => self.err(&p(actions[1]), format!("step `{}` has both `{}` and `{}`", s.id, actions[0], actions[1]), Some("a step has exactly one of `run`, `script`, `upload`, `copy`, `fetch`, `manual` or `reboot`: split it into two steps".into())),
         }
         let manual = s.manual.is_some();
         if manual {
@@ -382,6 +384,8 @@ impl Validator<'_> {
                 src,
                 dest: up.dest.clone(),
             })
+        } else if s.copy.is_some() || s.fetch.is_some() {
+            self.transfer_action(p, s)
         } else {
             if let Some(m) = &s.manual {
                 Some(Action::Manual(m.clone()))

@@ -4,10 +4,11 @@
 //! session costs several round trips and a key exchange, a channel costs one round trip.
 //!
 //! The session and its liveness (`session`, `keepalive`), commands (`exec`), scripts too long
-//! for a command line (`script`), uploads (`upload`), jump hosts (`jump`) and libssh2's error
-//! codes (`error`) each have their own file; this one holds the transport and its `Transport`
-//! implementation.
+//! for a command line (`script`), uploads (`upload`), downloads (`download`), jump hosts
+//! (`jump`) and libssh2's error codes (`error`) each have their own file; this one holds the
+//! transport and its `Transport` implementation.
 
+mod download;
 mod error;
 mod exec;
 #[cfg(unix)]
@@ -238,6 +239,15 @@ impl Transport for SshTransport {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError> {
         self.upload_inner(src, expected, dest, shell, progress)
+    }
+
+    fn read_file(
+        &mut self,
+        path: &str,
+        shell: Shell,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<FileDigest, TransportError> {
+        self.read_file_inner(path, shell, sink)
     }
 
     fn take_orphan(&mut self) -> Option<Orphan> {

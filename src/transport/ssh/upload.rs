@@ -68,7 +68,8 @@ impl SshTransport {
     }
 
     /// Renames the verified `temp` to `dest` on the target, replacing it (POSIX `rename`;
-    /// `Move-Item -Force` or `move /y` on Windows).
+    /// `Move-Item -Force` or `move /y` on Windows). A folder at `dest` is refused with sh and
+    /// PowerShell: `mv` and `Move-Item` would put the file inside it, under its temporary name.
     pub(super) fn move_into_place(
         &mut self,
         temp: &str,
@@ -77,14 +78,14 @@ impl SshTransport {
     ) -> Result<(), TransportError> {
         let script = match shell {
             Shell::Sh => format!(
-                "mv -f -- {} {}",
+                "if [ -d {d} ]; then echo 'a folder is in the way' >&2; exit 1; fi; mv -f -- {} {d}",
                 shell::sh_quote(temp),
-                shell::sh_quote(dest)
+                d = shell::sh_quote(dest)
             ),
             Shell::PowerShell => format!(
-                "$ErrorActionPreference = 'Stop'\nMove-Item -LiteralPath {} -Destination {} -Force",
+                "$ErrorActionPreference = 'Stop'\nif (Test-Path -LiteralPath {d} -PathType Container) {{ [Console]::Error.WriteLine('a folder is in the way'); exit 1 }}\nMove-Item -LiteralPath {} -Destination {d} -Force",
                 shell::ps_quote(temp),
-                shell::ps_quote(dest)
+                d = shell::ps_quote(dest)
             ),
             Shell::Cmd => format!("move /y \"{temp}\" \"{dest}\" >nul"),
         };

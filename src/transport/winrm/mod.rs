@@ -7,11 +7,13 @@
 //! Files (uploads and scripts too long for a command line) travel on the stdin of one
 //! PowerShell process, as base64 lines; the same process writes the file, then reports its
 //! length and a SHA-256 computed with .NET's `SHA256` class (present since PowerShell 2.0,
-//! unlike `Get-FileHash`), which is compared with the local hash.
+//! unlike `Get-FileHash`), which is compared with the local hash. Files from the target
+//! (`download`) come back the same way on stdout, after their length and SHA-256.
 
 pub mod auth;
 mod client;
 pub mod clixml;
+mod download;
 pub mod encryption;
 pub mod http;
 pub mod ntlm;
@@ -292,6 +294,15 @@ impl Transport for WinrmTransport {
             Err(e) if is_invalid_selectors(&e) => Ok(OrphanStop::Ended),
             Err(e) => Err(e),
         }
+    }
+
+    fn read_file(
+        &mut self,
+        path: &str,
+        _shell: Shell,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<FileDigest, TransportError> {
+        self.read_file_inner(path, sink)
     }
 
     fn upload(

@@ -233,6 +233,7 @@ fn upload_script(dest: &str, expected: Option<&FileDigest>) -> String {
          $s = [IO.File]::OpenRead($t)\n\
          try {{ $h = [Security.Cryptography.SHA256]::Create().ComputeHash($s); $n = $s.Length }} finally {{ $s.Close() }}\n\
          $r = '' + $n + ' ' + [BitConverter]::ToString($h).Replace('-', '')\n\
+         if ($t -ne $p -and [IO.Directory]::Exists($p)) {{ Remove-Item -LiteralPath $t -Force; [Console]::Error.WriteLine('a folder is in the way: ' + $p); exit 4 }}\n\
          if ($t -ne $p) {{ if ($r -eq $e) {{ Move-Item -LiteralPath $t -Destination $p -Force }} else {{ Remove-Item -LiteralPath $t -Force }} }}\n\
          }} catch {{ if ($t -ne $p) {{ Remove-Item -LiteralPath $t -Force -ErrorAction SilentlyContinue }}; throw }}\n\
          [Console]::Out.Write('{UPLOAD_REPORT}' + $r)\n",

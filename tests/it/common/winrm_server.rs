@@ -2,11 +2,11 @@
 //! authentication, speaking the WinRS cmd shell the way Windows does (MS-WSMV).
 //!
 //! It is not Windows: commands "run" from a table the test fills in (`program`), plus a few
-//! built-ins (`echo`, `echo %TEMP%`, `del`, the upload script, temporary script files). What
-//! it does copy from Windows: faults as HTTP 500 with SOAP fault bodies, `w:TimedOut` when a
-//! command has nothing to say, ShellIds with and without `uuid:`, several namespace prefix
-//! styles and empty-stream shapes, output split across Receives, and 401 for wrong
-//! credentials.
+//! built-ins (`echo`, `echo %TEMP%`, `del`, the upload and read scripts, temporary script
+//! files). What it does copy from Windows: faults as HTTP 500 with SOAP fault bodies,
+//! `w:TimedOut` when a command has nothing to say, ShellIds with and without `uuid:`, several
+//! namespace prefix styles and empty-stream shapes, output split across Receives, and 401 for
+//! wrong credentials.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -317,6 +317,13 @@ impl WinrmServer {
     pub fn add_dir(&self, dir: &str) {
         self.with(|s| {
             s.dirs.insert(dir.to_string());
+        });
+    }
+
+    /// Puts a file on the "target", for reads (`fetch`, `copy`).
+    pub fn put_file(&self, path: &str, bytes: &[u8]) {
+        self.with(|s| {
+            s.files.insert(path.to_string(), bytes.to_vec());
         });
     }
 
@@ -1467,6 +1474,30 @@ fn job_script(g: &mut State, script: &str) -> Option<Reply> {
     None
 }
 
+/// The answer of the read script: `runner-read LENGTH SHA256`, the file as base64 lines of
+/// 48 KiB, `runner-end`; exit 3 for a missing file.
+fn read_reply(g: &State, script: &str) -> Reply {
+    let path = script
+        .lines()
+        .find_map(|l| l.strip_prefix("$p = "))
+        .and_then(unquote_ps)
+        .unwrap_or_default();
+    let Some(bytes) = g.files.get(&path) else {
+        return Reply::finish("", &format!("no such file: {path}\r\n"), 3);
+    };
+    let sha: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let mut out = format!("runner-read {} {sha}\r\n", bytes.len());
+    for block in bytes.chunks(48 * 1024) {
+        out.push_str(&base64::engine::general_purpose::STANDARD.encode(block));
+        out.push_str("\r\n");
+    }
+    out.push_str("runner-end\r\n");
+    Reply::finish(&out, "", 0)
+}
+
 fn decode_ps(b64: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let units: Vec<u16> = bytes
@@ -1507,6 +1538,10 @@ fn run(g: &mut State, line: &str, env: &BTreeMap<String, String>) -> Cmd {
             Some(script) => {
                 if let Some(reply) = job_script(g, &script) {
                     cmd.program.push_back(reply);
+                    return cmd;
+                }
+                if script.contains("'runner-read '") {
+                    cmd.program.push_back(read_reply(g, &script));
                     return cmd;
                 }
                 if script.contains("'runner-upload '") {
