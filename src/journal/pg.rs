@@ -573,6 +573,64 @@ pub fn open(loc: &PgLocation, create: bool) -> Result<Option<Client>, JournalErr
     Ok(Some(client))
 }
 
+/// Opens a cutover's journal for reading only, or `None` when the cutover was never applied.
+/// Nothing is created, migrated or locked, and the session is read-only: a reader (`status`,
+/// `report`, `serve`) works with a role that may only SELECT, and can never change the journal.
+/// A journal of another schema version is refused.
+pub fn open_read_only(loc: &PgLocation) -> Result<Option<Client>, JournalError> {
+    let mut client = loc.connect()?;
+    client.batch_execute("SET default_transaction_read_only = on")?;
+    let schema = loc.schema();
+    let mut tx = client.build_transaction().read_only(true).start()?;
+    let shared: Option<String> = tx
+        .query_one("SELECT to_regclass('runner.cutovers')::text", &[])?
+        .get(0);
+    if shared.is_none() {
+        return Ok(None);
+    }
+    let known: Option<String> = tx
+        .query_opt(
+            "SELECT schema_name FROM runner.cutovers WHERE name = $1",
+            &[&loc.cutover],
+        )?
+        .map(|r| r.get(0));
+    match known {
+        None => return Ok(None),
+        Some(s) if s != schema => {
+            return Err(JournalError::Store(format!(
+                "{}: registered in schema {s}, expected {schema}",
+                loc.display()
+            )))
+        }
+        Some(_) => {}
+    }
+    let found: Option<i64> = tx
+        .query_opt(
+            &format!("SELECT version FROM \"{schema}\".schema_version"),
+            &[],
+        )?
+        .map(|r| r.get(0));
+    tx.commit()?;
+    let found = found.unwrap_or(0);
+    let known_version = PG_MIGRATIONS.len() as i64;
+    if found > known_version {
+        return Err(JournalError::TooNew {
+            path: PathBuf::from(loc.display()),
+            found,
+            known: known_version,
+        });
+    }
+    if found < known_version {
+        return Err(JournalError::TooOldToRead {
+            location: loc.display(),
+            found,
+            known: known_version,
+        });
+    }
+    client.batch_execute(&format!("SET search_path TO \"{schema}\""))?;
+    Ok(Some(client))
+}
+
 /// The schema version of an open cutover journal.
 pub fn version(client: &mut Client) -> Result<i64, JournalError> {
     Ok(client

@@ -97,11 +97,25 @@ impl Journal {
         Self::open_with(path, OpenFlags::empty()).map(Some)
     }
 
+    /// Opens an existing journal for a reader (`status`, `report`), or `None` if there is none.
+    /// An SQLite file is opened as [`Journal::open_existing`] does (an older one is migrated);
+    /// a journal on PostgreSQL as [`Journal::open_read_only`] does: a reader's role there may
+    /// be allowed to SELECT and nothing more.
+    pub fn open_for_reading(path: &Path) -> Result<Option<Journal>, JournalError> {
+        if pg::parse_location(path).is_some() {
+            return Self::open_read_only(path);
+        }
+        Self::open_existing(path)
+    }
+
     /// Opens an existing journal for reading only, or `None` if there is no file: nothing is
     /// written, not even a migration or a pragma, and no lock is taken, so a reader (`runner
     /// serve`) can never disturb a run. A journal of another schema version is refused (any
     /// writing command migrates an older one).
     pub fn open_read_only(path: &Path) -> Result<Option<Journal>, JournalError> {
+        if let Some(loc) = pg::parse_location(path) {
+            return Ok(pg::open_read_only(&loc)?.map(|client| Self::on_pg(path, loc, client)));
+        }
         if !path.exists() {
             return Ok(None);
         }

@@ -458,3 +458,61 @@ fn a_run_longer_than_its_lease_keeps_it_by_renewing() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(t.lines("switch.ledger"), ["switch"]);
 }
+
+#[test]
+fn status_and_report_work_with_a_role_that_may_only_read() {
+    let t = Team::new();
+    let as_reader = |args: &[&str], dir: &Path, url: &str| {
+        runner(
+            args,
+            dir,
+            &[
+                ("PGPASSWORD", common::postgres::PASSWORD),
+                ("RUNNER_STATE", url),
+            ],
+        )
+    };
+    // Nothing on the server yet, not even the tables all cutovers share.
+    let url = t.pg.reader_url();
+    let st = as_reader(&["status", "cutover.yaml"], t.a.path(), &url);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("Never applied"), "{}", st.stdout);
+    assert!(!st.stderr.contains("permission"), "{}", st.stderr);
+
+    let applied = t.apply(t.a.path());
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let url = t.pg.reader_url();
+    let before = t.attempts();
+    let st = as_reader(&["status", "cutover.yaml"], t.b.path(), &url);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("succeeded"), "{}", st.stdout);
+    let json = as_reader(
+        &["status", "cutover.yaml", "--format", "json"],
+        t.b.path(),
+        &url,
+    );
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let rep = as_reader(&["report", "cutover.yaml"], t.b.path(), &url);
+    assert_eq!(rep.code, 0, "{}", rep.stderr);
+    assert!(rep.stdout.contains("switch"), "{}", rep.stdout);
+    assert_eq!(t.attempts(), before);
+
+    // Another cutover on the same server, never applied: said so, not a permission error.
+    let other = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(t.a.path().join("cutover.yaml"))
+        .unwrap()
+        .replace(NAME, "Other cutover");
+    std::fs::write(other.path().join("cutover.yaml"), yaml).unwrap();
+    let st = as_reader(&["status", "cutover.yaml"], other.path(), &url);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("Never applied"), "{}", st.stdout);
+    assert!(!st.stderr.contains("permission"), "{}", st.stderr);
+    let rep = as_reader(&["report", "cutover.yaml"], other.path(), &url);
+    assert_eq!(rep.code, 1, "{}", rep.stderr);
+    assert!(
+        rep.stderr.contains("has not been applied yet"),
+        "{}",
+        rep.stderr
+    );
+    assert!(!rep.stderr.contains("permission"), "{}", rep.stderr);
+}
