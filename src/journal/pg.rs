@@ -327,7 +327,8 @@ impl PgLocation {
                 config.user(&u);
             }
         }
-        if let Some(pw) = password_for(&config) {
+        let (password, ignored) = password_for(&config);
+        if let Some(pw) = password {
             config.password(pw);
         }
         config.connect_timeout(Duration::from_secs(10));
@@ -336,10 +337,12 @@ impl PgLocation {
         // TLS as the URL's `sslmode` says (libpq's default `prefer`: TLS when the server offers
         // it). The server's certificate is verified against the system's trusted roots, or
         // PGSSLROOTCERT; `sslmode=disable` turns TLS off.
+        let failed = |e: postgres::Error| match &ignored {
+            Some(file) => self.err(format!("{}\n  = note: {file}", super::pg_text(&e))),
+            None => self.err(super::pg_text(&e)),
+        };
         if config.get_ssl_mode() == postgres::config::SslMode::Disable {
-            return config
-                .connect(NoTls)
-                .map_err(|e| self.err(super::pg_text(&e)));
+            return config.connect(NoTls).map_err(failed);
         }
         let mut tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
             .map_err(|e| self.err(e))?;
@@ -349,9 +352,7 @@ impl PgLocation {
             })?;
         }
         let tls = postgres_openssl::MakeTlsConnector::new(tls.build());
-        config
-            .connect(tls)
-            .map_err(|e| self.err(super::pg_text(&e)))
+        config.connect(tls).map_err(failed)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> JournalError {
@@ -359,15 +360,70 @@ impl PgLocation {
     }
 }
 
-/// libpq's usual places: PGPASSWORD, then the password file (PGPASSFILE or ~/.pgpass).
-fn password_for(config: &postgres::Config) -> Option<String> {
+/// A password file that was not read, as libpq would not read it: said once as a warning, and
+/// again with the error if the server then refuses the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the password file {} was ignored: {why}; like libpq (psql), runner reads a password \
+     file only if it is a plain file that nobody but its owner may read or write \
+     (chmod 600 {})",
+    path.display(),
+    path.display()
+)]
+pub struct IgnoredPasswordFile {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// libpq's usual places: PGPASSWORD, then the password file (PGPASSFILE or ~/.pgpass). The
+/// file is ignored, as libpq ignores it, when it is not a plain file or when its group or
+/// others have any access to it: a password others can read is not a secret any more.
+fn password_for(config: &postgres::Config) -> (Option<String>, Option<IgnoredPasswordFile>) {
     if let Ok(pw) = std::env::var("PGPASSWORD") {
-        return Some(pw);
+        return (Some(pw), None);
     }
-    let file = std::env::var_os("PGPASSFILE")
+    let Some(file) = std::env::var_os("PGPASSFILE")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
-    let text = std::fs::read_to_string(file).ok()?;
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pgpass")))
+    else {
+        return (None, None);
+    };
+    match private_file(&file) {
+        Ok(Some(text)) => (file_password(config, &text), None),
+        Ok(None) => (None, None),
+        Err(ignored) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| tracing::warn!("{ignored}"));
+            (None, Some(ignored))
+        }
+    }
+}
+
+/// The text of a password file, `None` if there is none (or it cannot be read, which libpq
+/// passes over silently too), or why it must be ignored.
+fn private_file(path: &Path) -> Result<Option<String>, IgnoredPasswordFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(None);
+    };
+    let ignored = |why: String| IgnoredPasswordFile {
+        path: path.to_owned(),
+        why,
+    };
+    if !meta.is_file() {
+        return Err(ignored("it is not a plain file".into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ignored(format!(
+            "its group or others have access to it (mode {mode:04o}); it must be 0600 or less"
+        )));
+    }
+    Ok(std::fs::read_to_string(path).ok())
+}
+
+/// The password for `config`'s server, database and user in a password file's text.
+fn file_password(config: &postgres::Config, text: &str) -> Option<String> {
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
         Some(postgres::config::Host::Unix(_)) | None => "localhost".into(),
@@ -383,7 +439,7 @@ fn password_for(config: &postgres::Config) -> Option<String> {
         .or(config.get_user())
         .unwrap_or_default();
     let user = config.get_user().unwrap_or_default();
-    pgpass_lookup(&text, &[&host, &port, db, user])
+    pgpass_lookup(text, &[&host, &port, db, user])
 }
 
 /// The password of the first line of a password file that matches (`*` matches anything;
@@ -884,6 +940,20 @@ mod tests {
             assert_eq!(loc.url, "postgres://u@h:1/db");
         }
         assert!(parse_location(Path::new(".runner/x.db")).is_none());
+    }
+
+    #[test]
+    fn a_password_file_is_read_only_when_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "*:*:*:*:pw\n").unwrap();
+        for (mode, read) in [(0o600, true), (0o400, true), (0o640, false), (0o606, false)] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(private_file(&file).is_ok(), read, "{mode:o}");
+        }
+        assert!(private_file(dir.path()).is_err());
+        assert_eq!(private_file(&dir.path().join("none")), Ok(None));
     }
 
     #[test]

@@ -396,6 +396,7 @@ fn the_password_comes_from_the_password_file_as_with_psql() {
             format!("# team\n127.0.0.1:{}:postgres:runner:{pw}\n", t.pg.port),
         )
         .unwrap();
+        set_mode(&pgpass, 0o600);
         runner(
             &["status", "cutover.yaml"],
             t.a.path(),
@@ -515,4 +516,66 @@ fn status_and_report_work_with_a_role_that_may_only_read() {
         rep.stderr
     );
     assert!(!rep.stderr.contains("permission"), "{}", rep.stderr);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_password_file_others_may_read_is_ignored_as_psql_ignores_it() {
+    let t = Team::new();
+    let pgpass = t.shared("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "127.0.0.1:{}:postgres:runner:{}\n",
+            t.pg.port,
+            common::postgres::PASSWORD
+        ),
+    )
+    .unwrap();
+    let status = |file: &Path| {
+        runner(
+            &["status", "cutover.yaml"],
+            t.a.path(),
+            &[
+                ("RUNNER_STATE", t.pg.url().as_str()),
+                ("PGPASSFILE", file.to_str().unwrap()),
+            ],
+        )
+    };
+    for (mode, shown) in [(0o644, "0644"), (0o640, "0640"), (0o604, "0604")] {
+        set_mode(&pgpass, mode);
+        let r = status(&pgpass);
+        // Ignored, said why, and then the server refuses the connection without a password.
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let ignored = format!("the password file {} was ignored", pgpass.display());
+        assert!(r.stderr.contains(&ignored), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("(mode {shown})")),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+        assert!(r.stderr.contains("password"), "{}", r.stderr);
+        assert!(
+            !r.stderr.contains(common::postgres::PASSWORD),
+            "{}",
+            r.stderr
+        );
+    }
+    // Not a plain file: ignored too.
+    let folder = t.shared("pgpass.d");
+    std::fs::create_dir(&folder).unwrap();
+    set_mode(&folder, 0o700);
+    let r = status(&folder);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not a plain file"), "{}", r.stderr);
+    // Private: read.
+    set_mode(&pgpass, 0o600);
+    let r = status(&pgpass);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("ignored"), "{}", r.stderr);
 }
