@@ -126,13 +126,14 @@ fn begin(
         .map_err(|e| format!("the journal cannot record the attempt, so it was not started: {e}"))
 }
 
+/// Records how an attempt ended; false when the journal could not record it.
 fn finish(
     s: &Session<'_>,
     id: AttemptId,
     state: AttemptState,
     code: Option<i64>,
     message: Option<&str>,
-) {
+) -> bool {
     let message = message.map(|m| s.redactor.redact(m));
     if let Err(e) = s
         .journal()
@@ -141,7 +142,9 @@ fn finish(
         // The attempt stays `running` in the journal: the next apply treats it as in doubt,
         // which is the safe reading.
         tracing::error!("cannot record the outcome of attempt {id}: {e}");
+        return false;
     }
+    true
 }
 
 /// Where an attempt is (re-)entered: a fresh start, or the continuation of an attempt an
@@ -476,11 +479,12 @@ pub(crate) fn run_attempt(
         }
     }
 
-    finish(s, id, state, code, message.as_deref());
+    let recorded = finish(s, id, state, code, message.as_deref());
     if let Some(dir) = &job_dir {
         // The result is in the journal: the job's files have served their purpose. A job that
-        // is still in doubt keeps its folder for the operator to inspect.
-        if state != AttemptState::Interrupted {
+        // is still in doubt keeps its folder for the operator to inspect, and a result the
+        // journal could not record stays for the next run to collect.
+        if recorded && state != AttemptState::Interrupted {
             super::detach::remove(s, flavor, target, dir);
         }
     }

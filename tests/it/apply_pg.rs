@@ -581,7 +581,6 @@ fn a_password_file_others_may_read_is_ignored_as_psql_ignores_it() {
 }
 
 #[test]
-#[ignore = "the engine removes the job folder although the outcome was not recorded (fixed in src/engine/pair.rs by the next commit)"]
 fn a_detached_job_outlives_a_database_outage_and_is_collected_once_by_the_next_apply() {
     let t = Team::new();
     let d = t.shared.path().display();
