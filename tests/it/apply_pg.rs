@@ -566,6 +566,19 @@ fn a_password_file_others_may_read_is_ignored_as_psql_ignores_it() {
             r.stderr
         );
     }
+    // `apply` likewise: it stops before anything runs.
+    let r = runner(
+        &["apply", "cutover.yaml"],
+        t.a.path(),
+        &[
+            ("RUNNER_STATE", t.pg.url().as_str()),
+            ("PGPASSFILE", pgpass.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("was ignored"), "{}", r.stderr);
+    assert!(t.lines("copy.ledger").is_empty());
+    assert!(t.lines("switch.ledger").is_empty());
     // Not a plain file: ignored too.
     let folder = t.shared("pgpass.d");
     std::fs::create_dir(&folder).unwrap();

@@ -1126,6 +1126,18 @@ fn a_version_2_journal_is_migrated_and_keeps_its_successes() {
                 .execute_batch(&sql)
                 .unwrap();
         }
+        // A reader that may not write leaves it as it is, and says who upgrades it.
+        match Journal::open_read_only(&s.path) {
+            Err(JournalError::TooOld { found: 2, .. }) if !s.is_pg() => {}
+            Err(e @ JournalError::TooOldToRead { found: 2, .. }) if s.is_pg() => {
+                assert!(e.to_string().contains("runner apply"), "{e}");
+                assert!(matches!(
+                    Journal::open_for_reading(&s.path),
+                    Err(JournalError::TooOldToRead { .. })
+                ));
+            }
+            other => panic!("expected the old version refused, got {other:?}"),
+        }
 
         let j = s.open();
         assert_eq!(
