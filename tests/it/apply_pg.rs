@@ -496,6 +496,11 @@ fn status_and_report_work_with_a_role_that_may_only_read() {
     let rep = as_reader(&["report", "cutover.yaml"], t.b.path(), &url);
     assert_eq!(rep.code, 0, "{}", rep.stderr);
     assert!(rep.stdout.contains("switch"), "{}", rep.stdout);
+    // The live page reads the same with the same role.
+    let page = serve_status(t.b.path(), &url);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("\"applied\": true"), "{page}");
+    assert!(!page.contains("permission"), "{page}");
     assert_eq!(t.attempts(), before);
 
     // Another cutover on the same server, never applied: said so, not a permission error.
@@ -640,4 +645,45 @@ fn a_detached_job_outlives_a_database_outage_and_is_collected_once_by_the_next_a
         1,
         "{attempts:?}"
     );
+}
+
+/// `runner serve` in `dir` on the journal at `url`: its answer to GET /api/status, whole.
+fn serve_status(dir: &Path, url: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([
+            "serve",
+            "cutover.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            url,
+        ])
+        .current_dir(dir)
+        .env_remove("RUNNER_NOW")
+        .env("PGPASSWORD", common::postgres::PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve prints its address").unwrap();
+        if let Some(rest) = line.strip_prefix("serving on http://") {
+            break rest.trim_end_matches('/').to_owned();
+        }
+    };
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET /api/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    reply
 }
