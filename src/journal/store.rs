@@ -50,6 +50,8 @@ pub(super) enum Db {
         loc: pg::PgLocation,
         /// The lease's fence this journal writes under; see [`Journal::hold`].
         fence: Option<i64>,
+        /// Opened by a reader ([`Journal::open_read_only`]): connected again the same way.
+        read_only: bool,
     },
 }
 
@@ -60,7 +62,7 @@ impl Journal {
         if let Some(loc) = pg::parse_location(path) {
             let client = pg::open(&loc, true)?
                 .ok_or_else(|| JournalError::Store(format!("{}: not created", loc.display())))?;
-            return Ok(Self::on_pg(path, loc, client));
+            return Ok(Self::on_pg(path, loc, client, false));
         }
         let existed = path.exists();
         if !existed {
@@ -89,7 +91,7 @@ impl Journal {
     /// create one. Still migrates an older journal, like [`Journal::open`].
     pub fn open_existing(path: &Path) -> Result<Option<Journal>, JournalError> {
         if let Some(loc) = pg::parse_location(path) {
-            return Ok(pg::open(&loc, false)?.map(|client| Self::on_pg(path, loc, client)));
+            return Ok(pg::open(&loc, false)?.map(|client| Self::on_pg(path, loc, client, false)));
         }
         if !path.exists() {
             return Ok(None);
@@ -114,7 +116,7 @@ impl Journal {
     /// writing command migrates an older one).
     pub fn open_read_only(path: &Path) -> Result<Option<Journal>, JournalError> {
         if let Some(loc) = pg::parse_location(path) {
-            return Ok(pg::open_read_only(&loc)?.map(|client| Self::on_pg(path, loc, client)));
+            return Ok(pg::open_read_only(&loc)?.map(|client| Self::on_pg(path, loc, client, true)));
         }
         if !path.exists() {
             return Ok(None);
@@ -180,12 +182,18 @@ impl Journal {
         Ok(journal)
     }
 
-    pub(super) fn on_pg(path: &Path, loc: pg::PgLocation, client: postgres::Client) -> Journal {
+    pub(super) fn on_pg(
+        path: &Path,
+        loc: pg::PgLocation,
+        client: postgres::Client,
+        read_only: bool,
+    ) -> Journal {
         Journal {
             db: Db::Pg {
                 client: Box::new(std::cell::RefCell::new(client)),
                 fence: pg::held_fence(&loc),
                 loc,
+                read_only,
             },
             path: path.to_owned(),
             file: None,
@@ -328,8 +336,13 @@ impl Journal {
                 tx.commit()?;
                 Ok(value)
             }
-            Db::Pg { client, loc, fence } => {
-                let mut c = self.pg_client(client, loc)?;
+            Db::Pg {
+                client,
+                loc,
+                fence,
+                read_only,
+            } => {
+                let mut c = self.pg_client(client, loc, *read_only)?;
                 let mut tx = c.transaction()?;
                 pg::check_fence(&mut tx, loc, *fence)?;
                 let value = f(&pg::PgTx(std::cell::RefCell::new(&mut tx)))?;
@@ -340,15 +353,22 @@ impl Journal {
     }
 
     /// The PostgreSQL connection, opened again if the server dropped it (a restart): the next
-    /// write then goes through once the server is back, still under the fence.
+    /// write then goes through once the server is back, still under the fence. A reader's
+    /// connection is opened again as a reader's: creating and migrating nothing.
     pub(super) fn pg_client<'c>(
         &self,
         client: &'c std::cell::RefCell<postgres::Client>,
         loc: &pg::PgLocation,
+        read_only: bool,
     ) -> Result<std::cell::RefMut<'c, postgres::Client>, JournalError> {
         let mut c = client.borrow_mut();
         if c.is_closed() {
-            *c = pg::open(loc, false)?.ok_or_else(|| {
+            let again = if read_only {
+                pg::open_read_only(loc)?
+            } else {
+                pg::open(loc, false)?
+            };
+            *c = again.ok_or_else(|| {
                 JournalError::Store(format!("{}: the cutover is gone", loc.display()))
             })?;
         }
@@ -365,8 +385,13 @@ impl Journal {
                 let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)?;
                 f(&*tx)
             }
-            Db::Pg { client, loc, .. } => {
-                let mut c = self.pg_client(client, loc)?;
+            Db::Pg {
+                client,
+                loc,
+                read_only,
+                ..
+            } => {
+                let mut c = self.pg_client(client, loc, *read_only)?;
                 let mut tx = c
                     .build_transaction()
                     .isolation_level(postgres::IsolationLevel::RepeatableRead)
