@@ -87,8 +87,9 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Opens an existing journal, or `None` if there is no file: `status` and `report` must not
-    /// create one. Still migrates an older journal, like [`Journal::open`].
+    /// Opens an existing journal, or `None` if there is no file: looking must not create one.
+    /// Still migrates an older journal, like [`Journal::open`]; readers that must not write
+    /// use [`Journal::open_for_reading`] or [`Journal::open_read_only`].
     pub fn open_existing(path: &Path) -> Result<Option<Journal>, JournalError> {
         if let Some(loc) = pg::parse_location(path) {
             return Ok(pg::open(&loc, false)?.map(|client| Self::on_pg(path, loc, client, false)));
