@@ -81,7 +81,8 @@ struct Store {
     path: PathBuf,
     /// On PostgreSQL a writer needs the cutover's lease: taken at the first [`Store::open`].
     lease: RefCell<Option<LockGuard>>,
-    _dir: tempfile::TempDir,
+    /// The SQLite file's folder, removed with the store.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Store {
@@ -124,12 +125,12 @@ fn stores() -> impl Iterator<Item = Store> {
     let sqlite = Store {
         path: db_path(&file),
         lease: RefCell::new(None),
-        _dir: file,
+        _dir: Some(file),
     };
     let postgres = Store {
         path: pg::location_path(&server.url(), &format!("journal case {n}")),
         lease: RefCell::new(None),
-        _dir: tempfile::tempdir().unwrap(),
+        _dir: None,
     };
     [sqlite, postgres]
         .into_iter()
