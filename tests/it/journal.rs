@@ -117,7 +117,7 @@ impl Store {
 fn stores() -> impl Iterator<Item = Store> {
     static CASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let server = common::postgres::shared();
-    // The runner logs in with PGPASSWORD, as a team would set it (child helpers inherit it).
+    // The runner logs in with PGPASSWORD, as a team would set it (child processes inherit it).
     static PASSWORD: std::sync::Once = std::sync::Once::new();
     PASSWORD.call_once(|| std::env::set_var("PGPASSWORD", common::postgres::PASSWORD));
     let n = CASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
