@@ -41,7 +41,7 @@ pub struct Follow<'a> {
 impl Follow<'_> {
     /// Reads the journal and the run's folder once.
     pub fn frame(&mut self, now: Timestamp) -> Result<Frame, JournalError> {
-        let journal = Journal::open_existing(&self.state)?;
+        let journal = Journal::open_for_reading(&self.state)?;
         let holder = lock::read_holder_of(&self.state);
         let view = status::status(self.pb, journal.as_ref(), now, &self.host, holder.as_ref())?;
         let runs = match &journal {

@@ -573,7 +573,7 @@ fn run(
         Command::Status(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state)?;
-            let journal = Journal::open_existing(&state)?;
+            let journal = Journal::open_for_reading(&state)?;
             if let Some(j) = &journal {
                 warn_other_playbook(j, &pb)?;
             }
@@ -598,7 +598,7 @@ fn run(
         Command::Report(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
             let state = state_path(&pb, &args.state)?;
-            let Some(journal) = Journal::open_existing(&state)? else {
+            let Some(journal) = Journal::open_for_reading(&state)? else {
                 anyhow::bail!(
                     "no journal at {}: the playbook has not been applied yet",
                     state.display()

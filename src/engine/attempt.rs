@@ -476,11 +476,12 @@ fn record(
     started: Instant,
     out: &mut PairOutput<'_, '_>,
 ) {
-    finish(s, id, v.state, v.code, v.message.as_deref());
+    let recorded = finish(s, id, v.state, v.code, v.message.as_deref());
     if let Some(dir) = &left.job_dir {
         // The result is in the journal: the job's files have served their purpose. A job that
-        // is still in doubt keeps its folder for the operator to inspect.
-        if v.state != AttemptState::Interrupted {
+        // is still in doubt keeps its folder for the operator to inspect, and a result the
+        // journal could not record stays for the next run to collect.
+        if recorded && v.state != AttemptState::Interrupted {
             let flavor = super::detach::Flavor::of(shell_for(s, target));
             super::detach::remove(s, flavor, target, dir);
         }

@@ -126,13 +126,14 @@ fn begin(
         .map_err(|e| format!("the journal cannot record the attempt, so it was not started: {e}"))
 }
 
+/// Records how an attempt ended; false when the journal could not record it.
 pub(super) fn finish(
     s: &Session<'_>,
     id: AttemptId,
     state: AttemptState,
     code: Option<i64>,
     message: Option<&str>,
-) {
+) -> bool {
     let message = message.map(|m| s.redactor.redact(m));
     if let Err(e) = s
         .journal()
@@ -141,7 +142,9 @@ pub(super) fn finish(
         // The attempt stays `running` in the journal: the next apply treats it as in doubt,
         // which is the safe reading.
         tracing::error!("cannot record the outcome of attempt {id}: {e}");
+        return false;
     }
+    true
 }
 
 /// Where an attempt is (re-)entered: a fresh start, or the continuation of an attempt an

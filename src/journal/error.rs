@@ -42,6 +42,16 @@ pub enum JournalError {
         found: i64,
         known: i64,
     },
+    /// A reader of a journal on PostgreSQL never migrates it (its role may only read).
+    #[error(
+        "the journal {location} has schema version {found}, older than this runner's {known}; \
+         readers leave it as it is: the next `runner apply`, `rollback` or `mark` upgrades it"
+    )]
+    TooOldToRead {
+        location: String,
+        found: i64,
+        known: i64,
+    },
     #[error(
         "the journal {path} could not be switched to {wanted} (SQLite reports {got}); \
          the file system may not support it (network file systems often do not)"

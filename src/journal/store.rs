@@ -50,6 +50,8 @@ pub(super) enum Db {
         loc: pg::PgLocation,
         /// The lease's fence this journal writes under; see [`Journal::hold`].
         fence: Option<i64>,
+        /// Opened by a reader ([`Journal::open_read_only`]): connected again the same way.
+        read_only: bool,
     },
 }
 
@@ -60,7 +62,7 @@ impl Journal {
         if let Some(loc) = pg::parse_location(path) {
             let client = pg::open(&loc, true)?
                 .ok_or_else(|| JournalError::Store(format!("{}: not created", loc.display())))?;
-            return Ok(Self::on_pg(path, loc, client));
+            return Ok(Self::on_pg(path, loc, client, false));
         }
         let existed = path.exists();
         if !existed {
@@ -85,11 +87,12 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Opens an existing journal, or `None` if there is no file: `status` and `report` must not
-    /// create one. Still migrates an older journal, like [`Journal::open`].
+    /// Opens an existing journal, or `None` if there is no file: looking must not create one.
+    /// Still migrates an older journal, like [`Journal::open`]; readers that must not write
+    /// use [`Journal::open_for_reading`] or [`Journal::open_read_only`].
     pub fn open_existing(path: &Path) -> Result<Option<Journal>, JournalError> {
         if let Some(loc) = pg::parse_location(path) {
-            return Ok(pg::open(&loc, false)?.map(|client| Self::on_pg(path, loc, client)));
+            return Ok(pg::open(&loc, false)?.map(|client| Self::on_pg(path, loc, client, false)));
         }
         if !path.exists() {
             return Ok(None);
@@ -97,11 +100,25 @@ impl Journal {
         Self::open_with(path, OpenFlags::empty()).map(Some)
     }
 
+    /// Opens an existing journal for a reader (`status`, `report`), or `None` if there is none.
+    /// An SQLite file is opened as [`Journal::open_existing`] does (an older one is migrated);
+    /// a journal on PostgreSQL as [`Journal::open_read_only`] does: a reader's role there may
+    /// be allowed to SELECT and nothing more.
+    pub fn open_for_reading(path: &Path) -> Result<Option<Journal>, JournalError> {
+        if pg::parse_location(path).is_some() {
+            return Self::open_read_only(path);
+        }
+        Self::open_existing(path)
+    }
+
     /// Opens an existing journal for reading only, or `None` if there is no file: nothing is
     /// written, not even a migration or a pragma, and no lock is taken, so a reader (`runner
     /// serve`) can never disturb a run. A journal of another schema version is refused (any
     /// writing command migrates an older one).
     pub fn open_read_only(path: &Path) -> Result<Option<Journal>, JournalError> {
+        if let Some(loc) = pg::parse_location(path) {
+            return Ok(pg::open_read_only(&loc)?.map(|client| Self::on_pg(path, loc, client, true)));
+        }
         if !path.exists() {
             return Ok(None);
         }
@@ -166,12 +183,18 @@ impl Journal {
         Ok(journal)
     }
 
-    pub(super) fn on_pg(path: &Path, loc: pg::PgLocation, client: postgres::Client) -> Journal {
+    pub(super) fn on_pg(
+        path: &Path,
+        loc: pg::PgLocation,
+        client: postgres::Client,
+        read_only: bool,
+    ) -> Journal {
         Journal {
             db: Db::Pg {
                 client: Box::new(std::cell::RefCell::new(client)),
                 fence: pg::held_fence(&loc),
                 loc,
+                read_only,
             },
             path: path.to_owned(),
             file: None,
@@ -314,8 +337,13 @@ impl Journal {
                 tx.commit()?;
                 Ok(value)
             }
-            Db::Pg { client, loc, fence } => {
-                let mut c = self.pg_client(client, loc)?;
+            Db::Pg {
+                client,
+                loc,
+                fence,
+                read_only,
+            } => {
+                let mut c = self.pg_client(client, loc, *read_only)?;
                 let mut tx = c.transaction()?;
                 pg::check_fence(&mut tx, loc, *fence)?;
                 let value = f(&pg::PgTx(std::cell::RefCell::new(&mut tx)))?;
@@ -326,15 +354,22 @@ impl Journal {
     }
 
     /// The PostgreSQL connection, opened again if the server dropped it (a restart): the next
-    /// write then goes through once the server is back, still under the fence.
+    /// write then goes through once the server is back, still under the fence. A reader's
+    /// connection is opened again as a reader's: creating and migrating nothing.
     pub(super) fn pg_client<'c>(
         &self,
         client: &'c std::cell::RefCell<postgres::Client>,
         loc: &pg::PgLocation,
+        read_only: bool,
     ) -> Result<std::cell::RefMut<'c, postgres::Client>, JournalError> {
         let mut c = client.borrow_mut();
         if c.is_closed() {
-            *c = pg::open(loc, false)?.ok_or_else(|| {
+            let again = if read_only {
+                pg::open_read_only(loc)?
+            } else {
+                pg::open(loc, false)?
+            };
+            *c = again.ok_or_else(|| {
                 JournalError::Store(format!("{}: the cutover is gone", loc.display()))
             })?;
         }
@@ -351,8 +386,13 @@ impl Journal {
                 let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)?;
                 f(&*tx)
             }
-            Db::Pg { client, loc, .. } => {
-                let mut c = self.pg_client(client, loc)?;
+            Db::Pg {
+                client,
+                loc,
+                read_only,
+                ..
+            } => {
+                let mut c = self.pg_client(client, loc, *read_only)?;
                 let mut tx = c
                     .build_transaction()
                     .isolation_level(postgres::IsolationLevel::RepeatableRead)

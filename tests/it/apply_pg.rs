@@ -396,6 +396,7 @@ fn the_password_comes_from_the_password_file_as_with_psql() {
             format!("# team\n127.0.0.1:{}:postgres:runner:{pw}\n", t.pg.port),
         )
         .unwrap();
+        set_mode(&pgpass, 0o600);
         runner(
             &["status", "cutover.yaml"],
             t.a.path(),
@@ -457,4 +458,232 @@ fn a_run_longer_than_its_lease_keeps_it_by_renewing() {
     let r = first.wait();
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(t.lines("switch.ledger"), ["switch"]);
+}
+
+#[test]
+fn status_and_report_work_with_a_role_that_may_only_read() {
+    let t = Team::new();
+    let as_reader = |args: &[&str], dir: &Path, url: &str| {
+        runner(
+            args,
+            dir,
+            &[
+                ("PGPASSWORD", common::postgres::PASSWORD),
+                ("RUNNER_STATE", url),
+            ],
+        )
+    };
+    // Nothing on the server yet, not even the tables all cutovers share.
+    let url = t.pg.reader_url();
+    let st = as_reader(&["status", "cutover.yaml"], t.a.path(), &url);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("Never applied"), "{}", st.stdout);
+    assert!(!st.stderr.contains("permission"), "{}", st.stderr);
+
+    let applied = t.apply(t.a.path());
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let url = t.pg.reader_url();
+    let before = t.attempts();
+    let st = as_reader(&["status", "cutover.yaml"], t.b.path(), &url);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("succeeded"), "{}", st.stdout);
+    let json = as_reader(
+        &["status", "cutover.yaml", "--format", "json"],
+        t.b.path(),
+        &url,
+    );
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let rep = as_reader(&["report", "cutover.yaml"], t.b.path(), &url);
+    assert_eq!(rep.code, 0, "{}", rep.stderr);
+    assert!(rep.stdout.contains("switch"), "{}", rep.stdout);
+    // The live page reads the same with the same role.
+    let page = serve_status(t.b.path(), &url);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("\"applied\": true"), "{page}");
+    assert!(!page.contains("permission"), "{page}");
+    assert_eq!(t.attempts(), before);
+
+    // Another cutover on the same server, never applied: said so, not a permission error.
+    let other = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(t.a.path().join("cutover.yaml"))
+        .unwrap()
+        .replace(NAME, "Other cutover");
+    std::fs::write(other.path().join("cutover.yaml"), yaml).unwrap();
+    let st = as_reader(&["status", "cutover.yaml"], other.path(), &url);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("Never applied"), "{}", st.stdout);
+    assert!(!st.stderr.contains("permission"), "{}", st.stderr);
+    let rep = as_reader(&["report", "cutover.yaml"], other.path(), &url);
+    assert_eq!(rep.code, 1, "{}", rep.stderr);
+    assert!(
+        rep.stderr.contains("has not been applied yet"),
+        "{}",
+        rep.stderr
+    );
+    assert!(!rep.stderr.contains("permission"), "{}", rep.stderr);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_password_file_others_may_read_is_ignored_as_psql_ignores_it() {
+    let t = Team::new();
+    let pgpass = t.shared("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "127.0.0.1:{}:postgres:runner:{}\n",
+            t.pg.port,
+            common::postgres::PASSWORD
+        ),
+    )
+    .unwrap();
+    let status = |file: &Path| {
+        runner(
+            &["status", "cutover.yaml"],
+            t.a.path(),
+            &[
+                ("RUNNER_STATE", t.pg.url().as_str()),
+                ("PGPASSFILE", file.to_str().unwrap()),
+            ],
+        )
+    };
+    for (mode, shown) in [(0o644, "0644"), (0o640, "0640"), (0o604, "0604")] {
+        set_mode(&pgpass, mode);
+        let r = status(&pgpass);
+        // Ignored, said why, and then the server refuses the connection without a password.
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let ignored = format!("the password file {} was ignored", pgpass.display());
+        assert!(r.stderr.contains(&ignored), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("(mode {shown})")),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+        assert!(r.stderr.contains("password"), "{}", r.stderr);
+        assert!(
+            !r.stderr.contains(common::postgres::PASSWORD),
+            "{}",
+            r.stderr
+        );
+    }
+    // `apply` likewise: it stops before anything runs.
+    let r = runner(
+        &["apply", "cutover.yaml"],
+        t.a.path(),
+        &[
+            ("RUNNER_STATE", t.pg.url().as_str()),
+            ("PGPASSFILE", pgpass.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("was ignored"), "{}", r.stderr);
+    assert!(t.lines("copy.ledger").is_empty());
+    assert!(t.lines("switch.ledger").is_empty());
+    // Not a plain file: ignored too.
+    let folder = t.shared("pgpass.d");
+    std::fs::create_dir(&folder).unwrap();
+    set_mode(&folder, 0o700);
+    let r = status(&folder);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not a plain file"), "{}", r.stderr);
+    // Private: read.
+    set_mode(&pgpass, 0o600);
+    let r = status(&pgpass);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("ignored"), "{}", r.stderr);
+}
+
+#[test]
+fn a_detached_job_outlives_a_database_outage_and_is_collected_once_by_the_next_apply() {
+    let t = Team::new();
+    let d = t.shared.path().display();
+    let yaml = format!(
+        "name: {NAME}\nwindow:\n  business_hours: []\ntargets:\n  here:\n    transport: local\n\
+         steps:\n  - id: export\n    on: here\n    detach: true\n    run: |\n      \
+         echo start >> {d}/export.ledger\n      touch {d}/export.started\n      \
+         while [ ! -f {d}/export.go ]; do sleep 0.05; done\n      \
+         echo end >> {d}/export.ledger\n  \
+         - id: switch\n    on: here\n    run: 'echo switch >> {d}/switch.ledger'\n"
+    );
+    std::fs::write(t.a.path().join("cutover.yaml"), yaml).unwrap();
+    let first = t.spawn_apply(t.a.path());
+    wait_until("the detached job to start", || {
+        t.shared("export.started").exists()
+    });
+    t.pg.stop();
+    // The job goes on on its target while there is no journal, and ends there.
+    std::fs::write(t.shared("export.go"), "").unwrap();
+    wait_until("the job to end", || t.lines("export.ledger").len() == 2);
+    // Its end cannot be recorded: the runner stops, and nothing new starts without a journal.
+    let r = first.wait();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("journal"), "{}", r.stderr);
+    assert!(t.lines("switch.ledger").is_empty());
+
+    t.pg.start_again();
+    t.wait_lease_expired();
+    let again = t.apply(t.a.path());
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("a detached job: follow it"),
+        "{}",
+        again.stdout
+    );
+    // Collected, not started again; then the run went on.
+    assert_eq!(t.lines("export.ledger"), ["start", "end"]);
+    assert_eq!(t.lines("switch.ledger"), ["switch"]);
+    let attempts = t.attempts();
+    assert_eq!(attempts[0].0, "export");
+    assert_eq!(attempts[0].1, "succeeded", "{attempts:?}");
+    assert_eq!(
+        attempts.iter().filter(|a| a.0 == "export").count(),
+        1,
+        "{attempts:?}"
+    );
+}
+
+/// `runner serve` in `dir` on the journal at `url`: its answer to GET /api/status, whole.
+fn serve_status(dir: &Path, url: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([
+            "serve",
+            "cutover.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            url,
+        ])
+        .current_dir(dir)
+        .env_remove("RUNNER_NOW")
+        .env("PGPASSWORD", common::postgres::PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve prints its address").unwrap();
+        if let Some(rest) = line.strip_prefix("serving on http://") {
+            break rest.trim_end_matches('/').to_owned();
+        }
+    };
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET /api/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    reply
 }

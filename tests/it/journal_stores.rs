@@ -466,3 +466,24 @@ fn every_connection_of_the_lease_holder_writes_notifications_under_its_fence() {
         Err(JournalError::NoLease(_))
     ));
 }
+
+#[test]
+fn a_reader_with_a_read_only_role_reads_again_after_the_server_restarts() {
+    let s = Stores::new();
+    let [_, path] = s.paths("cutover");
+    let lock = acquire(&path, &holder()).unwrap();
+    let mut j = Journal::open(&path).unwrap();
+    j.hold(&lock);
+    j.begin_run(&new_run(0)).unwrap();
+    drop(j);
+    drop(lock);
+    let as_reader = pg::location_path(&s.pg.reader_url(), "cutover");
+    let reader = Journal::open_read_only(&as_reader).unwrap().unwrap();
+    assert_eq!(reader.runs().unwrap().len(), 1);
+    s.pg.stop();
+    assert!(reader.runs().is_err());
+    s.pg.start_again();
+    // Connected again as a reader: nothing created or migrated on the way.
+    assert_eq!(reader.runs().unwrap().len(), 1);
+    assert!(reader.begin_run(&new_run(1)).is_err());
+}

@@ -172,6 +172,71 @@ impl Postgres {
     }
 }
 
+/// One cluster for the whole test process, started on first use: for suites that run many
+/// small cases, each in a cutover (a schema) of its own. Statics are never dropped, so it is
+/// stopped and removed when the process exits.
+pub fn shared() -> &'static Postgres {
+    static SHARED: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        extern "C" fn stop_shared() {
+            if let Some(pg) = SHARED.get() {
+                pg.stop_quietly();
+                let _ = std::fs::remove_dir_all(pg.dir.path());
+            }
+        }
+        let pg = Postgres::start();
+        // SAFETY: registers a plain function with no arguments, run once at exit.
+        unsafe { libc::atexit(stop_shared) };
+        pg
+    })
+}
+
+impl Postgres {
+    fn stop_quietly(&self) {
+        let _ = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+
+    /// A login role of the cluster that may only read: it has `default_transaction_read_only`
+    /// and is granted SELECT, never more, on the shared tables and on each cutover schema
+    /// existing when this is called (call it again after a cutover was created). Its password
+    /// is [`PASSWORD`].
+    pub fn reader_url(&self) -> String {
+        let mut c = self.client();
+        c.batch_execute(&format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reader') THEN
+                 CREATE ROLE reader LOGIN PASSWORD '{PASSWORD}';
+               END IF;
+             END $$;
+             ALTER ROLE reader SET default_transaction_read_only = on;"
+        ))
+        .unwrap();
+        let schemas: Vec<String> = c
+            .query(
+                "SELECT nspname::text FROM pg_namespace \
+                 WHERE nspname = 'runner' OR nspname LIKE 'cutover\\_%'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for s in schemas {
+            c.batch_execute(&format!(
+                "GRANT USAGE ON SCHEMA \"{s}\" TO reader;
+                 GRANT SELECT ON ALL TABLES IN SCHEMA \"{s}\" TO reader;"
+            ))
+            .unwrap();
+        }
+        format!("postgres://reader@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data();
