@@ -863,7 +863,7 @@ fn the_format_reference_links_only_to_its_own_headings_and_lists_what_validate_c
     let checks = &doc[doc.find("## What `validate` checks").unwrap()..];
     let checks = &checks[..checks.find("\n## ").unwrap()];
     assert!(
-        checks.contains("`run`, `script`, `upload`, `manual`, `reboot`"),
+        checks.contains("`run`, `script`, `upload`, `copy`, `fetch`, `manual`, `reboot`"),
         "{checks}"
     );
     assert!(checks.contains("`changes: none`"), "{checks}");

@@ -16,6 +16,7 @@ mod customers;
 mod detached_env;
 mod estimates;
 mod fan_out;
+mod flagship_evidence;
 mod journal;
 mod journal_stores;
 mod libssh2_hostile_server;
