@@ -23,6 +23,7 @@ mod notify;
 mod operator_view;
 mod overrun;
 mod report_views;
+mod run_builder;
 mod serve;
 mod ssh_ciphers;
 mod ssh_jump;

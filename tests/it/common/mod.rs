@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod run;
+pub mod scene;
 pub mod sshd;
 pub mod tmux;
 pub mod winrm_server;
