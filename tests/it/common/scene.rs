@@ -116,6 +116,12 @@ impl Scene {
         self
     }
 
+    /// The playbook's `name:`.
+    pub fn name(mut self, name: &str) -> Scene {
+        self.name = name.to_string();
+        self
+    }
+
     /// The whole `window:` section (YAML from `window:` on).
     pub fn window(mut self, yaml: &str) -> Scene {
         self.window = yaml.to_string();
@@ -146,14 +152,31 @@ impl Scene {
         self
     }
 
+    /// Ssh target `name` now on `sshd` (its address changed); the old server stops.
+    pub fn ssh_to(mut self, name: &str, sshd: Sshd) -> Scene {
+        self.target_mut(name).sshd = Some(sshd);
+        self
+    }
+
+    /// Target `old` is called `new` from now on.
+    pub fn rename_target(mut self, old: &str, new: &str) -> Scene {
+        self.target_mut(old).name = new.to_string();
+        self
+    }
+
     /// A local target `name`.
-    pub fn local(mut self, name: &str) -> Scene {
+    pub fn local(self, name: &str) -> Scene {
+        self.target(name, "    transport: local\n")
+    }
+
+    /// A target `name` given by its keys (YAML lines indented by four spaces).
+    pub fn target(mut self, name: &str, yaml: &str) -> Scene {
         self.targets.push(Target {
             name: name.to_string(),
             sshd: None,
             key: None,
             known_hosts: None,
-            keys: "    transport: local\n".to_string(),
+            keys: yaml.to_string(),
             vars: Vec::new(),
         });
         self
@@ -334,6 +357,14 @@ impl Scene {
         let mut args = vec!["apply", self.file.as_str()];
         args.extend_from_slice(extra);
         self.run(args)
+    }
+
+    /// `runner mark <playbook> <pair> <what>`, which must succeed.
+    #[track_caller]
+    pub fn mark(&self, pair: &str, what: &str) -> run::Ran {
+        self.run(["mark", self.file.as_str(), pair, what])
+            .expect_exit(0)
+            .run()
     }
 
     /// `runner apply <playbook>`.
