@@ -48,6 +48,7 @@ pub struct Run {
     stderr: Vec<Expect>,
     journal: Vec<(String, Vec<Pair>)>,
     no_journal: bool,
+    note: Option<String>,
 }
 
 /// `(target, kind, state)` of an attempt.
@@ -122,6 +123,7 @@ impl Run {
             stderr: Vec::new(),
             journal: Vec::new(),
             no_journal: false,
+            note: None,
         }
     }
 
@@ -176,39 +178,47 @@ impl Run {
         self
     }
 
+    /// Says which case of a loop this run is, in every failure message.
+    pub fn note(mut self, text: impl AsRef<str>) -> Run {
+        self.note = Some(text.as_ref().to_string());
+        self
+    }
+
     /// The exact exit code; a run without one panics.
     pub fn expect_exit(mut self, code: i32) -> Run {
         self.exit = Some(code);
         self
     }
 
-    pub fn expect_stdout(mut self, exact: &str) -> Run {
-        self.stdout.push(Expect::Exact(exact.to_string()));
+    pub fn expect_stdout(mut self, exact: impl AsRef<str>) -> Run {
+        self.stdout.push(Expect::Exact(exact.as_ref().to_string()));
         self
     }
 
-    pub fn expect_stdout_contains(mut self, text: &str) -> Run {
-        self.stdout.push(Expect::Contains(text.to_string()));
+    pub fn expect_stdout_contains(mut self, text: impl AsRef<str>) -> Run {
+        self.stdout
+            .push(Expect::Contains(text.as_ref().to_string()));
         self
     }
 
-    pub fn expect_stdout_lacks(mut self, text: &str) -> Run {
-        self.stdout.push(Expect::Lacks(text.to_string()));
+    pub fn expect_stdout_lacks(mut self, text: impl AsRef<str>) -> Run {
+        self.stdout.push(Expect::Lacks(text.as_ref().to_string()));
         self
     }
 
-    pub fn expect_stderr(mut self, exact: &str) -> Run {
-        self.stderr.push(Expect::Exact(exact.to_string()));
+    pub fn expect_stderr(mut self, exact: impl AsRef<str>) -> Run {
+        self.stderr.push(Expect::Exact(exact.as_ref().to_string()));
         self
     }
 
-    pub fn expect_stderr_contains(mut self, text: &str) -> Run {
-        self.stderr.push(Expect::Contains(text.to_string()));
+    pub fn expect_stderr_contains(mut self, text: impl AsRef<str>) -> Run {
+        self.stderr
+            .push(Expect::Contains(text.as_ref().to_string()));
         self
     }
 
-    pub fn expect_stderr_lacks(mut self, text: &str) -> Run {
-        self.stderr.push(Expect::Lacks(text.to_string()));
+    pub fn expect_stderr_lacks(mut self, text: impl AsRef<str>) -> Run {
+        self.stderr.push(Expect::Lacks(text.as_ref().to_string()));
         self
     }
 
@@ -241,7 +251,10 @@ impl Run {
             std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
         let (code, stdout, stderr) = spawn(&self);
-        let shown = show(code, &stdout, &stderr);
+        let mut shown = show(code, &stdout, &stderr);
+        if let Some(note) = &self.note {
+            shown = format!("({note})\n{shown}");
+        }
         assert_eq!(code, exit, "unexpected exit code:\n{shown}");
         check("stdout", &stdout, &self.stdout, &shown);
         check("stderr", &stderr, &self.stderr, &shown);
