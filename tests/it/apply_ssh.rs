@@ -1618,8 +1618,8 @@ fn a_target_moved_to_another_host_keeps_no_old_success_until_decided() {
         .apply()
         .expect_exit(4)
         .expect_stderr_contains("`create-users` on `dc`")
-        .expect_stderr_contains(&format!("127.0.17.1:{old_port}"))
-        .expect_stderr_contains(&format!("127.0.17.2:{new_port}"))
+        .expect_stderr_contains(format!("127.0.17.1:{old_port}"))
+        .expect_stderr_contains(format!("127.0.17.2:{new_port}"))
         .expect_stderr_contains("runner mark cutover.yaml create-users@dc retry")
         .run();
     assert_eq!(scene.lines("ledger"), ["127.0.17.1"], "nothing ran");
@@ -1777,7 +1777,7 @@ fn a_journal_deleted_during_a_run_stops_it_before_anything_more_runs() {
     let r = scene
         .run(["apply", &pb])
         .expect_exit(4)
-        .expect_stderr_contains(&format!("mv {} {journal_s}", rescued.display()))
+        .expect_stderr_contains(format!("mv {} {journal_s}", rescued.display()))
         .run();
     assert!(
         scene.lines("after.ledger").is_empty(),
@@ -1817,7 +1817,7 @@ fn a_journal_replaced_during_the_last_step_fails_the_run() {
     scene
         .run(["apply", &pb])
         .expect_exit(1)
-        .expect_stderr_contains(&scene.journal().display().to_string())
+        .expect_stderr_contains(scene.journal().display().to_string())
         .expect_stderr_contains("replaced")
         .run();
 }
