@@ -41,6 +41,14 @@ pub fn step(id: &str, on: &str, run: &str) -> Step {
     .text("run", run)
 }
 
+/// The step `id` with no keys yet (an `upload`, a `script`: give them with `key`).
+pub fn bare(id: &str) -> Step {
+    Step {
+        id: id.to_string(),
+        keys: Vec::new(),
+    }
+}
+
 /// The manual step `id`: the operator does what `instructions` say.
 pub fn manual(id: &str, instructions: &str) -> Step {
     Step {
@@ -218,6 +226,11 @@ impl Scene {
     pub fn steps(mut self, steps: impl IntoIterator<Item = Step>) -> Scene {
         self.steps.extend(steps);
         self
+    }
+
+    /// The playbook's steps from now on are `steps`.
+    pub fn set_steps(&mut self, steps: impl IntoIterator<Item = Step>) {
+        self.steps = steps.into_iter().collect();
     }
 
     /// Drops the steps given so far (to give the playbook other steps for the next run).
