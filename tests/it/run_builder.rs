@@ -57,3 +57,32 @@ fn the_folder_outlives_the_run_and_holds_what_it_wrote() {
     assert_eq!(scene.lines("ledger"), ["one"]);
     assert!(scene.journal().exists());
 }
+
+/// A local step that waits until the test lets it go.
+fn held_scene() -> Scene {
+    Scene::new("builder").local("here").step(step(
+        "hold",
+        "here",
+        "touch {dir}/started; i=0; until [ -e {dir}/go ] || [ $i -gt 1200 ]; do i=$((i+1)); sleep 0.05; done",
+    ))
+}
+
+#[test]
+fn a_background_run_is_checked_when_it_is_waited_for() {
+    let scene = held_scene();
+    let mut bg = scene.apply().expect_signal(libc::SIGKILL).spawn();
+    bg.wait_while_running("the step to start", || scene.path("started").exists());
+    bg.kill();
+    let done = bg.wait();
+    assert_eq!(done.code, -1);
+}
+
+#[test]
+#[should_panic(expected = "unexpected exit code")]
+fn a_background_run_that_ends_otherwise_fails() {
+    let scene = held_scene();
+    let mut bg = scene.apply().expect_exit(0).spawn();
+    bg.wait_while_running("the step to start", || scene.path("started").exists());
+    bg.kill();
+    bg.wait();
+}

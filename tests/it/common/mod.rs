@@ -3,6 +3,7 @@
 
 pub mod postgres;
 pub mod run;
+pub mod running;
 pub mod scene;
 pub mod sshd;
 pub mod tmux;

@@ -16,8 +16,9 @@
 //! asserts a builder cannot state (ledgers, files).
 
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 /// Where a run works: a fresh temporary folder of its own, or one a test (or a scene) keeps.
@@ -43,12 +44,19 @@ pub struct Run {
     args: Vec<String>,
     env: Vec<(String, String)>,
     stdin: Option<String>,
-    exit: Option<i32>,
+    exit: Option<Ending>,
     stdout: Vec<Expect>,
     stderr: Vec<Expect>,
     journal: Vec<(String, Vec<Pair>)>,
     no_journal: bool,
     note: Option<String>,
+}
+
+/// How the process ended: an exit code, or a signal that killed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Code(i32),
+    Signal(i32),
 }
 
 /// `(target, kind, state)` of an attempt.
@@ -62,6 +70,7 @@ enum Expect {
 
 /// How a run ended, and the folder it ran in (kept as long as this value lives).
 pub struct Ran {
+    /// The exit code; -1 when a signal ended the process.
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -186,7 +195,13 @@ impl Run {
 
     /// The exact exit code; a run without one panics.
     pub fn expect_exit(mut self, code: i32) -> Run {
-        self.exit = Some(code);
+        self.exit = Some(Ending::Code(code));
+        self
+    }
+
+    /// The process ends by this signal (a background run the test kills).
+    pub fn expect_signal(mut self, signal: i32) -> Run {
+        self.exit = Some(Ending::Signal(signal));
         self
     }
 
@@ -243,19 +258,67 @@ impl Run {
     /// Runs the binary and checks every expectation.
     #[track_caller]
     pub fn run(self) -> Ran {
-        let Some(exit) = self.exit else {
+        self.prepare();
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start the runner binary");
+        let input = self.stdin.clone().unwrap_or_default();
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A runner that does not read its stdin closes it: a failed write is no failure.
+        let writer = std::thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        });
+        let out = child.wait_with_output().expect("wait for the runner");
+        let _ = writer.join();
+        self.check(
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Checks that an exit is stated and writes the files; before the process starts.
+    pub(super) fn prepare(&self) {
+        if self.exit.is_none() {
             panic!("a Run states its exit code: call expect_exit before run");
-        };
+        }
         for (name, text) in &self.files {
             let path = self.dir.path().join(name);
             std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
-        let (code, stdout, stderr) = spawn(&self);
+    }
+
+    /// The command, with a clean environment: like common_cli::runner, the test process's
+    /// environment is not the child's.
+    pub(super) fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+        cmd.args(&self.args)
+            .current_dir(self.dir.path())
+            .env_remove("RUNNER_NOW")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Checks how the process ended against every expectation.
+    #[track_caller]
+    pub(super) fn check(self, status: ExitStatus, stdout: String, stderr: String) -> Ran {
+        let ending = match (status.code(), status.signal()) {
+            (Some(code), _) => Ending::Code(code),
+            (None, Some(signal)) => Ending::Signal(signal),
+            (None, None) => Ending::Code(-1),
+        };
+        let code = status.code().unwrap_or(-1);
         let mut shown = show(code, &stdout, &stderr);
         if let Some(note) = &self.note {
             shown = format!("({note})\n{shown}");
         }
-        assert_eq!(code, exit, "unexpected exit code:\n{shown}");
+        assert_eq!(Some(ending), self.exit, "unexpected exit code:\n{shown}");
         check("stdout", &stdout, &self.stdout, &shown);
         check("stderr", &stderr, &self.stderr, &shown);
         let dir = self.dir.path();
@@ -286,36 +349,6 @@ impl Run {
             dir: self.dir,
         }
     }
-}
-
-fn spawn(run: &Run) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
-    // Like common_cli::runner: the test process's environment is not the child's.
-    cmd.args(&run.args)
-        .current_dir(run.dir.path())
-        .env_remove("RUNNER_NOW")
-        .env_remove("PGPASSWORD")
-        .env_remove("PGPASSFILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in &run.env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start the runner binary");
-    let input = run.stdin.clone().unwrap_or_default();
-    let mut pipe = child.stdin.take().expect("stdin is piped");
-    // A runner that does not read its stdin closes it: a failed write is no failure.
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().expect("wait for the runner");
-    let _ = writer.join();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[track_caller]
