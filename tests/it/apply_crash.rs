@@ -10,18 +10,13 @@
 
 use crate::common;
 use crate::common::wait_until;
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::common::run::Run;
+use crate::common::running::Running;
 use crate::common::scene::{bare, step, Scene, Step};
 use crate::common::{process_running, read_pid};
-use crate::common_cli::Run as Finished;
 
 /// Upper bound for waiting on a condition; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -72,73 +67,6 @@ fn open_db(db: &Path) -> rusqlite::Connection {
     // A live runner may be writing; readers of a WAL journal are rarely told to retry.
     conn.busy_timeout(PATIENCE).unwrap();
     conn
-}
-
-/// A runner started in the background, its output collected as it comes.
-struct Background {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => into
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-    })
-}
-
-impl Background {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_stderr(&self, needle: &str) {
-        wait_until(&format!("`{needle}` on the runner's stderr"), || {
-            self.stderr().contains(needle)
-        });
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.pid()).unwrap();
-        // SAFETY: kill(2) on the positive pid of our own child, which has not been reaped.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal the runner");
-    }
-
-    /// Waits for the process to end; its exit code (-1 if a signal ended it) and output.
-    fn wait(mut self) -> (std::process::ExitStatus, Finished) {
-        let status = self.child.wait().unwrap();
-        for r in self.readers.drain(..) {
-            r.join().unwrap();
-        }
-        let run = Finished {
-            code: status.code().unwrap_or(-1),
-            stdout: self.stdout.lock().unwrap().clone(),
-            stderr: self.stderr.lock().unwrap().clone(),
-        };
-        (status, run)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        // Only reached with a live child when a test failed half-way.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A scene whose targets `h1`, `h2`, ... are sshd servers on loopback (or one local target
@@ -268,28 +196,9 @@ impl Play {
         self.scene.mark(pair, what);
     }
 
-    fn spawn_apply(&self) -> Background {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-            .args(["apply", "cutover.yaml"])
-            .current_dir(self.dir())
-            .env_remove("RUNNER_NOW")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start runner");
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            drain(child.stdout.take().unwrap(), Arc::clone(&stdout)),
-            drain(child.stderr.take().unwrap(), Arc::clone(&stderr)),
-        ];
-        Background {
-            child,
-            stdout,
-            stderr,
-            readers,
-        }
+    /// An apply started in the background that the test kills with SIGKILL.
+    fn spawn_killed_apply(&self) -> Running {
+        self.apply(&[]).expect_signal(libc::SIGKILL).spawn()
     }
 
     /// Stops a held command left running on the target by a killed runner, and waits until
@@ -349,19 +258,15 @@ impl Play {
     /// really died by the signal and that it left its lock file naming itself (the lock
     /// itself is a flock the kernel dropped). Returns the killed runner's pid.
     fn crash_during(&self, held: &[&str], also: impl Fn()) -> u32 {
-        let mut bg = self.spawn_apply();
+        let mut bg = self.spawn_killed_apply();
         for tag in held {
             self.wait_started(tag);
         }
         also();
         let pid = bg.pid();
-        bg.child.kill().unwrap();
-        let (status, _) = bg.wait();
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "the runner died by SIGKILL"
-        );
+        bg.kill();
+        // The runner died by SIGKILL.
+        bg.wait();
         for tag in held {
             self.stop_remote(tag);
         }
@@ -663,7 +568,11 @@ fn ctrl_c_once_lets_the_running_step_finish_and_starts_nothing_new() {
         p.quick("next", "h1"),
     ]);
     p.hold("long");
-    let bg = p.spawn_apply();
+    let bg = p
+        .apply(&[])
+        .expect_exit(130)
+        .expect_stderr_contains("interrupted; run `runner apply")
+        .spawn();
     p.wait_started("long");
     bg.signal(libc::SIGINT);
     bg.wait_stderr("no new steps will start");
@@ -671,13 +580,7 @@ fn ctrl_c_once_lets_the_running_step_finish_and_starts_nothing_new() {
     let pid = read_pid(p.dir(), "long.pid");
     assert!(process_running(pid), "{}", bg.stderr());
     p.release("long");
-    let (_, r) = bg.wait();
-    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("interrupted; run `runner apply"),
-        "{}",
-        r.stderr
-    );
+    bg.wait();
     assert_eq!(p.ledger("long"), (1, 1), "the step finished");
     assert_eq!(p.ledger("next"), (0, 0), "the next step did not start");
     let states: Vec<String> = p
@@ -700,20 +603,18 @@ fn ctrl_c_twice_stops_the_remote_command_and_leaves_the_step_in_doubt() {
         p.quick("next", "h1"),
     ]);
     p.hold("long");
-    let bg = p.spawn_apply();
+    let bg = p
+        .apply(&[])
+        .expect_exit(130)
+        .expect_stderr_contains("stopping running commands")
+        .spawn();
     p.wait_started("long");
     let pid = read_pid(p.dir(), "long.pid");
     bg.signal(libc::SIGINT);
     // Two signals sent back to back could be delivered as one: wait until the first is heard.
     bg.wait_stderr("no new steps will start");
     bg.signal(libc::SIGINT);
-    let (_, r) = bg.wait();
-    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("stopping running commands"),
-        "{}",
-        r.stderr
-    );
+    bg.wait();
     // The hold file is still there: only the stop can have ended the command.
     wait_until(&format!("remote command (pid {pid}) to be gone"), || {
         !process_running(pid)
@@ -871,7 +772,7 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
         )
         .key("idempotent", "true")]);
 
-    let mut bg = p.spawn_apply();
+    let mut bg = p.spawn_killed_apply();
     // The upload writes a new file beside the destination (`.big.copy.runner-TOKEN`) and
     // hashes that while it grows.
     let needle = p.file(".big.copy.runner-").display().to_string();
@@ -880,9 +781,8 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
             .iter()
             .any(|pid| process_running(*pid))
     });
-    bg.child.kill().unwrap();
-    let (status, _) = bg.wait();
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    bg.kill();
+    bg.wait();
     let copied = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
     assert!(
         copied < data.len() as u64,
@@ -911,12 +811,11 @@ fn kill9_of_the_runner_takes_its_attached_local_command_with_it() {
     let mut p = Play::local();
     p.write([step("copy", "here", &p.held("copy", "", "")).key("idempotent", "true")]);
     p.hold("copy");
-    let mut bg = p.spawn_apply();
+    let mut bg = p.spawn_killed_apply();
     p.wait_started("copy");
     let pid = read_pid(p.dir(), "copy.pid");
-    bg.child.kill().unwrap();
-    let (status, _) = bg.wait();
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    bg.kill();
+    bg.wait();
     // Nothing keeps running unattended, although its hold file is still there.
     assert!(
         common::stops_within(pid, PATIENCE),
