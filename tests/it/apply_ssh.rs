@@ -10,15 +10,12 @@ use crate::common;
 use crate::common_cli;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crate::common::run::Run;
+use crate::common::running::Running;
 use crate::common::scene::{manual, step, Scene, Step};
 use crate::common::{process_running, Sshd};
-
-/// Upper bound for any wait on the runner or on a step; only reached when something is broken.
-const PATIENCE: Duration = Duration::from_secs(90);
 
 /// A shell loop that waits (bounded, about 60 s) until `path` exists; exit 9 if it never does,
 /// so a broken test fails instead of hanging.
@@ -74,88 +71,9 @@ fn events(dir: &Path, kind: &str) -> Vec<(Option<String>, String)> {
         .expect("read events")
 }
 
-/// Waits (bounded) until `path` exists.
-fn wait_for_file(path: &Path, child: &mut Background) {
-    let deadline = Instant::now() + PATIENCE;
-    while !path.exists() {
-        if let Ok(Some(status)) = child.child.try_wait() {
-            panic!(
-                "runner ended ({status}) before {} appeared:\n{}",
-                path.display(),
-                child.output()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear in time",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A runner started in the background, its output going to files; killed if the test fails.
-struct Background {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Background {
-    fn start(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Background {
-        let n = fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        let out = dir.join(format!("bg-{n}.stdout"));
-        let err = dir.join(format!("bg-{n}.stderr"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
-        cmd.args(args)
-            .current_dir(dir)
-            .env_remove("RUNNER_NOW")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("create stdout file"))
-            .stderr(fs::File::create(&err).expect("create stderr file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start runner");
-        Background { child, out, err }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- stdout\n{}\n--- stderr\n{}",
-            fs::read_to_string(&self.out).unwrap_or_default(),
-            fs::read_to_string(&self.err).unwrap_or_default()
-        )
-    }
-
-    /// Waits (bounded) for the runner to end.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "runner did not finish in time:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Waits until `path` exists; fails at once if the runner ends first.
+fn wait_for_file(path: &Path, runner: &mut Running) {
+    runner.wait_while_running(&format!("{} to appear", path.display()), || path.exists());
 }
 
 /// The fingerprint as OpenSSH itself prints it.
@@ -752,7 +670,7 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
         ));
     scene.write();
 
-    let mut first = Background::start(&["apply", "cutover.yaml"], scene.dir(), &[]);
+    let mut first = scene.apply().expect_exit(0).spawn();
     wait_for_file(&scene.path("started"), &mut first);
     // The message names the holder's pid.
     let holder = format!("pid {}", first.pid());
@@ -781,8 +699,7 @@ fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
     );
 
     fs::write(scene.path("go"), b"").expect("create the go file");
-    let status = first.wait();
-    assert_eq!(status.code(), Some(0), "{}", first.output());
+    first.wait();
     assert_eq!(
         scene.lines("ledger"),
         ["hold"],
@@ -1124,12 +1041,15 @@ fn a_session_dropped_between_steps_is_re_established() {
         ]);
     scene.write();
 
-    let mut run = Background::start(&["apply", "cutover.yaml"], scene.dir(), &[]);
+    let mut run = scene
+        .apply()
+        .expect_exit(0)
+        .expect_journal("two", &succeeded_on(&["a"]))
+        .spawn();
     wait_for_file(&scene.path("holding"), &mut run);
     scene.sshd_mut("a").restart();
     fs::write(scene.path("go"), b"").expect("create the go file");
-    let status = run.wait();
-    assert_eq!(status.code(), Some(0), "{}", run.output());
+    run.wait();
 
     let l = scene.lines("ledger");
     assert_eq!(l.len(), 2, "{l:?}");
@@ -1269,10 +1189,9 @@ fn rollback_stops_at_an_in_doubt_pair_and_names_the_mark_command() {
         .text("rollback", "echo undo-s2 >> {dir}/rollback-ledger"),
     ]);
     scene.write();
-    let mut bg = Background::start(&["apply", "cutover.yaml"], scene.dir(), &[]);
+    let mut bg = scene.apply().expect_signal(libc::SIGKILL).spawn();
     wait_for_file(&scene.path("started"), &mut bg);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(bg.pid() as libc::pid_t, libc::SIGKILL) };
+    bg.kill();
     bg.wait();
     fs::write(scene.path("go"), b"").expect("let the orphaned command end");
     assert_eq!(scene.lines("ledger"), ["s1", "s2"]);
@@ -1717,7 +1636,10 @@ fn a_playbook_or_journal_reached_through_a_symlink_shares_one_journal_and_lock()
     std::os::unix::fs::symlink(&pb, &link).expect("symlink the playbook");
     let (pb_s, link_s) = (pb.display().to_string(), link.display().to_string());
 
-    let mut first = Background::start(&["apply", &pb_s], scene.dir(), &[]);
+    let mut first = Run::at(scene.dir())
+        .args(["apply", &pb_s])
+        .expect_exit(0)
+        .spawn();
     wait_for_file(&scene.path("started"), &mut first);
     let state_link = scene.path("state-link.db");
     std::os::unix::fs::symlink(journal_path(&real), &state_link).expect("symlink the journal");
@@ -1736,8 +1658,7 @@ fn a_playbook_or_journal_reached_through_a_symlink_shares_one_journal_and_lock()
         .run();
 
     fs::write(scene.path("go"), b"").expect("create the go file");
-    let status = first.wait();
-    assert_eq!(status.code(), Some(0), "{}", first.output());
+    first.wait();
     Run::at(scene.dir())
         .args(["apply", &link_s])
         .expect_exit(0)
@@ -1893,9 +1814,9 @@ fn a_step_left_in_doubt_and_then_renamed_waits_for_an_operator() {
         .local("here")
         .step(users("create-users"));
     scene.write();
-    let mut first = Background::start(&["apply", "cutover.yaml"], scene.dir(), &[]);
+    let mut first = scene.apply().expect_signal(libc::SIGKILL).spawn();
     wait_for_file(&scene.path("started"), &mut first);
-    first.child.kill().expect("kill -9 the runner");
+    first.kill();
     first.wait();
     fs::write(scene.path("go"), b"").expect("let a command left behind end");
 
