@@ -7,6 +7,7 @@ pub mod running;
 pub mod scene;
 pub mod sshd;
 pub mod tmux;
+pub mod transport_checks;
 pub mod winrm_server;
 
 use std::path::{Path, PathBuf};
