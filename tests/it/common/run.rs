@@ -314,7 +314,11 @@ impl Run {
             (None, None) => Ending::Code(-1),
         };
         let code = status.code().unwrap_or(-1);
-        let mut shown = show(code, &stdout, &stderr);
+        let mut shown = format!(
+            "runner {}\n{}",
+            self.args.join(" "),
+            show(code, &stdout, &stderr)
+        );
         if let Some(note) = &self.note {
             shown = format!("({note})\n{shown}");
         }
