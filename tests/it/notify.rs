@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::common::run::Run;
+use crate::common::scene::{manual, step, Scene};
 use runner::journal::Journal;
 use serde_json::{json, Value};
 
@@ -16,6 +17,9 @@ const DC_PASSWORD: &str = "dc-Secr3t-value";
 const SMTP_PASSWORD: &str = "smtp-Secr3t-value";
 /// Tue 1 Dec 2026 20:00 UTC: the window (mon-fri 07:00-18:00 UTC) is open until 07:00.
 const EVENING: &str = "2026-12-01T20:00:00Z";
+
+/// Business hours 07:00 to 18:00 UTC on weekdays.
+const WEEKDAYS_UTC: &str = "window:\n  timezone: UTC\n  business_hours:\n    - { days: mon-fri, from: \"07:00\", to: \"18:00\" }\n";
 
 #[derive(Debug, Clone)]
 struct Request {
@@ -311,6 +315,15 @@ steps:
     let path = dir.path().join("acme.yaml");
     std::fs::write(&path, text).expect("write the playbook");
     (dir, path)
+}
+
+/// `acme.yaml` (the playbook "Acme night") with one local target, `box`, and these `notify:`
+/// entries.
+fn acme(notify: &str) -> Scene {
+    Scene::new("Acme night")
+        .file_name("acme.yaml")
+        .top(&format!("notify:\n{notify}"))
+        .local("box")
 }
 
 /// `runner apply acme.yaml` in the evening, with the secrets set; `env` adds or overrides.
@@ -625,16 +638,13 @@ fn a_dead_receiver_does_not_change_a_successful_run() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("address").port()
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  box: {{ transport: local }}\nnotify:\n  - webhook: http://127.0.0.1:{port}/hook\n    on: [run-finished]\nsteps:\n  - id: one\n    on: box\n    run: echo fine\n"
-        ),
-    )
-    .expect("write");
-    apply(dir.path(), &[]).expect_exit(0).run();
-    let rows = journal(dir.path())
+    let scene = acme(&format!(
+        "  - webhook: http://127.0.0.1:{port}/hook\n    on: [run-finished]\n"
+    ))
+    .step(step("one", "box", "echo fine"));
+    scene.write();
+    apply(scene.dir(), &[]).expect_exit(0).run();
+    let rows = journal(scene.dir())
         .notifications(None)
         .expect("notifications");
     let tries: Vec<(&str, u32)> = rows
@@ -654,35 +664,17 @@ fn a_dead_receiver_does_not_change_a_successful_run() {
 #[test]
 fn work_that_no_longer_fits_warns_then_the_window_stop_is_notified() {
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            r#"name: Acme night
-window:
-  timezone: UTC
-  business_hours:
-    - {{ days: mon-fri, from: "07:00", to: "18:00" }}
-targets:
-  box: {{ transport: local }}
-notify:
-  - webhook: {}
-    on: [window-closing, night-done, run-stopped]
-steps:
-  - id: short
-    on: box
-    run: echo short
-    estimate: 1m
-  - id: long
-    on: box
-    run: echo long
-    estimate: 12h
-"#,
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
-    apply(dir.path(), &[]).expect_exit(3).run();
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [window-closing, night-done, run-stopped]\n",
+        hook.url("/hook")
+    ))
+    .window(WEEKDAYS_UTC)
+    .steps([
+        step("short", "box", "echo short").key("estimate", "1m"),
+        step("long", "box", "echo long").key("estimate", "12h"),
+    ]);
+    scene.write();
+    apply(scene.dir(), &[]).expect_exit(3).run();
     let reqs = hook.requests();
     let types: Vec<Value> = reqs.iter().map(|r| r.json()["type"].clone()).collect();
     assert_eq!(
@@ -708,16 +700,13 @@ steps:
 #[test]
 fn a_manual_step_without_a_terminal_asks_for_an_operator() {
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  box: {{ transport: local }}\nnotify:\n  - webhook: {}\n    on: [operator-needed]\nsteps:\n  - id: confirm\n    manual: Ask the customer to open a file.\n",
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
-    apply(dir.path(), &[]).expect_exit(5).run();
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [operator-needed]\n",
+        hook.url("/hook")
+    ))
+    .step(manual("confirm", "Ask the customer to open a file."));
+    scene.write();
+    apply(scene.dir(), &[]).expect_exit(5).run();
     let reqs = hook.requests();
     assert_eq!(reqs.len(), 1);
     let ev = reqs[0].json();
@@ -884,41 +873,18 @@ fn mail_to_a_server_whose_certificate_is_not_trusted_is_not_sent() {
 #[test]
 fn a_run_waiting_for_the_window_says_so_while_it_waits() {
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            r#"name: Acme night
-window:
-  timezone: UTC
-  business_hours:
-    - {{ days: mon-fri, from: "07:00", to: "18:00" }}
-  when_closed: wait
-targets:
-  box: {{ transport: local }}
-notify:
-  - webhook: {}
-    on: [window-closing, night-done, run-finished]
-steps:
-  - id: one
-    on: box
-    run: echo one
-    estimate: 1m
-"#,
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
-    // Started at noon on a Tuesday: the run waits until 18:00.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args(["apply", "acme.yaml"])
-        .current_dir(dir.path())
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [window-closing, night-done, run-finished]\n",
+        hook.url("/hook")
+    ))
+    .window(&format!("{WEEKDAYS_UTC}  when_closed: wait\n"))
+    .step(step("one", "box", "echo one").key("estimate", "1m"));
+    // Started at noon on a Tuesday: the run waits until 18:00; Ctrl-C ends it.
+    let bg = scene
+        .apply()
         .env("RUNNER_NOW", "2026-12-01T12:00:00Z")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("runner starts");
+        .expect_exit(130)
+        .spawn();
     let first = hook.wait_for(1);
     let ev = first[0].json();
     assert_eq!(ev["type"], "runner.window.closing");
@@ -928,10 +894,8 @@ steps:
     );
     assert_eq!(ev["data"]["next_start"], "2026-12-01T18:00:00Z");
     // Ctrl-C ends the wait; the run reports how it ended.
-    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().expect("runner ends");
-    assert_eq!(status.code(), Some(130));
+    bg.signal(libc::SIGINT);
+    bg.wait();
     let all = hook.wait_for(2);
     let fin = all[1].json();
     assert_eq!(fin["type"], "runner.run.finished");
@@ -943,17 +907,14 @@ steps:
 fn a_step_left_in_doubt_asks_an_operator_to_decide() {
     use runner::journal::{AttemptKind, NewAttempt, NewRun, RunCommand};
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  box: {{ transport: local }}\nnotify:\n  - webhook: {}\n    on: [operator-needed]\nsteps:\n  - id: move-mailboxes\n    on: box\n    run: echo moving\n",
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [operator-needed]\n",
+        hook.url("/hook")
+    ))
+    .step(step("move-mailboxes", "box", "echo moving"));
+    scene.write();
     // An earlier runner died while the step ran: a `running` attempt of a process that is gone.
-    let j = Journal::open(&dir.path().join(".runner/acme.db")).expect("journal");
+    let j = Journal::open(&scene.journal()).expect("journal");
     let at: jiff::Timestamp = "2026-12-01T19:00:00Z".parse().unwrap();
     let run = j
         .begin_run(&NewRun {
@@ -982,7 +943,7 @@ fn a_step_left_in_doubt_asks_an_operator_to_decide() {
     .expect("attempt");
     drop(j);
 
-    apply(dir.path(), &[]).expect_exit(1).run();
+    apply(scene.dir(), &[]).expect_exit(1).run();
     let reqs = hook.requests();
     assert_eq!(reqs.len(), 1, "{reqs:#?}");
     let ev = reqs[0].json();
