@@ -383,6 +383,7 @@ pub fn journal_path(dir: &Path, playbook: &str) -> PathBuf {
 /// One attempt as the journal recorded it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
+    pub step: String,
     pub target: String,
     pub kind: String,
     pub number: i64,
@@ -401,29 +402,38 @@ pub fn open_journal(db: &Path) -> rusqlite::Connection {
     conn
 }
 
-/// Attempts of one step, in the order they were started; none when there is no journal.
-pub fn attempts(db: &Path, step: &str) -> Vec<Attempt> {
+/// Every attempt, in the order they were started; none when there is no journal.
+pub fn all_attempts(db: &Path) -> Vec<Attempt> {
     if !db.exists() {
         return Vec::new();
     }
     let conn = open_journal(db);
     let mut stmt = conn
         .prepare(
-            "SELECT target, kind, number, state, exit_code, message FROM attempts \
-             WHERE step_id = ?1 ORDER BY id",
+            "SELECT step_id, target, kind, number, state, exit_code, message FROM attempts \
+             ORDER BY id",
         )
         .expect("prepare the attempts query");
-    stmt.query_map([step], |r| {
+    stmt.query_map([], |r| {
         Ok(Attempt {
-            target: r.get(0)?,
-            kind: r.get(1)?,
-            number: r.get(2)?,
-            state: r.get(3)?,
-            exit_code: r.get(4)?,
-            message: r.get(5)?,
+            step: r.get(0)?,
+            target: r.get(1)?,
+            kind: r.get(2)?,
+            number: r.get(3)?,
+            state: r.get(4)?,
+            exit_code: r.get(5)?,
+            message: r.get(6)?,
         })
     })
     .expect("query attempts")
     .collect::<Result<_, _>>()
     .expect("read attempts")
+}
+
+/// The attempts of one step, in the order they were started.
+pub fn attempts(db: &Path, step: &str) -> Vec<Attempt> {
+    all_attempts(db)
+        .into_iter()
+        .filter(|a| a.step == step)
+        .collect()
 }
