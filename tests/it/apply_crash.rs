@@ -13,23 +13,13 @@ use crate::common::wait_until;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::run::Run;
+use crate::common::run::{all_attempts, open_journal, Attempt, Run};
 use crate::common::running::Running;
 use crate::common::scene::{bare, step, Scene, Step};
 use crate::common::{process_running, read_pid};
 
 /// Upper bound for waiting on a condition; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One attempt row of the journal.
-#[derive(Debug, Clone)]
-struct Attempt {
-    step: String,
-    target: String,
-    kind: String,
-    state: String,
-    message: Option<String>,
-}
 
 /// One mark row of the journal.
 #[derive(Debug, Clone)]
@@ -38,35 +28,6 @@ struct Mark {
     target: String,
     mark: String,
     user: String,
-}
-
-fn read_attempts(db: &Path) -> Vec<Attempt> {
-    let conn = open_db(db);
-    let mut stmt = conn
-        .prepare("SELECT step_id, target, kind, state, message FROM attempts ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok(Attempt {
-            step: r.get(0)?,
-            target: r.get(1)?,
-            kind: r.get(2)?,
-            state: r.get(3)?,
-            message: r.get(4)?,
-        })
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
-
-fn open_db(db: &Path) -> rusqlite::Connection {
-    // Never create a journal by looking for one.
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
-    // A live runner may be writing; readers of a WAL journal are rarely told to retry.
-    conn.busy_timeout(PATIENCE).unwrap();
-    conn
 }
 
 /// A scene whose targets `h1`, `h2`, ... are sshd servers on loopback (or one local target
@@ -212,7 +173,7 @@ impl Play {
     }
 
     fn attempts(&self) -> Vec<Attempt> {
-        read_attempts(&self.db())
+        all_attempts(&self.db())
     }
 
     /// Run attempts of one pair, in order.
@@ -224,7 +185,7 @@ impl Play {
     }
 
     fn marks(&self) -> Vec<Mark> {
-        let conn = open_db(&self.db());
+        let conn = open_journal(&self.db());
         let mut stmt = conn
             .prepare("SELECT step_id, target, mark, user FROM marks ORDER BY id")
             .unwrap();
@@ -243,7 +204,7 @@ impl Play {
 
     /// `(outcome, ended_at)` of every run, oldest first.
     fn runs(&self) -> Vec<(Option<String>, Option<String>)> {
-        let conn = open_db(&self.db());
+        let conn = open_journal(&self.db());
         let mut stmt = conn
             .prepare("SELECT outcome, ended_at FROM runs ORDER BY seq")
             .unwrap();
@@ -654,7 +615,7 @@ fn attempt_is_committed_as_running_before_its_command_starts() {
     p.write([p.quick("before", "h1"), step("probe", "h1", &snap)]);
     p.apply(&[]).expect_exit(0).run();
 
-    let copy = read_attempts(&p.file("snap/j.db"));
+    let copy = all_attempts(&p.file("snap/j.db"));
     let probe: Vec<_> = copy.iter().filter(|a| a.step == "probe").collect();
     assert_eq!(probe.len(), 1, "{copy:?}");
     assert_eq!(
@@ -669,7 +630,7 @@ fn attempt_is_committed_as_running_before_its_command_starts() {
     let before: Vec<_> = copy.iter().filter(|a| a.step == "before").collect();
     assert_eq!(before.len(), 1, "{copy:?}");
     assert_eq!(before[0].state, "succeeded");
-    let conn = open_db(&p.file("snap/j.db"));
+    let conn = open_journal(&p.file("snap/j.db"));
     let ended: Option<String> = conn
         .query_row("SELECT ended_at FROM runs", [], |r| r.get(0))
         .unwrap();
