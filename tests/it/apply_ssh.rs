@@ -7,6 +7,7 @@
 //! creates, a "go" file the test creates), never by sleeping for a while.
 
 use crate::common;
+use crate::common::sshd::openssh_fingerprint;
 use crate::common_cli;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -74,20 +75,6 @@ fn events(dir: &Path, kind: &str) -> Vec<(Option<String>, String)> {
 /// Waits until `path` exists; fails at once if the runner ends first.
 fn wait_for_file(path: &Path, runner: &mut Running) {
     runner.wait_while_running(&format!("{} to appear", path.display()), || path.exists());
-}
-
-/// The fingerprint as OpenSSH itself prints it.
-fn openssh_fingerprint(pub_path: &Path) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(pub_path)
-        .output()
-        .expect("run ssh-keygen -lf");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace()
-        .find(|w| w.starts_with("SHA256:"))
-        .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
-        .to_string()
 }
 
 fn keygen(path: &Path, passphrase: &str) {

@@ -2,6 +2,7 @@
 //! tests can check remote effects (files, processes) directly.
 
 use crate::common;
+use crate::common::sshd::openssh_fingerprint;
 use crate::common::transport_checks as checks;
 use std::fs;
 use std::path::Path;
@@ -18,20 +19,6 @@ use sha2::{Digest, Sha256};
 
 fn transport(sshd: &Sshd) -> SshTransport {
     SshTransport::new(ssh_config(sshd))
-}
-
-/// The fingerprint as OpenSSH itself prints it.
-fn openssh_fingerprint(pub_path: &Path) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(pub_path)
-        .output()
-        .expect("run ssh-keygen -lf");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace()
-        .find(|w| w.starts_with("SHA256:"))
-        .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
-        .to_string()
 }
 
 #[test]
