@@ -351,6 +351,35 @@ fn has(lines: &[String], l: &str) -> bool {
     lines.iter().any(|x| x == l)
 }
 
+/// `step` ran twice: the first attempt interrupted with a cause naming every one of `cause`,
+/// the retry a success over a second connection through the proxy.
+fn retried_over_a_new_connection(scene: &Scene, step: &str, cause: &[&str]) {
+    let attempts = run_attempts(&scene.journal(), step);
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[0].state,
+        AttemptState::Interrupted,
+        "{attempts:#?}"
+    );
+    let said = attempts[0].message.clone().unwrap_or_default();
+    for word in cause {
+        assert!(said.contains(word), "cause: {said}");
+    }
+    assert_eq!(attempts[1].state, AttemptState::Succeeded);
+    assert_eq!(
+        scene.proxy.accepted(),
+        2,
+        "the retry needs a new connection"
+    );
+}
+
+/// The counted command ran to its end on its second run, and not a third time.
+fn done_on_the_second_run(scene: &Scene) {
+    let ledger = scene.ledger();
+    assert!(has(&ledger, "done-2"), "{ledger:?}");
+    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// Cuts the link while an idempotent step with one retry runs; returns the scene afterwards.
@@ -373,23 +402,10 @@ fn cut_an_idempotent_step(n: u8) -> Scene {
 fn cut_during_an_idempotent_step_is_retried_and_logged() {
     let scene = cut_an_idempotent_step(1);
 
-    // The first attempt is not a success: the runner never saw it end. The retry is.
-    let attempts = run_attempts(&scene.journal(), "work");
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!(
-        attempts[0].state,
-        AttemptState::Interrupted,
-        "{attempts:#?}"
-    );
-    let cause = attempts[0].message.clone().unwrap_or_default();
-    assert!(cause.contains("connection to"), "cause: {cause}");
-    assert!(cause.contains("lost"), "cause: {cause}");
-    assert_eq!(attempts[1].state, AttemptState::Succeeded);
-    let ledger = scene.ledger();
-    assert!(has(&ledger, "done-2"), "{ledger:?}");
-    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
-    // Re-established: a second connection through the proxy.
-    assert_eq!(scene.proxy.accepted(), 2);
+    // The first attempt is not a success: the runner never saw it end. The retry is, over a
+    // re-established connection.
+    retried_over_a_new_connection(&scene, "work", &["connection to", "lost"]);
+    done_on_the_second_run(&scene);
 
     // The cause is in the step log and in the events.
     let files = scene.run_files();
@@ -554,25 +570,8 @@ fn stall_for_good_during_an_idempotent_step_is_retried_over_a_new_connection() {
     // The first run never learnt of the stall (its sshd still waits on the proxy); let it end.
     scene.release();
 
-    let attempts = run_attempts(&scene.journal(), "work");
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!(
-        attempts[0].state,
-        AttemptState::Interrupted,
-        "{attempts:#?}"
-    );
-    let cause = attempts[0].message.clone().unwrap_or_default();
-    assert!(cause.contains("lost"), "cause: {cause}");
-    assert!(cause.contains(SILENCE), "cause: {cause}");
-    assert_eq!(attempts[1].state, AttemptState::Succeeded);
-    let ledger = scene.ledger();
-    assert!(has(&ledger, "done-2"), "{ledger:?}");
-    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
-    assert_eq!(
-        scene.proxy.accepted(),
-        2,
-        "the retry needs a new connection"
-    );
+    retried_over_a_new_connection(&scene, "work", &["lost", SILENCE]);
+    done_on_the_second_run(&scene);
 
     let files = scene.run_files();
     assert!(files.contains(SILENCE), "{files}");
@@ -623,18 +622,7 @@ fn stall_for_good_during_an_upload_is_retried_over_a_new_connection() {
     scene.proxy.stall_forever();
     bg.wait();
 
-    let attempts = run_attempts(&scene.journal(), "send");
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!(attempts[0].state, AttemptState::Interrupted);
-    let cause = attempts[0].message.clone().unwrap_or_default();
-    assert!(cause.contains("uploading"), "cause: {cause}");
-    assert!(cause.contains(SILENCE), "cause: {cause}");
-    assert_eq!(attempts[1].state, AttemptState::Succeeded);
-    assert_eq!(
-        scene.proxy.accepted(),
-        2,
-        "the retry needs a new connection"
-    );
+    retried_over_a_new_connection(&scene, "send", &["uploading", SILENCE]);
     assert!(
         fs::read(&dest).expect("read copy") == data,
         "the copy differs"
