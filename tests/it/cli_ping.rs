@@ -1,8 +1,10 @@
 //! `runner ping`: every target is connected (host key, authentication) and runs a no-op.
 
 use crate::common::run::Run;
+use crate::common::scene::{step, Scene};
 use crate::common::Sshd;
 use crate::common_cli::runner;
+use std::path::Path;
 
 fn ssh_target(name: &str, sshd: &Sshd, known_hosts: &std::path::Path) -> String {
     format!(
@@ -238,31 +240,35 @@ fn ssh_password_authentication_logs_in_and_never_shows_the_password() {
         .run();
 }
 
+/// `p.yaml` whose one target, `box`, is a new sshd on `ip` whose key is not in the (empty)
+/// `known_hosts` file of the folder, named in the playbook as `known_hosts`.
+fn untrusted(ip: &str, known_hosts: &str) -> Scene {
+    let scene = Scene::new("Trust")
+        .file_name("p.yaml")
+        .ssh("box", ip)
+        .known_hosts("box", Path::new(known_hosts))
+        .step(step("a", "box", "true"));
+    std::fs::write(scene.path("known_hosts"), "").unwrap();
+    scene.write();
+    scene
+}
+
 #[test]
 fn trust_without_a_terminal_shows_the_fingerprint_and_fails_until_yes() {
-    let sshd = Sshd::start("127.0.0.96");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
-    let text = format!(
-        "name: Trust\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: ./known_hosts\nsteps:\n  - id: a\n    on: box\n    run: 'true'\n",
-        sshd.host(),
-        sshd.port(),
-        sshd.user(),
-        sshd.user_key_path().display(),
-    );
-    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let scene = untrusted("127.0.0.96", "./known_hosts");
+    let dir = scene.dir();
 
     // ping names the real command, not placeholders.
-    Run::at(dir.path())
-        .args(["ping", "p.yaml"])
+    scene
+        .run(["ping", "p.yaml"])
         .expect_exit(1)
         .expect_stdout_contains("`runner trust p.yaml box`")
         .expect_stdout_lacks("PLAYBOOK")
         .expect_stdout_lacks("././")
         .run();
     // So does apply, refused by the same unknown key.
-    let apply = Run::at(dir.path())
-        .args(["apply", "p.yaml", "--quiet"])
+    let apply = scene
+        .run(["apply", "p.yaml", "--quiet"])
         .expect_exit(1)
         .run();
     let shown = format!("{}{}", apply.stdout, apply.stderr);
@@ -270,8 +276,8 @@ fn trust_without_a_terminal_shows_the_fingerprint_and_fails_until_yes() {
     assert!(!shown.contains("PLAYBOOK"), "{shown}");
 
     // No terminal, no --yes: the fingerprint is shown, nothing is recorded, exit 1.
-    Run::at(dir.path())
-        .args(["trust", "p.yaml"])
+    scene
+        .run(["trust", "p.yaml"])
         .expect_exit(1)
         .expect_stdout_contains("box: 127.0.0.96:")
         .expect_stdout_contains("SHA256:")
@@ -279,21 +285,18 @@ fn trust_without_a_terminal_shows_the_fingerprint_and_fails_until_yes() {
         .expect_stderr_contains("--yes")
         .run();
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("known_hosts")).unwrap(),
+        std::fs::read_to_string(dir.join("known_hosts")).unwrap(),
         ""
     );
 
     // With --yes after checking: recorded, with a clean path; ping then passes.
-    Run::at(dir.path())
-        .args(["trust", "p.yaml", "--yes"])
+    scene
+        .run(["trust", "p.yaml", "--yes"])
         .expect_exit(0)
         .expect_stdout_contains("box: recorded in ./known_hosts\n")
         .expect_stdout_lacks("././")
         .run();
-    Run::at(dir.path())
-        .args(["ping", "p.yaml"])
-        .expect_exit(0)
-        .run();
+    scene.run(["ping", "p.yaml"]).expect_exit(0).run();
 }
 
 /// Runs `runner ARGS` on a pseudo-terminal (util-linux `script`), typing `input`; returns
@@ -328,19 +331,10 @@ fn on_a_terminal(args: &str, dir: &std::path::Path, input: &str) -> (i32, String
 
 #[test]
 fn trust_on_a_terminal_takes_y_and_answers_anything_else() {
-    let sshd = Sshd::start("127.0.0.97");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
-    let text = format!(
-        "name: Trust\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: known_hosts\nsteps:\n  - id: a\n    on: box\n    run: 'true'\n",
-        sshd.host(),
-        sshd.port(),
-        sshd.user(),
-        sshd.user_key_path().display(),
-    );
-    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let scene = untrusted("127.0.0.97", "known_hosts");
+    let dir = scene.dir();
 
-    let (code, screen) = on_a_terminal("trust p.yaml", dir.path(), "ok\n");
+    let (code, screen) = on_a_terminal("trust p.yaml", dir, "ok\n");
     assert_eq!(code, 1, "{screen}");
     assert!(screen.contains("SHA256:"), "{screen}");
     assert!(screen.contains("Type `yes` to trust it"), "{screen}");
@@ -349,14 +343,11 @@ fn trust_on_a_terminal_takes_y_and_answers_anything_else() {
         "{screen}"
     );
 
-    let (code, screen) = on_a_terminal("trust p.yaml", dir.path(), "y\n");
+    let (code, screen) = on_a_terminal("trust p.yaml", dir, "y\n");
     assert_eq!(code, 0, "{screen}");
     assert!(
         screen.contains("box: recorded in ./known_hosts"),
         "{screen}"
     );
-    Run::at(dir.path())
-        .args(["ping", "p.yaml"])
-        .expect_exit(0)
-        .run();
+    scene.run(["ping", "p.yaml"]).expect_exit(0).run();
 }
