@@ -10,29 +10,16 @@
 
 use crate::common;
 use crate::common::wait_until;
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::common::{process_running, read_pid, Sshd};
-use crate::common_cli::{runner, Run};
+use crate::common::run::{all_attempts, open_journal, Attempt, Run};
+use crate::common::running::Running;
+use crate::common::scene::{bare, step, Scene, Step};
+use crate::common::{process_running, read_pid};
 
 /// Upper bound for waiting on a condition; only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One attempt row of the journal.
-#[derive(Debug, Clone)]
-struct Attempt {
-    step: String,
-    target: String,
-    kind: String,
-    state: String,
-    message: Option<String>,
-}
 
 /// One mark row of the journal.
 #[derive(Debug, Clone)]
@@ -43,116 +30,20 @@ struct Mark {
     user: String,
 }
 
-fn read_attempts(db: &Path) -> Vec<Attempt> {
-    let conn = open_db(db);
-    let mut stmt = conn
-        .prepare("SELECT step_id, target, kind, state, message FROM attempts ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok(Attempt {
-            step: r.get(0)?,
-            target: r.get(1)?,
-            kind: r.get(2)?,
-            state: r.get(3)?,
-            message: r.get(4)?,
-        })
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
-
-fn open_db(db: &Path) -> rusqlite::Connection {
-    // Never create a journal by looking for one.
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
-    // A live runner may be writing; readers of a WAL journal are rarely told to retry.
-    conn.busy_timeout(PATIENCE).unwrap();
-    conn
-}
-
-/// A runner started in the background, its output collected as it comes.
-struct Background {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => into
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-    })
-}
-
-impl Background {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_stderr(&self, needle: &str) {
-        wait_until(&format!("`{needle}` on the runner's stderr"), || {
-            self.stderr().contains(needle)
-        });
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.pid()).unwrap();
-        // SAFETY: kill(2) on the positive pid of our own child, which has not been reaped.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal the runner");
-    }
-
-    /// Waits for the process to end; its exit code (-1 if a signal ended it) and output.
-    fn wait(mut self) -> (std::process::ExitStatus, Run) {
-        let status = self.child.wait().unwrap();
-        for r in self.readers.drain(..) {
-            r.join().unwrap();
-        }
-        let run = Run {
-            code: status.code().unwrap_or(-1),
-            stdout: self.stdout.lock().unwrap().clone(),
-            stderr: self.stderr.lock().unwrap().clone(),
-        };
-        (status, run)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        // Only reached with a live child when a test failed half-way.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A tempdir with a playbook whose targets `h1`, `h2`, ... are sshd servers on loopback.
+/// A scene whose targets `h1`, `h2`, ... are sshd servers on loopback (or one local target
+/// `here`), with the ledgers, hold files and journal readers of these tests.
 struct Play {
-    hosts: Vec<Sshd>,
-    dir: tempfile::TempDir,
+    scene: Scene,
 }
 
 impl Drop for Play {
     fn drop(&mut self) {
         // A failed test can leave a held command running on this machine; stop it (only if the
         // process is still one of ours, i.e. its command line names this tempdir).
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
             return;
         };
-        let me = self.dir.path().display().to_string();
+        let me = self.dir().display().to_string();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(tag) = name.strip_suffix(".pid") {
@@ -186,51 +77,41 @@ fn kill_group(pid: u32) {
 
 impl Play {
     fn new(ips: &[&str]) -> Play {
+        let mut scene = Scene::new("Crash and resume");
+        for (i, ip) in ips.iter().enumerate() {
+            scene = scene.ssh(&format!("h{}", i + 1), ip);
+        }
+        Play { scene }
+    }
+
+    /// A play on one local target, `here`.
+    fn local() -> Play {
         Play {
-            hosts: ips.iter().map(|ip| Sshd::start(ip)).collect(),
-            dir: tempfile::Builder::new()
-                .prefix("runner-crash-")
-                .tempdir()
-                .unwrap(),
+            scene: Scene::new("Crash and resume").local("here"),
         }
     }
 
     fn dir(&self) -> &Path {
-        self.dir.path()
+        self.scene.dir()
     }
 
     fn file(&self, name: &str) -> PathBuf {
-        self.dir().join(name)
+        self.scene.path(name)
     }
 
     fn db(&self) -> PathBuf {
-        self.file(".runner/cutover.db")
+        self.scene.journal()
     }
 
-    /// Writes `cutover.yaml` with the given `steps:` entries (YAML, indented by two spaces).
-    fn write(&self, steps: &str) {
-        let mut y = String::from("name: Crash and resume\nwindow:\n  business_hours: []\n");
-        y.push_str("targets:\n");
-        for (i, h) in self.hosts.iter().enumerate() {
-            y.push_str(&format!(
-                "  h{n}:\n    transport: ssh\n    host: {host}\n    port: {port}\n    user: {user}\n    key: '{key}'\n    known_hosts: '{kh}'\n",
-                n = i + 1,
-                host = h.host(),
-                port = h.port(),
-                user = h.user(),
-                key = h.user_key_path().display(),
-                kh = h.known_hosts_path().display(),
-            ));
-        }
-        y.push_str("steps:\n");
-        y.push_str(steps);
-        std::fs::write(self.file("cutover.yaml"), y).unwrap();
+    /// Writes `cutover.yaml` with these steps.
+    fn write(&mut self, steps: impl IntoIterator<Item = Step>) {
+        self.scene.set_steps(steps);
+        self.scene.write();
     }
 
     /// A step that only records that it ran.
-    fn quick(&self, id: &str, on: &str) -> String {
-        let d = self.dir().display();
-        step(id, on, &format!("echo start >> {d}/{id}.ledger"), "")
+    fn quick(&self, id: &str, on: &str) -> Step {
+        step(id, on, &format!("echo start >> {{dir}}/{id}.ledger"))
     }
 
     /// A command that records its start and its pid, touches `<tag>.started`, then blocks
@@ -263,44 +144,22 @@ impl Play {
         (count("start"), count("end"))
     }
 
-    fn run(&self, args: &[&str]) -> Run {
-        runner(args, self.dir(), &[])
-    }
-
     fn apply(&self, extra: &[&str]) -> Run {
-        let mut args = vec!["apply", "cutover.yaml"];
-        args.extend_from_slice(extra);
-        self.run(&args)
+        self.scene.apply_with(extra)
     }
 
-    fn mark(&self, pair: &str, what: &str) -> Run {
-        let r = self.run(&["mark", "cutover.yaml", pair, what]);
-        assert_eq!(r.code, 0, "mark {pair} {what}: {}", r.stderr);
-        r
+    /// An apply after a crash, which is never refused for the lock.
+    fn resume(&self, extra: &[&str]) -> Run {
+        self.apply(extra).expect_stderr_lacks("locked")
     }
 
-    fn spawn_apply(&self) -> Background {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-            .args(["apply", "cutover.yaml"])
-            .current_dir(self.dir())
-            .env_remove("RUNNER_NOW")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start runner");
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            drain(child.stdout.take().unwrap(), Arc::clone(&stdout)),
-            drain(child.stderr.take().unwrap(), Arc::clone(&stderr)),
-        ];
-        Background {
-            child,
-            stdout,
-            stderr,
-            readers,
-        }
+    fn mark(&self, pair: &str, what: &str) {
+        self.scene.mark(pair, what);
+    }
+
+    /// An apply started in the background that the test kills with SIGKILL.
+    fn spawn_killed_apply(&self) -> Running {
+        self.apply(&[]).expect_signal(libc::SIGKILL).spawn()
     }
 
     /// Stops a held command left running on the target by a killed runner, and waits until
@@ -314,7 +173,7 @@ impl Play {
     }
 
     fn attempts(&self) -> Vec<Attempt> {
-        read_attempts(&self.db())
+        all_attempts(&self.db())
     }
 
     /// Run attempts of one pair, in order.
@@ -326,7 +185,7 @@ impl Play {
     }
 
     fn marks(&self) -> Vec<Mark> {
-        let conn = open_db(&self.db());
+        let conn = open_journal(&self.db());
         let mut stmt = conn
             .prepare("SELECT step_id, target, mark, user FROM marks ORDER BY id")
             .unwrap();
@@ -345,7 +204,7 @@ impl Play {
 
     /// `(outcome, ended_at)` of every run, oldest first.
     fn runs(&self) -> Vec<(Option<String>, Option<String>)> {
-        let conn = open_db(&self.db());
+        let conn = open_journal(&self.db());
         let mut stmt = conn
             .prepare("SELECT outcome, ended_at FROM runs ORDER BY seq")
             .unwrap();
@@ -360,19 +219,15 @@ impl Play {
     /// really died by the signal and that it left its lock file naming itself (the lock
     /// itself is a flock the kernel dropped). Returns the killed runner's pid.
     fn crash_during(&self, held: &[&str], also: impl Fn()) -> u32 {
-        let mut bg = self.spawn_apply();
+        let mut bg = self.spawn_killed_apply();
         for tag in held {
             self.wait_started(tag);
         }
         also();
         let pid = bg.pid();
-        bg.child.kill().unwrap();
-        let (status, _) = bg.wait();
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "the runner died by SIGKILL"
-        );
+        bg.kill();
+        // The runner died by SIGKILL.
+        bg.wait();
         for tag in held {
             self.stop_remote(tag);
         }
@@ -385,36 +240,19 @@ impl Play {
     }
 }
 
-/// A `steps:` entry; `run` must not contain a single quote (it is single-quoted YAML).
-fn step(id: &str, on: &str, run: &str, extra: &str) -> String {
-    assert!(!run.contains('\''), "{run}");
-    format!("  - id: {id}\n    on: {on}\n    run: '{run}'\n{extra}")
-}
-
-/// The resume after a crash is never refused for the lock.
-fn assert_not_locked(r: &Run) {
-    assert_ne!(r.code, 4, "refused: {}", r.stderr);
-    assert!(!r.stderr.contains("locked"), "{}", r.stderr);
-}
-
 // ---- 1a: in doubt, with a check --------------------------------------------------------
 
 #[test]
 fn kill9_in_doubt_step_whose_check_passes_is_not_run_again() {
-    let p = Play::new(&["127.0.3.1"]);
+    let mut p = Play::new(&["127.0.3.1"]);
     let d = p.dir().display().to_string();
     // The work is done before the wait: the crash hits after it.
     let work = format!("touch {d}/copy.work; ");
-    p.write(&format!(
-        "{}{}",
-        step(
-            "copy",
-            "h1",
-            &p.held("copy", &work, ""),
-            &format!("    check: 'test -f {d}/copy.work'\n"),
-        ),
+    p.write([
+        step("copy", "h1", &p.held("copy", &work, ""))
+            .text("check", &format!("test -f {d}/copy.work")),
         p.quick("after", "h1"),
-    ));
+    ]);
     p.hold("copy");
     let killed = p.crash_during(&["copy"], || {});
     p.release("copy");
@@ -422,15 +260,10 @@ fn kill9_in_doubt_step_whose_check_passes_is_not_run_again() {
     assert_eq!(p.runs_of("copy", "h1")[0].state, "running");
     assert_eq!(p.runs()[0], (None, None), "the killed run never ended");
 
-    let r = p.apply(&[]);
-    assert_not_locked(&r);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains("copy on h1 was in flight when runner stopped: check passed: done"),
-        "{}",
-        r.stdout
-    );
+    p.resume(&[])
+        .expect_exit(0)
+        .expect_stdout_contains("copy on h1 was in flight when runner stopped: check passed: done")
+        .run();
     // The check decided: the step did not start again; the later step ran.
     assert_eq!(p.ledger("copy"), (1, 0));
     assert_eq!(p.ledger("after"), (1, 0));
@@ -464,34 +297,26 @@ fn kill9_in_doubt_step_whose_check_passes_is_not_run_again() {
 
 #[test]
 fn kill9_in_doubt_step_whose_check_fails_runs_again() {
-    let p = Play::new(&["127.0.3.2"]);
+    let mut p = Play::new(&["127.0.3.2"]);
     let d = p.dir().display().to_string();
     // The work is done only after the wait, which the crash never lets it reach.
     let work = format!("touch {d}/copy.work; ");
-    p.write(&format!(
-        "{}{}",
-        step(
-            "copy",
-            "h1",
-            &p.held("copy", "", &work),
-            &format!("    check: 'test -f {d}/copy.work'\n"),
-        ),
+    p.write([
+        step("copy", "h1", &p.held("copy", "", &work))
+            .text("check", &format!("test -f {d}/copy.work")),
         p.quick("after", "h1"),
-    ));
+    ]);
     p.hold("copy");
     p.crash_during(&["copy"], || {});
     p.release("copy");
     assert!(!p.file("copy.work").exists());
 
-    let r = p.apply(&[]);
-    assert_not_locked(&r);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains("copy on h1 was in flight when runner stopped: check failed: run again"),
-        "{}",
-        r.stdout
-    );
+    p.resume(&[])
+        .expect_exit(0)
+        .expect_stdout_contains(
+            "copy on h1 was in flight when runner stopped: check failed: run again",
+        )
+        .run();
     assert_eq!(p.ledger("copy"), (2, 1), "ran again, to its end");
     assert_eq!(p.ledger("after"), (1, 0));
     let states: Vec<String> = p
@@ -504,32 +329,22 @@ fn kill9_in_doubt_step_whose_check_fails_runs_again() {
 
 #[test]
 fn kill9_during_the_check_leaves_the_step_in_doubt_and_no_attempt_running() {
-    let p = Play::new(&["127.0.3.14"]);
+    let mut p = Play::new(&["127.0.3.14"]);
     let d = p.dir().display().to_string();
     // The action ends at once; its check is what the runner is killed in.
-    p.write(&format!(
-        "{}{}",
-        step(
-            "copy",
-            "h1",
-            &format!("echo start >> {d}/copy.ledger"),
-            &format!("    check: '{}'\n", p.held("chk", "", "")),
-        ),
+    p.write([
+        step("copy", "h1", &format!("echo start >> {d}/copy.ledger"))
+            .text("check", &p.held("chk", "", "")),
         p.quick("after", "h1"),
-    ));
+    ]);
     p.hold("chk");
     p.crash_during(&["chk"], || {});
     p.release("chk");
 
-    let r = p.apply(&[]);
-    assert_not_locked(&r);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains("copy on h1 was in flight when runner stopped: check passed: done"),
-        "{}",
-        r.stdout
-    );
+    p.resume(&[])
+        .expect_exit(0)
+        .expect_stdout_contains("copy on h1 was in flight when runner stopped: check passed: done")
+        .run();
     assert_eq!(p.ledger("copy"), (1, 0), "the action did not run again");
     assert_eq!(p.ledger("chk"), (2, 1), "the check ran again, to its end");
     assert_eq!(p.ledger("after"), (1, 0));
@@ -551,30 +366,21 @@ fn kill9_during_the_check_leaves_the_step_in_doubt_and_no_attempt_running() {
 
 #[test]
 fn kill9_in_doubt_idempotent_step_without_check_runs_again() {
-    let p = Play::new(&["127.0.3.3"]);
-    p.write(&format!(
-        "{}{}",
-        step(
-            "sync",
-            "h1",
-            &p.held("sync", "", ""),
-            "    idempotent: true\n"
-        ),
+    let mut p = Play::new(&["127.0.3.3"]);
+    p.write([
+        step("sync", "h1", &p.held("sync", "", "")).key("idempotent", "true"),
         p.quick("after", "h1"),
-    ));
+    ]);
     p.hold("sync");
     p.crash_during(&["sync"], || {});
     p.release("sync");
 
-    let r = p.apply(&[]);
-    assert_not_locked(&r);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains("sync on h1 was in flight when runner stopped: idempotent: run again"),
-        "{}",
-        r.stdout
-    );
+    p.resume(&[])
+        .expect_exit(0)
+        .expect_stdout_contains(
+            "sync on h1 was in flight when runner stopped: idempotent: run again",
+        )
+        .run();
     assert_eq!(p.ledger("sync"), (2, 1));
     assert_eq!(p.ledger("after"), (1, 0));
     let states: Vec<String> = p
@@ -590,29 +396,25 @@ fn kill9_in_doubt_idempotent_step_without_check_runs_again() {
 /// Crashes during `once` (no check, not idempotent) and checks that two resumes both stop for
 /// an operator without starting it again. Returns the play for the operator's decision.
 fn crash_and_stop_for_operator(ip: &str) -> Play {
-    let p = Play::new(&[ip]);
-    p.write(&format!(
-        "{}{}",
-        step("once", "h1", &p.held("once", "", ""), ""),
+    let mut p = Play::new(&[ip]);
+    p.write([
+        step("once", "h1", &p.held("once", "", "")),
         p.quick("after", "h1"),
-    ));
+    ]);
     p.hold("once");
     p.crash_during(&["once"], || {});
     p.release("once");
 
     for _ in 0..2 {
-        let r = p.apply(&[]);
-        assert_not_locked(&r);
-        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-        let e = &r.stderr;
-        assert!(
-            e.contains("an operator must decide about step `once`"),
-            "{e}"
-        );
-        assert!(e.contains("inspect the target"), "{e}");
-        assert!(e.contains("runner mark "), "{e}");
-        assert!(e.contains("once@h1 done`"), "{e}");
-        assert!(e.contains("`retry`") && e.contains("`skip`"), "{e}");
+        p.resume(&[])
+            .expect_exit(1)
+            .expect_stderr_contains("an operator must decide about step `once`")
+            .expect_stderr_contains("inspect the target")
+            .expect_stderr_contains("runner mark ")
+            .expect_stderr_contains("once@h1 done`")
+            .expect_stderr_contains("`retry`")
+            .expect_stderr_contains("`skip`")
+            .run();
         assert_eq!(p.ledger("once"), (1, 0), "never started again");
         assert_eq!(p.ledger("after"), (0, 0), "nothing after it started");
     }
@@ -623,9 +425,10 @@ fn crash_and_stop_for_operator(ip: &str) -> Play {
 fn kill9_in_doubt_unsafe_step_waits_for_mark_done_then_continues() {
     let p = crash_and_stop_for_operator("127.0.3.4");
     p.mark("once@h1", "done");
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("once on h1: marked done"), "{}", r.stdout);
+    p.apply(&[])
+        .expect_exit(0)
+        .expect_stdout_contains("once on h1: marked done")
+        .run();
     assert_eq!(p.ledger("once"), (1, 0));
     assert_eq!(p.ledger("after"), (1, 0));
 }
@@ -634,8 +437,7 @@ fn kill9_in_doubt_unsafe_step_waits_for_mark_done_then_continues() {
 fn kill9_in_doubt_unsafe_step_runs_again_after_mark_retry() {
     let p = crash_and_stop_for_operator("127.0.3.5");
     p.mark("once@h1", "retry");
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.apply(&[]).expect_exit(0).run();
     assert_eq!(p.ledger("once"), (2, 1));
     assert_eq!(p.ledger("after"), (1, 0));
     let states: Vec<String> = p
@@ -650,9 +452,10 @@ fn kill9_in_doubt_unsafe_step_runs_again_after_mark_retry() {
 fn kill9_in_doubt_unsafe_step_is_skipped_after_mark_skip() {
     let p = crash_and_stop_for_operator("127.0.3.6");
     p.mark("once", "skip");
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("once on h1: marked skip"), "{}", r.stdout);
+    p.apply(&[])
+        .expect_exit(0)
+        .expect_stdout_contains("once on h1: marked skip")
+        .run();
     assert_eq!(p.ledger("once"), (1, 0));
     assert_eq!(p.ledger("after"), (1, 0));
     assert_eq!(p.runs_of("once", "h1").len(), 1);
@@ -662,40 +465,38 @@ fn kill9_in_doubt_unsafe_step_is_skipped_after_mark_skip() {
 
 #[test]
 fn changed_step_is_refused_until_accepted_and_reruns_only_after_mark_retry() {
-    let p = Play::new(&["127.0.3.7"]);
-    let d = p.dir().display().to_string();
+    let mut p = Play::new(&["127.0.3.7"]);
     let prep = |text: &str| {
         step(
             "prep",
             "h1",
-            &format!("echo start >> {d}/prep.ledger; echo {text} >> {d}/prep.text"),
-            "",
+            &format!("echo start >> {{dir}}/prep.ledger; echo {text} >> {{dir}}/prep.text"),
         )
     };
     // `next` fails until its go file exists, so the first apply stops after `prep`.
-    let next = step(
-        "next",
-        "h1",
-        &format!("test -f {d}/next.go && echo start >> {d}/next.ledger"),
-        "",
-    );
-    p.write(&format!("{}{next}", prep("first")));
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let next = || {
+        step(
+            "next",
+            "h1",
+            "test -f {dir}/next.go && echo start >> {dir}/next.ledger",
+        )
+    };
+    p.write([prep("first"), next()]);
+    p.apply(&[]).expect_exit(1).run();
     assert_eq!(p.ledger("prep"), (1, 0));
 
-    p.write(&format!("{}{next}", prep("second")));
+    p.write([prep("second"), next()]);
     std::fs::write(p.file("next.go"), "").unwrap();
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("`prep` on `h1`"), "{}", r.stderr);
-    assert!(r.stderr.contains("--accept-changed"), "{}", r.stderr);
-    assert!(!r.stderr.contains("`next`"), "{}", r.stderr);
+    p.apply(&[])
+        .expect_exit(4)
+        .expect_stderr_contains("`prep` on `h1`")
+        .expect_stderr_contains("--accept-changed")
+        .expect_stderr_lacks("`next`")
+        .run();
     assert_eq!(p.ledger("prep"), (1, 0));
     assert_eq!(p.ledger("next"), (0, 0), "nothing ran");
 
-    let r = p.apply(&["--accept-changed"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.apply(&["--accept-changed"]).expect_exit(0).run();
     assert_eq!(
         p.ledger("prep"),
         (1, 0),
@@ -704,13 +505,11 @@ fn changed_step_is_refused_until_accepted_and_reruns_only_after_mark_retry() {
     assert_eq!(p.ledger("next"), (1, 0));
 
     // The acceptance is remembered: the next apply neither asks again nor runs anything.
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.apply(&[]).expect_exit(0).run();
     assert_eq!(p.ledger("prep"), (1, 0));
 
     p.mark("prep", "retry");
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.apply(&[]).expect_exit(0).run();
     assert_eq!(p.ledger("prep"), (2, 0));
     assert_eq!(
         std::fs::read_to_string(p.file("prep.text")).unwrap(),
@@ -724,14 +523,17 @@ fn changed_step_is_refused_until_accepted_and_reruns_only_after_mark_retry() {
 
 #[test]
 fn ctrl_c_once_lets_the_running_step_finish_and_starts_nothing_new() {
-    let p = Play::new(&["127.0.3.8"]);
-    p.write(&format!(
-        "{}{}",
-        step("long", "h1", &p.held("long", "", ""), ""),
+    let mut p = Play::new(&["127.0.3.8"]);
+    p.write([
+        step("long", "h1", &p.held("long", "", "")),
         p.quick("next", "h1"),
-    ));
+    ]);
     p.hold("long");
-    let bg = p.spawn_apply();
+    let bg = p
+        .apply(&[])
+        .expect_exit(130)
+        .expect_stderr_contains("interrupted; run `runner apply")
+        .spawn();
     p.wait_started("long");
     bg.signal(libc::SIGINT);
     bg.wait_stderr("no new steps will start");
@@ -739,13 +541,7 @@ fn ctrl_c_once_lets_the_running_step_finish_and_starts_nothing_new() {
     let pid = read_pid(p.dir(), "long.pid");
     assert!(process_running(pid), "{}", bg.stderr());
     p.release("long");
-    let (_, r) = bg.wait();
-    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("interrupted; run `runner apply"),
-        "{}",
-        r.stderr
-    );
+    bg.wait();
     assert_eq!(p.ledger("long"), (1, 1), "the step finished");
     assert_eq!(p.ledger("next"), (0, 0), "the next step did not start");
     let states: Vec<String> = p
@@ -755,35 +551,31 @@ fn ctrl_c_once_lets_the_running_step_finish_and_starts_nothing_new() {
         .collect();
     assert_eq!(states, ["succeeded"]);
 
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.apply(&[]).expect_exit(0).run();
     assert_eq!(p.ledger("long"), (1, 1));
     assert_eq!(p.ledger("next"), (1, 0));
 }
 
 #[test]
 fn ctrl_c_twice_stops_the_remote_command_and_leaves_the_step_in_doubt() {
-    let p = Play::new(&["127.0.3.9"]);
-    p.write(&format!(
-        "{}{}",
-        step("long", "h1", &p.held("long", "", ""), ""),
+    let mut p = Play::new(&["127.0.3.9"]);
+    p.write([
+        step("long", "h1", &p.held("long", "", "")),
         p.quick("next", "h1"),
-    ));
+    ]);
     p.hold("long");
-    let bg = p.spawn_apply();
+    let bg = p
+        .apply(&[])
+        .expect_exit(130)
+        .expect_stderr_contains("stopping running commands")
+        .spawn();
     p.wait_started("long");
     let pid = read_pid(p.dir(), "long.pid");
     bg.signal(libc::SIGINT);
     // Two signals sent back to back could be delivered as one: wait until the first is heard.
     bg.wait_stderr("no new steps will start");
     bg.signal(libc::SIGINT);
-    let (_, r) = bg.wait();
-    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("stopping running commands"),
-        "{}",
-        r.stderr
-    );
+    bg.wait();
     // The hold file is still there: only the stop can have ended the command.
     wait_until(&format!("remote command (pid {pid}) to be gone"), || {
         !process_running(pid)
@@ -795,16 +587,16 @@ fn ctrl_c_twice_stops_the_remote_command_and_leaves_the_step_in_doubt() {
     assert_eq!(runs[0].state, "interrupted");
 
     // Not idempotent and no check: the resume leaves it to an operator.
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("long@h1 done`"), "{}", r.stderr);
+    p.apply(&[])
+        .expect_exit(1)
+        .expect_stderr_contains("long@h1 done`")
+        .run();
     assert_eq!(p.ledger("long"), (1, 0));
     assert_eq!(p.ledger("next"), (0, 0));
 
     p.release("long");
     p.mark("long@h1", "retry");
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.apply(&[]).expect_exit(0).run();
     assert_eq!(p.ledger("long"), (2, 1));
     assert_eq!(p.ledger("next"), (1, 0));
 }
@@ -813,22 +605,17 @@ fn ctrl_c_twice_stops_the_remote_command_and_leaves_the_step_in_doubt() {
 
 #[test]
 fn attempt_is_committed_as_running_before_its_command_starts() {
-    let p = Play::new(&["127.0.3.10"]);
+    let mut p = Play::new(&["127.0.3.10"]);
     let d = p.dir().display().to_string();
     let db = p.db().display().to_string();
     // The command photographs the journal (database and write-ahead log) as it starts.
     let snap = format!(
         "mkdir -p {d}/snap; cp {db} {d}/snap/j.db; if [ -f {db}-wal ]; then cp {db}-wal {d}/snap/j.db-wal; fi"
     );
-    p.write(&format!(
-        "{}{}",
-        p.quick("before", "h1"),
-        step("probe", "h1", &snap, "")
-    ));
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.write([p.quick("before", "h1"), step("probe", "h1", &snap)]);
+    p.apply(&[]).expect_exit(0).run();
 
-    let copy = read_attempts(&p.file("snap/j.db"));
+    let copy = all_attempts(&p.file("snap/j.db"));
     let probe: Vec<_> = copy.iter().filter(|a| a.step == "probe").collect();
     assert_eq!(probe.len(), 1, "{copy:?}");
     assert_eq!(
@@ -843,7 +630,7 @@ fn attempt_is_committed_as_running_before_its_command_starts() {
     let before: Vec<_> = copy.iter().filter(|a| a.step == "before").collect();
     assert_eq!(before.len(), 1, "{copy:?}");
     assert_eq!(before[0].state, "succeeded");
-    let conn = open_db(&p.file("snap/j.db"));
+    let conn = open_journal(&p.file("snap/j.db"));
     let ended: Option<String> = conn
         .query_row("SELECT ended_at FROM runs", [], |r| r.get(0))
         .unwrap();
@@ -856,20 +643,15 @@ fn attempt_is_committed_as_running_before_its_command_starts() {
 
 #[test]
 fn kill9_during_fan_out_keeps_the_finished_host_and_decides_the_others_by_check() {
-    let p = Play::new(&["127.0.3.11", "127.0.3.12", "127.0.3.13"]);
+    let mut p = Play::new(&["127.0.3.11", "127.0.3.12", "127.0.3.13"]);
     let d = p.dir().display().to_string();
     let tag = "fan-{{ target.name }}";
     let work = format!("touch {d}/{tag}.work; ");
-    p.write(&format!(
-        "{}{}",
-        step(
-            "fan",
-            "[h1, h2, h3]",
-            &p.held(tag, "", &work),
-            &format!("    check: 'test -f {d}/{tag}.work'\n"),
-        ),
+    p.write([
+        step("fan", "[h1, h2, h3]", &p.held(tag, "", &work))
+            .text("check", &format!("test -f {d}/{tag}.work")),
         p.quick("after", "h1"),
-    ));
+    ]);
     // h1 runs through; h2 and h3 stay in flight.
     p.hold("fan-h2");
     p.hold("fan-h3");
@@ -886,20 +668,15 @@ fn kill9_during_fan_out_keeps_the_finished_host_and_decides_the_others_by_check(
     p.release("fan-h2");
     p.release("fan-h3");
 
-    let r = p.apply(&[]);
-    assert_not_locked(&r);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let o = &r.stdout;
-    assert!(o.contains("fan on h1: done in an earlier run"), "{o}");
-    assert!(
-        o.contains("fan on h2 was in flight when runner stopped: check passed: done"),
-        "{o}"
-    );
-    assert!(
-        o.contains("fan on h3 was in flight when runner stopped: check failed: run again"),
-        "{o}"
-    );
-    assert!(!o.contains("fan on h1 was in flight"), "{o}");
+    p.resume(&[])
+        .expect_exit(0)
+        .expect_stdout_contains("fan on h1: done in an earlier run")
+        .expect_stdout_contains("fan on h2 was in flight when runner stopped: check passed: done")
+        .expect_stdout_contains(
+            "fan on h3 was in flight when runner stopped: check failed: run again",
+        )
+        .expect_stdout_lacks("fan on h1 was in flight")
+        .run();
 
     assert_eq!(
         p.ledger("fan-h1"),
@@ -944,16 +721,19 @@ fn processes_with(needle: &str) -> Vec<u32> {
 /// apply sends the whole file again (the step is idempotent) and verifies it.
 #[test]
 fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() {
-    let p = Play::new(&["127.0.3.15"]);
+    let mut p = Play::new(&["127.0.3.15"]);
     let data = common::pseudo_random_bytes(128 * 1024 * 1024, 15);
     std::fs::write(p.file("big.bin"), &data).unwrap();
     let dest = p.file("big.copy");
-    p.write(&format!(
-        "  - {{ id: send, on: h1, upload: {{ src: big.bin, dest: '{}' }}, idempotent: true }}\n",
-        dest.display()
-    ));
+    p.write([bare("send")
+        .key("on", "h1")
+        .key(
+            "upload",
+            &format!("{{ src: big.bin, dest: '{}' }}", dest.display()),
+        )
+        .key("idempotent", "true")]);
 
-    let mut bg = p.spawn_apply();
+    let mut bg = p.spawn_killed_apply();
     // The upload writes a new file beside the destination (`.big.copy.runner-TOKEN`) and
     // hashes that while it grows.
     let needle = p.file(".big.copy.runner-").display().to_string();
@@ -962,9 +742,8 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
             .iter()
             .any(|pid| process_running(*pid))
     });
-    bg.child.kill().unwrap();
-    let (status, _) = bg.wait();
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    bg.kill();
+    bg.wait();
     let copied = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
     assert!(
         copied < data.len() as u64,
@@ -976,9 +755,7 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
             .all(|pid| !process_running(*pid))
     });
 
-    let r = p.apply(&[]);
-    assert_not_locked(&r);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.resume(&[]).expect_exit(0).run();
     assert!(std::fs::read(&dest).unwrap() == data, "the copy differs");
     let states: Vec<String> = p
         .runs_of("send", "h1")
@@ -992,19 +769,14 @@ fn kill9_during_an_upload_leaves_no_hashing_process_and_resume_sends_it_again() 
 
 #[test]
 fn kill9_of_the_runner_takes_its_attached_local_command_with_it() {
-    let p = Play::new(&[]);
-    let yaml = format!(
-        "name: Crash and resume\nwindow:\n  business_hours: []\ntargets:\n  here:\n    transport: local\nsteps:\n{}",
-        step("copy", "here", &p.held("copy", "", ""), "    idempotent: true\n")
-    );
-    std::fs::write(p.file("cutover.yaml"), yaml).unwrap();
+    let mut p = Play::local();
+    p.write([step("copy", "here", &p.held("copy", "", "")).key("idempotent", "true")]);
     p.hold("copy");
-    let mut bg = p.spawn_apply();
+    let mut bg = p.spawn_killed_apply();
     p.wait_started("copy");
     let pid = read_pid(p.dir(), "copy.pid");
-    bg.child.kill().unwrap();
-    let (status, _) = bg.wait();
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    bg.kill();
+    bg.wait();
     // Nothing keeps running unattended, although its hold file is still there.
     assert!(
         common::stops_within(pid, PATIENCE),
@@ -1013,7 +785,6 @@ fn kill9_of_the_runner_takes_its_attached_local_command_with_it() {
 
     // The resume runs it again, alone: one end, and only the second start reached it.
     p.release("copy");
-    let r = p.apply(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    p.apply(&[]).expect_exit(0).run();
     assert_eq!(p.ledger("copy"), (2, 1));
 }

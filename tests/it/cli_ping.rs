@@ -1,7 +1,10 @@
 //! `runner ping`: every target is connected (host key, authentication) and runs a no-op.
 
+use crate::common::run::Run;
+use crate::common::scene::{step, Scene};
 use crate::common::Sshd;
 use crate::common_cli::runner;
+use std::path::Path;
 
 fn ssh_target(name: &str, sshd: &Sshd, known_hosts: &std::path::Path) -> String {
     format!(
@@ -27,15 +30,13 @@ fn ping_tells_a_closed_port_apart_from_login_problems() {
         "name: Ping\nwindow:\n  business_hours: []\ntargets:\n  gone:\n    transport: ssh\n    host: 127.0.0.92\n    port: {port}\n    user: x\nsteps:\n  - id: a\n    on: gone\n    run: 'true'\n"
     );
     std::fs::write(dir.path().join("p.yaml"), text).unwrap();
-    let r = runner(&["ping", "p.yaml"], dir.path(), &[]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains(&format!(
+    Run::at(dir.path())
+        .args(["ping", "p.yaml"])
+        .expect_exit(1)
+        .expect_stdout_contains(format!(
             "FAILED at port {port} on 127.0.0.92 does not answer"
-        )),
-        "{}",
-        r.stdout
-    );
+        ))
+        .run();
 }
 
 #[test]
@@ -53,8 +54,10 @@ fn ping_reports_each_target_and_fails_if_any_fails() {
         "name: Ping\nwindow:\n  business_hours: []\ntargets:\n{targets}steps:\n  - id: a\n    on: good\n    run: 'true'\n"
     );
     std::fs::write(dir.path().join("p.yaml"), &text).unwrap();
-    let r = runner(&["ping", "p.yaml"], dir.path(), &[]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let r = Run::at(dir.path())
+        .args(["ping", "p.yaml"])
+        .expect_exit(1)
+        .run();
     let row = |name: &str| {
         r.stdout
             .lines()
@@ -90,8 +93,10 @@ fn ping_reports_each_target_and_fails_if_any_fails() {
     // Without the stranger, everything answers: exit 0.
     let only_good = text.replace(&ssh_target("stranger", &sshd, &empty), "");
     std::fs::write(dir.path().join("p.yaml"), only_good).unwrap();
-    let r = runner(&["ping", "p.yaml"], dir.path(), &[]);
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    Run::at(dir.path())
+        .args(["ping", "p.yaml"])
+        .expect_exit(0)
+        .run();
 }
 
 /// Without `key` or `password`, the ssh-agent named by SSH_AUTH_SOCK logs in.
@@ -215,6 +220,7 @@ fn ssh_password_authentication_logs_in_and_never_shows_the_password() {
         dir.path(),
         &[("RUNNER_TEST_SSH_PW", password)],
     );
+    // The server's log tells why a login failed.
     assert_eq!(r.code, 0, "{}{}\n{}", r.stdout, r.stderr, sshd.log());
     assert!(r.stdout.contains(&format!("I am {name}")), "{}", r.stdout);
     // The command echoed the password: it is masked.
@@ -226,72 +232,71 @@ fn ssh_password_authentication_logs_in_and_never_shows_the_password() {
     assert!(r.stdout.contains("********"), "{}", r.stdout);
 
     // A wrong password is refused, and the wrong value is not shown either.
-    let r = runner(
-        &["ping", "p.yaml"],
-        dir.path(),
-        &[("RUNNER_TEST_SSH_PW", "not-the-password")],
-    );
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(!r.stdout.contains("not-the-password"), "{}", r.stdout);
+    Run::at(dir.path())
+        .args(["ping", "p.yaml"])
+        .env("RUNNER_TEST_SSH_PW", "not-the-password")
+        .expect_exit(1)
+        .expect_stdout_lacks("not-the-password")
+        .run();
+}
+
+/// `p.yaml` whose one target, `box`, is a new sshd on `ip` whose key is not in the (empty)
+/// `known_hosts` file of the folder, named in the playbook as `known_hosts`.
+fn untrusted(ip: &str, known_hosts: &str) -> Scene {
+    let scene = Scene::new("Trust")
+        .file_name("p.yaml")
+        .ssh("box", ip)
+        .known_hosts("box", Path::new(known_hosts))
+        .step(step("a", "box", "true"));
+    std::fs::write(scene.path("known_hosts"), "").unwrap();
+    scene.write();
+    scene
 }
 
 #[test]
 fn trust_without_a_terminal_shows_the_fingerprint_and_fails_until_yes() {
-    let sshd = Sshd::start("127.0.0.96");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
-    let text = format!(
-        "name: Trust\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: ./known_hosts\nsteps:\n  - id: a\n    on: box\n    run: 'true'\n",
-        sshd.host(),
-        sshd.port(),
-        sshd.user(),
-        sshd.user_key_path().display(),
-    );
-    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let scene = untrusted("127.0.0.96", "./known_hosts");
+    let dir = scene.dir();
 
     // ping names the real command, not placeholders.
-    let ping = runner(&["ping", "p.yaml"], dir.path(), &[]);
-    assert_eq!(ping.code, 1, "{}{}", ping.stdout, ping.stderr);
-    assert!(
-        ping.stdout.contains("`runner trust p.yaml box`"),
-        "{}",
-        ping.stdout
-    );
-    assert!(!ping.stdout.contains("PLAYBOOK"), "{}", ping.stdout);
-    assert!(!ping.stdout.contains("././"), "{}", ping.stdout);
+    scene
+        .run(["ping", "p.yaml"])
+        .expect_exit(1)
+        .expect_stdout_contains("`runner trust p.yaml box`")
+        .expect_stdout_lacks("PLAYBOOK")
+        .expect_stdout_lacks("././")
+        .run();
     // So does apply, refused by the same unknown key.
-    let apply = runner(&["apply", "p.yaml", "--quiet"], dir.path(), &[]);
-    assert_eq!(apply.code, 1, "{}{}", apply.stdout, apply.stderr);
+    let apply = scene
+        .run(["apply", "p.yaml", "--quiet"])
+        .expect_exit(1)
+        .run();
     let shown = format!("{}{}", apply.stdout, apply.stderr);
     assert!(shown.contains("`runner trust p.yaml box`"), "{shown}");
     assert!(!shown.contains("PLAYBOOK"), "{shown}");
 
     // No terminal, no --yes: the fingerprint is shown, nothing is recorded, exit 1.
-    let r = runner(&["trust", "p.yaml"], dir.path(), &[]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("box: 127.0.0.96:") && r.stdout.contains("SHA256:"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("box: not trusted"), "{}", r.stdout);
-    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    scene
+        .run(["trust", "p.yaml"])
+        .expect_exit(1)
+        .expect_stdout_contains("box: 127.0.0.96:")
+        .expect_stdout_contains("SHA256:")
+        .expect_stdout_contains("box: not trusted")
+        .expect_stderr_contains("--yes")
+        .run();
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("known_hosts")).unwrap(),
+        std::fs::read_to_string(dir.join("known_hosts")).unwrap(),
         ""
     );
 
     // With --yes after checking: recorded, with a clean path; ping then passes.
-    let r = runner(&["trust", "p.yaml", "--yes"], dir.path(), &[]);
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("box: recorded in ./known_hosts\n"),
-        "{}",
-        r.stdout
-    );
-    assert!(!r.stdout.contains("././"), "{}", r.stdout);
-    let ping = runner(&["ping", "p.yaml"], dir.path(), &[]);
-    assert_eq!(ping.code, 0, "{}{}", ping.stdout, ping.stderr);
+    scene
+        .run(["trust", "p.yaml", "--yes"])
+        .expect_exit(0)
+        .expect_stdout_contains("box: recorded in ./known_hosts\n")
+        .expect_stdout_lacks("././")
+        .run();
+    scene.run(["ping", "p.yaml"]).expect_exit(0).run();
 }
 
 /// Runs `runner ARGS` on a pseudo-terminal (util-linux `script`), typing `input`; returns
@@ -326,19 +331,10 @@ fn on_a_terminal(args: &str, dir: &std::path::Path, input: &str) -> (i32, String
 
 #[test]
 fn trust_on_a_terminal_takes_y_and_answers_anything_else() {
-    let sshd = Sshd::start("127.0.0.97");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
-    let text = format!(
-        "name: Trust\nwindow:\n  business_hours: []\ntargets:\n  box:\n    transport: ssh\n    host: {}\n    port: {}\n    user: {}\n    key: {}\n    known_hosts: known_hosts\nsteps:\n  - id: a\n    on: box\n    run: 'true'\n",
-        sshd.host(),
-        sshd.port(),
-        sshd.user(),
-        sshd.user_key_path().display(),
-    );
-    std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+    let scene = untrusted("127.0.0.97", "known_hosts");
+    let dir = scene.dir();
 
-    let (code, screen) = on_a_terminal("trust p.yaml", dir.path(), "ok\n");
+    let (code, screen) = on_a_terminal("trust p.yaml", dir, "ok\n");
     assert_eq!(code, 1, "{screen}");
     assert!(screen.contains("SHA256:"), "{screen}");
     assert!(screen.contains("Type `yes` to trust it"), "{screen}");
@@ -347,11 +343,11 @@ fn trust_on_a_terminal_takes_y_and_answers_anything_else() {
         "{screen}"
     );
 
-    let (code, screen) = on_a_terminal("trust p.yaml", dir.path(), "y\n");
+    let (code, screen) = on_a_terminal("trust p.yaml", dir, "y\n");
     assert_eq!(code, 0, "{screen}");
     assert!(
         screen.contains("box: recorded in ./known_hosts"),
         "{screen}"
     );
-    assert!(runner(&["ping", "p.yaml"], dir.path(), &[]).code == 0);
+    scene.run(["ping", "p.yaml"]).expect_exit(0).run();
 }

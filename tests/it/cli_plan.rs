@@ -1,7 +1,8 @@
 //! `runner plan` and `apply --dry-run`: the schedule across nights in every format, the saved
 //! plan, and `apply --plan` refusing a changed playbook.
 
-use crate::common_cli::{fixture, runner};
+use crate::common::run::Run;
+use crate::common_cli::fixture;
 use std::path::Path;
 
 /// Monday 30 November 2026, 17:00 in Chicago: half an hour before business hours end.
@@ -15,30 +16,22 @@ fn copy_fixture(dir: &Path) {
 fn text_plan_places_steps_after_business_hours_grouped_by_night() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
-    let r = runner(
-        &["plan", "small.yaml", "--start", MONDAY_5PM],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let o = &r.stdout;
-    // copy-share (3h + 15m margin) cannot start at 17:00: it starts when business hours end.
-    assert!(
-        o.contains("Night 1: Mon 30 Nov 18:00 -> Tue 1 Dec 07:15"),
-        "{o}"
-    );
-    assert!(o.contains("18:00-21:00  copy-share"), "{o}");
-    // switch (10h) follows at once and ends 07:00, 30 minutes before business hours.
-    assert!(o.contains("21:00-07:00  switch"), "{o}");
-    assert!(o.contains("run: rsync -a /srv/company/ /mnt/new/"), "{o}");
-    assert!(o.contains("check: test -d /mnt/new"), "{o}");
-    assert!(o.contains("password { env: SMALL_PW }"), "{o}");
-    assert!(o.contains("Finish: Tue 1 Dec 2026 07:00 CST"), "{o}");
-    assert!(o.contains("[no-check] `switch` has no check"), "{o}");
-    assert!(
-        !o.contains("[no-rollback-before-ponr]"),
-        "copy-share has a rollback: {o}"
-    );
+    Run::at(dir.path())
+        .args(["plan", "small.yaml", "--start", MONDAY_5PM])
+        .expect_exit(0)
+        // copy-share (3h + 15m margin) cannot start at 17:00: it starts when business hours end.
+        .expect_stdout_contains("Night 1: Mon 30 Nov 18:00 -> Tue 1 Dec 07:15")
+        .expect_stdout_contains("18:00-21:00  copy-share")
+        // switch (10h) follows at once and ends 07:00, 30 minutes before business hours.
+        .expect_stdout_contains("21:00-07:00  switch")
+        .expect_stdout_contains("run: rsync -a /srv/company/ /mnt/new/")
+        .expect_stdout_contains("check: test -d /mnt/new")
+        .expect_stdout_contains("password { env: SMALL_PW }")
+        .expect_stdout_contains("Finish: Tue 1 Dec 2026 07:00 CST")
+        .expect_stdout_contains("[no-check] `switch` has no check")
+        // `copy-share` has a rollback.
+        .expect_stdout_lacks("[no-rollback-before-ponr]")
+        .run();
 }
 
 #[test]
@@ -48,19 +41,17 @@ fn a_long_step_waits_for_the_next_night_and_the_weekend() {
         .unwrap()
         .replace("estimate: 10h", "estimate: 20h");
     std::fs::write(dir.path().join("small.yaml"), text).unwrap();
-    let r = runner(
-        &[
+    let r = Run::at(dir.path())
+        .args([
             "plan",
             "small.yaml",
             "--start",
             MONDAY_5PM,
             "--format",
             "json",
-        ],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        ])
+        .expect_exit(0)
+        .run();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let steps = v["steps"].as_array().unwrap();
     assert_eq!(steps[0]["start"], "2026-11-30T18:00:00-06:00");
@@ -77,19 +68,17 @@ fn a_long_step_waits_for_the_next_night_and_the_weekend() {
 fn markdown_is_a_review_document() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
-    let r = runner(
-        &[
+    let r = Run::at(dir.path())
+        .args([
             "plan",
             "small.yaml",
             "--start",
             MONDAY_5PM,
             "--format",
             "markdown",
-        ],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        ])
+        .expect_exit(0)
+        .run();
     let o = &r.stdout;
     let steps = o.find("## Steps").expect(o);
     let nights = o.find("## Nights").expect(o);
@@ -110,17 +99,14 @@ fn markdown_is_a_review_document() {
 fn dry_run_is_the_plan_and_connects_to_nothing() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
-    let plan = runner(
-        &["plan", "small.yaml", "--start", MONDAY_5PM],
-        dir.path(),
-        &[],
-    );
-    let dry = runner(
-        &["apply", "small.yaml", "--dry-run", "--start", MONDAY_5PM],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let plan = Run::at(dir.path())
+        .args(["plan", "small.yaml", "--start", MONDAY_5PM])
+        .expect_exit(0)
+        .run();
+    let dry = Run::at(dir.path())
+        .args(["apply", "small.yaml", "--dry-run", "--start", MONDAY_5PM])
+        .expect_exit(0)
+        .run();
     assert_eq!(plan.stdout, dry.stdout);
     // Nothing was written: no state folder.
     assert!(!dir.path().join(".runner").exists());
@@ -130,71 +116,58 @@ fn dry_run_is_the_plan_and_connects_to_nothing() {
 fn runner_now_replaces_the_clock_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
-    let r = runner(
-        &["plan", "small.yaml", "--format", "json"],
-        dir.path(),
-        &[("RUNNER_NOW", MONDAY_5PM)],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("RUNNER_NOW={MONDAY_5PM} is set")),
-        "{}",
-        r.stderr
-    );
+    let r = Run::at(dir.path())
+        .args(["plan", "small.yaml", "--format", "json"])
+        .env("RUNNER_NOW", MONDAY_5PM)
+        .expect_exit(0)
+        .expect_stderr_contains(format!("RUNNER_NOW={MONDAY_5PM} is set"))
+        .run();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["steps"][0]["start"], "2026-11-30T18:00:00-06:00");
 
-    let bad = runner(
-        &["plan", "small.yaml"],
-        dir.path(),
-        &[("RUNNER_NOW", "yesterday")],
-    );
-    assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("RUNNER_NOW"), "{}", bad.stderr);
+    Run::at(dir.path())
+        .args(["plan", "small.yaml"])
+        .env("RUNNER_NOW", "yesterday")
+        .expect_exit(2)
+        .expect_stderr_contains("RUNNER_NOW")
+        .run();
 }
 
 #[test]
 fn a_bad_start_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
-    let r = runner(
-        &["plan", "small.yaml", "--start", "monday"],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("--start"), "{}", r.stderr);
+    Run::at(dir.path())
+        .args(["plan", "small.yaml", "--start", "monday"])
+        .expect_exit(2)
+        .expect_stderr_contains("--start")
+        .run();
 }
 
 #[test]
 fn apply_with_a_reviewed_plan_refuses_any_change() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
-    let saved = runner(
-        &["plan", "small.yaml", "--out", "reviewed.json"],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    Run::at(dir.path())
+        .args(["plan", "small.yaml", "--out", "reviewed.json"])
+        .expect_exit(0)
+        .run();
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("reviewed.json")).unwrap())
             .unwrap();
     assert_eq!(v["playbook_sha256"].as_str().unwrap().len(), 64);
 
     // Unchanged: the dry run against the reviewed plan passes.
-    let same = runner(
-        &[
+    Run::at(dir.path())
+        .args([
             "apply",
             "small.yaml",
             "--plan",
             "reviewed.json",
             "--dry-run",
-        ],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(same.code, 0, "{}", same.stderr);
+        ])
+        .expect_exit(0)
+        .run();
 
     // One character changed in a command: refused with exit 4, nothing written.
     let p = dir.path().join("small.yaml");
@@ -202,12 +175,10 @@ fn apply_with_a_reviewed_plan_refuses_any_change() {
         .unwrap()
         .replace("rsync -a", "rsync -az");
     std::fs::write(&p, text).unwrap();
-    let changed = runner(
-        &["apply", "small.yaml", "--plan", "reviewed.json"],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(changed.code, 4, "{}", changed.stderr);
+    let changed = Run::at(dir.path())
+        .args(["apply", "small.yaml", "--plan", "reviewed.json"])
+        .expect_exit(4)
+        .run();
     assert!(
         changed.stderr.contains(
             "step `copy-share` on `web`: its command changed (reviewed: `rsync -a /srv/company/ /mnt/new/`; now: `rsync -az /srv/company/ /mnt/new/`)"
@@ -244,8 +215,10 @@ fn reviewed_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("go.sh"), "echo go >> ledger\n").unwrap();
     std::fs::write(dir.path().join("p.yaml"), REVIEWED).unwrap();
-    let r = runner(&["plan", "p.yaml", "--out", "r.json"], dir.path(), &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    Run::at(dir.path())
+        .args(["plan", "p.yaml", "--out", "r.json"])
+        .expect_exit(0)
+        .run();
     dir
 }
 
@@ -262,8 +235,10 @@ fn a_reviewed_plan_still_applies_after_a_comment_changes() {
             "    # the first step\n    run: 'echo prepared >> ledger'",
         );
     std::fs::write(dir.path().join("p.yaml"), edited).unwrap();
-    let r = runner(&["apply", "p.yaml", "--plan", "r.json"], dir.path(), &[]);
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    Run::at(dir.path())
+        .args(["apply", "p.yaml", "--plan", "r.json"])
+        .expect_exit(0)
+        .run();
     assert_eq!(
         std::fs::read_to_string(dir.path().join("ledger")).unwrap(),
         "prepared\ngo\n"
@@ -277,19 +252,11 @@ fn a_reviewed_plan_refuses_a_changed_step_and_names_it() {
         .replace("echo prepared >> ledger", "echo prepared twice >> ledger")
         .replace("echo undo", "echo UNDO");
     std::fs::write(dir.path().join("p.yaml"), edited).unwrap();
-    let r = runner(&["apply", "p.yaml", "--plan", "r.json"], dir.path(), &[]);
-    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("step `prepare` on `here`: its command changed (reviewed: `echo prepared >> ledger`; now: `echo prepared twice >> ledger`)"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("step `go` on `here`: its rollback changed"),
-        "{}",
-        r.stderr
-    );
+    Run::at(dir.path()).args(["apply", "p.yaml", "--plan", "r.json"])
+        .expect_exit(4)
+        .expect_stderr_contains("step `prepare` on `here`: its command changed (reviewed: `echo prepared >> ledger`; now: `echo prepared twice >> ledger`)")
+        .expect_stderr_contains("step `go` on `here`: its rollback changed")
+        .run();
     assert!(!dir.path().join("ledger").exists(), "nothing ran");
 }
 
@@ -301,8 +268,10 @@ fn a_reviewed_plan_names_added_removed_steps_targets_and_the_window() {
         .replace("  - id: prepare\n", "  - id: warm-up\n")
         .replace("    transport: local\n", "    transport: local\n  there:\n    transport: local\n");
     std::fs::write(dir.path().join("p.yaml"), edited).unwrap();
-    let r = runner(&["apply", "p.yaml", "--plan", "r.json"], dir.path(), &[]);
-    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    let r = Run::at(dir.path())
+        .args(["apply", "p.yaml", "--plan", "r.json"])
+        .expect_exit(4)
+        .run();
     for want in [
         "step `prepare` was removed since the review",
         "step `warm-up` was added since the review",
@@ -322,30 +291,30 @@ fn a_changed_script_file_is_refused_too() {
         "name: S\nwindow:\n  business_hours: []\ntargets:\n  here:\n    transport: local\nsteps:\n  - id: go\n    on: here\n    script: go.sh\n",
     )
     .unwrap();
-    assert_eq!(
-        runner(&["plan", "p.yaml", "--out", "r.json"], dir.path(), &[]).code,
-        0
-    );
+    Run::at(dir.path())
+        .args(["plan", "p.yaml", "--out", "r.json"])
+        .expect_exit(0)
+        .run();
     std::fs::write(dir.path().join("go.sh"), "echo two\n").unwrap();
-    let r = runner(&["apply", "p.yaml", "--plan", "r.json"], dir.path(), &[]);
-    assert_eq!(r.code, 4, "{}", r.stderr);
-    assert!(r.stderr.contains("`go.sh` changed"), "{}", r.stderr);
+    Run::at(dir.path())
+        .args(["apply", "p.yaml", "--plan", "r.json"])
+        .expect_exit(4)
+        .expect_stderr_contains("`go.sh` changed")
+        .run();
 }
 
 #[test]
 fn the_flagship_plan_separates_daytime_checks_from_nights_and_meets_its_deadline() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let r = runner(
-        &[
+    let r = Run::at(root)
+        .args([
             "plan",
             "playbooks/customers/acme.yaml",
             "--start",
             "2026-12-14T13:00:00-06:00",
-        ],
-        root,
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        ])
+        .expect_exit(0)
+        .run();
     let o = &r.stdout;
     let day = o
         .find("In business hours (steps allowed then): Mon 14 Dec 13:00")
@@ -374,8 +343,7 @@ fn the_flagship_runs_nothing_on_windows_2000_follows_kb884453_and_keeps_its_revi
             "2026-12-14T13:00:00-06:00",
         ]
     };
-    let r = runner(&args("json"), root, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = Run::at(root).args(args("json")).expect_exit(0).run();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let steps = v["steps"].as_array().unwrap();
     for s in steps {
@@ -416,14 +384,12 @@ fn the_flagship_runs_nothing_on_windows_2000_follows_kb884453_and_keeps_its_revi
     assert!(warnings.len() <= 5, "{warnings:#?}");
     assert!(!warnings.iter().any(|w| w["code"] == "deadline-missed"));
 
-    let r = runner(&args("text"), root, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stdout.contains("deadline 7d after transfer-fsmo"),
-        "{}",
-        r.stdout
-    );
-    assert!(!r.stdout.contains("deadline 21d"), "{}", r.stdout);
+    Run::at(root)
+        .args(args("text"))
+        .expect_exit(0)
+        .expect_stdout_contains("deadline 7d after transfer-fsmo")
+        .expect_stdout_lacks("deadline 21d")
+        .run();
 }
 
 #[test]
@@ -434,18 +400,11 @@ fn a_missed_deadline_is_a_review_warning() {
         "name: D\nwindow:\n  timezone: UTC\n  business_hours:\n    - { days: mon-sun, from: \"08:00\", to: \"20:00\" }\ntargets:\n  h:\n    transport: local\nsteps:\n  - id: a\n    on: h\n    run: 'true'\n    estimate: 1h\n  - id: b\n    on: h\n    run: 'true'\n    estimate: 10h\n  - id: c\n    on: h\n    run: 'true'\n    estimate: 10h\n    deadline: { after: a, within: 12h }\n",
     )
     .unwrap();
-    let r = runner(
-        &["plan", "d.yaml", "--start", "2026-12-01T20:00:00Z"],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stdout
-            .contains("[deadline-missed] `c` is scheduled to end"),
-        "{}",
-        r.stdout
-    );
+    Run::at(dir.path())
+        .args(["plan", "d.yaml", "--start", "2026-12-01T20:00:00Z"])
+        .expect_exit(0)
+        .expect_stdout_contains("[deadline-missed] `c` is scheduled to end")
+        .run();
 }
 
 /// A review fixture of our own: business hours and holidays, a detached step, a script, an
@@ -506,12 +465,10 @@ fn review_dir() -> tempfile::TempDir {
 }
 
 fn review(dir: &Path, format: &str) -> String {
-    let r = runner(
-        &["plan", "r.yaml", "--start", MONDAY_5PM, "--format", format],
-        dir,
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = Run::at(dir)
+        .args(["plan", "r.yaml", "--start", MONDAY_5PM, "--format", format])
+        .expect_exit(0)
+        .run();
     r.stdout
 }
 
@@ -624,12 +581,12 @@ fn half_done(dir: &Path) {
         dir.join("fixed").display()
     );
     std::fs::write(dir.join("half.yaml"), yaml).unwrap();
-    let r = runner(
-        &["apply", "half.yaml"],
-        dir,
-        &[("RUNNER_NOW", "2026-11-30T19:00:00-06:00")],
-    );
-    assert_eq!(r.code, 1, "the second step fails: {}{}", r.stdout, r.stderr);
+    Run::at(dir)
+        .args(["apply", "half.yaml"])
+        .env("RUNNER_NOW", "2026-11-30T19:00:00-06:00")
+        // The second step fails.
+        .expect_exit(1)
+        .run();
 }
 
 #[test]
@@ -646,41 +603,37 @@ fn plan_and_dry_run_with_a_half_done_journal_schedule_only_what_is_left() {
             "2026-11-30T20:00:00-06:00",
         ][..],
     ] {
-        let r = runner(args, dir.path(), &[]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        let o = &r.stdout;
-        assert!(o.contains("1 of 3 steps done"), "{o}");
-        assert!(o.contains("  done:     one\n"), "{o}");
-        assert!(o.contains("  in doubt: none\n"), "{o}");
-        assert!(o.contains("  left:     two, three\n"), "{o}");
-        assert!(
-            o.contains(
-                "2 steps left, expected to end 22:00 CST, business hours at Tue 1 Dec 07:15, margin 9h15m"
-            ),
-            "{o}"
-        );
-        // The schedule is of what is left: the done step is not scheduled again.
-        assert!(o.contains("20:00-21:00  two"), "{o}");
-        assert!(o.contains("21:00-22:00  three"), "{o}");
-        assert!(!o.contains("  one  "), "{o}");
-        assert!(o.contains("(2 steps, 1 night)"), "{o}");
+        Run::at(dir.path())
+            .args(args)
+            .expect_exit(0)
+            .expect_stdout_contains("1 of 3 steps done")
+            .expect_stdout_contains("  done:     one\n")
+            .expect_stdout_contains("  in doubt: none\n")
+            .expect_stdout_contains("  left:     two, three\n")
+            .expect_stdout_contains(
+                "2 steps left, expected to end 22:00 CST, business hours at Tue 1 Dec 07:15, margin 9h15m",
+            )
+            // The schedule is of what is left: the done step is not scheduled again.
+            .expect_stdout_contains("20:00-21:00  two")
+            .expect_stdout_contains("21:00-22:00  three")
+            .expect_stdout_lacks("  one  ")
+            .expect_stdout_contains("(2 steps, 1 night)")
+            .run();
     }
 }
 
 #[test]
 fn the_night_of_docs_night_md_stops_before_the_long_step_at_0540() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let r = runner(
-        &[
+    let r = Run::at(root)
+        .args([
             "plan",
             "playbooks/night.yaml",
             "--start",
             "2026-12-08T05:40:00-06:00",
-        ],
-        root,
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        ])
+        .expect_exit(0)
+        .run();
     let night2 = r.stdout.find("Night 2: Tue 8 Dec 18:00").expect(&r.stdout);
     let moved = r.stdout.find("move-mailboxes  Move").expect(&r.stdout);
     let manual = r.stdout.find("confirm-snapshot  Check").expect(&r.stdout);

@@ -1,8 +1,8 @@
 //! `runner validate` on good and bad playbooks: exit codes, positions, messages, and that an
 //! invalid playbook changes nothing.
 
-use crate::common_cli;
-use crate::common_cli::{fixture, runner};
+use crate::common::run::Run;
+use crate::common_cli::fixture;
 use std::path::Path;
 
 const BASE: &str = r#"name: T
@@ -36,12 +36,12 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
-/// Validates `text` as `c.yaml` in a fresh folder; returns the run and the folder.
-fn validate(text: &str) -> (common_cli::Run, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "c.yaml", text);
-    let r = runner(&["validate", "c.yaml"], dir.path(), &[]);
-    (r, dir)
+/// `runner validate c.yaml` on `text` in a fresh folder; validating writes no journal.
+fn validate(text: &str) -> Run {
+    Run::new()
+        .playbook_named("c.yaml", text)
+        .args(["validate", "c.yaml"])
+        .expect_no_journal()
 }
 
 #[test]
@@ -53,22 +53,20 @@ fn the_shipped_playbooks_and_fixture_validate() {
         root.join("playbooks/night.yaml"),
         fixture("small.yaml"),
     ] {
-        let r = runner(&["validate", p.to_str().unwrap()], root, &[]);
-        assert_eq!(r.code, 0, "{}: {}{}", p.display(), r.stdout, r.stderr);
-        assert!(r.stdout.contains("valid"), "{}", r.stdout);
+        Run::at(root)
+            .args(["validate", p.to_str().unwrap()])
+            .expect_exit(0)
+            .expect_stdout_contains("valid")
+            .run();
     }
 }
 
 #[test]
 fn base_is_valid() {
-    let (r, _d) = validate(BASE);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stdout
-            .contains("c.yaml: valid (1 steps, 1 step x target pairs, 2 targets)"),
-        "{}",
-        r.stdout
-    );
+    validate(BASE)
+        .expect_exit(0)
+        .expect_stdout_contains("c.yaml: valid (1 steps, 1 step x target pairs, 2 targets)")
+        .run();
 }
 
 #[test]
@@ -77,38 +75,21 @@ fn unknown_key_names_file_line_column_and_suggests() {
         "    run: echo {{ drive }}",
         "    run: echo {{ drive }}\n    rollbak: echo undo",
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("unknown key `rollbak` in a step"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("c.yaml:24:5"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("24 |     rollbak: echo undo"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("   |     ^^^^^^^\n"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("did you mean `rollback`?"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("unknown key `rollbak` in a step")
+        .expect_stderr_contains("c.yaml:24:5")
+        .expect_stderr_contains("24 |     rollbak: echo undo")
+        .expect_stderr_contains("   |     ^^^^^^^\n")
+        .expect_stderr_contains("did you mean `rollback`?")
+        .run();
 }
 
 #[test]
 fn words_from_other_tools_are_translated() {
     let text = BASE.replace("    run: echo {{ drive }}", "    comand: echo hi");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr
-            .contains("did you mean `command`? That is called `run`"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("did you mean `command`? That is called `run`")
+        .run();
 }
 
 #[test]
@@ -117,8 +98,11 @@ fn several_errors_are_reported_at_once_in_file_order() {
         .replace("America/Chicago", "America/Chicagoo")
         .replace("on: web", "on: wbe")
         .replace("{{ drive }}", "{{ driv }}");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
+    let r = invalid(&text)
+        .expect_stderr_contains("did you mean `America/Chicago`?")
+        .expect_stderr_contains("did you mean `web`?")
+        .expect_stderr_contains("2 errors found; nothing was run and nothing was written")
+        .run();
     let tz = r
         .stderr
         .find("`America/Chicagoo` is not a known IANA time zone")
@@ -127,28 +111,15 @@ fn several_errors_are_reported_at_once_in_file_order() {
         .stderr
         .find("`wbe` is neither a target nor a group")
         .expect(&r.stderr);
-    assert!(tz < on);
-    assert!(r.stderr.contains("did you mean `America/Chicago`?"));
-    assert!(r.stderr.contains("did you mean `web`?"));
-    assert!(
-        r.stderr
-            .contains("2 errors found; nothing was run and nothing was written"),
-        "{}",
-        r.stderr
-    );
+    assert!(tz < on, "{}", r.show());
 }
 
 #[test]
 fn undefined_template_variable() {
-    let (r, _d) = validate(&BASE.replace("{{ drive }}", "{{ driv }}"));
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr
-            .contains("`run` uses undefined variable `driv` for target `web`"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("did you mean `drive`?"), "{}", r.stderr);
+    invalid(&BASE.replace("{{ drive }}", "{{ driv }}"))
+        .expect_stderr_contains("`run` uses undefined variable `driv` for target `web`")
+        .expect_stderr_contains("did you mean `drive`?")
+        .run();
 }
 
 #[test]
@@ -162,18 +133,20 @@ fn target_vars_and_target_fields_are_available() {
             "    on: web\n    run: echo {{ drive }}",
             "    on: db\n    run: echo {{ root }} {{ target.name }}",
         );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    validate(&text).expect_exit(0).run();
 }
 
 #[test]
 fn a_playbook_saved_with_a_byte_order_mark_is_valid() {
     // Windows editors write a UTF-8 byte order mark at the start of the file.
-    let (r, dir) = validate(&format!("\u{feff}{BASE}"));
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("valid"), "{}", r.stdout);
-    let plan = runner(&["plan", "c.yaml"], dir.path(), &[]);
-    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    let r = validate(&format!("\u{feff}{BASE}"))
+        .expect_exit(0)
+        .expect_stdout_contains("valid")
+        .run();
+    Run::at(r.path())
+        .args(["plan", "c.yaml"])
+        .expect_exit(0)
+        .run();
 }
 
 #[test]
@@ -182,15 +155,12 @@ fn a_literal_secret_is_refused_without_echoing_it() {
         "    user: admin\n",
         "    user: admin\n    password: Sup3rS3cret!\n",
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("`password` is a literal secret"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("{ env: VARIABLE }"), "{}", r.stderr);
-    assert!(!r.stderr.contains("Sup3rS3cret!") && !r.stdout.contains("Sup3rS3cret!"));
+    invalid(&text)
+        .expect_stderr_contains("`password` is a literal secret")
+        .expect_stderr_contains("{ env: VARIABLE }")
+        .expect_stderr_lacks("Sup3rS3cret!")
+        .expect_stdout_lacks("Sup3rS3cret!")
+        .run();
 }
 
 #[test]
@@ -199,36 +169,18 @@ fn bad_window_values_each_get_an_error() {
         .replace("days: mon-fri", "days: mon-fry")
         .replace("\"18:00\"", "\"25:00\"")
         .replace("margin: 15m", "margin: soon");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr
-            .contains("`mon-fry` is not a day or a range of days"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("`25:00` is not a time of day"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("`soon` is not a duration"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("`mon-fry` is not a day or a range of days")
+        .expect_stderr_contains("`25:00` is not a time of day")
+        .expect_stderr_contains("`soon` is not a duration")
+        .run();
 }
 
 #[test]
 fn business_hours_without_timezone() {
-    let (r, _d) = validate(&BASE.replace("  timezone: America/Chicago\n", ""));
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr
-            .contains("the window has business hours but no `timezone`"),
-        "{}",
-        r.stderr
-    );
+    invalid(&BASE.replace("  timezone: America/Chicago\n", ""))
+        .expect_stderr_contains("the window has business hours but no `timezone`")
+        .run();
 }
 
 #[test]
@@ -236,29 +188,12 @@ fn steps_references_and_ids() {
     let text = format!(
         "{BASE}  - id: first\n    on: all\n    run: x\n  - id: Bad_Id\n    on: all\n    run: x\n  - id: dl\n    on: all\n    run: x\n    deadline: {{ after: later, within: 21d }}\n  - id: later\n    on: all\n    run: x\n"
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("step id `first` is used twice"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("`Bad_Id` is not a valid step id"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("`deadline.after` names `later`, which is not an earlier step"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("`later` comes later in the playbook"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("step id `first` is used twice")
+        .expect_stderr_contains("`Bad_Id` is not a valid step id")
+        .expect_stderr_contains("`deadline.after` names `later`, which is not an earlier step")
+        .expect_stderr_contains("`later` comes later in the playbook")
+        .run();
 }
 
 #[test]
@@ -266,18 +201,10 @@ fn exactly_one_action() {
     let text = format!(
         "{BASE}  - id: two\n    on: web\n    run: a\n    manual: b\n  - id: none\n    on: web\n"
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("step `two` has both `run` and `manual`"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("step `none` has nothing to do"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("step `two` has both `run` and `manual`")
+        .expect_stderr_contains("step `none` has nothing to do")
+        .run();
 }
 
 #[test]
@@ -285,48 +212,43 @@ fn missing_script_and_upload_files() {
     let text = format!(
         "{BASE}  - id: s\n    on: web\n    script: scripts/nope.sh\n  - id: u\n    on: web\n    upload: {{ src: files/nope.bin, dest: /tmp/x }}\n"
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("cannot read `scripts/nope.sh`"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("cannot read `files/nope.bin`"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("cannot read `scripts/nope.sh`")
+        .expect_stderr_contains("cannot read `files/nope.bin`")
+        .run();
 }
 
-/// Validates `text` as `c.yaml` in a fresh folder with the clock set to `now` (RUNNER_NOW).
-fn validate_at(text: &str, now: &str) -> common_cli::Run {
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "c.yaml", text);
-    runner(&["validate", "c.yaml"], dir.path(), &[("RUNNER_NOW", now)])
+/// `validate` of an invalid playbook: exit 2, and nothing on stdout (the errors go to stderr).
+fn invalid(text: &str) -> Run {
+    validate(text).expect_exit(2).expect_stdout("")
+}
+
+/// `invalid` with the clock set to `now` (RUNNER_NOW).
+fn invalid_at(text: &str, now: &str) -> Run {
+    validate_at(text, now).expect_exit(2).expect_stdout("")
+}
+
+/// `validate` with the clock set to `now` (RUNNER_NOW).
+fn validate_at(text: &str, now: &str) -> Run {
+    validate(text).env("RUNNER_NOW", now)
 }
 
 #[test]
 fn a_step_that_could_never_fit_between_business_hours() {
     // Weeknights are 13h30m; the weekend gap is 61h30m. 3d cannot fit anywhere.
     let text = BASE.replace("    run: echo {{ drive }}", "    run: x\n    estimate: 3d");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr
-            .contains("step `first` cannot start within 14 days from"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("(the current time)"), "{}", r.stderr);
-    assert!(r.stderr.contains("(3d15m)"), "{}", r.stderr);
-    assert!(r.stderr.contains("the longest is 2d13h30m"), "{}", r.stderr);
+    invalid(&text)
+        .expect_stderr_contains("step `first` cannot start within 14 days from")
+        .expect_stderr_contains("(the current time)")
+        .expect_stderr_contains("(3d15m)")
+        .expect_stderr_contains("the longest is 2d13h30m")
+        .run();
     // The same step is fine when it is allowed during business hours.
     let ok = BASE.replace(
         "    run: echo {{ drive }}",
         "    run: x\n    estimate: 3d\n    business_hours: allow",
     );
-    assert_eq!(validate(&ok).0.code, 0);
+    validate(&ok).expect_exit(0).run();
 }
 
 #[test]
@@ -337,18 +259,10 @@ fn transport_specific_keys_are_checked() {
             "    transport: local\n    host: x\n",
         )
         .replace("    user: admin\n", "    user: admin\n    https: true\n");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("a local target has no `host`"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("`https` applies only to winrm targets"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("a local target has no `host`")
+        .expect_stderr_contains("`https` applies only to winrm targets")
+        .run();
 }
 
 #[test]
@@ -358,22 +272,18 @@ fn keepalive_applies_to_ssh_targets_only() {
         "    transport: local\n    keepalive: 15s\n  \
          win:\n    transport: winrm\n    host: h\n    user: u\n    password: { env: P }\n    keepalive: 15s\n",
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = invalid(&text)
+        .expect_stderr_contains("c.yaml:18:16")
+        .expect_stderr_contains("c.yaml:24:16")
+        .expect_stderr_contains("use `transport: ssh` for `win`")
+        .run();
     assert_eq!(
         r.stderr
             .matches("`keepalive` applies only to ssh targets")
             .count(),
         2,
         "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("c.yaml:18:16"), "{}", r.stderr);
-    assert!(r.stderr.contains("c.yaml:24:16"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("use `transport: ssh` for `win`"),
-        "{}",
-        r.stderr
+        r.show()
     );
 }
 
@@ -384,38 +294,33 @@ fn keepalive_is_whole_seconds_from_one_second() {
             "    user: admin\n",
             &format!("    user: admin\n    keepalive: {bad}\n"),
         );
-        let (r, _d) = validate(&text);
-        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
-        assert!(r.stderr.contains("c.yaml:16:16"), "{bad}: {}", r.stderr);
-        assert!(r.stderr.contains(bad), "{bad}: {}", r.stderr);
-        assert!(
-            r.stderr.contains("whole seconds from 1s to 1h"),
-            "{bad}: {}",
-            r.stderr
-        );
+        invalid(&text)
+            .note(bad)
+            .expect_stderr_contains("c.yaml:16:16")
+            .expect_stderr_contains(bad)
+            .expect_stderr_contains("whole seconds from 1s to 1h")
+            .run();
     }
     for good in ["1s", "2m", "1h"] {
         let text = BASE.replace(
             "    user: admin\n",
             &format!("    user: admin\n    keepalive: {good}\n"),
         );
-        let (r, _d) = validate(&text);
-        assert_eq!(r.code, 0, "{good}: {}", r.stderr);
+        validate(&text).note(good).expect_exit(0).run();
     }
 }
 
 #[test]
 fn yaml_syntax_and_type_errors_have_positions() {
-    let (r, _d) = validate("name: [unclosed\nsteps: x\n");
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("YAML syntax error"), "{}", r.stderr);
-    assert!(r.stderr.contains("c.yaml:"), "{}", r.stderr);
+    invalid("name: [unclosed\nsteps: x\n")
+        .expect_stderr_contains("YAML syntax error")
+        .expect_stderr_contains("c.yaml:")
+        .run();
 
-    let (r, _d) =
-        validate(&BASE.replace("  margin: 15m\n", "  margin: 15m\n  when_closed: later\n"));
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("when_closed"), "{}", r.stderr);
-    assert!(r.stderr.contains("c.yaml:9:"), "{}", r.stderr);
+    invalid(&BASE.replace("  margin: 15m\n", "  margin: 15m\n  when_closed: later\n"))
+        .expect_stderr_contains("when_closed")
+        .expect_stderr_contains("c.yaml:9:")
+        .run();
 }
 
 #[test]
@@ -430,8 +335,7 @@ fn an_alias_bomb_is_refused() {
         ));
         prev = c;
     }
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    invalid(&text).run();
 }
 
 #[test]
@@ -445,9 +349,10 @@ fn garbage_input_never_panics() {
         "steps:\n  - {}\n",
         "{{{{",
     ] {
-        let (r, _d) = validate(text);
-        assert_eq!(r.code, 2, "input {text:?}: {}", r.stderr);
-        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        invalid(text)
+            .note(format!("input {text:?}"))
+            .expect_stderr_lacks("panicked")
+            .run();
     }
 }
 
@@ -464,8 +369,11 @@ fn invalid_playbooks_write_nothing_even_for_apply() {
         vec!["plan", "c.yaml"],
         vec!["apply", "c.yaml"],
     ] {
-        let r = runner(&cmd, dir.path(), &[]);
-        assert_eq!(r.code, 2, "{cmd:?}: {}", r.stderr);
+        Run::at(dir.path())
+            .args(&cmd)
+            .note(format!("{cmd:?}"))
+            .expect_exit(2)
+            .run();
     }
     let entries: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -477,15 +385,16 @@ fn invalid_playbooks_write_nothing_even_for_apply() {
 #[test]
 fn a_missing_file_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let r = runner(&["validate", "nope.yaml"], dir.path(), &[]);
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("nope.yaml"), "{}", r.stderr);
+    Run::at(dir.path())
+        .args(["validate", "nope.yaml"])
+        .expect_exit(2)
+        .expect_stderr_contains("nope.yaml")
+        .run();
 }
 
 #[test]
 fn schema_is_json_with_the_step_keys() {
-    let r = runner(&["schema"], Path::new("."), &[]);
-    assert_eq!(r.code, 0);
+    let r = Run::new().args(["schema"]).expect_exit(0).run();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let step = &v["$defs"]["RawStep"]["properties"];
     for k in [
@@ -505,8 +414,7 @@ fn schema_is_json_with_the_step_keys() {
 /// file with its overrides.
 #[test]
 fn schema_covers_playbooks_and_customer_files() {
-    let r = runner(&["schema"], Path::new("."), &[]);
-    assert_eq!(r.code, 0);
+    let r = Run::new().args(["schema"]).expect_exit(0).run();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["anyOf"][0]["$ref"], "#/$defs/RawPlaybook");
     assert_eq!(v["anyOf"][1]["$ref"], "#/$defs/RawCustomer");
@@ -522,55 +430,31 @@ fn reboot_and_detach_keys_are_checked() {
     let text = format!(
         "{BASE}  - id: r\n    on: web\n    reboot: {{ timeout: soon }}\n  - id: u\n    on: web\n    upload: {{ src: c.yaml, dest: /tmp/x }}\n    detach: true\n    reboot_on: [3010]\n  - id: ok\n    on: web\n    run: x\n    reboot_on: [100]\n    detach: false\n"
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("`soon` is not a duration"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("only `run` steps can run detached"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("`reboot_on` applies to `run` and `script` steps"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        !r.stderr.contains("steps[4]"),
-        "the valid step is not blamed: {}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains("`soon` is not a duration")
+        .expect_stderr_contains("only `run` steps can run detached")
+        .expect_stderr_contains("`reboot_on` applies to `run` and `script` steps")
+        // The valid step is not blamed.
+        .expect_stderr_lacks("steps[4]")
+        .run();
 
-    let (r, _d) = validate(&format!(
+    invalid(&format!(
         "{BASE}  - id: r\n    on: web\n    reboot: {{ timout: 5m }}\n"
-    ));
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("unknown key `timout` in reboot")
-            && r.stderr.contains("did you mean `timeout`?"),
-        "{}",
-        r.stderr
-    );
+    ))
+    .expect_stderr_contains("unknown key `timout` in reboot")
+    .expect_stderr_contains("did you mean `timeout`?")
+    .run();
 }
 
 #[test]
 fn a_wrong_type_names_what_is_valid_not_an_internal_type() {
     // `reboot: true` reads naturally but the key takes a mapping.
     let text = format!("{BASE}  - id: boot\n    on: web\n    reboot: true\n");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("c.yaml:26:13"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("`reboot: { timeout: DURATION }`"),
-        "{}",
-        r.stderr
-    );
-    assert!(!r.stderr.contains("Raw"), "{}", r.stderr);
+    invalid(&text)
+        .expect_stderr_contains("c.yaml:26:13")
+        .expect_stderr_contains("`reboot: { timeout: DURATION }`")
+        .expect_stderr_lacks("Raw")
+        .run();
 }
 
 #[test]
@@ -580,29 +464,21 @@ fn a_wrong_type_quotes_the_value_as_written() {
         "window:\n  timezone: America/Chicago\n  business_hours:\n    - days: mon-fri\n      from: \"07:30\"\n      to: \"18:00\"\n  margin: 15m\n",
         "window: struct RawStep\n",
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("invalid type: string \"struct RawStep\", expected the window (a mapping)"),
-        "{}",
-        r.stderr
-    );
+    invalid(&text)
+        .expect_stderr_contains(
+            "invalid type: string \"struct RawStep\", expected the window (a mapping)",
+        )
+        .run();
 }
 
 #[test]
 fn a_value_of_no_accepted_shape_names_the_shapes() {
     // `days` with no value is null, which none of the accepted shapes of `days` is.
     let text = BASE.replace("    - days: mon-fri\n", "    - days:\n");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("expected a day (mon), a range (mon-fri) or a list ([mon, wed])"),
-        "{}",
-        r.stderr
-    );
-    assert!(!r.stderr.contains("Raw"), "{}", r.stderr);
+    invalid(&text)
+        .expect_stderr_contains("expected a day (mon), a range (mon-fri) or a list ([mon, wed])")
+        .expect_stderr_lacks("Raw")
+        .run();
 }
 
 /// BASE's window (weekdays 07:30-18:00 in Chicago, margin 15m) with these holidays, and one
@@ -627,31 +503,27 @@ fn a_step_that_fits_only_a_holiday_weekend_is_valid() {
         "2026-12-20T12:00:00Z", // the holidays are within the next 14 days
         "2026-12-01T12:00:00Z", // they are listed, further ahead: still checked against them
     ] {
-        let r = validate_at(&text, now);
-        assert_eq!(r.code, 0, "RUNNER_NOW={now}: {}{}", r.stdout, r.stderr);
+        validate_at(&text, now)
+            .note(format!("RUNNER_NOW={now}"))
+            .expect_exit(0)
+            .run();
     }
     // The plan places it over the holidays.
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "c.yaml", &text);
-    let r = runner(
-        &["plan", "c.yaml", "--start", "2026-12-21T18:00:00-06:00"],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("Wed 23 Dec 18:00"), "{}", r.stdout);
+    Run::at(dir.path())
+        .args(["plan", "c.yaml", "--start", "2026-12-21T18:00:00-06:00"])
+        .expect_exit(0)
+        .expect_stdout_contains("Wed 23 Dec 18:00")
+        .run();
     // Once the holidays are past, no gap is long enough, and the message says from when it
     // looked and for how long.
-    let r = validate_at(&text, "2027-01-04T12:00:00Z");
-    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains(
-            "step `first` cannot start within 14 days from Mon 4 Jan 2027 06:00 CST (RUNNER_NOW)"
-        ),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("(3d8h15m)"), "{}", r.stderr);
+    invalid_at(&text, "2027-01-04T12:00:00Z")
+        .expect_stderr_contains(
+            "step `first` cannot start within 14 days from Mon 4 Jan 2027 06:00 CST (RUNNER_NOW)",
+        )
+        .expect_stderr_contains("(3d8h15m)")
+        .run();
 }
 
 #[test]
@@ -660,26 +532,24 @@ fn a_step_that_fits_only_the_longer_autumn_weekend_is_valid_before_it() {
     // 2 November 07:30 CST is 62h30m, an hour more than any other weekend. 62h plus the
     // 15m margin fits only that weekend.
     let text = long_step("62h", "[]");
-    let r = validate_at(&text, "2026-10-26T12:00:00Z");
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    validate_at(&text, "2026-10-26T12:00:00Z")
+        .expect_exit(0)
+        .run();
     // After it, the next such weekend is a year away.
-    let r = validate_at(&text, "2026-11-03T12:00:00Z");
-    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr
-            .contains("cannot start within 14 days from Tue 3 Nov 2026 06:00 CST"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("the longest is 2d13h30m"), "{}", r.stderr);
+    invalid_at(&text, "2026-11-03T12:00:00Z")
+        .expect_stderr_contains("cannot start within 14 days from Tue 3 Nov 2026 06:00 CST")
+        .expect_stderr_contains("the longest is 2d13h30m")
+        .run();
 }
 
 #[test]
 fn every_day_name_the_window_reads_is_valid() {
     for days in ["tues", "thurs-fri", "Thur", "[mon, tues, wednesday]"] {
         let text = BASE.replace("days: mon-fri", &format!("days: {days}"));
-        let (r, _d) = validate(&text);
-        assert_eq!(r.code, 0, "days: {days}: {}{}", r.stdout, r.stderr);
+        validate(&text)
+            .note(format!("days: {days}"))
+            .expect_exit(0)
+            .run();
     }
 }
 
@@ -690,10 +560,7 @@ fn type_errors_in_separate_keys_are_all_reported_at_once() {
         "    run: echo {{ drive }}\n",
         "    run: echo {{ drive }}\n    point_of_no_return: yes\n    estimate: 1mo\n    retries: many\n    timeout: 2 hours\n    comand: x\n",
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    let e = &r.stderr;
-    assert!(e.contains("6 errors found"), "{e}");
+    let mut run = invalid(&text).expect_stderr_contains("6 errors found");
     for at in [
         "c.yaml:13:16",
         "c.yaml:24:25",
@@ -702,19 +569,23 @@ fn type_errors_in_separate_keys_are_all_reported_at_once() {
         "c.yaml:27:14",
         "c.yaml:28:5",
     ] {
-        assert!(e.contains(at), "{at} missing in\n{e}");
+        run = run.expect_stderr_contains(at);
     }
-    assert!(e.contains("write `point_of_no_return: true`"), "{e}");
-    assert!(e.contains("did you mean `ssh`?"), "{e}");
-    assert!(e.contains("`many` is not a whole number"), "{e}");
-    assert!(!e.contains("jiff"), "{e}");
-    assert!(!e.contains("SpanRelativeTo"), "{e}");
-    // In file order, each with its source line and a caret.
+    let r = run
+        .expect_stderr_contains("write `point_of_no_return: true`")
+        .expect_stderr_contains("did you mean `ssh`?")
+        .expect_stderr_contains("`many` is not a whole number")
+        .expect_stderr_lacks("jiff")
+        .expect_stderr_lacks("SpanRelativeTo")
+        // Each with its source line and a caret.
+        .expect_stderr_contains("24 |     point_of_no_return: yes\n")
+        .run();
+    // In file order.
+    let e = &r.stderr;
     assert!(
         e.find("c.yaml:13:16").unwrap() < e.find("c.yaml:28:5").unwrap(),
         "{e}"
     );
-    assert!(e.contains("24 |     point_of_no_return: yes\n"), "{e}");
 }
 
 #[test]
@@ -726,57 +597,43 @@ fn durations_take_only_the_documented_form() {
             "    run: echo {{ drive }}\n",
             &format!("    run: echo {{{{ drive }}}}\n    estimate: \"{bad}\"\n"),
         );
-        let (r, _d) = validate(&text);
-        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
-        assert!(r.stderr.contains("c.yaml:24:15"), "{bad}: {}", r.stderr);
-        assert!(
-            r.stderr.contains(&format!("`{bad}` is not a duration")),
-            "{bad}: {}",
-            r.stderr
-        );
-        assert!(
-            r.stderr
-                .contains("write durations like 90s, 15m, 1h30m or 2d"),
-            "{bad}: {}",
-            r.stderr
-        );
-        assert!(!r.stderr.contains("jiff"), "{bad}: {}", r.stderr);
+        invalid(&text)
+            .note(bad)
+            .expect_stderr_contains("c.yaml:24:15")
+            .expect_stderr_contains(format!("`{bad}` is not a duration"))
+            .expect_stderr_contains("write durations like 90s, 15m, 1h30m or 2d")
+            .expect_stderr_lacks("jiff")
+            .run();
     }
     for good in ["90s", "15m", "1h30m", "2d", "0s", "1d2h3m4s"] {
         let text = BASE.replace(
             "    run: echo {{ drive }}\n",
             &format!("    run: echo {{{{ drive }}}}\n    estimate: {good}\n"),
         );
-        let (r, _d) = validate(&text);
-        assert_eq!(r.code, 0, "{good}: {}", r.stderr);
+        validate(&text).note(good).expect_exit(0).run();
     }
 }
 
 #[test]
 fn a_tab_in_the_indentation_points_at_the_tab_and_says_spaces() {
     let text = BASE.replace("    run: echo", "\trun: echo");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    let e = &r.stderr;
-    assert!(e.contains("c.yaml:23:1"), "{e}");
-    assert!(e.contains("tab"), "{e}");
-    assert!(e.contains("indent with spaces"), "{e}");
-    assert!(e.contains("stops at the first syntax error"), "{e}");
+    invalid(&text)
+        .expect_stderr_contains("c.yaml:23:1")
+        .expect_stderr_contains("tab")
+        .expect_stderr_contains("indent with spaces")
+        .expect_stderr_contains("stops at the first syntax error")
+        .run();
 }
 
 #[test]
 fn bad_indentation_is_explained_in_plain_words() {
     let text = BASE.replace("    run: echo", "     run: echo");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    let e = &r.stderr;
-    assert!(!e.contains("not allowed in this context"), "{e}");
-    assert!(e.contains("c.yaml:23:"), "{e}");
-    assert!(
-        e.contains("line 23 starts at column 6, the key on line 22 at column 5"),
-        "{e}"
-    );
-    assert!(e.contains("stops at the first syntax error"), "{e}");
+    invalid(&text)
+        .expect_stderr_lacks("not allowed in this context")
+        .expect_stderr_contains("c.yaml:23:")
+        .expect_stderr_contains("line 23 starts at column 6, the key on line 22 at column 5")
+        .expect_stderr_contains("stops at the first syntax error")
+        .run();
 }
 
 #[test]
@@ -787,29 +644,22 @@ fn changes_none_is_checked() {
             &format!("    run: echo {{{{ drive }}}}\n{extra}"),
         )
     };
-    let (r, _d) = validate(&step("    changes: none\n"));
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let (r, _d) = validate(&step("    changes: nothing\n"));
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("c.yaml:24:14"), "{}", r.stderr);
-    assert!(r.stderr.contains("`none`"), "{}", r.stderr);
-    let (r, _d) = validate(&step("    changes: none\n    rollback: echo undo\n"));
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("a step that changes nothing has nothing to roll back"),
-        "{}",
-        r.stderr
-    );
-    let (r, _d) = validate(&step("    changes: none\n    point_of_no_return: true\n"));
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("cannot be a point of no return"),
-        "{}",
-        r.stderr
-    );
-    let schema = runner(&["schema"], Path::new("."), &[]);
-    assert!(schema.stdout.contains("\"changes\""), "{}", schema.stdout);
+    validate(&step("    changes: none\n")).expect_exit(0).run();
+    invalid(&step("    changes: nothing\n"))
+        .expect_stderr_contains("c.yaml:24:14")
+        .expect_stderr_contains("`none`")
+        .run();
+    invalid(&step("    changes: none\n    rollback: echo undo\n"))
+        .expect_stderr_contains("a step that changes nothing has nothing to roll back")
+        .run();
+    invalid(&step("    changes: none\n    point_of_no_return: true\n"))
+        .expect_stderr_contains("cannot be a point of no return")
+        .run();
+    Run::new()
+        .args(["schema"])
+        .expect_exit(0)
+        .expect_stdout_contains("\"changes\"")
+        .run();
 }
 
 #[test]
@@ -820,14 +670,13 @@ fn wrong_keys_do_not_hide_the_other_errors() {
         "    run: echo {{ drive }}\n",
         "    run: echo {{ drive }}\n    idempotent: yes\n  - id: second\n    on: webb\n    run: 'true'\n  - id: third\n    on: web\n    run: echo {{ driv }}\n",
     );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    let e = &r.stderr;
-    assert!(e.contains("unknown key `hostname`"), "{e}");
-    assert!(e.contains("write `idempotent: true`"), "{e}");
-    assert!(e.contains("`webb` is neither a target nor a group"), "{e}");
-    assert!(e.contains("undefined variable `driv`"), "{e}");
-    assert!(e.contains("4 errors found"), "{e}");
+    invalid(&text)
+        .expect_stderr_contains("unknown key `hostname`")
+        .expect_stderr_contains("write `idempotent: true`")
+        .expect_stderr_contains("`webb` is neither a target nor a group")
+        .expect_stderr_contains("undefined variable `driv`")
+        .expect_stderr_contains("4 errors found")
+        .run();
 }
 
 /// GitHub's anchor for a heading: lowercase, punctuation other than `-` and `_` dropped,
@@ -884,26 +733,20 @@ fn values_of_the_wrong_shape_are_all_reported_at_once() {
             "    run: echo {{ drive }}\n",
             "    run: { echo: x }\n  - id: second\n    on: db\n    run: 'true'\n    ok_codes: 0\n",
         );
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    let e = &r.stderr;
-    assert!(
-        e.contains("invalid type: sequence, expected a target (a mapping)"),
-        "{e}"
-    );
-    assert!(e.contains("invalid type: map, expected text"), "{e}");
-    assert!(
-        e.contains("invalid type: integer `0`, expected a list of exit codes"),
-        "{e}"
-    );
-    assert!(e.contains("3 errors found"), "{e}");
+    invalid(&text)
+        .expect_stderr_contains("invalid type: sequence, expected a target (a mapping)")
+        .expect_stderr_contains("invalid type: map, expected text")
+        .expect_stderr_contains("invalid type: integer `0`, expected a list of exit codes")
+        .expect_stderr_contains("3 errors found")
+        .run();
     // Empty values still read as empty mappings and lists.
-    let (r, _d) = validate(
+    validate(
         &BASE
             .replace("vars:\n  drive: 'D:'\n", "vars:\n")
             .replace("{{ drive }}", "x"),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    )
+    .expect_exit(0)
+    .run();
 }
 
 #[test]
@@ -912,11 +755,10 @@ fn missing_keys_are_all_reported_at_once() {
         .replace("    transport: local\n", "    user: x\n")
         .replace("      to: \"18:00\"\n", "")
         .replace("  - id: first\n    on: web\n", "  - on: web\n");
-    let (r, _d) = validate(&text);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    let e = &r.stderr;
-    assert!(e.contains("missing `to` in a business_hours rule"), "{e}");
-    assert!(e.contains("missing `transport` in a target"), "{e}");
-    assert!(e.contains("missing `id` in a step"), "{e}");
-    assert!(e.contains("add `transport: ssh`"), "{e}");
+    invalid(&text)
+        .expect_stderr_contains("missing `to` in a business_hours rule")
+        .expect_stderr_contains("missing `transport` in a target")
+        .expect_stderr_contains("missing `id` in a step")
+        .expect_stderr_contains("add `transport: ssh`")
+        .run();
 }

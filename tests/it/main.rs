@@ -27,6 +27,7 @@ mod operator_view;
 mod overrun;
 mod relay;
 mod report_views;
+mod run_builder;
 mod serve;
 mod ssh_ciphers;
 mod ssh_jump;

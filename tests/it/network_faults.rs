@@ -15,18 +15,16 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
 
+use crate::common::run::{Ran, Run};
+use crate::common::running::Running;
 use crate::common::Sshd;
 use crate::common_cli::runner;
 use runner::journal::{AttemptKind, AttemptState, Journal, PairState};
-
-/// How long any wait for the runner may take before the test gives up (slow CI machines).
-const PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
 // The proxy.
@@ -279,30 +277,26 @@ impl Scene {
         fs::write(self.sshd.dir().join("release"), "").expect("write release file");
     }
 
-    fn apply(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_runner"))
-            .arg("apply")
-            .arg(&self.playbook)
-            .env_remove("RUNNER_NOW")
+    /// `runner apply` of the playbook, to state its outcome and start in the background.
+    fn apply(&self) -> Run {
+        Run::at(self.dir.path())
+            .journal_of("faults.yaml")
+            .args(["apply", "faults.yaml"])
             // The transport's decisions (reconnecting) are logged at info.
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn runner apply")
     }
 
     /// Cuts the runner's side only, lets its reconnect hang in the handshake (the reconnect
     /// comes after it noted the command in the journal, and shows up as a second connection
     /// that goes no further), kills the runner with SIGKILL there, and lets connections through
     /// again.
-    fn half_cut_and_kill_the_runner_as_it_reconnects(&self, mut child: Child) {
+    /// `runner` must have been started expecting SIGKILL.
+    fn half_cut_and_kill_the_runner_as_it_reconnects(&self, mut bg: Running) {
         self.proxy.stall();
         self.proxy.half_cut();
         wait_until("the runner to reconnect", || self.proxy.accepted() >= 2);
-        child.kill().expect("kill -9 the runner");
-        let _ = child.wait();
+        bg.kill();
+        bg.wait();
         self.proxy.resume();
     }
 
@@ -338,59 +332,6 @@ impl Scene {
     }
 }
 
-struct Finished {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Waits for the runner to end; one that is still running after `PATIENCE` (a stall it never
-/// noticed) is killed and fails the test instead of hanging it.
-fn finish(mut child: Child) -> Finished {
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut text);
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll the runner") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the runner was still running after {PATIENCE:?}:\n{}",
-                stderr.join().unwrap_or_default()
-            );
-        }
-        // Polling: the condition lives in another process.
-        thread::sleep(Duration::from_millis(10));
-    };
-    Finished {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
 /// A command that counts its runs, logs `started-N` and, on its first run only, waits for the
 /// release file before logging `done-N`.
 const COUNTED: &str = "n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; \
@@ -410,6 +351,35 @@ fn has(lines: &[String], l: &str) -> bool {
     lines.iter().any(|x| x == l)
 }
 
+/// `step` ran twice: the first attempt interrupted with a cause naming every one of `cause`,
+/// the retry a success over a second connection through the proxy.
+fn retried_over_a_new_connection(scene: &Scene, step: &str, cause: &[&str]) {
+    let attempts = run_attempts(&scene.journal(), step);
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[0].state,
+        AttemptState::Interrupted,
+        "{attempts:#?}"
+    );
+    let said = attempts[0].message.clone().unwrap_or_default();
+    for word in cause {
+        assert!(said.contains(word), "cause: {said}");
+    }
+    assert_eq!(attempts[1].state, AttemptState::Succeeded);
+    assert_eq!(
+        scene.proxy.accepted(),
+        2,
+        "the retry needs a new connection"
+    );
+}
+
+/// The counted command ran to its end on its second run, and not a third time.
+fn done_on_the_second_run(scene: &Scene) {
+    let ledger = scene.ledger();
+    assert!(has(&ledger, "done-2"), "{ledger:?}");
+    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// Cuts the link while an idempotent step with one retry runs; returns the scene afterwards.
@@ -418,14 +388,13 @@ fn cut_an_idempotent_step(n: u8) -> Scene {
         n,
         &format!("  - {{ id: work, on: far, run: '{COUNTED}', idempotent: true, retries: 1 }}\n"),
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     wait_until("the first attempt to start on the target", || {
         has(&scene.ledger(), "started-1")
     });
     scene.proxy.cut();
-    let end = finish(child);
+    bg.wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     scene
 }
 
@@ -433,23 +402,10 @@ fn cut_an_idempotent_step(n: u8) -> Scene {
 fn cut_during_an_idempotent_step_is_retried_and_logged() {
     let scene = cut_an_idempotent_step(1);
 
-    // The first attempt is not a success: the runner never saw it end. The retry is.
-    let attempts = run_attempts(&scene.journal(), "work");
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!(
-        attempts[0].state,
-        AttemptState::Interrupted,
-        "{attempts:#?}"
-    );
-    let cause = attempts[0].message.clone().unwrap_or_default();
-    assert!(cause.contains("connection to"), "cause: {cause}");
-    assert!(cause.contains("lost"), "cause: {cause}");
-    assert_eq!(attempts[1].state, AttemptState::Succeeded);
-    let ledger = scene.ledger();
-    assert!(has(&ledger, "done-2"), "{ledger:?}");
-    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
-    // Re-established: a second connection through the proxy.
-    assert_eq!(scene.proxy.accepted(), 2);
+    // The first attempt is not a success: the runner never saw it end. The retry is, over a
+    // re-established connection.
+    retried_over_a_new_connection(&scene, "work", &["connection to", "lost"]);
+    done_on_the_second_run(&scene);
 
     // The cause is in the step log and in the events.
     let files = scene.run_files();
@@ -467,9 +423,8 @@ fn the_cause_of_a_cut_is_in_the_report() {
 /// The step `once` (neither check nor idempotent) lost its connection mid-command: apply
 /// stops with exit 1 naming `cause` and asking for `runner mark`; one interrupted attempt,
 /// not succeeded, and the command never started again.
-fn left_to_an_operator(scene: &Scene, end: &Finished, cause: &str) {
-    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
-    let all = format!("{}{}", end.stdout, end.stderr);
+fn left_to_an_operator(scene: &Scene, end: Ran, cause: &str) {
+    let all = end.said();
     assert!(all.contains("runner mark"), "{all}");
     assert!(all.contains(cause), "{all}");
     let j = scene.journal();
@@ -489,15 +444,15 @@ fn cut_during_a_step_without_check_or_idempotence_stops_for_an_operator() {
         2,
         &format!("  - {{ id: once, on: far, run: '{COUNTED}', retries: 3 }}\n"),
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(1).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "started-1")
     });
     scene.proxy.cut();
-    let end = finish(child);
+    let end = bg.wait();
     scene.release();
     // Not retried despite `retries: 3`: it may have had its effect, and nothing can tell.
-    left_to_an_operator(&scene, &end, "lost");
+    left_to_an_operator(&scene, end, "lost");
 }
 
 #[test]
@@ -510,14 +465,13 @@ fn cut_during_a_checked_step_lets_the_check_decide() {
             "  - {{ id: checked, on: far, run: '{COUNTED}', check: 'grep -qx done-2 {{ledger}}', retries: 1 }}\n"
         ),
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "started-1")
     });
     scene.proxy.cut();
-    let end = finish(child);
+    bg.wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     let j = scene.journal();
     let checks: Vec<_> = j
         .attempts(None)
@@ -546,15 +500,14 @@ fn cut_between_steps_reconnects_and_runs_the_next_step() {
          \x20 - { id: hold, on: here, run: 'touch {local}/holding; while [ ! -e {local}/go ]; do sleep 0.02; done' }\n\
          \x20 - { id: second, on: far, run: 'echo second >> {ledger}' }\n",
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     let holding = scene.dir.path().join("holding");
     wait_until("the local step between the two", || holding.exists());
     assert!(has(&scene.ledger(), "first"));
     assert_eq!(scene.proxy.accepted(), 1);
     scene.proxy.cut();
     fs::write(scene.dir.path().join("go"), "").expect("write go");
-    let end = finish(child);
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    bg.wait();
     assert_eq!(scene.ledger(), vec!["first", "second"]);
     assert_eq!(
         scene.proxy.accepted(),
@@ -574,7 +527,7 @@ fn stall_during_a_step_then_recovery_records_one_success() {
         5,
         &format!("  - {{ id: slow, on: far, run: '{COUNTED}', retries: 2 }}\n"),
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "started-1")
     });
@@ -584,8 +537,7 @@ fn stall_during_a_step_then_recovery_records_one_success() {
         has(&scene.ledger(), "done-1")
     });
     scene.proxy.resume();
-    let end = finish(child);
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    bg.wait();
     let attempts = run_attempts(&scene.journal(), "slow");
     assert_eq!(attempts.len(), 1, "{attempts:#?}");
     assert_eq!(attempts[0].state, AttemptState::Succeeded);
@@ -609,35 +561,17 @@ fn stall_for_good_during_an_idempotent_step_is_retried_over_a_new_connection() {
         KEEPALIVE_1S,
         &format!("  - {{ id: work, on: far, run: '{COUNTED}', idempotent: true, retries: 1 }}\n"),
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     wait_until("the first attempt to start on the target", || {
         has(&scene.ledger(), "started-1")
     });
     scene.proxy.stall_forever();
-    let end = finish(child);
+    bg.wait();
     // The first run never learnt of the stall (its sshd still waits on the proxy); let it end.
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
 
-    let attempts = run_attempts(&scene.journal(), "work");
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!(
-        attempts[0].state,
-        AttemptState::Interrupted,
-        "{attempts:#?}"
-    );
-    let cause = attempts[0].message.clone().unwrap_or_default();
-    assert!(cause.contains("lost"), "cause: {cause}");
-    assert!(cause.contains(SILENCE), "cause: {cause}");
-    assert_eq!(attempts[1].state, AttemptState::Succeeded);
-    let ledger = scene.ledger();
-    assert!(has(&ledger, "done-2"), "{ledger:?}");
-    assert!(!has(&ledger, "started-3"), "ran a third time: {ledger:?}");
-    assert_eq!(
-        scene.proxy.accepted(),
-        2,
-        "the retry needs a new connection"
-    );
+    retried_over_a_new_connection(&scene, "work", &["lost", SILENCE]);
+    done_on_the_second_run(&scene);
 
     let files = scene.run_files();
     assert!(files.contains(SILENCE), "{files}");
@@ -666,7 +600,7 @@ fn stall_for_good_during_an_upload_is_retried_over_a_new_connection() {
         .collect();
     fs::write(scene.dir.path().join("big.bin"), &data).expect("write source");
 
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     // It is written to a new file beside the destination, renamed into place once verified.
     let written = || {
         fs::read_dir(scene.sshd.dir())
@@ -686,21 +620,9 @@ fn stall_for_good_during_an_upload_is_retried_over_a_new_connection() {
     };
     wait_until("the upload to be under way", || written() > 1024 * 1024);
     scene.proxy.stall_forever();
-    let end = finish(child);
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    bg.wait();
 
-    let attempts = run_attempts(&scene.journal(), "send");
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!(attempts[0].state, AttemptState::Interrupted);
-    let cause = attempts[0].message.clone().unwrap_or_default();
-    assert!(cause.contains("uploading"), "cause: {cause}");
-    assert!(cause.contains(SILENCE), "cause: {cause}");
-    assert_eq!(attempts[1].state, AttemptState::Succeeded);
-    assert_eq!(
-        scene.proxy.accepted(),
-        2,
-        "the retry needs a new connection"
-    );
+    retried_over_a_new_connection(&scene, "send", &["uploading", SILENCE]);
     assert!(
         fs::read(&dest).expect("read copy") == data,
         "the copy differs"
@@ -714,14 +636,14 @@ fn stall_for_good_during_a_step_without_check_or_idempotence_stops_for_an_operat
         KEEPALIVE_1S,
         &format!("  - {{ id: once, on: far, run: '{COUNTED}', retries: 3 }}\n"),
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(1).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "started-1")
     });
     scene.proxy.stall_forever();
-    let end = finish(child);
+    let end = bg.wait();
     scene.release();
-    left_to_an_operator(&scene, &end, SILENCE);
+    left_to_an_operator(&scene, end, SILENCE);
 }
 
 #[test]
@@ -735,21 +657,23 @@ fn stall_for_good_between_steps_reconnects_before_the_next_step() {
          \x20 - { id: hold, on: here, run: 'touch {local}/holding; while [ ! -e {local}/go ]; do sleep 0.02; done' }\n\
          \x20 - { id: second, on: far, run: 'echo second >> {ledger}' }\n",
     );
-    let child = scene.apply();
+    let bg = scene
+        .apply()
+        .expect_exit(0)
+        .expect_stderr_contains("reconnecting")
+        .spawn();
     let holding = scene.dir.path().join("holding");
     wait_until("the local step between the two", || holding.exists());
     assert_eq!(scene.proxy.accepted(), 1);
     scene.proxy.stall_forever();
     fs::write(scene.dir.path().join("go"), "").expect("write go");
-    let end = finish(child);
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    bg.wait();
     assert_eq!(scene.ledger(), vec!["first", "second"]);
     assert_eq!(
         scene.proxy.accepted(),
         2,
         "the session was not re-established"
     );
-    assert!(end.stderr.contains("reconnecting"), "{}", end.stderr);
     let j = scene.journal();
     let second = run_attempts(&j, "second");
     assert_eq!(second.len(), 1, "{second:#?}");
@@ -774,11 +698,14 @@ fn a_quiet_step_and_an_idle_session_on_a_live_link_keep_their_connection() {
          \x20 - { id: pause, on: here, run: 'sleep 2' }\n\
          \x20 - { id: after, on: far, run: 'echo after >> {ledger}' }\n",
     );
-    let end = finish(scene.apply());
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
+    let end = scene
+        .apply()
+        .expect_exit(0)
+        .expect_stderr_lacks("reconnecting")
+        .spawn()
+        .wait();
     assert_eq!(scene.ledger(), vec!["quiet", "after"]);
     assert_eq!(scene.proxy.accepted(), 1, "{}", end.stderr);
-    assert!(!end.stderr.contains("reconnecting"), "{}", end.stderr);
     let all = scene.journal().attempts(None).expect("attempts");
     assert_eq!(all.len(), 3, "{all:#?}");
     assert!(
@@ -814,14 +741,13 @@ fn notes_of(
 #[test]
 fn half_cut_during_a_checked_step_stops_the_old_command_before_the_check() {
     let scene = Scene::new(12, &checked_trapped_step());
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
     scene.proxy.half_cut();
-    let end = finish(child);
+    bg.wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     // The first command was stopped (its trap ran) before the check looked, and the retry
     // ran alone; the first never reached its end.
     assert_eq!(
@@ -867,14 +793,13 @@ fn half_cut_during_an_idempotent_step_stops_the_old_command_before_the_retry() {
         13,
         &format!("  - {{ id: work, on: far, run: '{TRAPPED}', idempotent: true, retries: 1 }}\n"),
     );
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(0).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
     scene.proxy.half_cut();
-    let end = finish(child);
+    bg.wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     assert_eq!(
         scene.ledger(),
         vec!["start-1", "term-1", "start-2", "end-2"]
@@ -889,11 +814,11 @@ fn half_cut_during_an_idempotent_step_stops_the_old_command_before_the_retry() {
 #[test]
 fn a_runner_killed_before_stopping_the_old_command_leaves_it_to_the_next_apply() {
     let scene = Scene::new(14, &checked_trapped_step());
-    let child = scene.apply();
+    let bg = scene.apply().expect_signal(libc::SIGKILL).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
-    scene.half_cut_and_kill_the_runner_as_it_reconnects(child);
+    scene.half_cut_and_kill_the_runner_as_it_reconnects(bg);
 
     let j = scene.journal();
     let attempts = run_attempts(&j, "checked");
@@ -913,9 +838,8 @@ fn a_runner_killed_before_stopping_the_old_command_leaves_it_to_the_next_apply()
     drop(j);
 
     // The next apply finds the pair in doubt with the note, and stops the command first.
-    let end = finish(scene.apply());
+    scene.apply().expect_exit(0).spawn().wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     assert_eq!(
         scene.ledger(),
         vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
@@ -959,11 +883,11 @@ fn a_script_step_cut_off_is_noted_before_its_file_is_removed() {
         )
     };
     fs::write(scene.dir.path().join("trapped.sh"), fill(TRAPPED)).expect("write script");
-    let child = scene.apply();
+    let bg = scene.apply().expect_signal(libc::SIGKILL).spawn();
     wait_until("the script to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
-    scene.half_cut_and_kill_the_runner_as_it_reconnects(child);
+    scene.half_cut_and_kill_the_runner_as_it_reconnects(bg);
 
     let j = scene.journal();
     let attempts = run_attempts(&j, "scripted");
@@ -980,9 +904,8 @@ fn a_script_step_cut_off_is_noted_before_its_file_is_removed() {
 
     // The next apply stops the old script first, then checks and runs it again; the file the
     // killed runner left behind is removed with the stop.
-    let end = finish(scene.apply());
+    scene.apply().expect_exit(0).spawn().wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     assert_eq!(
         scene.ledger(),
         vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
@@ -993,16 +916,15 @@ fn a_script_step_cut_off_is_noted_before_its_file_is_removed() {
 #[test]
 fn half_cut_with_the_target_unreachable_leaves_the_step_to_an_operator() {
     let scene = Scene::new(15, &checked_trapped_step());
-    let child = scene.apply();
+    let bg = scene.apply().expect_exit(1).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
     scene.proxy.refuse(true);
     scene.proxy.half_cut();
-    let end = finish(child);
+    let end = bg.wait();
     // Whether the old command still runs cannot be known: no check, no retry.
-    assert_eq!(end.code, 1, "apply: {}\n{}", end.stdout, end.stderr);
-    let all = format!("{}{}", end.stdout, end.stderr);
+    let all = end.said();
     assert!(all.contains("runner mark"), "{all}");
     assert!(all.contains("may still be running"), "{all}");
     assert_eq!(scene.ledger(), vec!["start-1"]);
@@ -1020,9 +942,8 @@ fn half_cut_with_the_target_unreachable_leaves_the_step_to_an_operator() {
 
     // Once the target answers again, the next apply stops it before anything else.
     scene.proxy.refuse(false);
-    let end = finish(scene.apply());
+    scene.apply().expect_exit(0).spawn().wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     assert_eq!(
         scene.ledger(),
         vec!["start-1", "term-1", "check", "start-2", "end-2", "check"]
@@ -1036,13 +957,13 @@ fn half_cut_with_the_target_unreachable_leaves_the_step_to_an_operator() {
 #[test]
 fn a_runner_killed_while_the_link_is_silently_dead_leaves_no_second_copy_running() {
     let scene = Scene::new(41, &checked_trapped_step());
-    let mut child = scene.apply();
+    let mut bg = scene.apply().expect_signal(libc::SIGKILL).spawn();
     wait_until("the command to start on the target", || {
         has(&scene.ledger(), "start-1")
     });
     scene.proxy.stall_forever();
-    child.kill().expect("kill -9 the runner");
-    let _ = child.wait();
+    bg.kill();
+    bg.wait();
 
     let j = scene.journal();
     let attempts = run_attempts(&j, "checked");
@@ -1057,9 +978,8 @@ fn a_runner_killed_while_the_link_is_silently_dead_leaves_no_second_copy_running
     );
     drop(j);
 
-    let end = finish(scene.apply());
+    scene.apply().expect_exit(0).spawn().wait();
     scene.release();
-    assert_eq!(end.code, 0, "apply: {}\n{}", end.stdout, end.stderr);
     // The first copy was stopped (its trap ran) before the check, and the second ran alone.
     assert_eq!(
         scene.ledger(),

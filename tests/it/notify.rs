@@ -1,14 +1,14 @@
 //! Notifications against real receivers on loopback: an HTTP server for webhooks and ntfy,
 //! Debian's aiosmtpd for mail. Runs use local targets and RUNNER_NOW for the window.
 
-use crate::common_cli;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::common_cli::runner;
+use crate::common::run::Run;
+use crate::common::scene::{manual, step, Scene};
 use runner::journal::Journal;
 use serde_json::{json, Value};
 
@@ -17,6 +17,9 @@ const DC_PASSWORD: &str = "dc-Secr3t-value";
 const SMTP_PASSWORD: &str = "smtp-Secr3t-value";
 /// Tue 1 Dec 2026 20:00 UTC: the window (mon-fri 07:00-18:00 UTC) is open until 07:00.
 const EVENING: &str = "2026-12-01T20:00:00Z";
+
+/// Business hours 07:00 to 18:00 UTC on weekdays.
+const WEEKDAYS_UTC: &str = "window:\n  timezone: UTC\n  business_hours:\n    - { days: mon-fri, from: \"07:00\", to: \"18:00\" }\n";
 
 #[derive(Debug, Clone)]
 struct Request {
@@ -314,14 +317,23 @@ steps:
     (dir, path)
 }
 
-fn apply(dir: &Path, env: &[(&str, &str)]) -> common_cli::Run {
-    let mut all = vec![
-        ("RUNNER_NOW", EVENING),
-        ("NOTIFY_DC_PASSWORD", DC_PASSWORD),
-        ("NOTIFY_SMTP_PASSWORD", SMTP_PASSWORD),
-    ];
-    all.extend_from_slice(env);
-    runner(&["apply", "acme.yaml"], dir, &all)
+/// `acme.yaml` (the playbook "Acme night") with one local target, `box`, and these `notify:`
+/// entries.
+fn acme(notify: &str) -> Scene {
+    Scene::new("Acme night")
+        .file_name("acme.yaml")
+        .top(&format!("notify:\n{notify}"))
+        .local("box")
+}
+
+/// `runner apply acme.yaml` in the evening, with the secrets set; `env` adds or overrides.
+fn apply(dir: &Path, env: &[(&str, &str)]) -> Run {
+    Run::at(dir)
+        .args(["apply", "acme.yaml"])
+        .env("RUNNER_NOW", EVENING)
+        .env("NOTIFY_DC_PASSWORD", DC_PASSWORD)
+        .env("NOTIFY_SMTP_PASSWORD", SMTP_PASSWORD)
+        .envs(env)
 }
 
 fn journal(dir: &Path) -> Journal {
@@ -359,8 +371,7 @@ fn a_failed_step_posts_a_cloudevent_with_masked_output_to_the_webhook() {
         "  - webhook: {}\n    on: [step-failed, run-finished]",
         hook.url("/hook/acme")
     ));
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    apply(dir.path(), &[]).expect_exit(1).run();
 
     let reqs = hook.requests();
     assert_eq!(reqs.len(), 2, "{reqs:#?}");
@@ -449,8 +460,7 @@ fn ntfy_gets_a_readable_message_with_title_priority_and_tags() {
         "  - ntfy: {}\n    on: [step-failed]",
         topic.url("/acme-cutover")
     ));
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    apply(dir.path(), &[]).expect_exit(1).run();
     let reqs = topic.requests();
     assert_eq!(reqs.len(), 1, "{reqs:#?}");
     let r = &reqs[0];
@@ -501,8 +511,7 @@ fn mail_reaches_a_real_smtp_server_with_the_same_facts_masked() {
         "  - email:\n      to: [consultant@example.com, ops@example.com]\n      from: runner@example.com\n      smtp: {{ host: 127.0.0.1, port: {}, tls: none, user: runner, password: {{ env: NOTIFY_SMTP_PASSWORD }} }}\n    on: [step-failed]",
         smtp.port
     ), "$NOTIFY_DC_PASSWORD and $NOTIFY_SMTP_PASSWORD");
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    let out = apply(dir.path(), &[]).expect_exit(1).run();
     let mails = smtp.messages();
     assert_eq!(mails.len(), 1, "{mails:#?}");
     let m = mails[0].replace("\r\n", "\n");
@@ -566,12 +575,10 @@ fn a_refusing_receiver_is_journaled_and_leaves_the_exit_code_alone() {
         "  - webhook: {}\n    on: [step-failed]",
         hook.url("/hook")
     ));
-    let out = apply(dir.path(), &[]);
-    assert_eq!(
-        out.code, 1,
-        "the step's failure decides the exit code: {}",
-        out.stderr
-    );
+    apply(dir.path(), &[])
+        // The step's failure decides the exit code.
+        .expect_exit(1)
+        .run();
     // The first try, then the retry the end of the run brings forward.
     assert_eq!(hook.requests().len(), 2);
     let rows = journal(dir.path())
@@ -587,51 +594,39 @@ fn a_refusing_receiver_is_journaled_and_leaves_the_exit_code_alone() {
         "the receiver answered HTTP 500: receiver says no; next try in 30s"
     );
 
-    let status = runner(
-        &["status", "acme.yaml", "--format", "json"],
-        dir.path(),
-        &[("RUNNER_NOW", EVENING)],
-    );
-    assert_eq!(status.code, 0, "{}", status.stderr);
+    let status = Run::at(dir.path())
+        .args(["status", "acme.yaml", "--format", "json"])
+        .env("RUNNER_NOW", EVENING)
+        .expect_exit(0)
+        .run();
     let v: Value = serde_json::from_str(&status.stdout).expect("status JSON");
     let n = &v["notifications"];
     assert_eq!(n.as_array().map(Vec::len), Some(1), "{n}");
     assert_eq!(n[0]["event"], "step-failed");
     assert_eq!(n[0]["outcome"], "given-up");
     assert_eq!(n[0]["tries"], 2);
-    let text = runner(
-        &["status", "acme.yaml"],
-        dir.path(),
-        &[("RUNNER_NOW", EVENING)],
-    );
-    assert!(
-        text.stdout.contains("Notifications (run ") && text.stdout.contains(": 0 of 1 delivered"),
-        "{}",
-        text.stdout
-    );
-    let report = runner(&["report", "acme.yaml"], dir.path(), &[]);
-    assert_eq!(report.code, 0, "{}", report.stderr);
-    assert!(
-        report.stdout.contains("## Notifications"),
-        "{}",
-        report.stdout
-    );
-    assert!(
-        report.stdout.contains("0 of 1 delivered."),
-        "{}",
-        report.stdout
-    );
-    let html = runner(
-        &["report", "acme.yaml", "--format", "html"],
-        dir.path(),
-        &[],
-    );
-    assert!(html.stdout.contains("Notifications"), "{}", html.stdout);
-    let json_report = runner(
-        &["report", "acme.yaml", "--format", "json"],
-        dir.path(),
-        &[],
-    );
+    Run::at(dir.path())
+        .args(["status", "acme.yaml"])
+        .env("RUNNER_NOW", EVENING)
+        .expect_exit(0)
+        .expect_stdout_contains("Notifications (run ")
+        .expect_stdout_contains(": 0 of 1 delivered")
+        .run();
+    Run::at(dir.path())
+        .args(["report", "acme.yaml"])
+        .expect_exit(0)
+        .expect_stdout_contains("## Notifications")
+        .expect_stdout_contains("0 of 1 delivered.")
+        .run();
+    Run::at(dir.path())
+        .args(["report", "acme.yaml", "--format", "html"])
+        .expect_exit(0)
+        .expect_stdout_contains("Notifications")
+        .run();
+    let json_report = Run::at(dir.path())
+        .args(["report", "acme.yaml", "--format", "json"])
+        .expect_exit(0)
+        .run();
     let r: Value = serde_json::from_str(&json_report.stdout).expect("report JSON");
     assert_eq!(r["notifications"][0]["outcome"], "given-up");
 }
@@ -643,17 +638,13 @@ fn a_dead_receiver_does_not_change_a_successful_run() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("address").port()
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  box: {{ transport: local }}\nnotify:\n  - webhook: http://127.0.0.1:{port}/hook\n    on: [run-finished]\nsteps:\n  - id: one\n    on: box\n    run: echo fine\n"
-        ),
-    )
-    .expect("write");
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let rows = journal(dir.path())
+    let scene = acme(&format!(
+        "  - webhook: http://127.0.0.1:{port}/hook\n    on: [run-finished]\n"
+    ))
+    .step(step("one", "box", "echo fine"));
+    scene.write();
+    apply(scene.dir(), &[]).expect_exit(0).run();
+    let rows = journal(scene.dir())
         .notifications(None)
         .expect("notifications");
     let tries: Vec<(&str, u32)> = rows
@@ -673,36 +664,17 @@ fn a_dead_receiver_does_not_change_a_successful_run() {
 #[test]
 fn work_that_no_longer_fits_warns_then_the_window_stop_is_notified() {
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            r#"name: Acme night
-window:
-  timezone: UTC
-  business_hours:
-    - {{ days: mon-fri, from: "07:00", to: "18:00" }}
-targets:
-  box: {{ transport: local }}
-notify:
-  - webhook: {}
-    on: [window-closing, night-done, run-stopped]
-steps:
-  - id: short
-    on: box
-    run: echo short
-    estimate: 1m
-  - id: long
-    on: box
-    run: echo long
-    estimate: 12h
-"#,
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 3, "{}", out.stderr);
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [window-closing, night-done, run-stopped]\n",
+        hook.url("/hook")
+    ))
+    .window(WEEKDAYS_UTC)
+    .steps([
+        step("short", "box", "echo short").key("estimate", "1m"),
+        step("long", "box", "echo long").key("estimate", "12h"),
+    ]);
+    scene.write();
+    apply(scene.dir(), &[]).expect_exit(3).run();
     let reqs = hook.requests();
     let types: Vec<Value> = reqs.iter().map(|r| r.json()["type"].clone()).collect();
     assert_eq!(
@@ -728,17 +700,13 @@ steps:
 #[test]
 fn a_manual_step_without_a_terminal_asks_for_an_operator() {
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  box: {{ transport: local }}\nnotify:\n  - webhook: {}\n    on: [operator-needed]\nsteps:\n  - id: confirm\n    manual: Ask the customer to open a file.\n",
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 5, "{}", out.stderr);
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [operator-needed]\n",
+        hook.url("/hook")
+    ))
+    .step(manual("confirm", "Ask the customer to open a file."));
+    scene.write();
+    apply(scene.dir(), &[]).expect_exit(5).run();
     let reqs = hook.requests();
     assert_eq!(reqs.len(), 1);
     let ev = reqs[0].json();
@@ -762,13 +730,10 @@ fn a_missing_smtp_password_is_bad_input_and_nothing_is_written() {
     let (dir, _) = failing_playbook(
         "  - email:\n      to: a@example.com\n      from: runner@example.com\n      smtp: { host: mail.example.com, user: runner, password: { env: NOTIFY_UNSET_PASSWORD } }\n    on: [step-failed]",
     );
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("NOTIFY_UNSET_PASSWORD"),
-        "{}",
-        out.stderr
-    );
+    apply(dir.path(), &[])
+        .expect_exit(2)
+        .expect_stderr_contains("NOTIFY_UNSET_PASSWORD")
+        .run();
     assert!(!dir.path().join(".runner").exists());
 }
 
@@ -777,19 +742,22 @@ fn notify_mistakes_are_reported_with_line_column_and_the_valid_choices() {
     let (dir, _) = failing_playbook(
         "  - webhook: hooks.example.com/acme\n    on: [step-failed, stepfailed, coffee]\n  - email:\n      to: not-an-address\n      from: runner@example.com\n      smtp: { host: mail.example.com, password: hunter2 }\n    on: [run-finished]",
     );
-    let out = runner(&["validate", "acme.yaml"], dir.path(), &[]);
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    let e = &out.stderr;
-    assert!(e.contains("acme.yaml:20:49"), "{e}");
-    // A literal password is refused before anything else, and never echoed.
-    assert!(e.contains("`password` is a literal secret"), "{e}");
-    assert!(!e.contains("hunter2"), "{e}");
+    Run::at(dir.path())
+        .args(["validate", "acme.yaml"])
+        .expect_exit(2)
+        .expect_stderr_contains("acme.yaml:20:49")
+        // A literal password is refused before anything else, and never echoed.
+        .expect_stderr_contains("`password` is a literal secret")
+        .expect_stderr_lacks("hunter2")
+        .run();
     let fixed = std::fs::read_to_string(dir.path().join("acme.yaml"))
         .unwrap()
         .replace("password: hunter2", "user: runner, password: { env: X }");
     std::fs::write(dir.path().join("acme.yaml"), fixed).unwrap();
-    let out = runner(&["validate", "acme.yaml"], dir.path(), &[]);
-    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = Run::at(dir.path())
+        .args(["validate", "acme.yaml"])
+        .expect_exit(2)
+        .run();
     let e = &out.stderr;
     for want in [
         "acme.yaml:15:14",
@@ -816,41 +784,28 @@ fn the_plan_shows_sinks_without_secrets_and_warns_about_unencrypted_mail() {
         ("NOTIFY_SMTP_PASSWORD", SMTP_PASSWORD),
         ("RUNNER_NOW", EVENING),
     ];
-    let text = runner(&["plan", "acme.yaml"], dir.path(), &env);
-    assert_eq!(text.code, 0, "{}", text.stderr);
-    let o = &text.stdout;
-    assert!(
-        o.contains(
-            "Notifications\n  ntfy https://ntfy.sh\n      on step-failed, operator-needed\n"
-        ),
-        "{o}"
-    );
-    assert!(o.contains("  email to consultant@example.com\n      from runner@example.com via mail.example.com:25 (none, user runner, password { env: NOTIFY_SMTP_PASSWORD }), on run-finished\n"), "{o}");
-    assert!(o.contains("[smtp-unencrypted] notify entry 2 hands mail to mail.example.com:25 without TLS (`tls: none`): the messages and the SMTP password cross the network readably"), "{o}");
-    assert!(
-        !o.contains("acme-secret-topic") && !o.contains(SMTP_PASSWORD),
-        "{o}"
-    );
-    let md = runner(
-        &["plan", "acme.yaml", "--format", "markdown"],
-        dir.path(),
-        &env,
-    );
-    assert!(
-        md.stdout
-            .contains("## Notifications\n\n| Where | Details |"),
-        "{}",
-        md.stdout
-    );
-    assert!(
-        md.stdout
-            .contains("### Mail without encryption (1)\n\n`smtp-unencrypted`: "),
-        "{}",
-        md.stdout
-    );
-    assert!(!md.stdout.contains("acme-secret-topic"));
+    Run::at(dir.path())
+        .args(["plan", "acme.yaml"])
+        .envs(&env)
+        .expect_exit(0)
+        .expect_stdout_contains(
+            "Notifications\n  ntfy https://ntfy.sh\n      on step-failed, operator-needed\n",
+        )
+        .expect_stdout_contains("  email to consultant@example.com\n      from runner@example.com via mail.example.com:25 (none, user runner, password { env: NOTIFY_SMTP_PASSWORD }), on run-finished\n")
+        .expect_stdout_contains("[smtp-unencrypted] notify entry 2 hands mail to mail.example.com:25 without TLS (`tls: none`): the messages and the SMTP password cross the network readably")
+        .expect_stdout_lacks("acme-secret-topic")
+        .expect_stdout_lacks(SMTP_PASSWORD)
+        .run();
+    Run::at(dir.path())
+        .args(["plan", "acme.yaml", "--format", "markdown"])
+        .envs(&env)
+        .expect_exit(0)
+        .expect_stdout_contains("## Notifications\n\n| Where | Details |")
+        .expect_stdout_contains("### Mail without encryption (1)\n\n`smtp-unencrypted`: ")
+        .expect_stdout_lacks("acme-secret-topic")
+        .run();
 
-    let schema = runner(&["schema"], dir.path(), &[]);
+    let schema = Run::at(dir.path()).args(["schema"]).expect_exit(0).run();
     let v: Value = serde_json::from_str(&schema.stdout).expect("schema JSON");
     assert!(
         v["$defs"]["RawPlaybook"]["properties"]["notify"].is_object(),
@@ -876,8 +831,9 @@ fn mail_over_starttls_logs_in_and_reaches_the_server() {
     let smtp = SmtpServer::start(true);
     let dir = starttls_playbook(&smtp);
     let ca = smtp.ca().display().to_string();
-    let out = apply(dir.path(), &[("SSL_CERT_FILE", &ca)]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    apply(dir.path(), &[("SSL_CERT_FILE", &ca)])
+        .expect_exit(1)
+        .run();
     let rows = journal(dir.path())
         .notifications(None)
         .expect("notifications");
@@ -894,8 +850,7 @@ fn mail_over_starttls_logs_in_and_reaches_the_server() {
 fn mail_to_a_server_whose_certificate_is_not_trusted_is_not_sent() {
     let smtp = SmtpServer::start(true);
     let dir = starttls_playbook(&smtp);
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    apply(dir.path(), &[]).expect_exit(1).run();
     assert!(smtp.messages().is_empty());
     let rows = journal(dir.path())
         .notifications(None)
@@ -918,41 +873,18 @@ fn mail_to_a_server_whose_certificate_is_not_trusted_is_not_sent() {
 #[test]
 fn a_run_waiting_for_the_window_says_so_while_it_waits() {
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            r#"name: Acme night
-window:
-  timezone: UTC
-  business_hours:
-    - {{ days: mon-fri, from: "07:00", to: "18:00" }}
-  when_closed: wait
-targets:
-  box: {{ transport: local }}
-notify:
-  - webhook: {}
-    on: [window-closing, night-done, run-finished]
-steps:
-  - id: one
-    on: box
-    run: echo one
-    estimate: 1m
-"#,
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
-    // Started at noon on a Tuesday: the run waits until 18:00.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args(["apply", "acme.yaml"])
-        .current_dir(dir.path())
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [window-closing, night-done, run-finished]\n",
+        hook.url("/hook")
+    ))
+    .window(&format!("{WEEKDAYS_UTC}  when_closed: wait\n"))
+    .step(step("one", "box", "echo one").key("estimate", "1m"));
+    // Started at noon on a Tuesday: the run waits until 18:00; Ctrl-C ends it.
+    let bg = scene
+        .apply()
         .env("RUNNER_NOW", "2026-12-01T12:00:00Z")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("runner starts");
+        .expect_exit(130)
+        .spawn();
     let first = hook.wait_for(1);
     let ev = first[0].json();
     assert_eq!(ev["type"], "runner.window.closing");
@@ -962,10 +894,8 @@ steps:
     );
     assert_eq!(ev["data"]["next_start"], "2026-12-01T18:00:00Z");
     // Ctrl-C ends the wait; the run reports how it ended.
-    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().expect("runner ends");
-    assert_eq!(status.code(), Some(130));
+    bg.signal(libc::SIGINT);
+    bg.wait();
     let all = hook.wait_for(2);
     let fin = all[1].json();
     assert_eq!(fin["type"], "runner.run.finished");
@@ -977,17 +907,14 @@ steps:
 fn a_step_left_in_doubt_asks_an_operator_to_decide() {
     use runner::journal::{AttemptKind, NewAttempt, NewRun, RunCommand};
     let hook = Receiver::start(200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("acme.yaml"),
-        format!(
-            "name: Acme night\nwindow:\n  business_hours: []\ntargets:\n  box: {{ transport: local }}\nnotify:\n  - webhook: {}\n    on: [operator-needed]\nsteps:\n  - id: move-mailboxes\n    on: box\n    run: echo moving\n",
-            hook.url("/hook")
-        ),
-    )
-    .expect("write");
+    let scene = acme(&format!(
+        "  - webhook: {}\n    on: [operator-needed]\n",
+        hook.url("/hook")
+    ))
+    .step(step("move-mailboxes", "box", "echo moving"));
+    scene.write();
     // An earlier runner died while the step ran: a `running` attempt of a process that is gone.
-    let j = Journal::open(&dir.path().join(".runner/acme.db")).expect("journal");
+    let j = Journal::open(&scene.journal()).expect("journal");
     let at: jiff::Timestamp = "2026-12-01T19:00:00Z".parse().unwrap();
     let run = j
         .begin_run(&NewRun {
@@ -1016,8 +943,7 @@ fn a_step_left_in_doubt_asks_an_operator_to_decide() {
     .expect("attempt");
     drop(j);
 
-    let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    apply(scene.dir(), &[]).expect_exit(1).run();
     let reqs = hook.requests();
     assert_eq!(reqs.len(), 1, "{reqs:#?}");
     let ev = reqs[0].json();

@@ -9,22 +9,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::common::run::Run;
+use crate::common::scene::{manual, step, Scene, Step};
 use crate::common::tmux::Tmux;
 use crate::common::wait_until;
-use crate::common_cli::runner;
 
-/// YAML single-quoted scalar.
-fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A shell command that waits (bounded) until `path` exists.
-fn wait_for(path: &Path) -> String {
-    format!(
-        "i=0; until [ -e {p} ]; do i=$((i+1)); [ $i -gt 2400 ] && exit 9; sleep 0.05; done",
-        p = path.display()
-    )
-}
+/// A shell command that waits (bounded) until `{dir}/go` exists.
+const WAIT_FOR_GO: &str =
+    "i=0; until [ -e {dir}/go ]; do i=$((i+1)); [ $i -gt 2400 ] && exit 9; sleep 0.05; done";
 
 /// The command that runs `runner ARGS` in `dir` inside tmux and writes its exit code to
 /// `dir/code`.
@@ -54,50 +46,40 @@ fn ledger(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn write(dir: &Path, yaml: &str) -> PathBuf {
-    let path = dir.join("p.yaml");
-    fs::write(&path, yaml).expect("write the playbook");
-    path
+/// A playbook `p.yaml` with one local target, `here`.
+fn scene(name: &str) -> Scene {
+    Scene::new(name).file_name("p.yaml").local("here")
 }
 
 /// A local step that appends `id` to the ledger.
-fn step(dir: &Path, id: &str, extra: &str) -> String {
-    format!(
-        "- id: {id}\n  on: here\n  run: {}\n{extra}",
-        q(&format!("echo {id} >> {}", dir.join("ledger").display()))
-    )
+fn ledger_step(id: &str) -> Step {
+    step(id, "here", &format!("echo {id} >> {{dir}}/ledger"))
 }
 
 /// A local step that says it started, then waits for the file `go`.
-fn waiting_step(dir: &Path, id: &str) -> String {
-    format!(
-        "- id: {id}\n  on: here\n  run: {}\n",
-        q(&format!(
-            "touch {s}; {w}; echo {id} >> {l}",
-            s = dir.join("started").display(),
-            w = wait_for(&dir.join("go")),
-            l = dir.join("ledger").display()
-        ))
+fn waiting_step(id: &str) -> Step {
+    step(
+        id,
+        "here",
+        &format!("touch {{dir}}/started; {WAIT_FOR_GO}; echo {id} >> {{dir}}/ledger"),
     )
 }
 
-const NO_HOURS: &str = "window:\n  business_hours: []\n";
+/// Business hours 08:00 to 18:00 UTC on weekdays, and `more` window keys.
+fn utc_hours(more: &str) -> String {
+    format!(
+        "window:\n  timezone: UTC\n  business_hours:\n    - {{ days: mon-fri, from: \"08:00\", to: \"18:00\" }}\n{more}"
+    )
+}
 
 #[test]
 fn a_manual_prompt_stays_on_screen_and_a_wrong_answer_gets_a_reply() {
-    let dir = tempfile::Builder::new()
-        .prefix("runner-manual-")
-        .tempdir()
-        .expect("tempdir");
-    let d = dir.path();
-    write(
-        d,
-        &format!(
-            "name: manual\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n\
-             - id: disk\n  manual: Label the backup disk and store it away.\n{}",
-            step(d, "after", "")
-        ),
-    );
+    let scene = scene("manual").steps([
+        manual("disk", "Label the backup disk and store it away."),
+        ledger_step("after"),
+    ]);
+    scene.write();
+    let d = scene.dir();
     let tmux = Tmux::new(d);
     tmux.start(&in_shell(d, "apply p.yaml", ""));
     wait_until("the prompt", || tmux.screen().contains("Type `done`"));
@@ -125,19 +107,12 @@ fn a_manual_prompt_stays_on_screen_and_a_wrong_answer_gets_a_reply() {
 
 #[test]
 fn ctrl_c_at_a_manual_prompt_stops_the_run_with_exit_130() {
-    let dir = tempfile::Builder::new()
-        .prefix("runner-manual-int-")
-        .tempdir()
-        .expect("tempdir");
-    let d = dir.path();
-    write(
-        d,
-        &format!(
-            "name: manual\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n\
-             - id: disk\n  manual: Label the backup disk.\n{}",
-            step(d, "after", "")
-        ),
-    );
+    let scene = scene("manual").steps([
+        manual("disk", "Label the backup disk."),
+        ledger_step("after"),
+    ]);
+    scene.write();
+    let d = scene.dir();
     let tmux = Tmux::new(d);
     // The shell ignores Ctrl-C so that it lives to write the runner's exit code.
     tmux.start(&format!("trap '' INT; {}", in_shell(d, "apply p.yaml", "")));
@@ -159,24 +134,11 @@ fn ctrl_c_at_a_manual_prompt_stops_the_run_with_exit_130() {
 
 #[test]
 fn a_resumed_run_counts_each_done_pair_once() {
-    let dir = tempfile::Builder::new()
-        .prefix("runner-resume-bar-")
-        .tempdir()
-        .expect("tempdir");
-    let d = dir.path();
-    write(
-        d,
-        &format!(
-            "name: resume\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n{}{}{}",
-            step(d, "a", ""),
-            step(d, "b", ""),
-            waiting_step(d, "c")
-        ),
-    );
+    let scene = scene("resume").steps([ledger_step("a"), ledger_step("b"), waiting_step("c")]);
     for s in ["a", "b"] {
-        let r = runner(&["mark", "p.yaml", s, "done"], d, &[]);
-        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        scene.mark(s, "done");
     }
+    let d = scene.dir();
     let tmux = Tmux::new(d);
     tmux.start(&in_shell(d, "apply p.yaml", ""));
     wait_until("step c to start", || d.join("started").exists());
@@ -220,19 +182,11 @@ fn secs(text: &str) -> i64 {
 
 #[test]
 fn the_time_left_before_business_hours_ticks_while_a_step_runs() {
-    let dir = tempfile::Builder::new()
-        .prefix("runner-tick-")
-        .tempdir()
-        .expect("tempdir");
-    let d = dir.path();
-    write(
-        d,
-        &format!(
-            "name: tick\nwindow:\n  timezone: UTC\n  business_hours:\n    - {{ days: mon-fri, from: \"08:00\", to: \"18:00\" }}\n\
-             targets:\n  here:\n    transport: local\nsteps:\n{}",
-            waiting_step(d, "long")
-        ),
-    );
+    let scene = scene("tick")
+        .window(&utc_hours(""))
+        .step(waiting_step("long"));
+    scene.write();
+    let d = scene.dir();
     let tmux = Tmux::new(d);
     tmux.start(&in_shell(
         d,
@@ -256,19 +210,11 @@ fn the_time_left_before_business_hours_ticks_while_a_step_runs() {
 
 #[test]
 fn the_wait_for_the_window_counts_down() {
-    let dir = tempfile::Builder::new()
-        .prefix("runner-wait-tick-")
-        .tempdir()
-        .expect("tempdir");
-    let d = dir.path();
-    write(
-        d,
-        &format!(
-            "name: wait\nwindow:\n  timezone: UTC\n  business_hours:\n    - {{ days: mon-fri, from: \"08:00\", to: \"18:00\" }}\n  when_closed: wait\n\
-             targets:\n  here:\n    transport: local\nsteps:\n{}",
-            step(d, "a", "")
-        ),
-    );
+    let scene = scene("wait")
+        .window(&utc_hours("  when_closed: wait\n"))
+        .step(ledger_step("a"));
+    scene.write();
+    let d = scene.dir();
     let tmux = Tmux::new(d);
     // Wednesday 17:59:40 UTC: the step may start in 20 s.
     tmux.start(&in_shell(
@@ -297,28 +243,26 @@ fn the_wait_for_the_window_counts_down() {
 }
 
 /// Chicago business hours; the operator sits in Paris.
-fn chicago(steps: &str) -> String {
-    format!(
-        "name: zones\nwindow:\n  timezone: America/Chicago\n  business_hours:\n    - {{ days: mon-fri, from: \"07:30\", to: \"18:00\" }}\n\
-         targets:\n  here:\n    transport: local\nsteps:\n{steps}"
-    )
+fn chicago(steps: impl IntoIterator<Item = Step>) -> Scene {
+    let scene = scene("zones")
+        .window("window:\n  timezone: America/Chicago\n  business_hours:\n    - { days: mon-fri, from: \"07:30\", to: \"18:00\" }\n")
+        .steps(steps);
+    scene.write();
+    scene
 }
 
 #[test]
 fn progress_lines_and_the_final_message_show_the_customers_zone_and_the_operators() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    write(d, &chicago(&step(d, "a", "  estimate: 1h\n")));
+    let scene = chicago([ledger_step("a").key("estimate", "1h")]);
     // Wednesday 9 December 08:00 CST, 15:00 in Paris: business hours in Chicago.
-    let r = runner(
-        &["apply", "p.yaml"],
-        d,
-        &[
+    let r = scene
+        .apply()
+        .envs(&[
             ("RUNNER_NOW", "2026-12-09T14:00:00Z"),
             ("TZ", "Europe/Paris"),
-        ],
-    );
-    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+        ])
+        .expect_exit(3)
+        .run();
     for line in r.stdout.lines().filter(|l| l.starts_with('[')) {
         assert!(line.starts_with("[08:00:"), "{line}");
         assert!(line.contains(" CST] "), "{line}");
@@ -338,66 +282,42 @@ fn progress_lines_and_the_final_message_show_the_customers_zone_and_the_operator
     );
 
     // JSON keeps RFC 3339 UTC.
-    let r = runner(
-        &["apply", "p.yaml", "--json"],
-        d,
-        &[
+    scene
+        .apply_with(&["--json"])
+        .envs(&[
             ("RUNNER_NOW", "2026-12-09T14:00:00Z"),
             ("TZ", "Europe/Paris"),
-        ],
-    );
-    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains(r#""next_start":"2026-12-10T00:00:00Z""#),
-        "{}",
-        r.stdout
-    );
+        ])
+        .expect_exit(3)
+        .expect_stdout_contains(r#""next_start":"2026-12-10T00:00:00Z""#)
+        .run();
 
     // An operator in the customer's zone sees one time.
-    let r = runner(
-        &["apply", "p.yaml"],
-        d,
-        &[
+    scene
+        .apply()
+        .envs(&[
             ("RUNNER_NOW", "2026-12-09T14:00:00Z"),
             ("TZ", "America/Chicago"),
-        ],
-    );
-    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains("next allowed start Wed 9 Dec 2026 18:00 CST\n"),
-        "{}",
-        r.stdout
-    );
+        ])
+        .expect_exit(3)
+        .expect_stdout_contains("next allowed start Wed 9 Dec 2026 18:00 CST\n")
+        .run();
 }
 
 const DAYTIME: &str = "2026-12-09T15:00:00Z";
 
 #[test]
 fn a_window_override_for_one_step_leaves_the_next_step_closed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    write(
-        d,
-        &chicago(&format!(
-            "{}{}",
-            step(d, "a", ""),
-            step(d, "b", "  point_of_no_return: true\n")
-        )),
-    );
-    let r = runner(
-        &[
-            "apply",
-            "p.yaml",
-            "--override-window",
-            "a",
-            "--reason",
-            "customer asked",
-        ],
-        d,
-        &[("RUNNER_NOW", DAYTIME)],
-    );
-    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    let scene = chicago([
+        ledger_step("a"),
+        ledger_step("b").key("point_of_no_return", "true"),
+    ]);
+    let d = scene.dir();
+    let r = scene
+        .apply_with(&["--override-window", "a", "--reason", "customer asked"])
+        .env("RUNNER_NOW", DAYTIME)
+        .expect_exit(3)
+        .run();
     assert_eq!(ledger(d), vec!["a"]);
     assert!(r.stderr.contains("stopped before `b`"), "{}", r.stderr);
     assert!(
@@ -410,28 +330,16 @@ fn a_window_override_for_one_step_leaves_the_next_step_closed() {
 
 #[test]
 fn overriding_the_window_for_all_steps_names_them_before_the_first_starts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    write(
-        d,
-        &chicago(&format!(
-            "{}{}",
-            step(d, "a", ""),
-            step(d, "b", "  point_of_no_return: true\n")
-        )),
-    );
-    let r = runner(
-        &[
-            "apply",
-            "p.yaml",
-            "--override-window-all",
-            "--reason",
-            "customer asked",
-        ],
-        d,
-        &[("RUNNER_NOW", DAYTIME)],
-    );
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let scene = chicago([
+        ledger_step("a"),
+        ledger_step("b").key("point_of_no_return", "true"),
+    ]);
+    let d = scene.dir();
+    let r = scene
+        .apply_with(&["--override-window-all", "--reason", "customer asked"])
+        .env("RUNNER_NOW", DAYTIME)
+        .expect_exit(0)
+        .run();
     assert_eq!(ledger(d), vec!["a", "b"]);
     let list = r
         .stdout
@@ -446,27 +354,15 @@ fn overriding_the_window_for_all_steps_names_them_before_the_first_starts() {
 
 #[test]
 fn a_window_override_names_steps_that_exist() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    write(d, &chicago(&step(d, "a", "")));
-    let r = runner(
-        &[
-            "apply",
-            "p.yaml",
-            "--override-window",
-            "nope",
-            "--reason",
-            "x",
-        ],
-        d,
-        &[("RUNNER_NOW", DAYTIME)],
-    );
-    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.contains("`nope`") && r.stderr.contains("a"),
-        "{}",
-        r.stderr
-    );
+    let scene = chicago([ledger_step("a")]);
+    let d = scene.dir();
+    scene
+        .apply_with(&["--override-window", "nope", "--reason", "x"])
+        .env("RUNNER_NOW", DAYTIME)
+        .expect_exit(2)
+        .expect_stderr_contains("`nope`")
+        .expect_stderr_contains("a")
+        .run();
     assert!(!d.join(".runner").exists());
 
     // Without a reason, or with neither a step nor -all, it is refused before anything runs.
@@ -475,8 +371,12 @@ fn a_window_override_names_steps_that_exist() {
         &["apply", "p.yaml", "--override-window-all"][..],
         &["apply", "p.yaml", "--override-window", "--reason", "x"][..],
     ] {
-        let r = runner(args, d, &[("RUNNER_NOW", DAYTIME)]);
-        assert_eq!(r.code, 2, "{args:?}: {}{}", r.stdout, r.stderr);
+        Run::at(d)
+            .args(args)
+            .env("RUNNER_NOW", DAYTIME)
+            .note(format!("{args:?}"))
+            .expect_exit(2)
+            .run();
     }
     assert!(!d.join(".runner").exists());
     assert!(ledger(d).is_empty());
@@ -509,26 +409,21 @@ mod asked_through_the_operator {
         engine::apply(&pb, &opts, Clock::System, &Silent, Interrupt::new()).expect("apply runs")
     }
 
-    fn manual_playbook(d: &Path) -> PathBuf {
-        write(
-            d,
-            &format!(
-                "name: manual\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n\
-                 - id: disk\n  manual: Label the disk.\n{}",
-                step(d, "after", "")
-            ),
-        )
+    fn manual_playbook() -> (Scene, PathBuf) {
+        let scene =
+            scene("manual").steps([manual("disk", "Label the disk."), ledger_step("after")]);
+        let pb = scene.write();
+        (scene, pb)
     }
 
     #[test]
     fn a_manual_step_the_operator_reports_failed_stops_with_exit_1() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pb = manual_playbook(dir.path());
+        let (scene, pb) = manual_playbook();
         let operator = Arc::new(Scripted::new(vec![ManualAnswer::Fail], vec![]));
         let o = apply(&pb, operator.clone());
         assert_eq!(o.exit, Exit::StepFailed, "{}", o.message);
         assert_eq!(operator.asked(), vec!["manual disk"]);
-        assert!(ledger(dir.path()).is_empty());
+        assert!(ledger(scene.dir()).is_empty());
 
         // Done continues with the next step; nobody present waits with exit 5.
         let o = apply(&pb, Arc::new(runner::engine::operator::Absent));
@@ -538,21 +433,15 @@ mod asked_through_the_operator {
             Arc::new(Scripted::new(vec![ManualAnswer::Done], vec![])),
         );
         assert_eq!(o.exit, Exit::Success, "{}", o.message);
-        assert_eq!(ledger(dir.path()), vec!["after"]);
+        assert_eq!(ledger(scene.dir()), vec!["after"]);
     }
 
     #[test]
     fn a_rollback_the_operator_declines_changes_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        let undo = q(&format!("echo undo >> {}", d.join("ledger").display()));
-        let pb = write(
-            d,
-            &format!(
-                "name: rb\n{NO_HOURS}targets:\n  here:\n    transport: local\nsteps:\n{}",
-                step(d, "a", &format!("  rollback: {undo}\n"))
-            ),
-        );
+        let scene =
+            scene("rb").step(ledger_step("a").text("rollback", "echo undo >> {dir}/ledger"));
+        let pb = scene.write();
+        let d = scene.dir();
         let o = apply(&pb, Arc::new(runner::engine::operator::Absent));
         assert_eq!(o.exit, Exit::Success, "{}", o.message);
 

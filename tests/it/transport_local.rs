@@ -1,15 +1,13 @@
 //! LocalTransport with real processes.
 
 use crate::common;
+use crate::common::transport_checks as checks;
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::common::{pseudo_random_bytes, read_pid, run_sh, stops_within, EXIT_GRACE};
-use runner::transport::{
-    CommandExit, Control, LocalTransport, Shell, Stream, Transport, TransportError,
-};
+use crate::common::{pseudo_random_bytes, run_sh, stops_within, EXIT_GRACE};
+use runner::transport::{CommandExit, Control, LocalTransport, Shell, Transport, TransportError};
 use sha2::{Digest, Sha256};
 
 fn local(dir: &Path) -> LocalTransport {
@@ -21,18 +19,7 @@ fn exit_codes_and_separate_streams() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut t = local(dir.path());
     t.connect().expect("connect is a no-op");
-    let out = run_sh(&mut t, "echo out; echo err >&2; exit 3", None).expect("exec");
-    assert_eq!(out.exit, CommandExit::Code(3));
-    assert_eq!(out.stdout, "out\n");
-    assert_eq!(out.stderr, "err\n");
-    assert_eq!(
-        run_sh(&mut t, "true", None).expect("exec").exit,
-        CommandExit::Code(0)
-    );
-    assert_eq!(
-        run_sh(&mut t, "exit 255", None).expect("exec").exit,
-        CommandExit::Code(255)
-    );
+    checks::exit_codes_and_separate_streams(&mut t);
     // Killed by a signal: 128 + N, as shells report it.
     assert_eq!(
         run_sh(&mut t, "kill -s KILL $$", None).expect("exec").exit,
@@ -43,77 +30,22 @@ fn exit_codes_and_separate_streams() {
 #[test]
 fn output_is_streamed_while_the_command_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut t = local(dir.path());
-    let flag = dir.path().join("seen-first");
-    let script = format!(
-        "echo first\n\
-         i=0; while [ ! -e '{f}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
-         [ -e '{f}' ] && echo second",
-        f = flag.display()
-    );
-    let ctl = Control::new(Some(Duration::from_secs(60)));
-    let mut stdout = String::new();
-    let exit = t
-        .exec(&script, Shell::Sh, &ctl, &mut |s, b| {
-            if s == Stream::Stdout {
-                stdout.push_str(&String::from_utf8_lossy(b));
-                if stdout.contains("first") && !flag.exists() {
-                    fs::write(&flag, b"").expect("create flag");
-                }
-            }
-        })
-        .expect("exec");
-    assert_eq!(exit, CommandExit::Code(0));
-    assert_eq!(stdout, "first\nsecond\n");
+    checks::output_is_streamed_while_the_command_runs(&mut local(dir.path()), dir.path());
 }
 
 #[test]
 fn timeout_kills_the_process_group_including_children() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut t = local(dir.path());
-    let script = "sleep 300 & echo $! > child; echo $$ > shell; wait";
-    let out = run_sh(&mut t, script, Some(Duration::from_secs(1))).expect("exec");
-    assert_eq!(out.exit, CommandExit::TimedOut);
-    let shell = read_pid(dir.path(), "shell");
-    let child = read_pid(dir.path(), "child");
-    assert!(
-        stops_within(shell, EXIT_GRACE),
-        "the shell {shell} still runs"
-    );
-    assert!(
-        stops_within(child, EXIT_GRACE),
-        "its child {child} still runs"
-    );
+    checks::timeout_stops_the_process_tree(&mut local(dir.path()), dir.path());
 }
 
 #[test]
 fn cancel_escalates_to_sigkill_for_processes_ignoring_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut t = local(dir.path());
-    let script = "trap '' TERM; sleep 300 & echo $! > child; echo $$ > shell; echo ready; wait";
-    let ctl = Control::new(None);
-    let cancel = ctl.cancel.clone();
-    let mut stdout = String::new();
-    let exit = t
-        .exec(script, Shell::Sh, &ctl, &mut |s, b| {
-            if s == Stream::Stdout {
-                stdout.push_str(&String::from_utf8_lossy(b));
-                if stdout.contains("ready") {
-                    cancel.store(true, Ordering::SeqCst);
-                }
-            }
-        })
-        .expect("exec");
-    assert_eq!(exit, CommandExit::Cancelled);
-    let shell = read_pid(dir.path(), "shell");
-    let child = read_pid(dir.path(), "child");
-    assert!(
-        stops_within(shell, EXIT_GRACE),
-        "the shell {shell} still runs"
-    );
-    assert!(
-        stops_within(child, EXIT_GRACE),
-        "its child {child} still runs"
+    checks::cancel_stops_the_process_tree(
+        &mut local(dir.path()),
+        dir.path(),
+        "trap '' TERM; sleep 300 & echo $! > {dir}/child; echo $$ > {dir}/shell; echo ready; wait",
     );
 }
 

@@ -2,15 +2,14 @@
 //! tests can check remote effects (files, processes) directly.
 
 use crate::common;
+use crate::common::sshd::openssh_fingerprint;
+use crate::common::transport_checks as checks;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::common::{
-    pseudo_random_bytes, read_pid, run_sh, ssh_config, stops_within, Sshd, EXIT_GRACE,
-};
+use crate::common::{pseudo_random_bytes, run_sh, ssh_config, Sshd};
 use runner::transport::upload_buffer::UploadBuffer;
 use runner::transport::{
     scan_host_key, trust, CommandExit, Control, FileDigest, HostKey, Shell, SshAuth, SshTransport,
@@ -22,42 +21,13 @@ fn transport(sshd: &Sshd) -> SshTransport {
     SshTransport::new(ssh_config(sshd))
 }
 
-/// The fingerprint as OpenSSH itself prints it.
-fn openssh_fingerprint(pub_path: &Path) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(pub_path)
-        .output()
-        .expect("run ssh-keygen -lf");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace()
-        .find(|w| w.starts_with("SHA256:"))
-        .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
-        .to_string()
-}
-
 #[test]
 fn exec_reports_exit_codes_and_separates_streams() {
     let sshd = Sshd::start("127.0.0.2");
     let mut t = transport(&sshd);
     t.connect().expect("connect");
 
-    let out = run_sh(&mut t, "echo out; echo err >&2; exit 3", None).expect("exec");
-    assert_eq!(out.exit, CommandExit::Code(3));
-    assert_eq!(out.stdout, "out\n");
-    assert_eq!(
-        out.stderr, "err\n",
-        "the PID marker must not leak into stderr"
-    );
-
-    assert_eq!(
-        run_sh(&mut t, "true", None).expect("exec").exit,
-        CommandExit::Code(0)
-    );
-    assert_eq!(
-        run_sh(&mut t, "exit 255", None).expect("exec").exit,
-        CommandExit::Code(255)
-    );
+    checks::exit_codes_and_separate_streams(&mut t);
 
     // Quoting survives the trip: single quotes, $, backslashes, newlines.
     let out = run_sh(
@@ -86,28 +56,7 @@ fn exec_reports_exit_codes_and_separates_streams() {
 fn output_is_streamed_while_the_command_runs() {
     let sshd = Sshd::start("127.0.0.3");
     let mut t = transport(&sshd);
-    let flag = sshd.dir().join("seen-first");
-    // The command only prints "second" if the test saw "first" while the command still ran.
-    let script = format!(
-        "echo first\n\
-         i=0; while [ ! -e '{f}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
-         [ -e '{f}' ] && echo second",
-        f = flag.display()
-    );
-    let ctl = Control::new(Some(Duration::from_secs(60)));
-    let mut stdout = String::new();
-    let exit = t
-        .exec(&script, Shell::Sh, &ctl, &mut |s, b| {
-            if s == Stream::Stdout {
-                stdout.push_str(&String::from_utf8_lossy(b));
-                if stdout.contains("first") && !flag.exists() {
-                    fs::write(&flag, b"").expect("create flag");
-                }
-            }
-        })
-        .expect("exec");
-    assert_eq!(exit, CommandExit::Code(0));
-    assert_eq!(stdout, "first\nsecond\n");
+    checks::output_is_streamed_while_the_command_runs(&mut t, sshd.dir());
 }
 
 #[test]
@@ -285,20 +234,7 @@ fn scan_and_trust_then_connect() {
 fn timeout_kills_the_remote_process_tree() {
     let sshd = Sshd::start("127.0.0.9");
     let mut t = transport(&sshd);
-    let d = sshd.dir().display().to_string();
-    let script = format!("sleep 300 & echo $! > '{d}/child'; echo $$ > '{d}/shell'; wait");
-    let out = run_sh(&mut t, &script, Some(Duration::from_secs(1))).expect("exec");
-    assert_eq!(out.exit, CommandExit::TimedOut);
-    let shell = read_pid(sshd.dir(), "shell");
-    let child = read_pid(sshd.dir(), "child");
-    assert!(
-        stops_within(shell, EXIT_GRACE),
-        "the shell {shell} still runs"
-    );
-    assert!(
-        stops_within(child, EXIT_GRACE),
-        "its child {child} still runs"
-    );
+    let out = checks::timeout_stops_the_process_tree(&mut t, sshd.dir());
     assert!(!out.stderr.contains("runner-pid"), "{:?}", out.stderr);
 
     // The session is still good for the next step.
@@ -312,34 +248,11 @@ fn timeout_kills_the_remote_process_tree() {
 fn cancel_kills_the_remote_process_tree() {
     let sshd = Sshd::start("127.0.0.10");
     let mut t = transport(&sshd);
-    let d = sshd.dir().display().to_string();
     // The child ignores SIGTERM, so stopping it needs the SIGKILL that follows the grace.
-    let script = format!(
-        "(trap '' TERM; sleep 300) & echo $! > '{d}/child'; echo $$ > '{d}/shell'; echo ready; wait"
-    );
-    let ctl = Control::new(None);
-    let cancel = ctl.cancel.clone();
-    let mut stdout = String::new();
-    let exit = t
-        .exec(&script, Shell::Sh, &ctl, &mut |s, b| {
-            if s == Stream::Stdout {
-                stdout.push_str(&String::from_utf8_lossy(b));
-                if stdout.contains("ready") {
-                    cancel.store(true, Ordering::SeqCst);
-                }
-            }
-        })
-        .expect("exec");
-    assert_eq!(exit, CommandExit::Cancelled);
-    let shell = read_pid(sshd.dir(), "shell");
-    let child = read_pid(sshd.dir(), "child");
-    assert!(
-        stops_within(shell, EXIT_GRACE),
-        "the shell {shell} still runs"
-    );
-    assert!(
-        stops_within(child, EXIT_GRACE),
-        "its child {child} still runs"
+    checks::cancel_stops_the_process_tree(
+        &mut t,
+        sshd.dir(),
+        "(trap '' TERM; sleep 300) & echo $! > '{dir}/child'; echo $$ > '{dir}/shell'; echo ready; wait",
     );
 }
 

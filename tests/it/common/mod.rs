@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod run;
+pub mod running;
+pub mod scene;
 pub mod sshd;
 pub mod tmux;
+pub mod transport_checks;
 pub mod winrm_server;
 
 use std::path::{Path, PathBuf};

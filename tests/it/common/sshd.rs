@@ -324,6 +324,20 @@ fn keygen(path: &Path, key_type: &str, comment: &str) {
     );
 }
 
+/// The fingerprint of a `.pub` key file as OpenSSH itself prints it (`SHA256:...`).
+pub fn openssh_fingerprint(pub_path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pub_path)
+        .output()
+        .expect("run ssh-keygen -lf");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
+        .to_string()
+}
+
 /// `(key type, base64)` from a `.pub` file.
 pub fn read_pub(path: &Path) -> (String, String) {
     let text = fs::read_to_string(path).expect("read public key");
