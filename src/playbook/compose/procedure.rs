@@ -13,11 +13,9 @@ use crate::playbook::source::{Entry, Node, NodeKind, Seg, Source};
 /// The merge cannot go on; the diagnostics say why.
 pub(super) struct Stopped;
 
-/// The procedure a customer file names: its tree, the origin of its text in the source, and
-/// the file.
+/// The procedure a customer file names: its tree and the file.
 struct Procedure {
     root: Node,
-    origin: usize,
     path: PathBuf,
     sha256: String,
 }
@@ -78,7 +76,7 @@ pub(super) fn merge_procedure(
     };
     src.root = Some(tree);
     if let Some(o) = overrides {
-        apply_overrides(src, o, proc.origin, comp, diags);
+        apply_overrides(src, o, comp, diags);
     }
     Ok(())
 }
@@ -168,7 +166,6 @@ fn read_procedure(
     check_procedure(src, &proc_root, proc_origin, diags)?;
     Ok(Procedure {
         root: proc_root,
-        origin: proc_origin,
         path: proc_path,
         sha256: proc_sha,
     })
