@@ -6,8 +6,8 @@
 //! things and all escaping happens in one place per format.
 //!
 //! Here: how the record is collected; `record` is the record ([`Report`]), `log` reads the
-//! output logs, `document` lays the record out, `markdown` and `html` write that layout; JSON is
-//! the record serialized as is.
+//! output logs, `document` lays the record out (`runs` each run), `markdown` and `html` write
+//! that layout; JSON is the record serialized as is.
 //!
 //! Secrets: the engine masks everything it writes to the journal and the logs, and this module
 //! adds nothing that could hold one: targets are shown by address only (never credentials or
@@ -18,6 +18,7 @@ mod html;
 mod log;
 mod markdown;
 mod record;
+mod runs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
