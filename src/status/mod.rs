@@ -358,45 +358,8 @@ fn pair_view(
         .rev()
         .find(|a| a.kind != AttemptKind::Check)
         .copied();
-    let (exit_code, message, at) = match state {
-        PairState::Failed {
-            at,
-            exit_code,
-            message,
-            ..
-        } => (*exit_code, message.clone(), Some(*at)),
-        // The pair state keeps no message for a failed rollback; the attempt that decided
-        // it is the last rollback attempt.
-        PairState::RollbackFailed { at, exit_code } => (
-            *exit_code,
-            history
-                .iter()
-                .rev()
-                .find(|a| a.kind == AttemptKind::Rollback)
-                .and_then(|a| a.message.clone()),
-            Some(*at),
-        ),
-        PairState::Succeeded { at, .. }
-        | PairState::Skipped { at }
-        | PairState::RolledBack { at } => (None, None, Some(*at)),
-        PairState::Pending | PairState::Running { .. } => (None, None, None),
-    };
-    let running = match state {
-        PairState::Running {
-            kind,
-            pid,
-            host,
-            started_at,
-            ..
-        } => Some(RunningView {
-            kind: kind.as_str().to_owned(),
-            pid: *pid,
-            host: host.clone(),
-            started_at: *started_at,
-            detached_job: None,
-        }),
-        _ => None,
-    };
+    let (exit_code, message, at) = ending(state, history);
+    let running = running_view(state);
     let mark = match status {
         PairStatus::MarkedDone | PairStatus::Skipped => mark
             .filter(|m| matches!(m.mark, MarkKind::Done | MarkKind::Skip))
@@ -427,5 +390,55 @@ fn pair_view(
         mark,
         definition_changed,
         simulated_clock: false,
+    }
+}
+
+/// How the pair ended, as far as it did: the exit code, the message and when.
+fn ending(
+    state: &PairState,
+    history: &[&Attempt],
+) -> (Option<i64>, Option<String>, Option<Timestamp>) {
+    match state {
+        PairState::Failed {
+            at,
+            exit_code,
+            message,
+            ..
+        } => (*exit_code, message.clone(), Some(*at)),
+        // The pair state keeps no message for a failed rollback; the attempt that decided
+        // it is the last rollback attempt.
+        PairState::RollbackFailed { at, exit_code } => (
+            *exit_code,
+            history
+                .iter()
+                .rev()
+                .find(|a| a.kind == AttemptKind::Rollback)
+                .and_then(|a| a.message.clone()),
+            Some(*at),
+        ),
+        PairState::Succeeded { at, .. }
+        | PairState::Skipped { at }
+        | PairState::RolledBack { at } => (None, None, Some(*at)),
+        PairState::Pending | PairState::Running { .. } => (None, None, None),
+    }
+}
+
+/// The attempt under way, if any.
+fn running_view(state: &PairState) -> Option<RunningView> {
+    match state {
+        PairState::Running {
+            kind,
+            pid,
+            host,
+            started_at,
+            ..
+        } => Some(RunningView {
+            kind: kind.as_str().to_owned(),
+            pid: *pid,
+            host: host.clone(),
+            started_at: *started_at,
+            detached_job: None,
+        }),
+        _ => None,
     }
 }
