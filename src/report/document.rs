@@ -4,9 +4,10 @@
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{AttemptRecord, EventRecord, MarkRecord, OutputStatus, Report, RunRecord, StepOutcome};
+use super::runs::run_blocks;
+use super::{AttemptRecord, EventRecord, MarkRecord, Report, RunRecord, StepOutcome, Summary};
 use crate::duration::human_duration;
-use crate::journal::{AttemptKind, AttemptState, EventKind};
+use crate::journal::{AttemptState, EventKind};
 use crate::status::PairStatus;
 
 /// A piece of inline text. Everything is escaped by the renderer.
@@ -111,7 +112,22 @@ pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
 
 pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
     let mut d = Vec::new();
-    let s = &r.summary;
+    title(&mut d, r);
+    summary(&mut d, r, tz);
+    alerts(&mut d, r, tz);
+    final_state(&mut d, r);
+    estimates(&mut d, r);
+    targets(&mut d, r);
+    for run in &r.runs {
+        run_blocks(&mut d, run, r.runs.len(), tz);
+    }
+    other_marks(&mut d, r, tz);
+    notifications(&mut d, r, tz);
+    d
+}
+
+/// The title, the playbook's description and where it is.
+fn title(d: &mut Vec<Block>, r: &Report) {
     d.push(Block::Heading(
         1,
         vec![t(format!("Cutover report: {}", r.playbook.name))],
@@ -132,31 +148,14 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
             })],
         ),
     ]));
+}
 
+/// The summary: the result, the runs, the working time, attempts and decisions.
+fn summary(d: &mut Vec<Block>, r: &Report, tz: &TimeZone) {
+    let s = &r.summary;
     // Summary first: most readers stop here.
     d.push(Block::Heading(2, vec![t("Summary")]));
-    let mut result: Cell = Vec::new();
-    let mut parts: Vec<String> = vec![format!("{} of {} done", s.steps_done, s.steps)];
-    for (n, what) in [
-        (s.steps_in_doubt, "in doubt"),
-        (s.steps_running, "running"),
-        (s.steps_rolled_back, "rolled back"),
-        (s.steps_pending, "pending"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
-    if s.steps_failed > 0 {
-        result.push(strong(format!(
-            "{} failed",
-            plural(s.steps_failed, "step", "steps")
-        )));
-        result.push(t(format!(", {}", parts.join(", "))));
-    } else {
-        result.push(t(format!("Steps: {}", parts.join(", "))));
-    }
-    let mut facts = vec![("Result".to_owned(), result)];
+    let mut facts = vec![("Result".to_owned(), result_cell(s))];
     facts.push((
         "Runs".into(),
         vec![t(match (s.first_start, s.last_end) {
@@ -189,18 +188,7 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
             None => secs(s.working_secs),
         })],
     ));
-    let mut attempts: Cell = vec![t(format!("{}", s.attempts))];
-    if s.failed_attempts > 0 {
-        attempts.push(t(", "));
-        attempts.push(strong(format!("{} failed", s.failed_attempts)));
-    }
-    if s.rollback_attempts > 0 {
-        attempts.push(t(format!(
-            ", {}",
-            plural(s.rollback_attempts, "rollback", "rollbacks")
-        )));
-    }
-    facts.push(("Attempts".into(), attempts));
+    facts.push(("Attempts".into(), attempts_cell(s)));
     facts.push(("Operator decisions".into(), vec![t(s.marks.to_string())]));
     facts.push((
         "Business-hours overrides".into(),
@@ -217,6 +205,52 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
         ));
     }
     d.push(Block::Facts(facts));
+}
+
+/// "2 steps failed, 5 of 8 done, 1 pending", or "Steps: 8 of 8 done".
+fn result_cell(s: &Summary) -> Cell {
+    let mut result: Cell = Vec::new();
+    let mut parts: Vec<String> = vec![format!("{} of {} done", s.steps_done, s.steps)];
+    for (n, what) in [
+        (s.steps_in_doubt, "in doubt"),
+        (s.steps_running, "running"),
+        (s.steps_rolled_back, "rolled back"),
+        (s.steps_pending, "pending"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if s.steps_failed > 0 {
+        result.push(strong(format!(
+            "{} failed",
+            plural(s.steps_failed, "step", "steps")
+        )));
+        result.push(t(format!(", {}", parts.join(", "))));
+    } else {
+        result.push(t(format!("Steps: {}", parts.join(", "))));
+    }
+    result
+}
+
+/// How many attempts, how many failed, how many were rollbacks.
+fn attempts_cell(s: &Summary) -> Cell {
+    let mut attempts: Cell = vec![t(format!("{}", s.attempts))];
+    if s.failed_attempts > 0 {
+        attempts.push(t(", "));
+        attempts.push(strong(format!("{} failed", s.failed_attempts)));
+    }
+    if s.rollback_attempts > 0 {
+        attempts.push(t(format!(
+            ", {}",
+            plural(s.rollback_attempts, "rollback", "rollbacks")
+        )));
+    }
+    attempts
+}
+
+/// What must not be missed: simulated clocks, business-hours overrides, failed steps.
+fn alerts(d: &mut Vec<Block>, r: &Report, tz: &TimeZone) {
     // A rehearsal's times must not pass for a real night's.
     for run in &r.runs {
         if let Some(c) = &run.simulated_clock {
@@ -247,7 +281,10 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
             d.push(Block::Alert(a));
         }
     }
+}
 
+/// Each pair's final state.
+fn final_state(d: &mut Vec<Block>, r: &Report) {
     d.push(Block::Heading(2, vec![t("Final state")]));
     let mut rows = Vec::new();
     for step in &r.steps {
@@ -283,8 +320,10 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
         head: vec!["#", "Step", "Target", "State", "Exit code", "Message"],
         rows,
     });
+}
 
-    // To correct the procedure: what each step was expected to take and what it took.
+/// What each step was expected to take and what it took, to correct the procedure.
+fn estimates(d: &mut Vec<Block>, r: &Report) {
     d.push(Block::Heading(2, vec![t("Estimates against actual")]));
     d.push(Block::Table {
         head: vec!["#", "Step", "Estimate", "Actual", "Actual / estimate"],
@@ -319,7 +358,10 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
             })
             .collect(),
     });
+}
 
+/// The targets and how they were reached.
+fn targets(d: &mut Vec<Block>, r: &Report) {
     if !r.targets.is_empty() {
         d.push(Block::Heading(2, vec![t("Targets")]));
         d.push(Block::Table {
@@ -334,11 +376,10 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
                 .collect(),
         });
     }
+}
 
-    for run in &r.runs {
-        run_blocks(&mut d, run, r.runs.len(), tz);
-    }
-
+/// Operator decisions made outside a run.
+fn other_marks(d: &mut Vec<Block>, r: &Report, tz: &TimeZone) {
     if !r.other_marks.is_empty() {
         d.push(Block::Heading(
             2,
@@ -346,7 +387,10 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
         ));
         d.push(marks_table(&r.other_marks, tz));
     }
+}
 
+/// The notifications sent, and how each went.
+fn notifications(d: &mut Vec<Block>, r: &Report, tz: &TimeZone) {
     if !r.notifications.is_empty() {
         let delivered = r
             .notifications
@@ -384,7 +428,6 @@ pub(super) fn document(r: &Report, tz: &TimeZone) -> Vec<Block> {
                 .collect(),
         });
     }
-    d
 }
 
 /// "Stop the shares `stop-shares`", or just the id when the step has no name.
@@ -448,189 +491,6 @@ pub(super) fn with_code_spans(text: &str) -> Vec<Inline> {
         }
     }
     out
-}
-
-pub(super) fn run_blocks(d: &mut Vec<Block>, run: &RunRecord, total: usize, tz: &TimeZone) {
-    d.push(Block::Heading(
-        2,
-        vec![t(format!(
-            "Run {} of {total}: {} by {} on {}{}",
-            run.number,
-            run.command,
-            run.user,
-            run.host,
-            if run.simulated_clock.is_some() {
-                " (simulated clock)"
-            } else {
-                ""
-            }
-        ))],
-    ));
-    let ended = match (run.ended_at, run.last_activity) {
-        (Some(e), _) => vec![t(long(e, tz))],
-        (None, Some(l)) => vec![
-            strong("not recorded"),
-            t(format!(
-                " (the runner stopped without closing the run, or is still running; last activity {})",
-                long(l, tz)
-            )),
-        ],
-        (None, None) => vec![strong("not recorded")],
-    };
-    let outcome = match &run.outcome {
-        Some(o) if run.had_failures => vec![strong(o)],
-        Some(o) => vec![t(o)],
-        None => vec![strong("none recorded")],
-    };
-    let mut facts: Vec<(String, Cell)> = Vec::new();
-    if let Some(c) = &run.simulated_clock {
-        facts.push(("Clock".into(), simulated_inlines(run, c, tz)));
-    }
-    facts.extend(vec![
-        ("Run id".into(), vec![code(&run.id)]),
-        (
-            "By".into(),
-            vec![t(format!("{} on {}", run.user, run.host))],
-        ),
-        ("Started".into(), vec![t(long(run.started_at, tz))]),
-        ("Ended".into(), ended),
-        ("Duration".into(), vec![t(secs(run.duration_secs))]),
-        ("Outcome".into(), outcome),
-        ("Runner version".into(), vec![t(&run.runner_version)]),
-    ]);
-    d.push(Block::Facts(facts));
-
-    if !run.events.is_empty() {
-        d.push(Block::Heading(3, vec![t("Business-hours window")]));
-        let rows = run
-            .events
-            .iter()
-            .map(|e| {
-                let is_override = e.kind == "override";
-                Row {
-                    cells: vec![
-                        vec![t(short(e.at, tz))],
-                        vec![if is_override {
-                            strong(event_label(&e.kind))
-                        } else {
-                            t(event_label(&e.kind))
-                        }],
-                        e.step.as_deref().map(|s| vec![code(s)]).unwrap_or_default(),
-                        with_code_spans(&e.detail),
-                    ],
-                    mark: if is_override || e.kind == "overrun" {
-                        RowMark::Fail
-                    } else {
-                        RowMark::Plain
-                    },
-                }
-            })
-            .collect();
-        d.push(Block::Table {
-            head: vec!["When", "Decision", "Step", "Detail"],
-            rows,
-        });
-    }
-
-    for step in &run.steps {
-        let mut heading = vec![t("Step "), code(&step.id)];
-        if step.title != step.id {
-            heading.push(t(format!(": {}", step.title)));
-        }
-        d.push(Block::Heading(3, heading));
-        let targets: Vec<&str> = step.pairs.iter().map(|p| p.target.as_str()).collect();
-        d.push(Block::Para(vec![t(format!(
-            "Targets: {}",
-            targets.join(", ")
-        ))]));
-        let mut rows = Vec::new();
-        for p in &step.pairs {
-            for a in &p.attempts {
-                let fail = a.failed || a.state == "running";
-                let label = attempt_state_label(a);
-                rows.push(Row {
-                    cells: vec![
-                        vec![code(&p.target)],
-                        vec![t(a.number.to_string())],
-                        vec![t(&a.kind)],
-                        vec![t(short(a.started_at, tz))],
-                        vec![t(a.duration_secs.map(secs).unwrap_or_default())],
-                        vec![if fail { strong(label) } else { t(label) }],
-                        vec![t(a.exit_code.map(|c| c.to_string()).unwrap_or_default())],
-                        vec![t(a.message.clone().unwrap_or_default())],
-                    ],
-                    mark: if fail {
-                        RowMark::Fail
-                    } else if a.kind == AttemptKind::Rollback.as_str() {
-                        RowMark::Rollback
-                    } else {
-                        RowMark::Plain
-                    },
-                });
-            }
-        }
-        d.push(Block::Table {
-            head: vec![
-                "Target",
-                "Try",
-                "Kind",
-                "Started",
-                "Duration",
-                "Result",
-                "Exit code",
-                "Message",
-            ],
-            rows,
-        });
-        for p in &step.pairs {
-            let o = &p.output;
-            let mut head = vec![t("Output on "), code(&p.target)];
-            match o.status {
-                OutputStatus::Recorded => {
-                    head.push(t(if o.earlier_omitted {
-                        format!(" (last {} lines):", o.lines.len())
-                    } else {
-                        ":".to_owned()
-                    }));
-                    d.push(Block::Para(head));
-                    d.push(Block::Pre(
-                        o.lines
-                            .iter()
-                            .map(|l| {
-                                let text = if l.stream.is_empty() {
-                                    l.text.clone()
-                                } else {
-                                    format!("{} | {}", l.stream, l.text)
-                                };
-                                (l.stream == "stderr", text)
-                            })
-                            .collect(),
-                    ));
-                }
-                OutputStatus::Empty => {
-                    head.push(t(": the command printed nothing."));
-                    d.push(Block::Para(head));
-                }
-                OutputStatus::Missing => {
-                    head.push(t(": no output recorded."));
-                    d.push(Block::Para(head));
-                }
-                OutputStatus::Unreadable => {
-                    head.push(t(format!(
-                        ": the output file {} could not be read ({}).",
-                        o.file,
-                        o.error.as_deref().unwrap_or("unknown error")
-                    )));
-                    d.push(Block::Para(head));
-                }
-            }
-        }
-    }
-
-    if !run.marks.is_empty() {
-        d.push(Block::Heading(3, vec![t("Operator decisions")]));
-        d.push(marks_table(&run.marks, tz));
-    }
 }
 
 pub(super) fn marks_table(marks: &[MarkRecord], tz: &TimeZone) -> Block {

@@ -6,8 +6,8 @@
 //! things and all escaping happens in one place per format.
 //!
 //! Here: how the record is collected; `record` is the record ([`Report`]), `log` reads the
-//! output logs, `document` lays the record out, `markdown` and `html` write that layout; JSON is
-//! the record serialized as is.
+//! output logs, `document` lays the record out (`runs` each run), `markdown` and `html` write
+//! that layout; JSON is the record serialized as is.
 //!
 //! Secrets: the engine masks everything it writes to the journal and the logs, and this module
 //! adds nothing that could hold one: targets are shown by address only (never credentials or
@@ -18,6 +18,7 @@ mod html;
 mod log;
 mod markdown;
 mod record;
+mod runs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -90,6 +91,48 @@ pub fn build_report(
     let marks = journal.marks()?;
     let events = journal.events(None)?;
     let pairs = journal.pairs()?;
+    let steps = step_records(pb, &pairs, &attempts);
+    let run_ids: HashMap<&str, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.0.as_str(), i))
+        .collect();
+    let mut run_records = run_records(&runs);
+    let other_marks = add_marks_and_events(&mut run_records, &run_ids, &marks, &events);
+    let grouped = group_attempts(pb, &mut run_records, &run_ids, &attempts);
+    add_attempts(pb, &mut run_records, grouped, runs_dir);
+    let summary = summary(&steps, &run_records, &attempts, &marks, &events);
+    Ok(Report {
+        format: 1,
+        playbook: PlaybookInfo {
+            name: pb.name.clone(),
+            description: pb.description.clone(),
+            path: pb.path.display().to_string(),
+            sha256: pb.sha256.clone(),
+            timezone: pb.timezone.clone(),
+        },
+        summary,
+        targets: pb
+            .targets
+            .values()
+            .map(|t| TargetInfo {
+                name: t.name.clone(),
+                connection: t.address(),
+            })
+            .collect(),
+        steps,
+        runs: run_records,
+        other_marks,
+        notifications: journal::summarize_notifications(&journal.notifications(None)?),
+    })
+}
+
+/// Each step of the playbook with its pairs' final states.
+fn step_records(
+    pb: &Playbook,
+    pairs: &[(String, String, journal::PairState)],
+    attempts: &[Attempt],
+) -> Vec<StepRecord> {
     // Only decides whether a running attempt could still be alive; an unknown host name
     // makes every running attempt read as in doubt, which is the cautious reading.
     let this_host = journal::host_name().unwrap_or_default();
@@ -98,8 +141,7 @@ pub fn build_report(
         .iter()
         .map(|(s, t, st)| ((s.as_str(), t.as_str()), st))
         .collect();
-    let steps: Vec<StepRecord> = pb
-        .steps
+    pb.steps
         .iter()
         .map(|step| {
             let pairs: Vec<FinalPair> = step
@@ -110,7 +152,7 @@ pub fn build_report(
                         .get(&(step.id.as_str(), t.as_str()))
                         .copied()
                         .unwrap_or(&journal::PairState::Pending);
-                    final_pair(t, state, &this_host, &attempts)
+                    final_pair(t, state, &this_host, attempts)
                 })
                 .collect();
             StepRecord {
@@ -121,18 +163,15 @@ pub fn build_report(
                 outcome: StepOutcome::of(&pairs),
                 pairs,
                 estimate_secs: step.estimate.map(|e| e.as_secs()),
-                actual_secs: actual_secs(&step.id, &attempts),
+                actual_secs: actual_secs(&step.id, attempts),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let run_ids: HashMap<&str, usize> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.0.as_str(), i))
-        .collect();
-    let mut run_records: Vec<RunRecord> = runs
-        .iter()
+/// One record per run, before its marks, events and attempts are added.
+fn run_records(runs: &[journal::Run]) -> Vec<RunRecord> {
+    runs.iter()
         .enumerate()
         .map(|(i, r)| RunRecord {
             number: i + 1,
@@ -152,13 +191,23 @@ pub fn build_report(
             marks: Vec::new(),
             simulated_clock: r.simulated,
         })
-        .collect();
-    let touch = |rec: &mut RunRecord, t: Timestamp| {
-        rec.last_activity = Some(rec.last_activity.map_or(t, |l| l.max(t)));
-    };
+        .collect()
+}
 
+/// Something happened in the run at `t`.
+fn touch(rec: &mut RunRecord, t: Timestamp) {
+    rec.last_activity = Some(rec.last_activity.map_or(t, |l| l.max(t)));
+}
+
+/// Adds each mark and event to its run; returns the marks made outside a run.
+fn add_marks_and_events(
+    run_records: &mut [RunRecord],
+    run_ids: &HashMap<&str, usize>,
+    marks: &[journal::Mark],
+    events: &[journal::Event],
+) -> Vec<MarkRecord> {
     let mut other_marks = Vec::new();
-    for m in &marks {
+    for m in marks {
         let rec = MarkRecord {
             run: m.run.as_ref().map(|r| r.0.clone()),
             step: m.step_id.clone(),
@@ -177,7 +226,7 @@ pub fn build_report(
             None => other_marks.push(rec),
         }
     }
-    for e in &events {
+    for e in events {
         if let Some(&i) = run_ids.get(e.run.0.as_str()) {
             touch(&mut run_records[i], e.at);
             run_records[i].events.push(EventRecord {
@@ -188,9 +237,20 @@ pub fn build_report(
             });
         }
     }
+    other_marks
+}
 
-    // Attempts grouped per run, then per step and target in playbook order; steps and
-    // targets the playbook no longer names go last, in the order they appear.
+/// Per run: (step rank, target rank, step, target) -> attempts.
+type ByPair<'a> = BTreeMap<(usize, usize, &'a str, &'a str), Vec<&'a Attempt>>;
+
+/// Attempts grouped per run, then per step and target in playbook order; steps and targets
+/// the playbook no longer names go last, in the order they appear.
+fn group_attempts<'a>(
+    pb: &Playbook,
+    run_records: &mut [RunRecord],
+    run_ids: &HashMap<&str, usize>,
+    attempts: &'a [Attempt],
+) -> Vec<ByPair<'a>> {
     let step_pos: HashMap<&str, usize> = pb
         .steps
         .iter()
@@ -200,10 +260,8 @@ pub fn build_report(
     // Positions of what the playbook does not name: after everything it does, in the order
     // of first appearance.
     let mut first_seen: HashMap<(&str, &str), usize> = HashMap::new();
-    // Per run: (step rank, target rank, step, target) -> attempts.
-    type ByPair<'a> = BTreeMap<(usize, usize, &'a str, &'a str), Vec<&'a Attempt>>;
     let mut grouped: Vec<ByPair<'_>> = vec![BTreeMap::new(); run_records.len()];
-    for a in &attempts {
+    for a in attempts {
         let Some(&i) = run_ids.get(a.run.0.as_str()) else {
             continue;
         };
@@ -225,6 +283,16 @@ pub fn build_report(
             .or_default()
             .push(a);
     }
+    grouped
+}
+
+/// Adds each run's grouped attempts with their output, and the run's duration.
+fn add_attempts(
+    pb: &Playbook,
+    run_records: &mut [RunRecord],
+    grouped: Vec<ByPair<'_>>,
+    runs_dir: &Path,
+) {
     for (rec, pairs) in run_records.iter_mut().zip(grouped) {
         for ((_, _, step_id, target), list) in pairs {
             let records: Vec<AttemptRecord> = list.iter().map(|a| attempt_record(a)).collect();
@@ -238,9 +306,11 @@ pub fn build_report(
                 Some(s) => s.pairs.push(pair),
                 None => rec.steps.push(RunStep {
                     id: step_id.to_owned(),
-                    title: step_pos
-                        .get(step_id)
-                        .map_or(step_id, |&i| pb.steps[i].title())
+                    title: pb
+                        .steps
+                        .iter()
+                        .find(|s| s.id == step_id)
+                        .map_or(step_id, |s| s.title())
                         .to_owned(),
                     pairs: vec![pair],
                 }),
@@ -249,14 +319,23 @@ pub fn build_report(
         let end = rec.ended_at.or(rec.last_activity).unwrap_or(rec.started_at);
         rec.duration_secs = end.duration_since(rec.started_at).as_secs().max(0);
     }
+}
 
+/// The figures at the top of the report.
+fn summary(
+    steps: &[StepRecord],
+    run_records: &[RunRecord],
+    attempts: &[Attempt],
+    marks: &[journal::Mark],
+    events: &[journal::Event],
+) -> Summary {
     let count = |o: StepOutcome| steps.iter().filter(|s| s.outcome == o).count();
     let first_start = run_records.iter().map(|r| r.started_at).min();
     let last_end = run_records
         .iter()
         .filter_map(|r| r.ended_at.or(r.last_activity))
         .max();
-    let summary = Summary {
+    Summary {
         runs: run_records.len(),
         first_start,
         last_end,
@@ -290,31 +369,7 @@ pub fn build_report(
             .iter()
             .filter(|r| r.simulated_clock.is_some())
             .count(),
-    };
-
-    Ok(Report {
-        format: 1,
-        playbook: PlaybookInfo {
-            name: pb.name.clone(),
-            description: pb.description.clone(),
-            path: pb.path.display().to_string(),
-            sha256: pb.sha256.clone(),
-            timezone: pb.timezone.clone(),
-        },
-        summary,
-        targets: pb
-            .targets
-            .values()
-            .map(|t| TargetInfo {
-                name: t.name.clone(),
-                connection: t.address(),
-            })
-            .collect(),
-        steps,
-        runs: run_records,
-        other_marks,
-        notifications: journal::summarize_notifications(&journal.notifications(None)?),
-    })
+    }
 }
 
 /// Each target's last succeeded attempt of the step that moved it forward, the longest.

@@ -57,6 +57,21 @@ fn pad(s: &str, width: usize) -> String {
 pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
     let tz = pb.window.time_zone();
     let mut o = String::new();
+    header(&mut o, v, tz);
+    last_runs(&mut o, v, tz);
+    lock(&mut o, v, tz);
+    pair_counts(&mut o, v);
+    pair_table(&mut o, v, tz);
+    needs_attention(&mut o, v);
+    next_step(&mut o, v, tz);
+    schedule(&mut o, v, tz);
+    unknown_pairs(&mut o, v);
+    notifications(&mut o, v, tz);
+    o
+}
+
+/// Which playbook, and when; whether it was ever applied.
+fn header(o: &mut String, v: &StatusView, tz: &TimeZone) {
     let _ = writeln!(o, "Playbook: {} ({})", v.playbook, v.path);
     let _ = writeln!(
         o,
@@ -69,10 +84,13 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             ""
         }
     );
-
     if !v.applied {
         let _ = writeln!(o, "Never applied: no journal yet.");
     }
+}
+
+/// The last run, and the runs made with a simulated clock.
+fn last_runs(o: &mut String, v: &StatusView, tz: &TimeZone) {
     match &v.last_run {
         Some(r) => {
             let ended = match (r.ended_at, &r.outcome) {
@@ -115,6 +133,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             );
         }
     }
+}
+
+/// Who holds the lock, or left it.
+fn lock(o: &mut String, v: &StatusView, tz: &TimeZone) {
     if let Some(l) = &v.lock {
         let h = &l.holder;
         let who = format!(
@@ -134,7 +156,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             ),
         };
     }
+}
 
+/// How many pairs are in each state.
+fn pair_counts(o: &mut String, v: &StatusView) {
     let summary: Vec<String> = v
         .counts
         .iter()
@@ -151,8 +176,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             summary.join(", ")
         }
     );
+}
 
-    // One row per pair; step columns only on the step's first row.
+/// One row per pair (step columns only on the step's first row), each with its detail line.
+fn pair_table(o: &mut String, v: &StatusView, tz: &TimeZone) {
     let mut rows: Vec<[String; 6]> = vec![[
         "#".into(),
         "STEP".into(),
@@ -218,7 +245,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             let _ = writeln!(o, "{}{d}", " ".repeat(widths[0] + widths[1] + 6));
         }
     }
+}
 
+/// Pairs in doubt and detached jobs no runner follows, with what to do about them.
+fn needs_attention(o: &mut String, v: &StatusView) {
     let in_doubt: Vec<(&str, &str)> = v
         .steps
         .iter()
@@ -263,7 +293,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             v.path
         );
     }
+}
 
+/// The next step and when the window allows it.
+fn next_step(o: &mut String, v: &StatusView, tz: &TimeZone) {
     let _ = writeln!(o);
     match &v.next {
         None if v.steps.is_empty() => {
@@ -298,6 +331,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             );
         }
     }
+}
+
+/// What is left placed against the window, and whether it fits.
+fn schedule(o: &mut String, v: &StatusView, tz: &TimeZone) {
     if !v.schedule.is_empty() {
         let _ = writeln!(
             o,
@@ -323,6 +360,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             let _ = writeln!(o, "{}", capitalized(fit));
         }
     }
+}
+
+/// Pairs of the journal the playbook no longer names.
+fn unknown_pairs(o: &mut String, v: &StatusView) {
     if !v.unknown_pairs.is_empty() {
         let _ = writeln!(
             o,
@@ -333,6 +374,10 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             let _ = writeln!(o, "  {} @ {}: {}", u.step, u.target, u.status.label());
         }
     }
+}
+
+/// The last run's notifications and how each went.
+fn notifications(o: &mut String, v: &StatusView, tz: &TimeZone) {
     if let Some(first) = v.notifications.first() {
         let delivered = v
             .notifications
@@ -359,7 +404,6 @@ pub fn render_status_text(v: &StatusView, pb: &Playbook) -> String {
             );
         }
     }
-    o
 }
 
 fn capitalized(s: &str) -> String {
