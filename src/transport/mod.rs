@@ -4,6 +4,7 @@
 //! The engine gives every step × target its own OS thread, so everything here is blocking.
 //! A transport is owned by one thread at a time (`Send`, not `Sync`).
 
+pub mod cause;
 pub mod download;
 pub mod known_hosts;
 pub mod local;
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cause::{AuthFailure, LostCause};
 pub use download::download;
 pub use known_hosts::{check_host_key, scan_host_key, trust, HostKey, HostKeyStatus, TrustOutcome};
 pub use local::LocalTransport;
@@ -287,21 +289,21 @@ pub enum TransportError {
     #[error("cannot use the known_hosts file {}: {message}", path.display())]
     KnownHosts { path: PathBuf, message: String },
 
-    #[error("authentication as {user} on {target} with {method} failed: {message}; {hint}")]
+    #[error("authentication as {user} on {target} with {method} failed: {reason}; {hint}")]
     Auth {
         target: String,
         user: String,
         method: &'static str,
-        message: String,
+        reason: AuthFailure,
         hint: &'static str,
     },
 
-    #[error("connection to {target} lost while {during}: {message}")]
+    #[error("connection to {target} lost while {during}: {cause}")]
     ConnectionLost {
         target: String,
         /// What was going on, e.g. "running a command (it may have run partly or fully)".
         during: String,
-        message: String,
+        cause: LostCause,
     },
 
     #[error("SSH error on {target} while {during}: {source}")]
@@ -649,18 +651,58 @@ mod tests {
     }
 
     #[test]
+    fn lost_connections_and_failed_logins_keep_the_error_that_said_so() {
+        let refused = ssh2::Error::new(ssh2::ErrorCode::Session(-18), "Authentication failed");
+        let auth = TransportError::Auth {
+            target: "t".into(),
+            user: "u".into(),
+            method: "public key",
+            reason: AuthFailure::Ssh(refused),
+            hint: "h",
+        };
+        assert_eq!(
+            auth.to_string(),
+            "authentication as u on t with public key failed: Authentication failed; h"
+        );
+        match &auth {
+            TransportError::Auth {
+                reason: AuthFailure::Ssh(e),
+                ..
+            } => assert_eq!(e.code(), ssh2::ErrorCode::Session(-18)),
+            other => panic!("{other:?}"),
+        }
+        let io = io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe");
+        let lost = TransportError::ConnectionLost {
+            target: "t".into(),
+            during: "running a command".into(),
+            cause: io.into(),
+        };
+        assert_eq!(
+            lost.to_string(),
+            "connection to t lost while running a command: Broken pipe"
+        );
+        match &lost {
+            TransportError::ConnectionLost {
+                cause: LostCause::Io(e),
+                ..
+            } => assert_eq!(e.kind(), io::ErrorKind::BrokenPipe),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn connection_errors_are_retryable_others_not() {
         let lost = TransportError::ConnectionLost {
             target: "t".into(),
             during: "x".into(),
-            message: "m".into(),
+            cause: "m".into(),
         };
         assert!(lost.is_connection_lost());
         let auth = TransportError::Auth {
             target: "t".into(),
             user: "u".into(),
             method: "password",
-            message: "m".into(),
+            reason: AuthFailure::NotAccepted,
             hint: "h",
         };
         assert!(!auth.is_connection_lost());

@@ -93,7 +93,7 @@ impl SshTransport {
                     }
                     self.mark_broken_if_dead();
                     if self.conn.as_ref().is_some_and(|c| c.broken) {
-                        return Err(self.lost(&during, e.to_string()));
+                        return Err(self.lost(&during, e));
                     }
                     return Err(read_failed(self.describe(), path, e.to_string()));
                 }

@@ -119,7 +119,7 @@ impl SshTransport {
     pub(super) fn ssh_err(&mut self, during: &str, e: ssh2::Error) -> TransportError {
         if is_connection_error(&e) {
             self.mark_broken();
-            self.lost(during, e.message())
+            self.lost(during, e)
         } else {
             TransportError::Ssh {
                 target: self.describe(),

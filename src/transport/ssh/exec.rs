@@ -129,7 +129,7 @@ impl SshTransport {
             if let Err(e) = sent {
                 let err = self.lost(
                     "sending the command's environment (it may or may not have started)",
-                    e.to_string(),
+                    e,
                 );
                 self.mark_broken();
                 self.orphan = orphan_after(&err, tracking.shell, None, tracking.token);
@@ -194,7 +194,7 @@ impl SshTransport {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             self.mark_broken();
-                            return Err(self.lost(DURING, e.to_string()));
+                            return Err(self.lost(DURING, e));
                         }
                     }
                 }
@@ -258,7 +258,7 @@ impl SshTransport {
                 if let Err(e) = sess.keepalive_send() {
                     if is_connection_error(&e) {
                         self.mark_broken();
-                        return Err(self.lost(DURING, e.message()));
+                        return Err(self.lost(DURING, e));
                     }
                 }
                 // A link that keeps accepting bytes but delivers nothing back: without this

@@ -45,7 +45,7 @@ pub fn open_tunnel(
         return Err(TransportError::ConnectionLost {
             target: target.to_string(),
             during: "connecting".into(),
-            message: "no jump host".into(),
+            cause: "no jump host".into(),
         });
     };
     let hop_name = format!("{} ({}@{}:{})", last.name, last.user, last.host, last.port);

@@ -123,11 +123,11 @@ impl SshTransport {
         self.conn.as_ref().is_some_and(Conn::alive)
     }
 
-    fn lost(&self, during: &str, message: impl Into<String>) -> TransportError {
+    fn lost(&self, during: &str, cause: impl Into<crate::transport::LostCause>) -> TransportError {
         TransportError::ConnectionLost {
             target: self.describe(),
             during: during.to_string(),
-            message: message.into(),
+            cause: cause.into(),
         }
     }
 

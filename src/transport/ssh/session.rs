@@ -13,7 +13,7 @@ use super::{SshAuth, SshTransport, IO_TIMEOUT};
 use crate::transport::known_hosts::{
     check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
 };
-use crate::transport::{Secret, Transport, TransportError};
+use crate::transport::{AuthFailure, Secret, Transport, TransportError};
 
 /// One authenticated session and what hangs off it.
 pub(super) struct Conn {
@@ -170,7 +170,7 @@ impl SshTransport {
                         target,
                         user: cfg.user.clone(),
                         method: "public key",
-                        message: format!("the key file {} does not exist", path.display()),
+                        reason: AuthFailure::NoKeyFile(path.clone()),
                         hint,
                     });
                 }
@@ -195,15 +195,15 @@ impl SshTransport {
         };
         let failure = match result {
             Ok(()) if sess.authenticated() => return Ok(()),
-            Ok(()) => "the server did not accept the authentication".to_string(),
+            Ok(()) => AuthFailure::NotAccepted,
             Err(e) if is_connection_error(&e) => return Err(self.auth_broke(method, e)),
-            Err(e) => e.message().to_string(),
+            Err(e) => AuthFailure::Ssh(e),
         };
         Err(TransportError::Auth {
             target,
             user: cfg.user.clone(),
             method,
-            message: failure,
+            reason: failure,
             hint,
         })
     }

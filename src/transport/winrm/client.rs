@@ -63,7 +63,7 @@ impl WinrmTransport {
             None => Err(TransportError::ConnectionLost {
                 target: self.cfg.name.clone(),
                 during: "starting".into(),
-                message: "no HTTP client".into(),
+                cause: "no HTTP client".into(),
             }),
         }
     }
@@ -236,7 +236,7 @@ impl WinrmTransport {
             return Err(Failure::Err(TransportError::ConnectionLost {
                 target: self.describe(),
                 during: "authenticating".into(),
-                message: "the server closed the connection during the NTLM handshake".into(),
+                cause: "the server closed the connection during the NTLM handshake".into(),
             }));
         }
         if second.status != 200 {
@@ -273,7 +273,7 @@ impl WinrmTransport {
             target: self.describe(),
             user: self.cfg.credentials.user().to_string(),
             method: self.cfg.credentials.method(),
-            message: message.to_string(),
+            reason: crate::transport::AuthFailure::Refused(message.to_string()),
             hint,
         }
     }
@@ -290,7 +290,7 @@ impl WinrmTransport {
             Err(Failure::Stopped) => Err(TransportError::ConnectionLost {
                 target: self.describe(),
                 during: during.to_string(),
-                message: "stopped".into(),
+                cause: "stopped".into(),
             }),
             Err(Failure::Err(e)) => Err(e),
         }

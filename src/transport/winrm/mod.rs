@@ -143,12 +143,12 @@ impl WinrmTransport {
             HttpError::Lost(message) => TransportError::ConnectionLost {
                 target: self.describe(),
                 during: during.to_string(),
-                message,
+                cause: message.into(),
             },
             HttpError::Timeout(limit) => TransportError::ConnectionLost {
                 target: self.describe(),
                 during: during.to_string(),
-                message: format!("no answer within {limit:?}"),
+                cause: format!("no answer within {limit:?}").into(),
             },
             other => self.wrap(during, WinrmError::Http(other)),
         }
