@@ -291,6 +291,8 @@ struct PlanArgs {
     /// Use the playbook's estimates only, not even this cutover's journal.
     #[arg(long, conflicts_with = "history")]
     no_history: bool,
+    #[command(flatten)]
+    state: StateArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -437,12 +439,13 @@ fn run(
         }
         Command::Plan(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
-            let journal = state_path(&pb, &StateArg { state: None })?;
+            // The same journal `apply` would use: what is done is not planned again, and its
+            // measured durations are this cutover's history.
+            let journal = state_path(&pb, &args.state)?;
             let mut journals = Vec::new();
             if !args.no_history {
-                let own = engine::default_state_path(&pb);
-                if own.exists() {
-                    journals.push(own);
+                if journal.exists() || runner::journal::pg::parse_location(&journal).is_some() {
+                    journals.push(journal.clone());
                 }
                 journals.extend(args.history.iter().cloned());
             }

@@ -22,7 +22,7 @@ pub(super) fn resume_from_journal(
     state: &Path,
     start: jiff::Timestamp,
 ) -> anyhow::Result<Option<(Playbook, String)>> {
-    let Some(journal) = Journal::open_existing(state)? else {
+    let Some(journal) = Journal::open_for_reading(state)? else {
         return Ok(None);
     };
     let host = runner::journal::lock::host_name().unwrap_or_default();

@@ -79,7 +79,7 @@ impl History {
             path: path.to_path_buf(),
             source,
         };
-        let Some(journal) = Journal::open_existing(path).map_err(err)? else {
+        let Some(journal) = Journal::open_for_reading(path).map_err(err)? else {
             return Err(HistoryError::Missing {
                 path: path.to_path_buf(),
             });

@@ -496,6 +496,15 @@ fn status_and_report_work_with_a_role_that_may_only_read() {
     let rep = as_reader(&["report", "cutover.yaml"], t.b.path(), &url);
     assert_eq!(rep.code, 0, "{}", rep.stderr);
     assert!(rep.stdout.contains("switch"), "{}", rep.stdout);
+    // The plan of what is left, and a plan that learns from this journal, read it too.
+    let plan = as_reader(&["plan", "cutover.yaml"], t.b.path(), &url);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(!plan.stderr.contains("permission"), "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains("From the journal") && plan.stdout.contains("steps done"),
+        "the plan is of what is left in the team's journal:\n{}",
+        plan.stdout
+    );
     // The live page reads the same with the same role.
     let page = serve_status(t.b.path(), &url);
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
