@@ -249,8 +249,10 @@ struct ServeArgs {
     /// it, a non-loopback address gets a random token, printed once.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
-    /// The journal, when serving one playbook; default `.runner/<playbook-stem>.db` beside it.
-    #[arg(long, value_name = "PATH")]
+    /// The journal: an SQLite file when serving one playbook (default
+    /// `.runner/<playbook-stem>.db` beside each), or a PostgreSQL server, which holds every
+    /// playbook's cutover under its `name`.
+    #[arg(long, value_name = "PATH|URL", env = "RUNNER_STATE")]
     state: Option<PathBuf>,
 }
 

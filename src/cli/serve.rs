@@ -12,9 +12,14 @@ use super::{ServeArgs, StateArg};
 
 pub(super) fn serve(args: ServeArgs, clock: Clock) -> anyhow::Result<Exit> {
     use runner::serve;
-    if args.state.is_some() && args.files.len() > 1 {
+    let on_server = args
+        .state
+        .as_deref()
+        .and_then(|s| s.to_str())
+        .is_some_and(runner::journal::pg::is_url);
+    if args.state.is_some() && !on_server && args.files.len() > 1 {
         return Err(InvalidArg(
-            "--state names one journal: give one playbook with it, or none and let each playbook use its default journal".into(),
+            "--state (or RUNNER_STATE) names one journal file: give one playbook with it, or none and let each playbook use its default journal (a postgres:// server holds many cutovers and may serve several)".into(),
         )
         .into());
     }

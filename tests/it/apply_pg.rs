@@ -660,16 +660,11 @@ fn a_detached_job_outlives_a_database_outage_and_is_collected_once_by_the_next_a
 fn serve_status(dir: &Path, url: &str) -> String {
     use std::io::{BufRead, BufReader, Write};
     let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args([
-            "serve",
-            "cutover.yaml",
-            "--listen",
-            "127.0.0.1:0",
-            "--state",
-            url,
-        ])
+        // The team's journal as a team sets it once: in the environment.
+        .args(["serve", "cutover.yaml", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env_remove("RUNNER_NOW")
+        .env("RUNNER_STATE", url)
         .env("PGPASSWORD", common::postgres::PASSWORD)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
