@@ -100,14 +100,14 @@ fn settings_command(plan: &serde_json::Value) -> String {
     command.to_string()
 }
 
-/// The names `MIG_X` a text uses as `%MIG_X%`, `%MIG_X:...%` or `!MIG_X!`, with the byte
-/// offset of the first use of each.
+/// The names `MIG_X` a text uses as `%MIG_X%`, `%MIG_X:...%`, `!MIG_X!` or (in PowerShell)
+/// `$env:MIG_X`, with the byte offset of the first use of each.
 fn settings_used(text: &str) -> Vec<(String, usize)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (at, _) in text.match_indices("MIG_") {
-        let before = text[..at].chars().last();
-        if !matches!(before, Some('%' | '!')) {
+        let before = &text[..at];
+        if !(before.ends_with(['%', '!']) || before.ends_with("$env:")) {
             continue;
         }
         let name: String = text[at..]
