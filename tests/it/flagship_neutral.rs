@@ -190,6 +190,8 @@ fn each_customers_plan_writes_its_own_settings_and_bravos_names_nothing_of_acmes
         ("MIG_NEW_IP", "new_ip"),
         ("MIG_SCOPE", "dhcp_scope"),
         ("MIG_NETLOGON", "netlogon"),
+        ("MIG_SHARES", "data_shares"),
+        ("MIG_DATA", "data_root"),
     ];
     for customer in CUSTOMERS {
         let vars = vars(customer);
