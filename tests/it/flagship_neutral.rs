@@ -217,3 +217,26 @@ fn each_customers_plan_writes_its_own_settings_and_bravos_names_nothing_of_acmes
     }
     assert!(!text.contains("acme"), "Bravo's plan names ACME");
 }
+
+/// The flagship's fetches write beside the customer files although the procedure names them:
+/// `validate` says where a fetch's relative `dest` is taken from, in a procedure too.
+#[test]
+fn validate_says_a_fetch_dest_is_relative_to_the_file_that_names_it() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let procedure = "name: p\ntargets:\n  here: { transport: local }\nsteps:\n  - id: get\n    on: here\n    fetch: { path: /etc/hostname, dest: '' }\n";
+    std::fs::create_dir(dir.path().join("procedures")).expect("procedures/");
+    std::fs::write(dir.path().join("procedures/p.yaml"), procedure).expect("the procedure");
+    let customer =
+        "name: c\nprocedure: procedures/p.yaml\nwindow:\n  timezone: UTC\n  business_hours: []\n";
+    std::fs::write(dir.path().join("c.yaml"), customer).expect("the customer file");
+    let r = runner(&["validate", "c.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("procedures/p.yaml"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "relative to the folder of the file that names the step (in a procedure, the procedure's)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
