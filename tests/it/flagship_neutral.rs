@@ -61,17 +61,23 @@ fn identifying(customer: &str) -> Vec<String> {
     out
 }
 
-fn scripts() -> Vec<(PathBuf, String)> {
-    let dir = root().join("playbooks/scripts");
+/// The files in a folder of playbooks/, with their text.
+fn files_in(folder: &str) -> Vec<(PathBuf, String)> {
+    let dir = root().join("playbooks").join(folder);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .expect("playbooks/scripts is readable")
+        .expect("the folder is readable")
         .map(|e| e.expect("a directory entry").path())
         .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("a script is text");
+            let text = std::fs::read_to_string(&p).expect("a shared file is text");
             (p, text)
         })
         .collect();
     out.sort();
+    out
+}
+
+fn scripts() -> Vec<(PathBuf, String)> {
+    let out = files_in("scripts");
     assert!(out.len() > 10, "{out:?}");
     out
 }
@@ -121,10 +127,18 @@ fn settings_used(text: &str) -> Vec<(String, usize)> {
     out
 }
 
+/// The scripts, and the files beside them (the dcpromo answer file has placeholders).
 #[test]
-fn no_script_names_a_customer() {
+fn no_script_or_shared_file_names_a_customer() {
     let mut found = Vec::new();
-    for (path, text) in scripts() {
+    let shared = files_in("files");
+    assert!(
+        shared
+            .iter()
+            .any(|(p, _)| p.ends_with("dcpromo-replica.txt")),
+        "{shared:?}"
+    );
+    for (path, text) in scripts().into_iter().chain(shared) {
         let lower = text.to_lowercase();
         for customer in CUSTOMERS {
             for needle in identifying(customer) {
@@ -139,7 +153,7 @@ fn no_script_names_a_customer() {
     }
     assert!(
         found.is_empty(),
-        "customer values in shared scripts:\n{}",
+        "customer values in shared files:\n{}",
         found.join("\n")
     );
 }
