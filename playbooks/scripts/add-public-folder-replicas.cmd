@@ -8,10 +8,16 @@ rem expected in C:\mig\exdeploy (see confirm-prerequisites).
 rem Replication itself then runs in the background for hours: the step
 rem verify-public-folders has the operator compare item counts in ESM.
 rem Safe to run again: a folder that already has the replica is skipped.
-rem Runs in the ACME-Migration task: pfmigrate talks to both servers.
+rem Runs in the Runner-Migration task: pfmigrate talks to both servers,
+rem whose names come from C:\mig\bin\customer.cmd (the step customer-settings).
 rem "undo" (the step's rollback) removes the replicas from new-sbs again.
 rem ===========================================================================
 setlocal
+if not exist C:\mig\bin\customer.cmd (
+    echo C:\mig\bin\customer.cmd is missing: run the step customer-settings first. 1>&2
+    exit /b 1
+)
+call C:\mig\bin\customer.cmd
 set PFM=C:\mig\exdeploy\pfmigrate.wsf
 if /i "%~1"=="in-task" goto work
 if /i "%~1"=="undo" goto undo
@@ -20,18 +26,18 @@ exit /b %errorlevel%
 
 :work
 if not exist "%PFM%" goto missing
-cscript //nologo "%PFM%" /S:OLD-SBS /T:NEW-SBS /A /SF /N:1000
+cscript //nologo "%PFM%" /S:%MIG_OLD% /T:%MIG_NEW% /A /SF /N:1000
 if errorlevel 1 exit /b 1
-cscript //nologo "%PFM%" /S:OLD-SBS /T:NEW-SBS /A /N:1000
+cscript //nologo "%PFM%" /S:%MIG_OLD% /T:%MIG_NEW% /A /N:1000
 if errorlevel 1 exit /b 1
-cscript //nologo "%PFM%" /S:OLD-SBS /T:NEW-SBS /R
+cscript //nologo "%PFM%" /S:%MIG_OLD% /T:%MIG_NEW% /R
 exit /b %errorlevel%
 
 :undo
 if not exist "%PFM%" goto missing
-cscript //nologo "%PFM%" /S:NEW-SBS /T:OLD-SBS /D
+cscript //nologo "%PFM%" /S:%MIG_NEW% /T:%MIG_OLD% /D
 if errorlevel 1 exit /b 1
-cscript //nologo "%PFM%" /S:NEW-SBS /T:OLD-SBS /D /SF
+cscript //nologo "%PFM%" /S:%MIG_NEW% /T:%MIG_OLD% /D /SF
 exit /b %errorlevel%
 
 :missing

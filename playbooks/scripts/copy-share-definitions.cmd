@@ -4,17 +4,25 @@ rem Recreates old-sbs's data shares on new-sbs with their exact share
 rem permissions, the registry way of KB 125996: each share is one value under
 rem LanmanServer\Shares (path, type, remark...) and its permissions are one
 rem value under LanmanServer\Shares\Security. The paths are identical on both
-rem servers (D:\Data\...), so the values are copied as they are.
+rem servers (the var data_root), so the values are copied as they are.
 rem The shares appear when new-sbs restarts (step restart-new-for-shares).
 rem
 rem A share that already exists on new-sbs with the same definition is left
 rem alone (safe to run again); one with a different definition stops the
 rem step: resolve it by hand rather than overwrite it.
-rem Runs in the ACME-Migration task: reading old-sbs's registry needs its
+rem Runs in the Runner-Migration task: reading old-sbs's registry needs its
 rem credentials. "undo" (the step's rollback, run directly) removes the shares.
+rem The shares and old-sbs's name come from C:\mig\bin\customer.cmd (the step
+rem customer-settings).
 rem ===========================================================================
 setlocal
-set SHARES=Company Users Scans
+if not exist C:\mig\bin\customer.cmd (
+    echo C:\mig\bin\customer.cmd is missing: run the step customer-settings first. 1>&2
+    exit /b 1
+)
+call C:\mig\bin\customer.cmd
+set SHARES=%MIG_SHARES%
+set OLD=%MIG_OLD%
 set KEY=HKLM\SYSTEM\CurrentControlSet\Services\LanmanServer\Shares
 if /i "%~1"=="in-task" goto work
 if /i "%~1"=="undo" goto undo
@@ -37,8 +45,8 @@ set "NAME=%~1"
 set "DATA="
 set "SD="
 set "CUR="
-for /f "tokens=2*" %%a in ('reg query "\\old-sbs\%KEY%" /v %~1 ^| findstr /i "REG_MULTI_SZ"') do set "DATA=%%b"
-for /f "tokens=2*" %%a in ('reg query "\\old-sbs\%KEY%\Security" /v %~1 ^| findstr /i "REG_BINARY"') do set "SD=%%b"
+for /f "tokens=2*" %%a in ('reg query "\\%OLD%\%KEY%" /v %~1 ^| findstr /i "REG_MULTI_SZ"') do set "DATA=%%b"
+for /f "tokens=2*" %%a in ('reg query "\\%OLD%\%KEY%\Security" /v %~1 ^| findstr /i "REG_BINARY"') do set "SD=%%b"
 for /f "tokens=2*" %%a in ('reg query "%KEY%" /v %~1 2^>nul ^| findstr /i "REG_MULTI_SZ"') do set "CUR=%%b"
 if not defined DATA (
     echo !NAME!: no such share on old-sbs. 1>&2

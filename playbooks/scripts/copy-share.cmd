@@ -2,11 +2,13 @@
 rem ===========================================================================
 rem copy-share.cmd [verify] SHARE [SHARE...]
 rem
-rem Mirrors D:\Data\SHARE from old-sbs to the same path on new-sbs with data,
+rem Mirrors DATA\SHARE from old-sbs to the same path on new-sbs with data,
 rem attributes, timestamps, NTFS permissions, owner and auditing (/COPYALL),
 rem in backup mode (/ZB) so that files the administrator cannot read are still
 rem copied. Installed as C:\mig\bin\copy-share.cmd on new-sbs and run through
-rem job.cmd (reading \\old-sbs\D$ needs the task's credentials).
+rem job.cmd (reading old-sbs's administrative share needs the task's
+rem credentials). DATA (the var data_root, e.g. D:\Data) and old-sbs's name
+rem come from C:\mig\bin\customer.cmd (the step customer-settings).
 rem
 rem Robocopy XP010 (Windows Server 2003 Resource Kit Tools). Its exit code is a
 rem bitmap (ss64 robocopy exit codes; KB 2646535):
@@ -20,8 +22,14 @@ rem nothing left to do for every share: the check of the copy steps.
 rem Logs: C:\mig\logs\copy-SHARE.log and C:\mig\logs\verify-SHARE.log.
 rem ===========================================================================
 setlocal
-set SOURCE_ROOT=\\old-sbs\D$\Data
-set TARGET_ROOT=D:\Data
+if not exist C:\mig\bin\customer.cmd (
+    echo C:\mig\bin\customer.cmd is missing: run the step customer-settings first. 1>&2
+    exit /b 1
+)
+call C:\mig\bin\customer.cmd
+rem D:\Data on old-sbs is \\OLD\D$\Data.
+set SOURCE_ROOT=\\%MIG_OLD%\%MIG_DATA::=$%
+set TARGET_ROOT=%MIG_DATA%
 set LOGS=C:\mig\logs
 set MODE=copy
 if /i "%~1"=="verify" (

@@ -2,14 +2,15 @@
 rem ===========================================================================
 rem The final night's copy: closes old-sbs's data shares, so that nobody
 rem changes a file any more (open files are closed, connected users are
-rem disconnected; the administrative share D$ stays for the copy), then
+rem disconnected; the administrative share, e.g. D$, stays for the copy), then
 rem copies what changed since the first passes with copy-share.cmd.
 rem One step for both, so that the shares never stay closed through a
 rem working day: the window lets the step start only if the copy fits.
 rem Exit code: the combined robocopy code (0-7 success), 16 if a share could
 rem not be closed or its definition not saved.
-rem Runs in the ACME-Migration task: it manages old-sbs remotely (WMI, remote
-rem registry).
+rem Runs in the Runner-Migration task: it manages old-sbs remotely (WMI, remote
+rem registry). The shares and old-sbs's name come from C:\mig\bin\customer.cmd
+rem (the step customer-settings).
 rem
 rem Before a share is deleted, its two registry values on old-sbs (the
 rem definition under LanmanServer\Shares and its permissions under
@@ -22,7 +23,13 @@ rem share definitions and their permissions only when it starts (KB 125996).
 rem It then waits until the shares are back. It never deletes data.
 rem ===========================================================================
 setlocal
-set SHARES=Company Users Scans
+if not exist C:\mig\bin\customer.cmd (
+    echo C:\mig\bin\customer.cmd is missing: run the step customer-settings first. 1>&2
+    exit /b 1
+)
+call C:\mig\bin\customer.cmd
+set SHARES=%MIG_SHARES%
+set OLD=%MIG_OLD%
 set KEY=HKLM\SYSTEM\CurrentControlSet\Services\LanmanServer\Shares
 set SAVE=C:\mig\backup\old-shares
 if /i "%~1"=="in-task" goto work
@@ -38,10 +45,10 @@ if not "%SAVED%"=="1" (
     echo The share definitions of old-sbs could not be saved: nothing was closed. 1>&2
     exit /b 16
 )
-for %%S in (%SHARES%) do wmic /node:old-sbs share where "name='%%S'" call delete
+for %%S in (%SHARES%) do wmic /node:%OLD% share where "name='%%S'" call delete
 set OPEN=0
 for %%S in (%SHARES%) do (
-    net view \\old-sbs | findstr /b /i /c:"%%S " >nul
+    net view \\%OLD% | findstr /b /i /c:"%%S " >nul
     if not errorlevel 1 (
         echo Share %%S is still open on old-sbs. 1>&2
         set OPEN=1
@@ -62,8 +69,8 @@ if exist "%SAVE%\%~1.def" (
 )
 set "DATA="
 set "SD="
-for /f "tokens=2*" %%a in ('reg query "\\old-sbs\%KEY%" /v %~1 ^| findstr /i "REG_MULTI_SZ"') do set "DATA=%%b"
-for /f "tokens=2*" %%a in ('reg query "\\old-sbs\%KEY%\Security" /v %~1 ^| findstr /i "REG_BINARY"') do set "SD=%%b"
+for /f "tokens=2*" %%a in ('reg query "\\%OLD%\%KEY%" /v %~1 ^| findstr /i "REG_MULTI_SZ"') do set "DATA=%%b"
+for /f "tokens=2*" %%a in ('reg query "\\%OLD%\%KEY%\Security" /v %~1 ^| findstr /i "REG_BINARY"') do set "SD=%%b"
 if not defined DATA (
     echo %~1: no share definition on old-sbs. 1>&2
     exit /b 1
@@ -83,7 +90,7 @@ set MISSING=0
 for %%S in (%SHARES%) do call :restore_one %%S || set MISSING=1
 if not "%MISSING%"=="0" exit /b 1
 echo Restarting old-sbs so that its Server service loads the restored shares.
-shutdown /r /m \\old-sbs /t 60 /c "ACME migration rollback: restore the data shares"
+shutdown /r /m \\%OLD% /t 60 /c "Migration rollback: restore the data shares"
 if errorlevel 1 exit /b 1
 rem Wait up to 30 minutes (60 x 30 s) for every share to be back.
 for /l %%N in (1,1,60) do (
@@ -105,10 +112,10 @@ setlocal EnableDelayedExpansion
 set /p DATA=<"%SAVE%\%~1.def"
 set "SD="
 if exist "%SAVE%\%~1.sd" set /p SD=<"%SAVE%\%~1.sd"
-reg add "\\old-sbs\%KEY%" /v %~1 /t REG_MULTI_SZ /d "!DATA!" /f
+reg add "\\%OLD%\%KEY%" /v %~1 /t REG_MULTI_SZ /d "!DATA!" /f
 if errorlevel 1 exit /b 1
 if defined SD (
-    reg add "\\old-sbs\%KEY%\Security" /v %~1 /t REG_BINARY /d !SD! /f
+    reg add "\\%OLD%\%KEY%\Security" /v %~1 /t REG_BINARY /d !SD! /f
     if errorlevel 1 exit /b 1
 )
 endlocal
@@ -116,6 +123,6 @@ exit /b 0
 
 :all_shared
 for %%S in (%SHARES%) do (
-    net view \\old-sbs 2>nul | findstr /b /i /c:"%%S " >nul || exit /b 1
+    net view \\%OLD% 2>nul | findstr /b /i /c:"%%S " >nul || exit /b 1
 )
 exit /b 0

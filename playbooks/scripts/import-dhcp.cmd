@@ -13,7 +13,7 @@ rem is possible: the rollback removes it). Afterwards the configuration is
 rem dumped again and compared with dhcp-new.txt: every reservation, option
 rem value, address range and exclusion of the reviewed file must be in it.
 rem
-rem Runs in the ACME-Migration task, like every step that writes to the
+rem Runs in the Runner-Migration task, like every step that writes to the
 rem directory on behalf of the operator (authorizing a DHCP server needs an
 rem enterprise administrator's credentials).
 rem   (no argument)  hands itself to the task and waits.
@@ -23,10 +23,19 @@ rem   undo           (the step's rollback) authorizes old-sbs again, deletes the
 rem                  imported scope and stops and disables the DHCP service on
 rem                  new-sbs; the rollback of dhcp-stop-old then starts
 rem                  old-sbs's service again.
+rem The scope, the servers' names and addresses and the domain come from
+rem C:\mig\bin\customer.cmd (the step customer-settings).
 rem ===========================================================================
 setlocal
+if not exist C:\mig\bin\customer.cmd (
+    echo C:\mig\bin\customer.cmd is missing: run the step customer-settings first. 1>&2
+    exit /b 1
+)
+call C:\mig\bin\customer.cmd
 set WORK=C:\mig\dhcp
-set SCOPE=192.168.16.0
+set SCOPE=%MIG_SCOPE%
+set NEW_FQDN=%MIG_NEW%.%MIG_DOMAIN%
+set OLD_FQDN=%MIG_OLD%.%MIG_DOMAIN%
 if /i "%~1"=="in-task" goto work
 if /i "%~1"=="undo" goto undo
 if /i "%~1"=="verify" goto verify
@@ -60,9 +69,9 @@ if not errorlevel 1 (
 )
 netsh dhcp server set detectconflictretry 2
 if errorlevel 1 exit /b 1
-netsh dhcp add server new-sbs.acme.local 192.168.16.3
+netsh dhcp add server %NEW_FQDN% %MIG_NEW_IP%
 if errorlevel 1 exit /b 1
-netsh dhcp delete server old-sbs.acme.local 192.168.16.2
+netsh dhcp delete server %OLD_FQDN% %MIG_OLD_IP%
 rem The service reads its authorization when it starts.
 net stop dhcpserver
 net start dhcpserver
@@ -80,16 +89,16 @@ netsh dhcp server dump > "%WORK%\dhcp-imported.txt"
 if errorlevel 1 exit /b 1
 powershell -NoProfile -NonInteractive -Command "$norm = { $_.Trim() -replace '^Dhcp Server \S+ ', '' }; $want = @(Get-Content 'C:\mig\dhcp\dhcp-new.txt' | Where-Object { $_ -match '(?i)(add reservedip|set optionvalue|add iprange|add excluderange)' } | ForEach-Object $norm); $have = @(Get-Content 'C:\mig\dhcp\dhcp-imported.txt' | ForEach-Object $norm); $missing = @($want | Where-Object { $have -notcontains $_ }); $missing | ForEach-Object { Write-Output ('MISSING ' + $_) }; Write-Output ([string]$want.Count + ' lines compared, ' + $missing.Count + ' missing'); if ($want.Count -eq 0 -or $missing.Count -gt 0) { exit 1 } else { exit 0 }"
 if errorlevel 1 exit /b 1
-netsh dhcp show server | findstr /i /c:"new-sbs.acme.local" >nul
+netsh dhcp show server | findstr /i /c:"%NEW_FQDN%" >nul
 if errorlevel 1 (
-    echo new-sbs is not authorized in Active Directory. 1>&2
+    echo %NEW_FQDN% is not authorized in Active Directory. 1>&2
     exit /b 1
 )
 exit /b 0
 
 :undo
-netsh dhcp add server old-sbs.acme.local 192.168.16.2
-netsh dhcp delete server new-sbs.acme.local 192.168.16.3
+netsh dhcp add server %OLD_FQDN% %MIG_OLD_IP%
+netsh dhcp delete server %NEW_FQDN% %MIG_NEW_IP%
 netsh dhcp server delete scope %SCOPE% DHCPFULLFORCE
 net stop dhcpserver
 sc config dhcpserver start= disabled

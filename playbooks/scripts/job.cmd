@@ -3,23 +3,24 @@ rem ===========================================================================
 rem job.cmd NAME FILE [ARGS...]
 rem
 rem Runs FILE (a .cmd file, or a .vbs/.wsf file run with cscript) as job NAME
-rem in the scheduled task ACME-Migration on this server, waits for it, prints
+rem in the scheduled task Runner-Migration on this server, waits for it, prints
 rem its log and returns its exit code. Installed as C:\mig\bin\job.cmd on
 rem new-sbs by the step deploy-job-tool.
 rem
 rem Why a scheduled task: a WinRM session authenticated with NTLM holds no
 rem reusable credentials, so a command started over WinRM cannot open
 rem \\old-sbs\D$, manage old-sbs's shares or move a mailbox between
-rem the two servers (the "double hop"). The task runs as ACME\Administrator
-rem with the password Windows stored when the operator created it at the
-rem console (step create-job-task), so its jobs can reach the other server.
+rem the two servers (the "double hop"). The task runs as the domain's
+rem Administrator with the password Windows stored when the operator created
+rem it at the console (step create-job-task), so its jobs can reach the other
+rem server.
 rem The job also keeps running if the WinRM connection drops: running the
 rem same step again waits for the job that is still running instead of
 rem starting a second copy. A runner timeout stops this waiting script, not
-rem the job: `schtasks /end /tn ACME-Migration` stops the job itself.
+rem the job: `schtasks /end /tn Runner-Migration` stops the job itself.
 rem ===========================================================================
 setlocal
-set TASK=ACME-Migration
+set TASK=Runner-Migration
 set DIR=C:\mig\jobs
 set JOB=%~1
 set SRC=%~2

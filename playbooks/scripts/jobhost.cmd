@@ -1,6 +1,6 @@
 @echo off
 rem ===========================================================================
-rem jobhost.cmd: the program of the scheduled task ACME-Migration on new-sbs
+rem jobhost.cmd: the program of the scheduled task Runner-Migration on new-sbs
 rem (installed as C:\mig\bin\jobhost.cmd by the step deploy-job-host).
 rem Runs the job named in C:\mig\jobs\current.txt with the arguments stored
 rem by job.cmd, and records its output (NAME.log) and exit code (NAME.rc).

@@ -1,5 +1,5 @@
 ' ===========================================================================
-' move-mailboxes.vbs: mailbox moves for the ACME migration, run on new-sbs.
+' move-mailboxes.vbs: mailbox moves of the migration, run on new-sbs.
 '
 '   cscript //nologo move-mailboxes.vbs /move GROUP SERVER [HH:MM]
 '       Moves the mailbox of every member of the security group GROUP to the

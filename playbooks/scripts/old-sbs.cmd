@@ -3,12 +3,13 @@ rem ===========================================================================
 rem old-sbs.cmd ACTION: everything the playbook does to old-sbs (Windows 2000,
 rem no WinRM, no PowerShell) is done from new-sbs, against old-sbs remotely.
 rem Installed as C:\mig\bin\old-sbs.cmd on new-sbs and always run through
-rem job.cmd, i.e. in the scheduled task ACME-Migration, whose stored
+rem job.cmd, i.e. in the scheduled task Runner-Migration, whose stored
 rem credentials reach old-sbs (a WinRM session on new-sbs cannot: the "double
 rem hop", see job.cmd). Every tool used here is on new-sbs (Windows Server
 rem 2003 SP2 with its Support Tools) and talks to old-sbs over RPC/SMB:
 rem dcdiag /s:, repadmin, sc \\old-sbs, reg \\old-sbs, netsh dhcp server
-rem \\old-sbs, wmic /node:old-sbs.
+rem \\old-sbs, wmic /node:old-sbs. The server's name and both addresses come
+rem from C:\mig\bin\customer.cmd (the step customer-settings).
 rem
 rem   health          AD, replication, Exchange 2000 services and free disk of
 rem                   old-sbs (read-only). Exit 0 only if everything is fine.
@@ -24,9 +25,14 @@ rem   dhcp-stopped    exit 0 when it is stopped and disabled.
 rem   dhcp-start      enables and starts it again (rollback of dhcp-stop).
 rem ===========================================================================
 setlocal
-set OLD=old-sbs
-set OLD_IP=192.168.16.2
-set NEW_IP=192.168.16.3
+if not exist C:\mig\bin\customer.cmd (
+    echo C:\mig\bin\customer.cmd is missing: run the step customer-settings first. 1>&2
+    exit /b 1
+)
+call C:\mig\bin\customer.cmd
+set OLD=%MIG_OLD%
+set OLD_IP=%MIG_OLD_IP%
+set NEW_IP=%MIG_NEW_IP%
 set WORK=C:\mig
 if /i "%~1"=="health" goto health
 if /i "%~1"=="inventory" goto inventory

@@ -17,14 +17,22 @@ rem              NETLOGON and SYSVOL, answers the domain's SRV record, and
 rem              replicates without errors.
 rem   exchange   Exchange 2003 runs on new-sbs and the schema is at Exchange
 rem              2003 level (rangeUpper of ms-Exch-Schema-Version-Pt 6870).
-rem   zone       new-sbs hosts acme.local as an Active Directory-integrated zone.
+rem   zone       new-sbs hosts the domain's zone, Active Directory-integrated.
+rem
+rem The names of the servers and the domain come from C:\mig\bin\customer.cmd
+rem (the step customer-settings).
 rem   demotion   old-sbs holds no FSMO role and is no Exchange server any more.
 rem ===========================================================================
 setlocal
-set NEW=new-sbs
-set OLD=old-sbs
-set DOMAIN=acme.local
-set DN=DC=acme,DC=local
+if not exist C:\mig\bin\customer.cmd (
+    echo C:\mig\bin\customer.cmd is missing: run the step customer-settings first. 1>&2
+    exit /b 1
+)
+call C:\mig\bin\customer.cmd
+set NEW=%MIG_NEW%
+set OLD=%MIG_OLD%
+set DOMAIN=%MIG_DOMAIN%
+set DN=%MIG_DN%
 set T=%TEMP%\verify-new
 if not exist "%T%" mkdir "%T%"
 set BAD=0

@@ -386,7 +386,8 @@ pub struct RawCopy {
 pub struct RawFetch {
     /// The file's path on the target.
     pub path: String,
-    /// Where it goes on this machine, relative to the playbook's folder; with several
+    /// Where it goes on this machine, relative to the folder of the file that names the step:
+    /// the playbook, or in a procedure the procedure (not the customer file). With several
     /// targets it must differ per target, e.g. `inventory-{{ target.name }}.csv`. An existing
     /// file there is replaced once the fetched copy verified.
     pub dest: String,

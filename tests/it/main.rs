@@ -17,6 +17,7 @@ mod detached_env;
 mod estimates;
 mod fan_out;
 mod flagship_evidence;
+mod flagship_neutral;
 mod journal;
 mod journal_stores;
 mod libssh2_hostile_server;

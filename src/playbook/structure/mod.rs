@@ -344,7 +344,7 @@ fn walk_map(
         ],
         "fetch" => &[
             ("path", "add `path: PATH`, the file on the step's target"),
-            ("dest", "add `dest: LOCAL_PATH` on this machine (relative to the playbook)"),
+            ("dest", "add `dest: LOCAL_PATH` on this machine (relative to the folder of the file that names the step: in a procedure, the procedure's)"),
         ],
         "deadline" => &[
             ("after", "add `after: STEP`, an earlier step's id"),

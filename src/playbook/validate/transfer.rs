@@ -67,7 +67,7 @@ impl Validator<'_> {
                 "fetch",
                 &f.path,
                 &f.dest,
-                "the local path, relative to the playbook's folder",
+                "the local path, relative to the folder of the file that names the step (in a procedure, the procedure's)",
             ),
             (None, None) => return None,
         };
