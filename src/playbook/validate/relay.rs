@@ -69,18 +69,7 @@ impl Validator<'_> {
             };
             let at = vec![key("targets"), key(name), key("via")];
             if !raw.targets.contains_key(via) {
-                let help = suggestion_or_choices(
-                    via,
-                    raw.targets
-                        .keys()
-                        .filter(|k| *k != name)
-                        .map(String::as_str),
-                );
-                self.err(
-                    &at,
-                    format!("`via` names `{via}`, which is not a target"),
-                    Some(help),
-                );
+                self.no_such_target(&at, "via", via, name, raw);
                 continue;
             }
             let mut seen = vec![name.clone()];

@@ -3,6 +3,30 @@
 use super::*;
 
 impl Validator<'_> {
+    /// `key` of target `name` (`jump`, `via`) names `other`, which is no target: say which
+    /// targets there are, or the one meant.
+    pub(super) fn no_such_target(
+        &mut self,
+        at: &[Seg],
+        key: &str,
+        other: &str,
+        name: &str,
+        raw: &RawPlaybook,
+    ) {
+        let help = suggestion_or_choices(
+            other,
+            raw.targets
+                .keys()
+                .filter(|k| *k != name)
+                .map(String::as_str),
+        );
+        self.err(
+            at,
+            format!("`{key}` names `{other}`, which is not a target"),
+            Some(help),
+        );
+    }
+
     pub(super) fn secret(&mut self, path: &[Seg], raw: &Option<RawSecretRef>) -> Option<SecretRef> {
         let r = raw.as_ref()?;
         match (&r.env, &r.file) {
@@ -54,18 +78,7 @@ impl Validator<'_> {
             }
             match raw.targets.get(via) {
                 None => {
-                    let help = suggestion_or_choices(
-                        via,
-                        raw.targets
-                            .keys()
-                            .filter(|k| *k != name)
-                            .map(String::as_str),
-                    );
-                    self.err(
-                        &at,
-                        format!("`jump` names `{via}`, which is not a target"),
-                        Some(help),
-                    );
+                    self.no_such_target(&at, "jump", via, name, raw);
                     continue;
                 }
                 Some(v) if v.transport != TransportKind::Ssh => {
