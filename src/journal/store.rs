@@ -153,13 +153,40 @@ impl Journal {
         Ok(Some(journal))
     }
 
-    /// SQLite's `data_version`: changes whenever another connection commits to the journal,
-    /// so a reader can tell cheaply whether there is anything new to read.
+    /// A number that changes whenever anything is written to the journal and stays put
+    /// otherwise, for a reader that redraws on change (`runner serve`). SQLite's
+    /// `data_version`; on PostgreSQL the row versions (`xmin`, the writing transaction) of
+    /// the cutover's tables and of its lease, summed with their counts, read over this
+    /// connection: an update of a row changes its `xmin`, so an attempt that finishes counts.
     pub fn data_version(&self) -> Result<i64, JournalError> {
-        match self.sqlite() {
-            Some(conn) => Ok(conn.pragma_query_value(None, "data_version", |r| r.get(0))?),
-            // A PostgreSQL journal has no such counter: every look is "maybe changed".
-            None => Ok(jiff::Timestamp::now().as_millisecond()),
+        match &self.db {
+            Db::Sqlite(conn) => Ok(conn.pragma_query_value(None, "data_version", |r| r.get(0))?),
+            Db::Pg {
+                client,
+                loc,
+                read_only,
+                ..
+            } => {
+                let mut c = self.pg_client(client, loc, *read_only)?;
+                Ok(c.query_one(pg::VERSION_SQL, &[&loc.cutover])?.get(0))
+            }
+        }
+    }
+
+    /// Who holds the journal now: the lock file's record, or on PostgreSQL the live lease,
+    /// read over this connection (a page that polls opens no connection per look).
+    pub fn holder(&self) -> Option<super::Holder> {
+        match &self.db {
+            Db::Sqlite(_) => super::lock::read_holder_of(&self.path),
+            Db::Pg {
+                client,
+                loc,
+                read_only,
+                ..
+            } => {
+                let mut c = self.pg_client(client, loc, *read_only).ok()?;
+                pg::holder_over(&mut c, loc)
+            }
         }
     }
 

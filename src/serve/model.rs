@@ -79,7 +79,10 @@ pub(super) fn status_of(
     clock: &Clock,
     host: &str,
 ) -> Result<StatusView, JournalError> {
-    let holder = journal::lock::read_holder_of(&c.state);
+    let holder = match journal {
+        Some(j) => j.holder(),
+        None => journal::lock::read_holder_of(&c.state),
+    };
     let mut view = status::status(&c.playbook, journal, clock.now(), host, holder.as_ref())?;
     view.now_simulated = clock.is_shifted();
     Ok(view)

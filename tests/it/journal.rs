@@ -789,6 +789,47 @@ fn a_read_only_journal_reads_what_was_written_and_writes_nothing() {
     }
 }
 
+/// `runner serve` redraws when a journal's version changes: it must stay put while nothing is
+/// written (no redraw, no query storm) and change with every write another connection commits,
+/// an update of an existing row (an attempt finishing) included.
+#[test]
+fn a_readers_version_changes_exactly_when_something_is_written() {
+    for s in stores() {
+        let j = s.open();
+        let run = j.begin_run(&new_run(RunCommand::Apply, 0)).unwrap();
+        let reader = Journal::open_read_only(&s.path).unwrap().unwrap();
+        let v0 = reader.data_version().unwrap();
+        // Looked at again and again (as a page polls), with reads between: unchanged.
+        for _ in 0..20 {
+            assert_eq!(reader.runs().unwrap().len(), 1);
+            assert_eq!(
+                reader.data_version().unwrap(),
+                v0,
+                "nothing written: same version"
+            );
+        }
+        let a = j
+            .begin_attempt(&new_attempt(&run, "s", "t", AttemptKind::Run, 1))
+            .unwrap();
+        let v1 = reader.data_version().unwrap();
+        assert_ne!(v1, v0, "a new attempt");
+        assert_eq!(reader.data_version().unwrap(), v1);
+        j.finish_attempt(a, AttemptState::Succeeded, Some(0), t(2), None)
+            .unwrap();
+        let v2 = reader.data_version().unwrap();
+        assert_ne!(v2, v1, "an attempt finished (a row updated, none added)");
+        assert_eq!(reader.data_version().unwrap(), v2);
+        // Who holds it, read over the reader's own connection: the lease on PostgreSQL
+        // (taken by the writer above), the lock file's record on SQLite (not taken here).
+        let held = reader.holder().map(|h| (h.command, h.user));
+        if s.is_pg() {
+            assert_eq!(held, Some(("apply".to_string(), "alice".to_string())));
+        } else {
+            assert_eq!(held, None);
+        }
+    }
+}
+
 // SQLite only: a file that is not a database (a server holds nothing else in a schema).
 #[test]
 fn garbage_file_is_not_a_database() {

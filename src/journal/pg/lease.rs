@@ -203,6 +203,11 @@ impl Drop for Lease {
 /// Who holds a cutover's lease now, if anyone (for `runner status`).
 pub fn holder_of(loc: &PgLocation) -> Option<Holder> {
     let mut c = loc.connect().ok()?;
+    holder_over(&mut c, loc)
+}
+
+/// [`holder_of`] over a connection already open (a reader's).
+pub fn holder_over(c: &mut postgres::Client, loc: &PgLocation) -> Option<Holder> {
     let row = c
         .query_opt(
             "SELECT holder FROM runner.leases WHERE cutover = $1 AND expires_at > now()",

@@ -294,3 +294,18 @@ pub fn version(client: &mut Client) -> Result<i64, JournalError> {
         .query_one("SELECT version FROM schema_version", &[])?
         .get(0))
 }
+
+/// What [`crate::journal::Journal::data_version`] reads on PostgreSQL: for each of the
+/// cutover's tables, and for its lease (`$1`, the cutover), the sum of its rows' `xmin` (the
+/// transaction that wrote each row version) and their count. Any insert, update or delete
+/// changes it; reading changes nothing.
+pub const VERSION_SQL: &str = "SELECT ((SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM counter) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM runs) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM step_definitions) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM attempts) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM attempt_notes) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM marks) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM events) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM journal_meta) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) + count(*) FROM notifications) \
+     + (SELECT coalesce(sum(xmin::text::bigint), 0) FROM runner.leases WHERE cutover = $1))::bigint";
