@@ -157,24 +157,61 @@ pub(super) fn context(raw: &RawPlaybook, target: Option<&Target>, target_name: &
         for (k, v) in &t.vars {
             map.insert(k.clone(), json_to_value(v));
         }
-        let info: BTreeMap<String, Value> = [
-            ("name", Value::from(t.name.clone())),
-            ("host", Value::from(t.host.clone().unwrap_or_default())),
-            ("user", Value::from(t.user.clone().unwrap_or_default())),
-            ("port", t.port.map(Value::from).unwrap_or(Value::from(()))),
-            ("transport", Value::from(kind_name(t.transport))),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        map.insert("target".into(), Value::from(info));
+        let info = TargetInfo {
+            name: t.name.clone(),
+            host: t.host.clone().unwrap_or_default(),
+            user: t.user.clone().unwrap_or_default(),
+            port: t.port,
+            transport: kind_name(t.transport),
+        };
+        map.insert("target".into(), Value::from_object(info));
     } else {
-        let info: BTreeMap<String, Value> = [("name".to_string(), Value::from(target_name))]
-            .into_iter()
-            .collect();
-        map.insert("target".into(), Value::from(info));
+        let info = TargetInfo {
+            name: target_name.to_string(),
+            host: String::new(),
+            user: String::new(),
+            port: None,
+            transport: "",
+        };
+        map.insert("target".into(), Value::from_object(info));
     }
     Value::from(map)
+}
+
+/// `target` in a template: written alone it is the target's name (`{{ target }}`), and it has
+/// the fields `name`, `host`, `user`, `port` and `transport`. A missing field is an error, as
+/// every undefined value is.
+#[derive(Debug)]
+struct TargetInfo {
+    name: String,
+    host: String,
+    user: String,
+    port: Option<u16>,
+    transport: &'static str,
+}
+
+impl minijinja::value::Object for TargetInfo {
+    fn get_value(self: &std::sync::Arc<Self>, key: &Value) -> Option<Value> {
+        Some(match key.as_str()? {
+            "name" => Value::from(self.name.clone()),
+            "host" => Value::from(self.host.clone()),
+            "user" => Value::from(self.user.clone()),
+            "port" => self.port.map(Value::from).unwrap_or(Value::from(())),
+            "transport" => Value::from(self.transport),
+            _ => return None,
+        })
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Str(&["name", "host", "user", "port", "transport"])
+    }
+
+    fn render(self: &std::sync::Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result
+    where
+        Self: Sized + 'static,
+    {
+        f.write_str(&self.name)
+    }
 }
 
 pub(super) fn ctx_names(raw: &RawPlaybook, target: Option<&Target>) -> Vec<String> {

@@ -94,12 +94,6 @@ impl Validator<'_> {
                     format!("`{kind}.{k}` contains a NUL byte"),
                     Some(format!("give {help}")),
                 );
-            } else if names_whole_target(value) {
-                self.err(
-                    &q,
-                    format!("`{kind}.{k}` uses `{{{{ target }}}}`, which is all of the target's details, not its name"),
-                    Some("write `{{ target.name }}` for the target's name".into()),
-                );
             }
         }
         if self.diags.len() != before {
@@ -165,28 +159,5 @@ impl Validator<'_> {
             }
         }
         Some(())
-    }
-}
-
-/// Whether `text` has a bare `{{ target }}` (the whole mapping of the target's details).
-fn names_whole_target(text: &str) -> bool {
-    text.split("{{").skip(1).any(|rest| {
-        rest.split("}}").next().is_some_and(|inner| {
-            inner.trim_matches(|c: char| c == '-' || c.is_whitespace()) == "target"
-        })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_whole_target;
-
-    #[test]
-    fn a_bare_target_is_found_and_its_fields_are_not() {
-        assert!(names_whole_target("out/{{ target }}.csv"));
-        assert!(names_whole_target("{{-target-}}"));
-        assert!(!names_whole_target("out/{{ target.name }}.csv"));
-        assert!(!names_whole_target("out/{{ targets }}.csv"));
-        assert!(!names_whole_target("out.csv"));
     }
 }
