@@ -24,6 +24,7 @@ mod libssh2_hostile_server;
 mod long_steps;
 mod network_faults;
 mod notify;
+mod notify_https;
 mod operator_view;
 mod overrun;
 mod relay;
