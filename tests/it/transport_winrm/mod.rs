@@ -1,5 +1,5 @@
 //! The WinRM transport against recorded Windows messages and against the loopback test
-//! server in `common/winrm_server.rs` (which behaves like Windows but is not Windows).
+//! server in `common/winrm_server/` (which behaves like Windows but is not Windows).
 
 use crate::common::winrm_server;
 
