@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Crash torture (not part of the test command), see tests/torture.rs. Two modes:
+# Crash torture (not part of the test command), see tests/it/torture/. Two modes:
 #   kill   25 rounds of `kill -9` at random moments during `runner apply` over three loopback
 #          sshd targets, resumed until done, every promise checked against the ledgers;
 #   mixed  15 rounds that mix, over three sshd targets and a local one: renamed steps and
@@ -21,10 +21,10 @@ cd "$(dirname "$0")/.."
 [ -x /usr/sbin/sshd ] || { echo "torture: /usr/sbin/sshd is required (apt-get install openssh-server)" >&2; exit 2; }
 mkdir -p /run/sshd 2>/dev/null || true
 case "${TORTURE_MODE:-all}" in
-  all) tests=(kill_nine_and_resume_until_done mixed_faults_never_run_twice) ;;
-  kill) tests=(kill_nine_and_resume_until_done) ;;
-  mixed) tests=(mixed_faults_never_run_twice) ;;
-  smoke) tests=(mixed_faults_smoke) ;;
+  all) tests=(kill_nine::kill_nine_and_resume_until_done mixed::mixed_faults_never_run_twice) ;;
+  kill) tests=(kill_nine::kill_nine_and_resume_until_done) ;;
+  mixed) tests=(mixed::mixed_faults_never_run_twice) ;;
+  smoke) tests=(mixed::mixed_faults_smoke) ;;
   *) echo "torture: TORTURE_MODE is all, kill, mixed or smoke" >&2; exit 2 ;;
 esac
 # Release mode: the runner's timing then resembles production, so kills land where they would.
