@@ -19,7 +19,7 @@ fi
 command -v tmux >/dev/null 2>&1 || PACKAGES+=(tmux)
 # The notification tests hand mail to a real SMTP server on loopback (aiosmtpd).
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || PACKAGES+=(python3-aiosmtpd)
-# tests/serve.rs loads the live page in a real headless browser.
+# tests/it/serve/ loads the live page in a real headless browser.
 command -v chromium >/dev/null 2>&1 || PACKAGES+=(chromium)
 # The journal's PostgreSQL store is tested against a throwaway cluster (initdb, pg_ctl).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || PACKAGES+=(postgresql)
