@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
-use super::{hex, FileDigest, Shell, Transport, TransportError};
+use super::{hex, FileDigest, Halt, Shell, Transport, TransportError};
 
 /// Bytes asked of the target at a time by the transports that read in blocks.
 pub const READ_BLOCK: usize = 256 * 1024;
@@ -77,8 +77,16 @@ pub(crate) fn read_failed(
     }
 }
 
-/// The error for bytes that could not be handed on (the local file they go to).
-pub(crate) fn sink_failed(path: &str, source: io::Error) -> TransportError {
+/// The error for bytes that could not be handed on (the local file they go to), or that the
+/// caller refused ([`Halt`]: the transfer was stopped).
+pub(crate) fn sink_failed(target: String, path: &str, source: io::Error) -> TransportError {
+    if let Some(halt) = Halt::of(&source) {
+        return TransportError::Halted {
+            target,
+            what: format!("reading {path}"),
+            halt,
+        };
+    }
     TransportError::Io {
         context: format!("cannot write what was read of {path}"),
         source,

@@ -126,7 +126,7 @@ impl Transport for RelayTransport {
         _expected: &FileDigest,
         dest: &str,
         _shell: Shell,
-        _progress: &mut dyn FnMut(u64),
+        _pace: super::Pace<'_>,
     ) -> Result<(), TransportError> {
         Err(TransportError::Upload {
             target: self.describe(),

@@ -581,7 +581,10 @@ fn upload_is_written_in_chunks_and_verified() {
         &digest(&src),
         "C:\\Temp\\payload.bin",
         Shell::Cmd,
-        &mut |n| progress.push(n),
+        &mut |n| {
+            progress.push(n);
+            Ok(())
+        },
     )
     .unwrap();
     assert_eq!(srv.file("C:\\Temp\\payload.bin").unwrap(), data);
@@ -619,7 +622,7 @@ fn empty_upload_works() {
         &digest(&src),
         "C:\\Temp\\empty",
         Shell::Cmd,
-        &mut |_| {},
+        &mut |_| Ok(()),
     )
     .unwrap();
     assert_eq!(srv.file("C:\\Temp\\empty").unwrap(), b"");
@@ -638,7 +641,7 @@ fn upload_to_a_missing_directory_names_it() {
             &digest(&src),
             "D:\\nope\\a.txt",
             Shell::Cmd,
-            &mut |_| {},
+            &mut |_| Ok(()),
         )
         .unwrap_err();
     match e {
@@ -660,11 +663,15 @@ fn a_corrupted_upload_is_detected() {
     srv.set_corrupt_uploads(false);
     let old = dir.path().join("old");
     std::fs::write(&old, b"the old, longer content").unwrap();
-    t.upload(&old, &digest(&old), "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
-        .expect("the first upload");
+    t.upload(&old, &digest(&old), "C:\\Temp\\a", Shell::Cmd, &mut |_| {
+        Ok(())
+    })
+    .expect("the first upload");
     srv.set_corrupt_uploads(true);
     let e = t
-        .upload(&src, &digest(&src), "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
+        .upload(&src, &digest(&src), "C:\\Temp\\a", Shell::Cmd, &mut |_| {
+            Ok(())
+        })
         .unwrap_err();
     assert!(matches!(e, TransportError::UploadVerify { .. }), "{e:?}");
     assert_eq!(
@@ -1101,7 +1108,7 @@ fn ntlm_over_http_seals_every_message() {
         &digest(&src),
         "C:\\Temp\\f.bin",
         Shell::Cmd,
-        &mut |_| {},
+        &mut |_| Ok(()),
     )
     .unwrap();
     assert_eq!(srv.file("C:\\Temp\\f.bin").unwrap(), data);

@@ -81,7 +81,7 @@ impl SshTransport {
                 Ok(n) => {
                     read += n as u64;
                     sink.write_all(&buf[..n])
-                        .map_err(|e| sink_failed(path, e))?;
+                        .map_err(|e| sink_failed(self.describe(), path, e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {

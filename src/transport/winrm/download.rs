@@ -59,7 +59,7 @@ impl WinrmTransport {
         let describe = self.describe();
         match (answer.problem, exit) {
             (Some(p), _) => Err(match p {
-                Problem::Sink(e) => sink_failed(path, e),
+                Problem::Sink(e) => sink_failed(describe.clone(), path, e),
                 Problem::Garbled(m) => read_failed(describe, path, m),
             }),
             (None, CommandExit::Code(NO_FILE)) => {
