@@ -188,8 +188,12 @@ impl SshTransport {
         let mut sent = 0u64;
         let mut queued = 0u64;
         let mut eof = false;
+        // Once `pace` stops the upload nothing more is queued, but what libssh2 has in flight
+        // is still sent: it may have sent part of an SFTP request, and abandoning it would
+        // leave the server reading the next requests (the close, the removal) as its rest.
+        let mut halted = None;
         loop {
-            while !eof && end - start < share.window {
+            while halted.is_none() && !eof && end - start < share.window {
                 if end + share.block > buf.len() {
                     buf.copy_within(start..end, 0);
                     end -= start;
@@ -230,9 +234,8 @@ impl SshTransport {
                 Ok(n) if n > 0 => {
                     start += n;
                     sent += n as u64;
-                    if let Err(halt) = pace(sent) {
-                        drop(remote);
-                        return self.halt_if(Err(halt), dest);
+                    if halted.is_none() {
+                        halted = pace(sent).err();
                     }
                     if sent >= noted + shell::FOLLOW_STEP {
                         noted = sent;
@@ -270,10 +273,14 @@ impl SshTransport {
                 }
             }
         }
-        if let Err(e) = remote.close() {
+        let closed = remote.close();
+        drop(remote);
+        if let Some(halt) = halted {
+            return self.halt_if(Err(halt), dest);
+        }
+        if let Err(e) = closed {
             return Err(self.ssh_err("finishing the upload", e));
         }
-        drop(remote);
 
         // Verify on the target: size from the server's file system, hash computed there.
         let actual_bytes = match sftp.stat(Path::new(&remote_path)) {
