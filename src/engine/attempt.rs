@@ -358,7 +358,7 @@ fn judge(step: &Step, result: Ran, out: &PairOutput<'_, '_>) -> Verdict {
             | crate::playbook::Action::Fetch { .. }
     );
     let stopped = if transfer {
-        "the transfer was stopped and its temporary file removed; the destination is as it was"
+        "the transfer was stopped: the destination is as it was, and its temporary file was removed where the target could be reached"
     } else {
         "the command was stopped on the target"
     };

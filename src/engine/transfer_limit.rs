@@ -46,6 +46,8 @@ impl TransferLimit {
     pub(super) fn halt_of(&self, e: &TransportError) -> Option<Halt> {
         match e {
             TransportError::Halted { halt, .. } => Some(*halt),
+            // A lost link stays a lost link (the destination may be replaced or not).
+            _ if e.is_connection_lost() => None,
             // A transport that reports the refused bytes otherwise: the limit still decides.
             _ => self.check().err(),
         }
@@ -102,5 +104,27 @@ mod tests {
         assert_eq!(limit.check(), Err(Halt::Cancelled));
         let open = TransferLimit::new(None, Arc::new(AtomicBool::new(false)));
         assert_eq!(open.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_lost_link_after_the_timeout_stays_a_lost_link() {
+        let spent = TransferLimit::new(Some(Duration::ZERO), Arc::new(AtomicBool::new(false)));
+        let lost = TransportError::ConnectionLost {
+            target: "t".into(),
+            during: "uploading".into(),
+            message: "reset".into(),
+        };
+        assert_eq!(spent.halt_of(&lost), None);
+        let other = TransportError::Io {
+            context: "cannot write".into(),
+            source: io::Error::other("refused"),
+        };
+        assert_eq!(spent.halt_of(&other), Some(Halt::TimedOut));
+        let halted = TransportError::Halted {
+            target: "t".into(),
+            what: "reading a".into(),
+            halt: Halt::Cancelled,
+        };
+        assert_eq!(spent.halt_of(&halted), Some(Halt::Cancelled));
     }
 }

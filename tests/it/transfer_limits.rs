@@ -10,7 +10,14 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+use runner::transport::winrm::{Credentials, WinrmConfig};
+use runner::transport::{
+    FileDigest, Halt, LocalTransport, Secret, Shell, Transport, TransportError, WinrmTransport,
+};
+
+use crate::common::winrm_server::{parse_request, Options, WinrmServer};
 use crate::common::{pseudo_random_bytes, wait_until, Sshd};
 use crate::common_cli::{runner, Run};
 
@@ -365,4 +372,117 @@ fn a_second_ctrl_c_stops_an_upload_step_and_the_next_apply_does_it() {
     assert_eq!(r.code, 0, "{}", show(&r));
     assert!(fs::read(&dest).expect("dest") == content, "{}", show(&r));
     assert_eq!(leftovers(&folder), Vec::<String>::new());
+}
+
+// ---- the transports themselves: a pace that says stop ------------------------------------
+
+/// A pace that lets the first block go and stops the upload after it.
+fn stop_after_the_first_block(seen: &mut Vec<u64>) -> impl FnMut(u64) -> Result<(), Halt> + '_ {
+    move |n| {
+        seen.push(n);
+        if n > 0 {
+            Err(Halt::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn a_local_upload_stopped_by_its_pace_removes_its_temporary_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("export.bin");
+    fs::write(&src, big_content()).expect("write the source");
+    let dest = old_destination(dir.path(), "export.bin");
+    let mut t = LocalTransport::new(dir.path().to_path_buf());
+    let mut seen = Vec::new();
+    let e = t
+        .upload(
+            &src,
+            &FileDigest::of_file(&src).expect("digest"),
+            "import/export.bin",
+            Shell::Sh,
+            &mut stop_after_the_first_block(&mut seen),
+        )
+        .expect_err("stopped");
+    assert!(
+        matches!(
+            e,
+            TransportError::Halted {
+                halt: Halt::Cancelled,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(seen.len() == 2 && seen[1] < BIG as u64, "{seen:?}");
+    assert_unchanged(&dest, &e.to_string());
+    assert_eq!(
+        leftovers(dest.parent().expect("folder")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_winrm_upload_stopped_by_its_pace_deletes_its_shell_and_removes_its_temporary_file() {
+    let srv = WinrmServer::start(
+        "127.0.77.7",
+        Options {
+            user: "admin".into(),
+            password: "Limits!pw".into(),
+            ..Options::default()
+        },
+    );
+    srv.put_file("C:\\Temp\\a.zip", b"last week's export");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("a.zip");
+    fs::write(&src, pseudo_random_bytes(1024 * 1024, 7)).expect("write the source");
+    let mut t = WinrmTransport::new(WinrmConfig {
+        name: "win".into(),
+        host: srv.host(),
+        port: srv.port(),
+        tls: None,
+        credentials: Credentials::Basic {
+            user: "admin".into(),
+            password: Secret::new("Limits!pw"),
+        },
+        connect_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(20),
+    });
+    let mut seen = Vec::new();
+    let e = t
+        .upload(
+            &src,
+            &FileDigest::of_file(&src).expect("digest"),
+            "C:\\Temp\\a.zip",
+            Shell::Cmd,
+            &mut stop_after_the_first_block(&mut seen),
+        )
+        .expect_err("stopped");
+    assert!(
+        matches!(
+            e,
+            TransportError::Halted {
+                halt: Halt::Cancelled,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        srv.file("C:\\Temp\\a.zip").as_deref(),
+        Some(&b"last week's export"[..])
+    );
+    assert_eq!(srv.open_shells(), 0);
+    let removal = srv
+        .requests()
+        .into_iter()
+        .filter_map(|r| parse_request(&r.body).command)
+        .find(|c| c.starts_with("del /f /q "));
+    assert!(
+        removal
+            .as_deref()
+            .is_some_and(|c| c.contains("C:\\Temp\\.a.zip.runner-")),
+        "{removal:?}"
+    );
 }
