@@ -198,7 +198,7 @@ fn read_into(
 ) -> Result<FileDigest, Failure> {
     let shell = shell_for(s, target);
     let read = s.pool.with(s.pb, &s.secrets, target, |t| {
-        download(t, path, shell, &mut limit.sink(file))
+        download(t, path, shell, &limit.control(), &mut limit.sink(file))
     });
     match read {
         Err(e) => Err(Failure::Failed(e.to_string())),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::transport::{CommandExit, Halt, TransportError};
+use crate::transport::{CommandExit, Control, Halt, TransportError};
 
 /// When a transfer must stop.
 pub(super) struct TransferLimit {
@@ -35,6 +35,17 @@ impl TransferLimit {
         } else {
             Ok(())
         }
+    }
+
+    /// The limits as a command's, for what a transport runs as part of the transfer (the
+    /// target hashing the file it is about to send): the time left, and the cancel flag.
+    pub(super) fn control(&self) -> Control {
+        let mut ctl = Control::new(
+            self.deadline
+                .map(|d| d.saturating_duration_since(Instant::now())),
+        );
+        ctl.cancel = self.cancel.clone();
+        ctl
     }
 
     /// A file that refuses more bytes once the transfer must stop.

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
-use super::{hex, FileDigest, Halt, Shell, Transport, TransportError};
+use super::{hex, Control, FileDigest, Halt, Shell, Transport, TransportError};
 
 /// Bytes asked of the target at a time by the transports that read in blocks.
 pub const READ_BLOCK: usize = 256 * 1024;
@@ -19,6 +19,7 @@ pub fn download(
     t: &mut dyn Transport,
     path: &str,
     shell: Shell,
+    ctl: &Control,
     sink: &mut dyn Write,
 ) -> Result<FileDigest, TransportError> {
     let mut hashing = Hashing {
@@ -26,7 +27,7 @@ pub fn download(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let expected = t.read_file(path, shell, &mut hashing)?;
+    let expected = t.read_file(path, shell, ctl, &mut hashing)?;
     let actual = FileDigest {
         bytes: hashing.bytes,
         sha256: hex(&hashing.hasher.finalize()),
@@ -61,6 +62,15 @@ impl Write for Hashing<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// The error for a read whose hashing on the target `ctl` stopped.
+pub(crate) fn hash_halted(target: String, path: &str, halt: Halt) -> TransportError {
+    TransportError::Halted {
+        target,
+        what: format!("hashing {path}"),
+        halt,
     }
 }
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::shell::{self, powershell_encode, Payload, PidMarkerFilter};
 use super::{
-    random_token, upload_mismatch, CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop,
-    Pace, Secret, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
+    random_token, upload_mismatch, CommandExit, Control, FileDigest, Halt, Identity, Orphan,
+    OrphanStop, Pace, Secret, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
@@ -656,17 +656,37 @@ impl Transport for LocalTransport {
         placed
     }
 
-    /// Hashed, then read again for the bytes: a file that changes in between does not verify.
+    /// Hashed (within `ctl`), then read again for the bytes: a file that changes in between
+    /// does not verify.
     fn read_file(
         &mut self,
         path: &str,
         _shell: Shell,
+        ctl: &Control,
         sink: &mut dyn Write,
     ) -> Result<FileDigest, TransportError> {
         let full = self.workdir.join(path);
         let failed =
             |e: io::Error| super::download::read_failed(self.target(), path, e.to_string());
-        let digest = FileDigest::of_file(&full).map_err(failed)?;
+        let started = Instant::now();
+        let halt = || {
+            if ctl.is_cancelled() {
+                Some(Halt::Cancelled)
+            } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+                Some(Halt::TimedOut)
+            } else {
+                None
+            }
+        };
+        let digest = match FileDigest::of_file_while(&full, || halt().is_none()) {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(match halt() {
+                    Some(h) => super::download::hash_halted(self.target(), path, h),
+                    None => failed(e),
+                })
+            }
+        };
         let mut input = fs::File::open(&full).map_err(failed)?;
         let mut buf = vec![0u8; super::download::READ_BLOCK];
         loop {

@@ -120,6 +120,15 @@ pub enum Halt {
 }
 
 impl Halt {
+    /// The halt a command stopped by its [`Control`] stands for, when it was stopped.
+    pub fn of_exit(exit: CommandExit) -> Option<Halt> {
+        match exit {
+            CommandExit::TimedOut => Some(Halt::TimedOut),
+            CommandExit::Cancelled => Some(Halt::Cancelled),
+            CommandExit::Code(_) => None,
+        }
+    }
+
     /// The error a download's sink refuses bytes with.
     pub fn error(self) -> io::Error {
         io::Error::other(self)
@@ -487,11 +496,13 @@ pub trait Transport: Send {
     /// caller. `shell` selects how the target is asked for the hash. A relative `path` is
     /// relative to where the target's commands start.
     /// When `sink` fails with [`Halt::error`], the read stops and the error is
-    /// [`TransportError::Halted`].
+    /// [`TransportError::Halted`]; so does the hashing on the target (minutes for a large
+    /// file) when `ctl`'s timeout passes or its cancel is set.
     fn read_file(
         &mut self,
         path: &str,
         shell: Shell,
+        ctl: &Control,
         sink: &mut dyn Write,
     ) -> Result<FileDigest, TransportError>;
 

@@ -141,6 +141,7 @@ impl Transport for RelayTransport {
         &mut self,
         path: &str,
         _shell: Shell,
+        _ctl: &Control,
         _sink: &mut dyn std::io::Write,
     ) -> Result<FileDigest, TransportError> {
         Err(TransportError::Download {

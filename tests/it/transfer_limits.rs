@@ -486,3 +486,44 @@ fn a_winrm_upload_stopped_by_its_pace_deletes_its_shell_and_removes_its_temporar
         "{removal:?}"
     );
 }
+
+#[test]
+fn a_copy_whose_source_is_still_being_hashed_at_its_timeout_is_stopped() {
+    // An `openssl` first on the source's PATH that never finishes hashing.
+    let from = Sshd::start_with("127.0.77.8", "SetEnv PATH={dir}/bin:/usr/bin:/bin");
+    let bin = from.dir().join("bin");
+    fs::create_dir_all(&bin).expect("mkdir bin");
+    let pid_file = from.dir().join("hasher.pid");
+    fs::write(
+        bin.join("openssl"),
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec sleep 3600\n",
+            pid_file.display()
+        ),
+    )
+    .expect("write the fake openssl");
+    fs::set_permissions(bin.join("openssl"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = from.dir().join("export.bin");
+    fs::write(&src, b"this week's export").expect("write the source");
+    let dest = old_destination(dir.path(), "export.bin");
+    let steps = format!(
+        "  - id: move\n    timeout: 2s\n    copy: {{ from: far, path: {}, to: here, dest: {} }}\n",
+        q(src.display().to_string()),
+        q(dest.display().to_string())
+    );
+    write_playbook(
+        dir.path(),
+        &[
+            ssh_target("far", &from),
+            "  here:\n    transport: local\n".to_string(),
+        ],
+        &steps,
+    );
+    let r = apply(dir.path());
+    assert_timed_out(dir.path(), &r, "move", &dest);
+    let pid = crate::common::read_pid(from.dir(), "hasher.pid");
+    wait_until("the hasher on the source to be stopped", || {
+        !crate::common::sshd::process_running(pid)
+    });
+}

@@ -245,9 +245,10 @@ impl Transport for SshTransport {
         &mut self,
         path: &str,
         shell: Shell,
+        ctl: &Control,
         sink: &mut dyn std::io::Write,
     ) -> Result<FileDigest, TransportError> {
-        self.read_file_inner(path, shell, sink)
+        self.read_file_inner(path, shell, ctl, sink)
     }
 
     fn take_orphan(&mut self) -> Option<Orphan> {

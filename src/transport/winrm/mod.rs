@@ -300,9 +300,10 @@ impl Transport for WinrmTransport {
         &mut self,
         path: &str,
         _shell: Shell,
+        ctl: &Control,
         sink: &mut dyn std::io::Write,
     ) -> Result<FileDigest, TransportError> {
-        self.read_file_inner(path, sink)
+        self.read_file_inner(path, ctl, sink)
     }
 
     fn upload(
