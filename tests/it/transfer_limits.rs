@@ -374,6 +374,36 @@ fn a_second_ctrl_c_stops_an_upload_step_and_the_next_apply_does_it() {
     assert_eq!(leftovers(&folder), Vec::<String>::new());
 }
 
+#[test]
+fn a_second_ctrl_c_stops_a_fetch_and_the_next_apply_does_it() {
+    let from = slow_sshd("127.0.77.9");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let content = big_content();
+    let src = from.dir().join("export.bin");
+    fs::write(&src, &content).expect("write the source");
+    let dest = old_destination(dir.path(), "export.bin");
+    let folder = dest.parent().expect("folder").to_path_buf();
+    let steps = format!(
+        "  - id: bring\n    on: far\n    fetch: {{ path: {}, dest: {} }}\n",
+        q(src.display().to_string()),
+        q(dest.display().to_string())
+    );
+    write_playbook(dir.path(), &[ssh_target("far", &from)], &steps);
+    let (code, seen) = interrupt_twice_during_the_transfer(spawn_apply(dir.path()), &folder);
+    assert_eq!(code, Some(130), "{seen}");
+    assert_unchanged(&dest, &seen);
+    assert_eq!(leftovers(&folder), Vec::<String>::new(), "{seen}");
+    let rows = attempts(dir.path(), "bring");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "interrupted", "{rows:?}");
+
+    open_gate(&from);
+    let r = apply(dir.path());
+    assert_eq!(r.code, 0, "{}", show(&r));
+    assert!(fs::read(&dest).expect("dest") == content, "{}", show(&r));
+    assert_eq!(leftovers(&folder), Vec::<String>::new());
+}
+
 // ---- the transports themselves: a pace that says stop ------------------------------------
 
 /// A pace that lets the first block go and stops the upload after it.
