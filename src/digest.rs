@@ -38,6 +38,12 @@ impl FileDigest {
     /// Streams the file (uploads can be gigabytes). Only regular files: a device such as
     /// `/dev/zero` would never end.
     pub fn of_file(path: &Path) -> io::Result<FileDigest> {
+        FileDigest::of_file_while(path, || true)
+    }
+
+    /// [`FileDigest::of_file`], asking `go_on` before each block: once it says no, the
+    /// hashing stops with an error (a large file takes minutes).
+    pub fn of_file_while(path: &Path, mut go_on: impl FnMut() -> bool) -> io::Result<FileDigest> {
         let mut f = File::open(path)?;
         if !f.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
@@ -46,6 +52,9 @@ impl FileDigest {
         let mut buf = vec![0u8; 1 << 20];
         let mut bytes = 0u64;
         loop {
+            if !go_on() {
+                return Err(io::Error::other("stopped while hashing"));
+            }
             let n = match f.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -12,6 +12,7 @@ use super::pair::{
     finish, lost, overrun, run_check, settle_orphan, shell_for, std_duration, AttemptEnd, CheckEnd,
     Phase, Resume,
 };
+use super::transfer_limit::{exit_of, TransferLimit};
 use super::Session;
 use crate::journal::{AttemptId, AttemptState};
 use crate::playbook::{Rendered, RenderedAction, Step};
@@ -152,7 +153,8 @@ fn command(
             start_job(s, flavor, target, id, command, &ctl, started, out, left)
         }
         (Phase::Fresh, RenderedAction::Copy { .. } | RenderedAction::Fetch { .. }) => {
-            Ok(super::copy::transfer(s, target, r, out))
+            let limit = TransferLimit::new(ctl.timeout, ctl.cancel.clone());
+            Ok(super::copy::transfer(s, target, r, &limit, out))
         }
         (Phase::Fresh, _) => Ok(run_attached(
             s, target, r, id, token, shell, &ctl, out, left,
@@ -322,7 +324,14 @@ fn execute(
                 bytes: *bytes,
                 sha256: sha256.clone(),
             };
-            t.upload(src, &expected, dest, shell, &mut |_| {})?;
+            let limit = TransferLimit::new(ctl.timeout, ctl.cancel.clone());
+            match t.upload(src, &expected, dest, shell, &mut |_| limit.check()) {
+                Ok(()) => {}
+                Err(e) => match limit.halt_of(&e) {
+                    Some(halt) => return Ok(exit_of(halt)),
+                    None => return Err(e),
+                },
+            }
             let secs = started.elapsed().as_secs_f64().max(0.001);
             out.note(&format!(
                 "uploaded {bytes} bytes to {dest}; the target has the planned SHA-256 {sha256} ({:.1} MiB/s)",
@@ -342,6 +351,17 @@ fn execute(
 /// How the command part ended, as an attempt's state, exit code and message.
 fn judge(step: &Step, result: Ran, out: &PairOutput<'_, '_>) -> Verdict {
     let succeeded = |c: i64| step.ok_codes.contains(&c) || step.reboot_on.contains(&c);
+    let transfer = matches!(
+        step.action,
+        crate::playbook::Action::Upload { .. }
+            | crate::playbook::Action::Copy { .. }
+            | crate::playbook::Action::Fetch { .. }
+    );
+    let stopped = if transfer {
+        "the transfer was stopped: the destination is as it was, and its temporary file was removed where the target could be reached"
+    } else {
+        "the command was stopped on the target"
+    };
     let (state, code, message) = match result {
         // Could not start: a plain failure.
         Ok(Err(m)) => (AttemptState::Failed, None, Some(m)),
@@ -352,7 +372,7 @@ fn judge(step: &Step, result: Ran, out: &PairOutput<'_, '_>) -> Verdict {
             AttemptState::TimedOut,
             None,
             Some(format!(
-                "timed out after {}; the command was stopped on the target",
+                "timed out after {}; {stopped}",
                 step.timeout
                     .map(crate::duration::human_duration)
                     .unwrap_or_default()
@@ -361,7 +381,11 @@ fn judge(step: &Step, result: Ran, out: &PairOutput<'_, '_>) -> Verdict {
         Ok(Ok(CommandExit::Cancelled)) => (
             AttemptState::Interrupted,
             None,
-            Some("interrupted by the operator (second Ctrl-C)".into()),
+            Some(if transfer {
+                format!("interrupted by the operator (second Ctrl-C); {stopped}; the next `runner apply` does it again")
+            } else {
+                "interrupted by the operator (second Ctrl-C)".into()
+            }),
         ),
         Ok(Ok(CommandExit::Code(c))) if succeeded(c) => (AttemptState::Succeeded, Some(c), None),
         Ok(Ok(CommandExit::Code(c))) => {

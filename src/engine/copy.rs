@@ -6,19 +6,20 @@
 //! A copy passes through a spool file in the run folder (mode 0600, removed afterwards), so
 //! that a file of any size costs disk, not memory, and the two targets' connections are never
 //! held at once. Both are idempotent: a destination is replaced only by a verified copy, so
-//! doing one again gives the same result, and an interrupted one is simply done again.
+//! doing one again gives the same result, and an interrupted one is simply done again. Both
+//! keep the step's timeout and stop on the second Ctrl-C ([`TransferLimit`]), in either half.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::attempt::Lost;
 use super::output::PairOutput;
 use super::pair::shell_for;
+use super::transfer_limit::{exit_of, TransferLimit};
 use super::Session;
 use crate::playbook::{Rendered, RenderedAction};
-use crate::transport::{download, random_token, CommandExit, FileDigest, TransportError};
+use crate::transport::{download, random_token, CommandExit, FileDigest, Halt, TransportError};
 
 /// How a copy or fetch went wrong.
 enum Failure {
@@ -26,24 +27,26 @@ enum Failure {
     Failed(String),
     /// A connection died part-way: the destination may or may not be replaced yet.
     Lost(String),
-    /// The second Ctrl-C.
-    Cancelled,
+    /// The step's timeout, or the second Ctrl-C: nothing was replaced.
+    Halted(Halt),
 }
 
 type Outcome = Result<Result<CommandExit, String>, Lost>;
 
-/// Runs a copy or fetch step's action for the pair's `target` (a copy's destination).
+/// Runs a copy or fetch step's action for the pair's `target` (a copy's destination), within
+/// `limit`.
 pub(super) fn transfer(
     s: &Session<'_>,
     target: &str,
     r: &Rendered,
+    limit: &TransferLimit,
     out: &mut PairOutput<'_, '_>,
 ) -> Outcome {
     let done = match &r.action {
         RenderedAction::Copy {
             from, path, dest, ..
-        } => copy(s, from, path, target, dest, out),
-        RenderedAction::Fetch { path, dest } => fetch(s, target, path, dest, out),
+        } => copy(s, limit, from, path, target, dest, out),
+        RenderedAction::Fetch { path, dest } => fetch(s, limit, target, path, dest, out),
         _ => Err(Failure::Failed(
             "internal error: not a copy or fetch".into(),
         )),
@@ -55,7 +58,7 @@ pub(super) fn transfer(
         }
         Err(Failure::Failed(m)) => Ok(Err(m)),
         Err(Failure::Lost(m)) => Err(Lost(m)),
-        Err(Failure::Cancelled) => Ok(Ok(CommandExit::Cancelled)),
+        Err(Failure::Halted(halt)) => Ok(Ok(exit_of(halt))),
     }
 }
 
@@ -63,6 +66,7 @@ pub(super) fn transfer(
 /// source's SHA-256.
 fn copy(
     s: &Session<'_>,
+    limit: &TransferLimit,
     from: &str,
     path: &str,
     to: &str,
@@ -73,14 +77,14 @@ fn copy(
         "copying {path} from `{from}` to {dest} on `{to}`, through this machine"
     ));
     let mut spool = Spool::create(s.runlog.dir())?;
-    let digest = read_into(s, from, path, &mut spool.file)?;
+    let digest = read_into(s, limit, from, path, &mut spool.file)?;
     let shell = shell_for(s, to);
     let sent = s.pool.with(s.pb, &s.secrets, to, |t| {
-        t.upload(&spool.path, &digest, dest, shell, &mut |_| {})
+        t.upload(&spool.path, &digest, dest, shell, &mut |_| limit.check())
     });
     match sent {
         Err(e) => Err(Failure::Failed(e.to_string())),
-        Ok(Err(e)) => Err(failure(e)),
+        Ok(Err(e)) => Err(failure(limit, e)),
         Ok(Ok(())) => Ok(format!(
             "copied {} bytes from {path} on `{from}` to {dest} on `{to}`; `{to}` has the SHA-256 `{from}` computed, {}",
             digest.bytes, digest.sha256
@@ -91,6 +95,7 @@ fn copy(
 /// From `target` to a new file beside `dest`, verified, then renamed over `dest`.
 fn fetch(
     s: &Session<'_>,
+    limit: &TransferLimit,
     target: &str,
     path: &str,
     dest: &Path,
@@ -115,7 +120,7 @@ fn fetch(
         name.unwrap_or_default(),
         random_token()
     ));
-    let placed = fetch_beside(s, target, path, dest, &temp);
+    let placed = fetch_beside(s, limit, target, path, dest, &temp);
     if placed.is_err() {
         let _ = fs::remove_file(&temp);
     }
@@ -137,9 +142,10 @@ fn fetch(
 }
 
 /// Writes `temp`, checks it against the target's digest, and renames it over `dest` (with
-/// the permissions of the file it replaces).
+/// the permissions of the file it replaces), unless `limit` stops it first.
 fn fetch_beside(
     s: &Session<'_>,
+    limit: &TransferLimit,
     target: &str,
     path: &str,
     dest: &Path,
@@ -153,7 +159,7 @@ fn fetch_beside(
         .create_new(true)
         .open(temp)
         .map_err(|e| local("create", e))?;
-    let digest = read_into(s, target, path, &mut file)?;
+    let digest = read_into(s, limit, target, path, &mut file)?;
     file.sync_all().map_err(|e| local("write", e))?;
     drop(file);
     let written = FileDigest::of_file(temp).map_err(|e| local("read back", e))?;
@@ -167,6 +173,7 @@ fn fetch_beside(
             digest.sha256
         )));
     }
+    limit.check().map_err(Failure::Halted)?;
     if let Ok(meta) = fs::metadata(dest) {
         let _ = fs::set_permissions(temp, meta.permissions());
     }
@@ -180,57 +187,35 @@ fn fetch_beside(
     Ok(digest)
 }
 
-/// Reads `path` on `target` into `file`, verified (see [`download`]); a second Ctrl-C stops
-/// it between blocks.
+/// Reads `path` on `target` into `file`, verified (see [`download`]); `limit` stops it
+/// between blocks.
 fn read_into(
     s: &Session<'_>,
+    limit: &TransferLimit,
     target: &str,
     path: &str,
     file: &mut File,
 ) -> Result<FileDigest, Failure> {
-    let cancel = s.interrupt.cancel_flag();
     let shell = shell_for(s, target);
     let read = s.pool.with(s.pb, &s.secrets, target, |t| {
-        let mut sink = Cancellable {
-            file: &mut *file,
-            cancel: &cancel,
-        };
-        download(t, path, shell, &mut sink)
+        download(t, path, shell, &limit.control(), &mut limit.sink(file))
     });
     match read {
         Err(e) => Err(Failure::Failed(e.to_string())),
-        Ok(Err(_)) if cancel.load(Ordering::SeqCst) => Err(Failure::Cancelled),
-        Ok(Err(e)) => Err(failure(e)),
+        Ok(Err(e)) => Err(failure(limit, e)),
         Ok(Ok(d)) => Ok(d),
     }
 }
 
-fn failure(e: TransportError) -> Failure {
-    if e.is_connection_lost() {
+fn failure(limit: &TransferLimit, e: TransportError) -> Failure {
+    if let Some(halt) = limit.halt_of(&e) {
+        Failure::Halted(halt)
+    } else if e.is_connection_lost() {
         Failure::Lost(format!(
             "{e}; the destination may or may not be replaced yet"
         ))
     } else {
         Failure::Failed(e.to_string())
-    }
-}
-
-/// A file that refuses more bytes once the operator cancelled.
-struct Cancellable<'a> {
-    file: &'a mut File,
-    cancel: &'a AtomicBool,
-}
-
-impl Write for Cancellable<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.cancel.load(Ordering::SeqCst) {
-            return Err(io::Error::other("cancelled by the operator"));
-        }
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
     }
 }
 
@@ -332,19 +317,5 @@ mod tests {
         assert!(!old.join("copy-abc.part").exists());
         assert!(old.join("events.jsonl").exists());
         assert!(spool.path.exists());
-    }
-
-    #[test]
-    fn a_cancelled_sink_refuses_bytes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut file = File::create(dir.path().join("f")).expect("create");
-        let cancel = AtomicBool::new(false);
-        let mut sink = Cancellable {
-            file: &mut file,
-            cancel: &cancel,
-        };
-        sink.write_all(b"ab").expect("write");
-        cancel.store(true, Ordering::SeqCst);
-        assert!(sink.write_all(b"cd").is_err());
     }
 }

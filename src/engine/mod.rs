@@ -31,6 +31,7 @@ mod output;
 mod pair;
 mod reboot;
 mod rollback;
+mod transfer_limit;
 mod walk;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
-use super::{hex, FileDigest, Shell, Transport, TransportError};
+use super::{hex, Control, FileDigest, Halt, Shell, Transport, TransportError};
 
 /// Bytes asked of the target at a time by the transports that read in blocks.
 pub const READ_BLOCK: usize = 256 * 1024;
@@ -19,6 +19,7 @@ pub fn download(
     t: &mut dyn Transport,
     path: &str,
     shell: Shell,
+    ctl: &Control,
     sink: &mut dyn Write,
 ) -> Result<FileDigest, TransportError> {
     let mut hashing = Hashing {
@@ -26,7 +27,7 @@ pub fn download(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let expected = t.read_file(path, shell, &mut hashing)?;
+    let expected = t.read_file(path, shell, ctl, &mut hashing)?;
     let actual = FileDigest {
         bytes: hashing.bytes,
         sha256: hex(&hashing.hasher.finalize()),
@@ -64,6 +65,15 @@ impl Write for Hashing<'_> {
     }
 }
 
+/// The error for a read whose hashing on the target `ctl` stopped.
+pub(crate) fn hash_halted(target: String, path: &str, halt: Halt) -> TransportError {
+    TransportError::Halted {
+        target,
+        what: format!("hashing {path}"),
+        halt,
+    }
+}
+
 /// The error for a file that cannot be read on the target.
 pub(crate) fn read_failed(
     target: String,
@@ -77,8 +87,16 @@ pub(crate) fn read_failed(
     }
 }
 
-/// The error for bytes that could not be handed on (the local file they go to).
-pub(crate) fn sink_failed(path: &str, source: io::Error) -> TransportError {
+/// The error for bytes that could not be handed on (the local file they go to), or that the
+/// caller refused ([`Halt`]: the transfer was stopped).
+pub(crate) fn sink_failed(target: String, path: &str, source: io::Error) -> TransportError {
+    if let Some(halt) = Halt::of(&source) {
+        return TransportError::Halted {
+            target,
+            what: format!("reading {path}"),
+            halt,
+        };
+    }
     TransportError::Io {
         context: format!("cannot write what was read of {path}"),
         source,

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::shell::{self, powershell_encode, Payload, PidMarkerFilter};
 use super::{
-    random_token, upload_mismatch, CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop,
-    Secret, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
+    random_token, upload_mismatch, CommandExit, Control, FileDigest, Halt, Identity, Orphan,
+    OrphanStop, Pace, Secret, Shell, Stream, Transport, TransportError, ORPHAN_REASON,
 };
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
@@ -301,7 +301,7 @@ impl LocalTransport {
     }
 
     /// Copies `input` to `output` (the file `temp`), syncs it, and checks what landed on disk
-    /// against `expected`.
+    /// against `expected`; stops when `pace` says so, before the first block or after any.
     #[allow(clippy::too_many_arguments)]
     fn write_verified(
         &self,
@@ -311,13 +311,19 @@ impl LocalTransport {
         src: &Path,
         expected: &FileDigest,
         dest: &str,
-        progress: &mut dyn FnMut(u64),
+        pace: Pace<'_>,
     ) -> Result<(), TransportError> {
         let io_err = |context: String| move |source| TransportError::Io { context, source };
+        let halted = |halt| TransportError::Halted {
+            target: self.target(),
+            what: format!("the upload to {dest}"),
+            halt,
+        };
         let dest_path = temp;
         let mut sent = 0u64;
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
+            pace(sent).map_err(halted)?;
             let n = match input.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -328,7 +334,6 @@ impl LocalTransport {
                 .write_all(&buf[..n])
                 .map_err(io_err(format!("cannot write {}", dest_path.display())))?;
             sent += n as u64;
-            progress(sent);
         }
         output
             .sync_all()
@@ -341,7 +346,7 @@ impl LocalTransport {
         if actual != *expected {
             return Err(upload_mismatch(self.target(), src, dest, expected, actual));
         }
-        Ok(())
+        pace(sent).map_err(halted)
     }
 
     fn exec_inner(
@@ -609,7 +614,7 @@ impl Transport for LocalTransport {
         expected: &FileDigest,
         dest: &str,
         _shell: Shell,
-        progress: &mut dyn FnMut(u64),
+        pace: Pace<'_>,
     ) -> Result<(), TransportError> {
         let dest_path = self.workdir.join(dest);
         if let Some(parent) = dest_path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -636,7 +641,7 @@ impl Transport for LocalTransport {
             .create_new(true)
             .open(&temp)
             .map_err(io_err(format!("cannot create {}", temp.display())))?;
-        let sent = self.write_verified(&mut input, output, &temp, src, expected, dest, progress);
+        let sent = self.write_verified(&mut input, output, &temp, src, expected, dest, pace);
         let placed = sent.and_then(|()| {
             // POSIX rename(2); on Windows MoveFileEx with MOVEFILE_REPLACE_EXISTING.
             fs::rename(&temp, &dest_path).map_err(io_err(format!(
@@ -651,17 +656,37 @@ impl Transport for LocalTransport {
         placed
     }
 
-    /// Hashed, then read again for the bytes: a file that changes in between does not verify.
+    /// Hashed (within `ctl`), then read again for the bytes: a file that changes in between
+    /// does not verify.
     fn read_file(
         &mut self,
         path: &str,
         _shell: Shell,
+        ctl: &Control,
         sink: &mut dyn Write,
     ) -> Result<FileDigest, TransportError> {
         let full = self.workdir.join(path);
         let failed =
             |e: io::Error| super::download::read_failed(self.target(), path, e.to_string());
-        let digest = FileDigest::of_file(&full).map_err(failed)?;
+        let started = Instant::now();
+        let halt = || {
+            if ctl.is_cancelled() {
+                Some(Halt::Cancelled)
+            } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+                Some(Halt::TimedOut)
+            } else {
+                None
+            }
+        };
+        let digest = match FileDigest::of_file_while(&full, || halt().is_none()) {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(match halt() {
+                    Some(h) => super::download::hash_halted(self.target(), path, h),
+                    None => failed(e),
+                })
+            }
+        };
         let mut input = fs::File::open(&full).map_err(failed)?;
         let mut buf = vec![0u8; super::download::READ_BLOCK];
         loop {
@@ -672,7 +697,7 @@ impl Transport for LocalTransport {
                 Err(e) => return Err(failed(e)),
             };
             sink.write_all(&buf[..n])
-                .map_err(|e| super::download::sink_failed(path, e))?;
+                .map_err(|e| super::download::sink_failed(self.target(), path, e))?;
         }
         Ok(digest)
     }

@@ -109,6 +109,43 @@ pub enum CommandExit {
 /// The size and SHA-256 an upload must leave on the target.
 pub use crate::digest::FileDigest;
 
+/// Why a transfer's caller stopped it part-way: the step's timeout, or the second Ctrl-C.
+/// Returned by an upload's pace (see [`Transport::upload`]), or carried by the `io::Error` a
+/// download's sink fails with ([`Halt::error`]); either way the transfer ends with
+/// [`TransportError::Halted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Halt {
+    #[error("its time limit was reached")]
+    TimedOut,
+    #[error("the operator interrupted it")]
+    Cancelled,
+}
+
+impl Halt {
+    /// The halt a command stopped by its [`Control`] stands for, when it was stopped.
+    pub fn of_exit(exit: CommandExit) -> Option<Halt> {
+        match exit {
+            CommandExit::TimedOut => Some(Halt::TimedOut),
+            CommandExit::Cancelled => Some(Halt::Cancelled),
+            CommandExit::Code(_) => None,
+        }
+    }
+
+    /// The error a download's sink refuses bytes with.
+    pub fn error(self) -> io::Error {
+        io::Error::other(self)
+    }
+
+    /// The halt an I/O error carries, if it is one made by [`Halt::error`].
+    pub fn of(e: &io::Error) -> Option<Halt> {
+        e.get_ref()?.downcast_ref::<Halt>().copied()
+    }
+}
+
+/// Told the bytes sent so far, before a transfer's first block and after each: `Err` stops
+/// the transfer (see [`Transport::upload`]).
+pub type Pace<'a> = &'a mut dyn FnMut(u64) -> Result<(), Halt>;
+
 /// A command the runner lost sight of while it may still run on the target: its connection
 /// died mid-command (sshd may not notice a link that failed silently, and then keeps the
 /// command running), or stopping it failed. Enough to find it again and stop it, and small
@@ -373,6 +410,14 @@ pub enum TransportError {
         actual_sha256: String,
     },
 
+    #[error("{what} on {target} was stopped before it finished: {halt}; its temporary file was removed where the target could still be reached, and the destination is as it was")]
+    Halted {
+        target: String,
+        /// E.g. "the upload to C:\\a.zip", "reading /srv/a".
+        what: String,
+        halt: Halt,
+    },
+
     #[error("the {shell} shell cannot be used on {target}: {message}")]
     ShellUnavailable {
         target: String,
@@ -433,14 +478,18 @@ pub trait Transport: Send {
     /// exactly `expected`: the size and SHA-256 the plan was made with, so that what lands is
     /// what was reviewed (the file is not hashed again while sending). `shell` selects how the
     /// target is asked for the hash. A missing parent directory of `dest` is an error naming
-    /// it; it is not created.
+    /// it; it is not created. `pace` is told the bytes sent, before the first block, after
+    /// each, and again before the verified file replaces `dest`: when it returns `Err` the
+    /// upload stops, its temporary file is removed (unless the
+    /// connection is gone), `dest` is left as it was, and the error is
+    /// [`TransportError::Halted`].
     fn upload(
         &mut self,
         src: &Path,
         expected: &FileDigest,
         dest: &str,
         shell: Shell,
-        progress: &mut dyn FnMut(u64),
+        pace: Pace<'_>,
     ) -> Result<(), TransportError>;
 
     /// Reads the file `path` on the target into `sink`: the target computes the file's size
@@ -448,10 +497,14 @@ pub trait Transport: Send {
     /// memory). Whether the bytes match the digest is checked by [`download`], the only
     /// caller. `shell` selects how the target is asked for the hash. A relative `path` is
     /// relative to where the target's commands start.
+    /// When `sink` fails with [`Halt::error`], the read stops and the error is
+    /// [`TransportError::Halted`]; so does the hashing on the target (minutes for a large
+    /// file) when `ctl`'s timeout passes or its cancel is set.
     fn read_file(
         &mut self,
         path: &str,
         shell: Shell,
+        ctl: &Control,
         sink: &mut dyn Write,
     ) -> Result<FileDigest, TransportError>;
 

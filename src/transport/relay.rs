@@ -126,7 +126,7 @@ impl Transport for RelayTransport {
         _expected: &FileDigest,
         dest: &str,
         _shell: Shell,
-        _progress: &mut dyn FnMut(u64),
+        _pace: super::Pace<'_>,
     ) -> Result<(), TransportError> {
         Err(TransportError::Upload {
             target: self.describe(),
@@ -141,6 +141,7 @@ impl Transport for RelayTransport {
         &mut self,
         path: &str,
         _shell: Shell,
+        _ctl: &Control,
         _sink: &mut dyn std::io::Write,
     ) -> Result<FileDigest, TransportError> {
         Err(TransportError::Download {

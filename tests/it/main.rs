@@ -37,6 +37,7 @@ mod state_setting;
 mod step_secrets;
 mod terminal;
 mod torture;
+mod transfer_limits;
 mod transport_local;
 mod transport_ssh;
 mod transport_winrm;

@@ -36,7 +36,7 @@ fn command_and_upload_work(ip: &str, only: &str) {
         &expected,
         &dest.display().to_string(),
         Shell::Sh,
-        &mut |_| {},
+        &mut |_| Ok(()),
     )
     .unwrap_or_else(|e| panic!("upload with `{only}`: {e}"));
     assert_eq!(

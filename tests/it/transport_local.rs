@@ -73,7 +73,8 @@ fn upload_copies_and_verifies() {
     fs::create_dir(dir.path().join("sub")).expect("mkdir");
     let mut last = 0;
     t.upload(&src, &digest(&src), "sub/copy.bin", Shell::Sh, &mut |n| {
-        last = n
+        last = n;
+        Ok(())
     })
     .expect("upload");
     let expected: String = Sha256::digest(&data)
@@ -88,7 +89,9 @@ fn upload_copies_and_verifies() {
     );
 
     let err = t
-        .upload(&src, &digest(&src), "nope/copy.bin", Shell::Sh, &mut |_| {})
+        .upload(&src, &digest(&src), "nope/copy.bin", Shell::Sh, &mut |_| {
+            Ok(())
+        })
         .expect_err("missing parent");
     assert!(
         matches!(err, TransportError::UploadParentMissing { .. }),
@@ -109,7 +112,7 @@ fn upload_refuses_a_source_that_changed_since_the_plan() {
     // The destination's earlier content must survive the failed upload.
     fs::write(dir.path().join("copy.bin"), b"the old, longer content").expect("old file");
     let err = t
-        .upload(&src, &planned, "copy.bin", Shell::Sh, &mut |_| {})
+        .upload(&src, &planned, "copy.bin", Shell::Sh, &mut |_| Ok(()))
         .expect_err("the source changed");
     match &err {
         TransportError::UploadSourceChanged(c) => {

@@ -7,8 +7,10 @@ use std::path::Path;
 use super::error::{is_connection_error, is_not_found};
 use super::upload::sftp_path;
 use super::SshTransport;
-use crate::transport::download::{read_failed, sink_failed, READ_BLOCK};
-use crate::transport::{shell, CommandExit, FileDigest, Shell, Transport, TransportError};
+use crate::transport::download::{hash_halted, read_failed, sink_failed, READ_BLOCK};
+use crate::transport::{
+    shell, CommandExit, Control, FileDigest, Halt, Shell, Transport, TransportError,
+};
 
 impl SshTransport {
     /// See [`Transport::read_file`].
@@ -16,6 +18,7 @@ impl SshTransport {
         &mut self,
         path: &str,
         shell: Shell,
+        ctl: &Control,
         sink: &mut dyn Write,
     ) -> Result<FileDigest, TransportError> {
         if path.is_empty() || path.contains('\0') {
@@ -27,7 +30,13 @@ impl SshTransport {
         }
         self.connect()?;
         let bytes = self.remote_size(path, shell)?;
-        let (exit, stdout, stderr) = self.capture(&shell::sha256_script(shell, path), shell)?;
+        // Hashing a large file takes minutes: it keeps the transfer's limits.
+        let script = shell::sha256_script(shell, path);
+        let (exit, stdout, stderr) =
+            crate::transport::capture(|out| self.exec(&script, shell, ctl, out))?;
+        if let Some(halt) = Halt::of_exit(exit) {
+            return Err(hash_halted(self.describe(), path, halt));
+        }
         let sha256 = match (exit, shell::parse_sha256(&stdout)) {
             (CommandExit::Code(0), Some(h)) => h,
             _ => {
@@ -81,7 +90,7 @@ impl SshTransport {
                 Ok(n) => {
                     read += n as u64;
                     sink.write_all(&buf[..n])
-                        .map_err(|e| sink_failed(path, e))?;
+                        .map_err(|e| sink_failed(self.describe(), path, e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {

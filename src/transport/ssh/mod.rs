@@ -31,7 +31,7 @@ use self::script::sh_script_path;
 use self::session::{Conn, Opened};
 use crate::transport::shell;
 use crate::transport::{
-    CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop, Secret, Shell, Stream,
+    CommandExit, Control, FileDigest, Identity, Orphan, OrphanStop, Pace, Secret, Shell, Stream,
     Transport, TransportError, ORPHAN_REASON,
 };
 
@@ -236,18 +236,19 @@ impl Transport for SshTransport {
         expected: &FileDigest,
         dest: &str,
         shell: Shell,
-        progress: &mut dyn FnMut(u64),
+        pace: Pace<'_>,
     ) -> Result<(), TransportError> {
-        self.upload_inner(src, expected, dest, shell, progress)
+        self.upload_inner(src, expected, dest, shell, pace)
     }
 
     fn read_file(
         &mut self,
         path: &str,
         shell: Shell,
+        ctl: &Control,
         sink: &mut dyn std::io::Write,
     ) -> Result<FileDigest, TransportError> {
-        self.read_file_inner(path, shell, sink)
+        self.read_file_inner(path, shell, ctl, sink)
     }
 
     fn take_orphan(&mut self) -> Option<Orphan> {

@@ -13,7 +13,8 @@ use super::SshTransport;
 use crate::transport::shell;
 use crate::transport::upload_buffer::UploadBuffer;
 use crate::transport::{
-    random_token, upload_mismatch, CommandExit, FileDigest, Shell, Transport, TransportError,
+    random_token, upload_mismatch, CommandExit, FileDigest, Halt, Pace, Shell, Transport,
+    TransportError,
 };
 
 /// Uploads from this size on are hashed on the target while they are written (see
@@ -36,14 +37,15 @@ impl SshTransport {
 
     /// Sends `src` to a temporary file beside `dest` (same folder, unique name), verifies it
     /// there, and only then renames it into place; a failed upload removes the temporary
-    /// file (unless the connection is gone) and leaves `dest` as it was.
+    /// file (unless the connection is gone) and leaves `dest` as it was; so does one `pace`
+    /// stops.
     pub(super) fn upload_inner(
         &mut self,
         src: &Path,
         expected: &FileDigest,
         dest: &str,
         shell: Shell,
-        progress: &mut dyn FnMut(u64),
+        pace: Pace<'_>,
     ) -> Result<(), TransportError> {
         if dest.is_empty() || dest.contains('\0') {
             return Err(TransportError::Upload {
@@ -54,8 +56,10 @@ impl SshTransport {
         }
         let temp = temp_beside(dest, shell, &random_token());
         let mut created = false;
-        let sent = self.send_verified(src, expected, dest, &temp, shell, &mut created, progress);
-        let placed = sent.and_then(|()| self.move_into_place(&temp, dest, shell));
+        let sent = self.send_verified(src, expected, dest, &temp, shell, &mut created, pace);
+        let placed = sent
+            .and_then(|()| self.halt_if(pace(expected.bytes), dest))
+            .and_then(|()| self.move_into_place(&temp, dest, shell));
         if placed.is_err() && created && self.conn.as_ref().is_some_and(Conn::alive) {
             let path = sftp_path(&temp, shell);
             if let Ok(sftp) = self.sftp() {
@@ -67,28 +71,24 @@ impl SshTransport {
         placed
     }
 
-    /// Renames the verified `temp` to `dest` on the target, replacing it (POSIX `rename`;
-    /// `Move-Item -Force` or `move /y` on Windows). A folder at `dest` is refused with sh and
-    /// PowerShell: `mv` and `Move-Item` would put the file inside it, under its temporary name.
+    /// The upload's error for a pace that stopped it.
+    fn halt_if(&self, paced: Result<(), Halt>, dest: &str) -> Result<(), TransportError> {
+        paced.map_err(|halt| TransportError::Halted {
+            target: self.describe(),
+            what: format!("the upload to {dest}"),
+            halt,
+        })
+    }
+
+    /// Renames the verified `temp` to `dest` on the target, replacing it (see
+    /// [`rename_script`]).
     pub(super) fn move_into_place(
         &mut self,
         temp: &str,
         dest: &str,
         shell: Shell,
     ) -> Result<(), TransportError> {
-        let script = match shell {
-            Shell::Sh => format!(
-                "if [ -d {d} ]; then echo 'a folder is in the way' >&2; exit 1; fi; mv -f -- {} {d}",
-                shell::sh_quote(temp),
-                d = shell::sh_quote(dest)
-            ),
-            Shell::PowerShell => format!(
-                "$ErrorActionPreference = 'Stop'\nif (Test-Path -LiteralPath {d} -PathType Container) {{ [Console]::Error.WriteLine('a folder is in the way'); exit 1 }}\nMove-Item -LiteralPath {} -Destination {d} -Force",
-                shell::ps_quote(temp),
-                d = shell::ps_quote(dest)
-            ),
-            Shell::Cmd => format!("move /y \"{temp}\" \"{dest}\" >nul"),
-        };
+        let script = rename_script(temp, dest, shell);
         let (exit, _, stderr) = self.capture(&script, shell)?;
         if exit != CommandExit::Code(0) {
             return Err(TransportError::Upload {
@@ -103,7 +103,8 @@ impl SshTransport {
         Ok(())
     }
 
-    /// Writes `src` to `temp` (a new file) and verifies it there; errors name `dest`.
+    /// Writes `src` to `temp` (a new file) and verifies it there; errors name `dest`. Stops
+    /// when `pace` says so, before the first block or after any.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn send_verified(
         &mut self,
@@ -113,7 +114,7 @@ impl SshTransport {
         temp: &str,
         shell: Shell,
         created: &mut bool,
-        progress: &mut dyn FnMut(u64),
+        pace: Pace<'_>,
     ) -> Result<(), TransportError> {
         let target = self.describe();
         let upload_err = |message: String| TransportError::Upload {
@@ -165,6 +166,7 @@ impl SshTransport {
             }
             Err(e) => return Err(upload_err(format!("cannot create it: {}", e.message()))),
         };
+        self.halt_if(pace(0), dest)?;
         // `buf[start..end]` is everything sent but not yet acknowledged plus what is queued
         // next. libssh2 wants exactly that passed to every write: it skips the part already in
         // flight, sends the new tail and returns how much got acknowledged. Never letting the
@@ -186,8 +188,12 @@ impl SshTransport {
         let mut sent = 0u64;
         let mut queued = 0u64;
         let mut eof = false;
+        // Once `pace` stops the upload nothing more is queued, but what libssh2 has in flight
+        // is still sent: it may have sent part of an SFTP request, and abandoning it would
+        // leave the server reading the next requests (the close, the removal) as its rest.
+        let mut halted = None;
         loop {
-            while !eof && end - start < share.window {
+            while halted.is_none() && !eof && end - start < share.window {
                 if end + share.block > buf.len() {
                     buf.copy_within(start..end, 0);
                     end -= start;
@@ -228,7 +234,9 @@ impl SshTransport {
                 Ok(n) if n > 0 => {
                     start += n;
                     sent += n as u64;
-                    progress(sent);
+                    if halted.is_none() {
+                        halted = pace(sent).err();
+                    }
                     if sent >= noted + shell::FOLLOW_STEP {
                         noted = sent;
                         let note = format!("{sent}\n");
@@ -265,10 +273,14 @@ impl SshTransport {
                 }
             }
         }
-        if let Err(e) = remote.close() {
+        let closed = remote.close();
+        drop(remote);
+        if let Some(halt) = halted {
+            return self.halt_if(Err(halt), dest);
+        }
+        if let Err(e) = closed {
             return Err(self.ssh_err("finishing the upload", e));
         }
-        drop(remote);
 
         // Verify on the target: size from the server's file system, hash computed there.
         let actual_bytes = match sftp.stat(Path::new(&remote_path)) {
@@ -303,6 +315,30 @@ impl SshTransport {
             return Err(upload_mismatch(target, src, dest, expected, actual));
         }
         Ok(())
+    }
+}
+
+/// The command that renames the verified `temp` to `dest`, replacing a file there (POSIX
+/// `rename`; `Move-Item -Force` or `move /y` on Windows). A folder at `dest` is refused in
+/// every shell, as `mv`, `Move-Item` and `move` would put the file inside it, under its
+/// temporary name.
+pub(super) fn rename_script(temp: &str, dest: &str, shell: Shell) -> String {
+    match shell {
+        Shell::Sh => format!(
+            "if [ -d {d} ]; then echo 'a folder is in the way' >&2; exit 1; fi; mv -f -- {} {d}",
+            shell::sh_quote(temp),
+            d = shell::sh_quote(dest)
+        ),
+        Shell::PowerShell => format!(
+            "$ErrorActionPreference = 'Stop'\nif (Test-Path -LiteralPath {d} -PathType Container) {{ [Console]::Error.WriteLine('a folder is in the way'); exit 1 }}\nMove-Item -LiteralPath {} -Destination {d} -Force",
+            shell::ps_quote(temp),
+            d = shell::ps_quote(dest)
+        ),
+        // `DEST\*` exists for any folder (an empty one holds `.` and `..`), never for a file.
+        // The rename is the `else` branch: nothing after the parenthesised block runs alone.
+        Shell::Cmd => format!(
+            "if exist \"{dest}\\*\" (echo a folder is in the way 1>&2& exit 1) else move /y \"{temp}\" \"{dest}\" >nul"
+        ),
     }
 }
 
@@ -407,6 +443,22 @@ mod tests {
             temp_beside("C:\\Temp\\a.msi", Shell::Cmd, "t"),
             "C:\\Temp\\.a.msi.runner-t"
         );
+    }
+
+    #[test]
+    fn every_shell_refuses_a_folder_in_the_way_before_renaming() {
+        let cmd = rename_script("C:\\in\\.a.zip.runner-t", "C:\\in\\a.zip", Shell::Cmd);
+        assert_eq!(
+            cmd,
+            "if exist \"C:\\in\\a.zip\\*\" (echo a folder is in the way 1>&2& exit 1) else move /y \"C:\\in\\.a.zip.runner-t\" \"C:\\in\\a.zip\" >nul"
+        );
+        let sh = rename_script("/in/.a.runner-t", "/in/a", Shell::Sh);
+        assert!(sh.starts_with("if [ -d '/in/a' ]; then"), "{sh}");
+        let ps = rename_script("C:\\in\\.a.runner-t", "C:\\in\\a", Shell::PowerShell);
+        assert!(ps.contains("-PathType Container"), "{ps}");
+        for s in [cmd, sh, ps] {
+            assert!(s.contains("a folder is in the way"), "{s}");
+        }
     }
 
     #[test]

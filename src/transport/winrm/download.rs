@@ -11,7 +11,7 @@ use super::WinrmTransport;
 use crate::transport::download::{read_failed, sink_failed};
 use crate::transport::shell::{self, ps_quote};
 use crate::transport::{
-    CommandExit, Control, FileDigest, Shell, Stream, Transport, TransportError,
+    CommandExit, Control, FileDigest, Halt, Shell, Stream, Transport, TransportError,
 };
 
 /// The first line of the answer: `runner-read LENGTH SHA256HEX`.
@@ -30,6 +30,7 @@ impl WinrmTransport {
     pub(super) fn read_file_inner(
         &mut self,
         path: &str,
+        limits: &Control,
         sink: &mut dyn Write,
     ) -> Result<FileDigest, TransportError> {
         if path.is_empty() || path.contains(['\0', '\r', '\n']) {
@@ -40,14 +41,16 @@ impl WinrmTransport {
             ));
         }
         let line = shell::command_line(Shell::PowerShell, &read_script(path));
-        let ctl = Control::new(None);
+        // The transfer's timeout; a cancel flag of its own, set when the sink refuses bytes
+        // and when the transfer's is (seen as output arrives).
+        let ctl = Control::new(limits.timeout);
         let cancel = ctl.cancel.clone();
         let mut answer = Answer::new(sink, path);
         let mut stderr = Vec::new();
         let exit = self.run_line_announced(&line, None, &ctl, None, &mut |stream, bytes| {
             match stream {
                 Stream::Stdout => {
-                    if !answer.feed(bytes) {
+                    if !answer.feed(bytes) || limits.is_cancelled() {
                         cancel.store(true, Ordering::SeqCst); // stop sending the rest
                     }
                 }
@@ -59,8 +62,14 @@ impl WinrmTransport {
         let describe = self.describe();
         match (answer.problem, exit) {
             (Some(p), _) => Err(match p {
-                Problem::Sink(e) => sink_failed(path, e),
+                Problem::Sink(e) => sink_failed(describe.clone(), path, e),
                 Problem::Garbled(m) => read_failed(describe, path, m),
+            }),
+            // Stopped by the transfer's limits (see `ctl` above), not by a sink problem.
+            (None, CommandExit::TimedOut | CommandExit::Cancelled) => Err(TransportError::Halted {
+                target: describe,
+                what: format!("reading {path}"),
+                halt: Halt::of_exit(exit).unwrap_or(Halt::Cancelled),
             }),
             (None, CommandExit::Code(NO_FILE)) => {
                 Err(read_failed(describe, path, "there is no such file"))

@@ -300,9 +300,10 @@ impl Transport for WinrmTransport {
         &mut self,
         path: &str,
         _shell: Shell,
+        ctl: &Control,
         sink: &mut dyn std::io::Write,
     ) -> Result<FileDigest, TransportError> {
-        self.read_file_inner(path, sink)
+        self.read_file_inner(path, ctl, sink)
     }
 
     fn upload(
@@ -311,13 +312,13 @@ impl Transport for WinrmTransport {
         expected: &FileDigest,
         dest: &str,
         _shell: Shell,
-        progress: &mut dyn FnMut(u64),
+        pace: crate::transport::Pace<'_>,
     ) -> Result<(), TransportError> {
         let mut input = fs::File::open(src).map_err(|source| TransportError::Io {
             context: format!("cannot read {}", src.display()),
             source,
         })?;
-        self.write_file(&mut input, src, Some(expected), dest, progress)
+        self.write_file(&mut input, src, Some(expected), dest, pace)
     }
 
     fn run_script(

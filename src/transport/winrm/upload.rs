@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use super::{soap, WinrmTransport};
 use crate::transport::shell::{self, ps_quote};
 use crate::transport::{
-    hex, random_token, upload_mismatch, Announce, CommandExit, Control, FileDigest, Shell, Stream,
-    Transport, TransportError,
+    hex, random_token, upload_mismatch, Announce, CommandExit, Control, FileDigest, Pace, Shell,
+    Stream, Transport, TransportError,
 };
 
 /// Raw bytes per stdin line of an upload: one Send each, well under the envelope limit.
@@ -41,16 +41,41 @@ impl WinrmTransport {
         Ok(dir)
     }
 
-    /// Write `input` to `dest` on the target through PowerShell's stdin and verify it.
-    /// Sends `input` to `dest` and verifies it there: against `expected` (an upload's reviewed
-    /// content) or else against what was sent (a temporary script, hashed while sending).
+    /// Sends `input` to `dest` through PowerShell's stdin and verifies it there: against
+    /// `expected` (an upload's reviewed content) or else against what was sent (a temporary
+    /// script, hashed while sending). When `pace` stops it, the shell is deleted (which ends
+    /// the PowerShell writing the file) and the temporary file is removed.
     pub(super) fn write_file(
         &mut self,
         input: &mut dyn Read,
         what: &Path,
         expected: Option<&FileDigest>,
         dest: &str,
-        progress: &mut dyn FnMut(u64),
+        pace: Pace<'_>,
+    ) -> Result<(), TransportError> {
+        let temp = match expected {
+            Some(_) => temp_beside(dest),
+            None => dest.to_string(),
+        };
+        let written = self.write_file_to(input, what, expected, dest, &temp, pace);
+        if matches!(written, Err(TransportError::Halted { .. })) {
+            let removed = self.capture(&format!("del /f /q \"{temp}\""), None);
+            if !matches!(removed, Ok((CommandExit::Code(0), _, _))) {
+                tracing::warn!(target = %self.describe(), file = %temp, "could not remove the temporary file of a stopped upload; remove it by hand");
+            }
+        }
+        written
+    }
+
+    /// [`Self::write_file`] through the file `temp`.
+    fn write_file_to(
+        &mut self,
+        input: &mut dyn Read,
+        what: &Path,
+        expected: Option<&FileDigest>,
+        dest: &str,
+        temp: &str,
+        pace: Pace<'_>,
     ) -> Result<(), TransportError> {
         let target = self.describe();
         let upload_err = |message: String| TransportError::Upload {
@@ -63,14 +88,20 @@ impl WinrmTransport {
                 "the destination path is empty or contains a NUL or line break".into(),
             ));
         }
-        let line = shell::command_line(Shell::PowerShell, &upload_script(dest, expected));
+        let line = shell::command_line(Shell::PowerShell, &upload_script(dest, temp, expected));
         let mut hasher = Sha256::new();
         let mut sent = 0u64;
         let mut read_error: Option<io::Error> = None;
         let mut buf = vec![0u8; UPLOAD_LINE];
         let started = Instant::now();
+        let describe = self.describe();
         let (exit, stdout, stderr) = {
             let mut feed = || -> Result<Option<Vec<u8>>, TransportError> {
+                pace(sent).map_err(|halt| TransportError::Halted {
+                    target: describe.clone(),
+                    what: format!("the upload to {dest}"),
+                    halt,
+                })?;
                 let n = match read_full(input, &mut buf) {
                     Ok(n) => n,
                     Err(e) => {
@@ -88,7 +119,6 @@ impl WinrmTransport {
                     hasher.update(&buf[..n]);
                 }
                 sent += n as u64;
-                progress(sent);
                 let mut line =
                     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &buf[..n])
                         .into_bytes();
@@ -178,7 +208,7 @@ impl WinrmTransport {
             Path::new("the script"),
             None,
             &path,
-            &mut |_| {},
+            &mut |_| Ok(()),
         )?;
         let line = match shell {
             Shell::Cmd => format!("\"{path}\""),
@@ -201,24 +231,24 @@ impl WinrmTransport {
     }
 }
 
+/// A new name beside `dest` (same folder): `.NAME.runner-TOKEN`.
+fn temp_beside(dest: &str) -> String {
+    let (dir, name) = match dest.rfind(['\\', '/']) {
+        Some(i) => dest.split_at(i + 1),
+        None => ("", dest),
+    };
+    format!("{dir}.{name}.runner-{}", random_token())
+}
+
 /// The PowerShell (2.0 compatible) that writes its stdin's base64 lines to a file and prints
 /// `runner-upload LENGTH SHA256HEX` of what it wrote. With `expected` (an upload's reviewed
-/// size and SHA-256) the file is a new one beside `dest` (same folder, unique name), moved
+/// size and SHA-256) the file is `temp`, a new one beside `dest` (see [`temp_beside`]), moved
 /// into place (`Move-Item -Force`) only when it matches, and removed otherwise, so a failed
-/// upload leaves `dest` as it was; without (a fresh temporary script) it is `dest` itself.
-fn upload_script(dest: &str, expected: Option<&FileDigest>) -> String {
-    let (temp, check) = match expected {
-        Some(e) => {
-            let (dir, name) = match dest.rfind(['\\', '/']) {
-                Some(i) => dest.split_at(i + 1),
-                None => ("", dest),
-            };
-            (
-                format!("{dir}.{name}.runner-{}", random_token()),
-                format!("{} {}", e.bytes, e.sha256.to_ascii_uppercase()),
-            )
-        }
-        None => (dest.to_string(), String::new()),
+/// upload leaves `dest` as it was; without (a fresh temporary script) `temp` is `dest` itself.
+fn upload_script(dest: &str, temp: &str, expected: Option<&FileDigest>) -> String {
+    let check = match expected {
+        Some(e) => format!("{} {}", e.bytes, e.sha256.to_ascii_uppercase()),
+        None => String::new(),
     };
     format!(
         "$ErrorActionPreference = 'Stop'\n\
@@ -238,7 +268,7 @@ fn upload_script(dest: &str, expected: Option<&FileDigest>) -> String {
          }} catch {{ if ($t -ne $p) {{ Remove-Item -LiteralPath $t -Force -ErrorAction SilentlyContinue }}; throw }}\n\
          [Console]::Out.Write('{UPLOAD_REPORT}' + $r)\n",
         ps_quote(dest),
-        ps_quote(&temp),
+        ps_quote(temp),
         ps_quote(&check),
     )
 }
@@ -262,7 +292,7 @@ mod tests {
 
     #[test]
     fn upload_script_quotes_the_path() {
-        let s = upload_script("C:\\it's here\\a.zip", None);
+        let s = upload_script("C:\\it's here\\a.zip", "C:\\it's here\\a.zip", None);
         assert!(s.contains("$p = 'C:\\it''s here\\a.zip'"), "{s}");
         assert!(s.contains("$t = 'C:\\it''s here\\a.zip'"), "{s}");
         assert!(s.contains("SHA256]::Create()"), "{s}");
@@ -271,7 +301,7 @@ mod tests {
             bytes: 3,
             sha256: "ab".repeat(32),
         };
-        let s = upload_script("C:\\d\\a.zip", Some(&e));
+        let s = upload_script("C:\\d\\a.zip", &temp_beside("C:\\d\\a.zip"), Some(&e));
         assert!(s.contains("$t = 'C:\\d\\.a.zip.runner-"), "{s}");
         assert!(s.contains(&format!("$e = '3 {}'", "AB".repeat(32))), "{s}");
         assert!(

@@ -207,6 +207,12 @@ impl Sshd {
 
     fn write_config(&self) {
         let d = self.dir.path().display();
+        // Extra lines may bring their own SFTP server (sshd refuses a subsystem named twice).
+        let sftp = if self.extra_config.contains("Subsystem sftp") {
+            ""
+        } else {
+            "Subsystem sftp internal-sftp\n"
+        };
         let base = format!(
             "ListenAddress {ip}:{port}\n\
              HostKey {d}/ssh_host_ed25519_key\n\
@@ -222,7 +228,7 @@ impl Sshd {
              PrintMotd no\n\
              MaxStartups 100:30:200\n\
              MaxSessions 100\n\
-             Subsystem sftp internal-sftp\n\
+             {sftp}\
              LogLevel INFO\n",
             ip = self.ip,
             port = self.port,

@@ -64,7 +64,7 @@ fn ntlm_over_http_seals_every_message() {
         &digest(&src),
         "C:\\Temp\\f.bin",
         Shell::Cmd,
-        &mut |_| {},
+        &mut |_| Ok(()),
     )
     .unwrap();
     assert_eq!(srv.file("C:\\Temp\\f.bin").unwrap(), data);

@@ -17,7 +17,10 @@ fn upload_is_written_in_chunks_and_verified() {
         &digest(&src),
         "C:\\Temp\\payload.bin",
         Shell::Cmd,
-        &mut |n| progress.push(n),
+        &mut |n| {
+            progress.push(n);
+            Ok(())
+        },
     )
     .unwrap();
     assert_eq!(srv.file("C:\\Temp\\payload.bin").unwrap(), data);
@@ -55,7 +58,7 @@ fn empty_upload_works() {
         &digest(&src),
         "C:\\Temp\\empty",
         Shell::Cmd,
-        &mut |_| {},
+        &mut |_| Ok(()),
     )
     .unwrap();
     assert_eq!(srv.file("C:\\Temp\\empty").unwrap(), b"");
@@ -74,7 +77,7 @@ fn upload_to_a_missing_directory_names_it() {
             &digest(&src),
             "D:\\nope\\a.txt",
             Shell::Cmd,
-            &mut |_| {},
+            &mut |_| Ok(()),
         )
         .unwrap_err();
     match e {
@@ -96,11 +99,15 @@ fn a_corrupted_upload_is_detected() {
     srv.set_corrupt_uploads(false);
     let old = dir.path().join("old");
     std::fs::write(&old, b"the old, longer content").unwrap();
-    t.upload(&old, &digest(&old), "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
-        .expect("the first upload");
+    t.upload(&old, &digest(&old), "C:\\Temp\\a", Shell::Cmd, &mut |_| {
+        Ok(())
+    })
+    .expect("the first upload");
     srv.set_corrupt_uploads(true);
     let e = t
-        .upload(&src, &digest(&src), "C:\\Temp\\a", Shell::Cmd, &mut |_| {})
+        .upload(&src, &digest(&src), "C:\\Temp\\a", Shell::Cmd, &mut |_| {
+            Ok(())
+        })
         .unwrap_err();
     assert!(matches!(e, TransportError::UploadVerify { .. }), "{e:?}");
     assert_eq!(
