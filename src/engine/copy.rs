@@ -106,13 +106,13 @@ fn fetch(
         dest.display()
     ));
     let parent = dest.parent().unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        return Err(Failure::Failed(format!(
-            "cannot fetch to {}: the folder {} does not exist on this machine; create it first (for example with an earlier step on a local target)",
+    make_folders(parent).map_err(|e| {
+        Failure::Failed(format!(
+            "cannot fetch to {}: the folder {} cannot be made on this machine: {e}",
             dest.display(),
             parent.display()
-        )));
-    }
+        ))
+    })?;
     let before = FileDigest::of_file(dest).ok();
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
     let temp = parent.join(format!(
@@ -139,6 +139,18 @@ fn fetch(
         digest.bytes,
         digest.sha256
     ))
+}
+
+/// Makes `folder` and the folders above it that are missing, private (0700: what is fetched is
+/// often the customer's data). Folders that exist are left as they are.
+fn make_folders(folder: &Path) -> std::io::Result<()> {
+    if folder.as_os_str().is_empty() || folder.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(folder)
 }
 
 /// Writes `temp`, checks it against the target's digest, and renames it over `dest` (with

@@ -341,6 +341,33 @@ fn fetch_from_local_targets_writes_one_verified_file_per_target() {
     assert_eq!(leftovers(&dir.path().join("got")), Vec::<String>::new());
 }
 
+/// A fetch makes the folders its file goes into, private (0700: what is fetched is often the
+/// customer's data), as `ansible`'s fetch and `scp -r` users expect; an existing folder keeps
+/// its mode.
+#[test]
+fn a_fetch_makes_the_folders_of_its_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("inventory.txt");
+    fs::write(&src, b"inventory\n").expect("write the source");
+    let steps = format!(
+        "  - id: get\n    on: [l1]\n    fetch: {{ path: {}, dest: 'evidence/acme/{{{{ target }}}}.txt' }}\n",
+        q(src.display().to_string())
+    );
+    let pb = write_playbook(dir.path(), &[local_target("l1")], &steps);
+    let r = run("apply", &pb);
+    assert_eq!(r.code, 0, "{}", show(&r));
+    let got = fs::read(dir.path().join("evidence/acme/l1.txt")).expect("the fetched file");
+    assert_eq!(got, b"inventory\n");
+    for made in ["evidence", "evidence/acme"] {
+        let mode = fs::metadata(dir.path().join(made))
+            .expect("made")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{made}");
+    }
+}
+
 /// `{{ target }}` alone is the target's name (its details are `target.host`, `target.user`…),
 /// in a fetch's file name as in a command.
 #[test]

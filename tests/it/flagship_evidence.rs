@@ -1,10 +1,10 @@
 //! The flagship's evidence: the inventories and exports its steps write to C:\mig on new-sbs
 //! are fetched to the runner's machine, into a folder per customer beside the customer files,
-//! each after the step that writes it, without adding a review warning. The folder the local
-//! step makes (its commands run in the customer file's folder) is the one the fetches write
-//! to (their `dest` is relative to the procedure, which names it).
+//! each after the step that writes it, without adding a review warning. A fetch makes its
+//! folders itself, so the procedure runs nothing on the consultant's machine (their `dest` is
+//! relative to the procedure, which names it).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::common_cli::runner;
 
@@ -90,31 +90,6 @@ fn plan(file: &str, start: &str) -> serde_json::Value {
     serde_json::from_str(&r.stdout).expect("the plan is JSON")
 }
 
-/// `a/b/../c` is `a/c`, without asking the file system.
-fn lexical(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// The folders a `mkdir -p 'A' 'B'` command names.
-fn quoted_words(command: &str) -> Vec<String> {
-    command
-        .split('\'')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
-}
-
 #[track_caller]
 fn assert_evidence(v: &serde_json::Value, netbios: &str) {
     let steps = v["steps"].as_array().expect("steps");
@@ -124,21 +99,16 @@ fn assert_evidence(v: &serde_json::Value, netbios: &str) {
             .position(|s| s["id"] == id)
             .unwrap_or_else(|| panic!("the flagship has no step {id}"))
     };
-    let folder = &steps[pos("evidence-folder")];
-    assert_eq!(folder["targets"], serde_json::json!(["laptop"]));
-    assert_eq!(v["targets"]["laptop"], "local", "{}", v["targets"]);
-    let mkdir = folder["rendered"][0]["action"]["run"]["command"]
-        .as_str()
-        .expect("evidence-folder runs a command");
-    // Local commands run in the customer file's folder.
-    let made: Vec<PathBuf> = quoted_words(mkdir)
-        .iter()
-        .map(|d| lexical(&Path::new("playbooks/customers").join(d)))
-        .collect();
+    // Nothing runs on the consultant's machine: no local target, no step that makes folders.
+    let targets = v["targets"].as_object().expect("targets");
+    assert!(targets.values().all(|t| t != "local"), "{}", v["targets"]);
+    assert!(
+        !steps.iter().any(|s| s["id"] == "evidence-folder"),
+        "a fetch makes its folders"
+    );
     let root = PathBuf::from(format!("playbooks/customers/evidence/{netbios}"));
     for (writer, fetch, file, script) in FETCHED {
         assert!(pos(writer) < pos(fetch), "{fetch} must follow {writer}");
-        assert!(pos("evidence-folder") < pos(fetch), "{fetch}");
         let s = &steps[pos(fetch)];
         assert_eq!(s["kind"], "fetch", "{fetch}");
         assert_eq!(s["business_hours"], "allow", "{fetch} only reads");
@@ -146,12 +116,6 @@ fn assert_evidence(v: &serde_json::Value, netbios: &str) {
         assert_eq!(r["path"], format!(r"C:\mig\{file}"), "{fetch}");
         let dest = root.join(file.replace('\\', "/"));
         assert_eq!(r["dest"], dest.display().to_string(), "{fetch}");
-        let parent = dest.parent().expect("a folder").to_path_buf();
-        assert!(
-            made.contains(&parent),
-            "evidence-folder makes {made:?}, not {}",
-            parent.display()
-        );
         let name = file.rsplit('\\').next().unwrap_or(file);
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -165,7 +129,7 @@ fn assert_evidence(v: &serde_json::Value, netbios: &str) {
     assert!(
         !warnings.iter().any(|w| {
             let step = w["step"].as_str().unwrap_or("");
-            step == "evidence-folder" || step.starts_with("fetch-")
+            step.starts_with("fetch-")
         }),
         "{warnings:#?}"
     );
