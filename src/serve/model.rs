@@ -24,7 +24,7 @@ pub struct PageCutover {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Schedule {
-    pub steps: Vec<ScheduledStep>,
+    pub steps: Vec<PageStep>,
     pub nights: Vec<ScheduledNight>,
     /// Expected end of everything left.
     pub finish: String,
@@ -32,8 +32,10 @@ pub struct Schedule {
     pub problem: Option<String>,
 }
 
+/// A step of what is left, as the page shows it (times as text in the playbook's zone);
+/// `status` has its own [`crate::status::ScheduledStep`] with instants.
 #[derive(Debug, Clone, Serialize)]
-pub struct ScheduledStep {
+pub struct PageStep {
     pub id: String,
     pub name: String,
     pub start: String,
@@ -173,7 +175,7 @@ pub(super) fn schedule_left(pb: &Playbook, view: &StatusView) -> Option<Schedule
         steps: plan
             .steps
             .iter()
-            .map(|s| ScheduledStep {
+            .map(|s| PageStep {
                 id: s.id.clone(),
                 name: s.name.clone(),
                 start: s.start_text.clone(),
