@@ -80,7 +80,7 @@ text_enum!(
 
 /// What an attempt did. Stored as free text so new kinds need no migration.
 ///
-/// For the pair state only three roles matter (see [`derive_pair_state`]): `Check` is
+/// For the pair state only three roles matter (see [`super::state::derive_pair_state`]): `Check` is
 /// informational, `Rollback` undoes, and every other kind (run, reboot, upload, and kinds this
 /// build does not know) moves the step forward.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -219,12 +219,12 @@ pub struct Attempt {
     pub def_hash: String,
     /// Position in the journal-wide sequence when the attempt ended; orders completions.
     pub finish_seq: Option<i64>,
-    /// Where it ran (see [`Journal::bind_targets`]); `None` if recorded before identities were.
+    /// Where it ran (see [`super::Journal::bind_targets`]); `None` if recorded before identities were.
     pub target_identity: Option<String>,
 }
 
 /// An operator decision about one step × target pair. A mark for a whole step is recorded as
-/// one mark per target (see [`Journal::mark_all`]).
+/// one mark per target (see [`super::Journal::mark_all`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMark {
     /// The `runner mark` run this decision belongs to, if the CLI opened one.

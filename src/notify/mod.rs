@@ -2,7 +2,7 @@
 //!
 //! The engine knows nothing of them. A [`Notifier`] is a [`Reporter`] placed beside the
 //! terminal's: it derives notifications from the engine's events, renders each once
-//! ([`cloudevent`]) and hands it to a background [`worker`] through a bounded queue, so a slow
+//! ([`cloudevent`]) and hands it to a background `worker` through a bounded queue, so a slow
 //! or dead receiver never stops or slows the run. Every delivery try is journaled.
 //!
 //! Which engine events become which notifications:

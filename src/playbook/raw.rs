@@ -277,7 +277,7 @@ pub struct RawStep {
     /// runner crash (default: on for steps estimated at 15 minutes or more, on sh targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detach: Option<bool>,
-    /// Exit codes that mean success (default [0]).
+    /// Exit codes that mean success (default `[0]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok_codes: Option<Vec<i64>>,
     /// Command run after success; must exit 0 for the step to count as done.
@@ -417,7 +417,7 @@ pub struct RawSink {
     /// An http(s) URL that receives a POST of a CloudEvents 1.0 JSON event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
-    /// An ntfy topic URL (e.g. https://ntfy.sh/acme-cutover): a POST of a readable message
+    /// An ntfy topic URL (e.g. `https://ntfy.sh/acme-cutover`): a POST of a readable message
     /// with Title, Priority and Tags headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ntfy: Option<String>,

@@ -194,7 +194,7 @@ pub trait Transport: Send {
 
     /// Reads the file `path` on the target into `sink`: the target computes the file's size
     /// and SHA-256 (returned), then its bytes follow, streamed (never the whole file in
-    /// memory). Whether the bytes match the digest is checked by [`download`], the only
+    /// memory). Whether the bytes match the digest is checked by [`download()`], the only
     /// caller. `shell` selects how the target is asked for the hash. A relative `path` is
     /// relative to where the target's commands start.
     /// When `sink` fails with [`Halt::error`], the read stops and the error is

@@ -92,7 +92,7 @@ pub struct Identity<'a> {
     pub announce: Announce<'a>,
 }
 
-/// What [`Transport::stop_orphan`] found on the target.
+/// What [`super::Transport::stop_orphan`] found on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrphanStop {
     /// It was still running; it and everything it started are stopped now.
@@ -105,5 +105,5 @@ pub enum OrphanStop {
     ShellDeleted,
 }
 
-/// The `reason` of a [`TransportError::KillFailed`] about an [`Orphan`].
+/// The `reason` of a [`super::TransportError::KillFailed`] about an [`Orphan`].
 pub const ORPHAN_REASON: &str = "was lost";
