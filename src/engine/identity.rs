@@ -269,30 +269,7 @@ fn gone_pairs<'a>(
         if in_playbook.contains(&(s.as_str(), t.as_str())) {
             continue;
         }
-        let in_doubt = || {
-            last.get(&(s.as_str(), t.as_str())).map(|a| {
-                (
-                    a.def_hash.as_str(),
-                    a.target_identity.as_deref(),
-                    a.started_at,
-                    true,
-                )
-            })
-        };
-        let found = match st {
-            PairState::Succeeded {
-                def_hash,
-                target_identity,
-                at,
-                ..
-            } => Some((def_hash.as_str(), target_identity.as_deref(), *at, false)),
-            PairState::Running { kind, .. } if *kind != AttemptKind::Rollback => in_doubt(),
-            PairState::Failed {
-                state: AttemptState::Interrupted,
-                ..
-            } => in_doubt(),
-            _ => None,
-        };
+        let found = fingerprint(st, last.get(&(s.as_str(), t.as_str())).copied());
         if let Some((def_hash, identity, at, in_doubt)) = found {
             gone.entry(def_hash).or_default().push(Gone {
                 step: s,
@@ -304,6 +281,39 @@ fn gone_pairs<'a>(
         }
     }
     gone
+}
+
+/// What identifies a pair gone from the playbook: its definition, its target's address, when
+/// it ran and whether it was left in doubt (then its `last` attempt says); None unless done
+/// or in doubt.
+fn fingerprint<'a>(
+    st: &'a PairState,
+    last: Option<&'a Attempt>,
+) -> Option<(&'a str, Option<&'a str>, jiff::Timestamp, bool)> {
+    let in_doubt = || {
+        last.map(|a| {
+            (
+                a.def_hash.as_str(),
+                a.target_identity.as_deref(),
+                a.started_at,
+                true,
+            )
+        })
+    };
+    match st {
+        PairState::Succeeded {
+            def_hash,
+            target_identity,
+            at,
+            ..
+        } => Some((def_hash.as_str(), target_identity.as_deref(), *at, false)),
+        PairState::Running { kind, .. } if *kind != AttemptKind::Rollback => in_doubt(),
+        PairState::Failed {
+            state: AttemptState::Interrupted,
+            ..
+        } => in_doubt(),
+        _ => None,
+    }
 }
 
 /// A done pair whose definition changed, or whose target now has another address.
