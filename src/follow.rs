@@ -56,56 +56,16 @@ impl Follow<'_> {
             .as_ref()
             .and_then(|id| runs.iter().find(|r| &r.id.0 == id));
         let tz = self.pb.window.time_zone();
-        let mut head = String::new();
-        let mut live = String::new();
+        let (head, ended) = head(&view, run, &self.host, tz, now);
+        let mut live = now_line(&view, tz, now);
         let mut body = String::new();
-        let _ = writeln!(head, "Playbook: {} ({})", view.playbook, view.path);
-        let ended = match run {
-            None => {
-                let _ = writeln!(head, "No run yet: nothing to follow.");
-                Some("no run has started".to_string())
-            }
-            Some(r) => {
-                let _ = writeln!(
-                    head,
-                    "Run {} ({} by {}, pid {} on {}), started {}",
-                    r.id.0,
-                    r.command.as_str(),
-                    r.user,
-                    r.pid,
-                    r.host,
-                    label(r.started_at, tz, now)
-                );
-                run_end(r, &self.host)
-            }
-        };
-        let _ = writeln!(
-            live,
-            "Now: {}{}",
-            label(now, tz, now),
-            if view.now_simulated {
-                " (simulated: RUNNER_NOW)"
-            } else {
-                ""
-            }
-        );
         let run_dir = run.map(|r| crate::paths::run_folder(&self.runs_dir, &r.id.0));
         let mut waiting = String::new();
         if ended.is_none() {
-            if let Some((step, until)) = run_dir.as_deref().and_then(waiting_for_window) {
-                if until > now {
-                    // A wait that begins is news; its countdown ticking is not.
-                    waiting = format!("waiting for `{step}` until {until}\n");
-                    let _ = writeln!(
-                        live,
-                        "waiting for the window: `{step}` may start at {} (in {})",
-                        label(until, tz, now),
-                        countdown(until.duration_since(now))
-                    );
-                }
+            if let Some((key, line)) = run_dir.as_deref().and_then(|d| window_wait(d, tz, now)) {
+                waiting = key;
+                live.push_str(&line);
             }
-        }
-        if ended.is_none() {
             if let Some(step) = run_dir.as_deref().and_then(waiting_for_operator) {
                 let _ = writeln!(
                     body,
@@ -115,25 +75,8 @@ impl Follow<'_> {
             }
         }
         render_pairs(&view, run_dir.as_deref(), tz, now, &mut body);
-        if let Some(fit) = &view.fit {
-            if !view.schedule.is_empty() && ended.is_none() {
-                let _ = writeln!(body, "\nNext:");
-                for s in view
-                    .schedule
-                    .iter()
-                    .filter(|s| !running_step(&view, &s.step))
-                {
-                    let _ = writeln!(
-                        body,
-                        "  {}  {} ({}) on {}",
-                        label(s.start, tz, now),
-                        s.step,
-                        s.title,
-                        s.targets.join(", ")
-                    );
-                }
-                let _ = writeln!(body, "{fit}");
-            }
+        if ended.is_none() {
+            render_next(&view, tz, now, &mut body);
         }
         if let Some(how) = &ended {
             let _ = writeln!(body, "\nThe run ended: {how}");
@@ -144,6 +87,99 @@ impl Follow<'_> {
             ended,
         })
     }
+}
+
+/// The playbook and the run followed (none yet, or who started it and when), and how the run
+/// ended (None while it goes on).
+fn head(
+    view: &StatusView,
+    run: Option<&Run>,
+    this_host: &str,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> (String, Option<String>) {
+    let mut head = String::new();
+    let _ = writeln!(head, "Playbook: {} ({})", view.playbook, view.path);
+    let ended = match run {
+        None => {
+            let _ = writeln!(head, "No run yet: nothing to follow.");
+            Some("no run has started".to_string())
+        }
+        Some(r) => {
+            let _ = writeln!(
+                head,
+                "Run {} ({} by {}, pid {} on {}), started {}",
+                r.id.0,
+                r.command.as_str(),
+                r.user,
+                r.pid,
+                r.host,
+                label(r.started_at, tz, now)
+            );
+            run_end(r, this_host)
+        }
+    };
+    (head, ended)
+}
+
+/// The clock line, saying when it is simulated.
+fn now_line(view: &StatusView, tz: &TimeZone, now: Timestamp) -> String {
+    let mut live = String::new();
+    let _ = writeln!(
+        live,
+        "Now: {}{}",
+        label(now, tz, now),
+        if view.now_simulated {
+            " (simulated: RUNNER_NOW)"
+        } else {
+            ""
+        }
+    );
+    live
+}
+
+/// A wait for the window still ahead: what the redraw key says of it (a wait that begins is
+/// news; its countdown ticking is not), and the line with the countdown.
+fn window_wait(run_dir: &Path, tz: &TimeZone, now: Timestamp) -> Option<(String, String)> {
+    let (step, until) = waiting_for_window(run_dir)?;
+    if until <= now {
+        return None;
+    }
+    let key = format!("waiting for `{step}` until {until}\n");
+    let mut line = String::new();
+    let _ = writeln!(
+        line,
+        "waiting for the window: `{step}` may start at {} (in {})",
+        label(until, tz, now),
+        countdown(until.duration_since(now))
+    );
+    Some((key, line))
+}
+
+/// What comes next (the steps not running, when they may start) and whether it fits.
+fn render_next(view: &StatusView, tz: &TimeZone, now: Timestamp, body: &mut String) {
+    let Some(fit) = &view.fit else {
+        return;
+    };
+    if view.schedule.is_empty() {
+        return;
+    }
+    let _ = writeln!(body, "\nNext:");
+    for s in view
+        .schedule
+        .iter()
+        .filter(|s| !running_step(view, &s.step))
+    {
+        let _ = writeln!(
+            body,
+            "  {}  {} ({}) on {}",
+            label(s.start, tz, now),
+            s.step,
+            s.title,
+            s.targets.join(", ")
+        );
+    }
+    let _ = writeln!(body, "{fit}");
 }
 
 /// Whether any pair of `step` runs now.

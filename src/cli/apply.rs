@@ -10,11 +10,15 @@ use std::io::IsTerminal;
 use runner::clock::Clock;
 use runner::engine::{self, event::Reporter, interrupt::Interrupt};
 use runner::exit::Exit;
-use runner::playbook::Playbook;
+use runner::notify::{Notifier, Tee};
+use runner::plan;
+use runner::playbook::{self, Playbook};
 use runner::progress;
 use runner::{errln, outln};
 
-use super::OutputArgs;
+use super::plan_view::show_plan;
+use super::state::{runs_dir, state_path};
+use super::{ApplyArgs, OutputArgs, RollbackArgs};
 
 /// How long the end of a run waits for notifications still being delivered.
 pub(super) const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -117,4 +121,126 @@ pub(super) fn conclude(o: engine::Outcome, json: bool) -> Exit {
         }
     }
     o.exit
+}
+
+/// `runner apply`: checks the reviewed plan, then shows it (`--dry-run`), starts the run in the
+/// background, or runs it here.
+pub(super) fn apply(
+    args: ApplyArgs,
+    clock: Clock,
+    announcer: Option<runner::background::Announcer>,
+    given: &playbook::GivenVars,
+) -> anyhow::Result<Exit> {
+    let pb = playbook::load_with(&args.file, given, None)?;
+    if let Some(reviewed) = &args.plan {
+        plan::saved::verify(reviewed, &pb)?;
+    }
+    if args.dry_run {
+        let journal = state_path(&pb, &args.state)?;
+        return show_plan(
+            &pb,
+            args.start.as_deref(),
+            args.format,
+            None,
+            &clock,
+            Some(&journal),
+        );
+    }
+    if args.background {
+        return start_background(&args.file);
+    }
+    run_apply(&pb, &args, clock, announcer)
+}
+
+/// The run itself: options, reporter (shown through the background child when there is one),
+/// notifications, and the outcome as an exit code.
+fn run_apply(
+    pb: &Playbook,
+    args: &ApplyArgs,
+    clock: Clock,
+    announcer: Option<runner::background::Announcer>,
+) -> anyhow::Result<Exit> {
+    let state = state_path(pb, &args.state)?;
+    let max_parallel = fan_out(pb, args.max_parallel);
+    let reporter = reporter(&args.output, clock, pb);
+    let interrupt = interrupt(reporter.clone());
+    let opts = engine::ApplyOptions {
+        runs_dir: runs_dir(pb, &state),
+        state,
+        max_parallel,
+        override_window: args.window.get(),
+        accept_changed: args.accept_changed,
+        operator: operator(&reporter, &interrupt),
+        args: std::env::args().collect(),
+        // Unattended: a manual step waits for `runner mark` from any shell.
+        wait_for_operator: announcer.is_some(),
+    };
+    let notifier = Notifier::new(pb, &opts.state, clock)?;
+    let background = announcer.map(|announcer| runner::background::Child {
+        inner: reporter.clone(),
+        announcer,
+    });
+    let shown: &dyn Reporter = match &background {
+        Some(b) => b,
+        None => reporter.as_ref(),
+    };
+    let outcome = notified(notifier, shown, |r| {
+        engine::apply(pb, &opts, clock, r, interrupt)
+    });
+    Ok(conclude(outcome?, args.output.json))
+}
+
+/// No step beyond the file limit: raises it, and caps the fan-out to what it allows (saying so).
+fn fan_out(pb: &Playbook, asked: u16) -> usize {
+    let widest = pb.steps.iter().map(|s| s.targets.len()).max().unwrap_or(1);
+    let (max_parallel, said) =
+        runner::fdlimit::plan(usize::from(asked), widest, runner::fdlimit::raise());
+    if let Some(said) = said {
+        errln!("runner: {said}");
+    }
+    max_parallel
+}
+
+/// `runner rollback`: undoes succeeded steps in reverse order.
+pub(super) fn rollback(
+    args: RollbackArgs,
+    clock: Clock,
+    given: &playbook::GivenVars,
+) -> anyhow::Result<Exit> {
+    let pb = playbook::load_with(&args.file, given, None)?;
+    let state = state_path(&pb, &args.state)?;
+    let reporter = reporter(&args.output, clock, &pb);
+    let interrupt = interrupt(reporter.clone());
+    let opts = engine::RollbackOptions {
+        runs_dir: runs_dir(&pb, &state),
+        state,
+        to: args.to.clone(),
+        yes: args.yes,
+        operator: operator(&reporter, &interrupt),
+        override_window: args.window.get(),
+        args: std::env::args().collect(),
+        include_in_doubt: args.include_in_doubt,
+    };
+    let notifier = Notifier::new(&pb, &opts.state, clock)?;
+    let outcome = notified(notifier, reporter.as_ref(), |r| {
+        engine::rollback(&pb, &opts, clock, r, interrupt)
+    });
+    Ok(conclude(outcome?, args.output.json))
+}
+
+/// Runs `work` with its events shown and, when the playbook has notifications, also given to
+/// the notifier, which then has `NOTIFY_WAIT` to deliver what is left.
+fn notified<T>(
+    notifier: Option<Notifier>,
+    shown: &dyn Reporter,
+    work: impl FnOnce(&dyn Reporter) -> T,
+) -> T {
+    let outcome = match &notifier {
+        Some(n) => work(&Tee(shown, n)),
+        None => work(shown),
+    };
+    if let Some(n) = notifier {
+        n.finish(NOTIFY_WAIT);
+    }
+    outcome
 }

@@ -4,29 +4,26 @@ mod apply;
 mod describe;
 mod follow;
 mod plan_view;
+mod report;
 mod serve;
 mod state;
+mod status;
 
-use apply::{conclude, interrupt, operator, reporter, start_background, NOTIFY_WAIT};
+use apply::conclude;
 use describe::{describe, exit_for};
-use follow::follow_run;
-use plan_view::{show_plan, show_plan_with};
 use serve::serve;
-use state::{runs_dir, state_copy, state_path};
+use state::{state_copy, state_path};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use runner::clock::{self, Clock};
-use runner::engine::{self, event::Reporter};
+use runner::engine;
 use runner::exit::Exit;
 use runner::journal::{Journal, MarkKind};
-use runner::notify::{Notifier, Tee};
-use runner::plan;
 use runner::playbook::{self, Playbook};
-use runner::{errln, out, outln};
+use runner::{errln, outln};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -416,217 +413,17 @@ fn run(
     given: &playbook::GivenVars,
 ) -> anyhow::Result<Exit> {
     match command {
-        Command::Validate { file } => {
-            let from = playbook::FitFrom {
-                at: clock.now(),
-                simulated: clock.is_shifted(),
-            };
-            let pb = playbook::load_with(&file, given, Some(from))?;
-            let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
-            outln!(
-                "{}: valid ({} steps, {} step x target pairs, {} targets)",
-                file.display(),
-                pb.steps.len(),
-                pairs,
-                pb.targets.len()
-            );
-            if let Some(p) = pb.composition.as_ref().and_then(|c| c.procedure.as_ref()) {
-                outln!("  procedure: {}", p.path.display());
-            }
-            Ok(Exit::Success)
-        }
+        Command::Validate { file } => validate(&file, clock, given),
         Command::Schema => {
             outln!("{}", playbook::schema::json_schema());
             Ok(Exit::Success)
         }
-        Command::Plan(args) => {
-            let pb = playbook::load_with(&args.file, given, None)?;
-            // The same journal `apply` would use: what is done is not planned again, and its
-            // measured durations are this cutover's history.
-            let journal = state_path(&pb, &args.state)?;
-            let mut journals = Vec::new();
-            if !args.no_history {
-                if journal.exists() || runner::journal::pg::parse_location(&journal).is_some() {
-                    journals.push(journal.clone());
-                }
-                journals.extend(args.history.iter().cloned());
-            }
-            let history = plan::history::History::read(&journals)?;
-            if !history.is_empty() {
-                let (learned, measured) = history.apply(&pb);
-                return show_plan_with(
-                    &learned,
-                    args.start.as_deref(),
-                    args.format,
-                    args.out.as_deref(),
-                    &clock,
-                    Some(&journal),
-                    Some((&history, &measured)),
-                );
-            }
-            show_plan(
-                &pb,
-                args.start.as_deref(),
-                args.format,
-                args.out.as_deref(),
-                &clock,
-                Some(&journal),
-            )
-        }
-        Command::Apply(args) => {
-            let pb = playbook::load_with(&args.file, given, None)?;
-            if let Some(reviewed) = &args.plan {
-                plan::saved::verify(reviewed, &pb)?;
-            }
-            if args.dry_run {
-                let journal = state_path(&pb, &args.state)?;
-                return show_plan(
-                    &pb,
-                    args.start.as_deref(),
-                    args.format,
-                    None,
-                    &clock,
-                    Some(&journal),
-                );
-            }
-            if args.background {
-                return start_background(&args.file);
-            }
-            let state = state_path(&pb, &args.state)?;
-            // No step beyond the file limit: raise it, and cap the fan-out to what it allows.
-            let widest = pb.steps.iter().map(|s| s.targets.len()).max().unwrap_or(1);
-            let (max_parallel, said) = runner::fdlimit::plan(
-                usize::from(args.max_parallel),
-                widest,
-                runner::fdlimit::raise(),
-            );
-            if let Some(said) = said {
-                errln!("runner: {said}");
-            }
-            let reporter = reporter(&args.output, clock, &pb);
-            let interrupt = interrupt(reporter.clone());
-            let opts = engine::ApplyOptions {
-                runs_dir: runs_dir(&pb, &state),
-                state,
-                max_parallel,
-                override_window: args.window.get(),
-                accept_changed: args.accept_changed,
-                operator: operator(&reporter, &interrupt),
-                args: std::env::args().collect(),
-                // Unattended: a manual step waits for `runner mark` from any shell.
-                wait_for_operator: announcer.is_some(),
-            };
-            let notifier = Notifier::new(&pb, &opts.state, clock)?;
-            let background = announcer.map(|announcer| runner::background::Child {
-                inner: reporter.clone(),
-                announcer,
-            });
-            let shown: &dyn Reporter = match &background {
-                Some(b) => b,
-                None => reporter.as_ref(),
-            };
-            let outcome = match &notifier {
-                Some(n) => engine::apply(&pb, &opts, clock, &Tee(shown, n), interrupt),
-                None => engine::apply(&pb, &opts, clock, shown, interrupt),
-            };
-            if let Some(n) = notifier {
-                n.finish(NOTIFY_WAIT);
-            }
-            Ok(conclude(outcome?, args.output.json))
-        }
-        Command::Rollback(args) => {
-            let pb = playbook::load_with(&args.file, given, None)?;
-            let state = state_path(&pb, &args.state)?;
-            let reporter = reporter(&args.output, clock, &pb);
-            let interrupt = interrupt(reporter.clone());
-            let opts = engine::RollbackOptions {
-                runs_dir: runs_dir(&pb, &state),
-                state,
-                to: args.to.clone(),
-                yes: args.yes,
-                operator: operator(&reporter, &interrupt),
-                override_window: args.window.get(),
-                args: std::env::args().collect(),
-                include_in_doubt: args.include_in_doubt,
-            };
-            let notifier = Notifier::new(&pb, &opts.state, clock)?;
-            let outcome = match &notifier {
-                Some(n) => {
-                    engine::rollback(&pb, &opts, clock, &Tee(reporter.as_ref(), n), interrupt)
-                }
-                None => engine::rollback(&pb, &opts, clock, reporter.as_ref(), interrupt),
-            };
-            if let Some(n) = notifier {
-                n.finish(NOTIFY_WAIT);
-            }
-            Ok(conclude(outcome?, args.output.json))
-        }
-        Command::Mark(args) => {
-            let pb = playbook::load_with(&args.file, given, None)?;
-            let opts = engine::MarkOptions {
-                state: state_path(&pb, &args.state)?,
-                pair: args.step.clone(),
-                mark: match args.mark {
-                    MarkValue::Done => MarkKind::Done,
-                    MarkValue::Retry => MarkKind::Retry,
-                    MarkValue::Skip => MarkKind::Skip,
-                },
-                reason: args.reason.clone(),
-            };
-            Ok(conclude(engine::mark(&pb, &opts, clock)?, false))
-        }
-        Command::Status(args) => {
-            let pb = playbook::load_with(&args.file, given, None)?;
-            let state = state_path(&pb, &args.state)?;
-            let journal = Journal::open_for_reading(&state)?;
-            if let Some(j) = &journal {
-                warn_other_playbook(j, &pb)?;
-            }
-            if args.follow {
-                drop(journal);
-                return follow_run(&pb, &args.file, state, &clock);
-            }
-            let host = runner::journal::lock::host_name().unwrap_or_default();
-            let holder = runner::journal::lock::read_holder_of(&state);
-            let mut view =
-                runner::status::status(&pb, journal.as_ref(), clock.now(), &host, holder.as_ref())?;
-            view.now_simulated = clock.is_shifted();
-            let text = match args.format {
-                TextOrJson::Text => runner::status::render_status_text(&view, &pb),
-                TextOrJson::Json => serde_json::to_string_pretty(&view)? + "\n",
-            };
-            // What was recorded is masked already; this also covers older records.
-            let text = runner::targets::Secrets::redactor_for(&pb).redact(&text);
-            out!("{text}");
-            Ok(Exit::Success)
-        }
-        Command::Report(args) => {
-            let pb = playbook::load_with(&args.file, given, None)?;
-            let state = state_path(&pb, &args.state)?;
-            let Some(journal) = Journal::open_for_reading(&state)? else {
-                anyhow::bail!(
-                    "no journal at {}: the playbook has not been applied yet",
-                    state.display()
-                );
-            };
-            warn_other_playbook(&journal, &pb)?;
-            let format = match args.format {
-                ReportFormatArg::Markdown => runner::report::ReportFormat::Markdown,
-                ReportFormatArg::Html => runner::report::ReportFormat::Html,
-                ReportFormatArg::Json => runner::report::ReportFormat::Json,
-            };
-            let text = runner::report::report(&pb, &journal, &runs_dir(&pb, &state), format)?;
-            let text = runner::targets::Secrets::redactor_for(&pb).redact(&text);
-            match &args.out {
-                Some(path) => {
-                    std::fs::write(path, text)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    errln!("wrote {}", path.display());
-                }
-                None => out!("{text}"),
-            }
-            Ok(Exit::Success)
-        }
+        Command::Plan(args) => plan_view::plan(args, clock, given),
+        Command::Apply(args) => apply::apply(args, clock, announcer, given),
+        Command::Rollback(args) => apply::rollback(args, clock, given),
+        Command::Mark(args) => mark(args, clock, given),
+        Command::Status(args) => status::status(args, clock, given),
+        Command::Report(args) => report::report(args, given),
         Command::Serve(args) => serve(args, clock),
         Command::Ping(args) => {
             let pb = playbook::load_with(&args.file, given, None)?;
@@ -642,8 +439,46 @@ fn run(
     }
 }
 
+/// `runner validate`: loads the playbook (checking that its window fits from now) and says
+/// what it holds.
+fn validate(file: &Path, clock: Clock, given: &playbook::GivenVars) -> anyhow::Result<Exit> {
+    let from = playbook::FitFrom {
+        at: clock.now(),
+        simulated: clock.is_shifted(),
+    };
+    let pb = playbook::load_with(file, given, Some(from))?;
+    let pairs: usize = pb.steps.iter().map(|s| s.targets.len()).sum();
+    outln!(
+        "{}: valid ({} steps, {} step x target pairs, {} targets)",
+        file.display(),
+        pb.steps.len(),
+        pairs,
+        pb.targets.len()
+    );
+    if let Some(p) = pb.composition.as_ref().and_then(|c| c.procedure.as_ref()) {
+        outln!("  procedure: {}", p.path.display());
+    }
+    Ok(Exit::Success)
+}
+
+/// `runner mark`: records the operator's decision about one step in the journal.
+fn mark(args: MarkArgs, clock: Clock, given: &playbook::GivenVars) -> anyhow::Result<Exit> {
+    let pb = playbook::load_with(&args.file, given, None)?;
+    let opts = engine::MarkOptions {
+        state: state_path(&pb, &args.state)?,
+        pair: args.step.clone(),
+        mark: match args.mark {
+            MarkValue::Done => MarkKind::Done,
+            MarkValue::Retry => MarkKind::Retry,
+            MarkValue::Skip => MarkKind::Skip,
+        },
+        reason: args.reason.clone(),
+    };
+    Ok(conclude(engine::mark(&pb, &opts, clock)?, false))
+}
+
 /// `status` and `report` only read: they show another playbook's journal, but say so.
-fn warn_other_playbook(journal: &Journal, pb: &Playbook) -> anyhow::Result<()> {
+pub(super) fn warn_other_playbook(journal: &Journal, pb: &Playbook) -> anyhow::Result<()> {
     if let Some(owner) = journal.playbook()?.filter(|o| *o != pb.name) {
         eprintln!(
             "warning: the journal {} belongs to the playbook `{owner}`, not to `{}`",

@@ -1,7 +1,7 @@
 //! `runner plan` output and the resume preface drawn from a journal.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -10,10 +10,11 @@ use runner::errln;
 use runner::exit::Exit;
 use runner::journal::Journal;
 use runner::plan;
-use runner::playbook::Playbook;
+use runner::playbook::{self, Playbook};
 
 use super::describe::InvalidArg;
-use super::PlanFormat;
+use super::state::state_path;
+use super::{PlanArgs, PlanFormat};
 
 /// When a journal exists: the playbook reduced to what is left, and the text that says what is
 /// done, in doubt and left, and whether the rest fits before business hours.
@@ -159,4 +160,51 @@ pub(super) fn show_plan_with(
     // A closed pipe (`runner plan x | head`) is not an error worth a message.
     let _ = stdout.write_all(text.as_bytes());
     Ok(Exit::Success)
+}
+
+/// `runner plan`: the review, with durations learned from the journals it was given (and from
+/// the one `apply` would use: what is done there is not planned again).
+pub(super) fn plan(
+    args: PlanArgs,
+    clock: Clock,
+    given: &playbook::GivenVars,
+) -> anyhow::Result<Exit> {
+    let pb = playbook::load_with(&args.file, given, None)?;
+    // The same journal `apply` would use: what is done is not planned again, and its
+    // measured durations are this cutover's history.
+    let journal = state_path(&pb, &args.state)?;
+    let history = plan::history::History::read(&history_journals(&args, &journal))?;
+    if !history.is_empty() {
+        let (learned, measured) = history.apply(&pb);
+        return show_plan_with(
+            &learned,
+            args.start.as_deref(),
+            args.format,
+            args.out.as_deref(),
+            &clock,
+            Some(&journal),
+            Some((&history, &measured)),
+        );
+    }
+    show_plan(
+        &pb,
+        args.start.as_deref(),
+        args.format,
+        args.out.as_deref(),
+        &clock,
+        Some(&journal),
+    )
+}
+
+/// The journals whose measured durations the plan learns from: this cutover's own (when it
+/// exists) and those named by `--history`; none with `--no-history`.
+fn history_journals(args: &PlanArgs, journal: &Path) -> Vec<PathBuf> {
+    let mut journals = Vec::new();
+    if !args.no_history {
+        if journal.exists() || runner::journal::pg::parse_location(journal).is_some() {
+            journals.push(journal.to_path_buf());
+        }
+        journals.extend(args.history.iter().cloned());
+    }
+    journals
 }

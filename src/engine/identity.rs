@@ -18,7 +18,7 @@ use std::fmt;
 
 use super::EngineError;
 use crate::journal::{Attempt, AttemptKind, AttemptState, Journal, PairState};
-use crate::playbook::{Playbook, Target, TransportKind, OPERATOR};
+use crate::playbook::{Playbook, Rendered, Target, TransportKind, OPERATOR};
 
 /// A target's identity as the journal records it, e.g. `ssh://administrator@192.168.16.3:22`.
 /// Part of the journal format: never change it without a migration.
@@ -218,6 +218,41 @@ pub fn conflicts(
         .iter()
         .map(|(s, t, st)| ((s.as_str(), t.as_str()), st))
         .collect();
+    let gone = gone_pairs(pb, pairs, attempts);
+    let mut out = Vec::new();
+    for step in &pb.steps {
+        for r in &step.rendered {
+            let here = ids.get(&r.target);
+            let kinds: Vec<ConflictKind> = match states.get(&(step.id.as_str(), r.target.as_str()))
+            {
+                Some(PairState::Succeeded {
+                    def_hash,
+                    target_identity,
+                    ..
+                }) => changed_or_moved(r, def_hash, target_identity, here),
+                Some(_) => Vec::new(),
+                None if step.idempotent || step.is_manual() => Vec::new(),
+                None => renamed(pb, &gone, r, here).into_iter().collect(),
+            };
+            out.extend(kinds.into_iter().map(|kind| Conflict {
+                step: step.id.clone(),
+                target: r.target.clone(),
+                def_hash: r.def_hash.clone(),
+                kind,
+                file: file.clone(),
+            }));
+        }
+    }
+    out
+}
+
+/// Pairs no longer in the playbook that are done or in doubt, by fingerprint: what a renamed
+/// step could have been.
+fn gone_pairs<'a>(
+    pb: &Playbook,
+    pairs: &'a [(String, String, PairState)],
+    attempts: &'a [Attempt],
+) -> BTreeMap<&'a str, Vec<Gone<'a>>> {
     let in_playbook: BTreeSet<(&str, &str)> = pb
         .steps
         .iter()
@@ -229,37 +264,12 @@ pub fn conflicts(
         .filter(|a| !matches!(a.kind, AttemptKind::Check | AttemptKind::Rollback))
         .map(|a| ((a.step_id.as_str(), a.target.as_str()), a))
         .collect();
-    // Pairs no longer in the playbook that are done or in doubt, by fingerprint: what a
-    // renamed step could have been.
     let mut gone: BTreeMap<&str, Vec<Gone<'_>>> = BTreeMap::new();
     for (s, t, st) in pairs {
         if in_playbook.contains(&(s.as_str(), t.as_str())) {
             continue;
         }
-        let in_doubt = || {
-            last.get(&(s.as_str(), t.as_str())).map(|a| {
-                (
-                    a.def_hash.as_str(),
-                    a.target_identity.as_deref(),
-                    a.started_at,
-                    true,
-                )
-            })
-        };
-        let found = match st {
-            PairState::Succeeded {
-                def_hash,
-                target_identity,
-                at,
-                ..
-            } => Some((def_hash.as_str(), target_identity.as_deref(), *at, false)),
-            PairState::Running { kind, .. } if *kind != AttemptKind::Rollback => in_doubt(),
-            PairState::Failed {
-                state: AttemptState::Interrupted,
-                ..
-            } => in_doubt(),
-            _ => None,
-        };
+        let found = fingerprint(st, last.get(&(s.as_str(), t.as_str())).copied());
         if let Some((def_hash, identity, at, in_doubt)) = found {
             gone.entry(def_hash).or_default().push(Gone {
                 step: s,
@@ -270,61 +280,87 @@ pub fn conflicts(
             });
         }
     }
-    let mut out = Vec::new();
-    for step in &pb.steps {
-        for r in &step.rendered {
-            let here = ids.get(&r.target);
-            let conflict = |kind| Conflict {
-                step: step.id.clone(),
-                target: r.target.clone(),
-                def_hash: r.def_hash.clone(),
-                kind,
-                file: file.clone(),
-            };
-            match states.get(&(step.id.as_str(), r.target.as_str())) {
-                Some(PairState::Succeeded {
-                    def_hash,
-                    target_identity,
-                    ..
-                }) => {
-                    if *def_hash != r.def_hash {
-                        out.push(conflict(ConflictKind::Changed));
-                    }
-                    if let (Some(from), Some(to)) = (target_identity, here) {
-                        if from != to {
-                            out.push(conflict(ConflictKind::Moved {
-                                from: from.clone(),
-                                to: to.clone(),
-                            }));
-                        }
-                    }
-                }
-                Some(_) => {}
-                None if step.idempotent || step.is_manual() => {}
-                None => {
-                    let candidates = gone.get(r.def_hash.as_str()).map(Vec::as_slice);
-                    // The same target name counts unless its address is known to differ;
-                    // another name only if both addresses are known and equal.
-                    let old = candidates
-                        .unwrap_or_default()
-                        .iter()
-                        .find(|g| match g.identity {
-                            Some(id) => Some(id) == here.map(String::as_str),
-                            None => g.target == r.target,
-                        });
-                    if let Some(g) = old {
-                        out.push(conflict(ConflictKind::Renamed {
-                            old_step: g.step.to_string(),
-                            old_target: g.target.to_string(),
-                            at: crate::window::local_label(g.at, pb.window.time_zone()),
-                            in_doubt: g.in_doubt,
-                        }));
-                    }
-                }
-            }
+    gone
+}
+
+/// What identifies a pair gone from the playbook: its definition, its target's address, when
+/// it ran and whether it was left in doubt (then its `last` attempt says); None unless done
+/// or in doubt.
+fn fingerprint<'a>(
+    st: &'a PairState,
+    last: Option<&'a Attempt>,
+) -> Option<(&'a str, Option<&'a str>, jiff::Timestamp, bool)> {
+    let in_doubt = || {
+        last.map(|a| {
+            (
+                a.def_hash.as_str(),
+                a.target_identity.as_deref(),
+                a.started_at,
+                true,
+            )
+        })
+    };
+    match st {
+        PairState::Succeeded {
+            def_hash,
+            target_identity,
+            at,
+            ..
+        } => Some((def_hash.as_str(), target_identity.as_deref(), *at, false)),
+        PairState::Running { kind, .. } if *kind != AttemptKind::Rollback => in_doubt(),
+        PairState::Failed {
+            state: AttemptState::Interrupted,
+            ..
+        } => in_doubt(),
+        _ => None,
+    }
+}
+
+/// A done pair whose definition changed, or whose target now has another address.
+fn changed_or_moved(
+    r: &Rendered,
+    def_hash: &str,
+    target_identity: &Option<String>,
+    here: Option<&String>,
+) -> Vec<ConflictKind> {
+    let mut kinds = Vec::new();
+    if def_hash != r.def_hash {
+        kinds.push(ConflictKind::Changed);
+    }
+    if let (Some(from), Some(to)) = (target_identity, here) {
+        if from != to {
+            kinds.push(ConflictKind::Moved {
+                from: from.clone(),
+                to: to.clone(),
+            });
         }
     }
-    out
+    kinds
+}
+
+/// A pair not yet done whose definition is that of a done (or in doubt) pair no longer in the
+/// playbook: the same target name counts unless its address is known to differ; another name
+/// only if both addresses are known and equal.
+fn renamed(
+    pb: &Playbook,
+    gone: &BTreeMap<&str, Vec<Gone<'_>>>,
+    r: &Rendered,
+    here: Option<&String>,
+) -> Option<ConflictKind> {
+    let candidates = gone.get(r.def_hash.as_str()).map(Vec::as_slice);
+    let old = candidates
+        .unwrap_or_default()
+        .iter()
+        .find(|g| match g.identity {
+            Some(id) => Some(id) == here.map(String::as_str),
+            None => g.target == r.target,
+        })?;
+    Some(ConflictKind::Renamed {
+        old_step: old.step.to_string(),
+        old_target: old.target.to_string(),
+        at: crate::window::local_label(old.at, pb.window.time_zone()),
+        in_doubt: old.in_doubt,
+    })
 }
 
 /// A pair no longer in the playbook that a renamed step could be.

@@ -7,7 +7,7 @@ use super::{EngineError, Outcome, Who};
 use crate::clock::Clock;
 use crate::exit::Exit;
 use crate::journal::{lock, Journal, MarkKind, NewMark};
-use crate::playbook::Playbook;
+use crate::playbook::{Playbook, Step};
 
 pub struct MarkOptions {
     pub state: PathBuf,
@@ -18,9 +18,47 @@ pub struct MarkOptions {
 }
 
 pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, EngineError> {
-    let (step_id, target) = match opts.pair.split_once('@') {
+    let (step, targets) = marked_pairs(pb, &opts.pair)?;
+    let who = Who::current();
+    let held = lock_unless_awaited(opts, step, &targets, &who, clock)?;
+    let awaited = held.is_none();
+    let mut journal = Journal::open(&opts.state)?;
+    if let Some(lock) = &held {
+        journal.hold(lock);
+    }
+    // Another playbook's journal is not ours to decide about.
+    super::identity::claim(&mut journal, pb, false)?;
+    close_running(&mut journal, step, &targets, opts, clock)?;
+    let reason = reason(opts, clock);
+    let marks: Vec<NewMark> = targets
+        .iter()
+        .map(|t| NewMark {
+            run: None,
+            step_id: step.id.clone(),
+            target: t.to_string(),
+            mark: opts.mark,
+            def_hash: step
+                .rendered_for(t)
+                .map(|r| r.def_hash.clone())
+                .unwrap_or_default(),
+            user: who.user.clone(),
+            host: who.host.clone(),
+            at: clock.now(),
+            reason: reason.clone(),
+        })
+        .collect();
+    journal.mark_all(&marks)?;
+    Ok(recorded(pb, opts, step, &targets, awaited))
+}
+
+/// The step of `STEP[@TARGET]` and the targets marked: the one named, or all of the step's.
+fn marked_pairs<'a>(
+    pb: &'a Playbook,
+    pair: &'a str,
+) -> Result<(&'a Step, Vec<&'a str>), EngineError> {
+    let (step_id, target) = match pair.split_once('@') {
         Some((s, t)) => (s, Some(t)),
-        None => (opts.pair.as_str(), None),
+        None => (pair, None),
     };
     let step = pb.steps.iter().find(|s| s.id == step_id).ok_or_else(|| {
         let ids: Vec<&str> = pb.steps.iter().map(|s| s.id.as_str()).collect();
@@ -41,14 +79,24 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
         }
         None => step.targets.iter().map(String::as_str).collect(),
     };
-    let who = Who::current();
-    // Marks change what the next apply does: never while an apply is running, except the one
-    // answer a running apply waits for (a manual step in a background run).
+    Ok((step, targets))
+}
+
+/// Marks change what the next apply does: never while an apply is running, except the one
+/// answer a running apply waits for (a manual step in a background run), which takes no lock
+/// (None).
+fn lock_unless_awaited(
+    opts: &MarkOptions,
+    step: &Step,
+    targets: &[&str],
+    who: &Who,
+    clock: Clock,
+) -> Result<Option<lock::LockGuard>, EngineError> {
     let locked = lock::acquire(
         &opts.state,
         &lock::Holder::this_process("mark", &who.user, clock.now()),
     );
-    let held = match locked {
+    Ok(match locked {
         Ok(l) => Some(l),
         Err(lock::LockError::Held {
             holder: Some(h), ..
@@ -59,17 +107,19 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
             None
         }
         Err(e) => return Err(e.into()),
-    };
-    let awaited = held.is_none();
-    let mut journal = Journal::open(&opts.state)?;
-    if let Some(lock) = &held {
-        journal.hold(lock);
-    }
-    // Another playbook's journal is not ours to decide about.
-    super::identity::claim(&mut journal, pb, false)?;
-    // An attempt still `running` was left by a runner that is gone (we hold the lock): the
-    // operator's decision supersedes it, and the record should say that it ended.
-    for t in &targets {
+    })
+}
+
+/// An attempt still `running` was left by a runner that is gone (we hold the lock): the
+/// operator's decision supersedes it, and the record should say that it ended.
+fn close_running(
+    journal: &mut Journal,
+    step: &Step,
+    targets: &[&str],
+    opts: &MarkOptions,
+    clock: Clock,
+) -> Result<(), EngineError> {
+    for t in targets {
         if let crate::journal::PairState::Running {
             attempt, pid, host, ..
         } = journal.pair(&step.id, t)?
@@ -86,35 +136,32 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
             )?;
         }
     }
-    // A mark belongs to no run, so a simulated clock is said in its reason.
-    let reason = match (clock.simulated(), &opts.reason) {
+    Ok(())
+}
+
+/// The operator's reason; a mark belongs to no run, so a simulated clock is said in it.
+fn reason(opts: &MarkOptions, clock: Clock) -> Option<String> {
+    match (clock.simulated(), &opts.reason) {
         (None, r) => r.clone(),
         (Some(c), r) => Some(format!(
             "{}(recorded under a simulated clock, {}: its time is simulated)",
             r.as_deref().map(|r| format!("{r} ")).unwrap_or_default(),
             c.setting()
         )),
-    };
-    let marks: Vec<NewMark> = targets
-        .iter()
-        .map(|t| NewMark {
-            run: None,
-            step_id: step.id.clone(),
-            target: t.to_string(),
-            mark: opts.mark,
-            def_hash: step
-                .rendered_for(t)
-                .map(|r| r.def_hash.clone())
-                .unwrap_or_default(),
-            user: who.user.clone(),
-            host: who.host.clone(),
-            at: clock.now(),
-            reason: reason.clone(),
-        })
-        .collect();
-    journal.mark_all(&marks)?;
+    }
+}
+
+/// What was recorded, and what happens next: the waiting run goes on, or the next apply
+/// treats the pairs as the mark says.
+fn recorded(
+    pb: &Playbook,
+    opts: &MarkOptions,
+    step: &Step,
+    targets: &[&str],
+    awaited: bool,
+) -> Outcome {
     if awaited {
-        return Ok(Outcome {
+        return Outcome {
             exit: Exit::Success,
             message: format!(
                 "recorded `{}` for step `{}`; the run waiting for it (pid {}) goes on",
@@ -124,9 +171,9 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
                     .map(|(p, _)| p)
                     .unwrap_or_default()
             ),
-        });
+        };
     }
-    Ok(Outcome {
+    Outcome {
         exit: Exit::Success,
         message: format!(
             "recorded `{}` for step `{}` on {}; the next `runner apply {}` {}",
@@ -140,7 +187,7 @@ pub fn mark(pb: &Playbook, opts: &MarkOptions, clock: Clock) -> Result<Outcome, 
                 MarkKind::Skip => "skips it",
             }
         ),
-    })
+    }
 }
 
 /// The file beside the journal that says which manual step a running apply waits for:

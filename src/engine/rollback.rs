@@ -2,6 +2,7 @@
 //! `rollback`, never crossing a point of no return, recording every attempt.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -65,13 +66,38 @@ fn doubt_of(st: &PairState) -> Option<String> {
     }
 }
 
+/// The rollback worked out from the journal, before anything is undone.
 pub(crate) fn plan<'a>(
     pb: &'a Playbook,
     journal: &Journal,
     to: Option<&str>,
     include_in_doubt: bool,
 ) -> Result<RollbackPlan<'a>, EngineError> {
-    let to_index = match to {
+    let to_index = to_index(pb, to)?;
+    let states: BTreeMap<(String, String), PairState> = journal
+        .pairs()?
+        .into_iter()
+        .map(|(s, t, st)| ((s, t), st))
+        .collect();
+    let mut out = RollbackPlan {
+        items: Vec::new(),
+        without: Vec::new(),
+        stops_at: None,
+        in_doubt: Vec::new(),
+    };
+    succeeded_latest_first(pb, journal, &states, to_index, &mut out)?;
+    let doubts = doubts(pb, &states, to_index, out.stops_at);
+    if include_in_doubt {
+        undo_doubts_first(&mut out, doubts);
+    } else {
+        out.in_doubt = doubts;
+    }
+    Ok(out)
+}
+
+/// The index of the step `--to` names: the rollback undoes only the steps after it.
+fn to_index(pb: &Playbook, to: Option<&str>) -> Result<Option<usize>, EngineError> {
+    Ok(match to {
         None => None,
         Some(id) => Some(
             pb.steps
@@ -85,18 +111,18 @@ pub(crate) fn plan<'a>(
                     ))
                 })?,
         ),
-    };
-    let states: BTreeMap<(String, String), PairState> = journal
-        .pairs()?
-        .into_iter()
-        .map(|(s, t, st)| ((s, t), st))
-        .collect();
-    let mut out = RollbackPlan {
-        items: Vec::new(),
-        without: Vec::new(),
-        stops_at: None,
-        in_doubt: Vec::new(),
-    };
+    })
+}
+
+/// Succeeded pairs after `--to`, latest first, up to the point of no return: to undo, or to
+/// list as without a rollback.
+fn succeeded_latest_first<'a>(
+    pb: &'a Playbook,
+    journal: &Journal,
+    states: &BTreeMap<(String, String), PairState>,
+    to_index: Option<usize>,
+    out: &mut RollbackPlan<'a>,
+) -> Result<(), EngineError> {
     let order = journal.completion_order()?;
     for (step_id, target, _) in order.into_iter().rev() {
         if !matches!(
@@ -115,18 +141,30 @@ pub(crate) fn plan<'a>(
             out.stops_at = Some(step);
             break;
         }
-        let has = step
-            .rendered_for(&target)
-            .and_then(|r| r.rollback.as_ref())
-            .is_some();
-        if has {
+        if has_rollback(step, &target) {
             out.items.push((step, target));
         } else {
             out.without.push((step, target));
         }
     }
-    // Pairs in doubt were the last in flight: they come first, latest step first. Those at or
-    // before `--to`, or before the point of no return, are not reached and do not matter.
+    Ok(())
+}
+
+/// Whether `step` has a rollback command on `target`.
+fn has_rollback(step: &Step, target: &str) -> bool {
+    step.rendered_for(target)
+        .and_then(|r| r.rollback.as_ref())
+        .is_some()
+}
+
+/// Pairs in doubt were the last in flight: they come first, latest step first. Those at or
+/// before `--to`, or before the point of no return, are not reached and do not matter.
+fn doubts<'a>(
+    pb: &'a Playbook,
+    states: &BTreeMap<(String, String), PairState>,
+    to_index: Option<usize>,
+    stops_at: Option<&Step>,
+) -> Vec<(&'a Step, String, String)> {
     let mut doubts: Vec<(&Step, String, String)> = states
         .iter()
         .filter_map(|((step_id, target), st)| {
@@ -135,40 +173,36 @@ pub(crate) fn plan<'a>(
             Some((step, target.clone(), why))
         })
         .filter(|(step, _, _)| to_index.is_none_or(|ti| step.index > ti))
-        .filter(|(step, _, _)| out.stops_at.is_none_or(|p| step.index > p.index))
+        .filter(|(step, _, _)| stops_at.is_none_or(|p| step.index > p.index))
         .collect();
     doubts.sort_by_key(|(step, _, _)| std::cmp::Reverse(step.index));
-    if include_in_doubt {
-        // A point of no return in doubt is treated as done: the rollback stops before it.
-        if let Some(pnr) = doubts
-            .iter()
-            .filter(|(s, _, _)| s.point_of_no_return)
-            .map(|(s, _, _)| *s)
-            .max_by_key(|s| s.index)
-        {
-            out.items.retain(|(s, _)| s.index > pnr.index);
-            out.without.retain(|(s, _)| s.index > pnr.index);
-            doubts.retain(|(s, _, _)| s.index > pnr.index);
-            out.stops_at = Some(pnr);
-        }
-        let mut first = Vec::new();
-        for (step, target, _) in doubts {
-            let has = step
-                .rendered_for(&target)
-                .and_then(|r| r.rollback.as_ref())
-                .is_some();
-            if has {
-                first.push((step, target));
-            } else {
-                out.without.push((step, target));
-            }
-        }
-        first.append(&mut out.items);
-        out.items = first;
-    } else {
-        out.in_doubt = doubts;
+    doubts
+}
+
+/// `--include-in-doubt`: pairs in doubt are undone first; a point of no return in doubt is
+/// treated as done, and the rollback stops before it.
+fn undo_doubts_first<'a>(out: &mut RollbackPlan<'a>, mut doubts: Vec<(&'a Step, String, String)>) {
+    if let Some(pnr) = doubts
+        .iter()
+        .filter(|(s, _, _)| s.point_of_no_return)
+        .map(|(s, _, _)| *s)
+        .max_by_key(|s| s.index)
+    {
+        out.items.retain(|(s, _)| s.index > pnr.index);
+        out.without.retain(|(s, _)| s.index > pnr.index);
+        doubts.retain(|(s, _, _)| s.index > pnr.index);
+        out.stops_at = Some(pnr);
     }
-    Ok(out)
+    let mut first = Vec::new();
+    for (step, target, _) in doubts {
+        if has_rollback(step, &target) {
+            first.push((step, target));
+        } else {
+            out.without.push((step, target));
+        }
+    }
+    first.append(&mut out.items);
+    out.items = first;
 }
 
 /// The message that stops a rollback before pairs in doubt, with what to decide.
@@ -235,68 +269,14 @@ pub fn rollback(
     )?;
     let mut journal = Journal::open(&opts.state)?;
     journal.hold(&_lock);
-    // Undoing on one machine what was done on another would be worse than not undoing it.
-    super::identity::claim(&mut journal, pb, false)?;
-    let moved: Vec<_> =
-        super::identity::conflicts(pb, &journal.pairs()?, &[], &super::identity::identities(pb))
-            .into_iter()
-            .filter(super::identity::Conflict::is_moved)
-            .collect();
-    if !moved.is_empty() {
-        return Err(EngineError::Changed(moved));
-    }
-    let plan_text;
-    let targets: Vec<String>;
-    {
-        let p = plan(pb, &journal, opts.to.as_deref(), opts.include_in_doubt)?;
-        if let (Some(to), Some(stop)) = (&opts.to, p.stops_at) {
-            // `--to` asks for everything after `to` to be undone; a point of no return after
-            // it makes that impossible. Say so before undoing anything.
-            return Err(EngineError::Usage(format!(
-                "rollback --to `{to}` would cross the point of no return `{}`: it and everything before it stay as they are, so the state after `{to}` cannot be reached; nothing was undone. The furthest a rollback may go is `runner rollback {} --to {}`",
-                stop.id,
-                pb.path.display(),
-                stop.id
-            )));
-        }
-        if !p.in_doubt.is_empty() {
-            return Ok(Outcome {
-                exit: Exit::StepFailed,
-                message: in_doubt_text(pb, &p),
-            });
-        }
-        plan_text = describe(&p);
-        targets = p.items.iter().map(|(_, t)| t.clone()).collect();
-        if p.items.is_empty() {
-            return Ok(Outcome {
-                exit: Exit::Success,
-                message: plan_text,
-            });
-        }
-    }
+    refuse_moved_targets(pb, &mut journal)?;
+    let (plan_text, targets) = match reviewed(pb, &journal, opts)? {
+        ControlFlow::Continue(reviewed) => reviewed,
+        ControlFlow::Break(outcome) => return Ok(outcome),
+    };
     if !opts.yes {
-        let asked = opts.operator.confirm(&super::operator::Confirmation {
-            plan: plan_text.clone(),
-            word: "yes".into(),
-        });
-        match asked {
-            super::operator::Confirmed::Yes => {}
-            super::operator::Confirmed::NoOperator => {
-                return Err(EngineError::Usage(format!(
-                    "rollback needs confirmation: run it on a terminal, or add --yes. It would do this:\n{plan_text}"
-                )));
-            }
-            super::operator::Confirmed::No => {
-                return Ok(Outcome {
-                    // Ctrl-C at the question is an interruption, not an answer.
-                    exit: if interrupt.stopping() {
-                        Exit::Interrupted
-                    } else {
-                        Exit::Success
-                    },
-                    message: "rollback cancelled; nothing was changed".into(),
-                });
-            }
+        if let ControlFlow::Break(outcome) = confirmed(opts, &plan_text, &interrupt)? {
+            return Ok(outcome);
         }
     }
     let mut redactor = Redactor::new();
@@ -321,6 +301,89 @@ pub fn rollback(
         plan(pb, &j, opts.to.as_deref(), opts.include_in_doubt)?
     };
     Ok(execute(&session, &p))
+}
+
+/// Undoing on one machine what was done on another would be worse than not undoing it: this
+/// journal is claimed for this playbook, and no target has moved.
+fn refuse_moved_targets(pb: &Playbook, journal: &mut Journal) -> Result<(), EngineError> {
+    super::identity::claim(journal, pb, false)?;
+    let moved: Vec<_> =
+        super::identity::conflicts(pb, &journal.pairs()?, &[], &super::identity::identities(pb))
+            .into_iter()
+            .filter(super::identity::Conflict::is_moved)
+            .collect();
+    if !moved.is_empty() {
+        return Err(EngineError::Changed(moved));
+    }
+    Ok(())
+}
+
+/// The rollback worked out and checked: its description and the targets it undoes on, or the
+/// outcome that ends it before anything is undone (nothing to undo, pairs in doubt; `--to`
+/// beyond a point of no return is an error).
+fn reviewed(
+    pb: &Playbook,
+    journal: &Journal,
+    opts: &RollbackOptions,
+) -> Result<ControlFlow<Outcome, (String, Vec<String>)>, EngineError> {
+    let p = plan(pb, journal, opts.to.as_deref(), opts.include_in_doubt)?;
+    if let (Some(to), Some(stop)) = (&opts.to, p.stops_at) {
+        // `--to` asks for everything after `to` to be undone; a point of no return after
+        // it makes that impossible. Say so before undoing anything.
+        return Err(EngineError::Usage(format!(
+            "rollback --to `{to}` would cross the point of no return `{}`: it and everything before it stay as they are, so the state after `{to}` cannot be reached; nothing was undone. The furthest a rollback may go is `runner rollback {} --to {}`",
+            stop.id,
+            pb.path.display(),
+            stop.id
+        )));
+    }
+    if !p.in_doubt.is_empty() {
+        return Ok(ControlFlow::Break(Outcome {
+            exit: Exit::StepFailed,
+            message: in_doubt_text(pb, &p),
+        }));
+    }
+    let plan_text = describe(&p);
+    if p.items.is_empty() {
+        return Ok(ControlFlow::Break(Outcome {
+            exit: Exit::Success,
+            message: plan_text,
+        }));
+    }
+    let targets = p.items.iter().map(|(_, t)| t.clone()).collect();
+    Ok(ControlFlow::Continue((plan_text, targets)))
+}
+
+/// Without `--yes`, the operator confirms the rollback; a refusal (or Ctrl-C at the question)
+/// ends it with nothing changed.
+fn confirmed(
+    opts: &RollbackOptions,
+    plan_text: &str,
+    interrupt: &Interrupt,
+) -> Result<ControlFlow<Outcome>, EngineError> {
+    let asked = opts.operator.confirm(&super::operator::Confirmation {
+        plan: plan_text.to_string(),
+        word: "yes".into(),
+    });
+    match asked {
+        super::operator::Confirmed::Yes => Ok(ControlFlow::Continue(())),
+        super::operator::Confirmed::NoOperator => {
+            Err(EngineError::Usage(format!(
+                "rollback needs confirmation: run it on a terminal, or add --yes. It would do this:\n{plan_text}"
+            )))
+        }
+        super::operator::Confirmed::No => {
+            Ok(ControlFlow::Break(Outcome {
+                // Ctrl-C at the question is an interruption, not an answer.
+                exit: if interrupt.stopping() {
+                    Exit::Interrupted
+                } else {
+                    Exit::Success
+                },
+                message: "rollback cancelled; nothing was changed".into(),
+            }))
+        }
+    }
 }
 
 /// `on_failure: rollback`: undo what succeeded, inside the failing apply's session.

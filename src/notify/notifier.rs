@@ -250,13 +250,7 @@ impl Notifier {
             }
             Event::Output {
                 step, target, line, ..
-            } => {
-                let buf = t.output.entry((step.clone(), target.clone())).or_default();
-                if buf.len() == OUTPUT_LINES {
-                    buf.pop_front();
-                }
-                buf.push_back(line.chars().take(LINE_CHARS).collect());
-            }
+            } => keep_output(t, step, target, line),
             Event::AttemptStarted { .. } => t.worked_tonight = true,
             Event::AttemptFinished {
                 step,
@@ -273,32 +267,7 @@ impl Notifier {
                 target,
                 ok: false,
                 ..
-            } => {
-                let key = (step.clone(), target.clone());
-                let Some((outcome, code)) = t.last.get(&key).cloned() else {
-                    return;
-                };
-                let how = match (outcome, code) {
-                    (AttemptOutcome::Failed, Some(c)) => format!("exit code {c}"),
-                    (AttemptOutcome::Failed, None) => "failed".to_string(),
-                    (AttemptOutcome::TimedOut, _) => "timed out".to_string(),
-                    _ => return, // interrupted, or stopped for the window: not a failure
-                };
-                let Some(run) = t.run.clone() else { return };
-                let mut d = self.with_step(
-                    self.data(&run, format!("step `{step}` failed on `{target}` ({how})")),
-                    step,
-                );
-                d.target = Some(target.clone());
-                d.exit_code = code;
-                d.output = t
-                    .output
-                    .get(&key)
-                    .map(|b| b.iter().map(|l| self.redactor.redact(l)).collect())
-                    .unwrap_or_default();
-                d.next = format!("fix the cause, then: {}", self.apply_cmd());
-                self.send(t, &[NotifyEvent::StepFailed], d);
-            }
+            } => self.step_failed(t, step, target),
             Event::InDoubt {
                 step,
                 target,
@@ -310,148 +279,214 @@ impl Notifier {
                     .push(target.clone());
             }
             Event::OperatorNeeded { step, instructions } => {
-                let Some(run) = t.run.clone() else { return };
-                let manual = self.steps.iter().any(|s| &s.id == step && s.manual);
-                let file = shell_word(&self.file);
-                let d = if manual {
-                    let mut d = self.with_step(
-                        self.data(&run, format!("manual step `{step}` waits for an operator")),
-                        step,
-                    );
-                    d.target = Some(crate::playbook::OPERATOR.to_string());
-                    d.output = instructions
-                        .lines()
-                        .map(|l| self.redactor.redact(l))
-                        .collect();
-                    d.next = format!(
-                        "carry out the instructions, then: runner mark {file} {step} done && {}",
-                        self.apply_cmd()
-                    );
-                    d
-                } else {
-                    let targets = t.in_doubt.remove(step).unwrap_or_default();
-                    let on = if targets.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " on {}",
-                            targets
-                                .iter()
-                                .map(|t| format!("`{t}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    };
-                    let mut d = self.with_step(
-                        self.data(
-                            &run,
-                            format!("step `{step}` is in doubt{on}: an operator must decide"),
-                        ),
-                        step,
-                    );
-                    if targets.len() == 1 {
-                        d.target = targets.first().cloned();
-                    }
-                    d.output = instructions
-                        .lines()
-                        .map(|l| self.redactor.redact(l))
-                        .collect();
-                    let pair = match targets.as_slice() {
-                        [one] => format!("{step}@{one}"),
-                        _ => format!("{step}@TARGET"),
-                    };
-                    d.next = format!(
-                        "inspect the target, then: runner mark {file} {pair} done|retry|skip && {}",
-                        self.apply_cmd()
-                    );
-                    d
-                };
-                self.send(t, &[NotifyEvent::OperatorNeeded], d);
+                self.operator_needed(t, step, instructions)
             }
             Event::StepStarted { step, index, .. } => self.check_fit(t, step, *index),
             Event::WindowClosed {
                 step,
                 next_start,
                 action,
-            } => {
-                t.next_start = *next_start;
-                if *action != ClosedAction::Wait {
-                    return;
-                }
-                let Some(run) = t.run.clone() else { return };
-                let when = next_start
-                    .map(|n| self.local(n))
-                    .unwrap_or_else(|| "no time within 14 days".into());
-                let mut d = self.with_step(
-                    self.data(
-                        &run,
-                        format!("the window is closed: the run waits; `{step}` may start {when}"),
-                    ),
-                    step,
-                );
-                d.next_start = next_start.map(utc);
-                d.next = format!(
-                    "nothing: the run goes on by itself; to watch: {}",
-                    self.status_cmd()
-                );
-                let events: &[NotifyEvent] = if t.worked_tonight {
-                    &[NotifyEvent::NightDone, NotifyEvent::WindowClosing]
-                } else {
-                    &[NotifyEvent::WindowClosing]
-                };
-                self.send(t, events, d);
-                // Whatever runs after the wait belongs to the next night.
-                t.worked_tonight = false;
-                t.closing_sent = false;
-            }
+            } => self.window_closed(t, step, *next_start, *action),
             Event::RunFinished {
                 outcome,
                 exit_code,
                 message,
                 ..
-            } => {
-                let Some(run) = t.run.clone() else { return };
-                let first = message.lines().next().unwrap_or_default().to_string();
-                let mut d = self.data(&run, format!("run {outcome}: {first}"));
-                d.outcome = Some(outcome.as_str().to_string());
-                d.exit_code = Some(i64::from(*exit_code));
-                let events: &[NotifyEvent] = if *outcome == RunOutcome::StoppedWindow {
-                    let when = t
-                        .next_start
-                        .map(|n| self.local(n))
-                        .unwrap_or_else(|| "no time within 14 days".into());
-                    d.summary = self.redactor.redact(&format!(
-                        "stopped for business hours with work left; it may go on {when}"
-                    ));
-                    d.next_start = t.next_start.map(utc);
-                    d.business_hours_at =
-                        self.window.next_business_start(self.clock.now()).map(utc);
-                    d.next = match t.next_start {
-                        Some(n) => format!("from {}: {}", self.local(n), self.apply_cmd()),
-                        None => self.apply_cmd(),
-                    };
-                    &[
-                        NotifyEvent::RunStopped,
-                        NotifyEvent::NightDone,
-                        NotifyEvent::WindowClosing,
-                        NotifyEvent::RunFinished,
-                    ]
-                } else {
-                    d.next = match outcome {
-                        RunOutcome::Succeeded => format!(
-                            "nothing left to run; the record: runner report {} --format html -o report.html",
-                            shell_word(&self.file)
-                        ),
-                        RunOutcome::Failed => format!("fix the cause, then: {}", self.apply_cmd()),
-                        RunOutcome::Interrupted => self.apply_cmd(),
-                        _ => format!("see what waits: {}", self.status_cmd()),
-                    };
-                    &[NotifyEvent::RunFinished]
-                };
-                self.send(t, events, d);
-            }
+            } => self.run_finished(t, *outcome, *exit_code, message),
             _ => {}
         }
+    }
+
+    /// `step-failed` when a pair's last attempt failed or timed out (not when it was
+    /// interrupted or stopped for the window), with the end of its output.
+    fn step_failed(&self, t: &mut Track, step: &str, target: &str) {
+        let key = (step.to_string(), target.to_string());
+        let Some((outcome, code)) = t.last.get(&key).cloned() else {
+            return;
+        };
+        let how = match (outcome, code) {
+            (AttemptOutcome::Failed, Some(c)) => format!("exit code {c}"),
+            (AttemptOutcome::Failed, None) => "failed".to_string(),
+            (AttemptOutcome::TimedOut, _) => "timed out".to_string(),
+            _ => return, // interrupted, or stopped for the window: not a failure
+        };
+        let Some(run) = t.run.clone() else { return };
+        let mut d = self.with_step(
+            self.data(&run, format!("step `{step}` failed on `{target}` ({how})")),
+            step,
+        );
+        d.target = Some(target.to_string());
+        d.exit_code = code;
+        d.output = t
+            .output
+            .get(&key)
+            .map(|b| b.iter().map(|l| self.redactor.redact(l)).collect())
+            .unwrap_or_default();
+        d.next = format!("fix the cause, then: {}", self.apply_cmd());
+        self.send(t, &[NotifyEvent::StepFailed], d);
+    }
+
+    /// `operator-needed`: a manual step waits, or a step is in doubt on the pairs gathered
+    /// for it since it started.
+    fn operator_needed(&self, t: &mut Track, step: &str, instructions: &str) {
+        let Some(run) = t.run.clone() else { return };
+        let manual = self.steps.iter().any(|s| s.id == step && s.manual);
+        let d = if manual {
+            self.manual_step(&run, step, instructions)
+        } else {
+            let targets = t.in_doubt.remove(step).unwrap_or_default();
+            self.in_doubt(&run, step, instructions, &targets)
+        };
+        self.send(t, &[NotifyEvent::OperatorNeeded], d);
+    }
+
+    /// What a manual step's operator is told: its instructions and the `mark` that goes on.
+    fn manual_step(&self, run: &RunId, step: &str, instructions: &str) -> Data {
+        let file = shell_word(&self.file);
+        let mut d = self.with_step(
+            self.data(run, format!("manual step `{step}` waits for an operator")),
+            step,
+        );
+        d.target = Some(crate::playbook::OPERATOR.to_string());
+        d.output = instructions
+            .lines()
+            .map(|l| self.redactor.redact(l))
+            .collect();
+        d.next = format!(
+            "carry out the instructions, then: runner mark {file} {step} done && {}",
+            self.apply_cmd()
+        );
+        d
+    }
+
+    /// What the operator of a step in doubt on `targets` is told: which pairs, and the `mark`
+    /// that decides about them.
+    fn in_doubt(&self, run: &RunId, step: &str, instructions: &str, targets: &[String]) -> Data {
+        let file = shell_word(&self.file);
+        let on = if targets.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " on {}",
+                targets
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let mut d = self.with_step(
+            self.data(
+                run,
+                format!("step `{step}` is in doubt{on}: an operator must decide"),
+            ),
+            step,
+        );
+        if targets.len() == 1 {
+            d.target = targets.first().cloned();
+        }
+        d.output = instructions
+            .lines()
+            .map(|l| self.redactor.redact(l))
+            .collect();
+        let pair = match targets {
+            [one] => format!("{step}@{one}"),
+            _ => format!("{step}@TARGET"),
+        };
+        d.next = format!(
+            "inspect the target, then: runner mark {file} {pair} done|retry|skip && {}",
+            self.apply_cmd()
+        );
+        d
+    }
+
+    /// The window closed: remembers when the run may go on and, when it waits for that,
+    /// says so (`night-done` if work ran tonight, else `window-closing`); a new night begins.
+    fn window_closed(
+        &self,
+        t: &mut Track,
+        step: &str,
+        next_start: Option<Timestamp>,
+        action: ClosedAction,
+    ) {
+        t.next_start = next_start;
+        if action != ClosedAction::Wait {
+            return;
+        }
+        let Some(run) = t.run.clone() else { return };
+        let when = next_start
+            .map(|n| self.local(n))
+            .unwrap_or_else(|| "no time within 14 days".into());
+        let mut d = self.with_step(
+            self.data(
+                &run,
+                format!("the window is closed: the run waits; `{step}` may start {when}"),
+            ),
+            step,
+        );
+        d.next_start = next_start.map(utc);
+        d.next = format!(
+            "nothing: the run goes on by itself; to watch: {}",
+            self.status_cmd()
+        );
+        let events: &[NotifyEvent] = if t.worked_tonight {
+            &[NotifyEvent::NightDone, NotifyEvent::WindowClosing]
+        } else {
+            &[NotifyEvent::WindowClosing]
+        };
+        self.send(t, events, d);
+        // Whatever runs after the wait belongs to the next night.
+        t.worked_tonight = false;
+        t.closing_sent = false;
+    }
+
+    /// The run ended: `run-finished`, or, when it stopped for business hours, the first of
+    /// `run-stopped`, `night-done`, `window-closing` and `run-finished` a sink wants.
+    fn run_finished(&self, t: &mut Track, outcome: RunOutcome, exit_code: i32, message: &str) {
+        let Some(run) = t.run.clone() else { return };
+        let first = message.lines().next().unwrap_or_default().to_string();
+        let mut d = self.data(&run, format!("run {outcome}: {first}"));
+        d.outcome = Some(outcome.as_str().to_string());
+        d.exit_code = Some(i64::from(exit_code));
+        let events: &[NotifyEvent] = if outcome == RunOutcome::StoppedWindow {
+            self.stopped_window(t, &mut d);
+            &[
+                NotifyEvent::RunStopped,
+                NotifyEvent::NightDone,
+                NotifyEvent::WindowClosing,
+                NotifyEvent::RunFinished,
+            ]
+        } else {
+            d.next = match outcome {
+                RunOutcome::Succeeded => format!(
+                    "nothing left to run; the record: runner report {} --format html -o report.html",
+                    shell_word(&self.file)
+                ),
+                RunOutcome::Failed => format!("fix the cause, then: {}", self.apply_cmd()),
+                RunOutcome::Interrupted => self.apply_cmd(),
+                _ => format!("see what waits: {}", self.status_cmd()),
+            };
+            &[NotifyEvent::RunFinished]
+        };
+        self.send(t, events, d);
+    }
+
+    /// A run stopped for business hours: when it may go on, when business hours begin, and
+    /// the `apply` that goes on.
+    fn stopped_window(&self, t: &Track, d: &mut Data) {
+        let when = t
+            .next_start
+            .map(|n| self.local(n))
+            .unwrap_or_else(|| "no time within 14 days".into());
+        d.summary = self.redactor.redact(&format!(
+            "stopped for business hours with work left; it may go on {when}"
+        ));
+        d.next_start = t.next_start.map(utc);
+        d.business_hours_at = self.window.next_business_start(self.clock.now()).map(utc);
+        d.next = match t.next_start {
+            Some(n) => format!("from {}: {}", self.local(n), self.apply_cmd()),
+            None => self.apply_cmd(),
+        };
     }
 
     /// `window-closing` when the work left no longer fits before business hours: this step's
@@ -500,6 +535,18 @@ impl Notifier {
         );
         self.send(t, &[NotifyEvent::WindowClosing], d);
     }
+}
+
+/// Keeps the last `OUTPUT_LINES` lines of a pair's output, each cut to `LINE_CHARS`.
+fn keep_output(t: &mut Track, step: &str, target: &str, line: &str) {
+    let buf = t
+        .output
+        .entry((step.to_string(), target.to_string()))
+        .or_default();
+    if buf.len() == OUTPUT_LINES {
+        buf.pop_front();
+    }
+    buf.push_back(line.chars().take(LINE_CHARS).collect());
 }
 
 impl Reporter for Notifier {

@@ -353,6 +353,35 @@ fn notify_warnings(pb: &Playbook, out: &mut Vec<Warning>) {
 }
 
 fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
+    let mut out = target_warnings(pb);
+    notify_warnings(pb, &mut out);
+    let last_ponr = pb.steps.iter().rposition(|s| s.point_of_no_return);
+    for (i, step) in pb.steps.iter().enumerate() {
+        if step.is_manual() {
+            continue;
+        }
+        out.extend(check_warnings(step));
+        out.extend(rollback_warning(pb, i, step, last_ponr));
+        out.extend(unverified_warnings(pb, step));
+        out.extend(estimate_warning(step));
+    }
+    out.extend(deadline_warnings(pb, planned));
+    // Riskiest kind first; within a kind, playbook order (the sort is stable).
+    out.sort_by_key(|w| warning_kind(w.code).rank);
+    out
+}
+
+/// A warning about `step`.
+fn warn(code: &'static str, step: &Step, message: String) -> Warning {
+    Warning {
+        code,
+        step: Some(step.id.clone()),
+        message,
+    }
+}
+
+/// Targets whose connection can be read or impersonated on the network.
+fn target_warnings(pb: &Playbook) -> Vec<Warning> {
     let mut out = Vec::new();
     for t in pb.targets.values() {
         if t.insecure {
@@ -370,76 +399,93 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
             });
         }
     }
-    notify_warnings(pb, &mut out);
-    let last_ponr = pb.steps.iter().rposition(|s| s.point_of_no_return);
-    let mut warn = |code: &'static str, step: &Step, message: String| {
-        out.push(Warning {
-            code,
-            step: Some(step.id.clone()),
-            message,
-        })
-    };
-    for (i, step) in pb.steps.iter().enumerate() {
-        if step.is_manual() {
-            continue;
-        }
-        let verifies_itself =
-            matches!(step.action, crate::playbook::Action::Upload { .. }) || step.transfers();
-        if step.check.is_none() && !verifies_itself {
-            warn(
-                "no-check",
-                step,
-                format!(
-                    "`{}` has no check: success is judged by its exit code alone",
-                    step.id
-                ),
-            );
-            if !step.idempotent {
-                warn("interruption-needs-human", step, format!("`{}` is not idempotent and has no check: if it is interrupted, an operator must inspect the target and use `runner mark`", step.id));
-            }
-        }
-        // Read-only steps (allowed in business hours, or `changes: none`) have nothing to undo.
-        let read_only = step.business_hours == BusinessHoursPolicy::Allow || step.changes_nothing;
-        if step.rollback.is_none()
-            && !read_only
-            && last_ponr.is_some_and(|p| i < p)
-            && !step.point_of_no_return
-        {
-            warn(
-                "no-rollback-before-ponr",
-                step,
-                format!(
-                    "`{}` has no rollback and comes before the point of no return `{}`",
-                    step.id,
-                    pb.steps[last_ponr.unwrap_or(i)].id
-                ),
-            );
-        }
-        {
-            let windows: Vec<&str> = step
-                .targets
-                .iter()
-                .filter(|t| {
-                    pb.targets.get(*t).is_some_and(|t| {
-                        t.shell != crate::playbook::ShellKind::Sh && step.detached_on(t)
-                    })
-                })
-                .map(String::as_str)
-                .collect();
-            if !windows.is_empty() {
-                warn("detach-windows-unverified", step, format!("`{}` runs detached on Windows ({}) through a WMI-started wrapper that has not yet been run against a real Windows host: rehearse it first", step.id, windows.join(", ")));
-            }
-        }
-        let relayed = crate::playbook::relay::relayed_by_windows(pb, &step.targets);
-        if !relayed.is_empty() {
-            warn("relay-unverified", step, format!("`{}` runs on {} through a command line on a Windows target (e.g. psexec), unverified on real Windows 2000: rehearse that the output, the exit code and the quoting of the command come through", step.id, relayed.join(", ")));
-        }
-        match (step.estimate, step.timeout) {
-            (None, _) => warn("no-estimate", step, format!("`{}` has no estimate: the window gate counts it as 0 and it may run into business hours", step.id)),
-            (Some(e), Some(t)) if t < e => warn("timeout-below-estimate", step, format!("`{}` times out after {} but is estimated at {}", step.id, human_duration(t), human_duration(e))),
-            _ => {}
+    out
+}
+
+/// A step judged by its exit code alone, and one that then needs a person after an
+/// interruption.
+fn check_warnings(step: &Step) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let verifies_itself =
+        matches!(step.action, crate::playbook::Action::Upload { .. }) || step.transfers();
+    if step.check.is_none() && !verifies_itself {
+        out.push(warn(
+            "no-check",
+            step,
+            format!(
+                "`{}` has no check: success is judged by its exit code alone",
+                step.id
+            ),
+        ));
+        if !step.idempotent {
+            out.push(warn("interruption-needs-human", step, format!("`{}` is not idempotent and has no check: if it is interrupted, an operator must inspect the target and use `runner mark`", step.id)));
         }
     }
+    out
+}
+
+/// A step that changes something, before the point of no return, with no rollback.
+fn rollback_warning(
+    pb: &Playbook,
+    i: usize,
+    step: &Step,
+    last_ponr: Option<usize>,
+) -> Option<Warning> {
+    // Read-only steps (allowed in business hours, or `changes: none`) have nothing to undo.
+    let read_only = step.business_hours == BusinessHoursPolicy::Allow || step.changes_nothing;
+    if step.rollback.is_none()
+        && !read_only
+        && last_ponr.is_some_and(|p| i < p)
+        && !step.point_of_no_return
+    {
+        return Some(warn(
+            "no-rollback-before-ponr",
+            step,
+            format!(
+                "`{}` has no rollback and comes before the point of no return `{}`",
+                step.id,
+                pb.steps[last_ponr.unwrap_or(i)].id
+            ),
+        ));
+    }
+    None
+}
+
+/// Ways of running on Windows not yet tried on a real host: detached jobs, relays.
+fn unverified_warnings(pb: &Playbook, step: &Step) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let windows: Vec<&str> = step
+        .targets
+        .iter()
+        .filter(|t| {
+            pb.targets
+                .get(*t)
+                .is_some_and(|t| t.shell != crate::playbook::ShellKind::Sh && step.detached_on(t))
+        })
+        .map(String::as_str)
+        .collect();
+    if !windows.is_empty() {
+        out.push(warn("detach-windows-unverified", step, format!("`{}` runs detached on Windows ({}) through a WMI-started wrapper that has not yet been run against a real Windows host: rehearse it first", step.id, windows.join(", "))));
+    }
+    let relayed = crate::playbook::relay::relayed_by_windows(pb, &step.targets);
+    if !relayed.is_empty() {
+        out.push(warn("relay-unverified", step, format!("`{}` runs on {} through a command line on a Windows target (e.g. psexec), unverified on real Windows 2000: rehearse that the output, the exit code and the quoting of the command come through", step.id, relayed.join(", "))));
+    }
+    out
+}
+
+/// A step the window gate cannot count, or one whose timeout comes before its estimate.
+fn estimate_warning(step: &Step) -> Option<Warning> {
+    match (step.estimate, step.timeout) {
+        (None, _) => Some(warn("no-estimate", step, format!("`{}` has no estimate: the window gate counts it as 0 and it may run into business hours", step.id))),
+        (Some(e), Some(t)) if t < e => Some(warn("timeout-below-estimate", step, format!("`{}` times out after {} but is estimated at {}", step.id, human_duration(t), human_duration(e)))),
+        _ => None,
+    }
+}
+
+/// Steps scheduled to end beyond their deadline after another step.
+fn deadline_warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
+    let mut out = Vec::new();
     for (step, p) in pb.steps.iter().zip(planned) {
         if let Some(d) = &step.deadline {
             if let Some(after) = planned.iter().find(|x| x.id == d.after) {
@@ -460,8 +506,6 @@ fn warnings(pb: &Playbook, planned: &[PlannedStep]) -> Vec<Warning> {
             }
         }
     }
-    // Riskiest kind first; within a kind, playbook order (the sort is stable).
-    out.sort_by_key(|w| warning_kind(w.code).rank);
     out
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Plan;
-use crate::playbook::Playbook;
+use crate::playbook::{Playbook, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SavedPlanError {
@@ -234,83 +234,13 @@ fn step_diffs(saved: &[SavedStep], pb: &Playbook, diffs: &mut Vec<String>) {
             diffs.push(format!("step `{}` was added since the review", s.id));
             continue;
         };
-        let attrs: [(&str, &Value, Value); 8] = [
-            ("name", &old.name, json(&s.title())),
-            ("kind", &old.kind, json(&s.action.kind())),
-            ("targets", &old.targets, json(&s.targets)),
-            (
-                "timeout",
-                &old.timeout_secs,
-                json(&s.timeout.map(|d| d.as_secs())),
-            ),
-            ("retries", &old.retries, json(&s.retries)),
-            ("idempotent", &old.idempotent, json(&s.idempotent)),
-            (
-                "point_of_no_return",
-                &old.point_of_no_return,
-                json(&s.point_of_no_return),
-            ),
-            (
-                "business_hours",
-                &old.business_hours,
-                json(&s.business_hours),
-            ),
-        ];
-        for (what, was, now) in attrs {
-            if !was.is_null() && *was != now {
-                diffs.push(format!(
-                    "step `{}`: its {what} changed (reviewed: {}; now: {})",
-                    s.id,
-                    show(was),
-                    show(&now)
-                ));
-            }
-        }
+        attribute_diffs(old, s, diffs);
         for r in &s.rendered {
             let now = json(r);
             let Some(was) = old.rendered.iter().find(|o| o["target"] == now["target"]) else {
                 continue; // the targets line says it
             };
-            let mut parts = Vec::new();
-            if was["action"] != now["action"] {
-                let kind = now["action"]
-                    .as_object()
-                    .and_then(|m| m.keys().next().cloned())
-                    .unwrap_or_default();
-                let (word, field) = match kind.as_str() {
-                    "run" => ("command", "command"),
-                    "script" => ("script", "sha256"),
-                    "upload" => ("upload", "sha256"),
-                    "manual" => ("instructions", "instructions"),
-                    _ => ("action", "command"),
-                };
-                let a = &was["action"][&kind][field];
-                let b = &now["action"][&kind][field];
-                if a.is_null() || a == b {
-                    parts.push(format!("its {word} changed"));
-                } else {
-                    parts.push(format!(
-                        "its {word} changed (reviewed: {}; now: {})",
-                        show(a),
-                        show(b)
-                    ));
-                }
-            }
-            for (key, word) in [("check", "check"), ("rollback", "rollback")] {
-                if was[key] != now[key] {
-                    parts.push(format!(
-                        "its {word} changed (reviewed: {}; now: {})",
-                        show(&was[key]),
-                        show(&now[key])
-                    ));
-                }
-            }
-            if was["env"] != now["env"] || was["stdin"] != now["stdin"] {
-                parts.push("its environment or standard input changed".to_string());
-            }
-            if parts.is_empty() && was["def_hash"] != now["def_hash"] {
-                parts.push("what decides its work (ok codes) changed".to_string());
-            }
+            let parts = rendered_diffs(was, &now);
             if !parts.is_empty() {
                 diffs.push(format!(
                     "step `{}` on `{}`: {}",
@@ -321,6 +251,101 @@ fn step_diffs(saved: &[SavedStep], pb: &Playbook, diffs: &mut Vec<String>) {
             }
         }
     }
+    diffs.extend(order_diff(saved, pb));
+}
+
+/// A step's attributes that changed (name, kind, targets, timeout...); those the saved plan
+/// does not have (an older format) are not compared.
+fn attribute_diffs(old: &SavedStep, s: &Step, diffs: &mut Vec<String>) {
+    let attrs: [(&str, &Value, Value); 8] = [
+        ("name", &old.name, json(&s.title())),
+        ("kind", &old.kind, json(&s.action.kind())),
+        ("targets", &old.targets, json(&s.targets)),
+        (
+            "timeout",
+            &old.timeout_secs,
+            json(&s.timeout.map(|d| d.as_secs())),
+        ),
+        ("retries", &old.retries, json(&s.retries)),
+        ("idempotent", &old.idempotent, json(&s.idempotent)),
+        (
+            "point_of_no_return",
+            &old.point_of_no_return,
+            json(&s.point_of_no_return),
+        ),
+        (
+            "business_hours",
+            &old.business_hours,
+            json(&s.business_hours),
+        ),
+    ];
+    for (what, was, now) in attrs {
+        if !was.is_null() && *was != now {
+            diffs.push(format!(
+                "step `{}`: its {what} changed (reviewed: {}; now: {})",
+                s.id,
+                show(was),
+                show(&now)
+            ));
+        }
+    }
+}
+
+/// What changed in a step's rendered definition on one target: the action, check, rollback,
+/// inputs, or else only what decides its work.
+fn rendered_diffs(was: &Value, now: &Value) -> Vec<String> {
+    let mut parts = Vec::new();
+    parts.extend(action_diff(was, now));
+    for (key, word) in [("check", "check"), ("rollback", "rollback")] {
+        if was[key] != now[key] {
+            parts.push(format!(
+                "its {word} changed (reviewed: {}; now: {})",
+                show(&was[key]),
+                show(&now[key])
+            ));
+        }
+    }
+    if was["env"] != now["env"] || was["stdin"] != now["stdin"] {
+        parts.push("its environment or standard input changed".to_string());
+    }
+    if parts.is_empty() && was["def_hash"] != now["def_hash"] {
+        parts.push("what decides its work (ok codes) changed".to_string());
+    }
+    parts
+}
+
+/// The action changed: what it is said to be (command, script, instructions), with both
+/// versions when they can be shown.
+fn action_diff(was: &Value, now: &Value) -> Option<String> {
+    if was["action"] == now["action"] {
+        return None;
+    }
+    let kind = now["action"]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned())
+        .unwrap_or_default();
+    let (word, field) = match kind.as_str() {
+        "run" => ("command", "command"),
+        "script" => ("script", "sha256"),
+        "upload" => ("upload", "sha256"),
+        "manual" => ("instructions", "instructions"),
+        _ => ("action", "command"),
+    };
+    let a = &was["action"][&kind][field];
+    let b = &now["action"][&kind][field];
+    Some(if a.is_null() || a == b {
+        format!("its {word} changed")
+    } else {
+        format!(
+            "its {word} changed (reviewed: {}; now: {})",
+            show(a),
+            show(b)
+        )
+    })
+}
+
+/// The steps kept since the review run in another order.
+fn order_diff(saved: &[SavedStep], pb: &Playbook) -> Option<String> {
     let kept_old: Vec<&str> = saved
         .iter()
         .map(|x| x.id.as_str())
@@ -332,13 +357,14 @@ fn step_diffs(saved: &[SavedStep], pb: &Playbook, diffs: &mut Vec<String>) {
         .map(|s| s.id.as_str())
         .filter(|id| saved.iter().any(|x| x.id == *id))
         .collect();
-    if kept_old != kept_new {
-        diffs.push(format!(
-            "the steps run in another order (reviewed: {}; now: {})",
-            kept_old.join(", "),
-            kept_new.join(", ")
-        ));
+    if kept_old == kept_new {
+        return None;
     }
+    Some(format!(
+        "the steps run in another order (reviewed: {}; now: {})",
+        kept_old.join(", "),
+        kept_new.join(", ")
+    ))
 }
 
 /// What differs in a customer file's parts: its procedure, its vars files, the variables

@@ -116,80 +116,15 @@ pub(super) fn check_type(
         }
         return;
     }
-    // An empty value reads as an empty mapping or list.
-    let empty = node.plain && matches!(&node.kind, NodeKind::Scalar(v) if v.is_empty());
-    match kind {
-        Kind::Map(..) | Kind::Seq(..) if empty => {}
-        Kind::Map(desc, nullable) if !matches!(node.kind, NodeKind::Map(_)) => {
-            return wrong_shape(src, node, path, desc, nullable, out);
-        }
-        Kind::Seq(desc, nullable) if !matches!(node.kind, NodeKind::Seq(_)) => {
-            return wrong_shape(src, node, path, desc, nullable, out);
-        }
-        Kind::TextOrSeq(desc, nullable) if matches!(node.kind, NodeKind::Map(_)) => {
-            return wrong_shape(src, node, path, desc, nullable, out);
-        }
-        Kind::TextOrSeq(desc, nullable) if is_null_node(node) => {
-            return wrong_shape(src, node, path, desc, nullable, out);
-        }
-        Kind::Ints if !matches!(node.kind, NodeKind::Seq(_)) => {
-            return wrong_shape(
-                src,
-                node,
-                path,
-                "a list of exit codes, e.g. `[0, 3010]`",
-                true,
-                out,
-            );
-        }
-        Kind::Text if matches!(node.kind, NodeKind::Map(_) | NodeKind::Seq(_)) => {
-            return wrong_shape(src, node, path, "text", true, out);
-        }
-        _ => {}
+    if !right_shape(src, kind, node, path, out) {
+        return;
     }
     let NodeKind::Scalar(value) = &node.kind else {
         return;
     };
     match kind {
         Kind::Map(..) | Kind::Seq(..) | Kind::TextOrSeq(..) | Kind::Text => {}
-        Kind::Bool => {
-            let ok = node.plain
-                && matches!(
-                    value.as_str(),
-                    "true" | "false" | "True" | "False" | "TRUE" | "FALSE"
-                );
-            if ok {
-                return;
-            }
-            let lower = value.to_ascii_lowercase();
-            let meant = match lower.as_str() {
-                "yes" | "y" | "on" | "true" => Some("true"),
-                "no" | "n" | "off" | "false" => Some("false"),
-                _ => None,
-            };
-            let (message, help) = if is_null(node, value) {
-                (
-                    format!("`{key}` has no value"),
-                    format!("write `{key}: true` or `{key}: false`"),
-                )
-            } else if !node.plain && meant.is_some() {
-                (
-                    format!("`\"{value}\"` is quoted text, not true or false"),
-                    format!("write `{key}: {}` without quotes", meant.unwrap_or("true")),
-                )
-            } else if let Some(m) = meant {
-                (
-                    format!("`{key}: {value}` is not true or false here"),
-                    format!("write `{key}: {m}` (YAML 1.2 reads only true and false as booleans)"),
-                )
-            } else {
-                (
-                    format!("`{value}` is not true or false"),
-                    format!("write `{key}: true` or `{key}: false`"),
-                )
-            };
-            out.push(Diagnostic::at(src, path, message).help(help));
-        }
+        Kind::Bool => check_bool(src, key, node, value, path, out),
         Kind::Int { min, max } => check_int(src, key, node, min, max, path, out),
         Kind::Ints => {}
         Kind::Duration { help } => {
@@ -214,6 +149,101 @@ pub(super) fn check_type(
             );
         }
     }
+}
+
+/// Whether `node` has the shape (mapping, list, text) `kind` takes; the error when not.
+fn right_shape(
+    src: &Source,
+    kind: Kind,
+    node: &Node,
+    path: &[Seg],
+    out: &mut Vec<Diagnostic>,
+) -> bool {
+    // An empty value reads as an empty mapping or list.
+    let empty = node.plain && matches!(&node.kind, NodeKind::Scalar(v) if v.is_empty());
+    match kind {
+        Kind::Map(..) | Kind::Seq(..) if empty => true,
+        Kind::Map(desc, nullable) if !matches!(node.kind, NodeKind::Map(_)) => {
+            wrong_shape(src, node, path, desc, nullable, out);
+            false
+        }
+        Kind::Seq(desc, nullable) if !matches!(node.kind, NodeKind::Seq(_)) => {
+            wrong_shape(src, node, path, desc, nullable, out);
+            false
+        }
+        Kind::TextOrSeq(desc, nullable) if matches!(node.kind, NodeKind::Map(_)) => {
+            wrong_shape(src, node, path, desc, nullable, out);
+            false
+        }
+        Kind::TextOrSeq(desc, nullable) if is_null_node(node) => {
+            wrong_shape(src, node, path, desc, nullable, out);
+            false
+        }
+        Kind::Ints if !matches!(node.kind, NodeKind::Seq(_)) => {
+            wrong_shape(
+                src,
+                node,
+                path,
+                "a list of exit codes, e.g. `[0, 3010]`",
+                true,
+                out,
+            );
+            false
+        }
+        Kind::Text if matches!(node.kind, NodeKind::Map(_) | NodeKind::Seq(_)) => {
+            wrong_shape(src, node, path, "text", true, out);
+            false
+        }
+        _ => true,
+    }
+}
+
+/// A boolean is `true` or `false`, unquoted; `yes`, `on` and the like are YAML 1.1 and read
+/// as text here, and the message says which was meant.
+fn check_bool(
+    src: &Source,
+    key: &str,
+    node: &Node,
+    value: &str,
+    path: &[Seg],
+    out: &mut Vec<Diagnostic>,
+) {
+    let ok = node.plain
+        && matches!(
+            value,
+            "true" | "false" | "True" | "False" | "TRUE" | "FALSE"
+        );
+    if ok {
+        return;
+    }
+    let lower = value.to_ascii_lowercase();
+    let meant = match lower.as_str() {
+        "yes" | "y" | "on" | "true" => Some("true"),
+        "no" | "n" | "off" | "false" => Some("false"),
+        _ => None,
+    };
+    let (message, help) = if is_null(node, value) {
+        (
+            format!("`{key}` has no value"),
+            format!("write `{key}: true` or `{key}: false`"),
+        )
+    } else if !node.plain && meant.is_some() {
+        (
+            format!("`\"{value}\"` is quoted text, not true or false"),
+            format!("write `{key}: {}` without quotes", meant.unwrap_or("true")),
+        )
+    } else if let Some(m) = meant {
+        (
+            format!("`{key}: {value}` is not true or false here"),
+            format!("write `{key}: {m}` (YAML 1.2 reads only true and false as booleans)"),
+        )
+    } else {
+        (
+            format!("`{value}` is not true or false"),
+            format!("write `{key}: true` or `{key}: false`"),
+        )
+    };
+    out.push(Diagnostic::at(src, path, message).help(help));
 }
 
 fn is_null_node(node: &Node) -> bool {

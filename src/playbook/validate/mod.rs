@@ -54,6 +54,22 @@ pub fn load(
     given: &super::GivenVars,
     fit_from: Option<super::FitFrom>,
 ) -> Result<Playbook, LoadError> {
+    let (text, sha256) = read_playbook(path)?;
+    let src = parse_yaml(path, text)?;
+    // A customer file: merged with its procedure (and given variables) into one tree whose
+    // nodes remember their file.
+    let composed = super::compose::compose(src, sha256, given).map_err(in_order)?;
+    let (src, sha256, composition) = (composed.src, composed.sha256, composed.composition);
+    let soft = check_shape(&src, path, composed.diags, fit_from)?;
+    let raw = deserialize(&src, path, &soft)?;
+    let mut pb = check_values(&src, path, raw, sha256, fit_from, soft)?;
+    pb.composition = composition;
+    Ok(pb)
+}
+
+/// The playbook file's text (without a byte order mark) and the SHA-256 of the file as
+/// written: a file within the size limit, in UTF-8.
+fn read_playbook(path: &Path) -> Result<(String, String), LoadError> {
     let fail = |msg: String| LoadError(vec![Diagnostic::whole_file(path, msg)]);
     let meta =
         std::fs::metadata(path).map_err(|e| fail(format!("cannot read the playbook: {e}")))?;
@@ -79,9 +95,13 @@ pub fn load(
     if let Some(rest) = text.strip_prefix('\u{feff}') {
         text = rest.to_string();
     }
+    Ok((text, sha256))
+}
 
-    let src = match Source::parse(path, text) {
-        Ok(src) => src,
+/// The file read as YAML, or the first syntax error in it.
+fn parse_yaml(path: &Path, text: String) -> Result<Source, LoadError> {
+    match Source::parse(path, text) {
+        Ok(src) => Ok(src),
         Err(e) => {
             let src = Source {
                 path: path.to_path_buf(),
@@ -92,42 +112,48 @@ pub fn load(
                 others: Vec::new(),
             };
             let (pos, message, help) = e.explain(&src.text);
-            return Err(LoadError(vec![Diagnostic::at_pos(
+            Err(LoadError(vec![Diagnostic::at_pos(
                 &src,
                 pos,
                 String::new(),
                 format!("YAML syntax error: {message}"),
             )
             .with_help(help)
-            .note("the YAML parser stops at the first syntax error: fix this one and run `runner validate` again to see any others")]));
+            .note("the YAML parser stops at the first syntax error: fix this one and run `runner validate` again to see any others")]))
         }
-    };
+    }
+}
 
-    // A customer file: merged with its procedure (and given variables) into one tree whose
-    // nodes remember their file.
-    let in_order = |mut diags: Vec<Diagnostic>| {
-        diags.sort_by(|a, b| {
-            (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col))
-        });
-        LoadError(diags)
-    };
-    let composed = super::compose::compose(src, sha256, given).map_err(in_order)?;
-    let (src, sha256, composition) = (composed.src, composed.sha256, composed.composition);
-    let merge_diags = composed.diags;
+/// Diagnostics sorted by file, line and column.
+fn in_order(mut diags: Vec<Diagnostic>) -> LoadError {
+    diags.sort_by(|a, b| (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col)));
+    LoadError(diags)
+}
 
-    // Wrong keys and wrong types stop here, all of them reported; wrong values that serde
-    // still reads (durations are text to it) go on to the checks below, so that they are
-    // reported together with everything else.
+/// Wrong keys and wrong types stop here, all of them reported (with the problems found while
+/// merging, and what the later checks find in the rest); wrong values that serde still reads
+/// (durations are text to it) are returned, to be reported together with everything else.
+fn check_shape(
+    src: &Source,
+    path: &Path,
+    merge_diags: Vec<Diagnostic>,
+    fit_from: Option<super::FitFrom>,
+) -> Result<Vec<Diagnostic>, LoadError> {
     let (soft, mut hard): (Vec<Diagnostic>, Vec<Diagnostic>) =
-        structure::check(&src).into_iter().partition(|d| d.soft);
+        structure::check(src).into_iter().partition(|d| d.soft);
     hard.extend(merge_diags);
     if !hard.is_empty() {
         let mut diags: Vec<Diagnostic> = hard.into_iter().chain(soft).collect();
-        let more = checks_beyond_wrong_keys(&src, path, &diags, fit_from);
+        let more = checks_beyond_wrong_keys(src, path, &diags, fit_from);
         diags.extend(more);
         return Err(in_order(diags));
     }
+    Ok(soft)
+}
 
+/// The tree read into the raw playbook; what serde refuses is reported with the shape
+/// check's `soft` diagnostics.
+fn deserialize(src: &Source, path: &Path, soft: &[Diagnostic]) -> Result<RawPlaybook, LoadError> {
     let parsed = if src.others.is_empty() {
         serde_yaml_ng::from_str(&src.text)
     } else {
@@ -142,17 +168,28 @@ pub fn load(
             }
         }
     };
-    let raw: RawPlaybook = match parsed {
-        Ok(raw) => raw,
+    match parsed {
+        Ok(raw) => Ok(raw),
         Err(e) => {
-            let mut diags = soft;
-            diags.push(serde_diagnostic(&src, &e));
-            return Err(in_order(diags));
+            let mut diags = soft.to_vec();
+            diags.push(serde_diagnostic(src, &e));
+            Err(in_order(diags))
         }
-    };
+    }
+}
 
+/// The validator's checks of every value; the shape check's `soft` diagnostics are reported
+/// with what it finds, its words winning for a place both found.
+fn check_values(
+    src: &Source,
+    path: &Path,
+    raw: RawPlaybook,
+    sha256: String,
+    fit_from: Option<super::FitFrom>,
+    soft: Vec<Diagnostic>,
+) -> Result<Playbook, LoadError> {
     let mut v = Validator {
-        src: &src,
+        src,
         dir: dir_of(path),
         diags: Vec::new(),
         templates: Templates::new(),
@@ -160,8 +197,7 @@ pub fn load(
     };
     let playbook = v.playbook(raw, sha256);
     if v.diags.is_empty() && soft.is_empty() {
-        if let Some(mut pb) = playbook {
-            pb.composition = composition;
+        if let Some(pb) = playbook {
             return Ok(pb);
         }
     }

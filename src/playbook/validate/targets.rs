@@ -211,9 +211,10 @@ impl Validator<'_> {
         (eff, taken, hops)
     }
 
+    /// One target checked and made into a [`Target`] (with what `~/.ssh/config` says when it
+    /// asks for that); None after an error.
     pub(super) fn target(&mut self, name: &str, t: &RawTarget) -> Option<Target> {
         let p = |k: &str| vec![key("targets"), key(name), key(k)];
-        let base = vec![key("targets"), key(name)];
         let before = self.diags.len();
         let (effective, from_ssh_config, proxy_hops) = if t.ssh_config {
             self.with_ssh_config(name, t)
@@ -221,9 +222,47 @@ impl Validator<'_> {
             (t.clone(), Vec::new(), Vec::new())
         };
         let t = &effective;
+        self.target_name(name);
+        self.target_login(name, t);
+        self.other_transports_keys(name, t);
+        if t.transport == TransportKind::Winrm {
+            self.winrm_login(name, t);
+        }
+        self.target_values(name, t);
+        let keepalive = match t.transport {
+            TransportKind::Ssh => self.keepalive(&p("keepalive"), t.keepalive.as_deref()),
+            _ => None,
+        };
+        let password = self.secret(&p("password"), &t.password);
+        let passphrase = self.secret(&p("passphrase"), &t.passphrase);
+        let relay = self.relay_of(name, t);
+        if self.diags.len() != before {
+            return None;
+        }
+        Some(Target {
+            keepalive,
+            password,
+            passphrase,
+            relay,
+            proxy_hops,
+            from_ssh_config,
+            ..self.resolved_target(name, t)
+        })
+    }
+
+    /// A target name is lowercase letters, digits, `-` and `_`, and not the operator's.
+    fn target_name(&mut self, name: &str) {
+        let base = vec![key("targets"), key(name)];
         if !is_name(name) || name == OPERATOR {
             self.err(&base, format!("`{name}` is not a valid target name"), Some(format!("use lowercase letters, digits, `-` and `_` (and not `{OPERATOR}`, which names the person confirming manual steps)")));
         }
+    }
+
+    /// A remote target has a `host` and a `user`; a local or relay one has none of the login's
+    /// keys.
+    fn target_login(&mut self, name: &str, t: &RawTarget) {
+        let p = |k: &str| vec![key("targets"), key(name), key(k)];
+        let base = vec![key("targets"), key(name)];
         let kind = t.transport;
         let remote = matches!(kind, TransportKind::Ssh | TransportKind::Winrm);
         if remote && t.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
@@ -256,6 +295,12 @@ impl Validator<'_> {
                 }
             }
         }
+    }
+
+    /// Keys that belong to another transport (`key` to ssh, `https` to winrm...).
+    fn other_transports_keys(&mut self, name: &str, t: &RawTarget) {
+        let p = |k: &str| vec![key("targets"), key(name), key(k)];
+        let kind = t.transport;
         if kind != TransportKind::Ssh {
             for (k, present) in [
                 ("key", t.key.is_some()),
@@ -290,23 +335,33 @@ impl Validator<'_> {
                 }
             }
         }
-        if kind == TransportKind::Winrm {
-            if t.password.is_none() {
-                self.err(
-                    &base,
-                    format!("winrm target `{name}` has no `password`"),
-                    Some("add `password: { env: VARIABLE }`".into()),
-                );
-            }
-            if t.auth == Some(WinrmAuth::Basic) && !t.https && !t.allow_unencrypted {
-                self.err(
-                    &p("auth"),
-                    "Basic authentication over plain HTTP would send the password readably",
-                    Some("set `https: true`, or use `auth: ntlm` (which encrypts messages); only on an isolated test network, `allow_unencrypted: true`".into()),
-                );
-            }
-            self.winrm_tls(name, t);
+    }
+
+    /// A winrm target has a password, sends it readably only when allowed, and its TLS
+    /// settings agree.
+    fn winrm_login(&mut self, name: &str, t: &RawTarget) {
+        let p = |k: &str| vec![key("targets"), key(name), key(k)];
+        let base = vec![key("targets"), key(name)];
+        if t.password.is_none() {
+            self.err(
+                &base,
+                format!("winrm target `{name}` has no `password`"),
+                Some("add `password: { env: VARIABLE }`".into()),
+            );
         }
+        if t.auth == Some(WinrmAuth::Basic) && !t.https && !t.allow_unencrypted {
+            self.err(
+                &p("auth"),
+                "Basic authentication over plain HTTP would send the password readably",
+                Some("set `https: true`, or use `auth: ntlm` (which encrypts messages); only on an isolated test network, `allow_unencrypted: true`".into()),
+            );
+        }
+        self.winrm_tls(name, t);
+    }
+
+    /// A port that is one, a passphrase with its key, and template variables' names.
+    fn target_values(&mut self, name: &str, t: &RawTarget) {
+        let p = |k: &str| vec![key("targets"), key(name), key(k)];
         if t.port == Some(0) {
             self.err(
                 &p("port"),
@@ -330,16 +385,14 @@ impl Validator<'_> {
                 );
             }
         }
-        let keepalive = match kind {
-            TransportKind::Ssh => self.keepalive(&p("keepalive"), t.keepalive.as_deref()),
-            _ => None,
-        };
-        let password = self.secret(&p("password"), &t.password);
-        let passphrase = self.secret(&p("passphrase"), &t.passphrase);
-        let relay = self.relay_of(name, t);
-        if self.diags.len() != before {
-            return None;
-        }
+    }
+
+    /// The checked target's settings with their defaults (port, shell, auth, reboot and boot
+    /// id commands) and its paths resolved from the file that names them; what needed checking
+    /// on its own (secrets, keepalive, relay, ssh_config) is left empty.
+    fn resolved_target(&self, name: &str, t: &RawTarget) -> Target {
+        let base = vec![key("targets"), key(name)];
+        let kind = t.transport;
         let port = match kind {
             TransportKind::Local | TransportKind::Relay => None,
             TransportKind::Ssh => Some(t.port.unwrap_or(SSH_PORT)),
@@ -358,18 +411,18 @@ impl Validator<'_> {
                     .collect::<PathBuf>()
             })
         };
-        Some(Target {
+        Target {
             name: name.to_string(),
             transport: kind,
             host: t.host.clone(),
             port,
             https: t.https,
             user: t.user.clone(),
-            password,
+            password: None,
             key: resolve(&t.key),
-            passphrase,
+            passphrase: None,
             known_hosts: resolve(&t.known_hosts),
-            keepalive,
+            keepalive: None,
             shell,
             auth: match kind {
                 TransportKind::Winrm => Some(t.auth.unwrap_or(WinrmAuth::Ntlm)),
@@ -380,26 +433,19 @@ impl Validator<'_> {
             insecure: t.insecure,
             allow_unencrypted: t.allow_unencrypted,
             jump: t.jump.clone(),
-            proxy_hops,
-            from_ssh_config,
+            proxy_hops: Vec::new(),
+            from_ssh_config: Vec::new(),
             vars: t.vars.clone(),
-            reboot_command: t.reboot_command.clone().unwrap_or_else(|| {
-                match shell {
-                    ShellKind::Sh => "shutdown -r now",
-                    ShellKind::Cmd | ShellKind::Powershell => "shutdown /r /t 5",
-                }
-                .to_string()
-            }),
-            boot_id_command: t.boot_id_command.clone().unwrap_or_else(|| {
-                match shell {
-                    ShellKind::Sh => "cat /proc/sys/kernel/random/boot_id",
-                    ShellKind::Cmd => "wmic os get lastbootuptime /value",
-                    ShellKind::Powershell => "(Get-WmiObject Win32_OperatingSystem).LastBootUpTime",
-                }
-                .to_string()
-            }),
-            relay,
-        })
+            reboot_command: t
+                .reboot_command
+                .clone()
+                .unwrap_or_else(|| default_reboot_command(shell).to_string()),
+            boot_id_command: t
+                .boot_id_command
+                .clone()
+                .unwrap_or_else(|| default_boot_id_command(shell).to_string()),
+            relay: None,
+        }
     }
 
     /// An ssh target's keepalive interval, the default if absent; None after an error.
@@ -536,5 +582,22 @@ impl Validator<'_> {
             out.insert(name.clone(), members.clone());
         }
         out
+    }
+}
+
+/// How a target reboots when it does not say: by its shell.
+fn default_reboot_command(shell: ShellKind) -> &'static str {
+    match shell {
+        ShellKind::Sh => "shutdown -r now",
+        ShellKind::Cmd | ShellKind::Powershell => "shutdown /r /t 5",
+    }
+}
+
+/// How a target's boot is told apart from the one before when it does not say: by its shell.
+fn default_boot_id_command(shell: ShellKind) -> &'static str {
+    match shell {
+        ShellKind::Sh => "cat /proc/sys/kernel/random/boot_id",
+        ShellKind::Cmd => "wmic os get lastbootuptime /value",
+        ShellKind::Powershell => "(Get-WmiObject Win32_OperatingSystem).LastBootUpTime",
     }
 }
