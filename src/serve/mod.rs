@@ -32,7 +32,7 @@ use auth::auth;
 pub use auth::generate_token;
 use events::events;
 use follower::Follower;
-pub use model::{PageCutover, Schedule, ScheduledNight, PageStep, WindowEvent};
+pub use model::{PageCutover, PageStep, Schedule, ScheduledNight, WindowEvent};
 use tails::{RunTail, Tails};
 
 /// One cutover to show.

@@ -119,7 +119,6 @@ impl Validator<'_> {
         name: &str,
         t: &RawTarget,
     ) -> (RawTarget, Vec<String>, Vec<super::super::ProxyHop>) {
-        use crate::ssh_config::{parse_jump, SshConfigFile};
         let at = vec![key("targets"), key(name), key("ssh_config")];
         let mut eff = t.clone();
         if t.transport != TransportKind::Ssh {
@@ -135,80 +134,94 @@ impl Validator<'_> {
         };
         let home = expand_home(Path::new("~"));
         let file = home.join(".ssh").join("config");
-        let read = SshConfigFile::read(&file).and_then(|c| {
-            let s = c.lookup(&alias, &home)?;
-            Ok((c, s))
-        });
-        let (cfg, found) = match read {
-            Ok(v) => v,
-            Err(e) => {
-                self.err(&at, format!("`ssh_config: true`, but {e}"), Some("create the file, or set the target's `host`, `port`, `user` and `key` here and remove `ssh_config`".into()));
-                return (eff, Vec::new(), Vec::new());
-            }
+        let Some((cfg, found)) = self.read_ssh_config(&at, &file, &alias, &home) else {
+            return (eff, Vec::new(), Vec::new());
         };
-        let mut taken = Vec::new();
-        if let Some(h) = &found.host_name {
-            taken.push(format!("HostName {h}"));
-            eff.host = Some(h.clone());
-        }
-        if t.port.is_none() {
-            if let Some(port) = found.port {
-                taken.push(format!("Port {port}"));
-                eff.port = Some(port);
-            }
-        }
-        if t.user.is_none() {
-            if let Some(u) = &found.user {
-                taken.push(format!("User {u}"));
-                eff.user = Some(u.clone());
-            }
-        }
-        if t.key.is_none() && t.password.is_none() {
-            if let Some(k) = &found.identity_file {
-                taken.push(format!("IdentityFile {}", k.display()));
-                eff.key = Some(k.display().to_string());
-            }
-        }
-        let mut hops = Vec::new();
-        if let Some(pj) = found.proxy_jump.as_deref().filter(|p| *p != "none") {
-            if t.jump.is_some() {
+        let mut taken = take_from_ssh_config(t, &found, &mut eff);
+        let hops = match found.proxy_jump.as_deref().filter(|p| *p != "none") {
+            Some(pj) if t.jump.is_some() => {
                 taken.push(format!(
                     "ProxyJump {pj} ignored: the target's `jump` is used"
                 ));
-            } else {
-                for spec in pj.split(',') {
-                    let Some((user, host, port)) = parse_jump(spec) else {
-                        self.err(&at, format!("`ProxyJump {pj}` in {} is not a list of `[user@]host[:port]`", file.display()), Some("fix the line in that file, or give the jump host as a target and use `jump`".into()));
-                        return (eff, taken, Vec::new());
-                    };
-                    let hop = match cfg.lookup(&host, &home) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            self.err(&at, e.to_string(), None);
-                            return (eff, taken, Vec::new());
-                        }
-                    };
-                    hops.push(super::super::ProxyHop {
-                        host: hop.host_name.clone().unwrap_or(host),
-                        port: port.or(hop.port).unwrap_or(22),
-                        user: user
-                            .or(hop.user.clone())
-                            .or(eff.user.clone())
-                            .unwrap_or_default(),
-                        key: hop.identity_file.clone().or_else(|| {
-                            eff.key
-                                .as_ref()
-                                .map(|k| self.dir.join(expand_home(Path::new(k))))
-                        }),
-                    });
-                }
-                taken.push(format!("ProxyJump {pj}"));
+                Vec::new()
             }
-        }
+            Some(pj) => match self.proxy_hops(&at, &file, pj, &cfg, &home, &eff) {
+                Some(hops) => {
+                    taken.push(format!("ProxyJump {pj}"));
+                    hops
+                }
+                None => return (eff, taken, Vec::new()),
+            },
+            None => Vec::new(),
+        };
         for (line, text) in &cfg.ignored {
             taken.push(format!("not read: line {line} `{text}`"));
         }
         (eff, taken, hops)
+    }
+
+    /// `~/.ssh/config` and what it says for `alias`; None after an error.
+    fn read_ssh_config(
+        &mut self,
+        at: &[Seg],
+        file: &Path,
+        alias: &str,
+        home: &Path,
+    ) -> Option<(
+        crate::ssh_config::SshConfigFile,
+        crate::ssh_config::HostSettings,
+    )> {
+        let read = crate::ssh_config::SshConfigFile::read(file).and_then(|c| {
+            let s = c.lookup(alias, home)?;
+            Ok((c, s))
+        });
+        match read {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(at, format!("`ssh_config: true`, but {e}"), Some("create the file, or set the target's `host`, `port`, `user` and `key` here and remove `ssh_config`".into()));
+                None
+            }
+        }
+    }
+
+    /// The jump hosts of a `ProxyJump` line, each as the file describes it; None after an error.
+    fn proxy_hops(
+        &mut self,
+        at: &[Seg],
+        file: &Path,
+        pj: &str,
+        cfg: &crate::ssh_config::SshConfigFile,
+        home: &Path,
+        eff: &RawTarget,
+    ) -> Option<Vec<super::super::ProxyHop>> {
+        let mut hops = Vec::new();
+        for spec in pj.split(',') {
+            let Some((user, host, port)) = crate::ssh_config::parse_jump(spec) else {
+                self.err(at, format!("`ProxyJump {pj}` in {} is not a list of `[user@]host[:port]`", file.display()), Some("fix the line in that file, or give the jump host as a target and use `jump`".into()));
+                return None;
+            };
+            let hop = match cfg.lookup(&host, home) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.err(at, e.to_string(), None);
+                    return None;
+                }
+            };
+            hops.push(super::super::ProxyHop {
+                host: hop.host_name.clone().unwrap_or(host),
+                port: port.or(hop.port).unwrap_or(22),
+                user: user
+                    .or(hop.user.clone())
+                    .or(eff.user.clone())
+                    .unwrap_or_default(),
+                key: hop.identity_file.clone().or_else(|| {
+                    eff.key
+                        .as_ref()
+                        .map(|k| self.dir.join(expand_home(Path::new(k))))
+                }),
+            });
+        }
+        Some(hops)
     }
 
     /// One target checked and made into a [`Target`] (with what `~/.ssh/config` says when it
@@ -600,4 +613,37 @@ fn default_boot_id_command(shell: ShellKind) -> &'static str {
         ShellKind::Cmd => "wmic os get lastbootuptime /value",
         ShellKind::Powershell => "(Get-WmiObject Win32_OperatingSystem).LastBootUpTime",
     }
+}
+
+/// What `~/.ssh/config` gives a target that does not say it itself (HostName always, as the
+/// target's `host` is the alias), written into `eff`; returns what was taken, for the plan.
+fn take_from_ssh_config(
+    t: &RawTarget,
+    found: &crate::ssh_config::HostSettings,
+    eff: &mut RawTarget,
+) -> Vec<String> {
+    let mut taken = Vec::new();
+    if let Some(h) = &found.host_name {
+        taken.push(format!("HostName {h}"));
+        eff.host = Some(h.clone());
+    }
+    if t.port.is_none() {
+        if let Some(port) = found.port {
+            taken.push(format!("Port {port}"));
+            eff.port = Some(port);
+        }
+    }
+    if t.user.is_none() {
+        if let Some(u) = &found.user {
+            taken.push(format!("User {u}"));
+            eff.user = Some(u.clone());
+        }
+    }
+    if t.key.is_none() && t.password.is_none() {
+        if let Some(k) = &found.identity_file {
+            taken.push(format!("IdentityFile {}", k.display()));
+            eff.key = Some(k.display().to_string());
+        }
+    }
+    taken
 }
