@@ -263,62 +263,93 @@ fn walk_map(
     // Something else where this mapping belongs: said here, so that it is one of all the
     // errors and not serde's only one. Aliases are serde's to judge.
     let NodeKind::Map(entries) = &node.kind else {
-        let (desc, nullable) = match what {
-            "window" => ("the window (a mapping)", false),
-            "a target" => ("a target (a mapping)", false),
-            "a step" => ("a step (a mapping)", false),
-            "a business_hours rule" => ("a business_hours rule (a mapping)", false),
-            "upload" => ("`upload: { src: FILE, dest: PATH }`", true),
-            "copy" => (
-                "`copy: { from: TARGET, path: PATH, to: TARGET, dest: PATH }`",
-                true,
-            ),
-            "fetch" => ("`fetch: { path: PATH, dest: LOCAL_PATH }`", true),
-            "reboot" => (
-                "`reboot: { timeout: DURATION }` (or `reboot: {}` for 20m)",
-                true,
-            ),
-            "deadline" => ("`deadline: { after: STEP, within: DURATION }`", true),
-            _ => return,
-        };
-        wrong_shape(src, node, path, desc, nullable, out);
+        if let Some((desc, nullable)) = expected_shape(what) {
+            wrong_shape(src, node, path, desc, nullable, out);
+        }
         return;
     };
     let mut seen: Vec<&str> = Vec::new();
     for entry in entries {
         path.push(Seg::Key(entry.key.clone()));
-        if seen.contains(&entry.key.as_str()) {
-            out.push(
-                Diagnostic::at_key(
-                    src,
-                    path,
-                    format!("`{}` is given twice in {what}", entry.key),
-                )
-                .help("keep one of them"),
-            );
-        } else if entry.key == "<<" {
-            out.push(
-                Diagnostic::at_key(src, path, "YAML merge keys (`<<`) are not supported")
-                    .help("write the keys out, or move shared values into `vars`"),
-            );
-        } else if !allowed.contains(&entry.key.as_str()) {
-            let help = help_for_unknown(&entry.key, allowed);
-            let mut d =
-                Diagnostic::at_key(src, path, format!("unknown key `{}` in {what}", entry.key))
-                    .help(help);
-            // A misspelt `password:` line may hold a literal password: do not echo it.
-            if entry.key.contains("pass") || entry.key.contains("secret") {
-                d = d.without_source();
-            }
-            out.push(d);
-        } else {
-            check_type(src, what, &entry.key, &entry.value, path, out);
-            visit(&entry.key, &entry.value, path, out);
-        }
+        check_entry(src, entry, &seen, path, allowed, what, out, visit);
         seen.push(&entry.key);
         path.pop();
     }
-    let required: &[(&str, &str)] = match what {
+    for (key, help) in required_keys(what) {
+        if !seen.contains(key) {
+            out.push(Diagnostic::at(src, path, format!("missing `{key}` in {what}")).help(*help));
+        }
+    }
+}
+
+/// One key of a mapping: given twice, a merge key, unknown (with a suggestion), or checked
+/// and visited.
+#[allow(clippy::too_many_arguments)]
+fn check_entry(
+    src: &Source,
+    entry: &super::source::Entry,
+    seen: &[&str],
+    path: &mut Vec<Seg>,
+    allowed: &[&str],
+    what: &str,
+    out: &mut Vec<Diagnostic>,
+    visit: &Visit<'_>,
+) {
+    if seen.contains(&entry.key.as_str()) {
+        out.push(
+            Diagnostic::at_key(
+                src,
+                path,
+                format!("`{}` is given twice in {what}", entry.key),
+            )
+            .help("keep one of them"),
+        );
+    } else if entry.key == "<<" {
+        out.push(
+            Diagnostic::at_key(src, path, "YAML merge keys (`<<`) are not supported")
+                .help("write the keys out, or move shared values into `vars`"),
+        );
+    } else if !allowed.contains(&entry.key.as_str()) {
+        let help = help_for_unknown(&entry.key, allowed);
+        let mut d = Diagnostic::at_key(src, path, format!("unknown key `{}` in {what}", entry.key))
+            .help(help);
+        // A misspelt `password:` line may hold a literal password: do not echo it.
+        if entry.key.contains("pass") || entry.key.contains("secret") {
+            d = d.without_source();
+        }
+        out.push(d);
+    } else {
+        check_type(src, what, &entry.key, &entry.value, path, out);
+        visit(&entry.key, &entry.value, path, out);
+    }
+}
+
+/// What belongs where a mapping named `what` is expected, and whether null may stand for it;
+/// None where serde is left to judge.
+fn expected_shape(what: &str) -> Option<(&'static str, bool)> {
+    Some(match what {
+        "window" => ("the window (a mapping)", false),
+        "a target" => ("a target (a mapping)", false),
+        "a step" => ("a step (a mapping)", false),
+        "a business_hours rule" => ("a business_hours rule (a mapping)", false),
+        "upload" => ("`upload: { src: FILE, dest: PATH }`", true),
+        "copy" => (
+            "`copy: { from: TARGET, path: PATH, to: TARGET, dest: PATH }`",
+            true,
+        ),
+        "fetch" => ("`fetch: { path: PATH, dest: LOCAL_PATH }`", true),
+        "reboot" => (
+            "`reboot: { timeout: DURATION }` (or `reboot: {}` for 20m)",
+            true,
+        ),
+        "deadline" => ("`deadline: { after: STEP, within: DURATION }`", true),
+        _ => return None,
+    })
+}
+
+/// The keys a mapping named `what` must have, each with how to add it.
+fn required_keys(what: &str) -> &'static [(&'static str, &'static str)] {
+    match what {
         "the playbook" => &[
             ("name", "say what this cutover is, e.g. `name: Acme SBS 2000 to SBS 2003 cutover`"),
             ("window", "add `window:` with the customer's `timezone` and `business_hours` (`business_hours: []` for none); a procedure is checked through a customer file that names it (`procedure: PATH`)"),
@@ -351,11 +382,6 @@ fn walk_map(
             ("within", "add `within: DURATION`, e.g. `within: 21d`"),
         ],
         _ => &[],
-    };
-    for (key, help) in required {
-        if !seen.contains(key) {
-            out.push(Diagnostic::at(src, path, format!("missing `{key}` in {what}")).help(*help));
-        }
     }
 }
 
