@@ -362,7 +362,8 @@ pub enum BusinessHoursPolicy {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpload {
-    /// Local file, relative to the playbook.
+    /// Local file, relative to the folder of the file that names the step (in a procedure, the
+    /// procedure's).
     pub src: String,
     /// Destination path on the target.
     pub dest: String,

@@ -364,7 +364,7 @@ fn required_keys(what: &str) -> &'static [(&'static str, &'static str)] {
             ("to", "add `to: \"18:00\"`"),
         ],
         "upload" => &[
-            ("src", "add `src: FILE` (relative to the playbook)"),
+            ("src", "add `src: FILE` (relative to the folder of the file that names the step: in a procedure, the procedure's)"),
             ("dest", "add `dest: PATH` on the target"),
         ],
         "copy" => &[
