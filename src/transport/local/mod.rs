@@ -17,7 +17,7 @@ use process::{exit_code, kill_tree, spawn_reader};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -159,6 +159,8 @@ impl LocalTransport {
         cmd
     }
 
+    /// Runs `cmd` to its end, streaming its output to `sink`, or stops it on timeout or
+    /// cancel.
     fn run(
         &self,
         mut cmd: Command,
@@ -166,63 +168,12 @@ impl LocalTransport {
         ctl: &Control,
         sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<CommandExit, TransportError> {
-        if !self.workdir.is_dir() {
-            return Err(TransportError::Io {
-                context: format!("cannot run in working directory {}", self.workdir.display()),
-                source: io::Error::new(io::ErrorKind::NotFound, "not a directory"),
-            });
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(TransportError::ShellUnavailable {
-                    target: self.target(),
-                    shell,
-                    message: format!(
-                        "{} is not installed or not on PATH",
-                        cmd.get_program().to_string_lossy()
-                    ),
-                })
-            }
-            Err(source) => {
-                return Err(TransportError::Io {
-                    context: format!("cannot start {}", cmd.get_program().to_string_lossy()),
-                    source,
-                })
-            }
-        };
+        self.check_workdir()?;
+        let mut child = self.spawn(&mut cmd, shell)?;
         // Held open while the command runs: its end is the watcher's signal to stop the group.
-        let mut stdin = child.stdin.take();
-        if ctl.has_input() {
-            if let Some(pipe) = stdin.as_mut() {
-                let data = if shell == Shell::Sh {
-                    shell::input_block(&ctl.env, ctl.stdin.as_ref())
-                } else {
-                    Secret::new(format!(
-                        "{}\n",
-                        ctl.stdin.as_ref().map(Secret::expose).unwrap_or_default()
-                    ))
-                };
-                // A command that exits without reading its input is not an error.
-                let _ = pipe.write_all(data.expose().as_bytes());
-            }
-            if shell != Shell::Sh {
-                // Other shells read their stdin to its end.
-                stdin = None;
-            }
-        }
+        let stdin = feed_input(&mut child, shell, ctl);
         let started = Instant::now();
-        let (tx, rx) = mpsc::channel::<Msg>();
-        let mut open_streams = 0;
-        if let Some(stdout) = child.stdout.take() {
-            spawn_reader(stdout, Stream::Stdout, tx.clone());
-            open_streams += 1;
-        }
-        if let Some(stderr) = child.stderr.take() {
-            spawn_reader(stderr, Stream::Stderr, tx.clone());
-            open_streams += 1;
-        }
-        drop(tx);
+        let (rx, mut open_streams) = read_output(&mut child);
 
         // The wrapper's PID marker is not the command's output.
         let mut marker = (shell == Shell::Sh).then(PidMarkerFilter::new);
@@ -236,58 +187,9 @@ impl LocalTransport {
             _ => sink(stream, bytes),
         };
 
-        // Like sshd, wait for both pipes to close, not just for the child: output of anything
-        // it left running in the background would otherwise be lost.
-        let mut stopped: Option<CommandExit> = None;
-        while open_streams > 0 {
-            let wait = match ctl.timeout {
-                Some(t) => t.saturating_sub(started.elapsed()).min(TICK),
-                None => TICK,
-            };
-            match rx.recv_timeout(wait) {
-                Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
-                Ok(Msg::Eof) => open_streams -= 1,
-                Ok(Msg::Failed(stream, e)) => {
-                    tracing::warn!(?stream, error = %e, "reading command output failed");
-                    open_streams -= 1;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            if ctl.is_cancelled() {
-                stopped = Some(CommandExit::Cancelled);
-            } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
-                stopped = Some(CommandExit::TimedOut);
-            }
-            if stopped.is_some() {
-                break;
-            }
-        }
-
+        let stopped = wait_for_output(&rx, &mut open_streams, ctl, started, &mut out);
         if let Some(exit) = stopped {
-            kill_tree(&mut child).map_err(|e| TransportError::KillFailed {
-                target: self.target(),
-                reason: if exit == CommandExit::Cancelled {
-                    "was cancelled"
-                } else {
-                    "timed out"
-                },
-                message: e.to_string(),
-            })?;
-            // Whatever was written before the end is still worth showing.
-            let deadline = Instant::now() + DRAIN_AFTER_KILL;
-            while open_streams > 0 {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match rx.recv_timeout(left) {
-                    Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
-                    Ok(Msg::Eof) | Ok(Msg::Failed(..)) => open_streams -= 1,
-                    Err(_) => break,
-                }
-            }
-            return Ok(exit);
+            return self.stop_child(&mut child, exit, &rx, open_streams, &mut out);
         }
 
         let status = child.wait().map_err(|source| TransportError::Io {
@@ -302,6 +204,73 @@ impl LocalTransport {
             }
         }
         Ok(CommandExit::Code(exit_code(status)))
+    }
+
+    /// Refuses to run in a working directory that is not there.
+    fn check_workdir(&self) -> Result<(), TransportError> {
+        if !self.workdir.is_dir() {
+            return Err(TransportError::Io {
+                context: format!("cannot run in working directory {}", self.workdir.display()),
+                source: io::Error::new(io::ErrorKind::NotFound, "not a directory"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts `cmd`; a program that is not there is the shell being unavailable.
+    fn spawn(&self, cmd: &mut Command, shell: Shell) -> Result<Child, TransportError> {
+        match cmd.spawn() {
+            Ok(c) => Ok(c),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(TransportError::ShellUnavailable {
+                    target: self.target(),
+                    shell,
+                    message: format!(
+                        "{} is not installed or not on PATH",
+                        cmd.get_program().to_string_lossy()
+                    ),
+                })
+            }
+            Err(source) => Err(TransportError::Io {
+                context: format!("cannot start {}", cmd.get_program().to_string_lossy()),
+                source,
+            }),
+        }
+    }
+
+    /// Kills the stopped command's process tree, then hands on what output arrives within
+    /// [`DRAIN_AFTER_KILL`]; returns `exit`.
+    fn stop_child(
+        &self,
+        child: &mut Child,
+        exit: CommandExit,
+        rx: &mpsc::Receiver<Msg>,
+        mut open_streams: usize,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<CommandExit, TransportError> {
+        kill_tree(child).map_err(|e| TransportError::KillFailed {
+            target: self.target(),
+            reason: if exit == CommandExit::Cancelled {
+                "was cancelled"
+            } else {
+                "timed out"
+            },
+            message: e.to_string(),
+        })?;
+        // Whatever was written before the end is still worth showing.
+        let deadline = Instant::now() + DRAIN_AFTER_KILL;
+        while open_streams > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
+                Ok(Msg::Eof) | Ok(Msg::Failed(..)) => open_streams -= 1,
+                Err(_) => break,
+            }
+        }
+        Ok(exit)
     }
 
     /// Copies `input` to `output` (the file `temp`), syncs it, and checks what landed on disk
@@ -402,6 +371,86 @@ impl LocalTransport {
         let cmd = self.command_for(shell, None, Some(&path), &token, ctl);
         self.run(cmd, shell, ctl, out)
     }
+}
+
+/// Writes the command's input (for `sh`, the wrapper's environment and stdin block); returns
+/// the stdin pipe to hold open while the command runs, if any.
+fn feed_input(child: &mut Child, shell: Shell, ctl: &Control) -> Option<ChildStdin> {
+    let mut stdin = child.stdin.take();
+    if ctl.has_input() {
+        if let Some(pipe) = stdin.as_mut() {
+            let data = if shell == Shell::Sh {
+                shell::input_block(&ctl.env, ctl.stdin.as_ref())
+            } else {
+                Secret::new(format!(
+                    "{}\n",
+                    ctl.stdin.as_ref().map(Secret::expose).unwrap_or_default()
+                ))
+            };
+            // A command that exits without reading its input is not an error.
+            let _ = pipe.write_all(data.expose().as_bytes());
+        }
+        if shell != Shell::Sh {
+            // Other shells read their stdin to its end.
+            stdin = None;
+        }
+    }
+    stdin
+}
+
+/// Starts a reader thread per output pipe; returns where they report and how many there are.
+fn read_output(child: &mut Child) -> (mpsc::Receiver<Msg>, usize) {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut open_streams = 0;
+    if let Some(stdout) = child.stdout.take() {
+        spawn_reader(stdout, Stream::Stdout, tx.clone());
+        open_streams += 1;
+    }
+    if let Some(stderr) = child.stderr.take() {
+        spawn_reader(stderr, Stream::Stderr, tx.clone());
+        open_streams += 1;
+    }
+    drop(tx);
+    (rx, open_streams)
+}
+
+/// Hands on the command's output until both pipes close, or until cancel or timeout stops
+/// it (then how).
+fn wait_for_output(
+    rx: &mpsc::Receiver<Msg>,
+    open_streams: &mut usize,
+    ctl: &Control,
+    started: Instant,
+    out: &mut dyn FnMut(Stream, &[u8]),
+) -> Option<CommandExit> {
+    // Like sshd, wait for both pipes to close, not just for the child: output of anything
+    // it left running in the background would otherwise be lost.
+    let mut stopped: Option<CommandExit> = None;
+    while *open_streams > 0 {
+        let wait = match ctl.timeout {
+            Some(t) => t.saturating_sub(started.elapsed()).min(TICK),
+            None => TICK,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
+            Ok(Msg::Eof) => *open_streams -= 1,
+            Ok(Msg::Failed(stream, e)) => {
+                tracing::warn!(?stream, error = %e, "reading command output failed");
+                *open_streams -= 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if ctl.is_cancelled() {
+            stopped = Some(CommandExit::Cancelled);
+        } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+            stopped = Some(CommandExit::TimedOut);
+        }
+        if stopped.is_some() {
+            break;
+        }
+    }
+    stopped
 }
 
 enum Msg {
