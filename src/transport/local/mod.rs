@@ -63,57 +63,9 @@ impl LocalTransport {
         ctl: &Control,
     ) -> Command {
         let mut cmd = match shell {
-            Shell::Sh => {
-                let inline = match (script, file) {
-                    (Some(s), _) => s.to_string(),
-                    (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
-                    (None, None) => String::new(),
-                };
-                // Environment and stdin reach the command as over SSH: the wrapper reads them
-                // from the pipe it holds ([`shell::input_block`]).
-                let [wrapper, tag, arg] = shell::tracked_sh_args_with_input(
-                    Payload::Inline(&inline),
-                    token,
-                    ctl.has_input(),
-                );
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(wrapper).arg(tag).arg(arg);
-                c
-            }
-            Shell::PowerShell => {
-                // Windows PowerShell where it exists, PowerShell 7 (`pwsh`) elsewhere.
-                let exe = if cfg!(windows) {
-                    "powershell.exe"
-                } else {
-                    "pwsh"
-                };
-                let mut c = Command::new(exe);
-                c.args(["-NoProfile", "-NonInteractive"]);
-                match (script, file) {
-                    (Some(s), _) => {
-                        c.arg("-EncodedCommand").arg(powershell_encode(s));
-                    }
-                    (None, Some(f)) => {
-                        c.args(["-ExecutionPolicy", "Bypass", "-File"]).arg(f);
-                    }
-                    (None, None) => {}
-                }
-                c
-            }
-            Shell::Cmd => {
-                let mut c = Command::new("cmd.exe");
-                c.arg("/d").arg("/c");
-                match (script, file) {
-                    (Some(s), _) => {
-                        c.arg(s);
-                    }
-                    (None, Some(f)) => {
-                        c.arg(f);
-                    }
-                    (None, None) => {}
-                }
-                c
-            }
+            Shell::Sh => sh_command(script, file, token, ctl),
+            Shell::PowerShell => powershell_command(script, file),
+            Shell::Cmd => cmd_command(script, file),
         };
         // The `sh` wrapper's watcher reads the pipe until it ends.
         let stdin = if shell == Shell::Sh || ctl.stdin.is_some() {
@@ -136,26 +88,7 @@ impl LocalTransport {
             cmd.process_group(0);
         }
         #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: getpid, prctl, getppid and kill are async-signal-safe, which is all a
-            // pre_exec hook may call.
-            let parent = unsafe { libc::getpid() };
-            unsafe {
-                cmd.pre_exec(move || {
-                    // The signal comes when the thread that spawned the child ends: the
-                    // engine's pair thread, which waits for the command before it ends.
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    // The runner may have died before the prctl took effect.
-                    if libc::getppid() != parent {
-                        libc::kill(libc::getpid(), libc::SIGTERM);
-                    }
-                    Ok(())
-                });
-            }
-        }
+        die_with_runner(&mut cmd);
         cmd
     }
 
@@ -370,6 +303,84 @@ impl LocalTransport {
         let token = token.map_or_else(random_token, str::to_string);
         let cmd = self.command_for(shell, None, Some(&path), &token, ctl);
         self.run(cmd, shell, ctl, out)
+    }
+}
+
+/// `sh` running the script (or `sh FILE`) inside the tracked wrapper with `token`.
+fn sh_command(script: Option<&str>, file: Option<&Path>, token: &str, ctl: &Control) -> Command {
+    let inline = match (script, file) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
+        (None, None) => String::new(),
+    };
+    // Environment and stdin reach the command as over SSH: the wrapper reads them
+    // from the pipe it holds ([`shell::input_block`]).
+    let [wrapper, tag, arg] =
+        shell::tracked_sh_args_with_input(Payload::Inline(&inline), token, ctl.has_input());
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(wrapper).arg(tag).arg(arg);
+    c
+}
+
+/// PowerShell running the script (encoded) or the script file.
+fn powershell_command(script: Option<&str>, file: Option<&Path>) -> Command {
+    // Windows PowerShell where it exists, PowerShell 7 (`pwsh`) elsewhere.
+    let exe = if cfg!(windows) {
+        "powershell.exe"
+    } else {
+        "pwsh"
+    };
+    let mut c = Command::new(exe);
+    c.args(["-NoProfile", "-NonInteractive"]);
+    match (script, file) {
+        (Some(s), _) => {
+            c.arg("-EncodedCommand").arg(powershell_encode(s));
+        }
+        (None, Some(f)) => {
+            c.args(["-ExecutionPolicy", "Bypass", "-File"]).arg(f);
+        }
+        (None, None) => {}
+    }
+    c
+}
+
+/// `cmd.exe /d /c` running the script or the script file.
+fn cmd_command(script: Option<&str>, file: Option<&Path>) -> Command {
+    let mut c = Command::new("cmd.exe");
+    c.arg("/d").arg("/c");
+    match (script, file) {
+        (Some(s), _) => {
+            c.arg(s);
+        }
+        (None, Some(f)) => {
+            c.arg(f);
+        }
+        (None, None) => {}
+    }
+    c
+}
+
+/// Has the command get SIGTERM when the thread that spawned it ends, or at once if the
+/// runner is already gone (`PR_SET_PDEATHSIG`).
+#[cfg(target_os = "linux")]
+fn die_with_runner(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid, prctl, getppid and kill are async-signal-safe, which is all a
+    // pre_exec hook may call.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            // The signal comes when the thread that spawned the child ends: the
+            // engine's pair thread, which waits for the command before it ends.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The runner may have died before the prctl took effect.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGTERM);
+            }
+            Ok(())
+        });
     }
 }
 
