@@ -17,7 +17,7 @@ use process::{exit_code, kill_tree, spawn_reader};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -63,57 +63,9 @@ impl LocalTransport {
         ctl: &Control,
     ) -> Command {
         let mut cmd = match shell {
-            Shell::Sh => {
-                let inline = match (script, file) {
-                    (Some(s), _) => s.to_string(),
-                    (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
-                    (None, None) => String::new(),
-                };
-                // Environment and stdin reach the command as over SSH: the wrapper reads them
-                // from the pipe it holds ([`shell::input_block`]).
-                let [wrapper, tag, arg] = shell::tracked_sh_args_with_input(
-                    Payload::Inline(&inline),
-                    token,
-                    ctl.has_input(),
-                );
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(wrapper).arg(tag).arg(arg);
-                c
-            }
-            Shell::PowerShell => {
-                // Windows PowerShell where it exists, PowerShell 7 (`pwsh`) elsewhere.
-                let exe = if cfg!(windows) {
-                    "powershell.exe"
-                } else {
-                    "pwsh"
-                };
-                let mut c = Command::new(exe);
-                c.args(["-NoProfile", "-NonInteractive"]);
-                match (script, file) {
-                    (Some(s), _) => {
-                        c.arg("-EncodedCommand").arg(powershell_encode(s));
-                    }
-                    (None, Some(f)) => {
-                        c.args(["-ExecutionPolicy", "Bypass", "-File"]).arg(f);
-                    }
-                    (None, None) => {}
-                }
-                c
-            }
-            Shell::Cmd => {
-                let mut c = Command::new("cmd.exe");
-                c.arg("/d").arg("/c");
-                match (script, file) {
-                    (Some(s), _) => {
-                        c.arg(s);
-                    }
-                    (None, Some(f)) => {
-                        c.arg(f);
-                    }
-                    (None, None) => {}
-                }
-                c
-            }
+            Shell::Sh => sh_command(script, file, token, ctl),
+            Shell::PowerShell => powershell_command(script, file),
+            Shell::Cmd => cmd_command(script, file),
         };
         // The `sh` wrapper's watcher reads the pipe until it ends.
         let stdin = if shell == Shell::Sh || ctl.stdin.is_some() {
@@ -136,29 +88,12 @@ impl LocalTransport {
             cmd.process_group(0);
         }
         #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: getpid, prctl, getppid and kill are async-signal-safe, which is all a
-            // pre_exec hook may call.
-            let parent = unsafe { libc::getpid() };
-            unsafe {
-                cmd.pre_exec(move || {
-                    // The signal comes when the thread that spawned the child ends: the
-                    // engine's pair thread, which waits for the command before it ends.
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    // The runner may have died before the prctl took effect.
-                    if libc::getppid() != parent {
-                        libc::kill(libc::getpid(), libc::SIGTERM);
-                    }
-                    Ok(())
-                });
-            }
-        }
+        die_with_runner(&mut cmd);
         cmd
     }
 
+    /// Runs `cmd` to its end, streaming its output to `sink`, or stops it on timeout or
+    /// cancel.
     fn run(
         &self,
         mut cmd: Command,
@@ -166,63 +101,12 @@ impl LocalTransport {
         ctl: &Control,
         sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<CommandExit, TransportError> {
-        if !self.workdir.is_dir() {
-            return Err(TransportError::Io {
-                context: format!("cannot run in working directory {}", self.workdir.display()),
-                source: io::Error::new(io::ErrorKind::NotFound, "not a directory"),
-            });
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(TransportError::ShellUnavailable {
-                    target: self.target(),
-                    shell,
-                    message: format!(
-                        "{} is not installed or not on PATH",
-                        cmd.get_program().to_string_lossy()
-                    ),
-                })
-            }
-            Err(source) => {
-                return Err(TransportError::Io {
-                    context: format!("cannot start {}", cmd.get_program().to_string_lossy()),
-                    source,
-                })
-            }
-        };
+        self.check_workdir()?;
+        let mut child = self.spawn(&mut cmd, shell)?;
         // Held open while the command runs: its end is the watcher's signal to stop the group.
-        let mut stdin = child.stdin.take();
-        if ctl.has_input() {
-            if let Some(pipe) = stdin.as_mut() {
-                let data = if shell == Shell::Sh {
-                    shell::input_block(&ctl.env, ctl.stdin.as_ref())
-                } else {
-                    Secret::new(format!(
-                        "{}\n",
-                        ctl.stdin.as_ref().map(Secret::expose).unwrap_or_default()
-                    ))
-                };
-                // A command that exits without reading its input is not an error.
-                let _ = pipe.write_all(data.expose().as_bytes());
-            }
-            if shell != Shell::Sh {
-                // Other shells read their stdin to its end.
-                stdin = None;
-            }
-        }
+        let stdin = feed_input(&mut child, shell, ctl);
         let started = Instant::now();
-        let (tx, rx) = mpsc::channel::<Msg>();
-        let mut open_streams = 0;
-        if let Some(stdout) = child.stdout.take() {
-            spawn_reader(stdout, Stream::Stdout, tx.clone());
-            open_streams += 1;
-        }
-        if let Some(stderr) = child.stderr.take() {
-            spawn_reader(stderr, Stream::Stderr, tx.clone());
-            open_streams += 1;
-        }
-        drop(tx);
+        let (rx, mut open_streams) = read_output(&mut child);
 
         // The wrapper's PID marker is not the command's output.
         let mut marker = (shell == Shell::Sh).then(PidMarkerFilter::new);
@@ -236,58 +120,9 @@ impl LocalTransport {
             _ => sink(stream, bytes),
         };
 
-        // Like sshd, wait for both pipes to close, not just for the child: output of anything
-        // it left running in the background would otherwise be lost.
-        let mut stopped: Option<CommandExit> = None;
-        while open_streams > 0 {
-            let wait = match ctl.timeout {
-                Some(t) => t.saturating_sub(started.elapsed()).min(TICK),
-                None => TICK,
-            };
-            match rx.recv_timeout(wait) {
-                Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
-                Ok(Msg::Eof) => open_streams -= 1,
-                Ok(Msg::Failed(stream, e)) => {
-                    tracing::warn!(?stream, error = %e, "reading command output failed");
-                    open_streams -= 1;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            if ctl.is_cancelled() {
-                stopped = Some(CommandExit::Cancelled);
-            } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
-                stopped = Some(CommandExit::TimedOut);
-            }
-            if stopped.is_some() {
-                break;
-            }
-        }
-
+        let stopped = wait_for_output(&rx, &mut open_streams, ctl, started, &mut out);
         if let Some(exit) = stopped {
-            kill_tree(&mut child).map_err(|e| TransportError::KillFailed {
-                target: self.target(),
-                reason: if exit == CommandExit::Cancelled {
-                    "was cancelled"
-                } else {
-                    "timed out"
-                },
-                message: e.to_string(),
-            })?;
-            // Whatever was written before the end is still worth showing.
-            let deadline = Instant::now() + DRAIN_AFTER_KILL;
-            while open_streams > 0 {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match rx.recv_timeout(left) {
-                    Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
-                    Ok(Msg::Eof) | Ok(Msg::Failed(..)) => open_streams -= 1,
-                    Err(_) => break,
-                }
-            }
-            return Ok(exit);
+            return self.stop_child(&mut child, exit, &rx, open_streams, &mut out);
         }
 
         let status = child.wait().map_err(|source| TransportError::Io {
@@ -302,6 +137,73 @@ impl LocalTransport {
             }
         }
         Ok(CommandExit::Code(exit_code(status)))
+    }
+
+    /// Refuses to run in a working directory that is not there.
+    fn check_workdir(&self) -> Result<(), TransportError> {
+        if !self.workdir.is_dir() {
+            return Err(TransportError::Io {
+                context: format!("cannot run in working directory {}", self.workdir.display()),
+                source: io::Error::new(io::ErrorKind::NotFound, "not a directory"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts `cmd`; a program that is not there is the shell being unavailable.
+    fn spawn(&self, cmd: &mut Command, shell: Shell) -> Result<Child, TransportError> {
+        match cmd.spawn() {
+            Ok(c) => Ok(c),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(TransportError::ShellUnavailable {
+                    target: self.target(),
+                    shell,
+                    message: format!(
+                        "{} is not installed or not on PATH",
+                        cmd.get_program().to_string_lossy()
+                    ),
+                })
+            }
+            Err(source) => Err(TransportError::Io {
+                context: format!("cannot start {}", cmd.get_program().to_string_lossy()),
+                source,
+            }),
+        }
+    }
+
+    /// Kills the stopped command's process tree, then hands on what output arrives within
+    /// [`DRAIN_AFTER_KILL`]; returns `exit`.
+    fn stop_child(
+        &self,
+        child: &mut Child,
+        exit: CommandExit,
+        rx: &mpsc::Receiver<Msg>,
+        mut open_streams: usize,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<CommandExit, TransportError> {
+        kill_tree(child).map_err(|e| TransportError::KillFailed {
+            target: self.target(),
+            reason: if exit == CommandExit::Cancelled {
+                "was cancelled"
+            } else {
+                "timed out"
+            },
+            message: e.to_string(),
+        })?;
+        // Whatever was written before the end is still worth showing.
+        let deadline = Instant::now() + DRAIN_AFTER_KILL;
+        while open_streams > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
+                Ok(Msg::Eof) | Ok(Msg::Failed(..)) => open_streams -= 1,
+                Err(_) => break,
+            }
+        }
+        Ok(exit)
     }
 
     /// Copies `input` to `output` (the file `temp`), syncs it, and checks what landed on disk
@@ -402,6 +304,164 @@ impl LocalTransport {
         let cmd = self.command_for(shell, None, Some(&path), &token, ctl);
         self.run(cmd, shell, ctl, out)
     }
+}
+
+/// `sh` running the script (or `sh FILE`) inside the tracked wrapper with `token`.
+fn sh_command(script: Option<&str>, file: Option<&Path>, token: &str, ctl: &Control) -> Command {
+    let inline = match (script, file) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(f)) => format!("sh {}", shell::sh_quote(&f.to_string_lossy())),
+        (None, None) => String::new(),
+    };
+    // Environment and stdin reach the command as over SSH: the wrapper reads them
+    // from the pipe it holds ([`shell::input_block`]).
+    let [wrapper, tag, arg] =
+        shell::tracked_sh_args_with_input(Payload::Inline(&inline), token, ctl.has_input());
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(wrapper).arg(tag).arg(arg);
+    c
+}
+
+/// PowerShell running the script (encoded) or the script file.
+fn powershell_command(script: Option<&str>, file: Option<&Path>) -> Command {
+    // Windows PowerShell where it exists, PowerShell 7 (`pwsh`) elsewhere.
+    let exe = if cfg!(windows) {
+        "powershell.exe"
+    } else {
+        "pwsh"
+    };
+    let mut c = Command::new(exe);
+    c.args(["-NoProfile", "-NonInteractive"]);
+    match (script, file) {
+        (Some(s), _) => {
+            c.arg("-EncodedCommand").arg(powershell_encode(s));
+        }
+        (None, Some(f)) => {
+            c.args(["-ExecutionPolicy", "Bypass", "-File"]).arg(f);
+        }
+        (None, None) => {}
+    }
+    c
+}
+
+/// `cmd.exe /d /c` running the script or the script file.
+fn cmd_command(script: Option<&str>, file: Option<&Path>) -> Command {
+    let mut c = Command::new("cmd.exe");
+    c.arg("/d").arg("/c");
+    match (script, file) {
+        (Some(s), _) => {
+            c.arg(s);
+        }
+        (None, Some(f)) => {
+            c.arg(f);
+        }
+        (None, None) => {}
+    }
+    c
+}
+
+/// Has the command get SIGTERM when the thread that spawned it ends, or at once if the
+/// runner is already gone (`PR_SET_PDEATHSIG`).
+#[cfg(target_os = "linux")]
+fn die_with_runner(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid, prctl, getppid and kill are async-signal-safe, which is all a
+    // pre_exec hook may call.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            // The signal comes when the thread that spawned the child ends: the
+            // engine's pair thread, which waits for the command before it ends.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The runner may have died before the prctl took effect.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Writes the command's input (for `sh`, the wrapper's environment and stdin block); returns
+/// the stdin pipe to hold open while the command runs, if any.
+fn feed_input(child: &mut Child, shell: Shell, ctl: &Control) -> Option<ChildStdin> {
+    let mut stdin = child.stdin.take();
+    if ctl.has_input() {
+        if let Some(pipe) = stdin.as_mut() {
+            let data = if shell == Shell::Sh {
+                shell::input_block(&ctl.env, ctl.stdin.as_ref())
+            } else {
+                Secret::new(format!(
+                    "{}\n",
+                    ctl.stdin.as_ref().map(Secret::expose).unwrap_or_default()
+                ))
+            };
+            // A command that exits without reading its input is not an error.
+            let _ = pipe.write_all(data.expose().as_bytes());
+        }
+        if shell != Shell::Sh {
+            // Other shells read their stdin to its end.
+            stdin = None;
+        }
+    }
+    stdin
+}
+
+/// Starts a reader thread per output pipe; returns where they report and how many there are.
+fn read_output(child: &mut Child) -> (mpsc::Receiver<Msg>, usize) {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut open_streams = 0;
+    if let Some(stdout) = child.stdout.take() {
+        spawn_reader(stdout, Stream::Stdout, tx.clone());
+        open_streams += 1;
+    }
+    if let Some(stderr) = child.stderr.take() {
+        spawn_reader(stderr, Stream::Stderr, tx.clone());
+        open_streams += 1;
+    }
+    drop(tx);
+    (rx, open_streams)
+}
+
+/// Hands on the command's output until both pipes close, or until cancel or timeout stops
+/// it (then how).
+fn wait_for_output(
+    rx: &mpsc::Receiver<Msg>,
+    open_streams: &mut usize,
+    ctl: &Control,
+    started: Instant,
+    out: &mut dyn FnMut(Stream, &[u8]),
+) -> Option<CommandExit> {
+    // Like sshd, wait for both pipes to close, not just for the child: output of anything
+    // it left running in the background would otherwise be lost.
+    let mut stopped: Option<CommandExit> = None;
+    while *open_streams > 0 {
+        let wait = match ctl.timeout {
+            Some(t) => t.saturating_sub(started.elapsed()).min(TICK),
+            None => TICK,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Data(stream, bytes)) => out(stream, &bytes),
+            Ok(Msg::Eof) => *open_streams -= 1,
+            Ok(Msg::Failed(stream, e)) => {
+                tracing::warn!(?stream, error = %e, "reading command output failed");
+                *open_streams -= 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if ctl.is_cancelled() {
+            stopped = Some(CommandExit::Cancelled);
+        } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+            stopped = Some(CommandExit::TimedOut);
+        }
+        if stopped.is_some() {
+            break;
+        }
+    }
+    stopped
 }
 
 enum Msg {

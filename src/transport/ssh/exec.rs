@@ -28,6 +28,20 @@ pub(super) const PID_WAIT: Duration = Duration::from_secs(10);
 /// (128 KiB per argument on Linux, 8191 characters for cmd.exe).
 pub(super) const INLINE_LIMIT: usize = 64 * 1024;
 
+/// What a failure while a command runs is reported as.
+const DURING: &str = "running a command (it may have run partly or fully)";
+
+/// Cancel or timeout, if either asks the command to stop now, with when it was asked.
+fn stop_asked(ctl: &Control, started: Instant) -> Option<(CommandExit, Instant)> {
+    if ctl.is_cancelled() {
+        Some((CommandExit::Cancelled, Instant::now()))
+    } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+        Some((CommandExit::TimedOut, Instant::now()))
+    } else {
+        None
+    }
+}
+
 /// What an exec is running, so that it can be stopped.
 pub(super) struct Tracking<'a> {
     pub(super) shell: Shell,
@@ -162,119 +176,173 @@ impl SshTransport {
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<CommandExit, TransportError> {
-        const DURING: &str = "running a command (it may have run partly or fully)";
         let started = Instant::now();
         let mut buf = vec![0u8; READ_CHUNK];
         let mut stop: Option<(CommandExit, Instant)> = None;
         let mut kill_sent_at: Option<Instant> = None;
         sess.set_blocking(false);
         loop {
-            let mut progressed = false;
-            for stream in [Stream::Stdout, Stream::Stderr] {
-                let mut reader = match stream {
-                    Stream::Stdout => channel.stream(0),
-                    Stream::Stderr => channel.stderr(),
-                };
-                // Bounded, so that a flood on one stream cannot starve the other.
-                for _ in 0..64 {
-                    match reader.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            progressed = true;
-                            match stream {
-                                Stream::Stdout => out(Stream::Stdout, &buf[..n]),
-                                Stream::Stderr => {
-                                    let shown = marker.feed(&buf[..n]);
-                                    if !shown.is_empty() {
-                                        out(Stream::Stderr, &shown);
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            self.mark_broken();
-                            return Err(self.lost(DURING, e));
-                        }
-                    }
-                }
-            }
+            let progressed = self.drain_output(channel, &mut buf, marker, out)?;
             if channel.eof() {
                 break;
             }
 
             if stop.is_none() {
-                if ctl.is_cancelled() {
-                    stop = Some((CommandExit::Cancelled, Instant::now()));
-                } else if ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
-                    stop = Some((CommandExit::TimedOut, Instant::now()));
-                }
+                stop = stop_asked(ctl, started);
             }
             if let Some((exit, asked)) = stop {
-                let reason = if exit == CommandExit::Cancelled {
-                    "was cancelled"
-                } else {
-                    "timed out"
-                };
-                match kill_sent_at {
-                    None => {
-                        let pid = marker.pid();
-                        let can_kill = pid.is_some() || tracking.shell == Shell::Cmd;
-                        if can_kill {
-                            sess.set_blocking(true);
-                            let killed =
-                                self.kill_remote(sess, tracking.shell, pid, tracking.token);
-                            sess.set_blocking(false);
-                            if let Err(message) = killed {
-                                return Err(TransportError::KillFailed {
-                                    target: self.describe(),
-                                    reason,
-                                    message,
-                                });
-                            }
-                            kill_sent_at = Some(Instant::now());
-                        } else if asked.elapsed() >= PID_WAIT {
-                            self.mark_broken();
-                            return Err(TransportError::KillFailed {
-                                target: self.describe(),
-                                reason,
-                                message: "the command never reported its process id, so it cannot be stopped; is the login shell of the SSH user a POSIX shell?".into(),
-                            });
-                        }
-                    }
-                    Some(at) if at.elapsed() >= KILL_WAIT => {
-                        // The process group is dead; something that left it keeps the output
-                        // open. Stop listening, and start the next step on a fresh session
-                        // rather than wait for this channel to close.
-                        tracing::warn!(target = %self.describe(), "the command's output stayed open after it was stopped; a process it started may have escaped");
-                        self.mark_broken();
-                        return Ok(exit);
-                    }
-                    Some(_) => {}
+                if let Some(exit) =
+                    self.enforce_stop(sess, marker, &tracking, exit, asked, &mut kill_sent_at)?
+                {
+                    return Ok(exit);
                 }
             }
 
             if !progressed {
-                if let Err(e) = sess.keepalive_send() {
-                    if is_connection_error(&e) {
+                self.idle(sess, ctl, started, stop)?;
+            }
+        }
+        self.finish_command(sess, channel, marker, stop, kill_sent_at, out)
+    }
+
+    /// Reads what stdout and stderr have now (a bounded amount of each, so that a flood on
+    /// one cannot starve the other) and hands it on, PID marker filtered out of stderr;
+    /// whether anything came.
+    fn drain_output(
+        &mut self,
+        channel: &mut Channel,
+        buf: &mut [u8],
+        marker: &mut PidMarkerFilter,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<bool, TransportError> {
+        let mut progressed = false;
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let mut reader = match stream {
+                Stream::Stdout => channel.stream(0),
+                Stream::Stderr => channel.stderr(),
+            };
+            // Bounded, so that a flood on one stream cannot starve the other.
+            for _ in 0..64 {
+                match reader.read(buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        progressed = true;
+                        match stream {
+                            Stream::Stdout => out(Stream::Stdout, &buf[..n]),
+                            Stream::Stderr => {
+                                let shown = marker.feed(&buf[..n]);
+                                if !shown.is_empty() {
+                                    out(Stream::Stderr, &shown);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
                         self.mark_broken();
                         return Err(self.lost(DURING, e));
                     }
                 }
-                // A link that keeps accepting bytes but delivers nothing back: without this
-                // the step would wait for ever, as TCP sees every segment acknowledged.
-                if self.silent_too_long() {
-                    self.mark_broken();
-                    return Err(self.lost(DURING, self.silence_message()));
-                }
-                let mut wait = TICK;
-                if let (Some(t), None) = (ctl.timeout, stop) {
-                    wait = wait.min(t.saturating_sub(started.elapsed()));
-                }
-                self.wait_socket(sess, wait);
             }
         }
+        Ok(progressed)
+    }
 
+    /// Stops a command asked to stop (`exit`, asked at `asked`): kills it once its PID is
+    /// known, gives up when it never reports one, and stops listening when its output stays
+    /// open after the kill (then the exit to return).
+    fn enforce_stop(
+        &mut self,
+        sess: &Session,
+        marker: &PidMarkerFilter,
+        tracking: &Tracking<'_>,
+        exit: CommandExit,
+        asked: Instant,
+        kill_sent_at: &mut Option<Instant>,
+    ) -> Result<Option<CommandExit>, TransportError> {
+        let reason = if exit == CommandExit::Cancelled {
+            "was cancelled"
+        } else {
+            "timed out"
+        };
+        match *kill_sent_at {
+            None => {
+                let pid = marker.pid();
+                let can_kill = pid.is_some() || tracking.shell == Shell::Cmd;
+                if can_kill {
+                    sess.set_blocking(true);
+                    let killed = self.kill_remote(sess, tracking.shell, pid, tracking.token);
+                    sess.set_blocking(false);
+                    if let Err(message) = killed {
+                        return Err(TransportError::KillFailed {
+                            target: self.describe(),
+                            reason,
+                            message,
+                        });
+                    }
+                    *kill_sent_at = Some(Instant::now());
+                } else if asked.elapsed() >= PID_WAIT {
+                    self.mark_broken();
+                    return Err(TransportError::KillFailed {
+                        target: self.describe(),
+                        reason,
+                        message: "the command never reported its process id, so it cannot be stopped; is the login shell of the SSH user a POSIX shell?".into(),
+                    });
+                }
+            }
+            Some(at) if at.elapsed() >= KILL_WAIT => {
+                // The process group is dead; something that left it keeps the output
+                // open. Stop listening, and start the next step on a fresh session
+                // rather than wait for this channel to close.
+                tracing::warn!(target = %self.describe(), "the command's output stayed open after it was stopped; a process it started may have escaped");
+                self.mark_broken();
+                return Ok(Some(exit));
+            }
+            Some(_) => {}
+        }
+        Ok(None)
+    }
+
+    /// Nothing came: sends a keepalive, gives up on a server silent too long, and waits
+    /// for the socket (at most a tick, or what is left of the timeout).
+    fn idle(
+        &mut self,
+        sess: &Session,
+        ctl: &Control,
+        started: Instant,
+        stop: Option<(CommandExit, Instant)>,
+    ) -> Result<(), TransportError> {
+        if let Err(e) = sess.keepalive_send() {
+            if is_connection_error(&e) {
+                self.mark_broken();
+                return Err(self.lost(DURING, e));
+            }
+        }
+        // A link that keeps accepting bytes but delivers nothing back: without this
+        // the step would wait for ever, as TCP sees every segment acknowledged.
+        if self.silent_too_long() {
+            self.mark_broken();
+            return Err(self.lost(DURING, self.silence_message()));
+        }
+        let mut wait = TICK;
+        if let (Some(t), None) = (ctl.timeout, stop) {
+            wait = wait.min(t.saturating_sub(started.elapsed()));
+        }
+        self.wait_socket(sess, wait);
+        Ok(())
+    }
+
+    /// After the end of output: hands on the rest of stderr, waits for the channel to close
+    /// and returns how the command ended.
+    fn finish_command(
+        &mut self,
+        sess: &Session,
+        channel: &mut Channel,
+        marker: &mut PidMarkerFilter,
+        stop: Option<(CommandExit, Instant)>,
+        kill_sent_at: Option<Instant>,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<CommandExit, TransportError> {
         let rest = marker.finish();
         if !rest.is_empty() {
             out(Stream::Stderr, &rest);

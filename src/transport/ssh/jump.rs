@@ -107,100 +107,31 @@ pub(super) fn pump_tunnel(
         return;
     }
     sess.set_blocking(false);
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut up: Vec<u8> = Vec::new();
-    let mut down: Vec<u8> = Vec::new();
-    let mut local_open = true;
+    let mut relay = Relay {
+        buf: vec![0u8; READ_CHUNK],
+        up: Vec::new(),
+        down: Vec::new(),
+        local_open: true,
+    };
     let mut last_keepalive = Instant::now();
-    loop {
-        let mut progressed = false;
-        // Local -> jump host.
-        if up.is_empty() && local_open {
-            match local.read(&mut buf) {
-                Ok(0) => {
-                    local_open = false;
-                    let _ = channel.send_eof();
-                }
-                Ok(n) => {
-                    up.extend_from_slice(&buf[..n]);
-                    progressed = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
-        if !up.is_empty() {
-            match channel.write(&up) {
-                Ok(n) => {
-                    up.drain(..n);
-                    progressed = progressed || n > 0;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
-        // Jump host -> local.
-        if down.is_empty() {
-            match channel.read(&mut buf) {
-                Ok(0) if channel.eof() => break,
-                Ok(0) => {}
-                Ok(n) => {
-                    down.extend_from_slice(&buf[..n]);
-                    progressed = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
-        if !down.is_empty() {
-            match local.write(&down) {
-                Ok(n) => {
-                    down.drain(..n);
-                    progressed = progressed || n > 0;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
-        if !local_open && up.is_empty() && down.is_empty() {
+    while let Some(sent_up) = relay.local_to_hop(&mut local, &mut channel) {
+        let Some(sent_down) = relay.hop_to_local(&mut local, &mut channel) else {
+            break;
+        };
+        let progressed = sent_up || sent_down;
+        if relay.finished() {
             break;
         }
         if last_keepalive.elapsed() >= keepalive {
             let _ = sess.keepalive_send();
             last_keepalive = Instant::now();
         }
-        // A jump host silent for KEEPALIVE_COUNT intervals is lost, as for a direct target:
-        // closing the tunnel makes the session inside it see its connection end.
-        if hop
-            .conn
-            .as_ref()
-            .and_then(Conn::silence)
-            .is_some_and(|quiet| quiet >= keepalive * KEEPALIVE_COUNT)
-        {
+        if hop_silent_too_long(&hop, keepalive) {
             tracing::info!(hop = %hop.describe(), "jump host silent too long; closing the tunnel through it");
             break;
         }
         if !progressed {
-            // Wait until either side has something (or a tick passes: libssh2 may hold data
-            // it already read from the socket).
-            let mut fds = [
-                libc::pollfd {
-                    fd: local_fd,
-                    events: if local_open && up.is_empty() {
-                        libc::POLLIN
-                    } else {
-                        0
-                    } | if down.is_empty() { 0 } else { libc::POLLOUT },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: hop_fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-            unsafe { libc::poll(fds.as_mut_ptr(), 2, 20) };
+            relay.wait(local_fd, hop_fd);
         }
     }
     // Closing `local` tells the next session that its connection ended.
@@ -209,4 +140,127 @@ pub(super) fn pump_tunnel(
     drop(channel);
     drop(sess);
     drop(hop);
+}
+
+/// A jump host silent for KEEPALIVE_COUNT intervals is lost, as for a direct target:
+/// closing the tunnel makes the session inside it see its connection end.
+#[cfg(unix)]
+fn hop_silent_too_long(hop: &SshTransport, keepalive: Duration) -> bool {
+    hop.conn
+        .as_ref()
+        .and_then(Conn::silence)
+        .is_some_and(|quiet| quiet >= keepalive * KEEPALIVE_COUNT)
+}
+
+/// A jump tunnel's bytes in transit: `up` read locally and not yet sent to the jump host,
+/// `down` the other way; `local_open` until the local side ends its output.
+#[cfg(unix)]
+struct Relay {
+    buf: Vec<u8>,
+    up: Vec<u8>,
+    down: Vec<u8>,
+    local_open: bool,
+}
+
+#[cfg(unix)]
+impl Relay {
+    /// Reads from `local` (when nothing is waiting to go up) and sends to the jump host;
+    /// whether anything moved, or None when the tunnel is to close.
+    fn local_to_hop(
+        &mut self,
+        local: &mut std::os::unix::net::UnixStream,
+        channel: &mut Channel,
+    ) -> Option<bool> {
+        let mut progressed = false;
+        if self.up.is_empty() && self.local_open {
+            match local.read(&mut self.buf) {
+                Ok(0) => {
+                    self.local_open = false;
+                    let _ = channel.send_eof();
+                }
+                Ok(n) => {
+                    self.up.extend_from_slice(&self.buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        if !self.up.is_empty() {
+            match channel.write(&self.up) {
+                Ok(n) => {
+                    self.up.drain(..n);
+                    progressed = progressed || n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        Some(progressed)
+    }
+
+    /// Reads from the jump host (when nothing is waiting to go down) and writes to `local`;
+    /// whether anything moved, or None when the tunnel is to close.
+    fn hop_to_local(
+        &mut self,
+        local: &mut std::os::unix::net::UnixStream,
+        channel: &mut Channel,
+    ) -> Option<bool> {
+        let mut progressed = false;
+        if self.down.is_empty() {
+            match channel.read(&mut self.buf) {
+                Ok(0) if channel.eof() => return None,
+                Ok(0) => {}
+                Ok(n) => {
+                    self.down.extend_from_slice(&self.buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        if !self.down.is_empty() {
+            match local.write(&self.down) {
+                Ok(n) => {
+                    self.down.drain(..n);
+                    progressed = progressed || n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        Some(progressed)
+    }
+
+    /// The local side ended and everything in transit was delivered.
+    fn finished(&self) -> bool {
+        !self.local_open && self.up.is_empty() && self.down.is_empty()
+    }
+
+    /// Waits until either side has something (or a tick passes: libssh2 may hold data it
+    /// already read from the socket).
+    fn wait(&self, local_fd: std::os::unix::io::RawFd, hop_fd: std::os::unix::io::RawFd) {
+        let mut fds = [
+            libc::pollfd {
+                fd: local_fd,
+                events: if self.local_open && self.up.is_empty() {
+                    libc::POLLIN
+                } else {
+                    0
+                } | if self.down.is_empty() {
+                    0
+                } else {
+                    libc::POLLOUT
+                },
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: hop_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, 20) };
+    }
 }

@@ -9,7 +9,7 @@ use ssh2::{ErrorCode, MethodType, Session, Sftp};
 
 use super::error::{is_connection_error, HandshakeFailure};
 use super::keepalive::keepalive_secs;
-use super::{SshAuth, SshTransport, IO_TIMEOUT};
+use super::{SshAuth, SshConfig, SshTransport, IO_TIMEOUT};
 use crate::transport::known_hosts::{
     check_host_key, set_hostkey_preference, tcp_connect, timeout_ms, HostKey, HostKeyStatus,
 };
@@ -48,107 +48,37 @@ pub(super) enum Opened {
     RetryWith(Vec<String>, HostKey),
 }
 
+/// What a session runs over: a TCP connection to the target, or a jump host's tunnel.
+enum Socket {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Tunnel(std::os::unix::net::UnixStream),
+}
+
+impl Socket {
+    #[cfg(unix)]
+    fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        match self {
+            Socket::Tcp(t) => t.as_raw_fd(),
+            Socket::Tunnel(u) => u.as_raw_fd(),
+        }
+    }
+}
+
 impl SshTransport {
+    /// Connects, handshakes, checks the host key and authenticates: a session ready for
+    /// use, or a retry offering the key types known for the host.
     pub(super) fn open(&self, only_types: Option<&[String]>) -> Result<Opened, TransportError> {
-        let cfg = &self.cfg;
-        let target = self.describe();
-        let mut sess_tcp: Option<TcpStream> = None;
+        let socket = self.connect_socket()?;
         #[cfg(unix)]
-        let mut sess_tunnel: Option<std::os::unix::net::UnixStream> = None;
-        if self.hops.is_empty() {
-            let tcp = tcp_connect(&cfg.host, cfg.port, cfg.connect_timeout).map_err(|source| {
-                TransportError::Connect {
-                    target: target.clone(),
-                    source,
-                }
-            })?;
-            tune_socket(&tcp);
-            sess_tcp = Some(tcp);
-        } else {
-            #[cfg(unix)]
-            {
-                sess_tunnel = Some(self.tunnel()?);
-            }
-            #[cfg(not(unix))]
-            return Err(TransportError::Connect {
-                target: target.clone(),
-                source: std::io::Error::other("jump hosts need a Unix runner machine"),
-            });
+        let fd = socket.raw_fd();
+        let sess = self.handshake(socket, only_types)?;
+        if let Some((types, key)) = self.verify_host_key(&sess, only_types)? {
+            return Ok(Opened::RetryWith(types, key));
         }
-        #[cfg(unix)]
-        let fd = {
-            use std::os::unix::io::AsRawFd;
-            match (&sess_tcp, &sess_tunnel) {
-                (Some(t), _) => t.as_raw_fd(),
-                (None, Some(u)) => u.as_raw_fd(),
-                (None, None) => -1,
-            }
-        };
-        let early = |e: ssh2::Error| self.setup_err(e);
-        let mut sess = Session::new().map_err(early)?;
-        if let Some(tcp) = sess_tcp {
-            sess.set_tcp_stream(tcp);
-        }
-        #[cfg(unix)]
-        if let Some(tunnel) = sess_tunnel {
-            sess.set_tcp_stream(tunnel);
-        }
-        sess.set_timeout(timeout_ms(cfg.connect_timeout));
-        set_hostkey_preference(&sess, only_types).map_err(early)?;
-        set_algorithm_preference(&sess);
-        if let Err(e) = sess.handshake() {
-            return Err(early(e));
-        }
-
-        let key = sess
-            .host_key()
-            .and_then(|(blob, _)| HostKey::from_blob(blob))
-            .ok_or_else(|| TransportError::Handshake {
-                target: target.clone(),
-                cause: HandshakeFailure::NoHostKey,
-            })?;
-        let key_err = |status: &HostKeyStatus| {
-            let (host, port, key_type, fingerprint, known_hosts) = (
-                cfg.host.clone(),
-                cfg.port,
-                key.key_type().to_string(),
-                key.fingerprint_sha256(),
-                cfg.known_hosts.clone(),
-            );
-            match status {
-                HostKeyStatus::Changed => TransportError::HostKeyChanged {
-                    host,
-                    port,
-                    key_type,
-                    fingerprint,
-                    known_hosts,
-                },
-                HostKeyStatus::Revoked => TransportError::HostKeyRevoked {
-                    host,
-                    port,
-                    key_type,
-                    fingerprint,
-                    known_hosts,
-                },
-                _ => TransportError::HostKeyUnknown {
-                    host,
-                    port,
-                    key_type,
-                    fingerprint,
-                    known_hosts,
-                },
-            }
-        };
-        match check_host_key(&cfg.known_hosts, &cfg.host, cfg.port, &key)? {
-            HostKeyStatus::Trusted => {}
-            HostKeyStatus::OtherTypesKnown(types) if only_types.is_none() => {
-                return Ok(Opened::RetryWith(types, key));
-            }
-            status => return Err(key_err(&status)),
-        }
-
         self.authenticate(&sess)?;
-        sess.set_keepalive(true, keepalive_secs(cfg.keepalive));
+        sess.set_keepalive(true, keepalive_secs(self.cfg.keepalive));
         sess.set_timeout(timeout_ms(IO_TIMEOUT));
         Ok(Opened::Ready(Conn {
             sess,
@@ -157,6 +87,82 @@ impl SshTransport {
             sftp: None,
             broken: false,
         }))
+    }
+
+    /// Connects to the target directly, or through the jump hosts when there are any.
+    fn connect_socket(&self) -> Result<Socket, TransportError> {
+        let cfg = &self.cfg;
+        if self.hops.is_empty() {
+            let tcp = tcp_connect(&cfg.host, cfg.port, cfg.connect_timeout).map_err(|source| {
+                TransportError::Connect {
+                    target: self.describe(),
+                    source,
+                }
+            })?;
+            tune_socket(&tcp);
+            Ok(Socket::Tcp(tcp))
+        } else {
+            self.tunnel_socket()
+        }
+    }
+
+    #[cfg(unix)]
+    fn tunnel_socket(&self) -> Result<Socket, TransportError> {
+        Ok(Socket::Tunnel(self.tunnel()?))
+    }
+
+    #[cfg(not(unix))]
+    fn tunnel_socket(&self) -> Result<Socket, TransportError> {
+        Err(TransportError::Connect {
+            target: self.describe(),
+            source: std::io::Error::other("jump hosts need a Unix runner machine"),
+        })
+    }
+
+    /// A session over `socket`, its handshake done with our order of host key types (only
+    /// `only_types` when given) and algorithms.
+    fn handshake(
+        &self,
+        socket: Socket,
+        only_types: Option<&[String]>,
+    ) -> Result<Session, TransportError> {
+        let early = |e: ssh2::Error| self.setup_err(e);
+        let mut sess = Session::new().map_err(early)?;
+        match socket {
+            Socket::Tcp(tcp) => sess.set_tcp_stream(tcp),
+            #[cfg(unix)]
+            Socket::Tunnel(tunnel) => sess.set_tcp_stream(tunnel),
+        }
+        sess.set_timeout(timeout_ms(self.cfg.connect_timeout));
+        set_hostkey_preference(&sess, only_types).map_err(early)?;
+        set_algorithm_preference(&sess);
+        if let Err(e) = sess.handshake() {
+            return Err(early(e));
+        }
+        Ok(sess)
+    }
+
+    /// Checks the server's host key against known_hosts; Some when the host is recorded
+    /// with other key types only (and `only_types` was not given): connect again offering
+    /// those.
+    fn verify_host_key(
+        &self,
+        sess: &Session,
+        only_types: Option<&[String]>,
+    ) -> Result<Option<(Vec<String>, HostKey)>, TransportError> {
+        let cfg = &self.cfg;
+        let key = sess
+            .host_key()
+            .and_then(|(blob, _)| HostKey::from_blob(blob))
+            .ok_or_else(|| TransportError::Handshake {
+                target: self.describe(),
+                cause: HandshakeFailure::NoHostKey,
+            })?;
+        match check_host_key(&cfg.known_hosts, &cfg.host, cfg.port, &key)? {
+            HostKeyStatus::Trusted => Ok(None),
+            HostKeyStatus::OtherTypesKnown(types) if only_types.is_none() => Ok(Some((types, key))),
+            status => Err(host_key_error(cfg, &key, &status)),
+        }
     }
 
     pub(super) fn authenticate(&self, sess: &Session) -> Result<(), TransportError> {
@@ -253,6 +259,40 @@ pub(super) const MAC_ORDER: &[&str] = &[
     "hmac-sha2-256",
     "hmac-sha2-512",
 ];
+
+/// The error for a host key that is not trusted: changed, revoked, or unknown.
+fn host_key_error(cfg: &SshConfig, key: &HostKey, status: &HostKeyStatus) -> TransportError {
+    let (host, port, key_type, fingerprint, known_hosts) = (
+        cfg.host.clone(),
+        cfg.port,
+        key.key_type().to_string(),
+        key.fingerprint_sha256(),
+        cfg.known_hosts.clone(),
+    );
+    match status {
+        HostKeyStatus::Changed => TransportError::HostKeyChanged {
+            host,
+            port,
+            key_type,
+            fingerprint,
+            known_hosts,
+        },
+        HostKeyStatus::Revoked => TransportError::HostKeyRevoked {
+            host,
+            port,
+            key_type,
+            fingerprint,
+            known_hosts,
+        },
+        _ => TransportError::HostKeyUnknown {
+            host,
+            port,
+            key_type,
+            fingerprint,
+            known_hosts,
+        },
+    }
+}
 
 /// Try every identity the agent holds; `Session::userauth_agent` only tries the first.
 pub(super) fn agent_auth(sess: &Session, user: &str) -> Result<(), ssh2::Error> {

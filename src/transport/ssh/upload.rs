@@ -5,9 +5,10 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use ssh2::{Channel, OpenFlags, OpenType};
+use ssh2::{Channel, OpenFlags, OpenType, Sftp};
 
 use super::error::{is_connection_error, is_not_found};
+use super::keepalive::Bounded;
 use super::session::Conn;
 use super::SshTransport;
 use crate::transport::shell;
@@ -116,56 +117,14 @@ impl SshTransport {
         created: &mut bool,
         pace: Pace<'_>,
     ) -> Result<(), TransportError> {
-        let target = self.describe();
-        let upload_err = |message: String| TransportError::Upload {
-            target: target.clone(),
-            dest: dest.to_string(),
-            message,
-        };
-        let mut input = fs::File::open(src).map_err(|source| TransportError::Io {
-            context: format!("cannot read {}", src.display()),
-            source,
-        })?;
+        let mut input = fs::File::open(src).map_err(|source| cannot_read(src, source))?;
         let mode = local_mode(&input);
         let remote_path = sftp_path(temp, shell);
         self.connect()?;
         let sftp = self.sftp()?;
         let bounded = self.bounded()?;
-
-        if let Some(parent) = parent_dir(&remote_path) {
-            match sftp.stat(Path::new(parent)) {
-                Ok(st) if st.is_dir() => {}
-                Ok(_) => {
-                    return Err(upload_err(format!(
-                        "{parent} exists but is not a directory"
-                    )))
-                }
-                Err(e) if is_not_found(&e) => {
-                    return Err(TransportError::UploadParentMissing {
-                        target: target.clone(),
-                        dest: dest.to_string(),
-                        parent: parent.to_string(),
-                    })
-                }
-                Err(e) => return Err(self.ssh_err(&format!("checking {parent}"), e)),
-            }
-        }
-
-        let mut remote = match sftp.open_mode(
-            Path::new(&remote_path),
-            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
-            mode,
-            OpenType::File,
-        ) {
-            Ok(f) => {
-                *created = true;
-                f
-            }
-            Err(e) if is_connection_error(&e) => {
-                return Err(self.ssh_err("opening the destination", e))
-            }
-            Err(e) => return Err(upload_err(format!("cannot create it: {}", e.message()))),
-        };
+        self.check_parent(&sftp, &remote_path, dest)?;
+        let remote = self.create_temp(&sftp, &remote_path, mode, dest, created)?;
         self.halt_if(pace(0), dest)?;
         // `buf[start..end]` is everything sent but not yet acknowledged plus what is queued
         // next. libssh2 wants exactly that passed to every write: it skips the part already in
@@ -178,99 +137,147 @@ impl SshTransport {
         // uploads run at once (see `UploadBuffer`). Nothing is hashed here: the target's hash
         // is compared with the plan's.
         let share = UploadBuffer::reserve();
-        let mut buf = vec![0u8; share.len];
+        let mut queue = Queue::new(&share);
         let mut follower = match shell {
             Shell::Sh if expected.bytes >= FOLLOW_FROM => self.start_follower(temp),
             _ => None,
         };
+        self.stream(
+            &mut input,
+            remote,
+            &mut queue,
+            &mut follower,
+            src,
+            expected,
+            dest,
+            pace,
+        )?;
+        self.verify_on_target(
+            &sftp,
+            &remote_path,
+            follower,
+            bounded,
+            src,
+            expected,
+            dest,
+            temp,
+            shell,
+        )
+    }
+
+    /// The upload's error for `dest`, saying what went wrong.
+    fn upload_error(&self, dest: &str, message: String) -> TransportError {
+        TransportError::Upload {
+            target: self.describe(),
+            dest: dest.to_string(),
+            message,
+        }
+    }
+
+    /// Refuses an upload whose folder on the target is missing or is not a folder.
+    fn check_parent(
+        &mut self,
+        sftp: &Sftp,
+        remote_path: &str,
+        dest: &str,
+    ) -> Result<(), TransportError> {
+        if let Some(parent) = parent_dir(remote_path) {
+            match sftp.stat(Path::new(parent)) {
+                Ok(st) if st.is_dir() => {}
+                Ok(_) => {
+                    return Err(
+                        self.upload_error(dest, format!("{parent} exists but is not a directory"))
+                    )
+                }
+                Err(e) if is_not_found(&e) => {
+                    return Err(TransportError::UploadParentMissing {
+                        target: self.describe(),
+                        dest: dest.to_string(),
+                        parent: parent.to_string(),
+                    })
+                }
+                Err(e) => return Err(self.ssh_err(&format!("checking {parent}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the temporary file, which must not exist yet, with the local file's `mode`;
+    /// sets `created` once it exists.
+    fn create_temp(
+        &mut self,
+        sftp: &Sftp,
+        remote_path: &str,
+        mode: i32,
+        dest: &str,
+        created: &mut bool,
+    ) -> Result<ssh2::File, TransportError> {
+        match sftp.open_mode(
+            Path::new(remote_path),
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+            mode,
+            OpenType::File,
+        ) {
+            Ok(f) => {
+                *created = true;
+                Ok(f)
+            }
+            Err(e) if is_connection_error(&e) => Err(self.ssh_err("opening the destination", e)),
+            Err(e) => Err(self.upload_error(dest, format!("cannot create it: {}", e.message()))),
+        }
+    }
+
+    /// Sends the file through `queue` to `remote` until the file ends or `pace` stops it,
+    /// telling `follower` how far it got, then closes `remote`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &mut self,
+        input: &mut fs::File,
+        mut remote: ssh2::File,
+        queue: &mut Queue,
+        follower: &mut Option<Channel>,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        pace: Pace<'_>,
+    ) -> Result<(), TransportError> {
         let mut noted = 0u64;
-        let (mut start, mut end) = (0usize, 0usize);
         let mut sent = 0u64;
-        let mut queued = 0u64;
-        let mut eof = false;
         // Once `pace` stops the upload nothing more is queued, but what libssh2 has in flight
         // is still sent: it may have sent part of an SFTP request, and abandoning it would
         // leave the server reading the next requests (the close, the removal) as its rest.
         let mut halted = None;
         loop {
-            while halted.is_none() && !eof && end - start < share.window {
-                if end + share.block > buf.len() {
-                    buf.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                }
-                match read_full(&mut input, &mut buf[end..end + share.block]) {
-                    Ok(0) => eof = true,
-                    Ok(n) => {
-                        end += n;
-                        queued += n as u64;
-                    }
-                    Err(source) => {
-                        return Err(TransportError::Io {
-                            context: format!("cannot read {}", src.display()),
-                            source,
-                        })
-                    }
-                }
+            if halted.is_none() {
+                queue.fill(input, src)?;
             }
-            if start == end {
+            if queue.start == queue.end {
                 break;
             }
-            if queued > expected.bytes {
+            if queue.queued > expected.bytes {
                 // Growing since it was reviewed; the target would not verify anyway.
                 drop(remote);
                 return Err(upload_mismatch(
-                    target,
+                    self.describe(),
                     src,
                     dest,
                     expected,
                     FileDigest {
-                        bytes: queued,
+                        bytes: queue.queued,
                         sha256: "(not computed: the upload was stopped)".into(),
                     },
                 ));
             }
-            match remote.write(&buf[start..end]) {
+            match remote.write(&queue.buf[queue.start..queue.end]) {
                 Ok(n) if n > 0 => {
-                    start += n;
+                    queue.start += n;
                     sent += n as u64;
                     if halted.is_none() {
                         halted = pace(sent).err();
                     }
-                    if sent >= noted + shell::FOLLOW_STEP {
-                        noted = sent;
-                        let note = format!("{sent}\n");
-                        if follower
-                            .as_mut()
-                            .is_some_and(|f| f.write_all(note.as_bytes()).is_err())
-                        {
-                            follower = None; // the hash after the transfer decides
-                        }
-                    }
+                    note_sent(follower, sent, &mut noted);
                 }
-                result => {
-                    let timed_out =
-                        matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut);
-                    let message = match result {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "the server accepted no data".to_string(),
-                    };
-                    drop(remote);
-                    if timed_out || self.silent_too_long() {
-                        self.mark_broken();
-                        return Err(self.lost(
-                            "uploading (the destination is incomplete)",
-                            self.silence_message(),
-                        ));
-                    }
-                    self.mark_broken_if_dead();
-                    if self.conn.as_ref().is_some_and(|c| c.broken) {
-                        return Err(self.lost("uploading (the destination is incomplete)", message));
-                    }
-                    return Err(upload_err(format!(
-                        "writing failed after {sent} bytes: {message}"
-                    )));
-                }
+                result => return Err(self.write_failed(result, remote, sent, dest)),
             }
         }
         let closed = remote.close();
@@ -281,9 +288,61 @@ impl SshTransport {
         if let Err(e) = closed {
             return Err(self.ssh_err("finishing the upload", e));
         }
+        Ok(())
+    }
 
+    /// The error for a write that failed or that the server took nothing of, `sent` bytes
+    /// in: the connection is lost when the write timed out, the server has been silent too
+    /// long, or the session is dead.
+    fn write_failed(
+        &mut self,
+        result: io::Result<usize>,
+        remote: ssh2::File,
+        sent: u64,
+        dest: &str,
+    ) -> TransportError {
+        let timed_out = matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut);
+        let message = match result {
+            Err(e) => e.to_string(),
+            Ok(_) => "the server accepted no data".to_string(),
+        };
+        drop(remote);
+        if timed_out || self.silent_too_long() {
+            self.mark_broken();
+            return self.lost(
+                "uploading (the destination is incomplete)",
+                self.silence_message(),
+            );
+        }
+        self.mark_broken_if_dead();
+        if self.conn.as_ref().is_some_and(|c| c.broken) {
+            return self.lost("uploading (the destination is incomplete)", message);
+        }
+        self.upload_error(
+            dest,
+            format!("writing failed after {sent} bytes: {message}"),
+        )
+    }
+
+    /// Verifies the temporary file on the target: its size from the server's file system,
+    /// its SHA-256 from the follower when that matches, else computed there. `bounded` ends
+    /// before the hash is computed.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_on_target(
+        &mut self,
+        sftp: &Sftp,
+        remote_path: &str,
+        follower: Option<Channel>,
+        bounded: Bounded,
+        src: &Path,
+        expected: &FileDigest,
+        dest: &str,
+        temp: &str,
+        shell: Shell,
+    ) -> Result<(), TransportError> {
+        let target = self.describe();
         // Verify on the target: size from the server's file system, hash computed there.
-        let actual_bytes = match sftp.stat(Path::new(&remote_path)) {
+        let actual_bytes = match sftp.stat(Path::new(remote_path)) {
             Ok(st) => st.size.unwrap_or(0),
             Err(e) => return Err(self.ssh_err("checking the uploaded file", e)),
         };
@@ -301,10 +360,13 @@ impl SshTransport {
         let actual_sha256 = match (exit, shell::parse_sha256(&stdout)) {
             (CommandExit::Code(0), Some(h)) => h,
             _ => {
-                return Err(upload_err(format!(
-                    "cannot compute its SHA-256 on the target ({exit:?}): {}",
-                    stderr.trim()
-                )))
+                return Err(self.upload_error(
+                    dest,
+                    format!(
+                        "cannot compute its SHA-256 on the target ({exit:?}): {}",
+                        stderr.trim()
+                    ),
+                ))
             }
         };
         let actual = FileDigest {
@@ -315,6 +377,76 @@ impl SshTransport {
             return Err(upload_mismatch(target, src, dest, expected, actual));
         }
         Ok(())
+    }
+}
+
+/// The upload's buffer: `buf[start..end]` is what was sent but not yet acknowledged plus
+/// what is queued next (see `send_verified`); `queued` counts what was read from the file.
+struct Queue {
+    buf: Vec<u8>,
+    window: usize,
+    block: usize,
+    start: usize,
+    end: usize,
+    queued: u64,
+    eof: bool,
+}
+
+impl Queue {
+    fn new(share: &UploadBuffer) -> Queue {
+        Queue {
+            buf: vec![0u8; share.len],
+            window: share.window,
+            block: share.block,
+            start: 0,
+            end: 0,
+            queued: 0,
+            eof: false,
+        }
+    }
+
+    /// Reads `input` block by block until a window is queued or the file ends, moving the
+    /// unsent rest to the front of the buffer when the next block would not fit.
+    fn fill(&mut self, input: &mut fs::File, src: &Path) -> Result<(), TransportError> {
+        while !self.eof && self.end - self.start < self.window {
+            if self.end + self.block > self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            match read_full(input, &mut self.buf[self.end..self.end + self.block]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    self.queued += n as u64;
+                }
+                Err(source) => return Err(cannot_read(src, source)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tells the follower how far the upload got, every [`shell::FOLLOW_STEP`] bytes; one that
+/// cannot be told is dropped, and the hash after the transfer decides.
+fn note_sent(follower: &mut Option<Channel>, sent: u64, noted: &mut u64) {
+    if sent >= *noted + shell::FOLLOW_STEP {
+        *noted = sent;
+        let note = format!("{sent}\n");
+        if follower
+            .as_mut()
+            .is_some_and(|f| f.write_all(note.as_bytes()).is_err())
+        {
+            *follower = None; // the hash after the transfer decides
+        }
+    }
+}
+
+/// The error for a local file that cannot be read.
+fn cannot_read(src: &Path, source: io::Error) -> TransportError {
+    TransportError::Io {
+        context: format!("cannot read {}", src.display()),
+        source,
     }
 }
 

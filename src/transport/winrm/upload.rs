@@ -77,23 +77,69 @@ impl WinrmTransport {
         temp: &str,
         pace: Pace<'_>,
     ) -> Result<(), TransportError> {
-        let target = self.describe();
-        let upload_err = |message: String| TransportError::Upload {
-            target: target.clone(),
-            dest: dest.to_string(),
-            message,
-        };
         if dest.is_empty() || dest.contains(['\0', '\r', '\n']) {
-            return Err(upload_err(
+            return Err(self.upload_error(
+                dest,
                 "the destination path is empty or contains a NUL or line break".into(),
             ));
         }
         let line = shell::command_line(Shell::PowerShell, &upload_script(dest, temp, expected));
+        let started = Instant::now();
+        let Sent {
+            exit,
+            stdout,
+            stderr,
+            bytes: sent,
+            hasher,
+        } = self.send_over_stdin(&line, input, what, expected, dest, pace)?;
+        if exit == CommandExit::Code(UPLOAD_NO_PARENT) {
+            return Err(TransportError::UploadParentMissing {
+                target: self.describe(),
+                dest: dest.to_string(),
+                parent: parent_of(dest),
+            });
+        }
+        let Some(actual) = reported_digest(&stdout) else {
+            return Err(self.upload_error(
+                dest,
+                format!(
+                    "the target did not confirm the file ({exit:?}): {}",
+                    stderr.trim()
+                ),
+            ));
+        };
+        if !verified(exit, &actual, expected, sent, hasher) {
+            return Err(self.not_verified(actual, expected, sent, what, dest));
+        }
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(target = %self.describe(), dest, bytes = sent, kib_per_s = (sent as f64 / 1024.0 / secs).round(), "uploaded and verified");
+        Ok(())
+    }
+
+    /// The upload's error for `dest`, saying what went wrong.
+    fn upload_error(&self, dest: &str, message: String) -> TransportError {
+        TransportError::Upload {
+            target: self.describe(),
+            dest: dest.to_string(),
+            message,
+        }
+    }
+
+    /// Runs the upload script `line`, feeding it `input` as base64 lines (hashed as sent
+    /// when there is no `expected`), as far as `pace` lets it.
+    fn send_over_stdin(
+        &mut self,
+        line: &str,
+        input: &mut dyn Read,
+        what: &Path,
+        expected: Option<&FileDigest>,
+        dest: &str,
+        pace: Pace<'_>,
+    ) -> Result<Sent, TransportError> {
         let mut hasher = Sha256::new();
         let mut sent = 0u64;
         let mut read_error: Option<io::Error> = None;
         let mut buf = vec![0u8; UPLOAD_LINE];
-        let started = Instant::now();
         let describe = self.describe();
         let (exit, stdout, stderr) = {
             let mut feed = || -> Result<Option<Vec<u8>>, TransportError> {
@@ -125,7 +171,7 @@ impl WinrmTransport {
                 line.extend_from_slice(b"\r\n");
                 Ok(Some(line))
             };
-            self.capture(&line, Some(&mut feed))
+            self.capture(line, Some(&mut feed))
         }
         .map_err(|e| match read_error.take() {
             Some(source) => TransportError::Io {
@@ -134,56 +180,36 @@ impl WinrmTransport {
             },
             None => e,
         })?;
-        if exit == CommandExit::Code(UPLOAD_NO_PARENT) {
-            let parent = match dest.rfind(['\\', '/']) {
-                Some(i) => dest[..i].to_string(),
-                None => dest.to_string(),
-            };
-            return Err(TransportError::UploadParentMissing {
+        Ok(Sent {
+            exit,
+            stdout,
+            stderr,
+            bytes: sent,
+            hasher,
+        })
+    }
+
+    /// The error for a file that arrived different from `expected` or, without it, from
+    /// what was sent.
+    fn not_verified(
+        &self,
+        actual: FileDigest,
+        expected: Option<&FileDigest>,
+        sent: u64,
+        what: &Path,
+        dest: &str,
+    ) -> TransportError {
+        match expected {
+            Some(expected) => upload_mismatch(self.describe(), what, dest, expected, actual),
+            None => TransportError::UploadVerify {
                 target: self.describe(),
                 dest: dest.to_string(),
-                parent,
-            });
+                expected_bytes: sent,
+                expected_sha256: "(of the script as sent)".into(),
+                actual_bytes: actual.bytes,
+                actual_sha256: actual.sha256,
+            },
         }
-        let report = stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(UPLOAD_REPORT).map(str::to_string));
-        let Some((bytes, sha)) = report.as_deref().and_then(|r| r.split_once(' ')) else {
-            return Err(upload_err(format!(
-                "the target did not confirm the file ({exit:?}): {}",
-                stderr.trim()
-            )));
-        };
-        let actual_bytes: u64 = bytes.trim().parse().unwrap_or(u64::MAX);
-        let actual_sha256 = sha.trim().to_ascii_lowercase();
-        let actual = FileDigest {
-            bytes: actual_bytes,
-            sha256: actual_sha256,
-        };
-        let verified = match expected {
-            Some(expected) => exit == CommandExit::Code(0) && actual == *expected,
-            None => {
-                exit == CommandExit::Code(0)
-                    && actual.bytes == sent
-                    && actual.sha256 == hex(&hasher.finalize())
-            }
-        };
-        if !verified {
-            return Err(match expected {
-                Some(expected) => upload_mismatch(self.describe(), what, dest, expected, actual),
-                None => TransportError::UploadVerify {
-                    target: self.describe(),
-                    dest: dest.to_string(),
-                    expected_bytes: sent,
-                    expected_sha256: "(of the script as sent)".into(),
-                    actual_bytes: actual.bytes,
-                    actual_sha256: actual.sha256,
-                },
-            });
-        }
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        tracing::info!(target = %self.describe(), dest, bytes = sent, kib_per_s = (sent as f64 / 1024.0 / secs).round(), "uploaded and verified");
-        Ok(())
     }
 
     /// Put `content` in a temporary file, run it with `shell`, remove it whatever happens.
@@ -228,6 +254,55 @@ impl WinrmTransport {
             }
         }
         result
+    }
+}
+
+/// What the upload script said, with what was sent to it (`bytes`, hashed by `hasher`).
+struct Sent {
+    exit: CommandExit,
+    stdout: String,
+    stderr: String,
+    bytes: u64,
+    hasher: Sha256,
+}
+
+/// The folder part of `dest`, for the error when it is missing.
+fn parent_of(dest: &str) -> String {
+    match dest.rfind(['\\', '/']) {
+        Some(i) => dest[..i].to_string(),
+        None => dest.to_string(),
+    }
+}
+
+/// The size and SHA-256 of the written file, from the upload script's report line.
+fn reported_digest(stdout: &str) -> Option<FileDigest> {
+    let report = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(UPLOAD_REPORT).map(str::to_string));
+    let (bytes, sha) = report.as_deref().and_then(|r| r.split_once(' '))?;
+    let actual_bytes: u64 = bytes.trim().parse().unwrap_or(u64::MAX);
+    let actual_sha256 = sha.trim().to_ascii_lowercase();
+    Some(FileDigest {
+        bytes: actual_bytes,
+        sha256: actual_sha256,
+    })
+}
+
+/// Whether the script succeeded and wrote `expected` or, without it, what was sent.
+fn verified(
+    exit: CommandExit,
+    actual: &FileDigest,
+    expected: Option<&FileDigest>,
+    sent: u64,
+    hasher: Sha256,
+) -> bool {
+    match expected {
+        Some(expected) => exit == CommandExit::Code(0) && *actual == *expected,
+        None => {
+            exit == CommandExit::Code(0)
+                && actual.bytes == sent
+                && actual.sha256 == hex(&hasher.finalize())
+        }
     }
 }
 

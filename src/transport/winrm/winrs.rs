@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::client::{Failure, REQUEST_TIMEOUT};
+use super::response::Response;
 use super::{clixml, soap, WinrmError, WinrmTransport};
 use crate::secret::Secret;
 use crate::transport::{Announce, CommandExit, Control, Orphan, Stream, Transport, TransportError};
@@ -144,64 +145,93 @@ impl WinrmTransport {
         &mut self,
         shell_id: &str,
         line: &str,
-        mut stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
+        stdin: Option<&mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>>,
         ctl: &Control,
         out: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<(CommandExit, bool), TransportError> {
-        const DURING: &str = "running a command (it may have run partly or fully)";
         let started = Instant::now();
-        let body = soap::command(
-            &self.ep,
-            &soap::message_id(),
-            shell_id,
-            line,
-            stdin.is_some(),
-        );
+        let command_id = self.start_command(shell_id, line, stdin.is_some())?;
+        if let Some(feed) = stdin {
+            self.send_stdin(shell_id, &command_id, feed, ctl, started)?;
+        }
+        let mut output = Output::new(line);
+        let (stopped, exit) =
+            self.receive_until_done(shell_id, &command_id, ctl, started, &mut output, out)?;
+        output.finish(out);
+        self.end_command(shell_id, &command_id, stopped, exit)
+    }
+
+    /// Sends the command line; returns its CommandId.
+    fn start_command(
+        &mut self,
+        shell_id: &str,
+        line: &str,
+        with_stdin: bool,
+    ) -> Result<String, TransportError> {
+        let body = soap::command(&self.ep, &soap::message_id(), shell_id, line, with_stdin);
         let r = self.simple(body, "starting a command (it may or may not have started)")?;
         let Some(command_id) = r.command_id.filter(|c| !c.is_empty()) else {
             return Err(self.wrap("starting a command", WinrmError::Missing("a CommandId")));
         };
+        Ok(command_id)
+    }
 
-        if let Some(feed) = stdin.as_mut() {
-            loop {
-                if ctl.is_cancelled() || ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+    /// Sends what `feed` gives as the command's input until it ends, the command refuses
+    /// more, or the command is cancelled or out of time.
+    fn send_stdin(
+        &mut self,
+        shell_id: &str,
+        command_id: &str,
+        feed: &mut dyn FnMut() -> Result<Option<Vec<u8>>, TransportError>,
+        ctl: &Control,
+        started: Instant,
+    ) -> Result<(), TransportError> {
+        loop {
+            if ctl.is_cancelled() || ctl.timeout.is_some_and(|t| started.elapsed() >= t) {
+                break;
+            }
+            let next = feed()?;
+            let (data, end) = match next {
+                Some(d) => (d, false),
+                None => (Vec::new(), true),
+            };
+            let body = soap::send(
+                &self.ep,
+                &soap::message_id(),
+                shell_id,
+                command_id,
+                &data,
+                end,
+            );
+            match self.call(body, DURING, REQUEST_TIMEOUT, &|| false) {
+                Ok(_) => {}
+                // The command ended early (e.g. the upload's directory is missing):
+                // its output and exit code tell why.
+                Err(Failure::Fault(f)) => {
+                    tracing::debug!(target = %self.describe(), fault = %f, "stdin refused; reading the command's result");
                     break;
                 }
-                let next = feed()?;
-                let (data, end) = match next {
-                    Some(d) => (d, false),
-                    None => (Vec::new(), true),
-                };
-                let body = soap::send(
-                    &self.ep,
-                    &soap::message_id(),
-                    shell_id,
-                    &command_id,
-                    &data,
-                    end,
-                );
-                match self.call(body, DURING, REQUEST_TIMEOUT, &|| false) {
-                    Ok(_) => {}
-                    // The command ended early (e.g. the upload's directory is missing):
-                    // its output and exit code tell why.
-                    Err(Failure::Fault(f)) => {
-                        tracing::debug!(target = %self.describe(), fault = %f, "stdin refused; reading the command's result");
-                        break;
-                    }
-                    Err(Failure::Stopped) => break,
-                    Err(Failure::Err(e)) => return Err(e),
-                }
-                if end {
-                    break;
-                }
+                Err(Failure::Stopped) => break,
+                Err(Failure::Err(e)) => return Err(e),
+            }
+            if end {
+                break;
             }
         }
+        Ok(())
+    }
 
-        let mut joiners = [Utf8Joiner::default(), Utf8Joiner::default()];
-        // Only PowerShell writes CLIXML; anything else's stderr passes untouched.
-        let mut clixml = line
-            .starts_with("powershell.exe")
-            .then(clixml::StderrFilter::default);
+    /// Receives the command's output into `output` until it is done (the exit, second) or
+    /// stopped by cancel or timeout (how, first).
+    fn receive_until_done(
+        &mut self,
+        shell_id: &str,
+        command_id: &str,
+        ctl: &Control,
+        started: Instant,
+        output: &mut Output,
+        out: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<(Option<CommandExit>, Option<CommandExit>), TransportError> {
         let timeout = ctl.timeout;
         let receive_limit = self.cfg.operation_timeout + RECEIVE_GRACE;
         let mut stopped: Option<CommandExit> = None;
@@ -215,30 +245,11 @@ impl WinrmTransport {
                 stopped = Some(CommandExit::TimedOut);
                 break;
             }
-            let body = soap::receive(&self.ep, &soap::message_id(), shell_id, &command_id);
+            let body = soap::receive(&self.ep, &soap::message_id(), shell_id, command_id);
             let stop = || ctl.is_cancelled() || timeout.is_some_and(|t| started.elapsed() >= t);
             match self.call(body, DURING, receive_limit, &stop) {
                 Ok(r) => {
-                    for chunk in &r.chunks {
-                        if chunk
-                            .command_id
-                            .as_deref()
-                            .is_some_and(|c| !c.eq_ignore_ascii_case(&command_id))
-                        {
-                            continue;
-                        }
-                        let j = match chunk.stream {
-                            Stream::Stdout => &mut joiners[0],
-                            Stream::Stderr => &mut joiners[1],
-                        };
-                        let mut ready = j.push(&chunk.data);
-                        if let (Stream::Stderr, Some(f)) = (chunk.stream, clixml.as_mut()) {
-                            ready = f.feed(&ready);
-                        }
-                        if !ready.is_empty() {
-                            out(chunk.stream, &ready);
-                        }
-                    }
+                    output.pass(&r, command_id, out);
                     if r.done == Some(true) {
                         match r.exit_code {
                             Some(code) => exit = Some(CommandExit::Code(code)),
@@ -262,18 +273,19 @@ impl WinrmTransport {
                 Err(Failure::Err(e)) => return Err(e),
             }
         }
-        for (j, stream) in joiners.iter_mut().zip([Stream::Stdout, Stream::Stderr]) {
-            let mut rest = j.finish();
-            if let (Stream::Stderr, Some(f)) = (stream, clixml.as_mut()) {
-                rest = f.feed(&rest);
-                rest.extend(f.finish());
-            }
-            if !rest.is_empty() {
-                out(stream, &rest);
-            }
-        }
+        Ok((stopped, exit))
+    }
+
+    /// Signals terminate and returns the exit with whether the signal was accepted.
+    fn end_command(
+        &mut self,
+        shell_id: &str,
+        command_id: &str,
+        stopped: Option<CommandExit>,
+        exit: Option<CommandExit>,
+    ) -> Result<(CommandExit, bool), TransportError> {
         // MS-WSMV 3.1.4.14: terminate after Done as well, so the server frees the command.
-        let signalled = self.terminate(shell_id, &command_id);
+        let signalled = self.terminate(shell_id, command_id);
         match (stopped, exit) {
             (Some(s), _) => {
                 if let Err(e) = &signalled {
@@ -299,6 +311,70 @@ impl WinrmTransport {
     ) -> Result<(CommandExit, String, String), TransportError> {
         let ctl = Control::new(None);
         crate::transport::capture(|out| self.run_line(line, stdin, &ctl, out))
+    }
+}
+
+/// What a failure while a command runs is reported as.
+const DURING: &str = "running a command (it may have run partly or fully)";
+
+/// A command's output on its way out: characters kept whole, and PowerShell's stderr made
+/// readable from CLIXML.
+struct Output {
+    joiners: [Utf8Joiner; 2],
+    clixml: Option<clixml::StderrFilter>,
+}
+
+impl Output {
+    fn new(line: &str) -> Output {
+        Output {
+            joiners: [Utf8Joiner::default(), Utf8Joiner::default()],
+            // Only PowerShell writes CLIXML; anything else's stderr passes untouched.
+            clixml: line
+                .starts_with("powershell.exe")
+                .then(clixml::StderrFilter::default),
+        }
+    }
+
+    /// Hands on the chunks of `r` that belong to `command_id`.
+    fn pass(&mut self, r: &Response, command_id: &str, out: &mut dyn FnMut(Stream, &[u8])) {
+        for chunk in &r.chunks {
+            if chunk
+                .command_id
+                .as_deref()
+                .is_some_and(|c| !c.eq_ignore_ascii_case(command_id))
+            {
+                continue;
+            }
+            let j = match chunk.stream {
+                Stream::Stdout => &mut self.joiners[0],
+                Stream::Stderr => &mut self.joiners[1],
+            };
+            let mut ready = j.push(&chunk.data);
+            if let (Stream::Stderr, Some(f)) = (chunk.stream, self.clixml.as_mut()) {
+                ready = f.feed(&ready);
+            }
+            if !ready.is_empty() {
+                out(chunk.stream, &ready);
+            }
+        }
+    }
+
+    /// Hands on whatever is still held back.
+    fn finish(&mut self, out: &mut dyn FnMut(Stream, &[u8])) {
+        for (j, stream) in self
+            .joiners
+            .iter_mut()
+            .zip([Stream::Stdout, Stream::Stderr])
+        {
+            let mut rest = j.finish();
+            if let (Stream::Stderr, Some(f)) = (stream, self.clixml.as_mut()) {
+                rest = f.feed(&rest);
+                rest.extend(f.finish());
+            }
+            if !rest.is_empty() {
+                out(stream, &rest);
+            }
+        }
     }
 }
 
