@@ -250,61 +250,11 @@ fn run(
     rx: &Receiver<Msg>,
     outstanding: &Mutex<Outstanding>,
 ) {
-    // Failed deliveries waiting for their next try: (due, delivery, tries so far).
-    let mut retries: Vec<(Instant, Delivery, u32)> = Vec::new();
-    let try_once =
-        |d: Delivery, tries_before: u32, last_chance: bool| -> Option<(Instant, Delivery, u32)> {
-            let attempt = tries_before + 1;
-            let result = ctx.deliver(rt, &d);
-            let label = ctx.sinks.get(d.sink).map(Sink::label).unwrap_or_default();
-            let key = (d.notice.id.clone(), d.sink);
-            let base = NewNotification {
-                run: d.run.clone(),
-                event_id: d.notice.id.clone(),
-                event: d.notice.event.name().to_string(),
-                sink: label,
-                attempt,
-                at: ctx.clock.now(),
-                outcome: "delivered",
-                detail: String::new(),
-            };
-            match result {
-                Ok(answer) => {
-                    ctx.journal(NewNotification {
-                        detail: answer,
-                        ..base
-                    });
-                    if let Ok(mut o) = outstanding.lock() {
-                        o.open.remove(&key);
-                    }
-                    None
-                }
-                Err(e) => {
-                    let more = !last_chance && (attempt as usize) <= BACKOFF.len();
-                    let detail = if more {
-                        let pause = BACKOFF[attempt as usize - 1];
-                        format!("{e}; next try in {}s", pause.as_secs())
-                    } else {
-                        format!("{e}; no more tries")
-                    };
-                    ctx.journal(NewNotification {
-                        outcome: if more { "failed" } else { "given-up" },
-                        detail,
-                        ..base
-                    });
-                    if let Ok(mut o) = outstanding.lock() {
-                        if more {
-                            if let Some(entry) = o.open.get_mut(&key) {
-                                entry.3 = attempt;
-                            }
-                        } else {
-                            o.open.remove(&key);
-                        }
-                    }
-                    more.then(|| (Instant::now() + BACKOFF[attempt as usize - 1], d, attempt))
-                }
-            }
-        };
+    // Failed deliveries waiting for their next try.
+    let mut retries: Vec<Retry> = Vec::new();
+    let try_once = |d: Delivery, tries_before: u32, last_chance: bool| {
+        try_once(ctx, rt, outstanding, d, tries_before, last_chance)
+    };
     loop {
         let wait = retries
             .iter()
@@ -312,17 +262,11 @@ fn run(
             .min()
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
-            Ok(Msg::Deliver(d)) => {
-                if let Some(r) = try_once(d, 0, false) {
-                    retries.push(r);
-                }
-            }
+            Ok(Msg::Deliver(d)) => retries.extend(try_once(d, 0, false)),
             Ok(Msg::Finish) | Err(RecvTimeoutError::Disconnected) => {
                 // The run is over: what is queued gets its tries now, retries one last try.
                 while let Ok(Msg::Deliver(d)) = rx.try_recv() {
-                    if let Some(r) = try_once(d, 0, false) {
-                        retries.push(r);
-                    }
+                    retries.extend(try_once(d, 0, false));
                 }
                 for (_, d, tries) in retries.drain(..) {
                     try_once(d, tries, true);
@@ -335,11 +279,73 @@ fn run(
                     retries.drain(..).partition(|(due, _, _)| *due <= now);
                 retries = later;
                 for (_, d, tries) in due {
-                    if let Some(r) = try_once(d, tries, false) {
-                        retries.push(r);
-                    }
+                    retries.extend(try_once(d, tries, false));
                 }
             }
         }
     }
+}
+
+/// A failed delivery waiting for its next try: when, what, and how many tries so far.
+type Retry = (Instant, Delivery, u32);
+
+/// One try of a delivery, journaled; the retry it needs, if it failed and may be tried again
+/// (never after `last_chance`).
+fn try_once(
+    ctx: &Context,
+    rt: &tokio::runtime::Runtime,
+    outstanding: &Mutex<Outstanding>,
+    d: Delivery,
+    tries_before: u32,
+    last_chance: bool,
+) -> Option<Retry> {
+    let attempt = tries_before + 1;
+    let result = ctx.deliver(rt, &d);
+    let label = ctx.sinks.get(d.sink).map(Sink::label).unwrap_or_default();
+    let key = (d.notice.id.clone(), d.sink);
+    let base = NewNotification {
+        run: d.run.clone(),
+        event_id: d.notice.id.clone(),
+        event: d.notice.event.name().to_string(),
+        sink: label,
+        attempt,
+        at: ctx.clock.now(),
+        outcome: "delivered",
+        detail: String::new(),
+    };
+    let e = match result {
+        Ok(answer) => {
+            ctx.journal(NewNotification {
+                detail: answer,
+                ..base
+            });
+            if let Ok(mut o) = outstanding.lock() {
+                o.open.remove(&key);
+            }
+            return None;
+        }
+        Err(e) => e,
+    };
+    let more = !last_chance && (attempt as usize) <= BACKOFF.len();
+    let detail = if more {
+        let pause = BACKOFF[attempt as usize - 1];
+        format!("{e}; next try in {}s", pause.as_secs())
+    } else {
+        format!("{e}; no more tries")
+    };
+    ctx.journal(NewNotification {
+        outcome: if more { "failed" } else { "given-up" },
+        detail,
+        ..base
+    });
+    if let Ok(mut o) = outstanding.lock() {
+        if more {
+            if let Some(entry) = o.open.get_mut(&key) {
+                entry.3 = attempt;
+            }
+        } else {
+            o.open.remove(&key);
+        }
+    }
+    more.then(|| (Instant::now() + BACKOFF[attempt as usize - 1], d, attempt))
 }
