@@ -33,77 +33,90 @@ pub(super) fn apply_overrides(
     let ids = step_ids(src);
     let mut skip = Vec::new();
     for o in per_step {
-        let key_path = format!("overrides.{}", o.key);
-        let Some(index) = ids.iter().position(|id| *id == o.key) else {
-            diags.push(
-                Diagnostic::new_in(
-                    src,
-                    0,
-                    o.key_pos,
-                    o.key.chars().count().max(1),
-                    key_path,
-                    format!("the procedure has no step `{}`", o.key),
-                )
-                .help(suggestion_or_choices(
-                    &o.key,
-                    ids.iter().map(String::as_str),
-                )),
-            );
-            continue;
-        };
-        let NodeKind::Map(changes) = o.value.kind else {
-            diags.push(
-                Diagnostic::new_in(
-                    src,
-                    0,
-                    o.value.pos,
-                    o.value.width,
-                    key_path,
-                    format!("the override of `{}` must be a mapping", o.key),
-                )
-                .help("e.g. `{ estimate: 6h }` or `{ skip: true }`"),
-            );
-            continue;
-        };
-        for c in changes {
-            let here = at_text(src, 0, c.value.pos);
-            match c.key.as_str() {
-                "skip" => {
-                    if skip_wanted(src, &o.key, index, &c.value, diags) {
-                        skip.push(index);
-                        comp.skipped.push(Skipped {
-                            step: o.key.clone(),
-                            at: here,
-                        });
-                    }
-                }
-                "estimate" | "timeout" => {
-                    let (key, value) = (c.key.clone(), shown(&c.value));
-                    if let Some(before) = set_value(src, index, c) {
-                        comp.overrides.push(Override {
-                            step: o.key.clone(),
-                            key,
-                            value,
-                            procedure_value: before,
-                            at: here,
-                        });
-                    }
-                }
-                other => diags.push(
-                    Diagnostic::new_in(
-                        src,
-                        0,
-                        c.key_pos,
-                        other.chars().count().max(1),
-                        format!("{key_path}.{other}"),
-                        format!("unknown key `{other}` in an override"),
-                    )
-                    .help(suggestion_or_choices(other, OVERRIDE_KEYS.iter().copied())),
-                ),
-            }
-        }
+        override_step(src, o, &ids, comp, diags, &mut skip);
     }
     remove_steps(src, &skip);
+}
+
+/// One step's override: the step must exist and the override be a mapping of `skip`,
+/// `estimate` or `timeout`; the steps to skip are added to `skip`.
+fn override_step(
+    src: &mut Source,
+    o: Entry,
+    ids: &[String],
+    comp: &mut Composition,
+    diags: &mut Vec<Diagnostic>,
+    skip: &mut Vec<usize>,
+) {
+    let key_path = format!("overrides.{}", o.key);
+    let Some(index) = ids.iter().position(|id| *id == o.key) else {
+        diags.push(
+            Diagnostic::new_in(
+                src,
+                0,
+                o.key_pos,
+                o.key.chars().count().max(1),
+                key_path,
+                format!("the procedure has no step `{}`", o.key),
+            )
+            .help(suggestion_or_choices(
+                &o.key,
+                ids.iter().map(String::as_str),
+            )),
+        );
+        return;
+    };
+    let NodeKind::Map(changes) = o.value.kind else {
+        diags.push(
+            Diagnostic::new_in(
+                src,
+                0,
+                o.value.pos,
+                o.value.width,
+                key_path,
+                format!("the override of `{}` must be a mapping", o.key),
+            )
+            .help("e.g. `{ estimate: 6h }` or `{ skip: true }`"),
+        );
+        return;
+    };
+    for c in changes {
+        let here = at_text(src, 0, c.value.pos);
+        match c.key.as_str() {
+            "skip" => {
+                if skip_wanted(src, &o.key, index, &c.value, diags) {
+                    skip.push(index);
+                    comp.skipped.push(Skipped {
+                        step: o.key.clone(),
+                        at: here,
+                    });
+                }
+            }
+            "estimate" | "timeout" => {
+                let (key, value) = (c.key.clone(), shown(&c.value));
+                if let Some(before) = set_value(src, index, c) {
+                    comp.overrides.push(Override {
+                        step: o.key.clone(),
+                        key,
+                        value,
+                        procedure_value: before,
+                        at: here,
+                    });
+                }
+            }
+            other => diags.push(
+                Diagnostic::new_in(
+                    src,
+                    0,
+                    c.key_pos,
+                    other.chars().count().max(1),
+                    format!("{key_path}.{other}"),
+                    format!("unknown key `{other}` in an override"),
+                )
+                .help(suggestion_or_choices(other, OVERRIDE_KEYS.iter().copied())),
+            ),
+        }
+    }
 }
 
 /// The id of each step of the merged tree, in order ("" where a step has none).
