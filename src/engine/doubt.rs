@@ -220,7 +220,9 @@ fn verify_or_ask(s: &Session<'_>, step: &Step, target: &str, earlier: u32, why: 
             }
         }
         Some(false) => emit_doubt(s, step, target, Decision::CheckFailed, Doubt::Run),
-        None if step.idempotent => emit_doubt(s, step, target, Decision::Idempotent, Doubt::Run),
+        None if step.redone_in_doubt() => {
+            emit_doubt(s, step, target, Decision::Idempotent, Doubt::Run)
+        }
         None => emit_doubt(
             s,
             step,

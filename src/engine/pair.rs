@@ -305,7 +305,7 @@ pub(super) fn lost(
     number: u32,
     why: String,
 ) -> AttemptEnd {
-    if step.idempotent {
+    if step.redone_in_doubt() {
         return AttemptEnd::Failed(why);
     }
     match verify_in_doubt(s, step, target, number) {

@@ -204,6 +204,15 @@ impl Step {
         matches!(self.action, Action::Manual(_))
     }
 
+    /// Whether a pair of this step left in doubt (its runner died, its link was lost) may simply
+    /// run again: an idempotent step, or an upload. An upload left in doubt has not been followed
+    /// by any later step, and it only ever replaces its destination by a verified copy of the
+    /// same reviewed file, so doing it again gives the same result. (It is not `idempotent` for
+    /// the renamed-step and other-journal checks: there, later steps may have changed the file.)
+    pub fn redone_in_doubt(&self) -> bool {
+        self.idempotent || matches!(self.action, Action::Upload { .. })
+    }
+
     /// Every target the step talks to: its pair targets, and a copy's source, whose
     /// credentials it needs too.
     pub fn machines(&self) -> impl Iterator<Item = &str> {

@@ -355,7 +355,7 @@ fn a_second_ctrl_c_stops_an_upload_step_and_the_next_apply_does_it() {
     let dest = old_destination(sshd.dir(), "export.bin");
     let folder = dest.parent().expect("folder").to_path_buf();
     let steps = format!(
-        "  - id: send\n    on: box\n    idempotent: true\n    upload: {{ src: export.bin, dest: {} }}\n",
+        "  - id: send\n    on: box\n    upload: {{ src: export.bin, dest: {} }}\n",
         q(dest.display().to_string())
     );
     write_playbook(dir.path(), &[ssh_target("box", &sshd)], &steps);
