@@ -9,23 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::postgres::Postgres;
+use crate::common::wait_until;
 use crate::common_cli::{runner, Run};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 /// The lease of a runner these tests freeze or kill: short, so that the takeover comes soon.
 const SHORT_LEASE_MS: &str = "1500";
 const NAME: &str = "Team cutover";
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Two working folders ("machines") with the same playbook, a shared folder for the steps'
 /// ledger and hold files, and a server.

@@ -8,10 +8,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::tmux::Tmux;
-use crate::common::{process_running, stops_within, Sshd};
+use crate::common::{process_running, records, stops_within, wait_until, Sshd};
 use crate::common_cli::runner;
 
 /// Upper bound for any wait; only reached when something is broken.
@@ -51,47 +51,19 @@ fn playbook(dir: &Path, detach: bool) -> PathBuf {
 }
 
 fn ledger(dir: &Path) -> Vec<String> {
-    fs::read_to_string(dir.join("ledger"))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
+    records::lines(&dir.join("ledger"))
 }
 
-fn db(dir: &Path) -> rusqlite::Connection {
-    let path = dir.join(".runner").join("night.db");
-    assert!(path.exists(), "no journal at {}", path.display());
-    rusqlite::Connection::open(&path).expect("open the journal")
+fn journal(dir: &Path) -> PathBuf {
+    dir.join(".runner").join("night.db")
 }
 
-/// (command, outcome) of every run, in order.
 fn runs(dir: &Path) -> Vec<(String, Option<String>)> {
-    let conn = db(dir);
-    let mut stmt = conn
-        .prepare("SELECT command, outcome FROM runs ORDER BY seq")
-        .expect("prepare");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query runs")
-        .collect::<Result<_, _>>()
-        .expect("read runs")
+    records::runs(&journal(dir))
 }
 
-/// (step, kind, state) of every attempt, in order.
 fn attempts(dir: &Path) -> Vec<(String, String, String)> {
-    let conn = db(dir);
-    let mut stmt = conn
-        .prepare("SELECT step_id, kind, state FROM attempts ORDER BY id")
-        .expect("prepare");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("query attempts")
-        .collect::<Result<_, _>>()
-        .expect("read attempts")
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    records::attempts(&journal(dir))
 }
 
 fn triple(s: (&str, &str, &str)) -> (String, String, String) {
@@ -493,7 +465,8 @@ fn a_background_run_started_before_the_window_sleeps_and_works_when_it_opens() {
     );
     assert_eq!(ledger(dir.path()), ["start", "end", "after"]);
     // Nothing started before 18:00 CST (00:00 UTC), on the run's own clock.
-    let first: String = db(dir.path())
+    let first: String = rusqlite::Connection::open(journal(dir.path()))
+        .expect("open the journal")
         .query_row(
             "SELECT started_at FROM attempts ORDER BY id LIMIT 1",
             [],

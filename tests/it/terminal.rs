@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::tmux::Tmux;
-use crate::common::{process_running, stops_within};
+use crate::common::{process_running, records, stops_within};
 use crate::common_cli::runner;
 
 /// Upper bound for any wait; only reached when something is broken.
@@ -55,39 +55,19 @@ fn playbook(dir: &Path, first_extra: &str) -> PathBuf {
 }
 
 fn ledger(dir: &Path) -> Vec<String> {
-    fs::read_to_string(dir.join("ledger"))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
+    records::lines(&dir.join("ledger"))
 }
 
-fn db(dir: &Path) -> rusqlite::Connection {
-    let path = dir.join(".runner").join("cutover.db");
-    assert!(path.exists(), "no journal at {}", path.display());
-    rusqlite::Connection::open(&path).expect("open the journal")
+fn journal(dir: &Path) -> PathBuf {
+    dir.join(".runner").join("cutover.db")
 }
 
-/// (command, outcome) of every run, in order.
 fn runs(dir: &Path) -> Vec<(String, Option<String>)> {
-    let conn = db(dir);
-    let mut stmt = conn
-        .prepare("SELECT command, outcome FROM runs ORDER BY seq")
-        .expect("prepare");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query runs")
-        .collect::<Result<_, _>>()
-        .expect("read runs")
+    records::runs(&journal(dir))
 }
 
-/// (step, kind, state) of every attempt, in order.
 fn attempts(dir: &Path) -> Vec<(String, String, String)> {
-    let conn = db(dir);
-    let mut stmt = conn
-        .prepare("SELECT step_id, kind, state FROM attempts ORDER BY id")
-        .expect("prepare");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("query attempts")
-        .collect::<Result<_, _>>()
-        .expect("read attempts")
+    records::attempts(&journal(dir))
 }
 
 fn triple(s: (&str, &str, &str)) -> (String, String, String) {
@@ -336,7 +316,7 @@ fn a_third_ctrl_c_exits_at_once_and_the_journal_keeps_the_step_in_doubt() {
     });
     // From now on the journal is busy: a runner that goes on stopping the step waits for it
     // (and says it cannot record), one that exits at once does not.
-    let busy = db(dir.path());
+    let busy = rusqlite::Connection::open(journal(dir.path())).expect("open the journal");
     busy.execute_batch("BEGIN IMMEDIATE")
         .expect("take the journal's write lock");
     bg.signal(libc::SIGINT);

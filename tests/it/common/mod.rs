@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod records;
 pub mod run;
 pub mod running;
 pub mod scene;
