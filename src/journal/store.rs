@@ -516,9 +516,10 @@ pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// The path a journal (or playbook) really lives at: symlinks resolved, also a dangling one at
-/// the end (the journal it points to will be created there) and missing folders (they will be
-/// created). Two spellings of one journal must give one lock and one file. Falls back to the
-/// path as given when nothing of it can be resolved.
+/// the end, and missing folders (they will be created). Two spellings of one journal must give
+/// one lock and one file. Falls back to the path as given when nothing of it can be resolved.
+/// (The command line refuses a journal path that is a link to nothing before it gets here: a
+/// missing disk must not start a new journal.)
 pub fn resolve_path(path: &Path) -> PathBuf {
     if pg::parse_location(path).is_some() {
         return path.to_path_buf();
